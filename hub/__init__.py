@@ -1,0 +1,1 @@
+"""emp-redis hub package."""

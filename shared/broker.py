@@ -1,0 +1,430 @@
+"""The broker API: typed async wrappers over the Lua scripts. Hub and worker use only this.
+
+Every state transition is one script call (shared/lua/); this module validates inputs,
+encodes documents and decodes replies. It keeps no state of its own besides the Redis
+client, so any number of hubs and workers can use it against one Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import msgspec
+import orjson
+from redis.asyncio import Redis
+
+from shared.capabilities import Capabilities
+from shared.errors import BrokerError, InvalidInput
+from shared.job import MAX_EFFECTIVE_PRIORITY, Job, JobRequest, JobStatus
+from shared.keys import Keys
+from shared.requirements import Requirements, requirement_class
+from shared.scripts import Scripts
+from shared.settings import BrokerSettings
+from shared.validation import check_document
+
+Fence = Literal["ok", "stale", "cancelled"]
+FailOutcome = Literal["retrying", "failed", "stale", "cancelled"]
+WorkerState = Literal["active", "paused", "draining"]
+
+# Claims that run past the scan budget continue in further calls; this bounds the total.
+MAX_SCAN_CALLS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    job_id: str
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    job: Job
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoClaim:
+    """Nothing to claim: `reason` is 'empty', 'paused' or 'draining'; `next_due_ms` is when
+    the next backing-off retry becomes claimable (server time), if any."""
+
+    reason: str
+    next_due_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    outcome: Literal["cancelled", "unchanged", "missing"]
+    was: str | None = None
+    worker_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReapReport:
+    promoted: int = 0
+    recovered: list[tuple[str, str, str]] = field(default_factory=list)  # worker, job, outcome
+    timed_out: list[tuple[str, str]] = field(default_factory=list)  # job, outcome
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _opt_int(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+def parse_job(raw: Mapping[Any, Any]) -> Job:
+    """Build a Job from the fields of a `job:{id}` hash."""
+    h = {_text(k) or "": _text(v) or "" for k, v in raw.items()}
+    timeout_ms = _opt_int(h.get("timeout_ms"))
+    return Job(
+        id=h["id"],
+        service_type=h["service_type"],
+        customer_id=h.get("customer_id") or None,
+        priority=int(h.get("priority") or 0),
+        effective_priority=int(h.get("effective_priority") or 0),
+        payload=orjson.loads(h["payload"]) if h.get("payload") else None,
+        requirements=msgspec.json.decode(h.get("requirements") or "{}", type=Requirements),
+        status=JobStatus(h["status"]),
+        progress=float(h.get("progress") or 0),
+        message=h.get("message") or None,
+        result=orjson.loads(h["result"]) if h.get("result") else None,
+        error=h.get("error") or None,
+        worker_id=h.get("worker_id") or None,
+        attempts=int(h.get("attempts") or 0),
+        max_retries=int(h.get("max_retries") or 0),
+        timeout_seconds=timeout_ms / 1000 if timeout_ms is not None else None,
+        deadline=_opt_int(h.get("deadline")),
+        tags=orjson.loads(h["tags"]) if h.get("tags") else [],
+        created_at=int(h.get("created_at") or 0),
+        claimed_at=_opt_int(h.get("claimed_at")),
+        finished_at=_opt_int(h.get("finished_at")),
+        retry_at=_opt_int(h.get("retry_at")),
+        event_seq=int(h.get("event_seq") or 0),
+    )
+
+
+def new_job_id() -> str:
+    return f"job-{uuid.uuid4().hex}"
+
+
+class Broker:
+    """Async, typed access to the job queue. Cheap to construct; share one per process."""
+
+    def __init__(self, redis: Redis, settings: BrokerSettings | None = None) -> None:
+        self.redis = redis
+        self.settings = settings or BrokerSettings()
+        self.keys = Keys(self.settings.prefix)
+        self._scripts = Scripts(
+            redis,
+            self.keys,
+            events_max=self.settings.events_max,
+            retention_ms=self.settings.retention_ms,
+        )
+
+    # -- submission ---------------------------------------------------------------------
+
+    def _submit_args(
+        self,
+        request: JobRequest,
+        effective_priority: int | None,
+        idempotency_key: str | None,
+    ) -> list[str | int]:
+        s = self.settings
+        payload = check_document(request.payload, "payload", max_bytes=s.max_payload_bytes)
+        priority = request.priority if request.priority is not None else 50
+        effective = priority if effective_priority is None else effective_priority
+        if not 0 <= effective <= MAX_EFFECTIVE_PRIORITY:
+            raise InvalidInput("priority", f"effective priority {effective} outside 0..1000")
+        job_id = request.id or new_job_id()
+        idem = ""
+        if idempotency_key:
+            if len(idempotency_key) > 256:
+                raise InvalidInput("Idempotency-Key", "longer than 256 characters")
+            idem = hashlib.sha256(idempotency_key.encode()).hexdigest()
+        timeout = request.timeout_seconds or s.job_timeout
+        max_retries = request.max_retries
+        fields: list[str | int] = [
+            "service_type", request.service_type,
+            "priority", priority,
+            "payload", payload.decode(),
+            "requirements", msgspec.json.encode(request.requirements).decode(),
+            "max_retries", s.default_max_retries if max_retries is None else max_retries,
+            "timeout_ms", int(timeout * 1000),
+        ]  # fmt: skip
+        if request.customer_id:
+            fields += ["customer_id", request.customer_id]
+        if request.tags:
+            fields += ["tags", orjson.dumps(request.tags).decode()]
+        if request.deadline is not None:
+            fields += ["deadline", int(request.deadline.timestamp() * 1000)]
+        cls = requirement_class(request.service_type, request.customer_id, request.requirements)
+        return [job_id, idem, cls, effective, *fields]
+
+    async def submit(
+        self,
+        request: JobRequest,
+        *,
+        effective_priority: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Submitted:
+        """Queue a job. A repeated `id` or idempotency key returns the original job's id
+        with `created=False` and writes nothing."""
+        args = self._submit_args(request, effective_priority, idempotency_key)
+        reply = await self._scripts.call("submit", *args)
+        return Submitted(job_id=_text(reply[1]) or "", created=int(reply[0]) == 1)
+
+    async def submit_many(
+        self,
+        requests: Sequence[JobRequest],
+        *,
+        effective_priorities: Sequence[int | None] | None = None,
+    ) -> list[Submitted]:
+        """Queue many jobs in one round trip. Each job is atomic on its own; all are
+        validated before any is written."""
+        prios = effective_priorities or [None] * len(requests)
+        all_args = [self._submit_args(r, p, None) for r, p in zip(requests, prios, strict=True)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for args in all_args:
+                await self._scripts.call("submit", *args, client=pipe)
+            replies = await pipe.execute()
+        return [Submitted(job_id=_text(r[1]) or "", created=int(r[0]) == 1) for r in replies]
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job | None:
+        raw = await self.redis.hgetall(self.keys.job(job_id))
+        return parse_job(raw) if raw else None
+
+    async def get_many(self, job_ids: Iterable[str]) -> list[Job]:
+        ids = list(job_ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(self.keys.job(job_id))
+            raws = await pipe.execute()
+        return [parse_job(raw) for raw in raws if raw]
+
+    async def queue_position(self, job_id: str) -> int | None:
+        """0-based rank among all pending jobs (backing-off retries included), or None."""
+        rank = await self.redis.zrank(self.keys.pending, job_id)
+        return rank if isinstance(rank, int) else None
+
+    async def pending_count(self) -> int:
+        return int(await self.redis.zcard(self.keys.pending))
+
+    # -- workers ------------------------------------------------------------------------
+
+    @staticmethod
+    def encode_capabilities(caps: Capabilities) -> bytes:
+        return msgspec.json.encode(caps)
+
+    async def register_worker(
+        self, worker_id: str, caps: Capabilities, info: Mapping[str, Any] | None = None
+    ) -> WorkerState:
+        state = await self._scripts.call(
+            "register",
+            worker_id,
+            int(self.settings.lease_timeout * 1000),
+            self.encode_capabilities(caps),
+            orjson.dumps(dict(info or {})),
+        )
+        return _worker_state(state)
+
+    async def heartbeat(
+        self,
+        worker_id: str,
+        *,
+        status: str = "idle",
+        running: Mapping[str, str] | None = None,
+        caps: Capabilities | None = None,
+    ) -> list[str]:
+        """Renew liveness; returns the ids among `running` (job id -> token) that the worker
+        no longer holds and must interrupt."""
+        pairs: list[str] = []
+        for job_id, token in (running or {}).items():
+            pairs += [job_id, token]
+        revoked = await self._scripts.call(
+            "heartbeat",
+            worker_id,
+            int(self.settings.lease_timeout * 1000),
+            status,
+            self.encode_capabilities(caps) if caps is not None else "",
+            int(self.settings.orphan_grace * 1000),
+            *pairs,
+        )
+        return [_text(r) or "" for r in revoked]
+
+    async def deregister_worker(self, worker_id: str) -> int:
+        """Leave the fleet; jobs still held go back to pending. Returns how many."""
+        return int(await self._scripts.call("deregister", worker_id))
+
+    async def set_worker_state(self, worker_id: str, state: WorkerState) -> bool:
+        return int(await self._scripts.call("worker_state", worker_id, state)) == 1
+
+    # -- claiming -----------------------------------------------------------------------
+
+    async def claim(
+        self, worker_id: str, caps: Capabilities | bytes, *, hops: int = 0
+    ) -> Claim | NoClaim:
+        """Take the highest-priority, oldest pending job this worker can run."""
+        encoded = caps if isinstance(caps, bytes) else self.encode_capabilities(caps)
+        offset = 0
+        for _ in range(MAX_SCAN_CALLS):
+            reply = await self._scripts.call(
+                "claim", worker_id, encoded, self.settings.claim_scan_budget, offset, hops
+            )
+            kind = _text(reply[0])
+            if kind == "job":
+                token = _text(reply[1]) or ""
+                flat = reply[2:]
+                return Claim(
+                    job=parse_job(dict(zip(flat[::2], flat[1::2], strict=True))), token=token
+                )
+            reason, due, nxt = _text(reply[1]) or "", _text(reply[2]), _text(reply[3])
+            if reason != "more" or not nxt:
+                return NoClaim(reason=reason, next_due_ms=_opt_int(due))
+            offset, hops = int(nxt), 0
+        return NoClaim(reason="empty", next_due_ms=None)
+
+    async def wait_for_work(self, services: Sequence[str], timeout: float) -> int | None:  # noqa: ASYNC109
+        """Block until a wake-up token for one of `services` arrives, or `timeout` passes.
+
+        Returns the token's hop count (pass it to `claim`), or None on timeout. The
+        connection used must not have a socket timeout shorter than `timeout`."""
+        if not services:
+            return None
+        popped = await self.redis.blpop(
+            [self.keys.notify(s) for s in services], timeout=max(timeout, 0.01)
+        )
+        if popped is None:
+            return None
+        return int(_text(popped[1]) or "0")
+
+    # -- reporting (fenced) -------------------------------------------------------------
+
+    async def progress(
+        self, worker_id: str, job_id: str, token: str, progress: float, message: str = ""
+    ) -> Fence:
+        value = min(max(float(progress), 0.0), 100.0)
+        reply = await self._scripts.call(
+            "progress", worker_id, job_id, token, f"{value:g}", message[:1000]
+        )
+        return _fence(reply[0])
+
+    async def complete(self, worker_id: str, job_id: str, token: str, result: Any) -> Fence:
+        encoded = check_document(result, "result", max_bytes=self.settings.max_result_bytes)
+        reply = await self._scripts.call("complete", worker_id, job_id, token, encoded)
+        return _fence(reply[0])
+
+    async def fail(
+        self, worker_id: str, job_id: str, token: str, error: str, *, retryable: bool = True
+    ) -> FailOutcome:
+        s = self.settings
+        reply = await self._scripts.call(
+            "fail",
+            worker_id,
+            job_id,
+            token,
+            error[:4000],
+            "1" if retryable else "0",
+            int(s.retry_backoff_base * 1000),
+            int(s.retry_backoff_cap * 1000),
+            random.random(),
+            int(s.avoid_window * 1000),
+        )
+        outcome = _text(reply[0])
+        if outcome not in ("retrying", "failed", "stale", "cancelled"):
+            raise BrokerError(f"fail: unexpected reply {reply!r}")
+        return cast(FailOutcome, outcome)
+
+    async def release(
+        self, worker_id: str, job_id: str, token: str, reason: str = "worker stopping"
+    ) -> Fence:
+        reply = await self._scripts.call("release", worker_id, job_id, token, reason)
+        return _fence(reply[0])
+
+    # -- operators ----------------------------------------------------------------------
+
+    async def cancel(self, job_id: str, reason: str = "cancelled") -> CancelResult:
+        reply = await self._scripts.call("cancel", job_id, reason[:1000])
+        outcome = _text(reply[0])
+        if outcome == "cancelled":
+            return CancelResult(
+                "cancelled", _text(reply[1]), _text(reply[2]) if len(reply) > 2 else None
+            )
+        if outcome == "unchanged":
+            return CancelResult("unchanged", _text(reply[1]))
+        return CancelResult("missing")
+
+    async def retry(self, job_id: str) -> Literal["ok", "not_failed", "missing"]:
+        """Send a failed (dead-letter) job back to the queue with fresh attempts."""
+        outcome = _text((await self._scripts.call("retry", job_id))[0])
+        if outcome not in ("ok", "not_failed", "missing"):
+            raise BrokerError(f"retry: unexpected reply {outcome!r}")
+        return cast(Literal["ok", "not_failed", "missing"], outcome)
+
+    async def reap(self, limit: int = 500) -> ReapReport:
+        """One maintenance pass: dead workers' jobs, timeouts, due retries."""
+        s = self.settings
+        promoted, recovered, timed_out = await self._scripts.call(
+            "reap",
+            limit,
+            int(s.retry_backoff_base * 1000),
+            int(s.retry_backoff_cap * 1000),
+            random.random(),
+            int(s.avoid_window * 1000),
+        )
+        rec = [_text(x) or "" for x in recovered]
+        tmo = [_text(x) or "" for x in timed_out]
+        return ReapReport(
+            promoted=int(promoted),
+            recovered=[(rec[i], rec[i + 1], rec[i + 2]) for i in range(0, len(rec), 3)],
+            timed_out=[(tmo[i], tmo[i + 1]) for i in range(0, len(tmo), 2)],
+        )
+
+    async def cleanup(self) -> dict[str, int]:
+        """Trim finished-job registries to the retention window."""
+        counts = await self._scripts.call("cleanup")
+        return dict(zip(("completed", "failed", "cancelled"), map(int, counts), strict=True))
+
+    async def lua_mismatch(
+        self,
+        service_type: str,
+        customer_id: str,
+        requirements: Requirements,
+        caps: Capabilities,
+        running: Sequence[tuple[str, str]] = (),
+    ) -> str | None:
+        """Run the claim's Lua matcher on documents (for tests and diagnostics)."""
+        reply = await self._scripts.call(
+            "match",
+            service_type,
+            customer_id,
+            msgspec.json.encode(requirements),
+            self.encode_capabilities(caps),
+            orjson.dumps([{"customer": c, "isolation": i} for c, i in running])
+            if running
+            else "[]",
+        )
+        return _text(reply) or None
+
+
+def _fence(value: bytes | str) -> Fence:
+    text = _text(value)
+    if text not in ("ok", "stale", "cancelled"):
+        raise BrokerError(f"unexpected fenced reply {text!r}")
+    return cast(Fence, text)
+
+
+def _worker_state(value: bytes | str) -> WorkerState:
+    text = _text(value)
+    if text not in ("active", "paused", "draining"):
+        raise BrokerError(f"unexpected worker state {text!r}")
+    return cast(WorkerState, text)

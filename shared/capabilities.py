@@ -1,0 +1,66 @@
+"""What a worker offers (DESIGN.md §4), as registered in Redis and checked by the claim.
+
+Capabilities come from our own worker, so unknown fields are tolerated (newer workers may
+report more than an older hub knows); every field has a default so the Lua matcher never
+meets a missing value.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from shared.requirements import ComputeCapability, Isolation
+from shared.validation import CustomerList, NameList, ServiceType
+
+
+class _Doc(msgspec.Struct, frozen=True):
+    pass
+
+
+class GpuCapability(_Doc, frozen=True):
+    memory_gb: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    index: int = 0
+    uuid: str = ""
+    name: str = ""
+    memory_free_gb: float | None = None
+    compute_capability: ComputeCapability | None = None
+
+
+class HardwareCapabilities(_Doc, frozen=True):
+    gpus: list[GpuCapability] = []
+    cpu_cores: Annotated[int, msgspec.Meta(ge=0)] = 0
+    ram_gb: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+
+
+class CustomerAccess(_Doc, frozen=True):
+    """Worker-side isolation: strict serves only `allowed_customers` (dedicated hardware),
+    loose serves anyone not in `denied_customers`, none serves anyone."""
+
+    isolation: Isolation = "none"
+    allowed_customers: CustomerList = []
+    denied_customers: CustomerList = []
+
+
+class PerformanceCapabilities(_Doc, frozen=True):
+    quality_levels: NameList = []
+
+
+class GeographicCapabilities(_Doc, frozen=True):
+    region: str | None = None
+    compliance: NameList = []
+
+
+class CostCapabilities(_Doc, frozen=True):
+    per_hour: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+
+
+class Capabilities(_Doc, frozen=True):
+    services: Annotated[list[ServiceType], msgspec.Meta(max_length=64)] = []
+    hardware: HardwareCapabilities = HardwareCapabilities()
+    models: Annotated[list[str], msgspec.Meta(max_length=4096)] = []
+    customer_access: CustomerAccess = CustomerAccess()
+    performance: PerformanceCapabilities = PerformanceCapabilities()
+    geographic: GeographicCapabilities = GeographicCapabilities()
+    cost: CostCapabilities = CostCapabilities()

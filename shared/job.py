@@ -1,0 +1,97 @@
+"""The job: what a client submits (`JobRequest`) and what the broker stores (`Job`)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from shared.errors import InvalidInput
+from shared.requirements import Requirements
+from shared.validation import CustomerId, JobId, Name, ServiceType
+
+MAX_PRIORITY = 100
+# Effective priority (requested priority plus tier and urgency bonuses) may exceed the
+# requested range; the queue score reserves room up to this value.
+MAX_EFFECTIVE_PRIORITY = 1000
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
+    """A submission, exactly the seed's body plus optional controls."""
+
+    service_type: ServiceType
+    customer_id: CustomerId | None = None
+    priority: Annotated[int, msgspec.Meta(ge=0, le=MAX_PRIORITY)] | None = None
+    payload: dict[str, Any] = {}
+    requirements: Requirements = Requirements()
+    id: JobId | None = None
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=7 * 24 * 3600)] | None = None
+    deadline: datetime | None = None
+    tags: Annotated[list[Name], msgspec.Meta(max_length=16)] = []
+
+    def __post_init__(self) -> None:
+        iso = self.requirements.customer_isolation
+        if iso != "none" and not self.customer_id:
+            raise InvalidInput("customer_id", f"required when customer_isolation is {iso!r}")
+        if self.deadline is not None and self.deadline.tzinfo is None:
+            raise InvalidInput("deadline", "must carry a UTC offset, e.g. 2026-01-01T12:00:00Z")
+
+
+def ms_to_iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+class Job(msgspec.Struct, kw_only=True):
+    """A job as stored in `job:{id}`. Timestamps are epoch milliseconds (Redis server time)."""
+
+    id: str
+    service_type: str
+    customer_id: str | None = None
+    priority: int
+    effective_priority: int
+    payload: Any = None
+    requirements: Requirements = Requirements()
+    status: JobStatus
+    progress: float = 0.0
+    message: str | None = None
+    result: Any = None
+    error: str | None = None
+    worker_id: str | None = None
+    attempts: int = 0
+    max_retries: int = 3
+    timeout_seconds: float | None = None
+    deadline: int | None = None
+    tags: list[str] = []
+    created_at: int
+    claimed_at: int | None = None
+    finished_at: int | None = None
+    retry_at: int | None = None
+    event_seq: int = 0
+
+    def to_public(self) -> dict[str, Any]:
+        """The JSON shape clients see: the seed's field names, ISO-8601 UTC timestamps."""
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        for field in ("created_at", "claimed_at", "finished_at", "retry_at", "deadline"):
+            out[field] = ms_to_iso(out.get(field))
+        return out

@@ -1,0 +1,100 @@
+"""Every Redis key and channel emp-redis uses, in one place.
+
+An optional prefix precedes all names. With a Redis Cluster hash tag in it (`{emp}:`) every
+key of one pool lands in one slot, which the Lua scripts need: they derive per-job and
+per-worker key names from the prefix (passed as ARGV[1]) and touch them in one call.
+
+job:{id}                      HASH    the job (shared.job.Job fields; JSON where structured)
+jobs:pending                  ZSET    every pending job id (backing-off retries too), by score
+jobs:seq                      STRING  submission sequence: FIFO within a priority
+jobs:tokens                   STRING  claim token sequence (fencing tokens)
+jobs:delayed                  ZSET    retries backing off, scored by the ms they become due
+jobs:active                   ZSET    active job ids, scored by their execution deadline (ms)
+jobs:active:{workerId}        HASH    job id -> lease "token|customer|isolation|claimed_ms"
+jobs:{completed,failed,cancelled}
+                              ZSET    finished job ids by finish time (failed = dead letter)
+class:{classId}               ZSET    the claimable jobs of one requirement class, by score
+classes                       HASH    class id -> {"s": service, "c": customer, "r": reqs}
+classes:{service}             ZSET    class ids of a service, scored by their head job
+classes:{service}:{customer}  ZSET    the same, per customer (strict, loose-locked workers)
+workers                       ZSET    worker id -> liveness deadline ms (heartbeat renews it)
+worker:{workerId}             HASH    capabilities, status, state, timestamps, counters
+notify:{service}              LIST    wake-up tokens idle workers block on (BLPOP)
+idem:{sha256(key)}            STRING  idempotency key -> job id (expires with retention)
+events                        STREAM  every job and worker event (capped)
+stats:{minute}                HASH    per-minute counters (submitted, completed, failed, ...)
+control:{workerId}            PUBSUB  "cancel <jobId>" signals to one worker
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = ""
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    @property
+    def pending(self) -> str:
+        return f"{self.prefix}jobs:pending"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.prefix}jobs:seq"
+
+    @property
+    def tokens(self) -> str:
+        return f"{self.prefix}jobs:tokens"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}jobs:delayed"
+
+    @property
+    def active(self) -> str:
+        return f"{self.prefix}jobs:active"
+
+    def leases(self, worker_id: str) -> str:
+        return f"{self.prefix}jobs:active:{worker_id}"
+
+    def finished(self, status: str) -> str:
+        """Registry of finished jobs: completed, failed (the dead letter) or cancelled."""
+        return f"{self.prefix}jobs:{status}"
+
+    def job_class(self, class_id: str) -> str:
+        return f"{self.prefix}class:{class_id}"
+
+    @property
+    def classes(self) -> str:
+        return f"{self.prefix}classes"
+
+    def service_classes(self, service: str, customer: str | None = None) -> str:
+        base = f"{self.prefix}classes:{service}"
+        return base if customer is None else f"{base}:{customer}"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}workers"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}worker:{worker_id}"
+
+    def notify(self, service: str) -> str:
+        return f"{self.prefix}notify:{service}"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.prefix}idem:{key}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
+
+    def stats(self, minute: int) -> str:
+        return f"{self.prefix}stats:{minute}"
+
+    def control(self, worker_id: str) -> str:
+        return f"{self.prefix}control:{worker_id}"

@@ -1,0 +1,15 @@
+-- worker_state.lua: an operator pauses, drains or resumes a worker.
+--
+-- KEYS[1]  jobs:pending
+-- ARGV[1..3] common (lib.lua)
+-- ARGV[4]  worker id
+-- ARGV[5]  'active' | 'paused' | 'draining'
+-- Returns  1, or 0 when no such worker is known.
+-- Invariants: the claim script refuses paused and draining workers, so the state takes
+-- effect on the worker's next claim whatever the worker itself does.
+
+local worker_key = P .. 'worker:' .. ARGV[4]
+if redis.call('EXISTS', worker_key) == 0 then return 0 end
+redis.call('HSET', worker_key, 'state', ARGV[5])
+emit_worker(ARGV[4], 'worker_state', { state = ARGV[5] })
+return 1

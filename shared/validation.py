@@ -1,0 +1,85 @@
+"""Constrained field types and the one place that turns untrusted JSON into typed models.
+
+Limits live here so hub, worker and broker enforce the same ones. Identifiers exclude
+`{`, `}` (Redis Cluster hash tags), `|` (the lease record separator) and whitespace.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, TypeVar
+
+import msgspec
+import orjson
+
+from shared.errors import InvalidInput, PayloadTooLarge
+
+ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+SERVICE_PATTERN: Final = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+# Names that are compared as written: model files, regions, compliance tags, quality levels.
+NAME_PATTERN: Final = r"^[\x21-\x7e]([\x20-\x7e]{0,126}[\x21-\x7e])?$"
+
+MAX_LIST: Final = 64
+MAX_JSON_DEPTH: Final = 32
+
+JobId = Annotated[
+    str, msgspec.Meta(pattern=ID_PATTERN, description="1-128 chars of A-Z a-z 0-9 . _ : @ -")
+]
+CustomerId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+WorkerId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+ServiceType = Annotated[
+    str, msgspec.Meta(pattern=SERVICE_PATTERN, description="lower-case service name, e.g. comfyui")
+]
+Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+NameList = Annotated[list[Name], msgspec.Meta(max_length=MAX_LIST)]
+CustomerList = Annotated[list[CustomerId], msgspec.Meta(max_length=4096)]
+
+T = TypeVar("T")
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """Depth of a decoded JSON value, stopping early once `limit` is exceeded."""
+    depth = 0
+    level: list[Any] = [value]
+    while level:
+        containers = [v for v in level if isinstance(v, dict | list)]
+        if not containers:
+            break
+        depth += 1
+        if depth > limit:
+            return depth
+        nxt: list[Any] = []
+        for c in containers:
+            nxt.extend(c.values() if isinstance(c, dict) else c)
+        level = nxt
+    return depth
+
+
+def check_document(
+    value: Any, field: str, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH
+) -> bytes:
+    """Encode a free-form JSON document (payload, result) and enforce its size and depth."""
+    if json_depth(value, max_depth) > max_depth:
+        raise InvalidInput(field, f"nested deeper than {max_depth} levels")
+    try:
+        encoded = orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise InvalidInput(field, f"not JSON-serialisable: {exc}") from None
+    if len(encoded) > max_bytes:
+        raise PayloadTooLarge(field, f"is {len(encoded)} bytes, over the limit of {max_bytes}")
+    return encoded
+
+
+def convert(value: Any, model: type[T], root: str = "") -> T:
+    """Validate decoded JSON into `model`, raising InvalidInput that names the field."""
+    try:
+        return msgspec.convert(value, model)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput.from_msgspec(exc, root) from None
+
+
+def decode_json(body: bytes | str, field: str = "body") -> Any:
+    """Parse untrusted JSON text; a syntax error is InvalidInput naming `field`."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(field, f"malformed JSON: {exc}") from None

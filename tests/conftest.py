@@ -1,0 +1,70 @@
+"""Root fixtures: every test that asks for Redis gets a real, private, empty server.
+
+- ``redis_server_url`` (session): ``EMP_TEST_REDIS_URL`` when set (never port 6379 unless
+  ``EMP_TEST_ALLOW_6379=1``), else one :class:`EmbeddedRedis` on a free port for the whole run.
+- ``redis_url`` (function): the same URL, after ``FLUSHALL``, so tests are isolated.
+- ``redis`` (async, function): a ``redis.asyncio.Redis`` client on ``redis_url``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis as AsyncRedis
+
+from shared.embedded_redis import EmbeddedRedis
+
+DEFAULT_REDIS_PORT = 6379
+
+
+def _check_external_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return
+    try:
+        port = parts.port or DEFAULT_REDIS_PORT
+    except ValueError:
+        pytest.exit("EMP_TEST_REDIS_URL is not a valid URL", returncode=pytest.ExitCode.USAGE_ERROR)
+    if port == DEFAULT_REDIS_PORT and os.environ.get("EMP_TEST_ALLOW_6379") != "1":
+        pytest.exit(
+            "EMP_TEST_REDIS_URL points at port 6379, which may be a real Redis: the tests run "
+            "FLUSHALL. Use another port, or set EMP_TEST_ALLOW_6379=1 if you really mean it.",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("EMP_TEST_REDIS_URL", "").strip()
+    if external:
+        _check_external_url(external)
+        yield external
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis-server"), appendonly=False)
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    with SyncRedis.from_url(redis_server_url, socket_timeout=10, socket_connect_timeout=5) as sync:
+        sync.flushall()
+    return redis_server_url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[AsyncRedis]:
+    client = AsyncRedis.from_url(
+        redis_url, decode_responses=False, socket_timeout=None, socket_connect_timeout=5
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -1,0 +1,1 @@
+"""emp-redis worker package."""
