@@ -394,6 +394,18 @@ class Broker:
         counts = await self._scripts.call("cleanup")
         return dict(zip(("completed", "failed", "cancelled"), map(int, counts), strict=True))
 
+    async def reprioritize(self, priorities: Mapping[str, int]) -> int:
+        """Set the effective priority of pending jobs (job id -> 0..1000); returns how many
+        were still pending. FIFO order among equal priorities is kept."""
+        pairs: list[str | int] = []
+        for job_id, priority in priorities.items():
+            if not 0 <= priority <= MAX_EFFECTIVE_PRIORITY:
+                raise InvalidInput("priority", f"effective priority {priority} outside 0..1000")
+            pairs += [job_id, priority]
+        if not pairs:
+            return 0
+        return int(await self._scripts.call("reprioritize", *pairs))
+
     async def lua_mismatch(
         self,
         service_type: str,

@@ -33,6 +33,7 @@ SCRIPT_NAMES: Final = (
     "cleanup",
     "worker_state",
     "match",
+    "reprioritize",
 )
 
 
