@@ -31,9 +31,6 @@ Fence = Literal["ok", "stale", "cancelled"]
 FailOutcome = Literal["retrying", "failed", "stale", "cancelled"]
 WorkerState = Literal["active", "paused", "draining"]
 
-# Claims that run past the scan budget continue in further calls; this bounds the total.
-MAX_SCAN_CALLS = 64
-
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
@@ -276,7 +273,10 @@ class Broker:
         """Take the highest-priority, oldest pending job this worker can run."""
         encoded = caps if isinstance(caps, bytes) else self.encode_capabilities(caps)
         offset = 0
-        for _ in range(MAX_SCAN_CALLS):
+        # Each call examines a bounded number of classes; a 'more' reply continues the scan
+        # in a fresh call, so Redis is never blocked for long and a match deep in the
+        # index is still found.
+        while True:
             reply = await self._scripts.call(
                 "claim", worker_id, encoded, self.settings.claim_scan_budget, offset, hops
             )
@@ -291,7 +291,6 @@ class Broker:
             if reason != "more" or not nxt:
                 return NoClaim(reason=reason, next_due_ms=_opt_int(due))
             offset, hops = int(nxt), 0
-        return NoClaim(reason="empty", next_due_ms=None)
 
     async def wait_for_work(self, services: Sequence[str], timeout: float) -> int | None:  # noqa: ASYNC109
         """Block until a wake-up token for one of `services` arrives, or `timeout` passes.

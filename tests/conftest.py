@@ -16,7 +16,9 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis as AsyncRedis
 
+from shared.broker import Broker
 from shared.embedded_redis import EmbeddedRedis
+from shared.settings import BrokerSettings
 
 DEFAULT_REDIS_PORT = 6379
 
@@ -68,3 +70,23 @@ async def redis(redis_url: str) -> AsyncIterator[AsyncRedis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def broker_settings() -> BrokerSettings:
+    """Fast timings so lease, backoff and timeout behaviour is observable in tests."""
+    return BrokerSettings(
+        lease_timeout=2.0,
+        heartbeat_interval=0.5,
+        reaper_interval=0.2,
+        retry_backoff_base=0.05,
+        retry_backoff_cap=0.2,
+        avoid_window=0.5,
+        orphan_grace=1.0,
+        idle_poll=1.0,
+    )
+
+
+@pytest.fixture
+def broker(redis: AsyncRedis, broker_settings: BrokerSettings) -> Broker:
+    return Broker(redis, broker_settings)
