@@ -205,14 +205,15 @@ end
 -- class document is (re)written here because an emptied class drops its document while
 -- a retry of one of its jobs may still be backing off. Returns the job's service.
 local function enqueue_claimable(job_key, job_id)
-  local f = redis.call('HMGET', job_key, 'score', 'class_id', 'service_type', 'customer_id',
-    'requirements')
+  local f = redis.call('HMGET', job_key, 'score', 'class_id', 'service_type', 'customer_id')
   local score, class_id, svc, customer = f[1], f[2], f[3], f[4] or ''
   redis.call('ZADD', P .. 'class:' .. class_id, score, job_id)
-  redis.call('HSETNX', P .. 'classes', class_id,
-    '{"s":' .. cjson.encode(svc) .. ',"c":' .. cjson.encode(customer) .. ',"r":' .. f[5] .. '}')
   local by_service = P .. 'classes:' .. svc
   local best = redis.call('ZSCORE', by_service, class_id)
+  if not best then
+    redis.call('HSETNX', P .. 'classes', class_id, '{"s":' .. cjson.encode(svc) .. ',"c":'
+      .. cjson.encode(customer) .. ',"r":' .. redis.call('HGET', job_key, 'requirements') .. '}')
+  end
   if not best or tonumber(best) > tonumber(score) then
     redis.call('ZADD', by_service, score, class_id)
     redis.call('ZADD', by_service .. ':' .. customer, score, class_id)
@@ -225,14 +226,14 @@ end
 -- into at most 64 spurious claims.
 local function notify(svc, hops)
   local key = P .. 'notify:' .. svc
-  redis.call('LPUSH', key, hops)
-  redis.call('LTRIM', key, 0, 63)
+  if redis.call('LPUSH', key, hops) > 64 then redis.call('LTRIM', key, 0, 63) end
 end
 
 local function bump_stat(now, field, by)
   local key = P .. 'stats:' .. int(math.floor(now / 60000))
-  redis.call('HINCRBY', key, field, by or 1)
-  redis.call('EXPIRE', key, 86400)
+  if redis.call('HINCRBY', key, field, by or 1) == (by or 1) then
+    redis.call('EXPIRE', key, 86400)
+  end
 end
 
 -- Append a job event to the stream; per-job `seq` orders a job's events without gaps.

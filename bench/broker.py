@@ -1,0 +1,134 @@
+"""Broker API throughput and latency, with capability matching on.
+
+Every job carries requirements and every claim sends real capabilities, so the numbers
+include matching. Jobs are no-ops: the worker claims and completes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench.common import median, percentile, private_redis, table
+from shared.broker import Broker, Claim
+from shared.capabilities import Capabilities
+from shared.job import JobRequest
+from shared.validation import convert
+
+REQUEST = convert(
+    {
+        "service_type": "sim",
+        "customer_id": "bench",
+        "priority": 50,
+        "payload": {"steps": 0},
+        "requirements": {"hardware": {"gpu": {"memory_gb": 16}}, "models": ["sdxl"]},
+    },
+    JobRequest,
+)
+OFFER = convert(
+    {
+        "services": ["sim"],
+        "hardware": {"gpus": [{"memory_gb": 24, "name": "RTX 4090"}], "cpu_cores": 8},
+        "models": ["sdxl", "flux"],
+    },
+    Capabilities,
+)
+
+
+async def _submit_one_at_a_time(broker: Broker, n: int, clients: int) -> float:
+    per = n // clients
+
+    async def client() -> None:
+        for _ in range(per):
+            await broker.submit(REQUEST)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return per * clients / (time.perf_counter() - started)
+
+
+async def _submit_batched(broker: Broker, n: int, batch: int) -> float:
+    started = time.perf_counter()
+    for _ in range(n // batch):
+        await broker.submit_many([REQUEST] * batch)
+    return (n // batch) * batch / (time.perf_counter() - started)
+
+
+async def _drain(broker: Broker, n: int, concurrency: int) -> float:
+    for _ in range(n // 1000):
+        await broker.submit_many([REQUEST] * 1000)
+    caps = broker.encode_capabilities(OFFER)
+    done = 0
+
+    async def slot() -> None:
+        nonlocal done
+        while isinstance(claim := await broker.claim("drain", caps), Claim):
+            await broker.complete("drain", claim.job.id, claim.token, None)
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(slot() for _ in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+async def _round_trips(url: str, broker: Broker, n: int) -> list[float]:
+    """Submit one job at a time to an idle worker blocked on the wake-up list; the client
+    waits for the job's `completed` event on the events stream."""
+    worker_redis = Redis.from_url(url, socket_timeout=None)
+    worker = Broker(worker_redis, broker.settings)
+    caps = broker.encode_capabilities(OFFER)
+    stop = asyncio.Event()
+
+    async def idle_worker() -> None:
+        while not stop.is_set():
+            hops = await worker.wait_for_work(["sim"], timeout=0.5)
+            while isinstance(claim := await worker.claim("rt", caps, hops=hops or 0), Claim):
+                await worker.complete("rt", claim.job.id, claim.token, {"ok": True})
+                hops = 0
+
+    task = asyncio.create_task(idle_worker())
+    samples = []
+    last_id = b"$"
+    for _ in range(n):
+        t0 = time.perf_counter()
+        submitted = await broker.submit(REQUEST)
+        target = submitted.job_id.encode()
+        finished = False
+        while not finished:
+            reply: Any = await broker.redis.xread({broker.keys.events: last_id}, block=1000)
+            for _, entries in reply:
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    if fields.get(b"job") == target and fields.get(b"type") == b"completed":
+                        finished = True
+        samples.append((time.perf_counter() - t0) * 1000)
+    stop.set()
+    await task
+    await worker_redis.aclose()
+    return samples
+
+
+async def run(quick: bool) -> str:
+    n = 5_000 if quick else 50_000
+    rows: list[list[object]] = []
+    async with private_redis() as (url, redis):
+        broker = Broker(redis)
+        one = await _submit_one_at_a_time(broker, n, 1)
+        rows.append(["submit, one at a time, 1 client", one, "jobs/s", "> 10,000"])
+        ten = await _submit_one_at_a_time(broker, n, 10)
+        rows.append(["submit, one at a time, 10 clients", ten, "jobs/s", ""])
+        batched = await _submit_batched(broker, n, 500)
+        rows.append(["submit, batched (500)", batched, "jobs/s", "> 30,000"])
+        await redis.flushall()
+        for concurrency in (1, 10, 50):
+            rate = await _drain(broker, n, concurrency)
+            rows.append([f"drain, concurrency {concurrency}", rate, "jobs/s", "> 4,700"])
+            await redis.flushall()
+        samples = await _round_trips(url, broker, 300 if quick else 2000)
+        rows.append(["submit -> result visible, p50", median(samples), "ms", "< 0.75"])
+        rows.append(["submit -> result visible, p99", percentile(samples, 99), "ms", "< 2"])
+    title = "broker: one process, Redis on loopback, matching on"
+    return table(title, ["what", "value", "unit", "target"], rows)

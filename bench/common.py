@@ -1,0 +1,76 @@
+"""What every benchmark needs: a private Redis, timing helpers and table printing."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import statistics
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import psutil
+from redis.asyncio import Redis
+
+from shared.embedded_redis import EmbeddedRedis
+
+
+@contextlib.asynccontextmanager
+async def private_redis() -> AsyncIterator[tuple[str, Redis]]:
+    """A fresh, non-persistent server on a free port, so numbers never depend on (or touch)
+    whatever runs on 6379."""
+    with tempfile.TemporaryDirectory(prefix="emp-bench-") as tmp:
+        server = EmbeddedRedis(Path(tmp), appendonly=False)
+        url = server.start()
+        client = Redis.from_url(url, socket_timeout=None, max_connections=200)
+        try:
+            yield url, client
+        finally:
+            await client.aclose()
+            server.stop()
+
+
+def percentile(samples: Sequence[float], pct: float) -> float:
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    k = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def median(samples: Sequence[float]) -> float:
+    return statistics.median(samples) if samples else float("nan")
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    mem_gb = psutil.virtual_memory().total / 2**30
+    return (
+        f"{platform.system()} {platform.machine()}, {psutil.cpu_count()} CPUs ({cpu}), "
+        f"{mem_gb:.0f} GiB RAM, Python {platform.python_version()}"
+    )
+
+
+def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in header], *[[_fmt(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = [title, "-" * len(title)]
+    for n, row in enumerate(cells):
+        padded = [
+            c.ljust(w) if n == 0 or i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(padded).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        if value >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.3g}" if value < 10 else f"{value:.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
