@@ -1,1 +1,3 @@
-"""emp-redis shared package."""
+"""emp-redis shared package: models, matcher, key schema, Lua scripts and the broker API."""
+
+__version__ = "0.1.0"

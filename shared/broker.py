@@ -292,7 +292,7 @@ class Broker:
                 return NoClaim(reason=reason, next_due_ms=_opt_int(due))
             offset, hops = int(nxt), 0
 
-    async def wait_for_work(self, services: Sequence[str], timeout: float) -> int | None:  # noqa: ASYNC109
+    async def wait_for_work(self, services: Sequence[str], timeout: float) -> int | None:
         """Block until a wake-up token for one of `services` arrives, or `timeout` passes.
 
         Returns the token's hop count (pass it to `claim`), or None on timeout. The

@@ -70,6 +70,8 @@ class BrokerSettings:
             retention=env.number("RESULT_RETENTION_SECONDS", d.retention, lo=1),
             retry_backoff_base=env.number("RETRY_BACKOFF_SECONDS", d.retry_backoff_base, lo=0),
             retry_backoff_cap=env.number("RETRY_BACKOFF_MAX_SECONDS", d.retry_backoff_cap, lo=0),
+            avoid_window=env.number("RETRY_AVOID_SECONDS", d.avoid_window, lo=0, hi=3600),
+            idle_poll=env.number("IDLE_POLL_SECONDS", d.idle_poll, lo=0.05, hi=300),
             max_payload_bytes=env.integer("MAX_PAYLOAD_BYTES", d.max_payload_bytes, lo=1024),
             max_result_bytes=env.integer("MAX_RESULT_BYTES", d.max_result_bytes, lo=1024),
         )

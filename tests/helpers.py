@@ -19,7 +19,7 @@ def _describe(predicate: Callable[..., object], message: str | None) -> str:
 
 async def wait_until(
     predicate: Callable[[], T | Awaitable[T]],
-    timeout: float = 5.0,  # noqa: ASYNC109 - a polling deadline, not a cancellation scope
+    timeout: float = 5.0,
     interval: float = 0.01,
     message: str | None = None,
 ) -> T:

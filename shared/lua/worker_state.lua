@@ -6,10 +6,15 @@
 -- ARGV[5]  'active' | 'paused' | 'draining'
 -- Returns  1, or 0 when no such worker is known.
 -- Invariants: the claim script refuses paused and draining workers, so the state takes
--- effect on the worker's next claim whatever the worker itself does.
+-- effect on the worker's next claim whatever the worker itself does. Resuming rings the
+-- doorbell of each service the worker offers, so an idle paused worker claims at once.
 
 local worker_key = P .. 'worker:' .. ARGV[4]
 if redis.call('EXISTS', worker_key) == 0 then return 0 end
 redis.call('HSET', worker_key, 'state', ARGV[5])
+local caps = redis.call('HGET', worker_key, 'capabilities')
+if ARGV[5] == 'active' and caps then
+  for _, svc in ipairs(val(cjson.decode(caps).services) or {}) do notify(svc, 3) end
+end
 emit_worker(ARGV[4], 'worker_state', { state = ARGV[5] })
 return 1

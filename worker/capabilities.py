@@ -1,0 +1,48 @@
+"""The capability document a worker registers, built from settings, hardware and connectors.
+
+Only services whose connector is healthy are offered: a worker whose ComfyUI is down must
+not claim ComfyUI jobs it would fail, while it keeps serving its other services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from shared.capabilities import Capabilities
+from shared.validation import convert
+from worker.hardware import HardwareInfo, to_capabilities_hardware
+from worker.settings import WorkerSettings
+
+
+def build_capabilities(
+    settings: WorkerSettings,
+    hardware: HardwareInfo,
+    services: Iterable[str],
+    connector_caps: Iterable[Mapping[str, Any]] = (),
+) -> Capabilities:
+    """`services`: the service types this worker can serve right now (healthy connectors)."""
+    models = list(dict.fromkeys([*settings.models, *_connector_models(connector_caps)]))
+    doc = {
+        "services": list(services),
+        "hardware": to_capabilities_hardware(hardware),
+        "models": models,
+        "customer_access": {
+            "isolation": settings.customer_isolation,
+            "allowed_customers": list(settings.allowed_customers),
+            "denied_customers": list(settings.denied_customers),
+        },
+        "performance": {"quality_levels": list(settings.quality_levels)},
+        "geographic": {"region": settings.region, "compliance": list(settings.compliance)},
+        "cost": {"per_hour": settings.cost_per_hour},
+    }
+    return convert(doc, Capabilities, root="capabilities")
+
+
+def _connector_models(connector_caps: Iterable[Mapping[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for caps in connector_caps:
+        models = caps.get("models", [])
+        if isinstance(models, list):
+            out.extend(str(m) for m in models)
+    return out

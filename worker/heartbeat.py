@@ -1,0 +1,105 @@
+"""Heartbeats from a thread of their own, with their own event loop and Redis connection.
+
+A job that blocks the worker's event loop (a connector doing synchronous I/O, a busy
+callback) must not make the worker look dead and lose its leases. The thread keeps beating
+as long as the interpreter can schedule it; what it reports (running jobs, status,
+capabilities) it reads from a snapshot the main loop publishes under a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shared.broker import Broker
+from shared.capabilities import Capabilities
+from shared.redis_client import TRANSIENT_ERRORS, connect
+from shared.settings import BrokerSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Beat:
+    """What the next heartbeat reports. The main loop replaces it; the thread reads it."""
+
+    status: str = "idle"
+    running: dict[str, str] = field(default_factory=dict)
+    caps: Capabilities | None = None  # set when capabilities changed since the last beat
+
+
+class HeartbeatThread(threading.Thread):
+    def __init__(
+        self,
+        redis_url: str,
+        worker_id: str,
+        settings: BrokerSettings,
+        on_revoked: Callable[[list[str]], None],
+    ) -> None:
+        super().__init__(name=f"heartbeat-{worker_id}", daemon=True)
+        self._url = redis_url
+        self._worker_id = worker_id
+        self._settings = settings
+        self._on_revoked = on_revoked
+        self._lock = threading.Lock()
+        self._beat = Beat()
+        self._halt = threading.Event()
+        self._wake = threading.Event()
+        self.last_ok: float | None = None  # time.time() of the last acknowledged heartbeat
+        self.failures = 0
+
+    def update(
+        self, *, status: str, running: dict[str, str], caps: Capabilities | None = None
+    ) -> None:
+        with self._lock:
+            pending_caps = caps or self._beat.caps
+            self._beat = Beat(status=status, running=dict(running), caps=pending_caps)
+
+    def beat_now(self) -> None:
+        """Send the next heartbeat without waiting for the interval (status changes)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._halt.set()
+        self._wake.set()
+        if self.is_alive():
+            self.join(timeout)
+
+    def run(self) -> None:
+        asyncio.run(self._loop())
+
+    async def _loop(self) -> None:
+        redis = connect(self._url, max_connections=2)
+        broker = Broker(redis, self._settings)
+        try:
+            while not self._halt.is_set():
+                await self._beat_once(broker)
+                self._wake.wait(self._settings.heartbeat_interval)
+                self._wake.clear()
+        finally:
+            await redis.aclose()
+
+    async def _beat_once(self, broker: Broker) -> None:
+        with self._lock:
+            beat = self._beat
+            self._beat = Beat(status=beat.status, running=beat.running)
+        try:
+            revoked = await broker.heartbeat(
+                self._worker_id, status=beat.status, running=beat.running, caps=beat.caps
+            )
+        except TRANSIENT_ERRORS as exc:
+            self.failures += 1
+            if beat.caps is not None:
+                with self._lock:  # deliver the capability change with the next beat
+                    if self._beat.caps is None:
+                        self._beat.caps = beat.caps
+            logger.warning("heartbeat failed (%s); retrying: running jobs continue", exc)
+            return
+        self.last_ok = time.time()
+        self.failures = 0
+        if revoked:
+            self._on_revoked(revoked)

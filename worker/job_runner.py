@@ -1,0 +1,189 @@
+"""Runs one claimed job through its connector and reports the outcome exactly once.
+
+The broker decides whether a report still counts (fencing); this module makes sure every
+report is delivered: when Redis is unreachable the outcome waits here and is retried with
+backoff, while other running jobs carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from shared.broker import Broker
+from shared.errors import InvalidInput
+from shared.job import Job
+from shared.logs import job_id_var
+from shared.redis_client import TRANSIENT_ERRORS
+from worker.connectors.base import Connector, JobCancelled, JobContext, JobFailed
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class RunningJob:
+    """A job this worker holds, as the dashboard and the heartbeat see it."""
+
+    job: Job
+    token: str
+    started: float = field(default_factory=time.time)
+    progress: float = 0.0
+    message: str = ""
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel_reason: str = ""  # "revoked" (cancelled / reassigned / timed out) or "shutdown"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job_id: str
+    status: str  # completed | failed | retrying | cancelled | released | stale
+    error: str | None
+    seconds: float
+    finished: float = field(default_factory=time.time)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        broker: Broker,
+        worker_id: str,
+        *,
+        progress_interval: float,
+        deliver_timeout: float = 3600.0,
+    ) -> None:
+        self._broker = broker
+        self._worker_id = worker_id
+        self._progress_interval = progress_interval
+        self._deliver_timeout = deliver_timeout
+
+    async def run(self, rj: RunningJob, connector: Connector) -> Outcome:
+        job = rj.job
+        token = job_id_var.set(job.id)
+        try:
+            return await self._run(rj, connector)
+        finally:
+            job_id_var.reset(token)
+
+    async def _run(self, rj: RunningJob, connector: Connector) -> Outcome:
+        job = rj.job
+        ctx = JobContext(
+            job_id=job.id,
+            service_type=job.service_type,
+            payload=job.payload if isinstance(job.payload, dict) else {},
+            customer_id=job.customer_id,
+            attempt=job.attempts,
+            timeout_seconds=job.timeout_seconds,
+        )
+        logger.info("job started (service %s, attempt %d)", job.service_type, job.attempts + 1)
+        # The connector runs as its own task and the timeout is enforced from outside it, so
+        # a connector that swallows cancellation cannot outlive its time limit unnoticed.
+        task = asyncio.create_task(connector.run(ctx, self._progress_reporter(rj), rj.cancel))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=job.timeout_seconds)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            rj.cancel.set()
+            await connector.interrupt(job.id)
+            task.cancel()
+            await asyncio.wait({task}, timeout=10)
+            error = f"timed out after {job.timeout_seconds:g} s"
+            return await self._fail(rj, error, retryable=True)
+        try:
+            result = task.result()
+        except (JobCancelled, asyncio.CancelledError):
+            return await self._cancelled(rj)
+        except JobFailed as exc:
+            return await self._fail(rj, exc.message, retryable=exc.retryable)
+        except Exception as exc:  # a connector bug must not kill the worker
+            logger.error("connector %s raised %s: %s", connector.name, type(exc).__name__, exc)
+            return await self._fail(rj, f"{type(exc).__name__}: {exc}", retryable=True)
+        if rj.cancel.is_set():
+            return await self._cancelled(rj)
+        return await self._complete(rj, result)
+
+    def _progress_reporter(self, rj: RunningJob) -> Callable[[float, str], Awaitable[None]]:
+        """Record every update locally; forward at most one per interval to Redis, so a
+        chatty service cannot flood it. A rejected update means the job is no longer ours."""
+        last_sent = 0.0
+
+        async def report(progress: float, message: str) -> None:
+            nonlocal last_sent
+            rj.progress, rj.message = max(0.0, min(100.0, progress)), message
+            now = time.monotonic()
+            if now - last_sent < self._progress_interval or rj.cancel.is_set():
+                return
+            last_sent = now
+            try:
+                fence = await self._broker.progress(
+                    self._worker_id, rj.job.id, rj.token, rj.progress, message
+                )
+            except TRANSIENT_ERRORS:
+                return  # progress is best effort; the outcome is not
+            if fence != "ok":
+                rj.cancel_reason = rj.cancel_reason or "revoked"
+                rj.cancel.set()
+
+        return report
+
+    async def _complete(self, rj: RunningJob, result: Any) -> Outcome:
+        try:
+            fence = await self._deliver(
+                lambda: self._broker.complete(self._worker_id, rj.job.id, rj.token, result)
+            )
+        except InvalidInput as exc:
+            return await self._fail(rj, f"result rejected: {exc.message}", retryable=False)
+        status = "completed" if fence == "ok" else fence
+        self._log_end(rj, status, None)
+        return Outcome(rj.job.id, status, None, time.time() - rj.started)
+
+    async def _fail(self, rj: RunningJob, error: str, *, retryable: bool) -> Outcome:
+        outcome = await self._deliver(
+            lambda: self._broker.fail(
+                self._worker_id, rj.job.id, rj.token, error, retryable=retryable
+            )
+        )
+        self._log_end(rj, outcome, error)
+        return Outcome(rj.job.id, outcome, error, time.time() - rj.started)
+
+    async def _cancelled(self, rj: RunningJob) -> Outcome:
+        """Stopped on request. Releasing is right either way: a revoked job's release is
+        refused by fencing (and drops our stale lease); a job stopped for shutdown goes back
+        to the queue without an attempt penalty."""
+        reason = "worker stopping" if rj.cancel_reason == "shutdown" else "interrupted"
+        fence = await self._deliver(
+            lambda: self._broker.release(self._worker_id, rj.job.id, rj.token, reason)
+        )
+        status = "released" if fence == "ok" else "cancelled"
+        self._log_end(rj, status, None)
+        return Outcome(rj.job.id, status, None, time.time() - rj.started)
+
+    async def _deliver(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Retry a report until Redis takes it. Nothing else is lost meanwhile: leases live
+        on while the heartbeat thread keeps reaching Redis, and fencing discards a report
+        that arrives after the job was given to someone else."""
+        delay = 0.1
+        deadline = time.monotonic() + self._deliver_timeout
+        while True:
+            try:
+                return await call()
+            except TRANSIENT_ERRORS as exc:
+                if time.monotonic() > deadline:
+                    raise
+                logger.warning("cannot report to Redis (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    @staticmethod
+    def _log_end(rj: RunningJob, status: str, error: str | None) -> None:
+        seconds = time.time() - rj.started
+        if error:
+            logger.info("job %s after %.2f s: %s", status, seconds, error)
+        else:
+            logger.info("job %s after %.2f s", status, seconds)

@@ -1,0 +1,353 @@
+"""The worker: register, heartbeat, pull matching jobs into free slots, stop gracefully.
+
+Pull loop: while a slot is free, claim; when nothing is claimable, block on the broker's
+wake-up list (no polling) for at most `idle_poll` seconds, or until the next retry is due.
+The hub is never involved: Redis is the only thing a worker talks to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from shared import __version__
+from shared.broker import Broker, Claim
+from shared.capabilities import Capabilities
+from shared.redis_client import TRANSIENT_ERRORS, connect
+from worker.capabilities import build_capabilities
+from worker.connectors.base import Connector, Health
+from worker.control import ControlListener
+from worker.hardware import HardwareInfo, sample_utilization, to_report
+from worker.heartbeat import HeartbeatThread
+from worker.job_runner import JobRunner, Outcome, RunningJob
+from worker.settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+HISTORY = 100
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        connectors: Mapping[str, Connector],
+        hardware: HardwareInfo,
+        *,
+        burst: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.connectors = dict(connectors)
+        self.hardware = hardware
+        self.burst = burst
+        self.id = settings.worker_id
+        self.started = time.time()
+        self.running: dict[str, RunningJob] = {}
+        self.history: collections.deque[Outcome] = collections.deque(maxlen=HISTORY)
+        self.health: dict[str, Health] = {}
+        self.state = "active"  # operator state: active | paused | draining
+        self.status = "starting"
+        self.dashboard_url: str | None = None
+        self._redis = connect(settings.redis_url)
+        self._blocking = connect(settings.redis_url, blocking=True, max_connections=4)
+        self.broker = Broker(self._redis, settings.broker)
+        self._waiter = Broker(self._blocking, settings.broker)
+        self._runner = JobRunner(self.broker, self.id, progress_interval=settings.progress_interval)
+        self._slots = asyncio.Semaphore(settings.concurrent_jobs)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+        self._caps = build_capabilities(settings, hardware, [])
+        self._caps_bytes = Broker.encode_capabilities(self._caps)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._heartbeat = HeartbeatThread(
+            settings.redis_url, self.id, settings.broker, self._revoked_from_thread
+        )
+        self._control = ControlListener(
+            self._blocking, self.broker.keys.control(self.id), self.revoke
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until `stop()` (or, in burst mode, until nothing is left to claim)."""
+        self._loop = asyncio.get_running_loop()
+        for connector in self.connectors.values():
+            await connector.start()
+        await self._check_health()
+        await self._register()
+        self.status = "idle"
+        self._heartbeat.start()
+        self._publish()
+        background = [
+            asyncio.create_task(self._control.run(), name="control"),
+            asyncio.create_task(self._health_loop(), name="health"),
+        ]
+        try:
+            await self._claim_loop()
+        finally:
+            await self._shutdown(background)
+
+    def stop(self) -> None:
+        """Stop claiming and begin the graceful shutdown (safe to call from a signal)."""
+        if not self._stopping.is_set():
+            logger.info(
+                "stopping: no new claims; running jobs get %gs", self.settings.shutdown_grace
+            )
+            self._stopping.set()
+
+    async def _register(self) -> None:
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                self.state = await self.broker.register_worker(self.id, self._caps, self._info())
+                logger.info(
+                    "worker %s registered: services %s, %d GPU(s), state %s",
+                    self.id,
+                    ",".join(self._caps.services) or "(none healthy)",
+                    len(self._caps.hardware.gpus),
+                    self.state,
+                )
+                return
+            except TRANSIENT_ERRORS as exc:
+                logger.warning("cannot reach Redis to register (%s); retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "version": __version__,
+            "worker_type": self.settings.worker_type,
+            "concurrent_jobs": self.settings.concurrent_jobs,
+            "connectors": sorted(self.connectors),
+            "dashboard_url": self.dashboard_url,
+            "started_at": int(self.started * 1000),
+            "hardware": to_report(self.hardware),
+        }
+
+    async def _shutdown(self, background: list[asyncio.Task[Any]]) -> None:
+        self.status = "stopping"
+        self._publish()
+        if self.running:
+            logger.info(
+                "waiting up to %gs for %d running job(s)",
+                self.settings.shutdown_grace,
+                len(self.running),
+            )
+            await self._wait_for_jobs(self.settings.shutdown_grace)
+        for rj in list(self.running.values()):
+            rj.cancel_reason = "shutdown"
+            rj.cancel.set()
+            await self.connectors[rj.job.service_type].interrupt(rj.job.id)
+        await self._wait_for_jobs(10.0)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        try:
+            released = await self.broker.deregister_worker(self.id)
+            if released:
+                logger.info("released %d job(s) still held", released)
+        except TRANSIENT_ERRORS as exc:
+            logger.warning("could not deregister (%s); leases expire by themselves", exc)
+        self._heartbeat.stop()
+        for connector in self.connectors.values():
+            await connector.close()
+        await self._redis.aclose()
+        await self._blocking.aclose()
+        logger.info("worker %s stopped", self.id)
+
+    async def _wait_for_jobs(self, timeout: float) -> None:
+        tasks = [t for t in self._tasks if not t.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    # -- claiming -----------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        hops = 0
+        while not self._stopping.is_set():
+            await self._slots.acquire()
+            if self._stopping.is_set():
+                self._slots.release()
+                break
+            try:
+                result = await self.broker.claim(self.id, self._caps_bytes, hops=hops)
+            except TRANSIENT_ERRORS as exc:
+                self._slots.release()
+                logger.warning("claim failed (%s); retrying", exc)
+                await self._sleep(1.0)
+                continue
+            hops = 0
+            if isinstance(result, Claim):
+                self._start(result)
+                continue
+            self._slots.release()
+            if result.reason in ("paused", "draining"):
+                if self.state != result.reason:
+                    logger.info("operator state %s: not claiming", result.reason)
+                self.state = result.reason
+                # Resuming rings the service doorbells, so this wait ends at once then.
+                hops = await self._idle_wait(None)
+                continue
+            self.state = "active"
+            if self.burst and result.next_due_ms is None:
+                # Burst mode (for tests and batch runs): exit once nothing is claimable, no
+                # retry is backing off and nothing runs; a finishing job may unlock more work
+                # (customer isolation), so claim again after each one.
+                if not self.running:
+                    logger.info("burst mode: nothing left to claim, exiting")
+                    return
+                await asyncio.wait(list(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            hops = await self._idle_wait(result.next_due_ms)
+
+    async def _idle_wait(self, next_due_ms: int | None) -> int:
+        timeout = self.settings.broker.idle_poll
+        if next_due_ms is not None:
+            timeout = max(0.01, min(timeout, next_due_ms / 1000 - time.time()))
+        wait = asyncio.create_task(self._waiter.wait_for_work(self._caps.services, timeout))
+        stop = asyncio.create_task(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait({wait, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (wait, stop):
+                task.cancel()
+        if wait in done and wait.exception() is None:
+            return wait.result() or 0
+        if wait in done:
+            logger.warning("waiting for work failed (%s)", wait.exception())
+            await self._sleep(1.0)
+        return 0
+
+    def _start(self, claim: Claim) -> None:
+        rj = RunningJob(job=claim.job, token=claim.token)
+        self.running[claim.job.id] = rj
+        self.status = "busy"
+        self._publish()
+        task = asyncio.create_task(self._execute(rj), name=f"job-{claim.job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, rj: RunningJob) -> None:
+        try:
+            connector = self.connectors.get(rj.job.service_type)
+            if connector is None:  # capabilities only offer configured services
+                await self.broker.fail(self.id, rj.job.id, rj.token, "service not configured")
+                return
+            outcome = await self._runner.run(rj, connector)
+            self.history.appendleft(outcome)
+        finally:
+            self.running.pop(rj.job.id, None)
+            self._slots.release()
+            self.status = "busy" if self.running else "idle"
+            self._publish()
+
+    # -- control ------------------------------------------------------------------------
+
+    def revoke(self, job_id: str) -> None:
+        """The job is no longer ours (cancelled, timed out or reassigned): interrupt it."""
+        rj = self.running.get(job_id)
+        if rj is None or rj.cancel.is_set():
+            return
+        logger.info("interrupting job %s: revoked by the broker", job_id)
+        rj.cancel_reason = "revoked"
+        rj.cancel.set()
+        task = asyncio.create_task(self.connectors[rj.job.service_type].interrupt(job_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _revoked_from_thread(self, job_ids: list[str]) -> None:
+        if self._loop is not None:
+            for job_id in job_ids:
+                self._loop.call_soon_threadsafe(self.revoke, job_id)
+
+    async def cancel_job(
+        self, job_id: str, reason: str = "cancelled from the worker dashboard"
+    ) -> bool:
+        if job_id not in self.running:
+            return False
+        await self.broker.cancel(job_id, reason)
+        self.revoke(job_id)
+        return True
+
+    async def set_state(self, state: str) -> None:
+        """Pause, resume or drain through the broker, so hub and worker agree."""
+        if state not in ("active", "paused", "draining"):
+            raise ValueError(state)
+        await self.broker.set_worker_state(self.id, state)  # type: ignore[arg-type]
+        self.state = state
+
+    # -- health and capabilities --------------------------------------------------------
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.health_interval)
+            try:
+                await self._check_health()
+            except Exception:
+                logger.exception("health check failed")
+
+    async def _check_health(self) -> None:
+        for name, connector in self.connectors.items():
+            try:
+                health = await asyncio.wait_for(connector.health(), timeout=10)
+            except Exception as exc:  # a probe that raises means unhealthy, not a crash
+                health = Health(ok=False, detail=f"{type(exc).__name__}: {exc}")
+            previous = self.health.get(name)
+            if previous is None or previous.ok != health.ok:
+                level = logging.INFO if health.ok else logging.WARNING
+                logger.log(
+                    level,
+                    "connector %s %s %s",
+                    name,
+                    "healthy" if health.ok else "unhealthy:",
+                    health.detail,
+                )
+            self.health[name] = health
+        healthy = [name for name, h in self.health.items() if h.ok]
+        caps = build_capabilities(
+            self.settings,
+            self.hardware,
+            healthy,
+            [c.capabilities() for c in self.connectors.values()],
+        )
+        if caps != self._caps:
+            self._set_caps(caps)
+
+    def _set_caps(self, caps: Capabilities) -> None:
+        self._caps = caps
+        self._caps_bytes = Broker.encode_capabilities(caps)
+        self._publish(caps_changed=True)
+
+    def _publish(self, *, caps_changed: bool = False) -> None:
+        """Hand the heartbeat thread what to report next."""
+        self._heartbeat.update(
+            status=self.status if self.status != "starting" else "idle",
+            running={job_id: rj.token for job_id, rj in self.running.items()},
+            caps=self._caps if caps_changed else None,
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    # -- introspection (dashboard) ------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    @property
+    def heartbeat_age(self) -> float | None:
+        last = self._heartbeat.last_ok
+        return None if last is None else time.time() - last
+
+    def utilization(self) -> dict[str, Any]:
+        return sample_utilization()
