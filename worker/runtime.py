@@ -135,6 +135,7 @@ class Worker:
     async def _shutdown(self, background: list[asyncio.Task[Any]]) -> None:
         self.status = "stopping"
         self._publish()
+        self._heartbeat.beat_now()
         if self.running:
             logger.info(
                 "waiting up to %gs for %d running job(s)",
@@ -173,9 +174,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         hops = 0
         while not self._stopping.is_set():
-            await self._slots.acquire()
-            if self._stopping.is_set():
-                self._slots.release()
+            if not await self._acquire_slot():
                 break
             try:
                 result = await self.broker.claim(self.id, self._caps_bytes, hops=hops)
@@ -207,6 +206,23 @@ class Worker:
                 await asyncio.wait(list(self._tasks), return_when=asyncio.FIRST_COMPLETED)
                 continue
             hops = await self._idle_wait(result.next_due_ms)
+
+    async def _acquire_slot(self) -> bool:
+        """Wait for a free slot; False (holding none) when the worker is stopping first."""
+        acquire = asyncio.create_task(self._slots.acquire())
+        stop = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquire
+        if acquire.done() and not acquire.cancelled():
+            if self._stopping.is_set():
+                self._slots.release()
+                return False
+            return True
+        return False
 
     async def _idle_wait(self, next_due_ms: int | None) -> int:
         timeout = self.settings.broker.idle_poll

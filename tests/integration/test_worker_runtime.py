@@ -11,11 +11,23 @@ from shared.broker import Broker
 from shared.job import JobStatus
 from tests.factories import job
 from tests.helpers import wait_until
-from tests.worker_support import finished, make_worker, running_worker, sim, status_is, worker_settings
+from tests.worker_support import (
+    finished,
+    make_worker,
+    running_worker,
+    sim,
+    status_is,
+    worker_settings,
+)
 
 
-async def test_burst_worker_completes_every_job_with_its_result(broker: Broker, redis_url: str) -> None:
-    ids = [(await broker.submit(job("simulation", payload=sim(result={"n": n})))).job_id for n in range(5)]
+async def test_burst_worker_completes_every_job_with_its_result(
+    broker: Broker, redis_url: str
+) -> None:
+    ids = [
+        (await broker.submit(job("simulation", payload=sim(result={"n": n})))).job_id
+        for n in range(5)
+    ]
     await make_worker(worker_settings(redis_url), burst=True).run()
     for n, job_id in enumerate(ids):
         done = await broker.get(job_id)
@@ -28,14 +40,18 @@ async def test_burst_worker_completes_every_job_with_its_result(broker: Broker, 
 async def test_progress_reaches_the_broker(broker: Broker, redis: Redis, redis_url: str) -> None:
     job_id = (await broker.submit(job("simulation", payload=sim(steps=4)))).job_id
     await make_worker(worker_settings(redis_url), burst=True).run()
-    events = [e for _, e in await redis.xrange(broker.keys.events) if e.get(b"job") == job_id.encode()]
+    events = [
+        e for _, e in await redis.xrange(broker.keys.events) if e.get(b"job") == job_id.encode()
+    ]
     progress = [e for e in events if e[b"type"] == b"progress"]
     assert len(progress) == 4
     assert [e[b"type"] for e in events][-1] == b"completed"
 
 
 async def test_failure_is_retried_then_dead_lettered(broker: Broker, redis_url: str) -> None:
-    job_id = (await broker.submit(job("simulation", max_retries=1, payload=sim(fail="model exploded")))).job_id
+    job_id = (
+        await broker.submit(job("simulation", max_retries=1, payload=sim(fail="model exploded")))
+    ).job_id
     await make_worker(worker_settings(redis_url), burst=True).run()
     failed = await broker.get(job_id)
     assert failed is not None
@@ -43,7 +59,11 @@ async def test_failure_is_retried_then_dead_lettered(broker: Broker, redis_url: 
 
 
 async def test_non_retryable_failure_fails_at_once(broker: Broker, redis_url: str) -> None:
-    job_id = (await broker.submit(job("simulation", max_retries=5, payload=sim(fail="bad", fail_retryable=False)))).job_id
+    job_id = (
+        await broker.submit(
+            job("simulation", max_retries=5, payload=sim(fail="bad", fail_retryable=False))
+        )
+    ).job_id
     await make_worker(worker_settings(redis_url), burst=True).run()
     failed = await broker.get(job_id)
     assert failed is not None
@@ -52,7 +72,9 @@ async def test_non_retryable_failure_fails_at_once(broker: Broker, redis_url: st
 
 async def test_cancel_mid_run_interrupts_and_frees_the_slot(broker: Broker, redis_url: str) -> None:
     async with running_worker(worker_settings(redis_url)) as worker:
-        long_id = (await broker.submit(job("simulation", payload=sim(steps=1000, step_ms=20)))).job_id
+        long_id = (
+            await broker.submit(job("simulation", payload=sim(steps=1000, step_ms=20)))
+        ).job_id
         await status_is(broker, long_id, JobStatus.ACTIVE)
         await wait_until(lambda: long_id in worker.running)
         assert (await broker.cancel(long_id)).outcome == "cancelled"
@@ -70,7 +92,14 @@ async def test_cancel_mid_run_interrupts_and_frees_the_slot(broker: Broker, redi
 async def test_execution_timeout_interrupts_the_job(broker: Broker, redis_url: str) -> None:
     async with running_worker(worker_settings(redis_url)):
         job_id = (
-            await broker.submit(job("simulation", timeout_seconds=0.3, max_retries=0, payload=sim(steps=100, step_ms=20)))
+            await broker.submit(
+                job(
+                    "simulation",
+                    timeout_seconds=0.3,
+                    max_retries=0,
+                    payload=sim(steps=100, step_ms=20),
+                )
+            )
         ).job_id
         done = await finished(broker, job_id)
     assert done.status == JobStatus.FAILED
@@ -78,9 +107,20 @@ async def test_execution_timeout_interrupts_the_job(broker: Broker, redis_url: s
 
 
 async def test_workers_only_get_jobs_they_match(broker: Broker, redis_url: str) -> None:
-    small = worker_settings(redis_url, "small", GPU_COUNT="1", GPU_MEMORY_GB="24", SIMULATION_SERVICE_NAME="sim")
-    big = worker_settings(redis_url, "big", GPU_COUNT="1", GPU_MEMORY_GB="80", SIMULATION_SERVICE_NAME="sim")
-    big_jobs = [(await broker.submit(job("sim", payload=sim(), requirements={"hardware": {"gpu": {"memory_gb": 40}}}))).job_id for _ in range(4)]
+    small = worker_settings(
+        redis_url, "small", GPU_COUNT="1", GPU_MEMORY_GB="24", SIMULATION_SERVICE_NAME="sim"
+    )
+    big = worker_settings(
+        redis_url, "big", GPU_COUNT="1", GPU_MEMORY_GB="80", SIMULATION_SERVICE_NAME="sim"
+    )
+    big_jobs = [
+        (
+            await broker.submit(
+                job("sim", payload=sim(), requirements={"hardware": {"gpu": {"memory_gb": 40}}})
+            )
+        ).job_id
+        for _ in range(4)
+    ]
     any_jobs = [(await broker.submit(job("sim", payload=sim()))).job_id for _ in range(4)]
     async with running_worker(small), running_worker(big):
         for job_id in big_jobs + any_jobs:
@@ -101,7 +141,9 @@ async def test_pause_and_resume(broker: Broker, redis_url: str) -> None:
         assert (await finished(broker, job_id)).status == JobStatus.COMPLETED
 
 
-async def test_graceful_stop_finishes_short_jobs_and_releases_long_ones(broker: Broker, redis_url: str) -> None:
+async def test_graceful_stop_finishes_short_jobs_and_releases_long_ones(
+    broker: Broker, redis_url: str
+) -> None:
     settings = worker_settings(redis_url, CONCURRENT_JOBS="2", WORKER_SHUTDOWN_GRACE_SECONDS="0.5")
     worker = make_worker(settings)
     task = asyncio.create_task(worker.run())
@@ -119,7 +161,9 @@ async def test_graceful_stop_finishes_short_jobs_and_releases_long_ones(broker: 
     assert record == b"offline"
 
 
-async def test_heartbeats_continue_while_a_job_blocks_the_event_loop(broker: Broker, redis_url: str) -> None:
+async def test_heartbeats_continue_while_a_job_blocks_the_event_loop(
+    broker: Broker, redis_url: str
+) -> None:
     # The job below blocks the event loop for longer than the lease: only a heartbeat from
     # another thread keeps the worker alive.
     async with running_worker(worker_settings(redis_url, LEASE_TIMEOUT_SECONDS="1")) as worker:
@@ -127,9 +171,11 @@ async def test_heartbeats_continue_while_a_job_blocks_the_event_loop(broker: Bro
         await finished(broker, job_id)
 
         async def hog() -> None:
-            time.sleep(1.5)  # deliberately blocking: a misbehaving connector
+            time.sleep(1.5)  # noqa: ASYNC251 - deliberately blocks the loop, as a bad connector would
 
-        blocked_id = (await broker.submit(job("simulation", payload=sim(steps=200, step_ms=10)))).job_id
+        blocked_id = (
+            await broker.submit(job("simulation", payload=sim(steps=200, step_ms=10)))
+        ).job_id
         await wait_until(lambda: blocked_id in worker.running)
         await hog()
         report = await broker.reap()
