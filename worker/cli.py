@@ -137,4 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"emp-worker: configuration error: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(run_worker(settings, connectors, burst=args.burst))
+    try:
+        return asyncio.run(run_worker(settings, connectors, burst=args.burst))
+    except ConfigError as exc:  # e.g. WORKER_DASHBOARD_PORT already taken
+        print(f"emp-worker: configuration error: {exc}", file=sys.stderr)
+        return 2
