@@ -12,6 +12,7 @@ from typing import Any, cast
 BENCHMARKS = {
     "claim": "claim cost vs queue depth (1% of pending jobs match the worker)",
     "broker": "broker API: submit rate, drain throughput, submit-to-result round trip",
+    "worker": "worker: wake-up latency, drain throughput, idle fleet Redis load",
     "hub": "hub POST /jobs submissions/s and latency",
 }
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from shared.broker import Broker
 from shared.job import Job, JobStatus
+from tests.helpers import wait_until
 from worker.cli import detect_hardware, load_connectors
 from worker.runtime import Worker
 from worker.settings import WorkerSettings
-from tests.helpers import wait_until
 
 FAST = {
     "LEASE_TIMEOUT_SECONDS": "2",

@@ -1,0 +1,157 @@
+"""The worker's own costs: wake-up latency, drain throughput, and what an idle fleet costs Redis.
+
+Workers run as real `python -m worker` processes (the same code worker.pyz runs), except the
+idle fleet, which runs 100 Worker objects in one process so that 100 interpreters do not
+compete for two cores; each still has its own heartbeat thread and Redis connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench.common import median, percentile, private_redis, table
+from shared.broker import Broker
+from shared.job import JobRequest
+from shared.validation import convert
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER_ENV = {
+    "SERVICES": "simulation",
+    "WORKER_DASHBOARD_ENABLED": "false",
+    "WORKER_ENV_FILE": "/nonexistent/.env.worker",
+    "LOG_LEVEL": "warning",
+}
+
+
+def _job(steps: int = 1) -> JobRequest:
+    body = {"service_type": "simulation", "payload": {"steps": steps, "step_ms": 0}}
+    return convert(body, JobRequest)
+
+
+@contextlib.asynccontextmanager
+async def _worker_process(url: str, worker_id: str, **env: str) -> AsyncIterator[None]:
+    full = {**os.environ, **WORKER_ENV, "HUB_REDIS_URL": url, "WORKER_ID": worker_id, **env}
+    full["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "worker"], env=full, cwd=ROOT)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _registered(redis: Redis, broker: Broker, worker_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while await redis.zscore(broker.keys.workers, worker_id) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker {worker_id} did not register")
+        await asyncio.sleep(0.05)
+
+
+async def _next_event(
+    redis: Redis, broker: Broker, last: list[Any], job: bytes, kind: bytes
+) -> None:
+    while True:
+        reply: Any = await redis.xread({broker.keys.events: last[0]}, block=2000)
+        for _, entries in reply:
+            for entry_id, fields in entries:
+                last[0] = entry_id
+                if fields.get(b"job") == job and fields.get(b"type") == kind:
+                    return
+
+
+async def _claim_latency(url: str, redis: Redis, broker: Broker, n: int) -> list[float]:
+    samples = []
+    async with _worker_process(url, "latency"):
+        await _registered(redis, broker, "latency")
+        await asyncio.sleep(0.5)  # let it settle into its idle wait (benchmark pacing only)
+        last: list[Any] = [b"$"]
+        for _ in range(n):
+            t0 = time.perf_counter()
+            submitted = await broker.submit(_job())
+            await _next_event(redis, broker, last, submitted.job_id.encode(), b"claimed")
+            samples.append((time.perf_counter() - t0) * 1000)
+            await _next_event(redis, broker, last, submitted.job_id.encode(), b"completed")
+    return samples
+
+
+async def _drain(url: str, redis: Redis, broker: Broker, n: int, slots: int) -> float:
+    for _ in range(n // 1000):
+        await broker.submit_many([_job()] * 1000)
+    started = time.perf_counter()
+    async with _worker_process(url, f"drain{slots}", CONCURRENT_JOBS=str(slots)):
+        while await redis.zcard(broker.keys.finished("completed")) < n:
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+    return n / elapsed
+
+
+# What clients send. Redis also counts the commands a Lua script runs inside EVALSHA in
+# its statistics; those are not round trips and are left out here.
+CLIENT_COMMANDS = ("evalsha", "eval", "blpop", "ping", "subscribe", "hello", "client|setinfo")
+
+
+async def _client_calls(redis: Redis) -> tuple[int, float]:
+    stats = await redis.info("commandstats")
+    calls = sum(int(stats.get(f"cmdstat_{c}", {"calls": 0})["calls"]) for c in CLIENT_COMMANDS)
+    cpu = await redis.info("cpu")
+    return calls, float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
+async def _idle_fleet(url: str, redis: Redis, workers: int, seconds: float) -> tuple[float, float]:
+    """Client commands per second and Redis CPU share of an idle fleet of `workers`."""
+    from worker.cli import detect_hardware, load_connectors
+    from worker.runtime import Worker
+    from worker.settings import WorkerSettings
+
+    fleet = []
+    for i in range(workers):
+        env = {**WORKER_ENV, "HUB_REDIS_URL": url, "WORKER_ID": f"idle{i}"}
+        settings = WorkerSettings.from_env(env)
+        fleet.append(Worker(settings, load_connectors(settings), detect_hardware(settings)))
+    tasks = [asyncio.create_task(w.run()) for w in fleet]
+    while await redis.zcard("workers") < workers:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(6)  # past the first idle-poll period: measure the steady state
+    calls_before, cpu_before = await _client_calls(redis)
+    await asyncio.sleep(seconds)
+    calls_after, cpu_after = await _client_calls(redis)
+    for w in fleet:
+        w.stop()
+    await asyncio.gather(*tasks)
+    return (calls_after - calls_before) / seconds, (cpu_after - cpu_before) / seconds * 100
+
+
+async def run(quick: bool) -> str:
+    rows: list[list[object]] = []
+    async with private_redis() as (url, redis):
+        broker = Broker(redis)
+        samples = await _claim_latency(url, redis, broker, 100 if quick else 500)
+        rows.append(["submit -> claimed, idle worker, p50", median(samples), "ms", ""])
+        rows.append(["submit -> claimed, idle worker, p99", percentile(samples, 99), "ms", ""])
+        n = 2000 if quick else 20000
+        for slots in (1, 10):
+            await redis.flushall()
+            rate = await _drain(url, redis, broker, n, slots)
+            rows.append([f"drain, simulation step_ms=0, {slots} slot(s)", rate, "jobs/s", ""])
+        await redis.flushall()
+        idle, cpu = await _idle_fleet(url, redis, 100, 10 if quick else 30)
+        rows.append(["100 idle workers: client commands", idle, "cmd/s", "< 100 (1,000 for 1,000)"])
+        rows.append(["100 idle workers: Redis CPU", cpu, "% of a core", ""])
+    title = "worker: real worker processes, simulation connector, Redis on loopback"
+    return table(title, ["what", "value", "unit", "target"], rows)

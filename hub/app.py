@@ -1,0 +1,112 @@
+"""The hub's Starlette application factory.
+
+`create_app(settings)` builds a stateless app: the lifespan opens the Redis client (or uses
+the one passed in), starts the event reader and, unless disabled, the maintenance loop, and
+keeps them on `app.state.hub`. Nothing about jobs or workers is held in memory: any number
+of hubs can serve one Redis, and a restart loses nothing.
+
+Middleware, outermost first: request id + access log, CORS (only when origins are
+configured), then authentication. All three are pure ASGI, so streaming responses and
+WebSockets pass through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from hub import dashboard, openapi, routes_jobs, routes_ops, routes_workers, ws, ws_legacy
+from hub.auth import Authenticator, AuthMiddleware
+from hub.context import HubContext
+from hub.errors import EXCEPTION_HANDLERS
+from hub.events import EventHub
+from hub.logging import RequestContextMiddleware
+from hub.maintenance import Maintenance
+from hub.metrics import HubMetrics
+from hub.settings import HubSettings
+from shared.broker import Broker
+from shared.redis_client import connect
+
+log = logging.getLogger("hub.app")
+
+REDIS_POOL_SIZE = 256
+
+
+def redis_client(url: str) -> Redis:
+    """The shared command client (10 s read timeout, retries with backoff): the event
+    reader's XREAD blocks for 5 s, well inside it."""
+    return connect(url, max_connections=REDIS_POOL_SIZE)
+
+
+def create_app(
+    settings: HubSettings, *, redis: Redis | None = None, maintenance: bool | None = None
+) -> Starlette:
+    """Build the hub. `redis` overrides settings.redis_url (the caller keeps ownership);
+    `maintenance` overrides settings.maintenance."""
+    if redis is None and settings.redis_url is None:
+        raise ValueError("create_app needs settings.redis_url or a redis client")
+    authenticator = Authenticator(settings)
+    run_maintenance = settings.maintenance if maintenance is None else maintenance
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned = redis is None
+        client = redis if redis is not None else redis_client(settings.redis_url or "")
+        broker = Broker(client, settings.broker)
+        metrics = HubMetrics()
+        events = EventHub(client, broker.keys.events)
+        events.add_listener(metrics.observe_event)
+        hub = HubContext(settings, client, broker, events, metrics, authenticator)
+        await events.start()
+        tasks: list[asyncio.Task[None]] = []
+        if run_maintenance:
+            loop = Maintenance(broker, settings)
+            tasks.append(asyncio.create_task(loop.run(hub.shutdown), name="emp-maintenance"))
+        app.state.hub = hub
+        try:
+            yield
+        finally:
+            hub.begin_shutdown()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await events.stop()
+            app.state.hub = None
+            if owned:
+                await client.aclose()
+
+    middleware = [Middleware(RequestContextMiddleware, access=settings.access_log)]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                expose_headers=["Location", "X-Request-ID"],
+            )
+        )
+    middleware.append(Middleware(AuthMiddleware, authenticator=authenticator))
+    return Starlette(
+        routes=[
+            *routes_jobs.routes,
+            *routes_workers.routes,
+            *routes_ops.routes,
+            *openapi.routes,
+            *ws.routes,
+            *ws_legacy.routes,
+            *dashboard.routes,
+        ],
+        middleware=middleware,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

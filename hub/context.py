@@ -1,0 +1,82 @@
+"""The per-process objects every route needs, built by the app's lifespan.
+
+Kept on `app.state.hub` (not in the lifespan's per-request state) so that a second uvicorn
+server on WS_PORT can serve the same app without running the lifespan twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from starlette.requests import HTTPConnection
+
+from hub.auth import Authenticator, Principal
+from hub.errors import ApiError, forbidden
+from hub.events import EventHub
+from hub.fleet import FleetCache
+from hub.metrics import HubMetrics
+from hub.queries import created_and_rank_script
+from hub.settings import HubSettings
+from shared.broker import Broker
+from shared.keys import Keys
+
+
+@dataclass
+class LegacyRegistry:
+    """The original protocol's connections on this hub (reported in `stats_broadcast`)."""
+
+    clients: set[str] = field(default_factory=set)
+    monitors: set[str] = field(default_factory=set)
+
+
+@dataclass
+class HubContext:
+    settings: HubSettings
+    redis: Redis
+    broker: Broker
+    events: EventHub
+    metrics: HubMetrics
+    authenticator: Authenticator
+    shutdown: asyncio.Event = field(default_factory=asyncio.Event)
+    legacy: LegacyRegistry = field(default_factory=LegacyRegistry)
+    created_script: AsyncScript = field(init=False)
+    fleet: FleetCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.created_script = created_and_rank_script(self.redis)
+        self.fleet = FleetCache(self.redis, self.keys, self.settings.fleet_cache_seconds)
+
+    @property
+    def keys(self) -> Keys:
+        return self.broker.keys
+
+    def begin_shutdown(self) -> None:
+        """Tell long-lived streams (WebSocket, SSE, long-poll) to finish now, so a graceful
+        stop does not wait for them to time out."""
+        self.shutdown.set()
+        self.events.end_all()
+
+
+def hub_of(conn: HTTPConnection) -> HubContext:
+    hub = getattr(conn.app.state, "hub", None)
+    if hub is None:
+        raise ApiError(503, "", "hub is starting")
+    assert isinstance(hub, HubContext)
+    return hub
+
+
+def principal_of(conn: HTTPConnection) -> Principal:
+    principal = conn.scope.get("auth")
+    if not isinstance(principal, Principal):
+        raise ApiError(401, "Authorization", "missing bearer token")
+    return principal
+
+
+def require_operator(conn: HTTPConnection) -> Principal:
+    principal = principal_of(conn)
+    if not principal.operator:
+        raise forbidden()
+    return principal

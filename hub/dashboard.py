@@ -1,0 +1,95 @@
+"""The operator dashboard: HTML shells at `/` and `/ui/jobs/{id}`, one JSON feed for them.
+
+The pages carry no data and no secrets, so they are public; the browser script asks for the
+operator token once, keeps it in sessionStorage, and uses it for `/dashboard/data`, the REST
+actions and the `/ws` live feed. Everything the page shows arrives as JSON and is inserted
+as text (never as HTML), and a strict Content-Security-Policy allows only same-origin
+scripts, so a job payload cannot script the operator's browser. No CDN: it works offline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from hub.context import hub_of, require_operator
+from hub.errors import json_response
+from hub.fleet import redis_now_ms
+from hub.queries import public_summary, summaries
+from hub.stats import compute_stats
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: "
+    "http: https:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'"
+)
+HTML_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}  # fmt: skip
+RECENT = 25
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def index(request: Request) -> Response:
+    return templates.TemplateResponse(request, "index.html", {}, headers=HTML_HEADERS)
+
+
+async def job_page(request: Request) -> Response:
+    job_id = request.path_params["job_id"]
+    return templates.TemplateResponse(request, "job.html", {"job_id": job_id}, headers=HTML_HEADERS)
+
+
+async def favicon(request: Request) -> Response:
+    return Response(status_code=204)
+
+
+async def data(request: Request) -> Response:
+    """Everything the dashboard shows: stats, workers, queue head, recent and failed jobs."""
+    hub = hub_of(request)
+    require_operator(request)
+    redis, keys = hub.redis, hub.keys
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrange(keys.pending, 0, RECENT - 1)
+        pipe.zrange(keys.active, 0, RECENT - 1)
+        pipe.zrevrange(keys.finished("completed"), 0, RECENT - 1)
+        pipe.zrevrange(keys.finished("cancelled"), 0, RECENT - 1)
+        pipe.zrevrange(keys.finished("failed"), 0, RECENT * 2 - 1)
+        pending, active, completed, cancelled, failed = await pipe.execute()
+
+    async def load(ids: list[Any]) -> list[dict[str, Any]]:
+        jobs = await summaries(redis, keys, [_text(i) for i in ids])
+        return [public_summary(j) for j in jobs if j is not None]
+
+    finished = await load(completed + cancelled)
+    finished.sort(key=lambda j: j.get("finished_at") or "", reverse=True)
+    now = await redis_now_ms(redis)
+    workers = await hub.fleet.get()
+    return json_response(
+        {
+            "stats": await compute_stats(redis, keys, workers),
+            "workers": [w.to_public(now) for w in workers],
+            "pending": await load(pending),
+            "active": await load(active),
+            "recent": finished[:RECENT],
+            "failed": await load(failed),
+        }
+    )
+
+
+routes = [
+    Route("/", index, methods=["GET"]),
+    Route("/ui/jobs/{job_id}", job_page, methods=["GET"]),
+    Route("/dashboard/data", data, methods=["GET"]),
+    Route("/favicon.ico", favicon, methods=["GET"]),
+    Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
+]

@@ -1,0 +1,359 @@
+"""Event fan-out: one reader of the Redis event stream per hub, many local subscribers.
+
+Every state change is a Lua script that also XADDs an event to `{prefix}events`, so the
+stream is the single, ordered history of the fleet, whichever hub or worker caused it. Each
+hub process runs ONE `XREAD BLOCK` loop and hands each event to the local subscribers whose
+filter matches (a job id, a customer, or everything). Subscribers never block the reader:
+each has a bounded buffer, and one that falls behind is marked overflowed and must re-read
+the job (the followers below do that by themselves).
+
+Per-job consistency. `follow_job` registers the subscription BEFORE it reads the job hash,
+then passes on only events whose per-job `seq` is greater than the snapshot's `event_seq`.
+Events that happened before the snapshot are already reflected in it, later ones arrive
+through the stream, so a client sees no gap and no duplicate. A jump in `seq` (the reader
+reconnected past trimmed entries, or the buffer overflowed) is repaired by a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.broker import Broker
+from shared.job import Job
+
+log = logging.getLogger("hub.events")
+
+TERMINAL_TYPES = frozenset({"completed", "failed", "cancelled"})
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One stream entry. `ts_ms` is the Redis time the event was written (from its id)."""
+
+    id: str
+    kind: str
+    type: str
+    job_id: str | None = None
+    seq: int = 0
+    customer_id: str | None = None
+    worker_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ts_ms(self) -> int:
+        return int(self.id.split("-", 1)[0])
+
+    @property
+    def terminal(self) -> bool:
+        return self.kind == "job" and self.type in TERMINAL_TYPES
+
+    @classmethod
+    def from_fields(cls, entry_id: Any, raw: dict[Any, Any]) -> Event:
+        f = {_text(k): _text(v) for k, v in raw.items()}
+        try:
+            data = orjson.loads(f.get("data") or "{}")
+        except orjson.JSONDecodeError:
+            data = {}
+        if not isinstance(data, dict):  # cjson encodes an empty table as []
+            data = {}
+        return cls(
+            id=_text(entry_id),
+            kind=f.get("kind", "job"),
+            type=f.get("type", ""),
+            job_id=f.get("job") or None,
+            seq=int(f.get("seq") or 0),
+            customer_id=f.get("customer") or None,
+            worker_id=f.get("worker") or data.get("worker_id") or None,
+            data=data,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON shape WebSocket and SSE clients receive."""
+        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "event": self.type}
+        if self.kind == "job":
+            out.update(job_id=self.job_id, seq=self.seq, customer_id=self.customer_id)
+        out.update(worker_id=self.worker_id, data=self.data, ts=self.ts_ms)
+        return out
+
+
+class Overflow(Exception):
+    """The subscriber fell behind and lost events; it must re-read what it follows."""
+
+
+class Subscription:
+    """A filtered, bounded queue of events for one local consumer."""
+
+    def __init__(self, hub: EventHub, limit: int) -> None:
+        self._hub = hub
+        self._limit = limit
+        self._items: deque[Event] = deque()
+        self._wake = asyncio.Event()
+        self.jobs: set[str] = set()
+        self.customers: set[str] = set()
+        self.everything = False
+        self.overflowed = False
+        self.closed = False
+
+    def push(self, event: Event) -> None:
+        if len(self._items) >= self._limit:
+            self._items.clear()
+            self.overflowed = True
+        else:
+            self._items.append(event)
+        self._wake.set()
+
+    async def next(self, timeout: float | None = None) -> Event | None:
+        """The next event, None after `timeout` seconds; raises Overflow once after a loss
+        (before the events that arrived after it, which are newer than anything lost)."""
+        if self.overflowed:
+            self.overflowed = False
+            raise Overflow
+        while not self._items:
+            if self.closed:
+                return None
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                return None
+        return self._items.popleft()
+
+    def follow_job(self, job_id: str) -> None:
+        self.jobs.add(job_id)
+        self._hub.reindex(self)
+
+    def unfollow_job(self, job_id: str) -> None:
+        self.jobs.discard(job_id)
+        self._hub.reindex(self)
+
+    def follow_customer(self, customer_id: str) -> None:
+        self.customers.add(customer_id)
+        self._hub.reindex(self)
+
+    def unfollow_customer(self, customer_id: str) -> None:
+        self.customers.discard(customer_id)
+        self._hub.reindex(self)
+
+    def follow_everything(self, on: bool = True) -> None:
+        self.everything = on
+        self._hub.reindex(self)
+
+    def end(self) -> None:
+        """Wake the consumer with no more events to come (hub shutting down)."""
+        self.closed = True
+        self._wake.set()
+
+    def close(self) -> None:
+        self.end()
+        self._hub.remove(self)
+
+
+class EventHub:
+    """Tails the event stream and multiplexes it to this process's subscribers."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        stream_key: str,
+        *,
+        block_ms: int = 5000,
+        batch: int = 500,
+        buffer: int = 2000,
+    ) -> None:
+        self._redis = redis
+        self._key = stream_key
+        self._block_ms = block_ms
+        self._batch = batch
+        self._buffer = buffer
+        self._by_job: dict[str, set[Subscription]] = {}
+        self._by_customer: dict[str, set[Subscription]] = {}
+        self._everything: set[Subscription] = set()
+        self._indexed: dict[Subscription, tuple[frozenset[str], frozenset[str], bool]] = {}
+        self._listeners: list[Callable[[Event], None]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.last_id = "0-0"
+        self.healthy = False
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin after the newest existing entry: the reader serves live events only."""
+        newest = await self._redis.xrevrange(self._key, count=1)
+        self.last_id = _text(newest[0][0]) if newest else "0-0"
+        self.healthy = True
+        self._task = asyncio.create_task(self._run(), name="emp-event-reader")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.end_all()
+
+    def end_all(self) -> None:
+        for sub in list(self._indexed):
+            sub.end()
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        """Call `listener` for every event (metrics); it must be quick and not raise."""
+        self._listeners.append(listener)
+
+    # -- subscriptions ----------------------------------------------------------------
+
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self, self._buffer)
+        self._indexed[sub] = (frozenset(), frozenset(), False)
+        return sub
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._indexed)
+
+    def reindex(self, sub: Subscription) -> None:
+        if sub.closed:
+            return
+        self._drop(sub)
+        for job_id in sub.jobs:
+            self._by_job.setdefault(job_id, set()).add(sub)
+        for customer in sub.customers:
+            self._by_customer.setdefault(customer, set()).add(sub)
+        if sub.everything:
+            self._everything.add(sub)
+        self._indexed[sub] = (frozenset(sub.jobs), frozenset(sub.customers), sub.everything)
+
+    def remove(self, sub: Subscription) -> None:
+        self._drop(sub)
+        self._indexed.pop(sub, None)
+
+    def _drop(self, sub: Subscription) -> None:
+        jobs, customers, _ = self._indexed.get(sub, (frozenset(), frozenset(), False))
+        for job_id in jobs:
+            subs = self._by_job.get(job_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_job[job_id]
+        for customer in customers:
+            subs = self._by_customer.get(customer)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_customer[customer]
+        self._everything.discard(sub)
+
+    def dispatch(self, event: Event) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a metrics bug must not stop the fan-out
+                log.exception("event listener failed")
+        targets: set[Subscription] = set(self._everything)
+        if event.kind == "job":
+            if event.job_id:
+                targets |= self._by_job.get(event.job_id, set())
+            if event.customer_id:
+                targets |= self._by_customer.get(event.customer_id, set())
+        for sub in targets:
+            sub.push(event)
+
+    # -- the reader -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                reply = await self._redis.xread(
+                    {self._key: self.last_id}, count=self._batch, block=self._block_ms
+                )
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if self.healthy:
+                    log.warning("event stream read failed, retrying: %s", type(exc).__name__)
+                self.healthy = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.healthy = True
+            delay = 0.05
+            raw: Any = reply or []
+            for _stream, entries in raw.items() if isinstance(raw, dict) else raw:
+                for entry_id, fields in entries:
+                    self.last_id = _text(entry_id)
+                    self.dispatch(Event.from_fields(entry_id, fields))
+
+
+@dataclass(slots=True)
+class JobUpdate:
+    """What a job follower yields: a full snapshot, or one event after the last one."""
+
+    job: Job | None = None
+    event: Event | None = None
+
+    @property
+    def terminal(self) -> bool:
+        if self.event is not None:
+            return self.event.terminal
+        return self.job is not None and self.job.status.terminal
+
+
+@contextlib.asynccontextmanager
+async def follow_job(
+    hub: EventHub, broker: Broker, job_id: str, *, ping: float | None = None
+) -> AsyncIterator[tuple[Job | None, AsyncIterator[JobUpdate | None]]]:
+    """Subscribe to one job: yields (snapshot, updates). `updates` produces gap-free,
+    duplicate-free JobUpdates after the snapshot, and None every `ping` seconds of quiet.
+    The snapshot is None when the job does not exist."""
+    sub = hub.subscribe()
+    sub.follow_job(job_id)
+    try:
+        job = await broker.get(job_id)
+        last = job.event_seq if job is not None else 0
+
+        async def updates() -> AsyncIterator[JobUpdate | None]:
+            nonlocal last
+            while True:
+                try:
+                    event = await sub.next(ping)
+                except Overflow:
+                    event = None
+                    fresh = await broker.get(job_id)
+                    if fresh is not None:
+                        last = fresh.event_seq
+                        yield JobUpdate(job=fresh)
+                    continue
+                if event is None:
+                    if sub.closed:
+                        return
+                    yield None
+                    continue
+                if event.seq <= last:
+                    continue
+                if event.seq > last + 1:
+                    fresh = await broker.get(job_id)
+                    if fresh is None:
+                        continue
+                    last = fresh.event_seq
+                    yield JobUpdate(job=fresh)
+                    continue
+                last = event.seq
+                yield JobUpdate(event=event)
+
+        yield job, updates()
+    finally:
+        sub.close()

@@ -1,0 +1,107 @@
+"""Message shapes of the original emp-redis protocol (emp-redis-original.md §2, §6).
+
+Kept apart from the socket handling in ws_legacy.py: these are the compatibility contract
+(field names, epoch-second timestamps, `processing` for a held job), easy to check against
+the reference in one place.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from hub.context import HubContext
+from hub.queries import summaries
+from hub.stats import compute_stats
+from shared.job import Job
+
+MAX_ACTIVE_JOBS = 100
+
+
+def legacy_status(status: str) -> str:
+    return "processing" if status == "active" else status
+
+
+def seconds(ms: int | None) -> float | None:
+    return ms / 1000 if ms is not None else None
+
+
+def job_status_message(job: Job) -> dict[str, Any]:
+    return {
+        "type": "response_job_status",
+        "job_id": job.id,
+        "status": legacy_status(job.status),
+        "progress": job.progress,
+        "worker_id": job.worker_id,
+        "started_at": seconds(job.claimed_at),
+        "completed_at": seconds(job.finished_at),
+        "result": job.result,
+        "error": job.error,
+        "message": job.message,
+        "timestamp": time.time(),
+    }
+
+
+async def stats_broadcast(hub: HubContext) -> dict[str, Any]:
+    """The original monitor feed: connections, workers, subscriptions, system stats."""
+    workers = await hub.fleet.get()
+    stats = await compute_stats(hub.redis, hub.keys, workers)
+    ids = [
+        i.decode() if isinstance(i, bytes) else str(i)
+        for i in await hub.redis.zrange(hub.keys.active, 0, MAX_ACTIVE_JOBS // 2 - 1)
+        + await hub.redis.zrange(hub.keys.pending, 0, MAX_ACTIVE_JOBS // 2 - 1)
+    ]
+    active_jobs = [
+        {
+            "id": j.id,
+            "job_type": j.service_type,
+            "status": legacy_status(j.status),
+            "priority": j.priority,
+            "worker_id": j.worker_id,
+            "created_at": seconds(j.created_at),
+            "updated_at": seconds(j.claimed_at or j.created_at),
+            "progress": j.progress,
+        }
+        for j in await summaries(hub.redis, hub.keys, ids)
+        if j is not None
+    ]
+    jobs = stats["jobs"]
+    return {
+        "type": "stats_broadcast",
+        "timestamp": time.time(),
+        "connections": {
+            "clients": sorted(hub.legacy.clients),
+            "workers": [w.id for w in workers],
+            "monitors": sorted(hub.legacy.monitors),
+        },
+        "workers": {
+            w.id: {
+                "status": w.status,
+                "connection_status": "connected",
+                "is_accepting_jobs": w.state == "active" and not w.busy,
+                "capabilities": w.raw_capabilities,
+                "supported_job_types": list(w.capabilities.services),
+            }
+            for w in workers
+        },
+        "subscriptions": {"stats": [], "job_notifications": [], "jobs": {}},
+        "system": {
+            "queues": {"priority": jobs["pending"], "standard": 0, "total": jobs["pending"]},
+            "jobs": {"total": sum(jobs.values()), "status": jobs, "active_jobs": active_jobs},
+            "workers": {
+                "total": len(workers),
+                "status": stats["workers"]["by_status"],
+                "active_workers": [
+                    {
+                        "id": w.id,
+                        "status": w.status,
+                        "connected_at": seconds(w.registered_at),
+                        "jobs_processed": w.completed,
+                        "last_heartbeat": seconds(w.last_heartbeat),
+                        "current_job_id": w.leases[0].job_id if w.leases else None,
+                    }
+                    for w in workers
+                ],
+            },
+        },
+    }

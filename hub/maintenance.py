@@ -1,0 +1,152 @@
+"""The maintenance loop: reaping, retention and priority aging, on an interval.
+
+Every hub runs it; that is safe because each step is idempotent. `reap` and `cleanup` are
+single Lua scripts (a second hub running them a moment later finds nothing left to do), and
+aging computes a pure function of the job and the Redis clock, so two hubs re-scoring the
+same job write the same value. Work per tick is bounded: reaping loops only while full
+batches come back (up to a cap), aging visits at most `aging_batch` pending jobs per pass
+and continues where it stopped on the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from hub.fleet import redis_now_ms
+from hub.priority import PriorityPolicy
+from hub.settings import HubSettings
+from shared.broker import Broker
+
+log = logging.getLogger("hub.maintenance")
+
+REAP_LIMIT = 500
+MAX_REAP_ROUNDS = 20
+AGING_CHUNK = 500
+AGING_FIELDS = ("status", "priority", "customer_id", "deadline", "created_at", "effective_priority")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass
+class Maintenance:
+    broker: Broker
+    settings: HubSettings
+    _aging_offset: int = 0
+    _next_aging: float = 0.0
+    _next_cleanup: float = 0.0
+    last_report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def redis(self) -> Redis:
+        return self.broker.redis
+
+    @property
+    def policy(self) -> PriorityPolicy:
+        return self.settings.priority
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until `stop` is set; errors are logged and the loop goes on."""
+        interval = self.settings.broker.reaper_interval
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("maintenance tick failed: %s", type(exc).__name__)
+            except Exception:
+                log.exception("maintenance tick failed")
+            # Jitter keeps several hubs from ticking in lock step.
+            delay = interval * random.uniform(0.8, 1.2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def tick(self, *, force: bool = False) -> dict[str, Any]:
+        """One pass: reap always; retention and aging when their interval is due."""
+        report: dict[str, Any] = {"reaped": await self.reap()}
+        now = time.monotonic()
+        if force or now >= self._next_cleanup:
+            report["cleanup"] = await self.broker.cleanup()
+            self._next_cleanup = now + self.settings.cleanup_interval
+        if self.policy.time_dependent and (force or now >= self._next_aging):
+            report["aged"] = await self.age()
+            self._next_aging = now + self.settings.aging_interval
+        self.last_report = report
+        return report
+
+    async def reap(self) -> dict[str, int]:
+        totals = {"promoted": 0, "recovered": 0, "timed_out": 0}
+        for _ in range(MAX_REAP_ROUNDS):
+            report = await self.broker.reap(REAP_LIMIT)
+            totals["promoted"] += report.promoted
+            totals["recovered"] += len(report.recovered)
+            totals["timed_out"] += len(report.timed_out)
+            for worker_id, job_id, outcome in report.recovered:
+                log.warning(
+                    "recovered job from dead worker",
+                    extra={"job_id": job_id, "worker_id": worker_id, "outcome": outcome},
+                )
+            for job_id, outcome in report.timed_out:
+                log.warning("job timed out", extra={"job_id": job_id, "outcome": outcome})
+            full = max(report.promoted, len(report.recovered), len(report.timed_out))
+            if full < REAP_LIMIT:
+                break
+        return totals
+
+    async def age(self) -> int:
+        """Re-score up to `aging_batch` pending jobs whose effective priority changed."""
+        now_ms = await redis_now_ms(self.redis)
+        keys = self.broker.keys
+        visited = changed = 0
+        while visited < self.settings.aging_batch:
+            count = min(AGING_CHUNK, self.settings.aging_batch - visited)
+            start = self._aging_offset
+            ids = [
+                _text(i) for i in await self.redis.zrange(keys.pending, start, start + count - 1)
+            ]
+            if not ids:
+                self._aging_offset = 0
+                break
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hmget(keys.job(job_id), AGING_FIELDS)
+                rows = await pipe.execute()
+            updates: dict[str, int] = {}
+            for job_id, row in zip(ids, rows, strict=True):
+                value = self._rescore(row, now_ms)
+                if value is not None:
+                    updates[job_id] = value
+            if updates:
+                changed += await self.broker.reprioritize(updates)
+            visited += len(ids)
+            self._aging_offset += len(ids)
+            if len(ids) < count:
+                self._aging_offset = 0
+                break
+        return changed
+
+    def _rescore(self, row: list[Any], now_ms: int) -> int | None:
+        status, priority, customer, deadline, created, current = (
+            _text(v) if v is not None else None for v in row
+        )
+        if status != "pending" or priority is None or created is None:
+            return None
+        value = self.policy.effective(
+            int(priority),
+            customer or None,
+            deadline_ms=int(deadline) if deadline else None,
+            created_ms=int(created),
+            now_ms=now_ms,
+        )
+        return None if current is not None and int(current) == value else value

@@ -1,0 +1,128 @@
+"""Prometheus metrics, one CollectorRegistry per app (two apps in one test process must not
+collide on the global registry).
+
+Two kinds of numbers:
+- fleet state that lives in Redis (queue depth, jobs by status, workers by status) is read
+  when /metrics is scraped, at most once per `refresh_interval`, into gauges;
+- fleet activity (completions, failures, retries, wait and run times) is counted from the
+  event stream this hub already tails. Every hub sees every event, so these counters are
+  fleet-wide per hub: aggregate them with max(), not sum(), across hubs.
+Submissions through this hub's API are this hub's own counter.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from redis.asyncio import Redis
+
+from hub.events import Event
+from shared.keys import Keys
+
+SECONDS_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+MAX_PENDING_WAITS = 10_000
+
+
+class HubMetrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, refresh_interval: float = 1.0) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.submissions = Counter(
+            "emp_hub_submissions",
+            "Jobs submitted through this hub's API, by outcome (created, duplicate, rejected)",
+            ["outcome"],
+            registry=r,
+        )
+        self.events = Counter(
+            "emp_events", "Job and worker events seen on the event stream", ["type"], registry=r
+        )
+        self.wait = Histogram(
+            "emp_job_wait_seconds",
+            "Time from submission to claim",
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.run = Histogram(
+            "emp_job_run_seconds",
+            "Time from claim to completion",
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "emp_queue_depth", "Pending jobs by service (claimable now)", ["service"], registry=r
+        )
+        self.jobs = Gauge(
+            "emp_jobs", "Jobs by status (finished ones within retention)", ["status"], registry=r
+        )
+        self.workers = Gauge("emp_workers", "Live workers by status", ["status"], registry=r)
+        self.connections = Gauge(
+            "emp_hub_connections",
+            "Open WebSocket/SSE connections on this hub",
+            ["kind"],
+            registry=r,
+        )
+        # Children resolved once: labels() takes a lock and a dict lookup on every call.
+        self.created = self.submissions.labels("created")
+        self.duplicate = self.submissions.labels("duplicate")
+        self.rejected = self.submissions.labels("rejected")
+        self._event_counters: dict[str, Any] = {}
+        self._refresh_interval = refresh_interval
+        self._refreshed = 0.0
+        self._claimed: list[str] = []
+
+    def observe_event(self, event: Event) -> None:
+        """Event listener (see EventHub.add_listener): cheap, no I/O."""
+        counter = self._event_counters.get(event.type)
+        if counter is None:
+            counter = self._event_counters[event.type] = self.events.labels(event.type)
+        counter.inc()
+        if event.type == "completed":
+            run_ms = event.data.get("run_ms")
+            if isinstance(run_ms, int | float):
+                self.run.observe(max(0.0, run_ms / 1000))
+        elif event.type == "claimed" and event.job_id:
+            wait_ms = event.data.get("wait_ms")
+            if isinstance(wait_ms, int | float):
+                self.wait.observe(max(0.0, wait_ms / 1000))
+            elif len(self._claimed) < MAX_PENDING_WAITS:
+                # The claimed event carries no submission time: look it up at the next scrape.
+                self._claimed.append(event.job_id)
+
+    async def refresh(self, redis: Redis, keys: Keys, stats: dict[str, Any]) -> None:
+        """Update the gauges from a /stats document; resolve pending wait observations."""
+        self.queue_depth.clear()
+        for service, entry in stats["pending"]["by_service"].items():
+            self.queue_depth.labels(service).set(entry["total"])
+        for status, count in stats["jobs"].items():
+            self.jobs.labels(status).set(count)
+        self.workers.clear()
+        for status, count in stats["workers"]["by_status"].items():
+            self.workers.labels(status).set(count)
+        claimed, self._claimed = self._claimed, []
+        if claimed:
+            async with redis.pipeline(transaction=False) as pipe:
+                for job_id in claimed:
+                    pipe.hmget(keys.job(job_id), ["created_at", "claimed_at"])
+                rows = await pipe.execute()
+            for created, at in rows:
+                if created and at:
+                    self.wait.observe(max(0.0, (int(at) - int(created)) / 1000))
+        self._refreshed = time.monotonic()
+
+    @property
+    def stale(self) -> bool:
+        return time.monotonic() - self._refreshed >= self._refresh_interval
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

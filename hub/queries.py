@@ -1,0 +1,217 @@
+"""Read-only job queries: summaries, listings with a cursor, queue positions.
+
+Listings walk the broker's own indexes (jobs:pending in queue order, jobs:active, and the
+finished registries newest first) instead of scanning keys, and read each page's job hashes
+in one pipelined round trip. Filters on service or customer are applied to what is read,
+with a bounded amount of work per request: a page may come back with fewer than `limit`
+jobs and still a `next_cursor`, like Redis SCAN. Positions are offsets into the indexes, so
+a cursor is best effort while jobs move: a job may be seen twice or missed when it changes
+status between two pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+import orjson
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from shared.broker import parse_job
+from shared.errors import InvalidInput
+from shared.job import Job, JobRequest, ms_to_iso
+from shared.keys import Keys
+from shared.settings import BrokerSettings
+
+SUMMARY_FIELDS: Final = (
+    "id", "service_type", "customer_id", "priority", "effective_priority", "requirements",
+    "status", "progress", "message", "error", "worker_id", "attempts", "max_retries",
+    "timeout_ms", "deadline", "tags", "created_at", "claimed_at", "finished_at", "retry_at",
+    "event_seq",
+)  # fmt: skip
+STATUSES: Final = ("pending", "active", "completed", "failed", "cancelled")
+# Listing every status: live work first, then the finished registries newest first.
+ALL_ORDER: Final = ("active", "pending", "failed", "completed", "cancelled")
+NEWEST_FIRST: Final = frozenset({"completed", "failed", "cancelled"})
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def index_key(keys: Keys, status: str) -> str:
+    if status == "pending":
+        return keys.pending
+    if status == "active":
+        return keys.active
+    return keys.finished(status)
+
+
+def public_summary(job: Job) -> dict[str, Any]:
+    """A job without its (possibly large) payload and result."""
+    out = job.to_public()
+    out.pop("payload", None)
+    out.pop("result", None)
+    return out
+
+
+async def summaries(redis: Redis, keys: Keys, ids: Sequence[str]) -> list[Job | None]:
+    """The jobs (without payload and result) for `ids`, None where the hash is gone."""
+    if not ids:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hmget(keys.job(job_id), SUMMARY_FIELDS)
+        rows = await pipe.execute()
+    out: list[Job | None] = []
+    for row in rows:
+        fields = {k: v for k, v in zip(SUMMARY_FIELDS, row, strict=True) if v is not None}
+        out.append(parse_job(fields) if "id" in fields and "status" in fields else None)
+    return out
+
+
+async def summary_with_position(redis: Redis, keys: Keys, job_id: str) -> dict[str, Any] | None:
+    """One job's summary plus its queue position, in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hmget(keys.job(job_id), SUMMARY_FIELDS)
+        pipe.zrank(keys.pending, job_id)
+        row, rank = await pipe.execute()
+    fields = {k: v for k, v in zip(SUMMARY_FIELDS, row, strict=True) if v is not None}
+    if "id" not in fields:
+        return None
+    out = public_summary(parse_job(fields))
+    out["queue_position"] = rank if isinstance(rank, int) else None
+    return out
+
+
+# Creation time and queue position of one job in a single command: cheaper for redis-py than
+# a two-command pipeline on the submit path. Read-only; both keys share the pool's slot.
+_CREATED_AND_RANK = """
+return {redis.call('HGET', KEYS[1], 'created_at'), redis.call('ZRANK', KEYS[2], ARGV[1])}
+"""
+
+
+def created_and_rank_script(redis: Redis) -> AsyncScript:
+    return redis.register_script(_CREATED_AND_RANK)
+
+
+async def created_view(
+    script: AsyncScript,
+    keys: Keys,
+    req: JobRequest,
+    job_id: str,
+    effective: int,
+    broker: BrokerSettings,
+) -> dict[str, Any]:
+    """The summary of a job this request just created, built from the request itself plus
+    one cheap round trip (its creation time and queue position) instead of re-reading the
+    whole hash: the submit path is the hub's hottest. `script`: created_and_rank_script."""
+    created, rank = await script(keys=[keys.job(job_id), keys.pending], args=[job_id])
+    deadline = int(req.deadline.timestamp() * 1000) if req.deadline is not None else None
+    timeout = req.timeout_seconds or broker.job_timeout
+    return {
+        "id": job_id,
+        "service_type": req.service_type,
+        "customer_id": req.customer_id,
+        "priority": req.priority,
+        "effective_priority": effective,
+        "requirements": msgspec.to_builtins(req.requirements),
+        "status": "pending",
+        "progress": 0.0,
+        "message": None,
+        "error": None,
+        "worker_id": None,
+        "attempts": 0,
+        "max_retries": broker.default_max_retries if req.max_retries is None else req.max_retries,
+        "timeout_seconds": int(timeout * 1000) / 1000,
+        "deadline": ms_to_iso(deadline),
+        "tags": list(req.tags),
+        "created_at": ms_to_iso(int(created)) if created is not None else None,
+        "claimed_at": None,
+        "finished_at": None,
+        "retry_at": None,
+        "event_seq": 1,
+        "queue_position": rank if isinstance(rank, int) else None,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    stage: int
+    offset: int
+
+    def encode(self) -> str:
+        raw = orjson.dumps([self.stage, self.offset])
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str | None) -> Cursor:
+        if not text:
+            return cls(0, 0)
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            stage, offset = orjson.loads(raw)
+        except (binascii.Error, ValueError, TypeError):
+            raise InvalidInput("cursor", "not a cursor returned by this API") from None
+        if not (isinstance(stage, int) and isinstance(offset, int)) or stage < 0 or offset < 0:
+            raise InvalidInput("cursor", "not a cursor returned by this API")
+        return cls(stage, offset)
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    status: str | None = None
+    service_type: str | None = None
+    customer_id: str | None = None
+
+    def accepts(self, job: Job) -> bool:
+        if self.status is not None and job.status != self.status:
+            return False
+        if self.service_type is not None and job.service_type != self.service_type:
+            return False
+        return self.customer_id is None or job.customer_id == self.customer_id
+
+
+async def list_jobs(
+    redis: Redis, keys: Keys, flt: JobFilter, *, limit: int, cursor: str | None, budget: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of job summaries and the cursor of the next page (None at the end).
+
+    At most `budget` index entries are examined per call, so a selective filter over a
+    long index returns short pages instead of one slow request.
+    """
+    stages = (flt.status,) if flt.status else ALL_ORDER
+    pos = Cursor.decode(cursor)
+    out: list[dict[str, Any]] = []
+    examined = 0
+    stage, offset = pos.stage, pos.offset
+    while stage < len(stages) and len(out) < limit and examined < budget:
+        status = stages[stage]
+        chunk = min(max(limit - len(out), 50), budget - examined)
+        key = index_key(keys, status)
+        if status in NEWEST_FIRST:
+            ids = await redis.zrevrange(key, offset, offset + chunk - 1)
+        else:
+            ids = await redis.zrange(key, offset, offset + chunk - 1)
+        if not ids:
+            stage, offset = stage + 1, 0
+            continue
+        jobs = await summaries(redis, keys, [_text(i) for i in ids])
+        taken = 0
+        for job in jobs:
+            taken += 1
+            if job is not None and flt.accepts(job) and job.status == status:
+                out.append(public_summary(job))
+                if len(out) >= limit:
+                    break
+        examined += taken
+        offset += taken
+        if len(ids) < chunk and taken == len(ids):
+            stage, offset = stage + 1, 0
+    more = stage < len(stages)
+    return out, Cursor(stage, offset).encode() if more else None

@@ -1,0 +1,310 @@
+"""REST routes for jobs: submit (one or a batch), read, list, long-poll, cancel, retry.
+
+Every state change goes through the Broker API (one Lua script each); reads use the key
+schema directly. A client token bound to a customer submits only as that customer and
+never learns that another customer's job exists (404, not 403).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from hub.auth import Principal
+from hub.context import HubContext, hub_of, principal_of, require_operator
+from hub.errors import ApiError, decode_model, json_response, not_found, read_body
+from hub.events import follow_job
+from hub.fleet import redis_now_ms, why_waiting
+from hub.logging import job_id_var
+from hub.queries import STATUSES, JobFilter, created_view, list_jobs, summary_with_position
+from hub.sse import job_events
+from shared.broker import Submitted
+from shared.errors import InvalidInput
+from shared.job import Job, JobRequest
+from shared.validation import CustomerId, ServiceType, check_document, convert, decode_json
+
+MAX_BATCH = 1000
+MAX_LIST_LIMIT = 500
+
+
+class BatchRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """POST /jobs/batch: up to 1000 submissions, validated all before any is written."""
+
+    jobs: Annotated[list[JobRequest], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class CancelRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    reason: Annotated[str, msgspec.Meta(max_length=1000)] = "cancelled by request"
+
+
+_service_check = msgspec.json.Decoder(ServiceType)
+_customer_check = msgspec.json.Decoder(CustomerId)
+
+
+T = TypeVar("T")
+
+
+def _decode(body: bytes, model: type[T], principal: Principal) -> T:
+    """Parse a submission. A token bound to a customer supplies the customer_id before
+    validation (so `customer_isolation: strict` needs no explicit customer_id from it);
+    everyone else takes the fast path straight from bytes."""
+    if principal.customer_id is None:
+        return decode_model(body, model)
+    doc = decode_json(body, "body")
+    for job in doc.get("jobs", []) if model is BatchRequest and isinstance(doc, dict) else [doc]:
+        if isinstance(job, dict) and job.get("customer_id") is None:
+            job["customer_id"] = principal.customer_id
+    try:
+        return convert(doc, model)
+    except RecursionError:
+        raise InvalidInput("body", "nested too deeply") from None
+
+
+def _prepare(hub: HubContext, principal: Principal, req: JobRequest, field: str) -> JobRequest:
+    """Apply the caller's customer binding and the hub's default priority."""
+    changes: dict[str, Any] = {}
+    if principal.customer_id is not None:
+        if req.customer_id not in (None, principal.customer_id):
+            raise ApiError(
+                403, f"{field}customer_id", "this token may only submit for its customer"
+            )
+        changes["customer_id"] = principal.customer_id
+    if req.priority is None:
+        changes["priority"] = hub.settings.default_priority
+    return msgspec.structs.replace(req, **changes) if changes else req
+
+
+def _effective(hub: HubContext, req: JobRequest, now_ms: int) -> int:
+    deadline = int(req.deadline.timestamp() * 1000) if req.deadline is not None else None
+    return hub.settings.priority.effective(
+        req.priority if req.priority is not None else hub.settings.default_priority,
+        req.customer_id,
+        deadline_ms=deadline,
+        created_ms=now_ms,
+        now_ms=now_ms,
+    )
+
+
+def _idempotency_key(request: Request, req: JobRequest) -> str | None:
+    """Scope the client's key by customer: two customers' "order-1" are different jobs."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not key or len(key) > 256 or not key.isprintable():
+        raise InvalidInput("Idempotency-Key", "must be 1-256 printable characters")
+    return hashlib.sha256(f"{req.customer_id or ''}\x00{key}".encode()).hexdigest()
+
+
+async def submit_job(request: Request) -> Response:
+    hub = hub_of(request)
+    principal = principal_of(request)
+    try:
+        body = await read_body(request, hub.settings.max_request_bytes)
+        req = _prepare(hub, principal, _decode(body, JobRequest, principal), "")
+        idem = _idempotency_key(request, req)
+        effective = _effective(hub, req, int(time.time() * 1000))
+        submitted = await hub.broker.submit(req, effective_priority=effective, idempotency_key=idem)
+    except (InvalidInput, ApiError):
+        hub.metrics.rejected.inc()
+        raise
+    job_id = submitted.job_id
+    job_id_var.set(job_id)
+    headers = {"Location": f"/jobs/{job_id}"}
+    if submitted.created:
+        hub.metrics.created.inc()
+        view = await created_view(
+            hub.created_script, hub.keys, req, job_id, effective, hub.broker.settings
+        )
+        return json_response(view, 201, headers)
+    job = await summary_with_position(hub.redis, hub.keys, job_id)
+    if job is None:  # finished and expired between the two calls: extremely unlikely
+        job = {"id": job_id}
+    elif not principal.can_see(job.get("customer_id")):
+        raise ApiError(409, "id", "id already in use")
+    hub.metrics.duplicate.inc()
+    return json_response(job, 200, headers)
+
+
+async def submit_batch(request: Request) -> Response:
+    hub = hub_of(request)
+    principal = principal_of(request)
+    try:
+        body = await read_body(request, hub.settings.max_request_bytes)
+        batch = _decode(body, BatchRequest, principal)
+        reqs = [_prepare(hub, principal, r, f"jobs[{i}].") for i, r in enumerate(batch.jobs)]
+        limit = hub.broker.settings.max_payload_bytes
+        for i, r in enumerate(reqs):  # name the failing job; the broker checks again
+            check_document(r.payload, f"jobs[{i}].payload", max_bytes=limit)
+        now_ms = int(time.time() * 1000)
+        results = await hub.broker.submit_many(
+            reqs, effective_priorities=[_effective(hub, r, now_ms) for r in reqs]
+        )
+    except (InvalidInput, ApiError):
+        hub.metrics.rejected.inc()
+        raise
+    out = await _batch_view(hub, principal, results)
+    created = sum(1 for r in results if r.created)
+    hub.metrics.created.inc(created)
+    hub.metrics.duplicate.inc(len(results) - created)
+    return json_response({"jobs": out}, 201 if created else 200)
+
+
+async def _batch_view(
+    hub: HubContext, principal: Principal, results: list[Submitted]
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for r in results:
+        view = await summary_with_position(hub.redis, hub.keys, r.job_id) or {"id": r.job_id}
+        if not principal.can_see(view.get("customer_id")):
+            view = {"id": r.job_id, "error": {"field": "id", "message": "id already in use"}}
+        view["created"] = r.created
+        out.append(view)
+    return out
+
+
+async def visible_job(hub: HubContext, principal: Principal, job_id: str) -> Job:
+    job_id_var.set(job_id)  # every log line of this request names the job
+    job = await hub.broker.get(job_id)
+    if job is None or not principal.can_see(job.customer_id):
+        raise not_found()
+    return job
+
+
+def _wait_param(request: Request, cap: float) -> float:
+    text = request.query_params.get("wait")
+    if text is None or text == "":
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInput("wait", "expected a number of seconds") from None
+    if not 0 <= value <= cap:
+        raise InvalidInput("wait", f"must be between 0 and {cap:g} seconds")
+    return value
+
+
+async def job_view(hub: HubContext, job: Job) -> dict[str, Any]:
+    """The full job; for a pending job its queue position and why it waits."""
+    out = job.to_public()
+    out["queue_position"] = None
+    if job.status == "pending":
+        position = await hub.broker.queue_position(job.id)
+        workers = await hub.fleet.get()
+        now = await redis_now_ms(hub.redis)
+        out["queue_position"] = position
+        out["waiting"] = why_waiting(job, workers, position, now)
+    return out
+
+
+async def get_job(request: Request) -> Response:
+    hub = hub_of(request)
+    principal = principal_of(request)
+    job_id = request.path_params["job_id"]
+    wait = _wait_param(request, hub.settings.max_wait_seconds)
+    job = await visible_job(hub, principal, job_id)
+    if wait > 0 and not job.status.terminal:
+        job = await _long_poll(hub, job_id, wait) or job
+    return json_response(await job_view(hub, job))
+
+
+async def _long_poll(hub: HubContext, job_id: str, wait: float) -> Job | None:
+    """Block until the job reaches a terminal state or `wait` seconds pass."""
+    deadline = time.monotonic() + wait
+    async with follow_job(hub.events, hub.broker, job_id, ping=0.5) as (snapshot, updates):
+        if snapshot is None or snapshot.status.terminal:
+            return snapshot
+        async for update in updates:
+            if update is not None and update.terminal:
+                break
+            if time.monotonic() >= deadline or hub.shutdown.is_set():
+                break
+    return await hub.broker.get(job_id)
+
+
+def _list_params(request: Request, principal: Principal) -> tuple[JobFilter, int, str | None]:
+    q = request.query_params
+    unknown = set(q.keys()) - {"status", "service_type", "customer_id", "limit", "cursor"}
+    if unknown:
+        raise InvalidInput(sorted(unknown)[0], "unknown query parameter")
+    status = q.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise InvalidInput("status", f"expected one of {', '.join(STATUSES)}")
+    service = q.get("service_type") or None
+    customer = q.get("customer_id") or None
+    try:
+        if service is not None:
+            _service_check.decode(msgspec.json.encode(service))
+        if customer is not None:
+            _customer_check.decode(msgspec.json.encode(customer))
+    except msgspec.ValidationError as exc:
+        raise InvalidInput("service_type" if service else "customer_id", str(exc)) from None
+    if principal.customer_id is not None:
+        if customer not in (None, principal.customer_id):
+            raise ApiError(403, "customer_id", "this token may only read its customer's jobs")
+        customer = principal.customer_id
+    try:
+        limit = int(q.get("limit") or 50)
+    except ValueError:
+        raise InvalidInput("limit", "expected an integer") from None
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise InvalidInput("limit", f"must be between 1 and {MAX_LIST_LIMIT}")
+    return JobFilter(status, service, customer), limit, q.get("cursor") or None
+
+
+async def get_jobs(request: Request) -> Response:
+    hub = hub_of(request)
+    flt, limit, cursor = _list_params(request, principal_of(request))
+    budget = max(limit * 20, 2000)
+    jobs, nxt = await list_jobs(hub.redis, hub.keys, flt, limit=limit, cursor=cursor, budget=budget)
+    return json_response({"jobs": jobs, "next_cursor": nxt})
+
+
+async def _optional_body(request: Request, hub: HubContext) -> bytes:
+    body = await read_body(request, 64 * 1024)
+    return body if body.strip() else b"{}"
+
+
+async def cancel_job(request: Request) -> Response:
+    hub = hub_of(request)
+    principal = principal_of(request)
+    job_id = request.path_params["job_id"]
+    reason = decode_model(await _optional_body(request, hub), CancelRequest).reason
+    await visible_job(hub, principal, job_id)
+    result = await hub.broker.cancel(job_id, reason)
+    if result.outcome == "missing":
+        raise not_found()
+    if result.outcome == "unchanged":
+        raise ApiError(409, "status", f"job is {result.was}; only pending or active jobs cancel")
+    job = await visible_job(hub, principal, job_id)
+    return json_response({"job": await job_view(hub, job), "was": result.was})
+
+
+async def retry_job(request: Request) -> Response:
+    hub = hub_of(request)
+    principal = require_operator(request)
+    job_id = request.path_params["job_id"]
+    outcome = await hub.broker.retry(job_id)
+    if outcome == "missing":
+        raise not_found()
+    if outcome == "not_failed":
+        job = await visible_job(hub, principal, job_id)
+        raise ApiError(409, "status", f"job is {job.status}; only failed jobs can be retried")
+    job = await visible_job(hub, principal, job_id)
+    return json_response(await job_view(hub, job))
+
+
+routes = [
+    Route("/jobs", submit_job, methods=["POST"]),
+    Route("/jobs", get_jobs, methods=["GET"]),
+    Route("/jobs/batch", submit_batch, methods=["POST"]),
+    Route("/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+    Route("/jobs/{job_id}/retry", retry_job, methods=["POST"]),
+    Route("/jobs/{job_id}/events", job_events, methods=["GET"]),
+]

@@ -1,0 +1,379 @@
+"""Compatibility with the original emp-redis WebSocket protocol (DESIGN.md §8).
+
+`/ws/client/{client_id}` and `/ws/monitor/{monitor_id}` speak the original message shapes
+(reference: emp-redis-original.md §2) on top of the new broker, so existing submit clients
+and monitors keep working. Workers are not served here: they use the pull protocol.
+
+What differs from the original, on purpose: a job's status reads `processing` while a
+worker holds it (the original stored `claimed`), every subscriber of a job gets its updates
+(the original's subscriptions were broken), positions are global, monitors need the
+operator token and `force_retry_job` too. Authentication failures are reported the
+original way: the socket is accepted, an `error` message sent, then it is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from typing import Any
+
+import orjson
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+
+from hub.auth import Principal
+from hub.context import HubContext, hub_of
+from hub.events import Event
+from hub.legacy_messages import job_status_message, legacy_status, stats_broadcast
+from hub.ws import Session, run_session
+from shared.broker import new_job_id
+from shared.errors import InvalidInput
+from shared.job import Job, JobRequest
+from shared.validation import ID_PATTERN, convert
+
+_ID_RE = re.compile(ID_PATTERN)
+
+
+class LegacySession(Session):
+    """One original-protocol socket; `monitor` sockets also get fleet broadcasts."""
+
+    def __init__(
+        self, hub: HubContext, ws: WebSocket, principal: Principal, conn_id: str, monitor: bool
+    ) -> None:
+        super().__init__(hub, ws, principal)
+        self.conn_id = conn_id
+        self.monitor = monitor
+        self.channels: set[str] | None = None
+        if monitor:
+            self.sub.follow_everything()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        message.setdefault("timestamp", time.time())
+        await super().send(message)
+
+    async def fail(self, error: str, **details: Any) -> None:
+        await self.send(
+            {"type": "error", "error": error, **({"details": details} if details else {})}
+        )
+
+    # -- hub -> client relays ---------------------------------------------------------
+
+    async def deliver(self, event: Event) -> None:
+        d = event.data
+        base = {"job_id": event.job_id, "worker_id": event.worker_id}
+        if event.kind == "worker":
+            if self.monitor and self._wants("worker_status"):
+                status = {"worker_up": "idle", "worker_down": "disconnected"}.get(
+                    event.type, str(d.get("state", event.type))
+                )
+                await self.send(
+                    {
+                        "type": "worker_status",
+                        "worker_id": event.worker_id,
+                        "status": status,
+                        "reason": d.get("reason"),
+                    }
+                )
+            return
+        if event.type == "progress":
+            await self.send(
+                {
+                    "type": "update_job_progress",
+                    **base,
+                    "status": "processing",
+                    "progress": d.get("progress", 0),
+                    "message": d.get("message", ""),
+                }
+            )
+        elif event.type == "completed":
+            raw = await self.hub.redis.hget(self.hub.keys.job(event.job_id or ""), "result")
+            result = orjson.loads(raw) if raw else None
+            await self.send({"type": "complete_job", **base, "result": result})
+        elif event.type in ("failed", "retrying"):
+            await self.send(
+                {
+                    "type": "fail_job",
+                    **base,
+                    "error": d.get("error", ""),
+                    "retrying": event.type == "retrying",
+                    "attempts": d.get("attempts"),
+                }
+            )
+        elif event.type in ("claimed", "cancelled", "released"):
+            status = {"claimed": "processing", "released": "pending"}.get(event.type, event.type)
+            await self.send(
+                {
+                    "type": "response_job_status",
+                    **base,
+                    "status": status,
+                    "message": d.get("reason", ""),
+                }
+            )
+
+    async def overflowed(self) -> None:
+        await self.fail("Some updates were dropped (client too slow); request the status again")
+
+    async def deliver_snapshot(self, job: Job) -> None:
+        await self.send(job_status_message(job))
+
+    def _wants(self, message_type: str) -> bool:
+        return self.channels is None or message_type in self.channels
+
+    # -- client -> hub messages -------------------------------------------------------
+
+    async def handle(self, text: str) -> None:
+        try:
+            msg = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            await self.fail("Invalid JSON")
+            return
+        if not isinstance(msg, dict):
+            await self.fail("Invalid message: expected a JSON object")
+            return
+        kind = str(msg.get("type"))
+        handler = getattr(self, f"on_{kind}", None)
+        monitor_only = kind in ("subscribe", "get_system_status")
+        if handler is None or (monitor_only and not self.monitor):
+            await self.fail(f"Unsupported message type: {kind}")
+            return
+        try:
+            await handler(msg)
+        except InvalidInput as exc:
+            await self.fail(f"Invalid {exc.field}: {exc.message}", field=exc.field)
+
+    async def on_submit_job(self, msg: dict[str, Any]) -> None:
+        payload = msg.get("payload", {})
+        if isinstance(payload, str):
+            try:
+                payload = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                payload = {"raw_payload": payload}
+        message_id = msg.get("message_id")
+        job_id = message_id if isinstance(message_id, str) and _ID_RE.match(message_id) else None
+        customer = self.principal.customer_id or msg.get("customer_id")
+        doc: dict[str, Any] = {
+            "service_type": msg.get("job_type"),
+            "priority": msg.get("priority", self.hub.settings.default_priority),
+            "payload": payload,
+            "id": job_id or new_job_id(),
+        }
+        for key in ("requirements", "max_retries", "timeout_seconds", "tags"):
+            if key in msg:
+                doc[key] = msg[key]
+        if customer is not None:
+            doc["customer_id"] = customer
+        req = convert(doc, JobRequest)
+        if req.id is None:  # pragma: no cover - set above
+            raise InvalidInput("message_id", "missing")
+        async with self.lock:
+            self.sub.follow_job(req.id)  # before the submit: no event can slip past
+            submitted = await self.hub.broker.submit(req, effective_priority=self._effective(req))
+            job = await self.hub.broker.get(submitted.job_id)
+            if job is None or not self.principal.can_see(job.customer_id):
+                self.sub.unfollow_job(req.id)
+                await self.fail(f"Job id {req.id} already in use")
+                return
+            # Relay what happens after the accepted event (seq 1) for a new job.
+            self.last_seq[job.id] = 1 if submitted.created else job.event_seq
+            position = await self.hub.broker.queue_position(job.id)
+            await self.send(
+                {
+                    "type": "job_accepted",
+                    "job_id": job.id,
+                    "status": legacy_status(job.status),
+                    "position": position + 1 if position is not None else None,
+                    "estimated_start": None,
+                    "notified_workers": 0,
+                }
+            )
+
+    def _effective(self, req: JobRequest) -> int:
+        now = int(time.time() * 1000)
+        deadline = int(req.deadline.timestamp() * 1000) if req.deadline is not None else None
+        return self.hub.settings.priority.effective(
+            req.priority or 0, req.customer_id, deadline_ms=deadline, created_ms=now, now_ms=now
+        )
+
+    async def _visible(self, msg: dict[str, Any]) -> Job | None:
+        job_id = msg.get("job_id")
+        if not isinstance(job_id, str) or not job_id:
+            await self.fail("Missing job_id")
+            return None
+        job = await self.hub.broker.get(job_id)
+        if job is None or not self.principal.can_see(job.customer_id):
+            await self.fail(f"Job {job_id} not found")
+            return None
+        return job
+
+    async def _follow(self, job_id: str) -> Job | None:
+        async with self.lock:
+            self.sub.follow_job(job_id)
+            job = await self.hub.broker.get(job_id)
+            if job is not None:
+                self.last_seq[job_id] = job.event_seq
+            return job
+
+    async def on_request_job_status(self, msg: dict[str, Any]) -> None:
+        if await self._visible(msg) is None:
+            return
+        job = await self._follow(str(msg["job_id"]))
+        if job is not None:
+            await self.send(job_status_message(job))
+
+    async def on_subscribe_job(self, msg: dict[str, Any]) -> None:
+        if await self._visible(msg) is None:
+            return
+        await self._follow(str(msg["job_id"]))
+        await self.send({"type": "subscription_confirmed", "job_id": msg["job_id"]})
+
+    async def on_cancel_job(self, msg: dict[str, Any]) -> None:
+        job = await self._visible(msg)
+        if job is None:
+            return
+        reason = str(msg.get("reason") or "Manually cancelled")[:1000]
+        result = await self.hub.broker.cancel(job.id, reason)
+        if result.outcome != "cancelled":
+            await self.fail(f"Job {job.id} is {result.was or 'gone'} and cannot be cancelled")
+            return
+        await self.send(
+            {
+                "type": "response_job_status",
+                "job_id": job.id,
+                "status": "cancelled",
+                "message": reason,
+            }
+        )
+
+    async def on_force_retry_job(self, msg: dict[str, Any]) -> None:
+        if not self.principal.operator:
+            await self.fail("force_retry_job needs the operator token")
+            return
+        job = await self._visible(msg)
+        if job is None:
+            return
+        outcome = await self.hub.broker.retry(job.id)
+        if outcome != "ok":
+            await self.fail(f"Job {job.id} is {job.status}; only failed jobs can be retried")
+            return
+        await self.send(
+            {
+                "type": "response_job_status",
+                "job_id": job.id,
+                "status": "pending",
+                "message": "retry requested",
+            }
+        )
+
+    async def on_stay_alive(self, msg: dict[str, Any]) -> None:
+        if self.monitor:
+            await self.send({"type": "stay_alive_response"})
+        else:
+            await self.send(
+                {"type": "response_job_status", "job_id": "keep-alive", "status": "acknowledged"}
+            )
+
+    async def on_subscribe_stats(self, msg: dict[str, Any]) -> None:
+        await self.send(
+            {"type": "subscription_confirmed", "job_id": "stats", "channels": ["stats"]}
+        )
+
+    async def on_request_stats(self, msg: dict[str, Any]) -> None:
+        if not self.principal.operator:
+            await self.fail("request_stats needs the operator token")
+            return
+        full = await stats_broadcast(self.hub)
+        await self.send({"type": "response_stats", "stats": full["system"]})
+        if msg.get("message_id"):
+            await self.send(
+                {
+                    "type": "ack",
+                    "message_id": f"ack-{time.time()}",
+                    "original_id": msg["message_id"],
+                    "original_type": "request_stats",
+                }
+            )
+
+    async def on_subscribe(self, msg: dict[str, Any]) -> None:
+        channels = msg.get("channels")
+        if isinstance(channels, list) and all(isinstance(c, str) for c in channels):
+            self.channels = set(channels) if channels else None
+        await self.send(
+            {
+                "type": "subscription_confirmed",
+                "monitor_id": self.conn_id,
+                "channels": sorted(self.channels or []),
+            }
+        )
+        await self.broadcast_stats()
+
+    async def on_get_system_status(self, msg: dict[str, Any]) -> None:
+        await self.broadcast_stats()
+
+    async def broadcast_stats(self) -> None:
+        if self._wants("stats_broadcast"):
+            await self.send(await stats_broadcast(self.hub))
+
+    async def stats_loop(self) -> None:
+        """Monitors get `stats_broadcast` on connect and every HUB_STATS_INTERVAL_SECONDS."""
+        while not self.sub.closed:
+            await self.broadcast_stats()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.hub.shutdown.wait(), self.hub.settings.stats_interval)
+
+
+async def _legacy_endpoint(ws: WebSocket, monitor: bool) -> None:
+    hub = hub_of(ws)
+    conn_id = ws.path_params["conn_id"]
+    principal = ws.scope.get("auth")
+    await ws.accept()
+    if not isinstance(principal, Principal):
+        reason: str | None = "Invalid token"
+    elif monitor and not principal.operator:
+        reason = "not allowed (monitors need the operator token)"
+    elif not _ID_RE.match(conn_id):
+        reason = "invalid connection id"
+    else:
+        reason = None
+    if reason is not None or not isinstance(principal, Principal):
+        await ws.send_text(
+            orjson.dumps({"type": "error", "error": f"Authentication failed: {reason}"}).decode()
+        )
+        await ws.close(1008)
+        return
+    session = LegacySession(hub, ws, principal, conn_id, monitor)
+    registry = hub.legacy.monitors if monitor else hub.legacy.clients
+    registry.add(conn_id)
+    hub.metrics.connections.labels("legacy").inc()
+    role = "monitor" if monitor else "client"
+    await session.send(
+        {
+            "type": "connection_established",
+            "message": f"Connected to emp-redis hub as {role} {conn_id}",
+        }
+    )
+    loops = [session.receive(), session.pump()]
+    if monitor:
+        loops.append(session.stats_loop())
+
+    def closed() -> None:
+        session.sub.close()
+        registry.discard(conn_id)
+        hub.metrics.connections.labels("legacy").dec()
+
+    await run_session(ws, loops, closed)
+
+
+async def client_endpoint(ws: WebSocket) -> None:
+    await _legacy_endpoint(ws, monitor=False)
+
+
+async def monitor_endpoint(ws: WebSocket) -> None:
+    await _legacy_endpoint(ws, monitor=True)
+
+
+routes = [
+    WebSocketRoute("/ws/client/{conn_id}", client_endpoint),
+    WebSocketRoute("/ws/monitor/{conn_id}", monitor_endpoint),
+]
