@@ -10,7 +10,6 @@ import asyncio
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 from starlette.requests import HTTPConnection
 
 from hub.auth import Authenticator, Principal
@@ -18,7 +17,6 @@ from hub.errors import ApiError, forbidden
 from hub.events import EventHub
 from hub.fleet import FleetCache
 from hub.metrics import HubMetrics
-from hub.queries import created_and_rank_script
 from hub.settings import HubSettings
 from shared.broker import Broker
 from shared.keys import Keys
@@ -42,11 +40,9 @@ class HubContext:
     authenticator: Authenticator
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     legacy: LegacyRegistry = field(default_factory=LegacyRegistry)
-    created_script: AsyncScript = field(init=False)
     fleet: FleetCache = field(init=False)
 
     def __post_init__(self) -> None:
-        self.created_script = created_and_rank_script(self.redis)
         self.fleet = FleetCache(self.redis, self.keys, self.settings.fleet_cache_seconds)
 
     @property

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from shared.broker import Broker
@@ -185,6 +185,7 @@ class EventHub:
         self._indexed: dict[Subscription, tuple[frozenset[str], frozenset[str], bool]] = {}
         self._listeners: list[Callable[[Event], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._reader: Redis | None = None
         self.last_id = "0-0"
         self.healthy = False
 
@@ -195,6 +196,16 @@ class EventHub:
         newest = await self._redis.xrevrange(self._key, count=1)
         self.last_id = _text(newest[0][0]) if newest else "0-0"
         self.healthy = True
+        # The blocking XREAD gets a connection of its own without a read timeout: the server
+        # holds the reply back on purpose, and wrapping that read in a socket timeout made
+        # cancelling it at shutdown unreliable on Python 3.11 (nested asyncio timeouts).
+        pool = self._redis.connection_pool
+        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        self._reader = Redis(
+            connection_pool=ConnectionPool(
+                connection_class=pool.connection_class, max_connections=1, **kwargs
+            )
+        )
         self._task = asyncio.create_task(self._run(), name="emp-event-reader")
 
     async def stop(self) -> None:
@@ -203,6 +214,9 @@ class EventHub:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._reader is not None:
+            await self._reader.aclose()
+            self._reader = None
         self.end_all()
 
     def end_all(self) -> None:
@@ -277,7 +291,8 @@ class EventHub:
         delay = 0.05
         while True:
             try:
-                reply = await self._redis.xread(
+                assert self._reader is not None
+                reply = await self._reader.xread(
                     {self._key: self.last_id}, count=self._batch, block=self._block_ms
                 )
             except asyncio.CancelledError:

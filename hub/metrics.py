@@ -23,13 +23,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from redis.asyncio import Redis
 
 from hub.events import Event
-from shared.keys import Keys
 
 SECONDS_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-MAX_PENDING_WAITS = 10_000
 
 
 class HubMetrics:
@@ -79,7 +76,6 @@ class HubMetrics:
         self._event_counters: dict[str, Any] = {}
         self._refresh_interval = refresh_interval
         self._refreshed = 0.0
-        self._claimed: list[str] = []
 
     def observe_event(self, event: Event) -> None:
         """Event listener (see EventHub.add_listener): cheap, no I/O."""
@@ -91,16 +87,13 @@ class HubMetrics:
             run_ms = event.data.get("run_ms")
             if isinstance(run_ms, int | float):
                 self.run.observe(max(0.0, run_ms / 1000))
-        elif event.type == "claimed" and event.job_id:
+        elif event.type == "claimed":
             wait_ms = event.data.get("wait_ms")
             if isinstance(wait_ms, int | float):
                 self.wait.observe(max(0.0, wait_ms / 1000))
-            elif len(self._claimed) < MAX_PENDING_WAITS:
-                # The claimed event carries no submission time: look it up at the next scrape.
-                self._claimed.append(event.job_id)
 
-    async def refresh(self, redis: Redis, keys: Keys, stats: dict[str, Any]) -> None:
-        """Update the gauges from a /stats document; resolve pending wait observations."""
+    def refresh(self, stats: dict[str, Any]) -> None:
+        """Update the gauges from a /stats document."""
         self.queue_depth.clear()
         for service, entry in stats["pending"]["by_service"].items():
             self.queue_depth.labels(service).set(entry["total"])
@@ -109,15 +102,6 @@ class HubMetrics:
         self.workers.clear()
         for status, count in stats["workers"]["by_status"].items():
             self.workers.labels(status).set(count)
-        claimed, self._claimed = self._claimed, []
-        if claimed:
-            async with redis.pipeline(transaction=False) as pipe:
-                for job_id in claimed:
-                    pipe.hmget(keys.job(job_id), ["created_at", "claimed_at"])
-                rows = await pipe.execute()
-            for created, at in rows:
-                if created and at:
-                    self.wait.observe(max(0.0, (int(at) - int(created)) / 1000))
         self._refreshed = time.monotonic()
 
     @property

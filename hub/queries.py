@@ -20,9 +20,8 @@ from typing import Any, Final
 import msgspec
 import orjson
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
-from shared.broker import parse_job
+from shared.broker import Submitted, parse_job
 from shared.errors import InvalidInput
 from shared.job import Job, JobRequest, ms_to_iso
 from shared.keys import Keys
@@ -89,29 +88,13 @@ async def summary_with_position(redis: Redis, keys: Keys, job_id: str) -> dict[s
     return out
 
 
-# Creation time and queue position of one job in a single command: cheaper for redis-py than
-# a two-command pipeline on the submit path. Read-only; both keys share the pool's slot.
-_CREATED_AND_RANK = """
-return {redis.call('HGET', KEYS[1], 'created_at'), redis.call('ZRANK', KEYS[2], ARGV[1])}
-"""
-
-
-def created_and_rank_script(redis: Redis) -> AsyncScript:
-    return redis.register_script(_CREATED_AND_RANK)
-
-
-async def created_view(
-    script: AsyncScript,
-    keys: Keys,
-    req: JobRequest,
-    job_id: str,
-    effective: int,
-    broker: BrokerSettings,
+def created_view(
+    req: JobRequest, submitted: Submitted, effective: int, broker: BrokerSettings
 ) -> dict[str, Any]:
-    """The summary of a job this request just created, built from the request itself plus
-    one cheap round trip (its creation time and queue position) instead of re-reading the
-    whole hash: the submit path is the hub's hottest. `script`: created_and_rank_script."""
-    created, rank = await script(keys=[keys.job(job_id), keys.pending], args=[job_id])
+    """The summary of a job this request just created, built from the request and the
+    submit script's reply (creation time, queue position) without reading the job back:
+    the submit path is the hub's hottest."""
+    created, rank, job_id = submitted.created_at, submitted.position, submitted.job_id
     deadline = int(req.deadline.timestamp() * 1000) if req.deadline is not None else None
     timeout = req.timeout_seconds or broker.job_timeout
     return {
@@ -136,7 +119,7 @@ async def created_view(
         "finished_at": None,
         "retry_at": None,
         "event_seq": 1,
-        "queue_position": rank if isinstance(rank, int) else None,
+        "queue_position": rank,
     }
 
 

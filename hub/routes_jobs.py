@@ -118,9 +118,7 @@ async def submit_job(request: Request) -> Response:
     headers = {"Location": f"/jobs/{job_id}"}
     if submitted.created:
         hub.metrics.created.inc()
-        view = await created_view(
-            hub.created_script, hub.keys, req, job_id, effective, hub.broker.settings
-        )
+        view = created_view(req, submitted, effective, hub.broker.settings)
         return json_response(view, 201, headers)
     job = await summary_with_position(hub.redis, hub.keys, job_id)
     if job is None:  # finished and expired between the two calls: extremely unlikely

@@ -55,7 +55,7 @@ async def metrics(request: Request) -> Response:
     require_operator(request)
     if hub.metrics.stale:
         document = await compute_stats(hub.redis, hub.keys, await hub.fleet.get())
-        await hub.metrics.refresh(hub.redis, hub.keys, document)
+        hub.metrics.refresh(document)
     return Response(hub.metrics.render(), media_type=hub.metrics.content_type)
 
 

@@ -34,8 +34,19 @@ WorkerState = Literal["active", "paused", "draining"]
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
+    """`created_at` (ms, server time) and `position` (0-based queue rank at submission) are
+    set for a job this call created, None for a repeated id or idempotency key."""
+
     job_id: str
     created: bool
+    created_at: int | None = None
+    position: int | None = None
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[Any]) -> Submitted:
+        if int(reply[0]) != 1:
+            return cls(job_id=_text(reply[1]) or "", created=False)
+        return cls(_text(reply[1]) or "", True, int(reply[2]), int(reply[3]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +186,7 @@ class Broker:
         """Queue a job. A repeated `id` or idempotency key returns the original job's id
         with `created=False` and writes nothing."""
         args = self._submit_args(request, effective_priority, idempotency_key)
-        reply = await self._scripts.call("submit", *args)
-        return Submitted(job_id=_text(reply[1]) or "", created=int(reply[0]) == 1)
+        return Submitted.from_reply(await self._scripts.call("submit", *args))
 
     async def submit_many(
         self,
@@ -192,7 +202,7 @@ class Broker:
             for args in all_args:
                 await self._scripts.call("submit", *args, client=pipe)
             replies = await pipe.execute()
-        return [Submitted(job_id=_text(r[1]) or "", created=int(r[0]) == 1) for r in replies]
+        return [Submitted.from_reply(r) for r in replies]
 
     # -- reading ------------------------------------------------------------------------
 

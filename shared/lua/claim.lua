@@ -113,7 +113,8 @@ local timeout_ms = tonumber(redis.call('HGET', job_key, 'timeout_ms') or '180000
 redis.call('ZADD', P .. 'jobs:active', now + timeout_ms, best_job)
 redis.call('HINCRBY', P .. 'worker:' .. worker_id, 'claimed', 1)
 bump_stat(now, 'claimed')
-emit(job_key, best_job, 'claimed', { worker_id = worker_id })
+local wait_ms = now - tonumber(redis.call('HGET', job_key, 'created_at'))
+emit(job_key, best_job, 'claimed', { worker_id = worker_id, wait_ms = wait_ms })
 -- More work of this service is waiting: wake one more idle worker (at most one token is
 -- left lying around when nobody is idle).
 if redis.call('ZCARD', P .. 'classes:' .. svc) > 0

@@ -7,8 +7,9 @@
 -- ARGV[6]  requirement class id
 -- ARGV[7]  effective priority, integer 0..1000 (higher runs first)
 -- ARGV[8..] job hash fields as name, value pairs (structured values already JSON)
--- Returns  {1, job_id, created_at_ms} when created, {0, existing_job_id} when the id or
---          idempotency key already names a job (nothing is written then).
+-- Returns  {1, job_id, created_at_ms, queue_position} when created (position: 0-based rank
+--          in jobs:pending), {0, existing_job_id} when the id or idempotency key already
+--          names a job (nothing is written then).
 -- Invariants: the job hash, jobs:pending, its class ZSET and the class indexes are written
 -- together; a job id is never written twice. The score (1000 - priority) * 2^43 + seq is
 -- an exact integer in a double: higher priority first, then submission order, where seq
@@ -40,4 +41,4 @@ end
 notify(svc, 3)
 bump_stat(now, 'submitted')
 emit(job_key, job_id, 'accepted', { service_type = svc, priority = tonumber(ARGV[7]) })
-return { 1, job_id, int(now) }
+return { 1, job_id, int(now), redis.call('ZRANK', P .. 'jobs:pending', job_id) }

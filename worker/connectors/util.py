@@ -22,17 +22,20 @@ T = TypeVar("T")
 
 
 async def wait_cancelled(cancel: asyncio.Event, seconds: float) -> bool:
-    """Wait up to `seconds` for `cancel`; True when it was set. Never sleeps when `seconds` <= 0."""
+    """Wait up to `seconds` for `cancel`; True when it was set. Never sleeps when `seconds` <= 0.
+
+    asyncio.wait rather than asyncio.timeout: on Python 3.11 a cancellation from outside that
+    lands as an inner timeout expires can be turned into that TimeoutError and lost."""
     if cancel.is_set():
         return True
     if seconds <= 0:
         return False
+    waiter = asyncio.ensure_future(cancel.wait())
     try:
-        async with asyncio.timeout(seconds):
-            await cancel.wait()
-    except TimeoutError:
-        return False
-    return True
+        await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()
+    return cancel.is_set()
 
 
 async def until_cancelled(awaitable: Awaitable[T], cancel: asyncio.Event) -> T:
