@@ -8,12 +8,16 @@
     python3 dev.py fmt                ruff format + ruff check --fix
 
 Environment: EMP_ALLOW_NO_TESTS=1 makes "pytest collected no tests" (exit 5) count as success.
+Before pytest, `test` installs Debian's chromium for the browser tests when it is missing and
+this is root on Debian (best effort: the browser tests skip, saying why, if it cannot). Setting
+EMP_BROWSER (a Chromium to use instead) or EMP_NO_BROWSER_INSTALL=1 turns that off.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -26,6 +30,8 @@ PYPROJECT = ROOT / "pyproject.toml"
 STAMP = VENV / ".emp-dev-stamp"
 MIN_PYTHON = (3, 11)
 PYTEST_NO_TESTS = 5
+BROWSER = Path("/usr/bin/chromium")  # Debian's package; tests/browser_support.py drives it
+APT_TIMEOUTS = {"update": 300, "install": 900}  # seconds
 
 
 def say(message: str) -> None:
@@ -100,6 +106,51 @@ def lint_steps(python: Path) -> None:
     check([python, "-m", "mypy"])
 
 
+def apt_get(args: list[str], timeout: int) -> bool:
+    """Run apt-get quietly; on failure say why (the tail of its output) and return False."""
+    argv = ["apt-get", "-qq", *args]
+    say(f"$ {' '.join(argv)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        done = subprocess.run(
+            argv, env=env, check=False, timeout=timeout, text=True, errors="replace",
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        say(f"apt-get {args[0]} took more than {timeout} s; gave up")
+        return False
+    except OSError as exc:
+        say(f"apt-get {args[0]} could not run: {exc}")
+        return False
+    if done.returncode != 0:
+        tail = "\n".join(done.stdout.strip().splitlines()[-5:])
+        say(f"apt-get {args[0]} failed with exit code {done.returncode}:\n{tail}")
+        return False
+    return True
+
+
+def ensure_browser() -> None:
+    """Best effort: install Debian's chromium for the browser tests. Never fails the command;
+    without a browser those tests skip and say why."""
+    if os.environ.get("EMP_BROWSER") or os.environ.get("EMP_NO_BROWSER_INSTALL") == "1":
+        return
+    if BROWSER.exists() or not sys.platform.startswith("linux"):
+        return
+    if not Path("/etc/debian_version").exists() or shutil.which("apt-get") is None:
+        say(f"no {BROWSER} and no apt-get here: the browser tests will skip")
+        return
+    if os.geteuid() != 0:
+        say(f"no {BROWSER}; run `apt-get install chromium` as root: the browser tests will skip")
+        return
+    say(f"no {BROWSER}: installing Debian's chromium for the browser tests")
+    if apt_get(["update"], APT_TIMEOUTS["update"]) and apt_get(
+        ["install", "-y", "--no-install-recommends", "chromium"], APT_TIMEOUTS["install"]
+    ):
+        say(f"installed {BROWSER}" if BROWSER.exists() else f"installed, yet no {BROWSER}")
+    else:
+        say("could not install chromium: the browser tests will skip")
+
+
 def cmd_setup(args: list[str]) -> int:
     setup()
     return 0
@@ -120,6 +171,7 @@ def cmd_fmt(args: list[str]) -> int:
 def cmd_test(args: list[str]) -> int:
     python = setup()
     lint_steps(python)
+    ensure_browser()
     code = run([python, "-m", "pytest", *args])
     if code == PYTEST_NO_TESTS:
         if os.environ.get("EMP_ALLOW_NO_TESTS") == "1":

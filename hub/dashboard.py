@@ -74,11 +74,14 @@ async def data(request: Request) -> Response:
     finished.sort(key=lambda j: j.get("finished_at") or "", reverse=True)
     now = await redis_now_ms(redis)
     workers = await hub.fleet.get()
+    queue = await load(pending)
+    for position, job in enumerate(queue):  # ZRANGE from the head: index = position
+        job["queue_position"] = position
     return json_response(
         {
             "stats": await compute_stats(redis, keys, workers),
             "workers": [w.to_public(now) for w in workers],
-            "pending": await load(pending),
+            "pending": queue,
             "active": await load(active),
             "recent": finished[:RECENT],
             "failed": await load(failed),

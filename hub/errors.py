@@ -46,7 +46,9 @@ def forbidden(message: str = "operator token required") -> ApiError:
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type=JSON, headers=headers)
+    """API answers describe live state: never let a browser or proxy replay a stale one."""
+    merged = {"Cache-Control": "no-store", **(headers or {})}
+    return Response(orjson.dumps(data), status_code=status, media_type=JSON, headers=merged)
 
 
 def error_body(field: str, message: str) -> dict[str, Any]:

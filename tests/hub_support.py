@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -170,7 +169,3 @@ async def claim(broker: Broker, worker_id: str, caps: Capabilities) -> Claim:
     result = await broker.claim(worker_id, caps)
     assert isinstance(result, Claim), f"nothing to claim: {result}"
     return result
-
-
-def quiet_logs() -> None:
-    logging.getLogger("hub.access").setLevel(logging.WARNING)

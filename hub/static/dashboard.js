@@ -44,6 +44,7 @@ function ms(a, b) {
 async function api(path, options) {
   const opts = Object.assign({ headers: {} }, options || {});
   opts.headers = Object.assign({ Authorization: "Bearer " + token }, opts.headers);
+  opts.cache = "no-store";  // live state: never answer from the browser cache
   const res = await fetch(path, opts);
   if (res.status === 401 || res.status === 403) {
     forget("the token was refused (" + res.status + ")");
@@ -225,6 +226,11 @@ function findImages(value, key, out) {
   } else if (Array.isArray(value)) {
     for (const v of value) findImages(v, key, out);
   } else if (typeof value === "object") {
+    // ComfyUI results: {filename, content_type: "image/png", base64: "..."}
+    if (typeof value.base64 === "string" && /^image\//.test(value.content_type || "")) {
+      out.push("data:" + value.content_type + ";base64," + value.base64);
+      return out;
+    }
     for (const [k, v] of Object.entries(value)) findImages(v, k, out);
   }
   return out;
