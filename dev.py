@@ -3,7 +3,7 @@
 
     python3 dev.py setup              create .venv and install the project with its dev tools
     python3 dev.py test [PYTEST ARGS] setup, lint (ruff, ruff format --check, mypy), then pytest
-    python3 dev.py run [ARGS]         setup, then run the product (python -m hub ARGS)
+    python3 dev.py run [ARGS]         setup, then run the demo: hub + embedded Redis + 3 workers
     python3 dev.py lint               ruff check + ruff format --check + mypy
     python3 dev.py fmt                ruff format + ruff check --fix
 
@@ -186,7 +186,7 @@ def cmd_test(args: list[str]) -> int:
 
 def cmd_run(args: list[str]) -> int:
     python = setup()
-    argv = [str(python), "-m", "hub", *args]
+    argv = [str(python), "-m", "scripts.demo", *args]
     say(f"$ {' '.join(argv)}")
     if os.name == "nt":  # os.exec* on Windows does not replace the process; wait instead.
         return subprocess.run(argv, cwd=ROOT, check=False).returncode
