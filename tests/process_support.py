@@ -10,6 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from redis.asyncio import Redis
+
+from shared.broker import Broker
+from tests.helpers import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 
 WORKER_ENV = {
@@ -57,3 +62,10 @@ def worker_process(redis_url: str, worker_id: str, **env: str) -> Iterator[subpr
 def output_of(proc: subprocess.Popen[bytes]) -> str:
     assert proc.stdout is not None
     return proc.stdout.read().decode(errors="replace")
+
+
+async def registered(redis: Redis, broker: Broker, worker_id: str) -> None:
+    async def check() -> bool:
+        return await redis.zscore(broker.keys.workers, worker_id) is not None
+
+    await wait_until(check, timeout=20, message=f"worker {worker_id} registers")

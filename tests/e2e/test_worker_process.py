@@ -14,17 +14,10 @@ from shared.broker import Broker
 from shared.job import JobStatus
 from tests.factories import job
 from tests.helpers import wait_until
-from tests.process_support import ROOT, output_of, process_env, worker_process
+from tests.process_support import ROOT, output_of, process_env, registered, worker_process
 from tests.worker_support import finished, sim, status_is
 
 pytestmark = pytest.mark.e2e
-
-
-async def registered(redis: Redis, broker: Broker, worker_id: str) -> None:
-    async def check() -> bool:
-        return await redis.zscore(broker.keys.workers, worker_id) is not None
-
-    await wait_until(check, timeout=20, message=f"worker {worker_id} registers")
 
 
 async def test_worker_process_completes_jobs(broker: Broker, redis: Redis, redis_url: str) -> None:
