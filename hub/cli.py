@@ -18,8 +18,9 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Generator, Sequence
+from collections.abc import Coroutine, Generator, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
@@ -42,6 +43,16 @@ class HubServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop where it is installed (Linux/macOS): less CPU per request than the
+    stdlib loop. asyncio otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def mask_url(url: str) -> str:
@@ -209,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "  (loopback only: set HUB_REDIS_BIND and HUB_REDIS_PASSWORD for remote workers)"
             )
     try:
-        return asyncio.run(
+        return run_loop(
             serve(dataclasses.replace(settings, redis_url=redis_url), redis_line, worker_line)
         )
     finally:
