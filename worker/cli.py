@@ -127,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"emp-worker: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format)
+    # The dashboard's uvicorn announces start and stop at INFO; the worker says what matters.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     if args.command == "detect":
         return cmd_detect(settings)
     try:

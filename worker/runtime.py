@@ -17,9 +17,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from redis.exceptions import AuthenticationError, NoPermissionError
+
 from shared import __version__
 from shared.broker import Broker, Claim
 from shared.capabilities import Capabilities
+from shared.config import ConfigError
 from shared.redis_client import TRANSIENT_ERRORS, connect
 from worker.capabilities import build_capabilities
 from worker.connectors.base import Connector, Health
@@ -80,7 +83,11 @@ class Worker:
         for connector in self.connectors.values():
             await connector.start()
         await self._check_health()
-        await self._register()
+        try:
+            await self._register()
+        except ConfigError:
+            await self._close_clients()
+            raise
         self.status = "idle"
         self._heartbeat.start()
         self._publish()
@@ -114,6 +121,9 @@ class Worker:
                     self.state,
                 )
                 return
+            except (AuthenticationError, NoPermissionError) as exc:
+                # Not transient: wrong password or an ACL without the commands the scripts use.
+                raise ConfigError("HUB_REDIS_URL", f"Redis refused this worker: {exc}") from None
             except TRANSIENT_ERRORS as exc:
                 logger.warning("cannot reach Redis to register (%s); retrying in %.1fs", exc, delay)
                 await self._sleep(delay)
@@ -158,11 +168,14 @@ class Worker:
         except TRANSIENT_ERRORS as exc:
             logger.warning("could not deregister (%s); leases expire by themselves", exc)
         self._heartbeat.stop()
+        await self._close_clients()
+        logger.info("worker %s stopped", self.id)
+
+    async def _close_clients(self) -> None:
         for connector in self.connectors.values():
             await connector.close()
         await self._redis.aclose()
         await self._blocking.aclose()
-        logger.info("worker %s stopped", self.id)
 
     async def _wait_for_jobs(self, timeout: float) -> None:
         tasks = [t for t in self._tasks if not t.done()]

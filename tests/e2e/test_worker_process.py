@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -135,3 +136,29 @@ def test_bad_setting_fails_at_startup_naming_it() -> None:
     )
     assert out.returncode == 2
     assert b"CONCURRENT_JOBS" in out.stderr
+
+
+async def test_redis_refusing_the_worker_is_one_clear_line(redis: Redis, redis_url: str) -> None:
+    # A Redis user whose ACL lacks the commands the scripts need: not worth retrying.
+    await redis.execute_command(
+        "ACL", "SETUSER", "emp-readonly", "on", ">pw-12345678", "~*", "+ping", "+get"
+    )
+    try:
+        host_port = redis_url.split("//", 1)[1]
+        out = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "worker"],
+            env=process_env(
+                HUB_REDIS_URL=f"redis://emp-readonly:pw-12345678@{host_port}",
+                SERVICES="simulation",
+                WORKER_DASHBOARD_ENABLED="false",
+            ),
+            cwd=ROOT,
+            capture_output=True,
+            timeout=60,
+        )
+    finally:
+        await redis.execute_command("ACL", "DELUSER", "emp-readonly")
+    assert out.returncode == 2
+    assert b"HUB_REDIS_URL: Redis refused this worker" in out.stderr
+    assert b"Traceback" not in out.stderr
