@@ -44,7 +44,8 @@ from shared import __version__
 from shared.capabilities import Capabilities
 from shared.redis_client import TRANSIENT_ERRORS
 from worker.connectors.base import Health
-from worker.hardware import HardwareInfo, to_report
+from worker.hardware import HardwareInfo
+from worker.hardware_report import to_report
 from worker.job_runner import Outcome, RunningJob
 from worker.settings import WorkerSettings
 

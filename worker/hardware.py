@@ -33,10 +33,15 @@ __all__ = [
     "detect",
     "detect_gpus",
     "detect_host",
+    "error_text",
     "format_cuda_version",
-    "sample_utilization",
-    "to_capabilities_hardware",
-    "to_report",
+    "guard",
+    "load_psutil",
+    "nvml_error_types",
+    "nvml_start",
+    "nvml_stop",
+    "nvml_text",
+    "opt_gb",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,7 +60,7 @@ def _gb_to_bytes(value: float) -> int:
     return round(value * GIB)
 
 
-def _opt_gb(value: int | None) -> float | None:
+def opt_gb(value: int | None) -> float | None:
     return None if value is None else bytes_to_gb(value)
 
 
@@ -124,11 +129,11 @@ class HardwareInfo:
 
     @property
     def ram_available_gb(self) -> float | None:
-        return _opt_gb(self.ram_available_bytes)
+        return opt_gb(self.ram_available_bytes)
 
     @property
     def disk_free_gb(self) -> float | None:
-        return _opt_gb(self.disk_free_bytes)
+        return opt_gb(self.disk_free_bytes)
 
     @property
     def gpu_memory_total_gb(self) -> float:
@@ -140,14 +145,14 @@ class HardwareInfo:
 # --------------------------------------------------------------------------------------------------
 
 
-def _text(value: Any) -> str:
+def nvml_text(value: Any) -> str:
     """NVML strings: ``str`` in current pynvml, ``bytes`` in very old versions."""
     if isinstance(value, bytes | bytearray):
         return bytes(value).decode("utf-8", errors="replace").rstrip("\x00")
     return str(value).rstrip("\x00")
 
 
-def _error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
     try:
         text = str(exc)
     except Exception:  # pragma: no cover - a broken __str__ must not break detection
@@ -155,7 +160,7 @@ def _error_text(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def _nvml_error_types(nvml: Any) -> tuple[type[BaseException], ...]:
+def nvml_error_types(nvml: Any) -> tuple[type[BaseException], ...]:
     """What a guarded NVML call may raise: the module's NVMLError and a missing function."""
     err = getattr(nvml, "NVMLError", None)
     if isinstance(err, type) and issubclass(err, BaseException):
@@ -163,11 +168,11 @@ def _nvml_error_types(nvml: Any) -> tuple[type[BaseException], ...]:
     return (AttributeError,)
 
 
-def _guard(errors: tuple[type[BaseException], ...], call: Callable[[], _T]) -> _T | None:
+def guard(errors: tuple[type[BaseException], ...], call: Callable[[], _T]) -> _T | None:
     try:
         return call()
     except errors as exc:
-        logger.debug("NVML call failed: %s", _error_text(exc))
+        logger.debug("NVML call failed: %s", error_text(exc))
         return None
 
 
@@ -177,10 +182,10 @@ def _load_nvml(nvml: Any | None) -> tuple[Any | None, str | None]:
     try:
         return importlib.import_module("pynvml"), None
     except ImportError as exc:
-        return None, f"pynvml not installed: {_error_text(exc)}"
+        return None, f"pynvml not installed: {error_text(exc)}"
 
 
-def _nvml_start(nvml: Any | None, level: int) -> tuple[Any | None, str | None]:
+def nvml_start(nvml: Any | None, level: int) -> tuple[Any | None, str | None]:
     """Load and initialise NVML. Returns (module, None) or (None, error) after one log line."""
     mod, error = _load_nvml(nvml)
     if mod is None:
@@ -188,28 +193,28 @@ def _nvml_start(nvml: Any | None, level: int) -> tuple[Any | None, str | None]:
         return None, error
     try:
         mod.nvmlInit()
-    except _nvml_error_types(mod) as exc:
-        error = _error_text(exc)
+    except nvml_error_types(mod) as exc:
+        error = error_text(exc)
         logger.log(level, "no NVIDIA GPU detected (%s); running as a CPU-only worker", error)
         return None, error
     except Exception as exc:  # unexpected (e.g. OSError from ctypes): still not fatal
-        error = f"{type(exc).__name__}: {_error_text(exc)}"
+        error = f"{type(exc).__name__}: {error_text(exc)}"
         logger.warning("NVML initialisation failed (%s); running as a CPU-only worker", error)
         return None, error
     return mod, None
 
 
-def _nvml_stop(mod: Any) -> None:
+def nvml_stop(mod: Any) -> None:
     try:
         mod.nvmlShutdown()
     except Exception as exc:  # shutting down must never mask the result
-        logger.debug("nvmlShutdown failed: %s", _error_text(exc))
+        logger.debug("nvmlShutdown failed: %s", error_text(exc))
 
 
 def _cuda_version(mod: Any, errors: tuple[type[BaseException], ...]) -> str | None:
-    raw = _guard(errors, lambda: mod.nvmlSystemGetCudaDriverVersion_v2())
+    raw = guard(errors, lambda: mod.nvmlSystemGetCudaDriverVersion_v2())
     if raw is None:
-        raw = _guard(errors, lambda: mod.nvmlSystemGetCudaDriverVersion())
+        raw = guard(errors, lambda: mod.nvmlSystemGetCudaDriverVersion())
     if raw is None:
         return None
     try:
@@ -223,28 +228,28 @@ def _read_device(mod: Any, index: int, errors: tuple[type[BaseException], ...]) 
     try:
         handle = mod.nvmlDeviceGetHandleByIndex(index)
     except errors as exc:
-        return f"GPU {index}: no handle ({_error_text(exc)})"
+        return f"GPU {index}: no handle ({error_text(exc)})"
     try:
         mem = mod.nvmlDeviceGetMemoryInfo(handle)
         total, free, used = int(mem.total), int(mem.free), int(mem.used)
     except errors as exc:
-        return f"GPU {index}: memory info unavailable ({_error_text(exc)})"
+        return f"GPU {index}: memory info unavailable ({error_text(exc)})"
 
-    name = _guard(errors, lambda: _text(mod.nvmlDeviceGetName(handle))) or "unknown"
-    pci = _guard(errors, lambda: _text(mod.nvmlDeviceGetPciInfo(handle).busId)) or None
-    uuid = _guard(errors, lambda: _text(mod.nvmlDeviceGetUUID(handle))) or f"GPU-index-{index}"
+    name = guard(errors, lambda: nvml_text(mod.nvmlDeviceGetName(handle))) or "unknown"
+    pci = guard(errors, lambda: nvml_text(mod.nvmlDeviceGetPciInfo(handle).busId)) or None
+    uuid = guard(errors, lambda: nvml_text(mod.nvmlDeviceGetUUID(handle))) or f"GPU-index-{index}"
 
-    cc = _guard(errors, lambda: mod.nvmlDeviceGetCudaComputeCapability(handle))
+    cc = guard(errors, lambda: mod.nvmlDeviceGetCudaComputeCapability(handle))
     compute_capability = f"{int(cc[0])}.{int(cc[1])}" if cc is not None else None
 
-    util = _guard(errors, lambda: mod.nvmlDeviceGetUtilizationRates(handle))
+    util = guard(errors, lambda: mod.nvmlDeviceGetUtilizationRates(handle))
     util_gpu = int(util.gpu) if util is not None else None
     util_mem = int(util.memory) if util is not None else None
 
     sensor = getattr(mod, "NVML_TEMPERATURE_GPU", 0)
-    temp = _guard(errors, lambda: int(mod.nvmlDeviceGetTemperature(handle, sensor)))
-    power_mw = _guard(errors, lambda: int(mod.nvmlDeviceGetPowerUsage(handle)))
-    mig = _guard(errors, lambda: mod.nvmlDeviceGetMigMode(handle))  # [current, pending]
+    temp = guard(errors, lambda: int(mod.nvmlDeviceGetTemperature(handle, sensor)))
+    power_mw = guard(errors, lambda: int(mod.nvmlDeviceGetPowerUsage(handle)))
+    mig = guard(errors, lambda: mod.nvmlDeviceGetMigMode(handle))  # [current, pending]
 
     return GpuInfo(
         index=index,
@@ -266,20 +271,20 @@ def _read_device(mod: Any, index: int, errors: tuple[type[BaseException], ...]) 
 def _detect_gpus(
     nvml: Any | None, level: int
 ) -> tuple[list[GpuInfo], str | None, str | None, str | None]:
-    mod, error = _nvml_start(nvml, level)
+    mod, error = nvml_start(nvml, level)
     if mod is None:
         return [], None, None, error
-    errors = _nvml_error_types(mod)
+    errors = nvml_error_types(mod)
     gpus: list[GpuInfo] = []
     problems: list[str] = []
     try:
-        driver = _guard(errors, lambda: _text(mod.nvmlSystemGetDriverVersion()))
+        driver = guard(errors, lambda: nvml_text(mod.nvmlSystemGetDriverVersion()))
         cuda = _cuda_version(mod, errors)
         try:
             count = int(mod.nvmlDeviceGetCount())
         except errors as exc:
             count = 0
-            problems.append(f"device count unavailable ({_error_text(exc)})")
+            problems.append(f"device count unavailable ({error_text(exc)})")
         for index in range(count):
             result = _read_device(mod, index, errors)
             if isinstance(result, GpuInfo):
@@ -288,11 +293,11 @@ def _detect_gpus(
                 logger.warning("skipping %s", result)
                 problems.append(result)
     except Exception as exc:  # a bug in a driver binding must not stop the worker starting
-        problems.append(f"{type(exc).__name__}: {_error_text(exc)}")
+        problems.append(f"{type(exc).__name__}: {error_text(exc)}")
         logger.warning("GPU detection failed: %s", problems[-1])
         return gpus, None, None, "; ".join(problems)
     finally:
-        _nvml_stop(mod)
+        nvml_stop(mod)
     return gpus, driver, cuda, "; ".join(problems) or None
 
 
@@ -321,7 +326,7 @@ def detect_gpus(
     return gpus, driver, cuda, error
 
 
-def _load_psutil(psutil_mod: Any | None) -> Any | None:
+def load_psutil(psutil_mod: Any | None) -> Any | None:
     if psutil_mod is not None:
         return psutil_mod
     try:
@@ -345,7 +350,7 @@ def detect_host(
     CPU cores are logical cores (1 if unknown). ``disk_path`` defaults to the current directory; a
     path that does not exist (or cannot be read) gives ``disk_free_bytes=None``.
     """
-    ps = _load_psutil(psutil_mod)
+    ps = load_psutil(psutil_mod)
     path = disk_path if disk_path is not None else os.getcwd()
 
     cores: Any = None
@@ -485,146 +490,3 @@ def apply_overrides(
         ram_bytes=ram_bytes,
         ram_available_bytes=available,
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# Output documents
-# --------------------------------------------------------------------------------------------------
-
-
-def to_capabilities_hardware(info: HardwareInfo) -> dict[str, Any]:
-    """The ``capabilities.hardware`` document of DESIGN.md section 4."""
-    gpus: list[dict[str, Any]] = []
-    for g in info.gpus:
-        entry: dict[str, Any] = {
-            "index": g.index,
-            "uuid": g.uuid,
-            "name": g.name,
-            "memory_gb": g.memory_gb,
-            "memory_free_gb": g.memory_free_gb,
-        }
-        if g.compute_capability is not None:
-            entry["compute_capability"] = g.compute_capability
-        gpus.append(entry)
-    return {"gpus": gpus, "cpu_cores": info.cpu_cores, "ram_gb": info.ram_gb}
-
-
-def _gpu_report(g: GpuInfo) -> dict[str, Any]:
-    return {
-        "index": g.index,
-        "uuid": g.uuid,
-        "name": g.name,
-        "memory_total_bytes": g.memory_total_bytes,
-        "memory_free_bytes": g.memory_free_bytes,
-        "memory_used_bytes": g.memory_used_bytes,
-        "memory_gb": g.memory_gb,
-        "memory_free_gb": g.memory_free_gb,
-        "memory_used_gb": g.memory_used_gb,
-        "compute_capability": g.compute_capability,
-        "utilization_gpu": g.utilization_gpu,
-        "utilization_memory": g.utilization_memory,
-        "temperature_c": g.temperature_c,
-        "power_w": round(g.power_w, 1) if g.power_w is not None else None,
-        "pci_bus_id": g.pci_bus_id,
-        "mig_enabled": g.mig_enabled,
-    }
-
-
-def to_report(info: HardwareInfo) -> dict[str, Any]:
-    """The full JSON of ``emp-worker detect`` and the dashboard (JSON-serialisable)."""
-    return {
-        "gpu_count": info.gpu_count,
-        "gpus": [_gpu_report(g) for g in info.gpus],
-        "driver_version": info.driver_version,
-        "cuda_version": info.cuda_version,
-        "gpu_error": info.gpu_error,
-        "cpu_cores": info.cpu_cores,
-        "ram_bytes": info.ram_bytes,
-        "ram_gb": info.ram_gb,
-        "ram_available_bytes": info.ram_available_bytes,
-        "ram_available_gb": info.ram_available_gb,
-        "disk_path": info.disk_path,
-        "disk_free_bytes": info.disk_free_bytes,
-        "disk_free_gb": info.disk_free_gb,
-    }
-
-
-# --------------------------------------------------------------------------------------------------
-# Live sampling for the dashboard
-# --------------------------------------------------------------------------------------------------
-
-
-def _sample_gpu(mod: Any, index: int, errors: tuple[type[BaseException], ...]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"index": index}
-    try:
-        handle = mod.nvmlDeviceGetHandleByIndex(index)
-    except errors as exc:
-        entry["error"] = _error_text(exc)
-        return entry
-    entry["uuid"] = _guard(errors, lambda: _text(mod.nvmlDeviceGetUUID(handle)))
-    util = _guard(errors, lambda: mod.nvmlDeviceGetUtilizationRates(handle))
-    entry["utilization_gpu"] = int(util.gpu) if util is not None else None
-    entry["utilization_memory"] = int(util.memory) if util is not None else None
-    mem = _guard(errors, lambda: mod.nvmlDeviceGetMemoryInfo(handle))
-    for key, attr in (("total", "total"), ("used", "used"), ("free", "free")):
-        value = int(getattr(mem, attr)) if mem is not None else None
-        entry[f"memory_{key}_bytes"] = value
-        entry[f"memory_{key}_gb"] = _opt_gb(value)
-    sensor = getattr(mod, "NVML_TEMPERATURE_GPU", 0)
-    entry["temperature_c"] = _guard(
-        errors, lambda: int(mod.nvmlDeviceGetTemperature(handle, sensor))
-    )
-    power_mw = _guard(errors, lambda: int(mod.nvmlDeviceGetPowerUsage(handle)))
-    entry["power_w"] = round(power_mw / 1000.0, 1) if power_mw is not None else None
-    return entry
-
-
-def sample_utilization(nvml: Any | None = None, psutil_mod: Any | None = None) -> dict[str, Any]:
-    """A cheap live reading for the dashboard: CPU %, RAM and per-GPU utilization / memory.
-
-    ``cpu_percent`` is measured since the previous call (psutil's ``interval=None``), so the very
-    first sample of a process reads 0.0. No GPU gives ``"gpus": []`` and ``gpu_error``; nothing is
-    logged above DEBUG, so a periodic refresh stays quiet.
-    """
-    result: dict[str, Any] = {
-        "cpu_percent": None,
-        "ram_total_bytes": None,
-        "ram_used_bytes": None,
-        "ram_total_gb": None,
-        "ram_used_gb": None,
-        "ram_percent": None,
-        "gpus": [],
-        "gpu_error": None,
-    }
-    ps = _load_psutil(psutil_mod)
-    if ps is not None:
-        try:
-            result["cpu_percent"] = float(ps.cpu_percent(interval=None))
-        except Exception as exc:  # pragma: no cover - defensive
-            logger.debug("cpu_percent failed: %s", exc)
-        try:
-            vm = ps.virtual_memory()
-            total, used = int(vm.total), int(vm.total) - int(vm.available)
-            result.update(
-                ram_total_bytes=total,
-                ram_used_bytes=used,
-                ram_total_gb=bytes_to_gb(total),
-                ram_used_gb=bytes_to_gb(used),
-                ram_percent=round(100.0 * used / total, 1) if total else None,
-            )
-        except Exception as exc:  # pragma: no cover - defensive
-            logger.debug("virtual_memory failed: %s", exc)
-
-    mod, error = _nvml_start(nvml, logging.DEBUG)
-    if mod is None:
-        result["gpu_error"] = error
-        return result
-    errors = _nvml_error_types(mod)
-    try:
-        count = int(mod.nvmlDeviceGetCount())
-        result["gpus"] = [_sample_gpu(mod, index, errors) for index in range(count)]
-    except Exception as exc:
-        result["gpu_error"] = _error_text(exc)
-    finally:
-        _nvml_stop(mod)
-    return result

@@ -27,10 +27,9 @@ from worker.hardware import (
     detect,
     detect_gpus,
     detect_host,
-    sample_utilization,
-    to_capabilities_hardware,
-    to_report,
 )
+from worker.hardware_report import to_capabilities_hardware, to_report
+from worker.utilization import sample_utilization
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hardware" / "h200"
 PROBE: dict[str, Any] = json.loads((FIXTURES / "nvml-probe.json").read_text())
