@@ -120,9 +120,17 @@ async def api(redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.mark.parametrize("token", ["client", "customer-bound"])
-@pytest.mark.parametrize(("request_kwargs", "status", "field"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])  # fmt: skip
+# A customer-bound token supplies the customer_id, so "strict isolation without a customer"
+# is not a bad input for it: that case runs with the unbound token only.
+TOKEN_CASES = [
+    pytest.param(token, *case[1:], id=f"{case[0]}-{token}")
+    for case in CASES
+    for token in ("client", "customer-bound")
+    if not (token == "customer-bound" and b"strict" in case[1]["content"])
+]
+
+
+@pytest.mark.parametrize(("token", "request_kwargs", "status", "field"), TOKEN_CASES)
 async def test_bad_submission_is_4xx_naming_the_field_and_writes_nothing(
     api: httpx.AsyncClient,
     redis: Redis,
@@ -133,8 +141,6 @@ async def test_bad_submission_is_4xx_naming_the_field_and_writes_nothing(
 ) -> None:
     """Both parse paths: unbound tokens decode straight from bytes, customer-bound ones
     go through a dict (to supply the customer); both must answer the same."""
-    if token == "customer-bound" and b"strict" in request_kwargs["content"]:
-        pytest.skip("a customer-bound token supplies the customer_id")
     before = await redis.dbsize()
     kwargs = dict(request_kwargs)
     kwargs["headers"] = {**(CLIENT if token == "client" else ACME), **kwargs["headers"]}
