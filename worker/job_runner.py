@@ -79,7 +79,7 @@ class JobRunner:
             attempt=job.attempts,
             timeout_seconds=job.timeout_seconds,
         )
-        logger.info("job started (service %s, attempt %d)", job.service_type, job.attempts + 1)
+        logger.debug("job started (service %s, attempt %d)", job.service_type, job.attempts + 1)
         # The connector runs as its own task and the timeout is enforced from outside it, so
         # a connector that swallows cancellation cannot outlive its time limit unnoticed.
         task = asyncio.create_task(connector.run(ctx, self._progress_reporter(rj), rj.cancel))
@@ -109,9 +109,10 @@ class JobRunner:
         return await self._complete(rj, result)
 
     def _progress_reporter(self, rj: RunningJob) -> Callable[[float, str], Awaitable[None]]:
-        """Record every update locally; forward at most one per interval to Redis, so a
-        chatty service cannot flood it. A rejected update means the job is no longer ours."""
-        last_sent = 0.0
+        """Record every update locally; forward at most one per interval to Redis, the first
+        one interval into the job, so a chatty service cannot flood it and a short job costs
+        no progress writes at all. A rejected update means the job is no longer ours."""
+        last_sent = time.monotonic()
 
         async def report(progress: float, message: str) -> None:
             nonlocal last_sent

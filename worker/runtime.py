@@ -224,6 +224,9 @@ class Worker:
 
     async def _acquire_slot(self) -> bool:
         """Wait for a free slot; False (holding none) when the worker is stopping first."""
+        if not self._slots.locked():  # the common case costs no task
+            await self._slots.acquire()
+            return True
         acquire = asyncio.create_task(self._slots.acquire())
         stop = asyncio.create_task(self._stopping.wait())
         await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
