@@ -32,7 +32,7 @@ from worker.hardware_report import to_report
 from worker.heartbeat import HeartbeatThread
 from worker.job_runner import JobRunner, Outcome, RunningJob
 from worker.settings import WorkerSettings
-from worker.utilization import sample_utilization
+from worker.utilization import sample_utilization, with_free_memory
 
 logger = logging.getLogger(__name__)
 HISTORY = 100
@@ -345,6 +345,10 @@ class Worker:
                     health.detail,
                 )
             self.health[name] = health
+        if self.hardware.gpus:
+            # Free VRAM is part of what the hub shows and may match on later: keep it current.
+            sample = await asyncio.to_thread(sample_utilization)
+            self.hardware = with_free_memory(self.hardware, sample)
         healthy = [name for name, h in self.health.items() if h.ok]
         caps = build_capabilities(
             self.settings,

@@ -6,10 +6,12 @@ above DEBUG and tolerates every NVML failure per call.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 from worker.hardware import (
+    HardwareInfo,
     bytes_to_gb,
     error_text,
     guard,
@@ -98,3 +100,23 @@ def sample_utilization(nvml: Any | None = None, psutil_mod: Any | None = None) -
     finally:
         nvml_stop(mod)
     return result
+
+
+def with_free_memory(info: HardwareInfo, sample: dict[str, Any]) -> HardwareInfo:
+    """`info` with each GPU's free memory taken from a live `sample_utilization()` reading
+    (matched by UUID), capped at the GPU's (possibly overridden) total. GPUs the sample does
+    not cover, such as ones synthesised by GPU_COUNT, keep what they had."""
+    free_by_uuid = {
+        g.get("uuid"): g.get("memory_free_bytes")
+        for g in sample.get("gpus", [])
+        if isinstance(g.get("memory_free_bytes"), int)
+    }
+    gpus = tuple(
+        dataclasses.replace(
+            g, memory_free_bytes=min(int(free_by_uuid[g.uuid]), g.memory_total_bytes)
+        )
+        if g.uuid in free_by_uuid
+        else g
+        for g in info.gpus
+    )
+    return dataclasses.replace(info, gpus=gpus)

@@ -29,7 +29,7 @@ from worker.hardware import (
     detect_host,
 )
 from worker.hardware_report import to_capabilities_hardware, to_report
-from worker.utilization import sample_utilization
+from worker.utilization import sample_utilization, with_free_memory
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hardware" / "h200"
 PROBE: dict[str, Any] = json.loads((FIXTURES / "nvml-probe.json").read_text())
@@ -753,3 +753,19 @@ def test_real_detect_on_this_machine(tmp_path: Path) -> None:
     json.dumps(to_report(info))
     json.dumps(to_capabilities_hardware(info))
     json.dumps(sample_utilization())
+
+
+def test_free_memory_follows_live_readings_capped_by_the_configured_total() -> None:
+    nvml = FakeNvml()
+    detected = detect(nvml=nvml, psutil_mod=FakePsutil())
+    sample = sample_utilization(nvml, FakePsutil())
+    sample["gpus"][0]["memory_free_bytes"] = 20 * GIB  # a model got loaded meanwhile
+    refreshed = with_free_memory(detected, sample)
+    assert refreshed.gpus[0].memory_free_gb == 20.0
+    assert refreshed.gpus[0].memory_gb == detected.gpus[0].memory_gb
+    # GPU_MEMORY_GB=16 caps what the worker admits to, free memory included.
+    capped = apply_overrides(detected, gpu_memory_gb=16.0)
+    assert with_free_memory(capped, sample).gpus[0].memory_free_gb == 16.0
+    # Synthesised GPUs (GPU_COUNT beyond the detected ones) are left as they were.
+    more = apply_overrides(detected, gpu_count=2)
+    assert with_free_memory(more, sample).gpus[1] == more.gpus[1]
