@@ -1,4 +1,8 @@
-"""`python -m bench <name> [--quick]`: run one benchmark (or `all`) and print its table."""
+"""`python -m bench <name> [--quick]`: run one benchmark and print its table.
+
+`python -m bench all [--quick]` runs every benchmark, prints each table and then one summary
+against the targets of DESIGN.md §7, and writes BENCHMARKS.md (or `--output`).
+"""
 
 from __future__ import annotations
 
@@ -6,28 +10,94 @@ import argparse
 import asyncio
 import importlib
 import sys
+import time
+import traceback
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
+ROOT = Path(__file__).resolve().parent.parent
+LIMIT_QUICK_S = 300.0  # per benchmark with `all`: each takes well under a minute quick
+LIMIT_FULL_S = 1800.0
 BENCHMARKS = {
     "claim": "claim cost vs queue depth (1% of pending jobs match the worker)",
     "broker": "broker API: submit rate, drain throughput, submit-to-result round trip",
     "worker": "worker: wake-up latency, drain throughput, idle fleet Redis load",
     "hub": "hub POST /jobs submissions/s and latency",
+    "pyz": "worker.pyz: size, start-to-registered time, idle memory",
 }
 
 
+def _run(name: str, quick: bool, limit: float | None = None) -> str:
+    """One benchmark's table; with `limit`, TimeoutError after that many seconds (its context
+    managers still stop the processes and the Redis it started)."""
+    module = importlib.import_module(f"bench.{name}")
+    run = cast(Callable[[bool], Coroutine[Any, Any, str]], module.run)
+    return asyncio.run(asyncio.wait_for(run(quick), limit))
+
+
+def run_all(quick: bool, output: Path, command: str, limit: float) -> int:
+    """Every benchmark (one that fails or hangs past `limit` seconds is reported, the others
+    still run), the summary, and the report file. Exit status 1 when a benchmark failed;
+    missed targets are not errors."""
+    from bench.common import machine
+    from bench.report import Outcome, markdown, summarize, summary_table
+
+    outcomes = []
+    for name in BENCHMARKS:
+        started = time.perf_counter()
+        text: str | None = None
+        error: str | None = None
+        try:
+            text = _run(name, quick, limit)
+        except TimeoutError:
+            error = f"TimeoutError: did not finish within {limit:g} s (stopped; a hang?)"
+        except Exception as exc:  # one broken benchmark must not lose every other number
+            traceback.print_exc()
+            error = f"{type(exc).__name__}: {exc}"
+        seconds = time.perf_counter() - started
+        print(text if text is not None else f"{name}: FAILED after {seconds:.0f} s: {error}")
+        print(flush=True)
+        outcomes.append(Outcome(name, text, error, seconds))
+    lines = summarize({o.name: o.text for o in outcomes if o.text is not None})
+    print(summary_table(lines, quick), flush=True)
+    report = markdown(
+        outcomes,
+        lines,
+        command=command,
+        machine=machine(),
+        when=datetime.now(UTC),
+        quick=quick,
+    )
+    output.write_text(report, encoding="utf-8")
+    print(f"\nwrote {output}")
+    return 1 if any(o.error is not None for o in outcomes) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("name", choices=[*BENCHMARKS, "all"], help="benchmark to run")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, a short run")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=ROOT / "BENCHMARKS.md",
+        help="where `all` writes its report (default: BENCHMARKS.md in the repository)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=float,
+        help="with `all`: stop a benchmark that runs longer than this many seconds and "
+        f"report it as failed (default: {LIMIT_QUICK_S:g} with --quick, else {LIMIT_FULL_S:g})",
+    )
     args = parser.parse_args(argv)
-    names = list(BENCHMARKS) if args.name == "all" else [args.name]
-    for name in names:
-        module = importlib.import_module(f"bench.{name}")
-        run = cast(Callable[[bool], Coroutine[Any, Any, str]], module.run)
-        print(asyncio.run(run(args.quick)), flush=True)
-        print()
+    if args.name == "all":
+        limit = args.limit or (LIMIT_QUICK_S if args.quick else LIMIT_FULL_S)
+        return run_all(args.quick, args.output, " ".join(["python -m bench", *argv]), limit)
+    print(_run(args.name, args.quick), flush=True)
+    print()
     return 0
 
 

@@ -52,7 +52,7 @@ def machine() -> str:
 
 
 def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(h) for h in header], *[[_fmt(c) for c in row] for row in rows]]
+    cells = [[str(h) for h in header], *[[fmt(c) for c in row] for row in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = [title, "-" * len(title)]
     for n, row in enumerate(cells):
@@ -66,7 +66,8 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -
     return "\n".join(lines)
 
 
-def _fmt(value: object) -> str:
+def fmt(value: object) -> str:
+    """A table cell: floats to about three significant digits, thousands separated."""
     if isinstance(value, float):
         if value >= 100:
             return f"{value:,.0f}"

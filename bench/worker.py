@@ -80,7 +80,10 @@ async def _claim_latency(url: str, redis: Redis, broker: Broker, n: int) -> list
     async with _worker_process(url, "latency"):
         await _registered(redis, broker, "latency")
         await asyncio.sleep(0.5)  # let it settle into its idle wait (benchmark pacing only)
-        last: list[Any] = [b"$"]
+        # Start after the newest entry now, not at "$" on each read: the claim can land
+        # before the first XREAD starts, and "$" would then miss it.
+        top = await redis.xrevrange(broker.keys.events, count=1)
+        last: list[Any] = [top[0][0] if top else b"0-0"]
         for _ in range(n):
             t0 = time.perf_counter()
             submitted = await broker.submit(_job())

@@ -27,7 +27,7 @@ from hub.auth import Authenticator, AuthMiddleware
 from hub.context import HubContext
 from hub.errors import EXCEPTION_HANDLERS
 from hub.events import EventHub
-from hub.logging import RequestContextMiddleware
+from hub.logging import RequestContextMiddleware, silence_frame_traces
 from hub.maintenance import Maintenance
 from hub.metrics import HubMetrics
 from hub.settings import HubSettings
@@ -52,6 +52,7 @@ def create_app(
     `maintenance` overrides settings.maintenance."""
     if redis is None and settings.redis_url is None:
         raise ValueError("create_app needs settings.redis_url or a redis client")
+    silence_frame_traces()
     authenticator = Authenticator(settings)
     run_maintenance = settings.maintenance if maintenance is None else maintenance
 

@@ -8,6 +8,7 @@ costs at most `max_request_bytes` of memory and never reaches Redis.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, TypeVar
 
@@ -16,7 +17,7 @@ import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from shared.errors import InvalidInput, PayloadTooLarge
@@ -24,6 +25,8 @@ from shared.errors import InvalidInput, PayloadTooLarge
 log = logging.getLogger("hub.errors")
 
 JSON = "application/json"
+# Seconds a client may take to send a request body once the head has arrived.
+BODY_READ_TIMEOUT = 30.0
 T = TypeVar("T")
 
 
@@ -71,17 +74,35 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ApiError(400, "Content-Length", "not an integer") from None
         if size > limit:
             raise PayloadTooLarge("body", f"is {size} bytes, over the limit of {limit}")
-    ctype = request.headers.get("content-type", "")
-    if ctype and "json" not in ctype.lower():
+    if not is_json_media_type(request.headers.get("content-type", "")):
         raise ApiError(415, "Content-Type", "expected application/json")
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge("body", f"is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        # A client that stops sending mid-body must not hold a request open forever.
+        async with asyncio.timeout(BODY_READ_TIMEOUT):
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > limit:
+                    raise PayloadTooLarge("body", f"is over the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, "body", f"not received within {BODY_READ_TIMEOUT:g} s") from None
+    except ClientDisconnect:
+        raise ApiError(400, "body", "the client disconnected before sending it all") from None
     return b"".join(chunks)
+
+
+def is_json_media_type(value: str) -> bool:
+    """application/json or application/<something>+json, parameters aside; no header at all
+    counts as JSON (curl -d without -H). Anything else, including form types that merely
+    mention json in a parameter, is refused: browsers send those cross-site unasked."""
+    media = value.split(";", 1)[0].strip().lower()
+    if not media:
+        return not value.strip()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 def decode_model(body: bytes, model: type[T], root: str = "") -> T:

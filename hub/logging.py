@@ -109,6 +109,27 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+_FRAME_TRACE: Final = re.compile(r"^[<>] (TEXT|BINARY|PING|PONG|CLOSE|CONT)\b")
+
+
+class _NoFrameTraces(logging.Filter):
+    """The websockets library, run by uvicorn, traces every frame at DEBUG on uvicorn.error,
+    payloads included; job payloads and results must never reach a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.DEBUG and _FRAME_TRACE.match(record.getMessage()))
+
+
+_frame_filter = _NoFrameTraces()
+
+
+def silence_frame_traces() -> None:
+    """Idempotent; called by create_app so embedded hubs are covered too."""
+    error_log = logging.getLogger("uvicorn.error")
+    if _frame_filter not in error_log.filters:
+        error_log.addFilter(_frame_filter)
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Route the root logger (and uvicorn's) to stderr in the chosen format.
 
@@ -127,6 +148,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         lg.handlers.clear()
         lg.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    silence_frame_traces()
 
 
 _REQUEST_ID_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -146,6 +146,7 @@ class Broker:
         idempotency_key: str | None,
     ) -> list[str | int]:
         s = self.settings
+        request.check_customer()
         payload = check_document(request.payload, "payload", max_bytes=s.max_payload_bytes)
         priority = request.priority if request.priority is not None else 50
         effective = priority if effective_priority is None else effective_priority

@@ -16,6 +16,8 @@ MAX_PRIORITY = 100
 # Effective priority (requested priority plus tier and urgency bonuses) may exceed the
 # requested range; the queue score reserves room up to this value.
 MAX_EFFECTIVE_PRIORITY = 1000
+DEADLINE_MIN = datetime(1970, 1, 2, tzinfo=UTC)
+DEADLINE_MAX = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 class JobStatus(enum.StrEnum):
@@ -44,12 +46,20 @@ class JobRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True,
     deadline: datetime | None = None
     tags: Annotated[list[Name], msgspec.Meta(max_length=16)] = []
 
-    def __post_init__(self) -> None:
+    def check_customer(self) -> None:
+        """Isolation needs to know whose job it is. Checked at submission rather than at
+        parsing, because a customer-bound hub token supplies the customer after parsing."""
         iso = self.requirements.customer_isolation
         if iso != "none" and not self.customer_id:
             raise InvalidInput("customer_id", f"required when customer_isolation is {iso!r}")
-        if self.deadline is not None and self.deadline.tzinfo is None:
-            raise InvalidInput("deadline", "must carry a UTC offset, e.g. 2026-01-01T12:00:00Z")
+
+    def __post_init__(self) -> None:
+        if self.deadline is not None:
+            if self.deadline.tzinfo is None:
+                raise InvalidInput("deadline", "must carry a UTC offset, e.g. 2026-01-01T12:00:00Z")
+            # Out-of-range instants would not survive the round trip through epoch ms.
+            if not DEADLINE_MIN <= self.deadline <= DEADLINE_MAX:
+                raise InvalidInput("deadline", "must lie between 1970 and 9999 (UTC)")
 
 
 def ms_to_iso(ms: int | None) -> str | None:

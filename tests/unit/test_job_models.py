@@ -38,7 +38,6 @@ VALID = {"service_type": "comfyui", "customer_id": "customer-123", "priority": 7
         ({**VALID, "requirements": {"hardware": {"gpu": {"compute_capability": "nine"}}}}, "requirements.hardware.gpu.compute_capability"),
         ({**VALID, "requirements": {"models": ["m"] * 65}}, "requirements.models"),
         ({**VALID, "requirements": {"customer_isolation": "total"}}, "requirements.customer_isolation"),
-        ({"service_type": "x", "requirements": {"customer_isolation": "strict"}}, "customer_id"),
         ({**VALID, "deadline": "2026-01-01T00:00:00"}, "deadline"),
     ],
 )  # fmt: skip
@@ -46,6 +45,15 @@ def test_bad_submissions_name_the_field(body: dict[str, Any], field: str) -> Non
     with pytest.raises(InvalidInput) as info:
         convert(body, JobRequest)
     assert info.value.field == field
+
+
+def test_isolation_needs_a_customer_at_submission() -> None:
+    request = convert(
+        {"service_type": "x", "requirements": {"customer_isolation": "strict"}}, JobRequest
+    )
+    with pytest.raises(InvalidInput) as info:
+        request.check_customer()
+    assert info.value.field == "customer_id"
 
 
 def test_seed_example_is_valid() -> None:
