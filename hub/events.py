@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.broker import Broker
 from shared.job import Job
@@ -162,6 +163,10 @@ class Subscription:
         self._hub.remove(self)
 
 
+# Seconds past XREAD's block time after which the reader's connection counts as dead.
+READ_MARGIN = 5.0
+
+
 class EventHub:
     """Tails the event stream and multiplexes it to this process's subscribers."""
 
@@ -287,14 +292,31 @@ class EventHub:
 
     # -- the reader -------------------------------------------------------------------
 
+    async def _read(self) -> Any:
+        """One XREAD, with a deadline of its own: the server answers by the end of its block
+        time, so silence past that means a connection that died without a reset (NAT,
+        failover). The read runs as a task and is abandoned, not cancelled from inside a
+        timeout, and the connection is dropped so the next read opens a fresh one."""
+        assert self._reader is not None
+        read = asyncio.ensure_future(
+            self._reader.xread({self._key: self.last_id}, count=self._batch, block=self._block_ms)
+        )
+        try:
+            done, _ = await asyncio.wait({read}, timeout=self._block_ms / 1000 + READ_MARGIN)
+        except asyncio.CancelledError:
+            await _finish(read)  # let it hand its connection back before the pool closes
+            raise
+        if not done:
+            await _finish(read)
+            await self._reader.connection_pool.disconnect()
+            raise RedisTimeoutError("no answer to XREAD past its block time")
+        return read.result()
+
     async def _run(self) -> None:
         delay = 0.05
         while True:
             try:
-                assert self._reader is not None
-                reply = await self._reader.xread(
-                    {self._key: self.last_id}, count=self._batch, block=self._block_ms
-                )
+                reply = await self._read()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -311,6 +333,12 @@ class EventHub:
                 for entry_id, fields in entries:
                     self.last_id = _text(entry_id)
                     self.dispatch(Event.from_fields(entry_id, fields))
+
+
+async def _finish(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` and wait for it to unwind, so nothing it raises goes unretrieved."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 @dataclass(slots=True)

@@ -36,6 +36,8 @@ from worker.utilization import sample_utilization, with_free_memory
 
 logger = logging.getLogger(__name__)
 HISTORY = 100
+# Seconds past a blocking call's own timeout after which its connection counts as dead.
+SILENT_LINK_MARGIN = 5.0
 
 
 class Worker:
@@ -160,6 +162,8 @@ class Worker:
             rj.cancel.set()
             await self.connectors[rj.job.service_type].interrupt(rj.job.id)
         await self._wait_for_jobs(10.0)
+        self._control.stop()
+        await asyncio.wait(background[:1], timeout=5)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -249,13 +253,26 @@ class Worker:
         wait = asyncio.create_task(self._waiter.wait_for_work(self._caps.services, timeout))
         stop = asyncio.create_task(self._stopping.wait())
         try:
-            done, _ = await asyncio.wait({wait, stop}, return_when=asyncio.FIRST_COMPLETED)
+            # The server answers a BLPOP by its timeout at the latest; past that plus a margin
+            # the connection is dead without having said so (NAT, failover, a dropped link).
+            done, _ = await asyncio.wait(
+                {wait, stop},
+                timeout=timeout + SILENT_LINK_MARGIN,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             for task in (wait, stop):
-                task.cancel()
-        if wait in done and wait.exception() is None:
+                if not task.done():
+                    task.cancel()
+            # Let cancelled waits unwind (and hand their connection back) before going on.
+            await asyncio.gather(wait, stop, return_exceptions=True)
+        if not done:
+            logger.warning("no answer from Redis while waiting for work; reconnecting")
+            await self._blocking.connection_pool.disconnect()
+            return 0
+        if wait in done and not wait.cancelled() and wait.exception() is None:
             return wait.result() or 0
-        if wait in done:
+        if wait in done and not wait.cancelled():
             logger.warning("waiting for work failed (%s)", wait.exception())
             await self._sleep(1.0)
         return 0

@@ -378,9 +378,9 @@ class PausableProxy:
                         pipe.cancel()
                     await asyncio.gather(*pipes, return_exceptions=True)
             finally:
-                up_w.close()
+                await _close(up_w)
         finally:
-            client_w.close()
+            await _close(client_w)
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, generation: int
@@ -395,6 +395,14 @@ class PausableProxy:
                     return
                 writer.write(data)
                 await writer.drain()
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close and wait for it: a transport still closing when the test's loop ends leaks its
+    socket into the next test as a ResourceWarning."""
+    writer.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer.wait_closed(), 2)
 
 
 # -- events and accounting --------------------------------------------------------------

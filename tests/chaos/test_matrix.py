@@ -538,15 +538,6 @@ async def test_hub_failover(chaos: Chaos) -> None:
 SILENT_DROP_BOUND = 20.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: hub/events.py EventHub.start() gives the event reader's XREAD BLOCK a "
-        "connection with socket_timeout=None and nothing else bounds the read, so after a "
-        "silent connection loss the hub never delivers another event (SSE, WebSocket, "
-        "long-poll) while /ready still says events are healthy"
-    ),
-)
 async def test_hub_blackhole(chaos: Chaos) -> None:
     """Does: a hub reaches Redis through the test's TCP proxy (one worker connects
     directly); once a job has been followed to completion over SSE, the proxy silently
@@ -555,8 +546,7 @@ async def test_hub_blackhole(chaos: Chaos) -> None:
     SSE on the same hub.
 
     Asserts: the hub notices and reconnects by itself: the new job's SSE stream reaches
-    `completed` within 20 s of the drop, and every job completes exactly once. KNOWN BUG
-    (xfail): the event reader blocks forever on its dead connection."""
+    `completed` within 20 s of the drop, and every job completes exactly once."""
     proxy = await chaos.proxy()
     hub = await chaos.start_hub(REDIS_URL=proxy.url)
     chaos.start_worker("w1")
@@ -664,24 +654,13 @@ async def test_partition(chaos: Chaos) -> None:
 # -- 5b ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: worker/runtime.py Worker._idle_wait() waits on BLPOP (Broker."
-        "wait_for_work) over the client made by connect(blocking=True), which has "
-        "socket_timeout=None (shared/redis_client.py), with no client-side deadline; after a "
-        "silent connection loss the worker keeps heartbeating (its thread reconnects) but "
-        "never claims again until TCP keepalive gives up (~2 h 11 min on Linux defaults)"
-    ),
-)
 async def test_partition_blackhole(chaos: Chaos) -> None:
     """Does: the only worker reaches Redis through the test's TCP proxy; after it ran a job
     and went idle, the proxy silently black-holes every open connection (no reset, no
     close) while new connections flow normally. Three jobs are then submitted.
 
     Asserts: the worker notices and reconnects by itself: the three jobs complete within
-    20 s of the drop, exactly once. KNOWN BUG (xfail): the worker stays registered and
-    heartbeating, and the jobs wait forever."""
+    20 s of the drop, exactly once."""
     hub = await chaos.start_hub()
     proxy = await chaos.proxy()
     chaos.start_worker("solo", HUB_REDIS_URL=proxy.url)
