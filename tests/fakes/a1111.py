@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from types import TracebackType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.server import BackgroundServer, png_bytes
+from tests.fakes.server import FakeService, png_bytes
 
 MODELS: list[dict[str, Any]] = [
     {
@@ -50,7 +49,7 @@ def _error_body(exc_class: str, errors: str, detail: str = "") -> dict[str, Any]
     return {"error": exc_class, "detail": detail, "body": "", "errors": errors}
 
 
-class FakeA1111:
+class FakeA1111(FakeService):
     def __init__(
         self,
         *,
@@ -70,27 +69,11 @@ class FakeA1111:
         self._state = self._idle_state()
         self._interrupted = False
         self._lock: asyncio.Lock | None = None
-        self._server = BackgroundServer(self._app())
-
-    @property
-    def url(self) -> str:
-        return self._server.url
+        super().__init__(self._app())
 
     @property
     def generating(self) -> bool:
         return bool(self._state["job_count"])
-
-    def __enter__(self) -> FakeA1111:
-        self._server.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.stop()
 
     @staticmethod
     def _idle_state() -> dict[str, Any]:

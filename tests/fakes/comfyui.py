@@ -18,7 +18,6 @@ import json
 import struct
 import time
 import uuid
-from types import TracebackType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -34,7 +33,7 @@ from tests.fakes.comfyui_validation import (
     recorded_object_info,
     validate_prompt,
 )
-from tests.fakes.server import BackgroundServer
+from tests.fakes.server import FakeService
 
 SYSTEM_STATS: dict[str, Any] = load_recording("system_stats")["steps"][0]["response"]["json"]
 FEATURES: dict[str, Any] = load_recording("system_stats")["steps"][1]["response"]["json"]
@@ -48,7 +47,7 @@ class _Client:
         self.preview_metadata = False
 
 
-class FakeComfyUI:
+class FakeComfyUI(FakeService):
     def __init__(
         self,
         *,
@@ -80,26 +79,13 @@ class FakeComfyUI:
         self._clients: dict[str, _Client] = {}
         self._number = 0
         self._executor = ComfyExecutor(self)
-        self._server = BackgroundServer(self._app())
+        super().__init__(self._app())
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        return self._server.url
-
-    def __enter__(self) -> FakeComfyUI:
-        self._server.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.call(self._close_all)
-        self._server.stop()
+    def close(self) -> None:
+        self._server.call(self._close_all)  # end the WebSockets first: they hold shutdown
+        super().close()
 
     def pause(self) -> None:
         """Hold the queue: prompts posted from now on stay pending until resume()."""

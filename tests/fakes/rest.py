@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from types import TracebackType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -19,10 +18,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.server import BackgroundServer
+from tests.fakes.server import FakeService
 
 
-class FakeRest:
+class FakeRest(FakeService):
     def __init__(self) -> None:
         self.sync_status = 200  # answer /api/process with this status
         self.sync_delay = 0.0  # seconds before /api/process answers
@@ -35,7 +34,7 @@ class FakeRest:
         self.auth_headers: list[str | None] = []
         self._jobs: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
-        self._server = BackgroundServer(
+        super().__init__(
             Starlette(
                 routes=[
                     Route("/api/process", self._process, methods=["POST", "PUT", "GET"]),
@@ -47,22 +46,6 @@ class FakeRest:
                 ]
             )
         )
-
-    @property
-    def url(self) -> str:
-        return self._server.url
-
-    def __enter__(self) -> FakeRest:
-        self._server.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.stop()
 
     async def _record(self, request: Request) -> Any:
         raw = await request.body()

@@ -12,7 +12,7 @@ import threading
 import time
 import zlib
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -85,6 +85,33 @@ class BackgroundServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class FakeService:
+    """Base of the fake AI services: a BackgroundServer serving `self._app()`, used as a
+    context manager. Subclasses build their state first, then call super().__init__()."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._server = BackgroundServer(app)
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    def __enter__(self) -> Self:
+        self._server.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._server.stop()
 
 
 def png_bytes(
