@@ -162,8 +162,6 @@ class Worker:
             rj.cancel.set()
             await self.connectors[rj.job.service_type].interrupt(rj.job.id)
         await self._wait_for_jobs(10.0)
-        self._control.stop()
-        await asyncio.wait(background[:1], timeout=5)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
