@@ -74,18 +74,6 @@ class BackgroundServer:
         assert self.loop is not None
         self.loop.call_soon_threadsafe(fn, *args)
 
-    def __enter__(self) -> BackgroundServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 class FakeService:
     """Base of the fake AI services: a BackgroundServer serving `self._app()`, used as a
