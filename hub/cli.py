@@ -28,6 +28,7 @@ import uvicorn
 from hub.app import create_app
 from hub.logging import configure_logging
 from hub.settings import HubSettings
+from hub.transport import TransportLimits, guarded_protocol
 from shared import __version__
 from shared.config import ConfigError, load_environment, read_env_file
 from shared.embedded_redis import EmbeddedRedis, EmbeddedRedisError
@@ -76,17 +77,49 @@ def worker_url(server: EmbeddedRedis, bind: str, password: str | None) -> str:
 
 
 def _config(settings: HubSettings, app: object, port: int, lifespan: str) -> uvicorn.Config:
+    limits = TransportLimits(
+        header_timeout=settings.header_timeout_seconds,
+        max_header_bytes=settings.max_header_bytes,
+        max_connections=settings.max_connections,
+    )
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.host,
         port=port,
         lifespan=lifespan,  # type: ignore[arg-type]
+        http=guarded_protocol(limits),
         log_config=None,
         access_log=False,  # it would log ?token= query strings; the hub logs requests itself
         server_header=False,
         ws_max_size=settings.max_request_bytes,
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
+
+
+def raise_file_limit(settings: HubSettings) -> None:
+    """Let the process hold HUB_MAX_CONNECTIONS sockets on each port plus its own files:
+    the usual soft limit (1024) would otherwise run out first, with accept() errors instead
+    of the hub's 503."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    ports = 2 if settings.ws_port and settings.ws_port != settings.port else 1
+    wanted = settings.max_connections * ports + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "open-file limit %d is below the %d that HUB_MAX_CONNECTIONS=%d needs; "
+            "raise it (ulimit -n, LimitNOFILE=) or lower HUB_MAX_CONNECTIONS",
+            soft,
+            wanted,
+            settings.max_connections,
+        )
 
 
 def _bound_port(server: uvicorn.Server) -> int:
@@ -192,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         print("emp-hub: configuration ok")
         return 0
+    raise_file_limit(settings)
     embedded: EmbeddedRedis | None = None
     if settings.redis_url is not None:
         redis_url = settings.redis_url

@@ -26,7 +26,6 @@ log = logging.getLogger("hub.errors")
 
 JSON = "application/json"
 # Seconds a client may take to send a request body once the head has arrived.
-BODY_READ_TIMEOUT = 30.0
 T = TypeVar("T")
 
 
@@ -64,8 +63,10 @@ def error_response(
     return json_response(error_body(field, message), status, headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing (413) anything over `limit` bytes before it is all read."""
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The raw body, refusing (413) anything over `limit` bytes before it is all read, and
+    (408) a body not all received within `timeout` seconds: a client that stops sending
+    mid-body must not hold a request open forever."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -79,15 +80,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
     try:
-        # A client that stops sending mid-body must not hold a request open forever.
-        async with asyncio.timeout(BODY_READ_TIMEOUT):
+        async with asyncio.timeout(timeout):
             async for chunk in request.stream():
                 total += len(chunk)
                 if total > limit:
                     raise PayloadTooLarge("body", f"is over the limit of {limit} bytes")
                 chunks.append(chunk)
     except TimeoutError:
-        raise ApiError(408, "body", f"not received within {BODY_READ_TIMEOUT:g} s") from None
+        raise ApiError(408, "body", f"not received within {timeout:g} s") from None
     except ClientDisconnect:
         raise ApiError(400, "body", "the client disconnected before sending it all") from None
     return b"".join(chunks)

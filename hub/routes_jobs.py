@@ -106,7 +106,9 @@ async def submit_job(request: Request) -> Response:
     hub = hub_of(request)
     principal = principal_of(request)
     try:
-        body = await read_body(request, hub.settings.max_request_bytes)
+        body = await read_body(
+            request, hub.settings.max_request_bytes, hub.settings.body_timeout_seconds
+        )
         req = _prepare(hub, principal, _decode(body, JobRequest), "")
         idem = _idempotency_key(request, req)
         effective = _effective(hub, req, int(time.time() * 1000))
@@ -134,7 +136,9 @@ async def submit_batch(request: Request) -> Response:
     hub = hub_of(request)
     principal = principal_of(request)
     try:
-        body = await read_body(request, hub.settings.max_request_bytes)
+        body = await read_body(
+            request, hub.settings.max_request_bytes, hub.settings.body_timeout_seconds
+        )
         batch = _decode(body, BatchRequest)
         reqs = [_prepare(hub, principal, r, f"jobs[{i}].") for i, r in enumerate(batch.jobs)]
         limit = hub.broker.settings.max_payload_bytes
@@ -265,7 +269,7 @@ async def get_jobs(request: Request) -> Response:
 
 
 async def _optional_body(request: Request, hub: HubContext) -> bytes:
-    body = await read_body(request, 64 * 1024)
+    body = await read_body(request, 64 * 1024, hub.settings.body_timeout_seconds)
     return body if body.strip() else b"{}"
 
 

@@ -47,6 +47,10 @@ KNOWN_PREFIXED = frozenset(
         "HUB_ACCESS_LOG",
         "HUB_STATS_INTERVAL_SECONDS",
         "HUB_FLEET_CACHE_SECONDS",
+        "HUB_HEADER_TIMEOUT_SECONDS",
+        "HUB_BODY_TIMEOUT_SECONDS",
+        "HUB_MAX_HEADER_BYTES",
+        "HUB_MAX_CONNECTIONS",
         "WS_PORT",
         "WS_AUTH_TOKEN",
     }
@@ -83,6 +87,10 @@ class HubSettings:
     access_log: bool = True
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 10 * MIB
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 2048
     data_dir: Path = Path("data/redis")
     embedded_redis_port: int | None = None
     embedded_redis_bind: str = "127.0.0.1"
@@ -140,6 +148,10 @@ class HubSettings:
             access_log=env.flag("HUB_ACCESS_LOG", True),
             cors_origins=env.items("HUB_CORS_ORIGINS"),
             max_request_bytes=env.integer("MAX_REQUEST_BYTES", 10 * MIB, lo=1024, hi=1024 * MIB),
+            header_timeout_seconds=env.number("HUB_HEADER_TIMEOUT_SECONDS", 10.0, lo=0.1, hi=3600),
+            body_timeout_seconds=env.number("HUB_BODY_TIMEOUT_SECONDS", 30.0, lo=0.1, hi=3600),
+            max_header_bytes=env.integer("HUB_MAX_HEADER_BYTES", 64 * 1024, lo=1024, hi=16 * MIB),
+            max_connections=env.integer("HUB_MAX_CONNECTIONS", 2048, lo=1, hi=1_000_000),
             data_dir=Path(env.text("HUB_DATA_DIR", "data/redis")).expanduser(),
             embedded_redis_port=redis_port,
             embedded_redis_bind=env.text("HUB_REDIS_BIND", "127.0.0.1"),

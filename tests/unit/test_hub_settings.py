@@ -46,6 +46,10 @@ def test_everything_set() -> None:
             "CUSTOMER_TIERS": "gold=20,silver=10",
             "HUB_CUSTOMERS": "acme=gold",
             "HUB_AGING_POINTS_PER_MINUTE": "0.5",
+            "HUB_HEADER_TIMEOUT_SECONDS": "2.5",
+            "HUB_BODY_TIMEOUT_SECONDS": "7",
+            "HUB_MAX_HEADER_BYTES": "16384",
+            "HUB_MAX_CONNECTIONS": "100",
         }
     )
     assert s.redis_url == "redis://r:6379/1"
@@ -64,6 +68,8 @@ def test_everything_set() -> None:
     assert s.data_dir == Path("/tmp/hub-data")
     assert s.priority.bonus("acme") == 20
     assert s.priority.aging_points_per_minute == 0.5
+    assert (s.header_timeout_seconds, s.body_timeout_seconds) == (2.5, 7.0)
+    assert (s.max_header_bytes, s.max_connections) == (16384, 100)
 
 
 def test_no_token_is_a_startup_error_unless_auth_is_off() -> None:
@@ -88,6 +94,10 @@ def test_no_token_is_a_startup_error_unless_auth_is_off() -> None:
         ({"HUB_AUTH": "maybe"}, "HUB_AUTH"),
         ({"MAX_JOB_TIMEOUT_MINUTES": "0"}, "MAX_JOB_TIMEOUT_MINUTES"),
         ({"MAX_REQUEST_BYTES": "10"}, "MAX_REQUEST_BYTES"),
+        ({"HUB_MAX_HEADER_BYTES": "100"}, "HUB_MAX_HEADER_BYTES"),
+        ({"HUB_HEADER_TIMEOUT_SECONDS": "0"}, "HUB_HEADER_TIMEOUT_SECONDS"),
+        ({"HUB_BODY_TIMEOUT_SECONDS": "forever"}, "HUB_BODY_TIMEOUT_SECONDS"),
+        ({"HUB_MAX_CONNECTIONS": "0"}, "HUB_MAX_CONNECTIONS"),
         ({"HUB_AUTH_TOKEN": "short"}, "HUB_AUTH_TOKEN"),
         ({"HUB_AUTH_TOKEN": "has space in it"}, "HUB_AUTH_TOKEN"),
         ({"HUB_AUTH_TOKEN": "token-123456:bad customer"}, "HUB_AUTH_TOKEN"),
