@@ -28,7 +28,9 @@ from shared.logs import setup_logging
 from worker.capabilities import build_capabilities
 from worker.connectors import ConnectorLoadError, UnknownConnector, load_connector
 from worker.connectors.base import Connector
-from worker.hardware import HardwareInfo, apply_overrides, detect
+from worker.hardware import HardwareInfo
+from worker.hardware_detection import detect
+from worker.hardware_overrides import apply_overrides
 from worker.hardware_report import to_report
 from worker.settings import WorkerSettings, env_file_path
 

@@ -26,7 +26,8 @@ from collections.abc import Iterator
 import uvicorn
 
 from shared.config import ConfigError
-from worker.dashboard_api import DashboardWorker, create_app
+from worker.dashboard_api import create_app
+from worker.dashboard_worker import DashboardWorker
 from worker.settings import WorkerSettings
 
 __all__ = ["DashboardServer", "create_app"]

@@ -10,18 +10,9 @@ import dataclasses
 import logging
 from typing import Any
 
-from worker.hardware import (
-    HardwareInfo,
-    bytes_to_gb,
-    error_text,
-    guard,
-    load_psutil,
-    nvml_error_types,
-    nvml_start,
-    nvml_stop,
-    nvml_text,
-    opt_gb,
-)
+from worker.hardware import HardwareInfo, bytes_to_gb, opt_gb
+from worker.hardware_detection import load_psutil
+from worker.nvml import error_text, guard, nvml_error_types, nvml_start, nvml_stop, nvml_text
 
 logger = logging.getLogger(__name__)
 

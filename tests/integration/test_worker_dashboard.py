@@ -31,9 +31,10 @@ from tests.helpers import wait_until
 from tests.worker_support import finished, running_worker, sim, status_is, worker_settings
 from worker.connectors.base import Health
 from worker.dashboard import DashboardServer, bind_dashboard_socket, create_app
-from worker.dashboard_api import job_stats, percentile, redact_url, scrub
+from worker.dashboard_snapshot import job_stats, percentile
 from worker.hardware import GpuInfo, HardwareInfo
 from worker.job_runner import Outcome, RunningJob
+from worker.redaction import redact_url, scrub
 from worker.settings import WorkerSettings
 
 TOKEN = "op-token-7c1e9d"

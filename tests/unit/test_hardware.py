@@ -20,14 +20,9 @@ from typing import Any
 import pytest
 
 from worker import hardware
-from worker.hardware import (
-    GpuInfo,
-    HardwareInfo,
-    apply_overrides,
-    detect,
-    detect_gpus,
-    detect_host,
-)
+from worker.hardware import GpuInfo, HardwareInfo
+from worker.hardware_detection import detect, detect_gpus, detect_host
+from worker.hardware_overrides import apply_overrides
 from worker.hardware_report import to_capabilities_hardware, to_report
 from worker.utilization import sample_utilization, with_free_memory
 

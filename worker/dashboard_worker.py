@@ -1,0 +1,49 @@
+"""The dashboard's view of the worker: what it reads, and the two things it may ask of it.
+
+A Protocol rather than `worker.runtime.Worker` itself, so the dashboard modules never import the
+runtime and a test can serve the page from a small stand-in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from shared.capabilities import Capabilities
+from worker.connectors.base import Health
+from worker.hardware import HardwareInfo
+from worker.job_runner import Outcome, RunningJob
+from worker.settings import WorkerSettings
+
+
+class DashboardWorker(Protocol):
+    """What the dashboard reads from and asks of `worker.runtime.Worker` (a stand-in for tests
+    needs only these)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def settings(self) -> WorkerSettings: ...
+    @property
+    def started(self) -> float: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def running(self) -> Mapping[str, RunningJob]: ...
+    @property
+    def history(self) -> Iterable[Outcome]: ...
+    @property
+    def health(self) -> Mapping[str, Health]: ...
+    @property
+    def capabilities(self) -> Capabilities: ...
+    @property
+    def heartbeat_age(self) -> float | None: ...
+    @property
+    def hardware(self) -> HardwareInfo: ...
+    @property
+    def dashboard_url(self) -> str | None: ...
+    def utilization(self) -> dict[str, Any]: ...
+    async def cancel_job(self, job_id: str) -> bool: ...
+    async def set_state(self, state: str) -> None: ...
