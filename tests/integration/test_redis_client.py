@@ -1,0 +1,51 @@
+"""The broker's Redis client packs commands with hiredis and must say exactly what redis-py's
+own packer says: same bytes, same refusals, and real commands (scripts, pipelines,
+multi-word names) still work against a real server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis.asyncio.connection import Connection
+from redis.exceptions import DataError
+
+from shared.redis_client import HiredisPackedConnection, connect
+
+ARGS: list[tuple[Any, ...]] = [
+    ("SET", "k", "v"),
+    ("EVALSHA", "abc", 1, "key", 1.5, 10**20, 1e-7, 0.1 + 0.2, -3, b"\x00\xff", "é"),
+    ("CLIENT SETNAME", "emp"),
+    (b"CONFIG GET", b"maxmemory"),
+    ("SET", "big", "x" * 100_000),
+]
+
+
+@pytest.mark.parametrize("args", ARGS, ids=lambda a: str(a[0]))
+def test_hiredis_packing_matches_redis_py_byte_for_byte(args: tuple[Any, ...]) -> None:
+    ours = b"".join(HiredisPackedConnection().pack_command(*args))
+    theirs = b"".join(Connection().pack_command(*args))
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("bad", [True, None])
+def test_arguments_redis_py_refuses_are_still_refused(bad: Any) -> None:
+    with pytest.raises(DataError):
+        HiredisPackedConnection().pack_command("SET", "k", bad)
+
+
+async def test_commands_scripts_and_pipelines_work_through_the_packed_client(
+    redis_url: str,
+) -> None:
+    client = connect(redis_url)
+    try:
+        assert client.connection_pool.connection_class is HiredisPackedConnection
+        await client.client_setname("emp-test")
+        assert await client.client_getname() == "emp-test"
+        echo = client.register_script("return {ARGV[1], ARGV[2], #KEYS}")
+        assert await echo(keys=["a"], args=["é", 1.5]) == [b"\xc3\xa9", b"1.5", 1]
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.set("k", "x" * 100_000).strlen("k").delete("k")
+            assert await pipe.execute() == [True, 100_000, 1]
+    finally:
+        await client.aclose()
