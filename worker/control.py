@@ -3,26 +3,52 @@
 Pub/sub is at-most-once: a signal sent while this listener is reconnecting is lost. That is
 fine because it is only the fast path: the heartbeat reports revoked jobs and every
 progress report is fenced, so a cancelled job is interrupted within one heartbeat anyway.
+
+A subscription is silent by nature, so a connection that died without a reset (a NAT or
+firewall that forgot it) looks just like a quiet channel. A watchdog beside the reader pings
+when nothing was heard for `keepalive` seconds and, when no pong came back within
+`pong_deadline`, drops the connection and subscribes on a fresh one. The reader itself only
+ever blocks on a plain read with no timeout of its own, so cancelling it (on a dead link or
+at shutdown) is reliable; a read inside redis-py's own timeout is not, on Python 3.11.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
 from shared.redis_client import TRANSIENT_ERRORS
 
 logger = logging.getLogger(__name__)
 
 
+class SilentLink(ConnectionError):
+    """The control connection stopped answering pings."""
+
+
 class ControlListener:
-    def __init__(self, redis: Redis, channel: str, on_cancel: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        channel: str,
+        on_cancel: Callable[[str], None],
+        *,
+        keepalive: float = 15.0,
+        pong_deadline: float = 5.0,
+    ) -> None:
         self._redis = redis
         self._channel = channel
         self._on_cancel = on_cancel
+        self._keepalive = keepalive
+        self._pong_deadline = pong_deadline
+        self._heard = 0.0
+        self.subscriptions = 0  # how many times the channel was (re)subscribed
+        self.pings = 0
 
     async def run(self) -> None:
         delay = 0.5
@@ -30,15 +56,45 @@ class ControlListener:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._channel)
+                self.subscriptions += 1
                 delay = 0.5
-                async for message in pubsub.listen():
-                    self._handle(message.get("data"))
+                await self._watch(pubsub)
             except TRANSIENT_ERRORS as exc:
                 logger.warning("control channel lost (%s); resubscribing in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped upstream
+
+    async def _watch(self, pubsub: PubSub) -> None:
+        """Run the reader; return or raise when it ends, raise SilentLink when a ping goes
+        unanswered."""
+        self._heard = time.monotonic()
+        reader = asyncio.create_task(self._read(pubsub), name="control-reader")
+        try:
+            while True:
+                quiet = time.monotonic() - self._heard
+                if quiet >= self._keepalive:
+                    pinged = time.monotonic()
+                    await pubsub.ping()
+                    self.pings += 1
+                    await asyncio.wait({reader}, timeout=self._pong_deadline)
+                    if not reader.done() and self._heard < pinged:
+                        raise SilentLink(f"no pong within {self._pong_deadline:g} s")
+                else:
+                    await asyncio.wait({reader}, timeout=self._keepalive - quiet)
+                if reader.done():
+                    reader.result()  # the reader's error, if any
+                    return
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def _read(self, pubsub: PubSub) -> None:
+        async for message in pubsub.listen():
+            self._heard = time.monotonic()
+            if message.get("type") == "message":
+                self._handle(message.get("data"))
 
     def _handle(self, data: object) -> None:
         text = data.decode() if isinstance(data, bytes) else str(data)

@@ -50,6 +50,7 @@ class WorkerSettings:
     shutdown_grace: float = 30.0
     progress_interval: float = 0.5
     health_interval: float = 10.0
+    control_keepalive: float = 15.0
     models_dir: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
@@ -112,6 +113,7 @@ class WorkerSettings:
             shutdown_grace=env.number("WORKER_SHUTDOWN_GRACE_SECONDS", 30.0, lo=0, hi=86400),
             progress_interval=env.number("WORKER_PROGRESS_INTERVAL_SECONDS", 0.5, lo=0, hi=60),
             health_interval=env.number("WORKER_HEALTH_INTERVAL_SECONDS", 10.0, lo=0.1, hi=3600),
+            control_keepalive=env.number("WORKER_CONTROL_KEEPALIVE_SECONDS", 15.0, lo=0.1, hi=3600),
             models_dir=env.optional_text("MODELS_DIR"),
             log_level=env.choice("LOG_LEVEL", "info", LOG_LEVELS).upper(),
             log_format=env.choice("LOG_FORMAT", "text", ("text", "json")),
