@@ -5,7 +5,8 @@
 
 Each scenario is a test function in `tests/chaos/test_*.py`; what it does and what it
 asserts come from the "Does:" and "Asserts:" paragraphs of its docstring, and a test marked
-`xfail` is listed as a known bug with the marker's reason. RUN_OUTPUT files hold the lines
+`xfail` is listed as a known bug with the marker's reason. Rows follow the issue's
+numbering (ISSUE_ORDER), then any other scenario. RUN_OUTPUT files hold the lines
 the tests print (`pytest tests/chaos -s` output, or the file named by EMP_CHAOS_REPORT):
 
     ACCOUNTING <scenario>: submitted=N completed=N failed=N cancelled=N lost=N completed_twice=N
@@ -35,6 +36,17 @@ TESTS = ROOT / "tests" / "chaos"
 DOC = ROOT / "RELIABILITY.md"
 # The module that runs `--check` from the test suite is not a scenario.
 NOT_SCENARIOS = frozenset({"test_reliability_doc.py"})
+# The matrix as the issue numbers it. The tests are grouped in files by kind of fault, which
+# interleaves these; the table keeps the issue's order and lists any other scenario after.
+ISSUE_ORDER = (
+    "kill9",
+    "sigstop",
+    "redis_restart",
+    "hub_failover",
+    "partition",
+    "storm",
+    "cancel_storm",
+)
 
 _LINE = re.compile(r"\b(ACCOUNTING|MEASURED) ([A-Za-z0-9_]+): (.*?)\s*$")
 _ROW = re.compile(r"^\| \*\*(?P<name>[A-Za-z0-9_]+)\*\*")
@@ -86,7 +98,8 @@ def _xfail_reason(node: ast.AsyncFunctionDef | ast.FunctionDef) -> str | None:
 
 
 def discover(tests_dir: Path = TESTS) -> list[Scenario]:
-    """Every scenario test, in file then source order."""
+    """Every scenario test: those of ISSUE_ORDER in that order, then the others in file
+    then source order."""
     found: list[Scenario] = []
     for path in sorted(tests_dir.glob("test_*.py")):
         if path.name in NOT_SCENARIOS:
@@ -112,7 +125,13 @@ def discover(tests_dir: Path = TESTS) -> list[Scenario]:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ReliabilityError(f"scenario names used twice: {', '.join(duplicates)}")
-    return found
+    return sorted(found, key=_issue_rank)
+
+
+def _issue_rank(scenario: Scenario) -> int:
+    if scenario.name in ISSUE_ORDER:
+        return ISSUE_ORDER.index(scenario.name)
+    return len(ISSUE_ORDER)
 
 
 def _relative(path: Path) -> str:

@@ -58,6 +58,11 @@ FAST: dict[str, str] = {
     "RETRY_BACKOFF_MAX_SECONDS": "0.2",
     "RETRY_AVOID_SECONDS": "0",
 }
+
+# A correct client notices a silently dead connection within its command socket timeout
+# (10 s, shared/redis_client.py) plus a lease and an idle poll: this is generous.
+SILENT_DROP_BOUND = 20.0
+
 WORKER_ENV: dict[str, str] = {
     "SERVICES": "simulation",
     "WORKER_DASHBOARD_ENABLED": "false",

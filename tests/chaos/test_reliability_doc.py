@@ -59,6 +59,16 @@ def test_discover_reads_docstrings_and_xfail_reasons(tmp_path: Path) -> None:
     )
 
 
+def test_the_issue_scenarios_come_first_in_the_issue_order(tmp_path: Path) -> None:
+    tests = make_tests(tmp_path)
+    for name, source in [
+        ("test_b_load.py", SCENARIO.replace("alpha", "storm").split("@pytest")[0]),
+        ("test_a_faults.py", SCENARIO.replace("alpha", "partition").replace("beta", "kill9")),
+    ]:
+        (tests / name).write_text(source)
+    assert [s.name for s in discover(tests)] == ["kill9", "partition", "storm", "alpha", "beta"]
+
+
 def test_the_last_lines_of_a_run_win_and_round_trip_through_the_doc(tmp_path: Path) -> None:
     measured = parse_run(RUN.splitlines(), "measured 2026-01-01, 2 CPUs")
     assert measured["alpha"].accounting is not None

@@ -1,0 +1,254 @@
+"""The chaos matrix (issue 6), faults of the shared parts: Redis killed and restarted, a
+hub killed while another serves, a hub's Redis connections silently dropped. Each test's
+docstring says what it does ("Does:") and what it proves ("Asserts:") for RELIABILITY.md
+(see scripts/reliability.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from tests.chaos.clients import (
+    Submitter,
+    completed_seen,
+    operator_events,
+    sim_job,
+    sse_events,
+    submit_batch,
+    wait_all_finished,
+)
+from tests.chaos.support import (
+    CLIENT,
+    LEASE_TIMEOUT,
+    SILENT_DROP_BOUND,
+    Chaos,
+    hub_ready,
+    read_events,
+)
+from tests.helpers import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+
+
+# -- 3 -----------------------------------------------------------------------------------
+
+
+async def test_redis_restart(chaos: Chaos) -> None:
+    """Does: a hub and 3 workers run while 4 clients submit 300 short jobs one by one over
+    REST and an operator WebSocket on the hub follows all events. Twice during the load
+    Redis (AOF, appendfsync always) is killed with `kill -9` and started again on the same
+    port and data directory: first as soon as the hub (503s) and every worker (failed
+    heartbeats) have noticed, then after an outage longer than the lease, so every worker
+    is presumed dead when Redis returns. Clients retry unacknowledged submissions with the
+    same job id.
+
+    Asserts: no acknowledged submission (201, or 200 for a retry that had been written) is
+    lost; the hub and every worker reconnect by themselves (each worker claims jobs after
+    the last restart; the WebSocket opened before the restarts delivers every job's
+    `completed` event); the run finishes with every job completed exactly once (jobs
+    running during the long outage run again; their outcome is recorded once)."""
+    hub = await chaos.start_hub()
+    workers = ["w1", "w2", "w3"]
+    for worker_id in workers:
+        chaos.start_worker(worker_id, CONCURRENT_JOBS="2")
+    await chaos.registered(*workers)
+    jobs = [sim_job(f"rr-{i:03d}", steps=2, step_ms=25) for i in range(300)]
+    ids = [j["id"] for j in jobs]
+    submitter = Submitter([hub.url])
+    outages: list[float] = []
+    acked_at_kill: list[int] = []
+
+    def heartbeat_failures() -> list[int]:
+        return [chaos.fleet.by_name(w)[-1].log().count("heartbeat failed") for w in workers]
+
+    async def outage(after_acks: int, at_least: float) -> float:
+        """Kill Redis once `after_acks` submissions were acknowledged; start it again when
+        the hub and all workers have noticed and `at_least` seconds have passed."""
+        await wait_until(lambda: len(submitter.acked) >= after_acks or load.done(), timeout=30)
+        assert not load.done(), "the load finished before the restart"
+        acked_at_kill.append(len(submitter.acked))
+        failures, marks = submitter.failures["503"], heartbeat_failures()
+        killed = chaos.server.kill()
+
+        def noticed() -> bool:
+            beats = heartbeat_failures()
+            return (
+                submitter.failures["503"] > failures
+                and all(b > m for b, m in zip(beats, marks, strict=True))
+                and time.time() - killed >= at_least  # the outage's length is the scenario
+            )
+
+        await wait_until(noticed, timeout=20, interval=0.02, message="outage noticed")
+        chaos.server.start()
+        outages.append(time.time() - killed)
+        return time.time()
+
+    async with operator_events(hub.url) as received:
+        try:
+            load = asyncio.create_task(submitter.run(jobs, concurrency=4))
+            await outage(after_acks=80, at_least=0.0)
+            restarted = await outage(after_acks=160, at_least=LEASE_TIMEOUT + 1.0)
+            await load
+        finally:
+            await submitter.close()
+        assert sorted(submitter.acked) == sorted(ids)
+        await wait_all_finished(chaos, ids, timeout=60)
+        await wait_until(
+            lambda: completed_seen(received) >= set(ids),
+            timeout=20,
+            message="the WebSocket delivers every outcome",
+        )
+    events = await read_events(chaos.redis, chaos.keys)
+    acc = await chaos.account(ids, events=events)
+    claimed_after = {
+        e.worker_id for evs in events.values() for e in evs
+        if e.type == "claimed" and e.ts_ms > restarted * 1000
+    }  # fmt: skip
+    rerun = sum(1 for evs in events.values() if sum(e.type == "claimed" for e in evs) > 1)
+    chaos.report(
+        acc,
+        appendfsync=chaos.server.appendfsync,
+        acked_at_kills="/".join(map(str, acked_at_kill)),
+        redis_down_s="/".join(f"{o:.2f}" for o in outages),
+        retried_submissions=sum(submitter.failures.values()),
+        replayed_200=len(submitter.replayed),
+        jobs_run_twice=rerun,
+    )
+    acc.check()
+    assert acc.completed == len(ids)
+    assert set(workers) <= claimed_after, f"only {claimed_after} claimed after the restart"
+
+
+# -- 4 -----------------------------------------------------------------------------------
+
+
+async def test_hub_failover(chaos: Chaos) -> None:
+    """Does: two hubs share one Redis; 3 workers run; 4 clients submit 200 jobs round-robin
+    over both hubs, falling over to the other hub on a connection error. An operator
+    WebSocket (all events) and an SSE stream follow hub B. After 50 acknowledgements hub A
+    is killed with `kill -9`; after 120, new submissions are held while it restarts on the
+    same port.
+
+    Asserts: while A is down, B keeps acknowledging submissions; B's WebSocket delivers a
+    `completed` event for every job and B's SSE stream follows a job submitted to A before
+    the kill to its `completed` event; the restarted A serves submissions, reads of jobs
+    submitted to B, and SSE again; every job completes exactly once."""
+    hub_a = await chaos.start_hub("hub-a")
+    hub_b = await chaos.start_hub("hub-b")
+    workers = ["w1", "w2", "w3"]
+    for worker_id in workers:
+        chaos.start_worker(worker_id, CONCURRENT_JOBS="2")
+    await chaos.registered(*workers)
+    jobs = [sim_job(f"hf-{i:03d}", steps=2, step_ms=25) for i in range(200)]
+    long_job = sim_job("hf-long", steps=30, step_ms=100)
+    submitter = Submitter([hub_a.url, hub_b.url])
+    async with operator_events(hub_b.url) as received:
+        try:
+            await submitter.submit(long_job, hub=0)
+            follow = asyncio.create_task(sse_events(hub_b.url, "hf-long"))
+            load = asyncio.create_task(submitter.run(jobs, concurrency=4, hubs=2))
+            await wait_until(lambda: len(submitter.acked) >= 50 or load.done(), timeout=30)
+            assert not load.done(), "the load finished before the kill"
+            killed = chaos.fleet.by_name("hub-a")[-1].kill()
+            at_kill = submitter.served.copy()
+            await wait_until(lambda: len(submitter.acked) >= 120 or load.done(), timeout=30)
+            served_by_b_alone = submitter.served[1] - at_kill[1]
+            from_the_dead = [
+                j for j, hub in submitter.acked_by.items()
+                if hub == 0 and submitter.sent_at[j] > killed
+            ]  # fmt: skip
+            assert not from_the_dead, f"a dead hub acknowledged {from_the_dead}"
+            # Hold the rest of the load while A restarts, so some of it is left for A.
+            submitter.flowing.clear()
+            assert not load.done(), "the load finished before the restart"
+            rejoin_started = time.time()
+            restarted = chaos.fleet.hub("hub-a", port=hub_a.port)
+            await hub_ready(restarted)
+            rejoined = time.time()
+            at_restart = submitter.served.copy()
+            submitter.flowing.set()
+            await load
+            assert submitter.served[0] > at_restart[0], "the restarted hub served nothing"
+            extra = sim_job("hf-after", steps=2, step_ms=25)
+            await submitter.submit(extra, hub=0)
+            assert submitter.served[0] > at_restart[0] + 1
+            sse_after = await asyncio.wait_for(sse_events(hub_a.url, "hf-after"), 30)
+            sse_long = await asyncio.wait_for(follow, 30)
+            ids = [j["id"] for j in (long_job, *jobs, extra)]
+            await wait_all_finished(chaos, ids, timeout=60)
+
+            await wait_until(
+                lambda: completed_seen(received) >= set(ids),
+                timeout=20,
+                message="B's WebSocket delivers every outcome",
+            )
+        finally:
+            await submitter.close()
+    async with httpx.AsyncClient(base_url=hub_a.url, headers=CLIENT, timeout=10) as http:
+        via_b = [j for j, hub in submitter.acked_by.items() if hub == 1][-1]
+        assert (await http.get(f"/jobs/{via_b}")).json()["status"] == "completed"
+    events = await read_events(chaos.redis, chaos.keys)
+    acc = await chaos.account(ids, events=events)
+    chaos.report(
+        acc,
+        acked_by_b_while_a_down=served_by_b_alone,
+        acked_by_a_after_rejoin=submitter.served[0] - at_restart[0],
+        hub_a_down_s=rejoin_started - killed,
+        hub_a_restart_s=rejoined - rejoin_started,
+        failovers=sum(submitter.failures.values()),
+    )
+    acc.check()
+    assert acc.completed == len(ids)
+    assert served_by_b_alone > 0
+    assert sse_long[0] == "snapshot", sse_long
+    assert sse_long[-1] == "completed", sse_long
+    assert sse_after[-1] == "completed", sse_after
+
+
+# -- 4b ----------------------------------------------------------------------------------
+
+
+async def test_hub_blackhole(chaos: Chaos) -> None:
+    """Does: a hub reaches Redis through the test's TCP proxy (one worker connects
+    directly); once a job has been followed to completion over SSE, the proxy silently
+    black-holes every open connection (no reset, no close: a NAT or firewall that forgot
+    them) while new connections flow normally. A job is then submitted and followed over
+    SSE on the same hub.
+
+    Asserts: the hub notices and reconnects by itself: the new job's SSE stream reaches
+    `completed` within 20 s of the drop, and every job completes exactly once."""
+    proxy = await chaos.proxy()
+    hub = await chaos.start_hub(REDIS_URL=proxy.url)
+    chaos.start_worker("w1")
+    await chaos.registered("w1")
+    ids: list[str] = []
+    names: list[str] = []
+    first_request_s = -1.0
+    async with httpx.AsyncClient(base_url=hub.url, headers=CLIENT, timeout=60) as http:
+        ids += await submit_batch(http, [sim_job("hb-0", steps=5, step_ms=100)])
+        before = await asyncio.wait_for(sse_events(hub.url, "hb-0"), 30)
+        assert before[-1] == "completed", before
+        dropped = proxy.blackhole()
+        try:
+            ids += await submit_batch(http, [sim_job("hb-1", steps=5, step_ms=100)])
+            first_request_s = time.time() - dropped
+            left = SILENT_DROP_BOUND - (time.time() - dropped)
+            follow = asyncio.create_task(sse_events(hub.url, "hb-1", timeout=60))
+            done, _ = await asyncio.wait({follow}, timeout=max(left, 1.0))
+            if follow in done:
+                names = follow.result()
+            else:
+                follow.cancel()
+            ready = (await http.get("/ready")).json()
+        finally:
+            await wait_all_finished(chaos, ids, timeout=30)
+            acc = await chaos.account(ids)
+            chaos.report(acc, first_request_after_drop_s=first_request_s, sse_events=len(names))
+    acc.check()
+    assert names[-1:] == ["completed"], (
+        f"no event reached SSE within {SILENT_DROP_BOUND:g} s of the drop (got {names}); "
+        f"/ready says {ready}"
+    )
