@@ -206,10 +206,10 @@ class EventHub:
         # cancelling it at shutdown unreliable on Python 3.11 (nested asyncio timeouts).
         pool = self._redis.connection_pool
         kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-        self._reader = Redis(
-            connection_pool=ConnectionPool(
-                connection_class=pool.connection_class, max_connections=1, **kwargs
-            )
+        # from_pool: aclose() then closes the pool too; a Redis given connection_pool=...
+        # leaves its sockets to the garbage collector (ResourceWarnings in later tests).
+        self._reader = Redis.from_pool(
+            ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs)
         )
         self._task = asyncio.create_task(self._run(), name="emp-event-reader")
 

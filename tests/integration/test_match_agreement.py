@@ -116,7 +116,9 @@ def match_script(redis_url: str) -> Any:
 
 
 @settings(
-    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
     service=st.sampled_from(["sim", "comfyui"]),
@@ -152,7 +154,9 @@ def test_lua_matcher_agrees_with_python(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(customer=st.sampled_from(["acme", "beta"]), req_doc=requirements, caps_doc=capabilities)
 def test_claim_takes_a_job_exactly_when_python_says_it_matches(
