@@ -11,112 +11,50 @@ import hashlib
 import random
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import msgspec
 import orjson
 from redis.asyncio import Redis
 
+from shared.broker_replies import (
+    CancelResult,
+    Claim,
+    FailOutcome,
+    Fence,
+    NoClaim,
+    ReapReport,
+    Submitted,
+    WorkerState,
+    fence,
+    opt_int,
+    parse_job,
+    text,
+    worker_state,
+)
 from shared.capabilities import Capabilities
 from shared.errors import BrokerError, InvalidInput
-from shared.job import MAX_EFFECTIVE_PRIORITY, Job, JobRequest, JobStatus
+from shared.job import MAX_EFFECTIVE_PRIORITY, Job, JobRequest
 from shared.keys import Keys
 from shared.requirements import Requirements, requirement_class
 from shared.scripts import Scripts
 from shared.settings import BrokerSettings
 from shared.validation import check_document
 
-Fence = Literal["ok", "stale", "cancelled"]
-FailOutcome = Literal["retrying", "failed", "stale", "cancelled"]
-WorkerState = Literal["active", "paused", "draining"]
-
-
-@dataclass(frozen=True, slots=True)
-class Submitted:
-    """`created_at` (ms, server time) and `position` (0-based queue rank at submission) are
-    set for a job this call created, None for a repeated id or idempotency key."""
-
-    job_id: str
-    created: bool
-    created_at: int | None = None
-    position: int | None = None
-
-    @classmethod
-    def from_reply(cls, reply: Sequence[Any]) -> Submitted:
-        if int(reply[0]) != 1:
-            return cls(job_id=_text(reply[1]) or "", created=False)
-        return cls(_text(reply[1]) or "", True, int(reply[2]), int(reply[3]))
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    job: Job
-    token: str
-
-
-@dataclass(frozen=True, slots=True)
-class NoClaim:
-    """Nothing to claim: `reason` is 'empty', 'paused' or 'draining'; `next_due_ms` is when
-    the next backing-off retry becomes claimable (server time), if any."""
-
-    reason: str
-    next_due_ms: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class CancelResult:
-    outcome: Literal["cancelled", "unchanged", "missing"]
-    was: str | None = None
-    worker_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReapReport:
-    promoted: int = 0
-    recovered: list[tuple[str, str, str]] = field(default_factory=list)  # worker, job, outcome
-    timed_out: list[tuple[str, str]] = field(default_factory=list)  # job, outcome
-
-
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _opt_int(value: str | None) -> int | None:
-    return int(value) if value not in (None, "") else None
-
-
-def parse_job(raw: Mapping[Any, Any]) -> Job:
-    """Build a Job from the fields of a `job:{id}` hash."""
-    h = {_text(k) or "": _text(v) or "" for k, v in raw.items()}
-    timeout_ms = _opt_int(h.get("timeout_ms"))
-    return Job(
-        id=h["id"],
-        service_type=h["service_type"],
-        customer_id=h.get("customer_id") or None,
-        priority=int(h.get("priority") or 0),
-        effective_priority=int(h.get("effective_priority") or 0),
-        payload=orjson.loads(h["payload"]) if h.get("payload") else None,
-        requirements=msgspec.json.decode(h.get("requirements") or "{}", type=Requirements),
-        status=JobStatus(h["status"]),
-        progress=float(h.get("progress") or 0),
-        message=h.get("message") or None,
-        result=orjson.loads(h["result"]) if h.get("result") else None,
-        error=h.get("error") or None,
-        worker_id=h.get("worker_id") or None,
-        attempts=int(h.get("attempts") or 0),
-        max_retries=int(h.get("max_retries") or 0),
-        timeout_seconds=timeout_ms / 1000 if timeout_ms is not None else None,
-        deadline=_opt_int(h.get("deadline")),
-        tags=orjson.loads(h["tags"]) if h.get("tags") else [],
-        created_at=int(h.get("created_at") or 0),
-        claimed_at=_opt_int(h.get("claimed_at")),
-        finished_at=_opt_int(h.get("finished_at")),
-        retry_at=_opt_int(h.get("retry_at")),
-        event_seq=int(h.get("event_seq") or 0),
-    )
+# The reply types are part of this API: callers import them from here.
+__all__ = [
+    "Broker",
+    "CancelResult",
+    "Claim",
+    "FailOutcome",
+    "Fence",
+    "NoClaim",
+    "ReapReport",
+    "Submitted",
+    "WorkerState",
+    "new_job_id",
+    "parse_job",
+]
 
 
 def new_job_id() -> str:
@@ -243,7 +181,7 @@ class Broker:
             self.encode_capabilities(caps),
             orjson.dumps(dict(info or {})),
         )
-        return _worker_state(state)
+        return worker_state(state)
 
     async def heartbeat(
         self,
@@ -267,7 +205,7 @@ class Broker:
             int(self.settings.orphan_grace * 1000),
             *pairs,
         )
-        return [_text(r) or "" for r in revoked]
+        return [text(r) or "" for r in revoked]
 
     async def deregister_worker(self, worker_id: str) -> int:
         """Leave the fleet; jobs still held go back to pending. Returns how many."""
@@ -291,16 +229,16 @@ class Broker:
             reply = await self._scripts.call(
                 "claim", worker_id, encoded, self.settings.claim_scan_budget, offset, hops
             )
-            kind = _text(reply[0])
+            kind = text(reply[0])
             if kind == "job":
-                token = _text(reply[1]) or ""
+                token = text(reply[1]) or ""
                 flat = reply[2:]
                 return Claim(
                     job=parse_job(dict(zip(flat[::2], flat[1::2], strict=True))), token=token
                 )
-            reason, due, nxt = _text(reply[1]) or "", _text(reply[2]), _text(reply[3])
+            reason, due, nxt = text(reply[1]) or "", text(reply[2]), text(reply[3])
             if reason != "more" or not nxt:
-                return NoClaim(reason=reason, next_due_ms=_opt_int(due))
+                return NoClaim(reason=reason, next_due_ms=opt_int(due))
             offset, hops = int(nxt), 0
 
     async def wait_for_work(self, services: Sequence[str], timeout: float) -> int | None:
@@ -315,7 +253,7 @@ class Broker:
         )
         if popped is None:
             return None
-        return int(_text(popped[1]) or "0")
+        return int(text(popped[1]) or "0")
 
     # -- reporting (fenced) -------------------------------------------------------------
 
@@ -326,12 +264,12 @@ class Broker:
         reply = await self._scripts.call(
             "progress", worker_id, job_id, token, f"{value:g}", message[:1000]
         )
-        return _fence(reply[0])
+        return fence(reply[0])
 
     async def complete(self, worker_id: str, job_id: str, token: str, result: Any) -> Fence:
         encoded = check_document(result, "result", max_bytes=self.settings.max_result_bytes)
         reply = await self._scripts.call("complete", worker_id, job_id, token, encoded)
-        return _fence(reply[0])
+        return fence(reply[0])
 
     async def fail(
         self, worker_id: str, job_id: str, token: str, error: str, *, retryable: bool = True
@@ -349,7 +287,7 @@ class Broker:
             random.random(),
             int(s.avoid_window * 1000),
         )
-        outcome = _text(reply[0])
+        outcome = text(reply[0])
         if outcome not in ("retrying", "failed", "stale", "cancelled"):
             raise BrokerError(f"fail: unexpected reply {reply!r}")
         return cast(FailOutcome, outcome)
@@ -358,24 +296,24 @@ class Broker:
         self, worker_id: str, job_id: str, token: str, reason: str = "worker stopping"
     ) -> Fence:
         reply = await self._scripts.call("release", worker_id, job_id, token, reason)
-        return _fence(reply[0])
+        return fence(reply[0])
 
     # -- operators ----------------------------------------------------------------------
 
     async def cancel(self, job_id: str, reason: str = "cancelled") -> CancelResult:
         reply = await self._scripts.call("cancel", job_id, reason[:1000])
-        outcome = _text(reply[0])
+        outcome = text(reply[0])
         if outcome == "cancelled":
             return CancelResult(
-                "cancelled", _text(reply[1]), _text(reply[2]) if len(reply) > 2 else None
+                "cancelled", text(reply[1]), text(reply[2]) if len(reply) > 2 else None
             )
         if outcome == "unchanged":
-            return CancelResult("unchanged", _text(reply[1]))
+            return CancelResult("unchanged", text(reply[1]))
         return CancelResult("missing")
 
     async def retry(self, job_id: str) -> Literal["ok", "not_failed", "missing"]:
         """Send a failed (dead-letter) job back to the queue with fresh attempts."""
-        outcome = _text((await self._scripts.call("retry", job_id))[0])
+        outcome = text((await self._scripts.call("retry", job_id))[0])
         if outcome not in ("ok", "not_failed", "missing"):
             raise BrokerError(f"retry: unexpected reply {outcome!r}")
         return cast(Literal["ok", "not_failed", "missing"], outcome)
@@ -391,8 +329,8 @@ class Broker:
             random.random(),
             int(s.avoid_window * 1000),
         )
-        rec = [_text(x) or "" for x in recovered]
-        tmo = [_text(x) or "" for x in timed_out]
+        rec = [text(x) or "" for x in recovered]
+        tmo = [text(x) or "" for x in timed_out]
         return ReapReport(
             promoted=int(promoted),
             recovered=[(rec[i], rec[i + 1], rec[i + 2]) for i in range(0, len(rec), 3)],
@@ -435,18 +373,4 @@ class Broker:
             if running
             else "[]",
         )
-        return _text(reply) or None
-
-
-def _fence(value: bytes | str) -> Fence:
-    text = _text(value)
-    if text not in ("ok", "stale", "cancelled"):
-        raise BrokerError(f"unexpected fenced reply {text!r}")
-    return cast(Fence, text)
-
-
-def _worker_state(value: bytes | str) -> WorkerState:
-    text = _text(value)
-    if text not in ("active", "paused", "draining"):
-        raise BrokerError(f"unexpected worker state {text!r}")
-    return cast(WorkerState, text)
+        return text(reply) or None

@@ -1,0 +1,121 @@
+"""What the broker's scripts answer, as typed values: the reply types the Broker API returns
+and the decoding of a `job:{id}` hash into a Job. Kept apart from the calls themselves so
+the API module reads as the list of state transitions it offers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import msgspec
+import orjson
+
+from shared.errors import BrokerError
+from shared.job import Job, JobStatus
+from shared.requirements import Requirements
+
+Fence = Literal["ok", "stale", "cancelled"]
+FailOutcome = Literal["retrying", "failed", "stale", "cancelled"]
+WorkerState = Literal["active", "paused", "draining"]
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """`created_at` (ms, server time) and `position` (0-based queue rank at submission) are
+    set for a job this call created, None for a repeated id or idempotency key."""
+
+    job_id: str
+    created: bool
+    created_at: int | None = None
+    position: int | None = None
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[Any]) -> Submitted:
+        if int(reply[0]) != 1:
+            return cls(job_id=text(reply[1]) or "", created=False)
+        return cls(text(reply[1]) or "", True, int(reply[2]), int(reply[3]))
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    job: Job
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoClaim:
+    """Nothing to claim: `reason` is 'empty', 'paused' or 'draining'; `next_due_ms` is when
+    the next backing-off retry becomes claimable (server time), if any."""
+
+    reason: str
+    next_due_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    outcome: Literal["cancelled", "unchanged", "missing"]
+    was: str | None = None
+    worker_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReapReport:
+    promoted: int = 0
+    recovered: list[tuple[str, str, str]] = field(default_factory=list)  # worker, job, outcome
+    timed_out: list[tuple[str, str]] = field(default_factory=list)  # job, outcome
+
+
+def text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def opt_int(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+def parse_job(raw: Mapping[Any, Any]) -> Job:
+    """Build a Job from the fields of a `job:{id}` hash."""
+    h = {text(k) or "": text(v) or "" for k, v in raw.items()}
+    timeout_ms = opt_int(h.get("timeout_ms"))
+    return Job(
+        id=h["id"],
+        service_type=h["service_type"],
+        customer_id=h.get("customer_id") or None,
+        priority=int(h.get("priority") or 0),
+        effective_priority=int(h.get("effective_priority") or 0),
+        payload=orjson.loads(h["payload"]) if h.get("payload") else None,
+        requirements=msgspec.json.decode(h.get("requirements") or "{}", type=Requirements),
+        status=JobStatus(h["status"]),
+        progress=float(h.get("progress") or 0),
+        message=h.get("message") or None,
+        result=orjson.loads(h["result"]) if h.get("result") else None,
+        error=h.get("error") or None,
+        worker_id=h.get("worker_id") or None,
+        attempts=int(h.get("attempts") or 0),
+        max_retries=int(h.get("max_retries") or 0),
+        timeout_seconds=timeout_ms / 1000 if timeout_ms is not None else None,
+        deadline=opt_int(h.get("deadline")),
+        tags=orjson.loads(h["tags"]) if h.get("tags") else [],
+        created_at=int(h.get("created_at") or 0),
+        claimed_at=opt_int(h.get("claimed_at")),
+        finished_at=opt_int(h.get("finished_at")),
+        retry_at=opt_int(h.get("retry_at")),
+        event_seq=int(h.get("event_seq") or 0),
+    )
+
+
+def fence(value: bytes | str) -> Fence:
+    reply = text(value)
+    if reply not in ("ok", "stale", "cancelled"):
+        raise BrokerError(f"unexpected fenced reply {reply!r}")
+    return cast(Fence, reply)
+
+
+def worker_state(value: bytes | str) -> WorkerState:
+    reply = text(value)
+    if reply not in ("active", "paused", "draining"):
+        raise BrokerError(f"unexpected worker state {reply!r}")
+    return cast(WorkerState, reply)
