@@ -57,6 +57,10 @@ __all__ = [
 ]
 
 
+# Jobs per submit_batch call: about 3 ms of Redis time, so claims never wait long behind it.
+BATCH_SCRIPT_JOBS = 100
+
+
 def new_job_id() -> str:
     return f"job-{uuid.uuid4().hex}"
 
@@ -133,15 +137,26 @@ class Broker:
         *,
         effective_priorities: Sequence[int | None] | None = None,
     ) -> list[Submitted]:
-        """Queue many jobs in one round trip. Each job is atomic on its own; all are
-        validated before any is written."""
+        """Queue many jobs in one round trip. All are validated before any is written; each
+        job is written exactly as `submit` would, in order. Jobs travel BATCH_SCRIPT_JOBS per
+        script call (one call per job cost a reply, a timeout and a parse each on the client,
+        which capped batches at about half of what Redis can take) and the calls share one
+        pipeline."""
         prios = effective_priorities or [None] * len(requests)
         all_args = [self._submit_args(r, p, None) for r, p in zip(requests, prios, strict=True)]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for args in all_args:
-                await self._scripts.call("submit", *args, client=pipe)
+            for start in range(0, len(all_args), BATCH_SCRIPT_JOBS):
+                chunk = all_args[start : start + BATCH_SCRIPT_JOBS]
+                flat: list[str | int] = [len(chunk)]
+                for args in chunk:
+                    flat += [*args[:4], len(args) - 4, *args[4:]]
+                await self._scripts.call("submit_batch", *flat, client=pipe)
             replies = await pipe.execute()
-        return [Submitted.from_reply(r) for r in replies]
+        return [
+            Submitted.from_reply(reply[i : i + 4])
+            for reply in replies
+            for i in range(0, len(reply), 4)
+        ]
 
     # -- reading ------------------------------------------------------------------------
 

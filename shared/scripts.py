@@ -19,6 +19,7 @@ from shared.keys import Keys
 
 SCRIPT_NAMES: Final = (
     "submit",
+    "submit_batch",
     "claim",
     "heartbeat",
     "register",

@@ -204,15 +204,13 @@ end
 -- Make a pending job claimable (submit, retry, release, promotion of a due retry). The
 -- class document is (re)written here because an emptied class drops its document while
 -- a retry of one of its jobs may still be backing off. Returns the job's service.
-local function enqueue_claimable(job_key, job_id)
-  local f = redis.call('HMGET', job_key, 'score', 'class_id', 'service_type', 'customer_id')
-  local score, class_id, svc, customer = f[1], f[2], f[3], f[4] or ''
+local function enqueue_in_class(job_id, score, class_id, svc, customer, requirements)
   redis.call('ZADD', P .. 'class:' .. class_id, score, job_id)
   local by_service = P .. 'classes:' .. svc
   local best = redis.call('ZSCORE', by_service, class_id)
   if not best then
     redis.call('HSETNX', P .. 'classes', class_id, '{"s":' .. cjson.encode(svc) .. ',"c":'
-      .. cjson.encode(customer) .. ',"r":' .. redis.call('HGET', job_key, 'requirements') .. '}')
+      .. cjson.encode(customer) .. ',"r":' .. requirements .. '}')
   end
   if not best or tonumber(best) > tonumber(score) then
     redis.call('ZADD', by_service, score, class_id)
@@ -221,12 +219,20 @@ local function enqueue_claimable(job_key, job_id)
   return svc
 end
 
+local function enqueue_claimable(job_key, job_id)
+  local f = redis.call('HMGET', job_key, 'score', 'class_id', 'service_type', 'customer_id',
+    'requirements')
+  return enqueue_in_class(job_id, f[1], f[2], f[3], f[4] or '', f[5])
+end
+
 -- Ring the service's doorbell so one idle worker wakes; `hops` is how often a worker that
 -- cannot use the wake-up passes it on. The list is capped: tokens nobody waits for expire
 -- into at most 64 spurious claims.
-local function notify(svc, hops)
+local function notify(svc, hops, count)
   local key = P .. 'notify:' .. svc
-  if redis.call('LPUSH', key, hops) > 64 then redis.call('LTRIM', key, 0, 63) end
+  local tokens = {}
+  for i = 1, math.min(count or 1, 64) do tokens[i] = hops end
+  if redis.call('LPUSH', key, unpack(tokens)) > 64 then redis.call('LTRIM', key, 0, 63) end
 end
 
 local function bump_stat(now, field, by)
@@ -347,4 +353,47 @@ local function fenced(worker_id, job_id, token)
   redis.call('HDEL', P .. 'jobs:active:' .. worker_id, job_id)
   if status == 'cancelled' then return nil, 'cancelled' end
   return nil, 'stale'
+end
+
+-- Add one job (submit.lua, submit_batch.lua) at server time `now`; its hash fields are
+-- ARGV[first..last] as name, value pairs. Returns {1, job_id, created_at_ms, queue_position}
+-- when created, or {0, existing_job_id} when the id or idempotency key already names a job
+-- (nothing is written then), and the job's service when created. The caller rings the
+-- service's doorbell and counts the submission (once per batch). The score
+-- (1000 - priority) * 2^43 + seq is an exact integer in a double: higher priority first,
+-- then submission order, where seq comes from one Redis counter, so equal priorities are
+-- FIFO even within one millisecond.
+local function submit_job(job_id, idem, class_id, priority, first, last, now)
+  if idem ~= '' then
+    local existing = redis.call('GET', P .. 'idem:' .. idem)
+    if existing and redis.call('EXISTS', P .. 'job:' .. existing) == 1 then
+      return { 0, existing }
+    end
+  end
+  local job_key = P .. 'job:' .. job_id
+  if redis.call('EXISTS', job_key) == 1 then return { 0, job_id } end
+
+  local seq = redis.call('INCR', P .. 'jobs:seq')
+  local score = int((1000 - tonumber(priority)) * 8796093022208 + seq)
+  -- event_seq starts at 1: the 'accepted' event below is the job's first.
+  local fields = { 'id', job_id, 'status', 'pending', 'created_at', int(now), 'seq', seq,
+    'score', score, 'class_id', class_id, 'effective_priority', priority, 'attempts', 0,
+    'progress', '0', 'event_seq', 1 }
+  local given = {}
+  for i = first, last, 2 do
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+    given[ARGV[i]] = ARGV[i + 1]
+  end
+  local svc, customer = given['service_type'], given['customer_id'] or ''
+  redis.call('HSET', job_key, unpack(fields))
+  redis.call('ZADD', P .. 'jobs:pending', score, job_id)
+  enqueue_in_class(job_id, score, class_id, svc, customer, given['requirements'])
+  if idem ~= '' then
+    redis.call('SET', P .. 'idem:' .. idem, job_id, 'PX', RETENTION_MS)
+  end
+  redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENTS_MAX, '*',
+    'kind', 'job', 'type', 'accepted', 'job', job_id, 'seq', 1, 'customer', customer,
+    'data', cjson.encode({ service_type = svc, priority = tonumber(priority) }))
+  return { 1, job_id, int(now), redis.call('ZRANK', P .. 'jobs:pending', job_id) }, svc
 end

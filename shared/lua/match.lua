@@ -9,6 +9,8 @@
 -- ARGV[7]  capabilities JSON
 -- ARGV[8]  running jobs JSON: [{"customer": "...", "isolation": "..."}, ...]
 -- Returns  '' when the worker matches, else the reason code.
+-- Invariants: read-only (writes no key); the decision is exactly the one claim.lua makes,
+-- since both call mismatch() in lib.lua.
 
 local reason = mismatch(ARGV[4], ARGV[5], cjson.decode(ARGV[6]), prepare_caps(ARGV[7]),
   cjson.decode(ARGV[8]))

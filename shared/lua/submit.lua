@@ -11,34 +11,13 @@
 --          in jobs:pending), {0, existing_job_id} when the id or idempotency key already
 --          names a job (nothing is written then).
 -- Invariants: the job hash, jobs:pending, its class ZSET and the class indexes are written
--- together; a job id is never written twice. The score (1000 - priority) * 2^43 + seq is
--- an exact integer in a double: higher priority first, then submission order, where seq
--- comes from one Redis counter, so equal priorities are FIFO even within one millisecond.
-
-local job_id, idem = ARGV[4], ARGV[5]
-if idem ~= '' then
-  local existing = redis.call('GET', P .. 'idem:' .. idem)
-  if existing and redis.call('EXISTS', P .. 'job:' .. existing) == 1 then
-    return { 0, existing }
-  end
-end
-local job_key = P .. 'job:' .. job_id
-if redis.call('EXISTS', job_key) == 1 then return { 0, job_id } end
+-- together; a job id is never written twice; equal priorities are FIFO (submit_job in
+-- lib.lua).
 
 local now = now_ms()
-local seq = redis.call('INCR', P .. 'jobs:seq')
-local score = (1000 - tonumber(ARGV[7])) * 8796093022208 + seq
-local fields = { 'id', job_id, 'status', 'pending', 'created_at', int(now), 'seq', seq,
-  'score', int(score), 'class_id', ARGV[6], 'effective_priority', ARGV[7], 'attempts', 0,
-  'progress', '0', 'event_seq', 0 }
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', job_key, unpack(fields))
-redis.call('ZADD', P .. 'jobs:pending', int(score), job_id)
-local svc = enqueue_claimable(job_key, job_id)
-if idem ~= '' then
-  redis.call('SET', P .. 'idem:' .. idem, job_id, 'PX', RETENTION_MS)
+local reply, svc = submit_job(ARGV[4], ARGV[5], ARGV[6], ARGV[7], 8, #ARGV, now)
+if svc then
+  notify(svc, 3)
+  bump_stat(now, 'submitted')
 end
-notify(svc, 3)
-bump_stat(now, 'submitted')
-emit(job_key, job_id, 'accepted', { service_type = svc, priority = tonumber(ARGV[7]) })
-return { 1, job_id, int(now), redis.call('ZRANK', P .. 'jobs:pending', job_id) }
+return reply

@@ -60,3 +60,22 @@ async def test_queue_position(broker: Broker) -> None:
     await broker.submit_many([job(id=f"j{i}", priority=p) for i, p in enumerate([10, 90, 50])])
     assert [await broker.queue_position(f"j{i}") for i in range(3)] == [2, 0, 1]
     assert await broker.queue_position("nope") is None
+
+
+async def test_a_batch_reports_each_job_as_submit_would(broker: Broker) -> None:
+    """Across script-call boundaries (100 jobs per call) each job gets its own answer: the
+    created ones their rank at submission, a repeated id (in the batch or already queued)
+    the original id and nothing written."""
+    await broker.submit(job(id="old"))
+    ids = [f"b{i:03}" for i in range(230)]
+    ids[150] = "b010"  # a repeat inside the batch, in a later script call
+    ids[200] = "old"  # a repeat of a job queued before
+    submitted = await broker.submit_many([job(id=i) for i in ids])
+    assert [s.job_id for s in submitted] == ids
+    repeats = {150, 200}
+    assert [i for i, s in enumerate(submitted) if not s.created] == sorted(repeats)
+    assert all(submitted[i].created_at is None for i in repeats)
+    created = [s for i, s in enumerate(submitted) if i not in repeats]
+    assert [s.position for s in created] == list(range(1, len(created) + 1))
+    assert all(s.created_at for s in created)
+    assert await broker.pending_count() == len(created) + 1

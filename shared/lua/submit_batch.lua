@@ -1,0 +1,36 @@
+-- submit_batch.lua: add several validated jobs in one call, each exactly as submit.lua would.
+--
+-- KEYS[1]  jobs:pending
+-- ARGV[1..3] common (lib.lua)
+-- ARGV[4]  number of jobs N
+-- ARGV[5..] N groups, one per job: job id, idempotency key digest ('' for none), requirement
+--          class id, effective priority, number of hash-field arguments F, then F arguments
+--          (name, value pairs as in submit.lua)
+-- Returns  a flat list of N groups of four: 1, job_id, created_at_ms, queue_position for a
+--          job created; 0, existing_job_id, '', '' for a job whose id or key already named
+--          a job (nothing written for that one).
+-- Invariants: those of submit.lua for each job, in argument order (so FIFO within a
+-- priority follows the order of the batch). One call is one atomic step; callers keep
+-- batches small (Broker.submit_many sends at most 100 jobs per call) so Redis is never
+-- blocked long.
+
+-- One doorbell push and one statistics update per batch, with the counts of the batch.
+local now = now_ms()
+local out, pos, created, per_service = {}, 5, 0, {}
+for _ = 1, tonumber(ARGV[4]) do
+  local nfields = tonumber(ARGV[pos + 4])
+  local reply, svc = submit_job(ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3],
+    pos + 5, pos + 4 + nfields, now)
+  if svc then
+    created = created + 1
+    per_service[svc] = (per_service[svc] or 0) + 1
+  end
+  out[#out + 1] = reply[1]
+  out[#out + 1] = reply[2]
+  out[#out + 1] = reply[3] or ''
+  out[#out + 1] = reply[4] or ''
+  pos = pos + 5 + nfields
+end
+for svc, count in pairs(per_service) do notify(svc, 3, count) end
+if created > 0 then bump_stat(now, 'submitted', created) end
+return out
