@@ -41,9 +41,11 @@ def run_all(quick: bool, output: Path, command: str, limit: float) -> int:
     """Every benchmark (one that fails or hangs past `limit` seconds is reported, the others
     still run), the summary, and the report file. Exit status 1 when a benchmark failed;
     missed targets are not errors."""
-    from bench.common import machine
+    from bench.common import machine, measure_machine_speed
     from bench.report import Outcome, markdown, summarize, summary_table
 
+    speed = measure_machine_speed()
+    print(f"machine speed: {speed}", flush=True)
     outcomes = []
     for name in BENCHMARKS:
         started = time.perf_counter()
@@ -67,6 +69,7 @@ def run_all(quick: bool, output: Path, command: str, limit: float) -> int:
         lines,
         command=command,
         machine=machine(),
+        speed=speed,
         when=datetime.now(UTC),
         quick=quick,
     )

@@ -10,9 +10,7 @@ import asyncio
 import time
 from typing import Any
 
-from redis.asyncio import Redis
-
-from bench.common import median, percentile, private_redis, table
+from bench.common import bench_client, median, percentile, private_redis, table
 from shared.broker import Broker, Claim
 from shared.capabilities import Capabilities
 from shared.job import JobRequest
@@ -77,7 +75,7 @@ async def _drain(broker: Broker, n: int, concurrency: int) -> float:
 async def _round_trips(url: str, broker: Broker, n: int) -> list[float]:
     """Submit one job at a time to an idle worker blocked on the wake-up list; the client
     waits for the job's `completed` event on the events stream."""
-    worker_redis = Redis.from_url(url, socket_timeout=None)
+    worker_redis = bench_client(url)
     worker = Broker(worker_redis, broker.settings)
     caps = broker.encode_capabilities(OFFER)
     stop = asyncio.Event()

@@ -6,13 +6,24 @@ import contextlib
 import platform
 import statistics
 import tempfile
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import psutil
+import redis
 from redis.asyncio import Redis
 
 from shared.embedded_redis import EmbeddedRedis
+from shared.redis_client import HiredisPackedConnection
+
+
+def bench_client(url: str) -> Redis:
+    """A client configured as the hub's and the worker's are where it matters for speed
+    (hiredis packing and parsing), without their read timeout: benchmarks block on purpose."""
+    return Redis.from_url(
+        url, socket_timeout=None, max_connections=200, connection_class=HiredisPackedConnection
+    )
 
 
 @contextlib.asynccontextmanager
@@ -22,7 +33,7 @@ async def private_redis() -> AsyncIterator[tuple[str, Redis]]:
     with tempfile.TemporaryDirectory(prefix="emp-bench-") as tmp:
         server = EmbeddedRedis(Path(tmp), appendonly=False)
         url = server.start()
-        client = Redis.from_url(url, socket_timeout=None, max_connections=200)
+        client = bench_client(url)
         try:
             yield url, client
         finally:
@@ -49,6 +60,41 @@ def machine() -> str:
         f"{platform.system()} {platform.machine()}, {psutil.cpu_count()} CPUs ({cpu}), "
         f"{mem_gb:.0f} GiB RAM, Python {platform.python_version()}"
     )
+
+
+def machine_speed(url: str) -> str:
+    """How fast this machine is right now, to compare runs from different days: shared boxes
+    vary by 2x or more, on CPU and even more on loopback round trips. DESIGN.md §7 assumes
+    about 71 us per Redis round trip (~14k/s for one client)."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(1_000_000):
+        total += i
+    loop_ms = (time.perf_counter() - started) * 1000
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+        samples = []
+        for _ in range(2000):
+            sent = time.perf_counter()
+            client.ping()
+            samples.append((time.perf_counter() - sent) * 1e6)
+    finally:
+        client.close()
+    return (
+        f"Python loop of 1,000,000 additions {loop_ms:.0f} ms; "
+        f"Redis PING round trip p50 {median(samples):.0f} us (sync redis-py, loopback)"
+    )
+
+
+def measure_machine_speed() -> str:
+    with tempfile.TemporaryDirectory(prefix="emp-bench-") as tmp:
+        server = EmbeddedRedis(Path(tmp), appendonly=False)
+        url = server.start()
+        try:
+            return machine_speed(url)
+        finally:
+            server.stop()
 
 
 def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -383,6 +383,7 @@ def markdown(
     machine: str,
     when: datetime,
     quick: bool,
+    speed: str | None = None,
 ) -> str:
     """BENCHMARKS.md: date, machine, command, the summary, the misses, every full table."""
     mode = "quick mode: smaller sizes, short runs" if quick else "full sizes"
@@ -393,6 +394,7 @@ def markdown(
         "",
         f"- Date: {when.strftime('%Y-%m-%d %H:%M')} UTC",
         f"- Machine: {machine}",
+        *([f"- Machine speed at the start of the run: {speed}"] if speed else []),
         f"- Command: `{command}` ({mode})",
         "- Targets: DESIGN.md §7. One run on a shared machine: expect noise of tens of percent,",
         "  more on the latency percentiles.",

@@ -434,3 +434,14 @@ def test_a_benchmark_that_hangs_is_stopped_at_the_limit(monkeypatch: pytest.Monk
     with pytest.raises(TimeoutError):
         bench_main._run("hangs", True, 0.05)
     assert stopped == [True]
+
+
+def test_the_machine_speed_line_lets_runs_of_different_days_be_compared() -> None:
+    outcomes = [ok(name, text) for name, text in OUTPUTS.items()]
+    lines = summarize(OUTPUTS)
+    speed = "Python loop of 1,000,000 additions 610 ms; Redis PING round trip p50 72 us"
+    md = markdown(
+        outcomes, lines, command="c", machine="m", when=WHEN, quick=True, speed=speed
+    ).splitlines()
+    assert f"- Machine speed at the start of the run: {speed}" in md
+    assert not any("Machine speed" in ln for ln in render(outcomes, lines).splitlines())
