@@ -358,26 +358,32 @@ async def test_stalled_connections_are_closed(settings: HubSettings) -> None:
     assert orjson.loads(body_sent.split(b"\r\n\r\n", 1)[1])["error"]["field"] == "body"
 
 
+async def trickle_until_closed(hub: Hub, opening: bytes, seconds: float) -> tuple[bool, bytes]:
+    """Send `opening`, then one more byte every 50 ms until the hub ends the connection (or
+    `seconds` pass): whether it did, and what it answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+    ended = asyncio.create_task(closed_within(reader, seconds))
+    try:
+        writer.write(opening)
+        while not ended.done():
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                writer.write(b" ")
+                await writer.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(ended), 0.05)
+        return await ended
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
 async def test_a_trickled_head_is_cut_off_at_the_deadline(settings: HubSettings) -> None:
     """The head deadline counts from the first byte, not from the last: a client that sends
     one header byte every 50 ms never completes its head and is answered 408."""
     quick = dataclasses.replace(settings, header_timeout_seconds=1)
     async with production_hub(quick) as hub:
-        reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
-        ended = asyncio.create_task(closed_within(reader, 4))
-        try:
-            writer.write(b"GET /health HTTP/1.1\r\nX-Slow: ")
-            while not ended.done():
-                with contextlib.suppress(ConnectionResetError, BrokenPipeError):
-                    writer.write(b"s")
-                    await writer.drain()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(ended), 0.05)
-            closed, sent = await ended
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        closed, sent = await trickle_until_closed(hub, b"GET /health HTTP/1.1\r\nX-Slow: s", 4)
     assert closed
     assert sent.startswith(b"HTTP/1.1 408"), sent
 
@@ -388,22 +394,9 @@ async def test_a_body_trickled_to_a_route_that_ignores_it_is_cut_off(
     """GET /health answers without reading a body; the rest of a 10,000-byte body sent one
     byte at a time is discarded for at most the head timeout, then the connection ends."""
     quick = dataclasses.replace(settings, header_timeout_seconds=1)
+    opening = b"GET /health HTTP/1.1\r\nHost: hub\r\nContent-Length: 10000\r\n\r\n"
     async with production_hub(quick) as hub:
-        reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
-        ended = asyncio.create_task(closed_within(reader, 5))
-        try:
-            writer.write(b"GET /health HTTP/1.1\r\nHost: hub\r\nContent-Length: 10000\r\n\r\n")
-            while not ended.done():
-                with contextlib.suppress(ConnectionResetError, BrokenPipeError):
-                    writer.write(b" ")
-                    await writer.drain()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(ended), 0.05)
-            closed, sent = await ended
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        closed, sent = await trickle_until_closed(hub, opening, 5)
     assert closed
     assert sent.startswith(b"HTTP/1.1 200"), sent
 
