@@ -169,13 +169,15 @@ class Worker:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        # The heartbeat thread stops first: a beat landing after the deregistration would
+        # register the worker again (status 'stopping', live until its lease runs out).
+        await asyncio.to_thread(self._heartbeat.stop)
         try:
             released = await self.broker.deregister_worker(self.id)
             if released:
                 logger.info("released %d job(s) still held", released)
         except TRANSIENT_ERRORS as exc:
             logger.warning("could not deregister (%s); leases expire by themselves", exc)
-        self._heartbeat.stop()
         await self._close_clients()
         logger.info("worker %s stopped", self.id)
 
