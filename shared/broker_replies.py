@@ -45,11 +45,13 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class NoClaim:
-    """Nothing to claim: `reason` is 'empty', 'paused' or 'draining'; `next_due_ms` is when
-    the next backing-off retry becomes claimable (server time), if any."""
+    """Nothing to claim: `reason` is 'empty', 'paused' or 'draining' ('more' only from
+    Broker.complete_and_claim: the scan stopped at `offset`); `next_due_ms` is when the next
+    backing-off retry becomes claimable (server time), if any."""
 
     reason: str
     next_due_ms: int | None
+    offset: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +121,13 @@ def worker_state(value: bytes | str) -> WorkerState:
     if reply not in ("active", "paused", "draining"):
         raise BrokerError(f"unexpected worker state {reply!r}")
     return cast(WorkerState, reply)
+
+
+def claim_reply(reply: Sequence[Any]) -> Claim | NoClaim:
+    """claim.lua's answer: {'job', token, field, value, ...} or {'none', reason, due, next}."""
+    if text(reply[0]) == "job":
+        flat = reply[2:]
+        job = parse_job(dict(zip(flat[::2], flat[1::2], strict=True)))
+        return Claim(job=job, token=text(reply[1]) or "")
+    reason, due, nxt = text(reply[1]) or "", text(reply[2]), text(reply[3])
+    return NoClaim(reason=reason, next_due_ms=opt_int(due), offset=opt_int(nxt))

@@ -26,6 +26,7 @@ SCRIPT_NAMES: Final = (
     "deregister",
     "progress",
     "complete",
+    "complete_claim",
     "fail",
     "release",
     "cancel",

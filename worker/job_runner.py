@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from shared.broker import Broker
+from shared.broker import Broker, Claim, Fence
 from shared.errors import InvalidInput
 from shared.job import Job
 from shared.logs import job_id_var
@@ -45,6 +45,8 @@ class Outcome:
     error: str | None
     seconds: float
     finished: float = field(default_factory=time.time)
+    # The worker's next job, claimed in the same call that completed this one.
+    next_claim: Claim | None = field(default=None, repr=False)
 
 
 class JobRunner:
@@ -55,11 +57,16 @@ class JobRunner:
         *,
         progress_interval: float,
         deliver_timeout: float = 3600.0,
+        next_claim_caps: Callable[[], bytes | None] = lambda: None,
     ) -> None:
+        """`next_claim_caps` gives the capabilities to claim the next job with in the call
+        that completes a job (one round trip instead of two), or None when the worker should
+        not take more work now (stopping, paused)."""
         self._broker = broker
         self._worker_id = worker_id
         self._progress_interval = progress_interval
         self._deliver_timeout = deliver_timeout
+        self._next_claim_caps = next_claim_caps
 
     async def run(self, rj: RunningJob, connector: Connector) -> Outcome:
         job = rj.job
@@ -134,15 +141,28 @@ class JobRunner:
         return report
 
     async def _complete(self, rj: RunningJob, result: Any) -> Outcome:
+        caps = self._next_claim_caps()
+        follow_up: Claim | None = None
+        fence: Fence
         try:
-            fence = await self._deliver(
-                lambda: self._broker.complete(self._worker_id, rj.job.id, rj.token, result)
-            )
+            if caps is None:
+                fence = await self._deliver(
+                    lambda: self._broker.complete(self._worker_id, rj.job.id, rj.token, result)
+                )
+            else:
+                # A reply lost here and retried leaves the first claim unknown to us: the
+                # heartbeat hands such an orphaned lease back (see heartbeat.lua).
+                fence, claimed = await self._deliver(
+                    lambda: self._broker.complete_and_claim(
+                        self._worker_id, rj.job.id, rj.token, result, caps
+                    )
+                )
+                follow_up = claimed if isinstance(claimed, Claim) else None
         except InvalidInput as exc:
             return await self._fail(rj, f"result rejected: {exc.message}", retryable=False)
         status = "completed" if fence == "ok" else fence
         self._log_end(rj, status, None)
-        return Outcome(rj.job.id, status, None, time.time() - rj.started)
+        return Outcome(rj.job.id, status, None, time.time() - rj.started, next_claim=follow_up)
 
     async def _fail(self, rj: RunningJob, error: str, *, retryable: bool) -> Outcome:
         outcome = await self._deliver(

@@ -65,7 +65,12 @@ class Worker:
         self._blocking = connect(settings.redis_url, blocking=True, max_connections=4)
         self.broker = Broker(self._redis, settings.broker)
         self._waiter = Broker(self._blocking, settings.broker)
-        self._runner = JobRunner(self.broker, self.id, progress_interval=settings.progress_interval)
+        self._runner = JobRunner(
+            self.broker,
+            self.id,
+            progress_interval=settings.progress_interval,
+            next_claim_caps=self._next_claim_caps,
+        )
         self._slots = asyncio.Semaphore(settings.concurrent_jobs)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
@@ -291,6 +296,7 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
 
     async def _execute(self, rj: RunningJob) -> None:
+        follow_up: Claim | None = None
         try:
             connector = self.connectors.get(rj.job.service_type)
             if connector is None:  # capabilities only offer configured services
@@ -298,11 +304,22 @@ class Worker:
                 return
             outcome = await self._runner.run(rj, connector)
             self.history.appendleft(outcome)
+            follow_up = outcome.next_claim
         finally:
             self.running.pop(rj.job.id, None)
-            self._slots.release()
-            self.status = "busy" if self.running else "idle"
-            self._publish()
+            if follow_up is not None and not self._stopping.is_set():
+                self._start(follow_up)  # the slot passes straight to the next job
+            else:
+                # A follow-up claimed while stopping is handed back by the deregistration.
+                self._slots.release()
+                self.status = "busy" if self.running else "idle"
+                self._publish()
+
+    def _next_claim_caps(self) -> bytes | None:
+        """Claim the next job while completing one only while plain claiming would."""
+        if self._stopping.is_set() or self.state != "active":
+            return None
+        return self._caps_bytes
 
     # -- control ------------------------------------------------------------------------
 

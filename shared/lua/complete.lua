@@ -10,16 +10,4 @@
 -- Invariants: fenced, so a job completes at most once and never after it was cancelled or
 -- handed to another worker; the job hash expires RETENTION_MS after completion.
 
-local worker_id, job_id = ARGV[4], ARGV[5]
-local job_key, why = fenced(worker_id, job_id, ARGV[6])
-if not job_key then return { why } end
-local now = now_ms()
-redis.call('HSET', job_key, 'result', ARGV[7], 'progress', '100', 'error', '')
-finish(job_key, job_id, 'completed', now)
-redis.call('HDEL', P .. 'jobs:active:' .. worker_id, job_id)
-redis.call('HINCRBY', P .. 'worker:' .. worker_id, 'completed', 1)
-bump_stat(now, 'completed')
-local claimed = tonumber(redis.call('HGET', job_key, 'claimed_at') or now)
-bump_stat(now, 'run_ms', now - claimed)
-emit(job_key, job_id, 'completed', { worker_id = worker_id, run_ms = now - claimed })
-return { 'ok' }
+return complete_job(ARGV[4], ARGV[5], ARGV[6], ARGV[7])

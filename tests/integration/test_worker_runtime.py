@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 
-from shared.broker import Broker
+from shared.broker import Broker, Claim, NoClaim
 from shared.job import JobStatus
-from tests.factories import job
+from tests.factories import caps, job
 from tests.helpers import wait_until
 from tests.worker_support import (
     finished,
@@ -181,3 +182,53 @@ async def test_heartbeats_continue_while_a_job_blocks_the_event_loop(
         report = await broker.reap()
         assert report.recovered == []
         assert (await finished(broker, blocked_id)).status == JobStatus.COMPLETED
+
+
+async def test_a_draining_worker_claims_its_next_job_in_the_completing_call(
+    broker: Broker, redis_url: str
+) -> None:
+    """One round trip per job: after its first claim, a one-slot worker takes each next job
+    in the call that completes the previous one, in queue order, each exactly once."""
+    ids = [
+        (await broker.submit(job("simulation", priority=50, payload=sim(steps=1)))).job_id
+        for _ in range(20)
+    ]
+    worker = make_worker(worker_settings(redis_url, CONCURRENT_JOBS="1"), burst=True)
+    claims = 0
+    plain_claim = worker.broker.claim
+
+    async def counting_claim(*args: Any, **kwargs: Any) -> Claim | NoClaim:
+        nonlocal claims
+        claims += 1
+        return await plain_claim(*args, **kwargs)
+
+    worker.broker.claim = counting_claim  # type: ignore[method-assign]
+    await worker.run()
+    done = await broker.get_many(ids)
+    assert [j.status for j in done] == [JobStatus.COMPLETED] * 20
+    assert [o.job_id for o in reversed(worker.history)] == ids
+    assert claims <= 3, f"{claims} separate claims for 20 jobs"
+
+
+async def test_complete_and_claim_answers_like_complete_then_claim(broker: Broker) -> None:
+    offer = Broker.encode_capabilities(caps(services=["simulation"]))
+    first, second = [
+        (await broker.submit(job("simulation", id=i))).job_id for i in ("first", "second")
+    ]
+    held = await broker.claim("w1", offer)
+    assert isinstance(held, Claim)
+    assert held.job.id == first
+    fence, nxt = await broker.complete_and_claim("w1", first, held.token, {"ok": 1}, offer)
+    assert fence == "ok"
+    assert isinstance(nxt, Claim)
+    assert nxt.job.id == second
+    # A stale completion is refused, and the (free) slot still gets an answer.
+    fence, none = await broker.complete_and_claim("w1", first, held.token, {"ok": 2}, offer)
+    assert fence == "stale"
+    assert none == NoClaim(reason="empty", next_due_ms=None)
+    done = await broker.get(first)
+    assert done is not None
+    assert done.result == {"ok": 1}
+    await broker.set_worker_state("w1", "paused")
+    fence, paused = await broker.complete_and_claim("w1", second, nxt.token, {}, offer)
+    assert (fence, paused) == ("ok", NoClaim(reason="paused", next_due_ms=None))

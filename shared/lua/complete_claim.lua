@@ -1,0 +1,21 @@
+-- complete_claim.lua: complete a job the worker holds and claim its next one, in one call.
+--
+-- KEYS[1]  jobs:pending
+-- ARGV[1..3] common (lib.lua)
+-- ARGV[4]  worker id
+-- ARGV[5]  job id
+-- ARGV[6]  claim token
+-- ARGV[7]  result JSON
+-- ARGV[8]  the worker's capabilities (JSON), as for claim.lua
+-- ARGV[9]  scan budget, as for claim.lua
+-- Returns  {fence, claim reply...}: fence is complete.lua's 'ok', 'stale' or 'cancelled';
+--          then claim.lua's reply ({'job', token, fields...} or {'none', reason, due, next}).
+-- Invariants: exactly those of complete.lua followed by claim.lua (offset 0, no wake-up
+-- hops): the claim is tried whatever the fence said, since the slot is free either way. It
+-- saves a worker one round trip per job; a worker that is stopping or paused uses
+-- complete.lua instead.
+
+local fence = complete_job(ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+local reply = claim_next(ARGV[4], ARGV[8], tonumber(ARGV[9]), 0, 0)
+table.insert(reply, 1, fence[1])
+return reply
