@@ -243,9 +243,11 @@ local function bump_stat(now, field, by)
 end
 
 -- Append a job event to the stream; per-job `seq` orders a job's events without gaps.
-local function emit(job_key, job_id, etype, data)
-  local seq = redis.call('HINCRBY', job_key, 'event_seq', 1)
-  local customer = redis.call('HGET', job_key, 'customer_id') or ''
+-- A caller that already knows them passes `seq` (having stored it as event_seq) and
+-- `customer`, saving two reads of the job hash.
+local function emit(job_key, job_id, etype, data, seq, customer)
+  seq = seq or redis.call('HINCRBY', job_key, 'event_seq', 1)
+  customer = customer or redis.call('HGET', job_key, 'customer_id') or ''
   redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENTS_MAX, '*',
     'kind', 'job', 'type', etype, 'job', job_id, 'seq', seq, 'customer', customer,
     'data', cjson.encode(data))
@@ -392,9 +394,8 @@ local function submit_job(job_id, idem, class_id, priority, first, last, now)
   if idem ~= '' then
     redis.call('SET', P .. 'idem:' .. idem, job_id, 'PX', RETENTION_MS)
   end
-  redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENTS_MAX, '*',
-    'kind', 'job', 'type', 'accepted', 'job', job_id, 'seq', 1, 'customer', customer,
-    'data', cjson.encode({ service_type = svc, priority = tonumber(priority) }))
+  emit(job_key, job_id, 'accepted', { service_type = svc, priority = tonumber(priority) }, 1,
+    customer)
   return { 1, job_id, int(now), redis.call('ZRANK', P .. 'jobs:pending', job_id) }, svc
 end
 

@@ -21,6 +21,17 @@ from tests.worker_support import finished, sim, status_is
 pytestmark = pytest.mark.e2e
 
 
+async def sigterm_during_a_long_job(
+    broker: Broker, redis: Redis, proc: subprocess.Popen[bytes]
+) -> str:
+    """Once worker p1 runs a 50 s job, send it SIGTERM; the job's id."""
+    await registered(redis, broker, "p1")
+    job_id = (await broker.submit(job("simulation", payload=sim(steps=1000, step_ms=50)))).job_id
+    await status_is(broker, job_id, JobStatus.ACTIVE)
+    proc.send_signal(signal.SIGTERM)
+    return job_id
+
+
 async def test_worker_process_completes_jobs(broker: Broker, redis: Redis, redis_url: str) -> None:
     with worker_process(redis_url, "p1") as proc:
         await registered(redis, broker, "p1")
@@ -55,12 +66,7 @@ async def test_sigterm_past_the_grace_releases_without_penalty(
     broker: Broker, redis: Redis, redis_url: str
 ) -> None:
     with worker_process(redis_url, "p1", WORKER_SHUTDOWN_GRACE_SECONDS="0.2") as proc:
-        await registered(redis, broker, "p1")
-        job_id = (
-            await broker.submit(job("simulation", payload=sim(steps=1000, step_ms=50)))
-        ).job_id
-        await status_is(broker, job_id, JobStatus.ACTIVE)
-        proc.send_signal(signal.SIGTERM)
+        job_id = await sigterm_during_a_long_job(broker, redis, proc)
         assert proc.wait(timeout=20) == 0
     back = await broker.get(job_id)
     assert back is not None
@@ -69,12 +75,7 @@ async def test_sigterm_past_the_grace_releases_without_penalty(
 
 async def test_second_signal_exits_at_once(broker: Broker, redis: Redis, redis_url: str) -> None:
     with worker_process(redis_url, "p1", WORKER_SHUTDOWN_GRACE_SECONDS="600") as proc:
-        await registered(redis, broker, "p1")
-        job_id = (
-            await broker.submit(job("simulation", payload=sim(steps=1000, step_ms=50)))
-        ).job_id
-        await status_is(broker, job_id, JobStatus.ACTIVE)
-        proc.send_signal(signal.SIGTERM)
+        await sigterm_during_a_long_job(broker, redis, proc)
         await wait_until(lambda: _state(redis, broker), timeout=10, message="worker stopping")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) != 0
