@@ -127,6 +127,7 @@ class Source:
     epoch: int
     commit: str
     requirements: tuple[str, ...]
+    constraints: Path | None = None  # pins every dependency (dev.py build: the dev lock)
 
     @property
     def date(self) -> str:
@@ -235,10 +236,19 @@ def _run(cmd: Sequence[str], what: str, env: dict[str, str] | None = None) -> st
     return done.stdout
 
 
-def _pip_install(target: Target, site: Path, requirements: Iterable[str], *, deps: bool) -> None:
+def _pip_install(
+    target: Target,
+    site: Path,
+    requirements: Iterable[str],
+    *,
+    deps: bool,
+    constraints: Path | None,
+) -> None:
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     cmd += ["--no-compile", "--no-warn-script-location", "--only-binary=:all:"]
     cmd += ["--target", str(site)]
+    if constraints is not None:
+        cmd += ["--constraint", str(constraints)]
     if target.pip_platform is not None or target.python != sys.version_info[:2]:
         if target.pip_platform is not None:
             cmd += ["--platform", target.pip_platform]
@@ -269,10 +279,12 @@ def _marker_environments(target: Target) -> list[dict[str, str]]:
     ]
 
 
-def install_dependencies(target: Target, site: Path, requirements: Sequence[str]) -> None:
+def install_dependencies(
+    target: Target, site: Path, requirements: Sequence[str], constraints: Path | None = None
+) -> None:
     """Every dependency of the worker as the target's wheels, including those whose markers
     hold for only some patch releases of the target Python."""
-    _pip_install(target, site, requirements, deps=True)
+    _pip_install(target, site, requirements, deps=True, constraints=constraints)
     envs = json.dumps(_marker_environments(target))
     for _ in range(5):
         out = _run(
@@ -281,7 +293,7 @@ def install_dependencies(target: Target, site: Path, requirements: Sequence[str]
         missing: list[str] = json.loads(out)
         if not missing:
             return
-        _pip_install(target, site, missing, deps=False)
+        _pip_install(target, site, missing, deps=False, constraints=constraints)
     raise BuildError(f"{target.tag}: dependencies keep appearing: {', '.join(missing)}")
 
 
@@ -393,7 +405,7 @@ def build(target: Target, source: Source, out_dir: Path, build_dir: Path) -> Pat
     site = build_dir / f"sp-{target.tag}"
     shutil.rmtree(site, ignore_errors=True)
     site.mkdir(parents=True)
-    install_dependencies(target, site, source.requirements)
+    install_dependencies(target, site, source.requirements, source.constraints)
     copy_packages(site)
     prune_and_normalize(site)
     preamble = build_dir / f"preamble-{target.tag}" / PREAMBLE_NAME
@@ -449,6 +461,30 @@ def _size(path: Path) -> str:
     return f"{size / 1_000_000:.1f} MB ({size} bytes)"
 
 
+def pins_file(lock: Path, build_dir: Path) -> Path:
+    """The `name==version` lines of a lock, as a constraints file for every target.
+
+    Hashes go: pip would switch to hash-checking mode and then refuse the requirements that
+    only some patch releases of a target Python need (they are installed in a second pass).
+    Markers go too, so a pin holds whatever interpreter pip evaluates them for; the dev lock
+    is universal (one version per package), so no two pins can disagree."""
+    try:
+        text = lock.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BuildError(f"--constraint {lock}: {exc.strerror}") from None
+    pins = [
+        line.split(";")[0].split()[0]
+        for line in text.splitlines()
+        if line[:1].isalnum() and "==" in line.split(";")[0]
+    ]
+    if not pins:
+        raise BuildError(f"--constraint {lock}: no name==version lines")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    out = build_dir / "constraints.txt"
+    out.write_text("\n".join(pins) + "\n", encoding="utf-8")
+    return out
+
+
 def check_tools() -> None:
     if find_spec("pip") is None:
         raise BuildError(f"pip is not installed for {sys.executable}")
@@ -469,6 +505,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "release", help="default: release/")
     parser.add_argument("--build-dir", type=Path, default=ROOT / "build", help="default: build/")
     parser.add_argument("--jobs", type=int, default=2, help="builds at once with --all")
+    parser.add_argument(
+        "--constraint",
+        type=Path,
+        help="pin the dependencies to this lock or constraints file (dev.py build: the dev lock)",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
@@ -477,7 +518,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_tools()
         host = host_target()
         targets = matrix() if args.all else [cross_target(args.python, args.platform)]
-        source = Source(source_epoch(), source_commit(), worker_requirements())
+        constraints = None
+        if args.constraint is not None:
+            constraints = pins_file(args.constraint, args.build_dir.resolve())
+        source = Source(source_epoch(), source_commit(), worker_requirements(), constraints)
         out_dir: Path = args.out.resolve()
         build_dir: Path = args.build_dir.resolve()
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:

@@ -1,11 +1,21 @@
 #!/usr/bin/env python3
 """One entry point for developers and CI; needs only the standard library and Python 3.11+.
 
-    python3 dev.py setup              create .venv and install the project with its dev tools
+    python3 dev.py setup              create .venv from the lock (requirements/dev.lock)
     python3 dev.py test [PYTEST ARGS] setup, lint (ruff, ruff format --check, mypy), then pytest
+                                      with coverage (the total is printed, never gated on)
+    python3 dev.py test --latest [..] the same in a throwaway .venv-latest holding the newest
+                                      releases that pyproject's ranges allow (not run in CI)
     python3 dev.py run [ARGS]         setup, then run the demo: hub + embedded Redis + 3 workers
+    python3 dev.py build [ARGS]       setup, then build.py: release/worker.pyz (--all: the matrix)
+    python3 dev.py lock [UV ARGS]     regenerate requirements/dev.lock with uv, keeping the pins
+                                      it can (--upgrade: the newest releases the ranges allow)
     python3 dev.py lint               ruff check + ruff format --check + mypy
     python3 dev.py fmt                ruff format + ruff check --fix
+
+Every install comes from the lock, with hashes, so a new release of a dependency cannot change
+what CI runs; pyproject keeps ranges for people who install the hub or worker themselves.
+When the lock or pyproject changes, .venv is rebuilt from scratch.
 
 Environment: EMP_ALLOW_NO_TESTS=1 makes "pytest collected no tests" (exit 5) count as success.
 Before pytest, `test` installs Debian's chromium for the browser tests when it is missing and
@@ -26,8 +36,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
+LATEST_VENV = ROOT / ".venv-latest"
 PYPROJECT = ROOT / "pyproject.toml"
-STAMP = VENV / ".emp-dev-stamp"
+LOCK = ROOT / "requirements" / "dev.lock"
+STAMP_NAME = ".emp-dev-stamp"
+# The lock is resolved once for every platform and Python the project supports (uv's universal
+# mode), from the lowest Python it supports, with a hash for every file of every pinned release.
+LOCK_COMMAND = [
+    "pip", "compile", "pyproject.toml", "--extra", "dev", "--universal", "--python-version",
+    "3.11", "--generate-hashes", "--custom-compile-command", "python3 dev.py lock",
+]  # fmt: skip
 MIN_PYTHON = (3, 11)
 PYTEST_NO_TESTS = 5
 BROWSER = Path("/usr/bin/chromium")  # Debian's package; tests/browser_support.py drives it
@@ -39,29 +57,33 @@ def say(message: str) -> None:
     print(f"[dev] {message}", flush=True)
 
 
-def venv_python() -> Path:
+def venv_python(venv_dir: Path = VENV) -> Path:
     if os.name == "nt":
-        return VENV / "Scripts" / "python.exe"
-    return VENV / "bin" / "python"
+        return venv_dir / "Scripts" / "python.exe"
+    return venv_dir / "bin" / "python"
 
 
-def run(args: Sequence[str | Path]) -> int:
+def run(args: Sequence[str | Path], env: dict[str, str] | None = None) -> int:
     """Run one command from the repository root, echoing it first; return its exit code."""
     argv = [str(a) for a in args]
     shown = " ".join(argv).replace(str(ROOT) + os.sep, "")
     say(f"$ {shown}")
-    return subprocess.run(argv, cwd=ROOT, check=False).returncode
+    return subprocess.run(argv, cwd=ROOT, check=False, env=env).returncode
 
 
-def check(args: Sequence[str | Path]) -> None:
-    code = run(args)
+def check(args: Sequence[str | Path], env: dict[str, str] | None = None) -> None:
+    code = run(args, env)
     if code != 0:
         say(f"failed with exit code {code}")
         raise SystemExit(code)
 
 
-def pyproject_digest() -> str:
-    return hashlib.sha256(PYPROJECT.read_bytes()).hexdigest()
+def inputs_digest() -> str:
+    """What the venv was built from: the lock, and pyproject (entry points, package data)."""
+    digest = hashlib.sha256()
+    for path in (LOCK, PYPROJECT):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def venv_works(python: Path) -> bool:
@@ -77,33 +99,95 @@ def venv_works(python: Path) -> bool:
     return probe.returncode == 0
 
 
+def fresh_venv(venv_dir: Path, why: str) -> Path:
+    say(f"{why}: creating {venv_dir.name} with {sys.executable}")
+    venv.EnvBuilder(with_pip=True, clear=venv_dir.exists()).create(venv_dir)
+    return venv_python(venv_dir)
+
+
+def pip(python: Path, *args: str | Path) -> list[str | Path]:
+    return [python, "-m", "pip", "--disable-pip-version-check", *args]
+
+
 def setup() -> Path:
-    """Ensure .venv exists and holds the project with its dev extra; return the venv python."""
+    """Ensure .venv holds exactly the lock plus the project (editable); return its python.
+
+    A changed lock or pyproject rebuilds the venv from nothing, so a package that left the
+    lock leaves the venv too."""
+    if not LOCK.exists():
+        say(f"{LOCK.relative_to(ROOT)} is missing: run `python3 dev.py lock` (needs network)")
+        raise SystemExit(2)
+    stamp = VENV / STAMP_NAME
     python = venv_python()
-    if not venv_works(python):
-        if VENV.exists():
-            say(f"{VENV.name} is broken or too old; recreating it")
-        else:
-            say(f"creating {VENV.name} with {sys.executable}")
-        venv.EnvBuilder(with_pip=True, clear=VENV.exists()).create(VENV)
-        STAMP.unlink(missing_ok=True)
+    digest = inputs_digest()
+    if venv_works(python) and stamp.exists():
+        if stamp.read_text(encoding="utf-8").strip() == digest:
+            say(f"{VENV.name} matches the lock; skipping install (delete {stamp} to force it)")
+            return python
+        python = fresh_venv(VENV, "the lock or pyproject.toml changed")
+    else:
+        python = fresh_venv(VENV, "no usable venv" if not VENV.exists() else "venv incomplete")
 
-    digest = pyproject_digest()
-    if STAMP.exists() and STAMP.read_text(encoding="utf-8").strip() == digest:
-        say(f"{VENV.name} matches pyproject.toml; skipping install (delete {STAMP} to force it)")
-        return python
-
-    say('installing the project and its dev tools: pip install -e ".[dev]"')
-    check([python, "-m", "pip", "install", "--disable-pip-version-check", "-e", ".[dev]"])
-    STAMP.write_text(digest + "\n", encoding="utf-8")
+    say(f"installing from {LOCK.relative_to(ROOT)} (exact versions, hashes checked)")
+    check(pip(python, "install", "--require-hashes", "--no-deps", "-r", LOCK))
+    # The lock holds setuptools, so the editable build uses the locked one, not whatever
+    # release build isolation would fetch today.
+    check(pip(python, "install", "--no-deps", "--no-build-isolation", "--no-index", "-e", "."))
+    check(pip(python, "check"))
+    stamp.write_text(digest + "\n", encoding="utf-8")
     say("setup done")
     return python
 
 
+def setup_latest() -> Path:
+    """A throwaway venv with the newest releases pyproject's ranges allow, for trying a bump."""
+    python = fresh_venv(LATEST_VENV, "--latest")
+    say('installing the newest releases the ranges allow: pip install -e ".[dev]"')
+    check(pip(python, "install", "--upgrade", "pip"))
+    check(pip(python, "install", "-e", ".[dev]"))
+    return python
+
+
+def locked_versions() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in LOCK.read_text(encoding="utf-8").splitlines():
+        if line and not line[0].isspace() and not line.startswith("#") and "==" in line:
+            name, _, rest = line.partition("==")
+            pins[normalise(name)] = rest.split()[0].split(";")[0]
+    return pins
+
+
+def normalise(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
+def report_drift(python: Path) -> None:
+    """Say which installed versions differ from the lock: what `dev.py lock --upgrade` moves."""
+    frozen = subprocess.run(
+        pip(python, "list", "--format=freeze", "--exclude-editable"),
+        cwd=ROOT, check=True, text=True, capture_output=True,
+    ).stdout  # fmt: skip
+    pins = locked_versions()
+    drift = []
+    for line in frozen.splitlines():
+        name, _, version = line.partition("==")
+        locked = pins.get(normalise(name))
+        if locked is not None and locked != version:
+            drift.append(f"{name} {locked} -> {version}")
+        elif locked is None and normalise(name) not in {"pip", "setuptools"}:
+            drift.append(f"{name} {version} (not in the lock)")
+    if drift:
+        say("newer than the lock: " + ", ".join(drift))
+    else:
+        say("the lock already holds the newest releases")
+
+
+LINTERS = (["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"])
+
+
 def lint_steps(python: Path) -> None:
-    check([python, "-m", "ruff", "check", "."])
-    check([python, "-m", "ruff", "format", "--check", "."])
-    check([python, "-m", "mypy"])
+    for linter in LINTERS:
+        check([python, "-m", *linter])
 
 
 def apt_get(args: list[str], timeout: int) -> bool:
@@ -169,10 +253,37 @@ def cmd_fmt(args: list[str]) -> int:
 
 
 def cmd_test(args: list[str]) -> int:
+    if args[:1] == ["--latest"]:
+        return test_latest(args[1:])
     python = setup()
     lint_steps(python)
     ensure_browser()
-    code = run([python, "-m", "pytest", *args])
+    code = run([python, "-m", "pytest", *COVERAGE, *args])
+    report_coverage(python)
+    return pytest_outcome(code)
+
+
+def test_latest(args: list[str]) -> int:
+    """Everything `test` runs, in .venv-latest; every step runs even when one fails, so one
+    run tells all that a bump of the lock would break."""
+    python = setup_latest()
+    report_drift(python)
+    # Caches written by the locked tool versions must not answer for these ones.
+    caches = LATEST_VENV / "caches"
+    env = {**os.environ, "MYPY_CACHE_DIR": str(caches / "mypy")}
+    env["RUFF_CACHE_DIR"] = str(caches / "ruff")
+    failed = [" ".join(step) for step in LINTERS if run([python, "-m", *step], env) != 0]
+    ensure_browser()
+    code = pytest_outcome(run([python, "-m", "pytest", *COVERAGE, *args], env))
+    report_coverage(python, env)
+    report_drift(python)
+    if code != 0:
+        failed.append("pytest")
+    say("--latest: " + (f"FAILED: {', '.join(failed)}" if failed else "all green"))
+    return 1 if failed else 0
+
+
+def pytest_outcome(code: int) -> int:
     if code == PYTEST_NO_TESTS:
         if os.environ.get("EMP_ALLOW_NO_TESTS") == "1":
             say("pytest collected no tests; allowed because EMP_ALLOW_NO_TESTS=1")
@@ -182,6 +293,45 @@ def cmd_test(args: list[str]) -> int:
     if code != 0:
         say(f"pytest failed with exit code {code}")
     return code
+
+
+# Coverage of the product packages in the pytest process (hubs and workers that tests start as
+# processes are not measured). The total is printed; nothing gates on it.
+COVERAGE = ("--cov", "--cov-report=")
+
+
+def report_coverage(python: Path, env: dict[str, str] | None = None) -> None:
+    total = subprocess.run(
+        [python, "-m", "coverage", "report", "--format=total", "--precision=1"],
+        cwd=ROOT, check=False, text=True, capture_output=True, env=env,
+    )  # fmt: skip
+    if total.returncode == 0:
+        say(f"line and branch coverage of shared/, hub/, worker/: {total.stdout.strip()}%")
+    else:
+        say(f"no coverage total: {(total.stderr or total.stdout).strip()}")
+
+
+def cmd_build(args: list[str]) -> int:
+    """build.py with the dev environment; the pyz gets the locked versions of its packages."""
+    python = setup()
+    pins: list[str | Path] = ["--constraint", LOCK]
+    if any(arg.startswith("--constraint") for arg in args):
+        pins = []
+    check([python, "build.py", *pins, *args])
+    return 0
+
+
+def cmd_lock(args: list[str]) -> int:
+    python = setup() if LOCK.exists() else fresh_venv(VENV, "no lock yet")
+    if not LOCK.exists():  # the first lock: uv comes from PyPI, unpinned, this once
+        check(pip(python, "install", "uv"))
+    before = LOCK.read_bytes() if LOCK.exists() else b""
+    check([python, "-m", "uv", *LOCK_COMMAND, "-o", LOCK.relative_to(ROOT), *args])
+    if LOCK.read_bytes() == before:
+        say(f"{LOCK.relative_to(ROOT)} is unchanged")
+    else:
+        say(f"wrote {LOCK.relative_to(ROOT)}; the next command rebuilds {VENV.name} from it")
+    return 0
 
 
 def cmd_run(args: list[str]) -> int:
@@ -198,6 +348,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "setup": cmd_setup,
     "test": cmd_test,
     "run": cmd_run,
+    "build": cmd_build,
+    "lock": cmd_lock,
     "lint": cmd_lint,
     "fmt": cmd_fmt,
 }

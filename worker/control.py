@@ -64,7 +64,7 @@ class ControlListener:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped upstream
+                await pubsub.aclose()
 
     async def _watch(self, pubsub: PubSub) -> None:
         """Run the reader; return or raise when it ends, raise SilentLink when a ping goes
