@@ -14,9 +14,13 @@ connection:
   close, at most one socket read after the cap;
 - a connection cap: past `max_connections` open connections on the port (WebSocket ones
   included), a new one gets 503 and is closed at once;
-- a lingering deadline: when the app has answered without reading the whole body, the rest
-  is discarded for at most `header_timeout` seconds and then the connection is closed, so a
-  body trickled to a route that never reads it cannot hold the socket either.
+- a lingering close: when the app has answered without reading the whole body (a 413 on the
+  Content-Length, say), the rest is read and discarded for at most `header_timeout` seconds,
+  and only then is the connection closed. Closing a socket with unread data makes the kernel
+  send a reset, which a client still sending its body (urllib does not wait for
+  `100-continue`) sees before it can read the answer. On a `Connection: close` request the
+  hub sends its answer, half-closes, and discards until the client closes or the deadline
+  passes; a body trickled to a route that never reads it cannot hold the socket either.
 
 Bodies that routes do read are bounded by `hub.errors.read_body` (size and deadline), which
 answers in the API's JSON error shape. Refusals here use that shape too.
@@ -27,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -56,6 +60,22 @@ class _HeadTooLarge(Exception):
     which uvicorn answers through `send_400_response`."""
 
 
+class _CloseAfterBody:
+    """The transport as uvicorn's request cycle sees it. The cycle closes the connection as
+    soon as a `Connection: close` response is sent; while that request's body is still
+    arriving, the protocol turns the close into a lingering one."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpToolsProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def close(self) -> None:
+        self._protocol.close_after_body()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     limits: ClassVar[TransportLimits] = TransportLimits()
 
@@ -72,6 +92,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._head_too_large = False
         self._refused = False
+        self._lingering = False  # answered and half-closed: the rest of the body is discarded
 
     # -- connection ----------------------------------------------------------------------
 
@@ -92,7 +113,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self._refused or self._lingering:
             return
         heads_before = self._heads_completed
         head_pending = self._head_pending
@@ -141,6 +162,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_size = 0
         self._header_count = 0
         super().on_headers_complete()
+        if self.cycle is not None:
+            self.cycle.transport = cast(asyncio.Transport, _CloseAfterBody(self.transport, self))
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -161,6 +184,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._body_pending and not self.transport.is_closing():
             self._set_deadline("linger")
         super().on_response_complete()
+
+    def close_after_body(self) -> None:
+        """Close now, or, while the request's body is still arriving, linger: half-close so
+        the client sees the end of the answer, discard what it still sends, and close when
+        it closes (uvicorn's `eof_received` lets the transport close itself) or at the
+        deadline."""
+        if not self._body_pending or self.transport.is_closing():
+            self.transport.close()
+            return
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._set_deadline("linger")
 
     # -- deadlines and refusals ---------------------------------------------------------------
 

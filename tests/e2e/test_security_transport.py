@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import socket
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -579,6 +580,45 @@ async def test_an_oversized_body_on_the_wire_is_413(hub: Hub, redis: Redis) -> N
     head = post("/jobs", b"").replace(b"Content-Length: 0", b"Transfer-Encoding: chunked")
     answer = await exchange(hub, head + chunked + b"0\r\n\r\n")
     assert answer.status == 413, answer.raw[:300]
+    assert await footprint(redis) == before
+    await still_serving(hub)
+
+
+def send_all_then_read_answer(port: int, data: bytes) -> bytes:
+    """What urllib does: send the whole request, body included, with no `Expect:
+    100-continue`, and only then read the answer (head and Content-Length body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return answer
+            answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return head + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize("connection", [b"Connection: close", b"Connection: keep-alive"])
+async def test_a_client_that_sends_a_whole_oversized_body_reads_the_413(
+    hub: Hub, redis: Redis, connection: bytes
+) -> None:
+    """The hub answers 413 as soon as the Content-Length is over the limit, before the body
+    has arrived. A client that sends its body anyway must still read that answer: the hub
+    reads and discards the body it refused (a lingering close) instead of closing a socket
+    with unread data, which the kernel turns into a reset before the client reads."""
+    before = await footprint(redis)
+    body = b"x" * (12 * 1024 * 1024)
+    request = post("/jobs", body, connection)
+    answer = await asyncio.to_thread(send_all_then_read_answer, hub.port, request)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
+    assert orjson.loads(answer.partition(b"\r\n\r\n")[2])["error"]["field"] == "body"
     assert await footprint(redis) == before
     await still_serving(hub)
 

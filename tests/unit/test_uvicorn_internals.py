@@ -98,6 +98,11 @@ async def test_a_served_connection_has_the_state_the_guard_reads() -> None:
         cycle = protocol.cycle
         assert cycle is not None, moved("HttpToolsProtocol.cycle")
         assert cycle.response_complete is True, moved("RequestResponseCycle.response_complete")
+        # The lingering close swaps the transport the cycle closes after a response.
+        assert "transport" in vars(cycle), moved("RequestResponseCycle.transport")
+        # ...and relies on the transport closing itself at the client's EOF, which asyncio
+        # does when the protocol's eof_received returns a false value.
+        assert not protocol.eof_received(), moved("HttpToolsProtocol.eof_received")
         transport.close()
     finally:
         theirs.close()
