@@ -97,10 +97,16 @@ class Session:
             await self.error("job_id", "give job_id, customer_id or all: true")
 
     async def _follow_job(self, job_id: str) -> None:
+        # Rights first, before any subscription exists: a subscription registered for a job
+        # this token may not see would queue that job's events until it was taken back.
+        owner = await self.hub.broker.owner(job_id)
+        if owner is None or not self.principal.can_see(owner.customer_id):
+            await self.error("job_id", "no such job")
+            return
         async with self.lock:
             self.sub.follow_job(job_id)  # before the read: nothing can fall in between
             job = await self.hub.broker.get(job_id)
-            if job is None or not self.principal.can_see(job.customer_id):
+            if job is None:  # expired since the check
                 self.sub.unfollow_job(job_id)
                 await self.error("job_id", "no such job")
                 return
@@ -117,6 +123,11 @@ class Session:
     # -- forwarding -------------------------------------------------------------------
 
     async def forward(self, event: Event) -> None:
+        # Every event is checked against the connection's rights, whatever subscription
+        # brought it here: the job and customer indexes decide what is routed, not what
+        # this token may read.
+        if not self.may_receive(event):
+            return
         async with self.lock:
             job_id = event.job_id
             if event.kind == "job" and job_id in self.last_seq:
@@ -127,9 +138,13 @@ class Session:
                     await self._resnapshot(job_id)
                     return
                 self.last_seq[job_id] = event.seq
-            if event.kind == "worker" and not self.principal.operator:
-                return
             await self.deliver(event)
+
+    def may_receive(self, event: Event) -> bool:
+        """Job events of customers this token may see; fleet (worker) events for operators."""
+        if event.kind == "job":
+            return self.principal.can_see(event.customer_id)
+        return self.principal.operator
 
     async def deliver(self, event: Event) -> None:
         """Send one event (the legacy protocol overrides the message shapes)."""

@@ -22,6 +22,7 @@ from shared.broker_replies import (
     Claim,
     FailOutcome,
     Fence,
+    JobOwner,
     NoClaim,
     ReapReport,
     Submitted,
@@ -159,6 +160,14 @@ class Broker:
         ]
 
     # -- reading ------------------------------------------------------------------------
+
+    async def owner(self, job_id: str) -> JobOwner | None:
+        """Who a job belongs to, without loading its payload or result: the cheap read that
+        a visibility check makes before anything else (None: no such job)."""
+        found, customer = await self.redis.hmget(self.keys.job(job_id), ["id", "customer_id"])
+        if found is None:
+            return None
+        return JobOwner(text(customer) or None)
 
     async def get(self, job_id: str) -> Job | None:
         raw = await self.redis.hgetall(self.keys.job(job_id))

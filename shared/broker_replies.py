@@ -62,6 +62,13 @@ class CancelResult:
 
 
 @dataclass(frozen=True, slots=True)
+class JobOwner:
+    """The customer a job belongs to (None: a job with no customer)."""
+
+    customer_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ReapReport:
     promoted: int = 0
     recovered: list[tuple[str, str, str]] = field(default_factory=list)  # worker, job, outcome
