@@ -22,7 +22,17 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from hub import dashboard, openapi, routes_jobs, routes_ops, routes_workers, ws, ws_legacy
+from hub import (
+    dashboard,
+    gateway,
+    openapi,
+    routes_gateway,
+    routes_jobs,
+    routes_ops,
+    routes_workers,
+    ws,
+    ws_legacy,
+)
 from hub.auth import Authenticator, AuthMiddleware
 from hub.context import HubContext
 from hub.errors import EXCEPTION_HANDLERS
@@ -66,6 +76,7 @@ def create_app(
         events.add_listener(metrics.observe_event)
         hub = HubContext(settings, client, broker, events, metrics, authenticator)
         await events.start()
+        await hub.gateway.start()
         tasks: list[asyncio.Task[None]] = []
         if run_maintenance:
             loop = Maintenance(broker, settings)
@@ -80,6 +91,7 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await hub.gateway.stop()
             await events.stop()
             app.state.hub = None
             if owned:
@@ -105,6 +117,8 @@ def create_app(
             *openapi.routes,
             *ws.routes,
             *ws_legacy.routes,
+            *gateway.routes,
+            *routes_gateway.routes,
             *dashboard.routes,
         ],
         middleware=middleware,

@@ -26,12 +26,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hub.errors import error_body, json_response
 from hub.settings import HubSettings
+from shared.gateway_protocol import PATH as GATEWAY_PATH
 
 Role = Literal["client", "operator"]
 
 PUBLIC_PATHS = frozenset({"/", "/health", "/ready", "/openapi.json", "/docs", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/", "/ui/")
 LEGACY_PREFIXES = ("/ws/client/", "/ws/monitor/")
+# Gateway workers present gateway tokens, which are not client or operator tokens: the
+# gateway endpoint checks them itself (against the grants in Redis), so no role applies.
+GATEWAY_PATHS = frozenset({GATEWAY_PATH})
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +129,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
-            if path.startswith(LEGACY_PREFIXES):
+            if path.startswith(LEGACY_PREFIXES) or path in GATEWAY_PATHS:
                 await self.app(scope, receive, send)
                 return
             await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})

@@ -16,10 +16,12 @@ from hub.auth import Authenticator, Principal
 from hub.errors import ApiError, forbidden
 from hub.events import EventHub
 from hub.fleet import FleetCache
+from hub.gateway_relay import GatewayRelay
 from hub.metrics import HubMetrics
 from hub.settings import HubSettings
 from shared.broker import Broker
 from shared.keys import Keys
+from shared.worker_grants import GrantStore
 
 
 @dataclass
@@ -41,9 +43,13 @@ class HubContext:
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     legacy: LegacyRegistry = field(default_factory=LegacyRegistry)
     fleet: FleetCache = field(init=False)
+    grants: GrantStore = field(init=False)
+    gateway: GatewayRelay = field(init=False)
 
     def __post_init__(self) -> None:
         self.fleet = FleetCache(self.redis, self.keys, self.settings.fleet_cache_seconds)
+        self.grants = GrantStore(self.redis, self.keys)
+        self.gateway = GatewayRelay(self.redis, self.broker.settings)
 
     @property
     def keys(self) -> Keys:

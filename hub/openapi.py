@@ -23,6 +23,7 @@ from starlette.templating import Jinja2Templates
 from hub.errors import json_response
 from hub.routes_jobs import BatchRequest, CancelRequest
 from shared.job import JobRequest, JobStatus
+from shared.worker_grants import Grant
 
 Role = Literal["public", "client", "operator"]
 
@@ -107,15 +108,22 @@ OPERATIONS: tuple[tuple[str, str, str, Role, type | None, str, type | None], ...
     ("GET", "/ui/jobs/{job_id}", "Job detail page (HTML)", "public", None, "200", None),
     ("GET", "/dashboard/data", "Everything the dashboard shows, in one document",
      "operator", None, "200", None),
+    ("POST", "/gateway/grants", "Issue a gateway worker's token (shown once) and its grant",
+     "operator", Grant, "201", None),
+    ("GET", "/gateway/grants", "Every gateway grant (never a token)",
+     "operator", None, "200", None),
+    ("POST", "/gateway/grants/{worker_id}/revoke", "Revoke a gateway token; cut the worker off",
+     "operator", None, "204", None),
 )  # fmt: skip
 
 WEBSOCKETS = (
     ("/ws", "Live events: subscribe to a job, a customer or everything (operator)"),
     ("/ws/client/{client_id}", "Original emp-redis client protocol (submit_job, ...)"),
     ("/ws/monitor/{monitor_id}", "Original emp-redis monitor protocol (stats_broadcast, ...)"),
+    ("/gateway/worker", "Worker gateway: untrusted workers, gateway tokens only"),
 )
 
-_STATUS_TEXT = {"200": "OK", "201": "Created"}
+_STATUS_TEXT = {"200": "OK", "201": "Created", "204": "No Content"}
 _ERRORS = {
     "400": "Invalid input (names the field)",
     "401": "Missing or invalid token",
@@ -128,7 +136,7 @@ _ERRORS = {
 
 @cache
 def build_document() -> dict[str, Any]:
-    models = [JobRequest, BatchRequest, CancelRequest, JobView, JobList, Error]
+    models = [JobRequest, BatchRequest, CancelRequest, Grant, JobView, JobList, Error]
     refs, components = msgspec.json.schema_components(
         models, ref_template="#/components/schemas/{name}"
     )

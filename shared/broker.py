@@ -164,10 +164,16 @@ class Broker:
     async def owner(self, job_id: str) -> JobOwner | None:
         """Who a job belongs to, without loading its payload or result: the cheap read that
         a visibility check makes before anything else (None: no such job)."""
-        found, customer = await self.redis.hmget(self.keys.job(job_id), ["id", "customer_id"])
+        found, customer, worker = await self.redis.hmget(
+            self.keys.job(job_id), ["id", "customer_id", "worker_id"]
+        )
         if found is None:
             return None
-        return JobOwner(text(customer) or None)
+        return JobOwner(text(customer) or None, text(worker) or None)
+
+    async def lease_count(self, worker_id: str) -> int:
+        """How many jobs the worker holds right now."""
+        return int(await self.redis.hlen(self.keys.leases(worker_id)))
 
     async def get(self, job_id: str) -> Job | None:
         raw = await self.redis.hgetall(self.keys.job(job_id))

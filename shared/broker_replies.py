@@ -63,9 +63,10 @@ class CancelResult:
 
 @dataclass(frozen=True, slots=True)
 class JobOwner:
-    """The customer a job belongs to (None: a job with no customer)."""
+    """Whose a job is: its customer (None: none) and the worker holding it, if any."""
 
     customer_id: str | None
+    worker_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

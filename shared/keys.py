@@ -24,6 +24,9 @@ idem:{sha256(key)}            STRING  idempotency key -> job id (expires with re
 events                        STREAM  every job and worker event (capped)
 stats:{minute}                HASH    per-minute counters (submitted, completed, failed, ...)
 control:{workerId}            PUBSUB  "cancel <jobId>" signals to one worker
+gateway:grants                HASH    sha256(gateway token) -> the worker's grant (JSON)
+gateway:workers               HASH    worker id -> the digest of its current gateway token
+gateway:revoked               PUBSUB  worker ids whose gateway token was revoked
 """
 
 from __future__ import annotations
@@ -98,3 +101,15 @@ class Keys:
 
     def control(self, worker_id: str) -> str:
         return f"{self.prefix}control:{worker_id}"
+
+    @property
+    def gateway_grants(self) -> str:
+        return f"{self.prefix}gateway:grants"
+
+    @property
+    def gateway_workers(self) -> str:
+        return f"{self.prefix}gateway:workers"
+
+    @property
+    def gateway_revoked(self) -> str:
+        return f"{self.prefix}gateway:revoked"

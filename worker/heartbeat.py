@@ -14,11 +14,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from shared.broker import Broker
 from shared.capabilities import Capabilities
-from shared.redis_client import TRANSIENT_ERRORS, connect
+from shared.redis_client import TRANSIENT_ERRORS
 from shared.settings import BrokerSettings
+
+if TYPE_CHECKING:
+    from worker.links import WorkerBroker, WorkerLink
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +38,13 @@ class Beat:
 class HeartbeatThread(threading.Thread):
     def __init__(
         self,
-        redis_url: str,
+        open_link: Callable[[], WorkerLink],
         worker_id: str,
         settings: BrokerSettings,
         on_revoked: Callable[[list[str]], None],
     ) -> None:
         super().__init__(name=f"heartbeat-{worker_id}", daemon=True)
-        self._url = redis_url
+        self._open_link = open_link
         self._worker_id = worker_id
         self._settings = settings
         self._on_revoked = on_revoked
@@ -73,17 +76,16 @@ class HeartbeatThread(threading.Thread):
         asyncio.run(self._loop())
 
     async def _loop(self) -> None:
-        redis = connect(self._url, max_connections=2)
-        broker = Broker(redis, self._settings)
+        link = self._open_link()  # in this thread's loop: its connections belong here
         try:
             while not self._halt.is_set():
-                await self._beat_once(broker)
+                await self._beat_once(link.broker)
                 self._wake.wait(self._settings.heartbeat_interval)
                 self._wake.clear()
         finally:
-            await redis.aclose()
+            await link.aclose()
 
-    async def _beat_once(self, broker: Broker) -> None:
+    async def _beat_once(self, broker: WorkerBroker) -> None:
         with self._lock:
             beat = self._beat
             self._beat = Beat(status=beat.status, running=beat.running)

@@ -14,12 +14,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from shared.broker import Broker, Claim, Fence
+from shared.broker import Claim, Fence
 from shared.errors import InvalidInput
 from shared.job import Job
 from shared.logs import job_id_var
 from shared.redis_client import TRANSIENT_ERRORS
 from worker.connectors.base import Connector, JobCancelled, JobContext, JobFailed
+from worker.links import WorkerBroker
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,7 +53,7 @@ class Outcome:
 class JobRunner:
     def __init__(
         self,
-        broker: Broker,
+        broker: WorkerBroker,
         worker_id: str,
         *,
         progress_interval: float,

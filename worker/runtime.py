@@ -2,7 +2,8 @@
 
 Pull loop: while a slot is free, claim; when nothing is claimable, block on the broker's
 wake-up list (no polling) for at most `idle_poll` seconds, or until the next retry is due.
-The hub is never involved: Redis is the only thing a worker talks to.
+The broker is reached through a link (worker/links.py): Redis itself for a trusted worker,
+a hub's gateway for an untrusted one; nothing here depends on which.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from shared import __version__
 from shared.broker import Broker, Claim
 from shared.capabilities import Capabilities
 from shared.config import ConfigError
-from shared.redis_client import TRANSIENT_ERRORS, connect
+from shared.redis_client import TRANSIENT_ERRORS
 from worker.capabilities import build_capabilities
 from worker.connectors.base import Connector, Health
-from worker.control import ControlListener
 from worker.hardware import HardwareInfo
 from worker.hardware_report import to_report
 from worker.heartbeat import HeartbeatThread
 from worker.job_runner import JobRunner, Outcome, RunningJob
+from worker.links import RedisLink, WorkerLink
 from worker.settings import WorkerSettings
 from worker.utilization import sample_utilization, with_free_memory
 
@@ -48,6 +49,7 @@ class Worker:
         hardware: HardwareInfo,
         *,
         burst: bool = False,
+        link: WorkerLink | None = None,
     ) -> None:
         self.settings = settings
         self.connectors = dict(connectors)
@@ -61,10 +63,14 @@ class Worker:
         self.state = "active"  # operator state: active | paused | draining
         self.status = "starting"
         self.dashboard_url: str | None = None
-        self._redis = connect(settings.redis_url)
-        self._blocking = connect(settings.redis_url, blocking=True, max_connections=4)
-        self.broker = Broker(self._redis, settings.broker)
-        self._waiter = Broker(self._blocking, settings.broker)
+        self.link: WorkerLink = link or RedisLink(
+            settings.redis_url,
+            settings.broker,
+            self.id,
+            control_keepalive=settings.control_keepalive,
+        )
+        self.broker = self.link.broker
+        self._waiter = self.link.waiter
         self._runner = JobRunner(
             self.broker,
             self.id,
@@ -78,14 +84,7 @@ class Worker:
         self._caps_bytes = Broker.encode_capabilities(self._caps)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heartbeat = HeartbeatThread(
-            settings.redis_url, self.id, settings.broker, self._revoked_from_thread
-        )
-        self._control = ControlListener(
-            self._blocking,
-            self.broker.keys.control(self.id),
-            self.revoke,
-            keepalive=settings.control_keepalive,
-            pong_deadline=min(5.0, settings.control_keepalive),
+            self.link.for_heartbeat, self.id, settings.broker, self._revoked_from_thread
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -105,7 +104,7 @@ class Worker:
         self._heartbeat.start()
         self._publish()
         background = [
-            asyncio.create_task(self._control.run(), name="control"),
+            asyncio.create_task(self.link.run_control(self.revoke), name="control"),
             asyncio.create_task(self._health_loop(), name="health"),
         ]
         try:
@@ -138,7 +137,12 @@ class Worker:
                 # Not transient: wrong password or an ACL without the commands the scripts use.
                 raise ConfigError("HUB_REDIS_URL", f"Redis refused this worker: {exc}") from None
             except TRANSIENT_ERRORS as exc:
-                logger.warning("cannot reach Redis to register (%s); retrying in %.1fs", exc, delay)
+                logger.warning(
+                    "cannot reach %s to register (%s); retrying in %.1fs",
+                    self.link.describe(),
+                    exc,
+                    delay,
+                )
                 await self._sleep(delay)
                 delay = min(delay * 2, 10.0)
 
@@ -189,8 +193,7 @@ class Worker:
     async def _close_clients(self) -> None:
         for connector in self.connectors.values():
             await connector.close()
-        await self._redis.aclose()
-        await self._blocking.aclose()
+        await self.link.aclose()
 
     async def _wait_for_jobs(self, timeout: float) -> None:
         tasks = [t for t in self._tasks if not t.done()]
@@ -276,8 +279,8 @@ class Worker:
             # Let cancelled waits unwind (and hand their connection back) before going on.
             await asyncio.gather(wait, stop, return_exceptions=True)
         if not done:
-            logger.warning("no answer from Redis while waiting for work; reconnecting")
-            await self._blocking.connection_pool.disconnect()
+            logger.warning("no answer while waiting for work; reconnecting")
+            await self.link.reset_waiter()
             return 0
         if wait in done and not wait.cancelled() and wait.exception() is None:
             return wait.result() or 0

@@ -40,6 +40,7 @@ from hub.settings import ClientToken
 from shared.broker import Broker
 from shared.job import JobStatus
 from shared.settings import BrokerSettings
+from shared.worker_grants import Grant, GrantStore
 from tests.factories import job as job_request
 from tests.helpers import wait_until
 from tests.hub_support import (
@@ -90,11 +91,15 @@ OPERATOR_ROUTES = {
     ("GET", "/stats"),
     ("GET", "/metrics"),
     ("GET", "/dashboard/data"),
+    ("POST", "/gateway/grants"),
+    ("GET", "/gateway/grants"),
+    ("POST", "/gateway/grants/{worker_id}/revoke"),
 }
 SOCKETS = {
     ("WS", "/ws"),  # refused at the handshake without a valid token
     ("WS", "/ws/client/{conn_id}"),  # original protocol: accepts, then reports and closes
     ("WS", "/ws/monitor/{conn_id}"),  # ... and needs the operator token
+    ("WS", "/gateway/worker"),  # gateway tokens only (tests/integration/test_gateway_*.py)
 }
 PROTECTED = CLIENT_ROUTES | OPERATOR_ROUTES
 SSE = ("GET", "/jobs/{job_id}/events")  # the one HTTP route that takes ?token=
@@ -145,6 +150,7 @@ VALID_BODIES: dict[str, Any] = {
     "/jobs": {"service_type": "comfyui", "payload": {"prompt": "a cat"}},
     "/jobs/batch": {"jobs": [{"service_type": "comfyui"}]},
     "/jobs/{job_id}/cancel": {"reason": "because"},
+    "/gateway/grants": {"worker_id": "gateway-worker-1", "services": ["comfyui"]},
 }
 
 # (name, headers as a list of pairs (duplicates allowed), query string, expected status)
@@ -192,6 +198,7 @@ async def seed(broker: Broker) -> None:
     c = await claim(broker, WORKER, caps)
     await broker.fail(WORKER, c.job.id, c.token, "boom", retryable=False)
     await broker.submit(job_request("comfyui", id=PENDING))
+    await GrantStore(broker.redis, broker.keys).issue(Grant(worker_id=WORKER, services=["seedsvc"]))
 
 
 async def state(redis: Redis) -> dict[bytes, bytes | None]:

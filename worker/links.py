@@ -1,0 +1,163 @@
+"""How a worker reaches the broker: directly over Redis (trusted), or through a hub's gateway.
+
+The runtime, the job runner and the heartbeat thread see one `WorkerBroker`: the broker
+calls a worker makes. Two kinds of link provide it:
+
+- `RedisLink` (REDIS_URL / HUB_REDIS_URL): the worker holds Redis credentials, which grant
+  everything in that Redis (see release/README.md, "Trust"). One command client, one
+  blocking client for waits and the control channel, as always.
+- `GatewayLink` (WORKER_GATEWAY_URL + WORKER_GATEWAY_TOKEN): the worker talks only to hubs,
+  which run the same scripts on its behalf within its grant (hub/gateway.py). Waits and
+  cancel signals travel over the same WebSocket.
+
+Each heartbeat thread opens a link of its own (`for_heartbeat`), so a busy event loop in the
+main thread never delays a heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from shared.broker import Broker
+from shared.broker_replies import CancelResult, Claim, FailOutcome, Fence, NoClaim, WorkerState
+from shared.capabilities import Capabilities
+from shared.redis_client import connect
+from shared.settings import BrokerSettings
+from worker.control import ControlListener
+from worker.gateway_client import GatewayClient
+
+
+class WorkerBroker(Protocol):
+    """The broker calls a worker makes; `shared.broker.Broker` and `GatewayClient` both
+    provide them."""
+
+    async def register_worker(
+        self, worker_id: str, caps: Capabilities, info: Mapping[str, Any] | None = None
+    ) -> WorkerState: ...
+
+    async def heartbeat(
+        self,
+        worker_id: str,
+        *,
+        status: str = "idle",
+        running: Mapping[str, str] | None = None,
+        caps: Capabilities | None = None,
+    ) -> list[str]: ...
+
+    async def deregister_worker(self, worker_id: str) -> int: ...
+
+    async def set_worker_state(self, worker_id: str, state: WorkerState) -> bool: ...
+
+    async def claim(
+        self, worker_id: str, caps: Capabilities | bytes, *, hops: int = 0
+    ) -> Claim | NoClaim: ...
+
+    async def wait_for_work(self, services: Sequence[str], timeout: float) -> int | None: ...
+
+    async def progress(
+        self, worker_id: str, job_id: str, token: str, progress: float, message: str = ""
+    ) -> Fence: ...
+
+    async def complete(self, worker_id: str, job_id: str, token: str, result: Any) -> Fence: ...
+
+    async def complete_and_claim(
+        self, worker_id: str, job_id: str, token: str, result: Any, caps: bytes
+    ) -> tuple[Fence, Claim | NoClaim]: ...
+
+    async def fail(
+        self, worker_id: str, job_id: str, token: str, error: str, *, retryable: bool = True
+    ) -> FailOutcome: ...
+
+    async def release(
+        self, worker_id: str, job_id: str, token: str, reason: str = ...
+    ) -> Fence: ...
+
+    async def cancel(self, job_id: str, reason: str = "cancelled") -> CancelResult: ...
+
+
+class WorkerLink(Protocol):
+    broker: WorkerBroker  # commands
+    waiter: WorkerBroker  # blocking waits for work
+
+    def describe(self) -> str: ...
+
+    async def run_control(self, on_cancel: Callable[[str], None]) -> None:
+        """Deliver cancel signals for this worker until cancelled."""
+
+    async def reset_waiter(self) -> None:
+        """Drop the waiter's connection: it went silent (NAT, failover)."""
+
+    def for_heartbeat(self) -> WorkerLink:
+        """A link of its own for the heartbeat thread (opened lazily in its loop)."""
+
+    async def aclose(self) -> None: ...
+
+
+class RedisLink:
+    def __init__(
+        self,
+        url: str,
+        settings: BrokerSettings,
+        worker_id: str,
+        *,
+        control_keepalive: float = 15.0,
+        max_connections: int = 64,
+    ) -> None:
+        self._url = url
+        self._settings = settings
+        self._worker_id = worker_id
+        self._keepalive = control_keepalive
+        self._redis = connect(url, max_connections=max_connections)
+        self._blocking = connect(url, blocking=True, max_connections=4)
+        self.broker: WorkerBroker = Broker(self._redis, settings)
+        self.waiter: WorkerBroker = Broker(self._blocking, settings)
+
+    def describe(self) -> str:
+        return "Redis"
+
+    async def run_control(self, on_cancel: Callable[[str], None]) -> None:
+        listener = ControlListener(
+            self._blocking,
+            Broker(self._blocking, self._settings).keys.control(self._worker_id),
+            on_cancel,
+            keepalive=self._keepalive,
+            pong_deadline=min(5.0, self._keepalive),
+        )
+        await listener.run()
+
+    async def reset_waiter(self) -> None:
+        await self._blocking.connection_pool.disconnect()
+
+    def for_heartbeat(self) -> WorkerLink:
+        return RedisLink(self._url, self._settings, self._worker_id, max_connections=2)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+        await self._blocking.aclose()
+
+
+class GatewayLink:
+    def __init__(self, hub_urls: Sequence[str], token: str) -> None:
+        self._urls = list(hub_urls)
+        self._token = token
+        self.client = GatewayClient(hub_urls, token)
+        self.broker: WorkerBroker = self.client
+        self.waiter: WorkerBroker = self.client
+
+    def describe(self) -> str:
+        return "the hub gateway (" + ", ".join(self._urls) + ")"
+
+    async def run_control(self, on_cancel: Callable[[str], None]) -> None:
+        self.client.on_cancel = on_cancel
+        await asyncio.Event().wait()  # pushes arrive on the client's own reader
+
+    async def reset_waiter(self) -> None:
+        return None  # a silent wait already dropped its connection (GatewayClient.call)
+
+    def for_heartbeat(self) -> WorkerLink:
+        return GatewayLink(self._urls, self._token)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
