@@ -1,0 +1,129 @@
+"""What the direct worker's Redis ACL (release/README.md) allows and refuses, on a real Redis.
+
+The README states three things about the `emp-worker` user, and each test holds one of them:
+it runs everything a worker does; it refuses the administrative commands and every key
+outside the job families; and it still lets a worker read any job, because the Lua scripts
+run with the caller's rights. The last one is why untrusted boxes use the gateway instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError, ResponseError
+
+from shared.broker import Broker, Claim
+from shared.keys import Keys
+from shared.redis_client import connect
+from shared.settings import BrokerSettings
+from shared.worker_grants import Grant, GrantStore
+from tests.factories import job as job_request
+from tests.hub_support import capabilities
+
+README = Path(__file__).resolve().parents[2] / "release" / "README.md"
+PASSWORD = "acl-test-password"
+
+
+def readme_acl() -> list[str]:
+    line = next(
+        line
+        for line in README.read_text("utf-8").splitlines()
+        if line.startswith("ACL SETUSER emp-worker ")
+    )
+    return line.replace(">change-me", f">{PASSWORD}").split()[1:]
+
+
+@pytest.fixture
+async def worker_redis(redis: Redis, redis_url: str) -> AsyncIterator[Redis]:
+    await redis.execute_command("ACL", *readme_acl())
+    scheme, rest = redis_url.split("://", 1)
+    client = connect(f"{scheme}://emp-worker:{PASSWORD}@{rest.split('@')[-1]}")
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await redis.execute_command("ACL", "DELUSER", "emp-worker")
+
+
+async def test_the_acl_runs_everything_a_worker_does(
+    worker_redis: Redis, broker: Broker, broker_settings: BrokerSettings
+) -> None:
+    worker = Broker(worker_redis, broker_settings)
+    for n in range(3):
+        await broker.submit(job_request("comfyui", id=f"acl-{n}"))
+    caps = capabilities()
+    await worker.register_worker("acl-w", caps, {"host": "box"})
+    assert await worker.wait_for_work(["comfyui"], 0.05) is not None
+    first = await worker.claim("acl-w", caps)
+    assert isinstance(first, Claim)
+    assert await worker.progress("acl-w", first.job.id, first.token, 50, "half") == "ok"
+    assert await worker.heartbeat("acl-w", running={first.job.id: first.token}) == []
+    fence, second = await worker.complete_and_claim(
+        "acl-w", first.job.id, first.token, {"ok": 1}, Broker.encode_capabilities(caps)
+    )
+    assert fence == "ok"
+    assert isinstance(second, Claim)
+    assert await worker.fail("acl-w", second.job.id, second.token, "boom") == "retrying"
+    third = await worker.claim("acl-w", caps)
+    assert isinstance(third, Claim)
+    assert await worker.release("acl-w", third.job.id, third.token, "stopping") == "ok"
+    pubsub = worker_redis.pubsub()
+    await pubsub.subscribe(worker.keys.control("acl-w"))
+    await pubsub.aclose()
+    assert await worker.deregister_worker("acl-w") >= 0
+
+
+REFUSED_COMMANDS = [
+    ("FLUSHALL",),
+    ("FLUSHDB",),
+    ("KEYS", "*"),
+    ("SCAN", "0"),
+    ("CONFIG", "GET", "*"),
+    ("ACL", "LIST"),
+    ("SHUTDOWN",),
+    ("EVAL", "return 1", "0"),
+    ("XREAD", "STREAMS", "events", "0"),
+    ("CLIENT", "LIST"),
+    ("INFO",),
+]
+
+
+@pytest.mark.parametrize("command", REFUSED_COMMANDS, ids=lambda c: " ".join(c[:2]))
+async def test_the_acl_refuses_administrative_commands(
+    worker_redis: Redis, command: tuple[str, ...]
+) -> None:
+    with pytest.raises(NoPermissionError):
+        await worker_redis.execute_command(*command)
+
+
+async def test_the_acl_keeps_a_worker_out_of_the_gateway_grants(
+    worker_redis: Redis, redis: Redis
+) -> None:
+    keys = Keys()
+    await GrantStore(redis, keys).issue(Grant(worker_id="gw-1", services=["comfyui"]))
+    for command in [
+        ("HGETALL", keys.gateway_grants),
+        ("HSET", keys.gateway_grants, "forged-digest", "{}"),
+        ("HGETALL", keys.gateway_workers),
+        ("GET", "anything-else"),
+    ]:
+        with pytest.raises(NoPermissionError):
+            await worker_redis.execute_command(*command)
+    # ... nor through a script of its own: Redis checks each command a script runs.
+    sha = await worker_redis.script_load("return redis.call('HGETALL', KEYS[1])")
+    with pytest.raises((NoPermissionError, ResponseError), match=r"(?i)no permissions|NOPERM"):
+        await worker_redis.evalsha(sha, 1, keys.gateway_grants)
+
+
+async def test_the_acl_still_lets_a_worker_read_any_job(
+    worker_redis: Redis, broker: Broker
+) -> None:
+    """The limit no ACL can remove: the scripts read and write job hashes with the caller's
+    rights, so a worker user holds them on every job. release/README.md says so."""
+    await broker.submit(
+        job_request("comfyui", id="other-tenant", customer_id="globex", payload={"secret": 1})
+    )
+    assert await worker_redis.hget(broker.keys.job("other-tenant"), "payload") == b'{"secret":1}'
