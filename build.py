@@ -304,23 +304,34 @@ def _package_data() -> dict[str, list[str]]:
     return data
 
 
-def copy_packages(site: Path) -> None:
-    """Our packages as setuptools would install them: every module of every (sub)package, and
-    the package data pyproject names. Copied rather than pip-installed from the tree, so no
-    stale setuptools build/ directory and no absolute path can end up in the pyz."""
+def package_files() -> list[Path]:
+    """What goes into the pyz from this tree, relative to it: every module of every
+    (sub)package of PACKAGES, and the package data pyproject names for each of them (its keys
+    are dotted package names, `worker.dashboard` for the dashboard's templates)."""
     data = _package_data()
+    files: set[Path] = set()
     for package in PACKAGES:
         top = ROOT / package
-        files: set[Path] = set()
         for init in top.rglob("__init__.py"):
             if "__pycache__" not in init.parts:
                 files.update(init.parent.glob("*.py"))
-        for pattern in data.get(package, []):
-            files.update(p for p in top.glob(pattern) if p.is_file())
-        for path in sorted(files):
-            dest = site / path.relative_to(ROOT)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dest)
+    for name, patterns in data.items():
+        if name.split(".", 1)[0] not in PACKAGES:
+            continue
+        folder = ROOT.joinpath(*name.split("."))
+        for pattern in patterns:
+            files.update(p for p in folder.glob(pattern) if p.is_file())
+    return sorted(path.relative_to(ROOT) for path in files)
+
+
+def copy_packages(site: Path) -> None:
+    """Our packages as setuptools would install them (package_files). Copied rather than
+    pip-installed from the tree, so no stale setuptools build/ directory and no absolute path
+    can end up in the pyz."""
+    for path in package_files():
+        dest = site / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / path, dest)
 
 
 def prune_and_normalize(site: Path) -> None:

@@ -102,7 +102,7 @@ async def run_worker(
         loop.add_signal_handler(sig, on_signal, sig)
     dashboard = None
     if settings.dashboard_enabled:
-        from worker.dashboard import DashboardServer
+        from worker.dashboard.server import DashboardServer
 
         dashboard = DashboardServer(worker, settings)
         worker.dashboard_url = await dashboard.start()

@@ -58,7 +58,7 @@ from tests.hub_support import (
     ws_connect,
 )
 from tests.worker_support import finished, running_worker, sim, worker_settings
-from worker.dashboard_api import create_app as create_dashboard
+from worker.dashboard.app import create_app as create_dashboard
 
 # -- the classification -------------------------------------------------------------------------
 

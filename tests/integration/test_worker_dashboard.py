@@ -30,8 +30,9 @@ from tests.factories import job as job_request
 from tests.helpers import wait_until
 from tests.worker_support import finished, running_worker, sim, status_is, worker_settings
 from worker.connectors.base import Health
-from worker.dashboard import DashboardServer, bind_dashboard_socket, create_app
-from worker.dashboard_snapshot import job_stats, percentile
+from worker.dashboard.app import create_app
+from worker.dashboard.server import DashboardServer, bind_dashboard_socket
+from worker.dashboard.snapshot import job_stats, percentile
 from worker.hardware import GpuInfo, HardwareInfo
 from worker.job_runner import Outcome, RunningJob
 from worker.redaction import redact_url, scrub
@@ -231,7 +232,7 @@ async def test_static_files_are_served_and_nothing_else(client: httpx.AsyncClien
     assert (
         (await client.get("/static/dashboard.css")).headers["content-type"].startswith("text/css")
     )
-    for path in ("/static/nope.js", "/static/..%2Fdashboard.py", "/static/%2E%2E%2Fruntime.py"):
+    for path in ("/static/nope.js", "/static/..%2Fserver.py", "/static/%2E%2E%2F..%2Fruntime.py"):
         assert (await client.get(path)).status_code == 404, path
 
 

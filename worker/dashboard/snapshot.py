@@ -17,8 +17,8 @@ from typing import Any
 import msgspec
 
 from shared import __version__
-from worker.dashboard_http import NO_TOKEN_MESSAGE
-from worker.dashboard_worker import DashboardWorker
+from worker.dashboard.http_helpers import NO_TOKEN_MESSAGE
+from worker.dashboard.worker_view import DashboardWorker
 from worker.hardware import HardwareInfo
 from worker.hardware_report import to_report
 from worker.job_runner import Outcome, RunningJob
