@@ -28,10 +28,10 @@ from shared.logs import setup_logging
 from worker.capabilities import build_capabilities
 from worker.connectors import ConnectorLoadError, UnknownConnector, load_connector
 from worker.connectors.base import Connector
-from worker.hardware import HardwareInfo
-from worker.hardware_detection import detect
-from worker.hardware_overrides import apply_overrides
-from worker.hardware_report import to_report
+from worker.hardware.detection import detect
+from worker.hardware.info import HardwareInfo
+from worker.hardware.overrides import apply_overrides
+from worker.hardware.report import to_report
 from worker.settings import WorkerSettings, env_file_path
 
 logger = logging.getLogger("worker")

@@ -33,7 +33,7 @@ from worker.connectors.base import Health
 from worker.dashboard.app import create_app
 from worker.dashboard.server import DashboardServer, bind_dashboard_socket
 from worker.dashboard.snapshot import job_stats, percentile
-from worker.hardware import GpuInfo, HardwareInfo
+from worker.hardware.info import GpuInfo, HardwareInfo
 from worker.job_runner import Outcome, RunningJob
 from worker.redaction import redact_url, scrub
 from worker.settings import WorkerSettings
