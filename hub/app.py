@@ -25,8 +25,8 @@ from starlette.middleware.cors import CORSMiddleware
 from hub import dashboard, openapi, routes_jobs, routes_ops, routes_workers, ws, ws_legacy
 from hub.auth import Authenticator, AuthMiddleware
 from hub.context import HubContext
-from hub.errors import EXCEPTION_HANDLERS
 from hub.events import EventHub
+from hub.http_helpers import EXCEPTION_HANDLERS
 from hub.logging import RequestContextMiddleware, silence_frame_traces
 from hub.maintenance import Maintenance
 from hub.metrics import HubMetrics

@@ -18,7 +18,7 @@ connection:
   is discarded for at most `header_timeout` seconds and then the connection is closed, so a
   body trickled to a route that never reads it cannot hold the socket either.
 
-Bodies that routes do read are bounded by `hub.errors.read_body` (size and deadline), which
+Bodies that routes do read are bounded by `hub.http_helpers.read_body` (size and deadline), which
 answers in the API's JSON error shape. Refusals here use that shape too.
 """
 
