@@ -27,9 +27,9 @@ from hub.auth import Authenticator, AuthMiddleware
 from hub.context import HubContext
 from hub.events import EventHub
 from hub.http_helpers import EXCEPTION_HANDLERS
-from hub.logging import RequestContextMiddleware, silence_frame_traces
 from hub.maintenance import Maintenance
 from hub.metrics import HubMetrics
+from hub.request_log import RequestContextMiddleware, silence_frame_traces
 from hub.settings import HubSettings
 from shared.broker import Broker
 from shared.redis_client import connect

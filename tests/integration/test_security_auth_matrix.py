@@ -34,8 +34,8 @@ from redis.asyncio import Redis
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from hub.app import create_app
-from hub.logging import JsonFormatter, TextFormatter, request_id_var
 from hub.openapi import build_document
+from hub.request_log import JsonFormatter, TextFormatter, request_id_var
 from hub.settings import ClientToken
 from shared.broker import Broker
 from shared.job import JobStatus

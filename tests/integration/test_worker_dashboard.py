@@ -25,6 +25,7 @@ from shared.broker import Broker
 from shared.capabilities import Capabilities
 from shared.config import ConfigError
 from shared.job import Job, JobStatus
+from shared.redaction import redact_url, scrub
 from shared.settings import BrokerSettings
 from tests.factories import job as job_request
 from tests.helpers import wait_until
@@ -35,7 +36,6 @@ from worker.dashboard.server import DashboardServer, bind_dashboard_socket
 from worker.dashboard.snapshot import job_stats, percentile
 from worker.hardware.info import GpuInfo, HardwareInfo
 from worker.job_runner import Outcome, RunningJob
-from worker.redaction import redact_url, scrub
 from worker.settings import WorkerSettings
 
 TOKEN = "op-token-7c1e9d"

@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from shared import __version__
+from shared.redaction import redact_url
 from shared.redis_client import TRANSIENT_ERRORS
 from worker.dashboard.http_helpers import (
     SecurityHeaders,
@@ -31,7 +32,6 @@ from worker.dashboard.http_helpers import (
 from worker.dashboard.page import load_static, template_environment
 from worker.dashboard.snapshot import snapshot
 from worker.dashboard.worker_view import DashboardWorker
-from worker.redaction import redact_url
 
 # The name these lines have always carried (operators filter on it), not the module's;
 # http_helpers logs refused actions under it too.

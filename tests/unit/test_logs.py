@@ -6,7 +6,7 @@ import logging
 
 import orjson
 
-from hub.logging import JsonFormatter, TextFormatter, job_context, redact, request_id_var
+from hub.request_log import JsonFormatter, TextFormatter, job_context, redact, request_id_var
 
 
 def record(msg: str, **extra: object) -> logging.LogRecord:
