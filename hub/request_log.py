@@ -1,113 +1,22 @@
-"""Structured logs: one JSON object per line, with the request id and job id attached.
+"""What the hub logs about the traffic it serves, and how uvicorn's own loggers join in.
 
-The ids travel in context variables, so every line logged while serving a request (or while
-handling one job) carries them without each call passing them along. Tokens and payload
-bodies are never logged: the hub logs paths without query strings (browsers put `?token=`
-there), and a last-resort filter masks anything that still looks like a credential.
+Every request gets an id (X-Request-ID in, or a new one), echoed in the response and carried
+by every line logged while serving it; one access line per request records method, path
+WITHOUT the query string (browsers put `?token=` there), status and duration. The formatters,
+the id context variables and secret masking are shared with the worker (shared/logs.py).
+
+Named request_log, not logging, so that nothing here can shadow the standard library's module.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
 import re
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any, Final
 
-import orjson
-
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "emp_request_id", default=None
-)
-job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("emp_job_id", default=None)
-
-_SECRET_RE: Final = re.compile(
-    r"(?i)(authorization:\s*(?:\w+\s+)?|bearer\s+|token=|password=)([^\s&\"',;]+)"
-)
-# Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
-_STANDARD: Final = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
-    | {"message", "asctime", "color_message"}  # uvicorn's ANSI-coloured copy of msg
-)
-
-
-def redact(text: str) -> str:
-    """Mask bearer tokens, `token=` query values and passwords in free text."""
-    return _SECRET_RE.sub(lambda m: m.group(1) + "***", text)
-
-
-@contextlib.contextmanager
-def job_context(job_id: str | None) -> Iterator[None]:
-    """Attach `job_id` to every log line in this block (and tasks started inside it)."""
-    token = job_id_var.set(job_id)
-    try:
-        yield
-    finally:
-        job_id_var.reset(token)
-
-
-def _safe(value: Any) -> str:
-    """Fallback serialiser: libraries attach odd objects (weak proxies) to log records."""
-    try:
-        return redact(str(value))
-    except Exception:
-        return f"<{type(value).__name__}>"
-
-
-def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
-
-
-class JsonFormatter(logging.Formatter):
-    """`{"ts", "level", "logger", "msg", "request_id", "job_id", ...extras}` per line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": redact(record.getMessage()),
-        }
-        request_id = request_id_var.get()
-        if request_id:
-            line["request_id"] = request_id
-        job_id = job_id_var.get()
-        if job_id:
-            line["job_id"] = job_id
-        for key, value in _extras(record).items():
-            line.setdefault(key, value)
-        if record.exc_info:
-            line["exc"] = redact(self.formatException(record.exc_info))
-        return orjson.dumps(line, default=_safe).decode()
-
-
-class TextFormatter(logging.Formatter):
-    """Human-oriented lines for a terminal: `time level logger [req job] msg key=value`."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        ids = " ".join(
-            f"{name}={value}"
-            for name, value in (("req", request_id_var.get()), ("job", job_id_var.get()))
-            if value
-        )
-        extras = " ".join(f"{k}={_safe(v)}" for k, v in _extras(record).items())
-        parts = [stamp, f"{record.levelname:<7}", record.name]
-        if ids:
-            parts.append(f"[{ids}]")
-        parts.append(redact(record.getMessage()))
-        if extras:
-            parts.append(redact(extras))
-        text = " ".join(parts)
-        if record.exc_info:
-            text += "\n" + redact(self.formatException(record.exc_info))
-        return text
-
+from shared.logs import job_id_var, request_id_var, setup_logging
 
 _FRAME_TRACE: Final = re.compile(r"^[<>] (TEXT|BINARY|PING|PONG|CLOSE|CONT)\b")
 
@@ -136,13 +45,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     uvicorn's own access log is switched off by the CLI: it would log `?token=` query
     strings. The hub's request middleware logs requests instead.
     """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
+    setup_logging(level, fmt, layout="compact")  # the hub's text lines, as they always were
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)
         lg.handlers.clear()

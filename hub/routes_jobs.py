@@ -23,12 +23,12 @@ from hub.events import follow_job
 from hub.fleet import redis_now_ms, why_waiting
 from hub.http_helpers import decode_model, json_response, read_body
 from hub.queries import STATUSES, JobFilter, created_view, list_jobs, summary_with_position
-from hub.request_log import job_id_var
 from hub.request_models import BatchRequest, CancelRequest
 from hub.sse import job_events
 from shared.broker import Submitted
 from shared.errors import InvalidInput
 from shared.job import Job, JobRequest
+from shared.logs import job_id_var
 from shared.validation import CustomerId, ServiceType, check_document
 
 MAX_LIST_LIMIT = 500

@@ -42,6 +42,13 @@ def build_tag() -> str:
     return os.environ.get("EMP_BUILD_TAG", "source")
 
 
+def configure_logging(settings: WorkerSettings) -> None:
+    """The worker's log lines on stderr: dated text (or JSON lines), secrets masked."""
+    setup_logging(settings.log_level, settings.log_format, layout="dated")
+    # The dashboard's uvicorn announces start and stop at INFO; the worker says what matters.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+
+
 def load_settings(*, need_redis: bool = True) -> WorkerSettings:
     return WorkerSettings.from_env(load_environment(env_file_path()), need_redis=need_redis)
 
@@ -129,9 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"emp-worker: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, settings.log_format)
-    # The dashboard's uvicorn announces start and stop at INFO; the worker says what matters.
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    configure_logging(settings)
     if args.command == "detect":
         return cmd_detect(settings)
     try:

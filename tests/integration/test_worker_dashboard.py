@@ -25,7 +25,6 @@ from shared.broker import Broker
 from shared.capabilities import Capabilities
 from shared.config import ConfigError
 from shared.job import Job, JobStatus
-from shared.redaction import redact_url, scrub
 from shared.settings import BrokerSettings
 from tests.factories import job as job_request
 from tests.helpers import wait_until
@@ -438,33 +437,6 @@ async def test_wrong_method_and_unknown_path_answer_json_errors(client: httpx.As
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("redis://:pw@host:6379/0", "redis://***@host:6379/0"),
-        ("redis://user:p@ss@host/0", "redis://***@host/0"),
-        ("rediss://host:6380", "rediss://host:6380"),
-        (
-            "GET http://u:p@a/b?x=1 failed; see https://c/d",
-            "GET http://***@a/b?x=1 failed; see https://c/d",
-        ),
-        ("mail me at ops@example.com", "mail me at ops@example.com"),
-    ],
-)
-def test_redact_url(text: str, expected: str) -> None:
-    assert redact_url(text) == expected
-
-
-def test_scrub_hides_secret_looking_keys_at_any_depth() -> None:
-    doc = {"a": [{"Password": "x", "n": 1}], "auth_token": "y", "ok": "redis://u:v@h", "api-key": 5}
-    assert scrub(doc) == {
-        "a": [{"Password": "***", "n": 1}],
-        "auth_token": "***",
-        "ok": "redis://***@h",
-        "api-key": "***",
-    }
 
 
 def test_percentiles_are_nearest_rank() -> None:
