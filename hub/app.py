@@ -35,11 +35,11 @@ from hub import (
 )
 from hub.auth import Authenticator, AuthMiddleware
 from hub.context import HubContext
-from hub.errors import EXCEPTION_HANDLERS
 from hub.events import EventHub
-from hub.logging import RequestContextMiddleware, silence_frame_traces
+from hub.http_helpers import EXCEPTION_HANDLERS
 from hub.maintenance import Maintenance
 from hub.metrics import HubMetrics
+from hub.request_log import RequestContextMiddleware, silence_frame_traces
 from hub.settings import HubSettings
 from shared.broker import Broker
 from shared.redis_client import connect

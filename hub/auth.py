@@ -24,7 +24,8 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hub.errors import error_body, json_response
+from hub.errors import error_body
+from hub.http_helpers import json_response
 from hub.settings import HubSettings
 from shared.gateway_protocol import PATH as GATEWAY_PATH
 

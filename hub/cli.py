@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import uvicorn
 
 from hub.app import create_app
-from hub.logging import configure_logging
+from hub.request_log import configure_logging
 from hub.settings import HubSettings
 from hub.transport import TransportLimits, guarded_protocol
 from shared import __version__

@@ -19,8 +19,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from hub.context import hub_of, require_operator
-from hub.errors import json_response
 from hub.fleet import redis_now_ms
+from hub.http_helpers import json_response
 from hub.queries import public_summary, summaries
 from hub.stats import compute_stats
 

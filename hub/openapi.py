@@ -20,8 +20,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from hub.errors import json_response
-from hub.routes_jobs import BatchRequest, CancelRequest
+from hub.http_helpers import json_response
+from hub.request_models import BatchRequest, CancelRequest
 from shared.job import JobRequest, JobStatus
 from shared.worker_grants import Grant
 

@@ -17,7 +17,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from hub.context import hub_of, require_operator
-from hub.errors import json_response, not_found, read_body
+from hub.errors import not_found
+from hub.http_helpers import json_response, read_body
 from shared.validation import decode_json
 from shared.worker_grants import grant_from_json
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -18,36 +18,20 @@ from starlette.routing import Route
 
 from hub.auth import Principal
 from hub.context import HubContext, hub_of, principal_of, require_operator
-from hub.errors import (
-    ApiError,
-    decode_model,
-    json_response,
-    not_found,
-    read_body,
-)
+from hub.errors import ApiError, not_found
 from hub.events import follow_job
 from hub.fleet import redis_now_ms, why_waiting
-from hub.logging import job_id_var
+from hub.http_helpers import decode_model, json_response, read_body
 from hub.queries import STATUSES, JobFilter, created_view, list_jobs, summary_with_position
+from hub.request_models import BatchRequest, CancelRequest
 from hub.sse import job_events
 from shared.broker import Submitted
 from shared.errors import InvalidInput
 from shared.job import Job, JobRequest
+from shared.logs import job_id_var
 from shared.validation import CustomerId, ServiceType, check_document
 
-MAX_BATCH = 1000
 MAX_LIST_LIMIT = 500
-
-
-class BatchRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """POST /jobs/batch: up to 1000 submissions, validated all before any is written."""
-
-    jobs: Annotated[list[JobRequest], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
-
-
-class CancelRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    reason: Annotated[str, msgspec.Meta(max_length=1000)] = "cancelled by request"
-
 
 _service_check = msgspec.json.Decoder(ServiceType)
 _customer_check = msgspec.json.Decoder(CustomerId)

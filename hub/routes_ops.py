@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from hub.context import hub_of, require_operator
-from hub.errors import json_response
+from hub.http_helpers import json_response
 from hub.stats import compute_stats
 
 READY_TIMEOUT = 2.0

@@ -14,8 +14,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from hub.context import hub_of, require_operator
-from hub.errors import json_response, not_found
+from hub.errors import not_found
 from hub.fleet import get_worker, live_workers, redis_now_ms
+from hub.http_helpers import json_response
 
 STATES: dict[str, Literal["active", "paused", "draining"]] = {
     "pause": "paused",

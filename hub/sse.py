@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from hub.context import hub_of, principal_of
 from hub.errors import not_found
 from hub.events import follow_job
-from hub.logging import job_id_var
+from shared.logs import job_id_var
 
 PING_SECONDS = 15.0
 

@@ -22,7 +22,7 @@ connection:
   hub sends its answer, half-closes, and discards until the client closes or the deadline
   passes; a body trickled to a route that never reads it cannot hold the socket either.
 
-Bodies that routes do read are bounded by `hub.errors.read_body` (size and deadline), which
+Bodies that routes do read are bounded by `hub.http_helpers.read_body` (size and deadline), which
 answers in the API's JSON error shape. Refusals here use that shape too.
 """
 

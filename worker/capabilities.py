@@ -11,8 +11,8 @@ from typing import Any
 
 from shared.capabilities import Capabilities
 from shared.validation import convert
-from worker.hardware import HardwareInfo
-from worker.hardware_report import to_capabilities_hardware
+from worker.hardware.info import HardwareInfo
+from worker.hardware.report import to_capabilities_hardware
 from worker.settings import WorkerSettings
 
 

@@ -28,10 +28,10 @@ from shared.logs import setup_logging
 from worker.capabilities import build_capabilities
 from worker.connectors import ConnectorLoadError, UnknownConnector, load_connector
 from worker.connectors.base import Connector
-from worker.hardware import HardwareInfo
-from worker.hardware_detection import detect
-from worker.hardware_overrides import apply_overrides
-from worker.hardware_report import to_report
+from worker.hardware.detection import detect
+from worker.hardware.info import HardwareInfo
+from worker.hardware.overrides import apply_overrides
+from worker.hardware.report import to_report
 from worker.settings import WorkerSettings, env_file_path
 
 logger = logging.getLogger("worker")
@@ -40,6 +40,13 @@ logger = logging.getLogger("worker")
 def build_tag() -> str:
     """The platform and Python the running code was built for (set by build.py in the pyz)."""
     return os.environ.get("EMP_BUILD_TAG", "source")
+
+
+def configure_logging(settings: WorkerSettings) -> None:
+    """The worker's log lines on stderr: dated text (or JSON lines), secrets masked."""
+    setup_logging(settings.log_level, settings.log_format, layout="dated")
+    # The dashboard's uvicorn announces start and stop at INFO; the worker says what matters.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
 def load_settings(*, need_redis: bool = True) -> WorkerSettings:
@@ -102,7 +109,7 @@ async def run_worker(
         loop.add_signal_handler(sig, on_signal, sig)
     dashboard = None
     if settings.dashboard_enabled:
-        from worker.dashboard import DashboardServer
+        from worker.dashboard.server import DashboardServer
 
         dashboard = DashboardServer(worker, settings)
         worker.dashboard_url = await dashboard.start()
@@ -129,9 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"emp-worker: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, settings.log_format)
-    # The dashboard's uvicorn announces start and stop at INFO; the worker says what matters.
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    configure_logging(settings)
     if args.command == "detect":
         return cmd_detect(settings)
     try:

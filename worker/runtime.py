@@ -27,13 +27,13 @@ from shared.config import ConfigError
 from shared.redis_client import TRANSIENT_ERRORS
 from worker.capabilities import build_capabilities
 from worker.connectors.base import Connector, Health
-from worker.hardware import HardwareInfo
-from worker.hardware_report import to_report
+from worker.hardware.info import HardwareInfo
+from worker.hardware.report import to_report
+from worker.hardware.utilization import sample_utilization, with_free_memory
 from worker.heartbeat import HeartbeatThread
 from worker.job_runner import JobRunner, Outcome, RunningJob
 from worker.links import RedisLink, WorkerLink
 from worker.settings import WorkerSettings
-from worker.utilization import sample_utilization, with_free_memory
 
 logger = logging.getLogger(__name__)
 HISTORY = 100

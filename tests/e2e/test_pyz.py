@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,6 +147,40 @@ def run_pyz(
 
 def extractions(shiv_root: Path) -> list[str]:
     return sorted(p.name for p in shiv_root.iterdir() if p.is_dir())
+
+
+# --- what it holds ----------------------------------------------------------------------------
+
+
+def test_the_archive_holds_the_dashboard_files_and_not_the_embedded_redis_launcher(
+    host_pyz: Path,
+) -> None:
+    with zipfile.ZipFile(host_pyz) as archive:
+        names = set(archive.namelist())
+    for path in (
+        "worker/dashboard/templates/dashboard.html",
+        "worker/dashboard/static/dashboard.css",
+        "worker/dashboard/static/dashboard.js",
+        "worker/hardware/detection.py",
+        "shared/lua/claim.lua",
+    ):
+        assert f"site-packages/{path}" in names
+    assert sorted(name for name in names if "embedded_redis" in name) == []
+
+
+def test_the_dashboard_page_and_its_static_files_load_inside_the_pyz(
+    bare_python: Path, host_pyz: Path, tmp_path: Path
+) -> None:
+    """Found through importlib.resources from the extracted archive, as the worker finds them."""
+    script = (
+        "import importlib.util\n"
+        "from worker.dashboard.page import load_static, template_environment\n"
+        "template_environment().get_template('dashboard.html')\n"
+        "print(sorted(load_static()), importlib.util.find_spec('shared.embedded_redis'))"
+    )
+    done = run_pyz(bare_python, host_pyz, "-c", script, shiv_root=tmp_path, SHIV_INTERPRETER="1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['dashboard.css', 'dashboard.js'] None"
 
 
 # --- running it -------------------------------------------------------------------------------

@@ -677,7 +677,8 @@ async def test_dot_segments_reach_no_job(hub: Hub, redis: Redis) -> None:
 # -- WebSockets ---------------------------------------------------------------------------------
 
 MODERN, LEGACY_CLIENT, LEGACY_MONITOR = "/ws", "/ws/client/{conn_id}", "/ws/monitor/{conn_id}"
-KNOWN_SOCKETS = {MODERN, LEGACY_CLIENT, LEGACY_MONITOR}
+GATEWAY = "/gateway/worker"
+KNOWN_SOCKETS = {MODERN, LEGACY_CLIENT, LEGACY_MONITOR, GATEWAY}
 
 WS_CREDENTIALS = {
     "none": ("", {}),
@@ -736,14 +737,15 @@ async def ws_connect_headers(url: str, headers: dict[str, str]) -> AsyncIterator
 
 @pytest.mark.parametrize("credential", WS_CREDENTIALS, ids=WS_CREDENTIALS.keys())
 async def test_websockets_refuse_bad_credentials(hub: Hub, redis: Redis, credential: str) -> None:
-    """/ws: refused at the handshake (403). The original protocol's sockets accept, say
-    `Authentication failed` once, close with 1008, and act on nothing sent meanwhile."""
+    """/ws and the worker gateway: refused at the handshake (403). The original protocol's
+    sockets accept, say `Authentication failed` once, close with 1008, and act on nothing
+    sent meanwhile."""
     query, headers = WS_CREDENTIALS[credential]
     before = await footprint(redis)
     for path in socket_paths(hub.app):
         url = hub.ws_url + path.replace("{conn_id}", "c1") + query
         code, messages = await connect_refused(url, headers)
-        if path == MODERN:
+        if path in (MODERN, GATEWAY):
             assert (code, messages) == (403, []), (path, code, messages)
         else:
             assert code == 1008, (path, code, messages)

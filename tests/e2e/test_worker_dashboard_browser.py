@@ -32,7 +32,7 @@ from tests.browser_support import (
 from tests.factories import job as job_request
 from tests.helpers import wait_until
 from tests.worker_support import finished, running_worker, sim, worker_settings
-from worker.dashboard import DashboardServer
+from worker.dashboard.server import DashboardServer
 from worker.runtime import Worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]

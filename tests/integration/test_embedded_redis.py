@@ -13,8 +13,8 @@ import psutil
 import pytest
 import redis
 
-from shared import embedded_redis
 from shared.embedded_redis import EmbeddedRedis, EmbeddedRedisError, find_server_binary, free_port
+from shared.embedded_redis import server as embedded_server
 from tests.helpers import wait_until_sync
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX server binaries only")
@@ -138,7 +138,7 @@ def test_taken_free_port_is_retried(data_dir: Path, monkeypatch: pytest.MonkeyPa
         blocker.listen()
         taken = blocker.getsockname()[1]
         ports = iter([taken, free_port()])
-        monkeypatch.setattr(embedded_redis, "free_port", lambda host="127.0.0.1": next(ports))
+        monkeypatch.setattr(embedded_server, "free_port", lambda host="127.0.0.1": next(ports))
         with EmbeddedRedis(data_dir, appendonly=False) as server:
             assert server.port != taken
             with _client(server.url) as client:

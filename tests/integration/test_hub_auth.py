@@ -11,7 +11,7 @@ import orjson
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from hub.logging import JsonFormatter, TextFormatter, request_id_var
+from shared.logs import JsonFormatter, TextFormatter, request_id_var
 from shared.settings import BrokerSettings
 from tests.hub_support import (
     ACME_TOKEN,

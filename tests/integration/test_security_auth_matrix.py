@@ -11,7 +11,7 @@
   socket: tests/e2e/test_security_transport.py.)
 - During a session of requests carrying secret tokens and a payload marker (REST, SSE,
   WebSockets of both protocols, bad input, a real worker running the job and its dashboard,
-  a Redis password), no log record formatted by hub.logging contains a secret or the marker.
+  a Redis password), no log record formatted by shared.logs contains a secret or the marker.
 - The worker dashboard: every POST route refuses missing and wrong tokens without acting,
   and its page and /api/status never show the token or the Redis password.
 """
@@ -34,11 +34,11 @@ from redis.asyncio import Redis
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from hub.app import create_app
-from hub.logging import JsonFormatter, TextFormatter, request_id_var
 from hub.openapi import build_document
 from hub.settings import ClientToken
 from shared.broker import Broker
 from shared.job import JobStatus
+from shared.logs import JsonFormatter, TextFormatter, request_id_var
 from shared.settings import BrokerSettings
 from shared.worker_grants import Grant, GrantStore
 from tests.factories import job as job_request
@@ -59,7 +59,7 @@ from tests.hub_support import (
     ws_connect,
 )
 from tests.worker_support import finished, running_worker, sim, worker_settings
-from worker.dashboard_api import create_app as create_dashboard
+from worker.dashboard.app import create_app as create_dashboard
 
 # -- the classification -------------------------------------------------------------------------
 
@@ -332,7 +332,7 @@ def frame_trace(record: logging.LogRecord) -> bool:
 
 
 def formatted_lines(records: list[logging.LogRecord]) -> Iterator[str]:
-    """Every server-side record, as both hub.logging formatters write it."""
+    """Every server-side record, as both shared.logs formatters write it."""
     token = request_id_var.set("r1")
     try:
         for record in records:

@@ -19,18 +19,19 @@ from typing import Any
 
 import pytest
 
-from worker import hardware
-from worker.hardware import GpuInfo, HardwareInfo
-from worker.hardware_detection import detect, detect_gpus, detect_host
-from worker.hardware_overrides import apply_overrides
-from worker.hardware_report import to_capabilities_hardware, to_report
-from worker.utilization import sample_utilization, with_free_memory
+from worker.hardware.detection import detect, detect_gpus, detect_host
+from worker.hardware.info import GpuInfo, HardwareInfo, format_cuda_version
+from worker.hardware.overrides import apply_overrides
+from worker.hardware.report import to_capabilities_hardware, to_report
+from worker.hardware.utilization import sample_utilization, with_free_memory
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hardware" / "h200"
 PROBE: dict[str, Any] = json.loads((FIXTURES / "nvml-probe.json").read_text())
 PSUTIL: dict[str, Any] = json.loads((FIXTURES / "psutil.json").read_text())
 H200 = PROBE["devices"][0]
 GIB = 2**30
+# The one logger name every detection line carries (worker/hardware/detection.py and nvml.py).
+HARDWARE_LOGGER = "worker.hardware"
 
 
 def _nvml_exception_classes() -> dict[str, type[Exception]]:
@@ -222,7 +223,7 @@ class FakePsutil:
 
 
 def _info_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == hardware.__name__ and r.levelno == logging.INFO]
+    return [r for r in caplog.records if r.name == HARDWARE_LOGGER and r.levelno == logging.INFO]
 
 
 def _h200_info(tmp_path: Path) -> HardwareInfo:
@@ -322,7 +323,7 @@ def test_no_driver_means_cpu_only_with_one_info_line(
     message: str,
 ) -> None:
     nvml = FakeNvml(fail={"nvmlInit": exc_type()})
-    caplog.set_level(logging.DEBUG, logger=hardware.__name__)
+    caplog.set_level(logging.DEBUG, logger=HARDWARE_LOGGER)
 
     info = detect(str(tmp_path), nvml=nvml, psutil_mod=FakePsutil())
 
@@ -351,7 +352,7 @@ def test_missing_pynvml_module_means_cpu_only(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` raise ImportError
-    caplog.set_level(logging.INFO, logger=hardware.__name__)
+    caplog.set_level(logging.INFO, logger=HARDWARE_LOGGER)
 
     gpus, driver, cuda, error = detect_gpus()
 
@@ -409,9 +410,9 @@ def test_cuda_version_falls_back_to_v1_and_formats() -> None:
     probe = {**PROBE, "cuda_driver_version": 12080}
     nvml = FakeNvml(probe, fail={"nvmlSystemGetCudaDriverVersion_v2": NVMLError_NotSupported()})
     assert detect_gpus(nvml)[2] == "12.8"
-    assert hardware.format_cuda_version(13000) == "13.0"
-    assert hardware.format_cuda_version(12040) == "12.4"
-    assert hardware.format_cuda_version(11080) == "11.8"
+    assert format_cuda_version(13000) == "13.0"
+    assert format_cuda_version(12040) == "12.4"
+    assert format_cuda_version(11080) == "11.8"
 
     both = FakeNvml(
         fail={
@@ -432,7 +433,7 @@ def test_unreadable_device_is_skipped_and_reported(caplog: pytest.LogCaptureFixt
     second = {**H200, "index": 1, "uuid": "GPU-second"}
     probe = {**PROBE, "count": 3, "devices": [H200, second]}  # device 2 is "lost"
     nvml = FakeNvml(probe)
-    caplog.set_level(logging.INFO, logger=hardware.__name__)
+    caplog.set_level(logging.INFO, logger=HARDWARE_LOGGER)
 
     gpus, driver, _, error = detect_gpus(nvml)
 
@@ -707,7 +708,7 @@ def test_sample_utilization_h200() -> None:
 
 
 def test_sample_utilization_without_gpu_is_quiet(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger=hardware.__name__)
+    caplog.set_level(logging.INFO, logger=HARDWARE_LOGGER)
     nvml = FakeNvml(fail={"nvmlInit": NVMLError_LibraryNotFound()})
     for _ in range(3):
         sample = sample_utilization(nvml, FakePsutil())

@@ -264,6 +264,53 @@ def test_worker_requirements_leave_out_the_hub_only_packages() -> None:
     assert not any("[standard]" in r for r in requirements)
 
 
+def test_the_pyz_gets_the_dashboard_and_hardware_but_not_the_embedded_redis_launcher() -> None:
+    """What build.py copies into the pyz, without building it: the dashboard's template and
+    static files and the hardware package go in; shared/embedded_redis, which only the hub, the
+    demo and the benchmarks use, stays out."""
+    shipped = {path.as_posix() for path in load_build_module().package_files()}
+    assert {
+        "worker/cli.py",
+        "worker/dashboard/server.py",
+        "worker/dashboard/templates/dashboard.html",
+        "worker/dashboard/static/dashboard.css",
+        "worker/dashboard/static/dashboard.js",
+        "worker/hardware/detection.py",
+        "worker/hardware/nvml.py",
+        "shared/broker.py",
+        "shared/lua/claim.lua",
+    } <= shipped
+    assert (ROOT / "shared" / "embedded_redis" / "server.py").is_file()  # so the next line tests
+    assert sorted(p for p in shipped if p.startswith("shared/embedded_redis")) == []
+
+
+def test_no_module_the_pyz_ships_imports_what_it_leaves_out() -> None:
+    """Every module build.py copies, imported in a fresh interpreter: none may need the
+    embedded Redis launcher, or the pyz would fail where the tree works."""
+    modules = [
+        ".".join(path.with_suffix("").parts).removesuffix(".__init__")
+        for path in load_build_module().package_files()
+        if path.suffix == ".py"
+    ]
+    script = (
+        "import importlib, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('shared.embedded_redis')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *modules],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert len(modules) > 40  # every module, not an empty list
+
+
 # --- the pyz start-up guard -------------------------------------------------------------------
 
 BUILD = {

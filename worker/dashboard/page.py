@@ -16,9 +16,10 @@ STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; char
 
 
 def load_static() -> dict[str, tuple[bytes, str]]:
-    """Read `worker/static/*` once, through importlib.resources so it also works from the
-    zipapp; only a fixed set of names is ever served, so no path can escape the folder."""
-    folder = importlib.resources.files("worker").joinpath("static")
+    """Read `worker/dashboard/static/*` once, through importlib.resources so it also works
+    from the zipapp; only a fixed set of names is ever served, so no path can escape the
+    folder."""
+    folder = importlib.resources.files("worker.dashboard").joinpath("static")
     files: dict[str, tuple[bytes, str]] = {}
     for entry in folder.iterdir():
         suffix = "." + entry.name.rsplit(".", 1)[-1]
@@ -29,7 +30,7 @@ def load_static() -> dict[str, tuple[bytes, str]]:
 
 def template_environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("worker", "templates"),
+        loader=jinja2.PackageLoader("worker.dashboard", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,  # a template typo fails the tests, not the operator
         trim_blocks=True,

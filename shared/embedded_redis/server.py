@@ -1,9 +1,9 @@
 """A private Redis-compatible server for zero-setup use (demo hub, tests): start, answer, stop.
 
-This module runs the process; its neighbours hold the other decisions: which binary
-(``embedded_redis_binary``), what to tell it (``embedded_redis_config``: AOF ``everysec`` by
-default, password on stdin, never in ``ps``), and when it counts as up
-(``embedded_redis_readiness``). Callers import everything from here.
+This module runs the process; its neighbours in the package hold the other decisions: which
+binary (``binary``), what to tell it (``config``: AOF ``everysec`` by default, password on
+stdin, never in ``ps``), and when it counts as up (``readiness``). Callers import from the
+package, ``shared.embedded_redis``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
-from shared.embedded_redis_binary import find_server_binary, require_server_binary
-from shared.embedded_redis_config import APPENDFSYNC_VALUES, server_args, stdin_config
-from shared.embedded_redis_errors import EmbeddedRedisError
-from shared.embedded_redis_readiness import ReadyOutcome, wait_ready
+from shared.embedded_redis.binary import find_server_binary, require_server_binary
+from shared.embedded_redis.config import APPENDFSYNC_VALUES, server_args, stdin_config
+from shared.embedded_redis.errors import EmbeddedRedisError
+from shared.embedded_redis.readiness import ReadyOutcome, wait_ready
 
 __all__ = [
     "EmbeddedRedis",
@@ -32,7 +32,8 @@ __all__ = [
     "free_port",
 ]
 
-logger = logging.getLogger(__name__)
+# The package's name, which these lines have always carried; binary.py logs under it too.
+logger = logging.getLogger("shared.embedded_redis")
 
 _PORT_ATTEMPTS = 5
 _LOG_TAIL_LINES = 20

@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from shared.embedded_redis_errors import EmbeddedRedisError
+from shared.embedded_redis.errors import EmbeddedRedisError
 
 __all__ = ["ENV_SERVER_BINARY", "find_server_binary", "require_server_binary"]
 

@@ -17,12 +17,12 @@ from typing import Any
 import msgspec
 
 from shared import __version__
-from worker.dashboard_http import NO_TOKEN_MESSAGE
-from worker.dashboard_worker import DashboardWorker
-from worker.hardware import HardwareInfo
-from worker.hardware_report import to_report
+from shared.redaction import redact_url, scrub
+from worker.dashboard.http_helpers import NO_TOKEN_MESSAGE
+from worker.dashboard.worker_view import DashboardWorker
+from worker.hardware.info import HardwareInfo
+from worker.hardware.report import to_report
 from worker.job_runner import Outcome, RunningJob
-from worker.redaction import redact_url, scrub
 
 HISTORY_LIMIT = 100
 REFRESH_SECONDS = 2

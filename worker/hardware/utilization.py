@@ -10,11 +10,19 @@ import dataclasses
 import logging
 from typing import Any
 
-from worker.hardware import HardwareInfo, bytes_to_gb, opt_gb
-from worker.hardware_detection import load_psutil
-from worker.nvml import error_text, guard, nvml_error_types, nvml_start, nvml_stop, nvml_text
+from worker.hardware.detection import load_psutil
+from worker.hardware.info import HardwareInfo, bytes_to_gb, opt_gb
+from worker.hardware.nvml import (
+    error_text,
+    guard,
+    nvml_error_types,
+    nvml_start,
+    nvml_stop,
+    nvml_text,
+)
 
-logger = logging.getLogger(__name__)
+# The name these lines have always carried (operators filter on it), not the module's.
+logger = logging.getLogger("worker.utilization")
 
 
 def _sample_gpu(mod: Any, index: int, errors: tuple[type[BaseException], ...]) -> dict[str, Any]:

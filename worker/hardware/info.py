@@ -3,8 +3,8 @@
 Memory figures are kept in bytes; the ``*_gb`` properties are GiB (bytes / 2**30) rounded to one
 decimal, so the H200's 150,754,820,096 bytes read as 140.4 (``nvidia-smi``: 143,771 MiB).
 
-Detection lives in :mod:`worker.hardware_detection`, configured replacements in
-:mod:`worker.hardware_overrides`; this module holds only the data, so the worker's other modules
+Detection lives in :mod:`worker.hardware.detection`, configured replacements in
+:mod:`worker.hardware.overrides`; this module holds only the data, so the worker's other modules
 can pass it around without loading NVML or psutil.
 """
 

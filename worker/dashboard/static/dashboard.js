@@ -15,7 +15,7 @@
   let pending = null; // the action waiting for a token to be entered
   let timer = null;
 
-  // -- formatting (mirrors format_duration / format_number in worker/dashboard_page.py) -----
+  // -- formatting (mirrors format_duration / format_number in worker/dashboard/page.py) ------
 
   function duration(seconds) {
     if (seconds === null || seconds === undefined) return "–";

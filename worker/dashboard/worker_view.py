@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from shared.capabilities import Capabilities
 from worker.connectors.base import Health
-from worker.hardware import HardwareInfo
+from worker.hardware.info import HardwareInfo
 from worker.job_runner import Outcome, RunningJob
 from worker.settings import WorkerSettings
 

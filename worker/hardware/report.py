@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.hardware import GpuInfo, HardwareInfo
+from worker.hardware.info import GpuInfo, HardwareInfo
 
 
 def to_capabilities_hardware(info: HardwareInfo) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from worker.hardware import GpuInfo, HardwareInfo, gb_to_bytes
+from worker.hardware.info import GpuInfo, HardwareInfo, gb_to_bytes
 
 __all__ = ["apply_overrides"]
 

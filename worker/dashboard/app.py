@@ -20,20 +20,22 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from shared import __version__
+from shared.redaction import redact_url
 from shared.redis_client import TRANSIENT_ERRORS
-from worker.dashboard_http import (
+from worker.dashboard.http_helpers import (
     SecurityHeaders,
     check_token,
     client_host,
     error_response,
     json_response,
 )
-from worker.dashboard_page import load_static, template_environment
-from worker.dashboard_snapshot import snapshot
-from worker.dashboard_worker import DashboardWorker
-from worker.redaction import redact_url
+from worker.dashboard.page import load_static, template_environment
+from worker.dashboard.snapshot import snapshot
+from worker.dashboard.worker_view import DashboardWorker
 
-logger = logging.getLogger(__name__)
+# The name these lines have always carried (operators filter on it), not the module's;
+# http_helpers logs refused actions under it too.
+logger = logging.getLogger("worker.dashboard_api")
 
 UTILIZATION_TTL = 1.0
 

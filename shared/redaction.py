@@ -1,16 +1,22 @@
-"""Keeping secrets out of what the worker shows: credentials in URLs and secret-looking keys.
+"""Keeping secrets out of what hub and worker show and log: credentials in URLs, bearer
+tokens, `token=` and `password=` values, and the values of secret-looking keys.
 
 Connector errors and health details come from third-party services and quote whatever they
-were sent, so the dashboard scrubs everything it serves rather than trusting each source.
+were sent, so the worker dashboard scrubs everything it serves (`scrub`) rather than trusting
+each source; every log line of hub and worker goes through `redact` (shared/logs.py) for the
+same reason: a Redis connection error quotes the URL it failed to reach, password included.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+_SECRET_TEXT: Final = re.compile(
+    r"(?i)(authorization:\s*(?:\w+\s+)?|bearer\s+|token=|password=)([^\s&\"',;]+)"
+)
 _SECRET_KEY = re.compile(
     r"pass(word|wd)?|secret|token|api[-_]?key|authorization|credential|cookie|private[-_]?key",
     re.IGNORECASE,
@@ -21,6 +27,12 @@ def redact_url(text: str) -> str:
     """`redis://user:pw@host/0` -> `redis://***@host/0`, wherever a URL appears in `text`:
     connector errors and health details quote the URL they failed to reach."""
     return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+def redact(text: str) -> str:
+    """Mask URL credentials, bearer tokens, `token=` query values and passwords in free text:
+    the last line of defence for log lines, whose callers never mean to log a secret."""
+    return _SECRET_TEXT.sub(lambda m: m.group(1) + "***", redact_url(text))
 
 
 def scrub(value: Any) -> Any:

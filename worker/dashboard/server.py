@@ -26,13 +26,14 @@ from collections.abc import Iterator
 import uvicorn
 
 from shared.config import ConfigError
-from worker.dashboard_api import create_app
-from worker.dashboard_worker import DashboardWorker
+from worker.dashboard.app import create_app
+from worker.dashboard.worker_view import DashboardWorker
 from worker.settings import WorkerSettings
 
-__all__ = ["DashboardServer", "create_app"]
+__all__ = ["DashboardServer"]
 
-logger = logging.getLogger(__name__)
+# The name these lines have always carried (operators filter on it), not the module's.
+logger = logging.getLogger("worker.dashboard")
 
 FIRST_PORT = 1511
 PORTS_TRIED = 100

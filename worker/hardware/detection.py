@@ -1,8 +1,8 @@
 """Detecting the machine once, at start-up: GPUs through NVML, host facts through ``psutil``.
 
-Detection never raises because a machine has no GPU (see :mod:`worker.nvml`): the worker then
-starts as a CPU-only worker. A device NVML cannot read is skipped and named in ``gpu_error``
-rather than hiding the others.
+Detection never raises because a machine has no GPU (see :mod:`worker.hardware.nvml`): the
+worker then starts as a CPU-only worker. A device NVML cannot read is skipped and named in
+``gpu_error`` rather than hiding the others.
 
 ``psutil`` ships without type information; it is loaded through :func:`importlib.import_module`
 and handled as ``Any`` here. The ``nvml`` / ``psutil_mod`` parameters accept stand-in modules
@@ -17,12 +17,19 @@ import os
 import shutil
 from typing import Any
 
-from worker.hardware import GpuInfo, HardwareInfo, format_cuda_version
-from worker.nvml import error_text, guard, nvml_error_types, nvml_start, nvml_stop, nvml_text
+from worker.hardware.info import GpuInfo, HardwareInfo, format_cuda_version
+from worker.hardware.nvml import (
+    error_text,
+    guard,
+    nvml_error_types,
+    nvml_start,
+    nvml_stop,
+    nvml_text,
+)
 
 __all__ = ["detect", "detect_gpus", "detect_host", "load_psutil"]
 
-# The name detection has always logged under (operators filter on it); worker.nvml writes
+# The name detection has always logged under (operators filter on it); hardware.nvml writes
 # under it too, so one setting covers every line detection produces.
 logger = logging.getLogger("worker.hardware")
 
