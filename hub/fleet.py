@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from shared.capabilities import Capabilities
 from shared.job import Job, ms_to_iso
 from shared.keys import Keys
-from shared.matching import Demand, RunningJob, mismatch
+from shared.matching import Demand, RunningCustomer, mismatch
 
 MAX_WORKERS = 5000  # fleet reads are bounded; past this the views are partial
 
@@ -85,11 +85,11 @@ class WorkerView:
         return self.status == "busy" or len(self.leases) >= self.slots
 
     @property
-    def running(self) -> list[RunningJob]:
-        out: list[RunningJob] = []
+    def running(self) -> list[RunningCustomer]:
+        out: list[RunningCustomer] = []
         for lease in self.leases:
             iso = lease.isolation if lease.isolation in ("strict", "loose") else "none"
-            out.append(RunningJob(lease.customer_id, iso))  # type: ignore[arg-type]
+            out.append(RunningCustomer(lease.customer_id, iso))  # type: ignore[arg-type]
         return out
 
     def to_public(self, now_ms: int) -> dict[str, Any]:
