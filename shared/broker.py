@@ -2,7 +2,9 @@
 
 Every state transition is one script call (shared/lua/); this module validates inputs,
 encodes documents and decodes replies. It keeps no state of its own besides the Redis
-client, so any number of hubs and workers can use it against one Redis.
+client, so any number of hubs and workers can use it against one Redis. Reads that are not
+part of a transition (listings, statistics, the fleet, the event stream) are the read model
+in shared/reads.py, which the Broker exposes as `reads`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from shared.capabilities import Capabilities
 from shared.errors import BrokerError, InvalidInput
 from shared.job import MAX_EFFECTIVE_PRIORITY, Job, JobRequest
 from shared.keys import Keys
+from shared.reads import Reads
 from shared.requirements import Requirements, requirement_class
 from shared.scripts import Scripts
 from shared.settings import BrokerSettings
@@ -78,6 +81,12 @@ class Broker:
             events_max=self.settings.events_max,
             retention_ms=self.settings.retention_ms,
         )
+        # Reads that are not state transitions (listings, stats, fleet, clock, events).
+        self.reads = Reads(redis, self.keys)
+
+    async def ping(self) -> None:
+        """Raise unless Redis answers (readiness checks)."""
+        await self.redis.ping()
 
     # -- submission ---------------------------------------------------------------------
 
