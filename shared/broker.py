@@ -35,6 +35,7 @@ from shared.broker_replies import (
     worker_state,
 )
 from shared.capabilities import Capabilities
+from shared.control_channel import ControlSubscription
 from shared.errors import BrokerError, InvalidInput
 from shared.job import MAX_EFFECTIVE_PRIORITY, Job, JobRequest
 from shared.keys import Keys
@@ -271,6 +272,11 @@ class Broker:
         if popped is None:
             return None
         return int(text(popped[1]) or "0")
+
+    def control_subscription(self, worker_id: str) -> ControlSubscription:
+        """A subscription to `worker_id`'s cancel signals; the client must not have a socket
+        timeout (the channel is silent for long stretches)."""
+        return ControlSubscription(self.redis, self.keys.control(worker_id))
 
     # -- reporting (fenced) -------------------------------------------------------------
 

@@ -81,8 +81,7 @@ class Worker:
             settings.redis_url, self.id, settings.broker, self._revoked_from_thread
         )
         self._control = ControlListener(
-            self._blocking,
-            self.broker.keys.control(self.id),
+            lambda: self._waiter.control_subscription(self.id),
             self.revoke,
             keepalive=settings.control_keepalive,
             pong_deadline=min(5.0, settings.control_keepalive),
