@@ -72,9 +72,9 @@ def create_app(
         client = redis if redis is not None else redis_client(settings.redis_url or "")
         broker = Broker(client, settings.broker)
         metrics = HubMetrics()
-        events = EventHub(client, broker.keys.events)
+        events = EventHub(broker.reads.event_stream())
         events.add_listener(metrics.observe_event)
-        hub = HubContext(settings, client, broker, events, metrics, authenticator)
+        hub = HubContext(settings, broker, events, metrics, authenticator)
         await events.start()
         await hub.gateway.start()
         tasks: list[asyncio.Task[None]] = []

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from hub.auth import Authenticator, Principal
@@ -20,7 +19,7 @@ from hub.gateway_relay import GatewayRelay
 from hub.metrics import HubMetrics
 from hub.settings import HubSettings
 from shared.broker import Broker
-from shared.keys import Keys
+from shared.reads import Reads
 from shared.worker_grants import GrantStore
 
 
@@ -35,7 +34,6 @@ class LegacyRegistry:
 @dataclass
 class HubContext:
     settings: HubSettings
-    redis: Redis
     broker: Broker
     events: EventHub
     metrics: HubMetrics
@@ -47,13 +45,14 @@ class HubContext:
     gateway: GatewayRelay = field(init=False)
 
     def __post_init__(self) -> None:
-        self.fleet = FleetCache(self.redis, self.keys, self.settings.fleet_cache_seconds)
-        self.grants = GrantStore(self.redis, self.keys)
-        self.gateway = GatewayRelay(self.redis, self.broker.settings)
+        self.fleet = FleetCache(self.reads.fleet.live, self.settings.fleet_cache_seconds)
+        self.grants = GrantStore(self.broker.redis, self.broker.keys)
+        self.gateway = GatewayRelay(self.broker.redis, self.broker.settings)
 
     @property
-    def keys(self) -> Keys:
-        return self.broker.keys
+    def reads(self) -> Reads:
+        """Everything routes read: the hub holds no Redis client of its own."""
+        return self.broker.reads
 
     def begin_shutdown(self) -> None:
         """Tell long-lived streams (WebSocket, SSE, long-poll) to finish now, so a graceful

@@ -19,9 +19,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from hub.context import hub_of, require_operator
-from hub.fleet import redis_now_ms
 from hub.http_helpers import json_response
-from hub.queries import public_summary, summaries
+from hub.queries import public_summary
 from hub.stats import compute_stats
 
 HERE = Path(__file__).parent
@@ -34,10 +33,6 @@ CSP = (
 HTML_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                 "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}  # fmt: skip
 RECENT = 25
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def index(request: Request) -> Response:
@@ -57,34 +52,29 @@ async def data(request: Request) -> Response:
     """Everything the dashboard shows: stats, workers, queue head, recent and failed jobs."""
     hub = hub_of(request)
     require_operator(request)
-    redis, keys = hub.redis, hub.keys
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.zrange(keys.pending, 0, RECENT - 1)
-        pipe.zrange(keys.active, 0, RECENT - 1)
-        pipe.zrevrange(keys.finished("completed"), 0, RECENT - 1)
-        pipe.zrevrange(keys.finished("cancelled"), 0, RECENT - 1)
-        pipe.zrevrange(keys.finished("failed"), 0, RECENT * 2 - 1)
-        pending, active, completed, cancelled, failed = await pipe.execute()
+    reads = hub.reads
+    recent = dict.fromkeys(("pending", "active", "completed", "cancelled"), RECENT)
+    heads = await reads.jobs.heads({**recent, "failed": RECENT * 2})
 
-    async def load(ids: list[Any]) -> list[dict[str, Any]]:
-        jobs = await summaries(redis, keys, [_text(i) for i in ids])
+    async def load(ids: list[str]) -> list[dict[str, Any]]:
+        jobs = await reads.jobs.summaries(ids)
         return [public_summary(j) for j in jobs if j is not None]
 
-    finished = await load(completed + cancelled)
+    finished = await load(heads["completed"] + heads["cancelled"])
     finished.sort(key=lambda j: j.get("finished_at") or "", reverse=True)
-    now = await redis_now_ms(redis)
+    now = await reads.now_ms()
     workers = await hub.fleet.get()
-    queue = await load(pending)
+    queue = await load(heads["pending"])
     for position, job in enumerate(queue):  # ZRANGE from the head: index = position
         job["queue_position"] = position
     return json_response(
         {
-            "stats": await compute_stats(redis, keys, workers),
+            "stats": await compute_stats(reads, workers),
             "workers": [w.to_public(now) for w in workers],
             "pending": queue,
-            "active": await load(active),
+            "active": await load(heads["active"]),
             "recent": finished[:RECENT],
-            "failed": await load(failed),
+            "failed": await load(heads["failed"]),
         }
     )
 

@@ -7,6 +7,11 @@ filter matches (a job id, a customer, or everything). Subscribers never block th
 each has a bounded buffer, and one that falls behind is marked overflowed and must re-read
 the job (the followers below do that by themselves).
 
+The loop stays here because what it decides is the hub's: when to retry, whether the hub is
+healthy, who gets which event. The reads themselves (the dedicated connection, XREAD and
+its dead-link deadline) are shared/event_stream.py's, so no hub module sends a Redis command
+and the stream's key comes from shared/keys.py like every other.
+
 Per-job consistency. `follow_job` registers the subscription BEFORE it reads the job hash,
 then passes on only events whose per-job `seq` is greater than the snapshot's `event_seq`.
 Events that happened before the snapshot are already reflected in it, later ones arrive
@@ -20,25 +25,20 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.broker import Broker
+from shared.event_stream import EventStream
 from shared.job import Job
 
 log = logging.getLogger("hub.events")
 
 TERMINAL_TYPES = frozenset({"completed", "failed", "cancelled"})
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +63,7 @@ class Event:
         return self.kind == "job" and self.type in TERMINAL_TYPES
 
     @classmethod
-    def from_fields(cls, entry_id: Any, raw: dict[Any, Any]) -> Event:
-        f = {_text(k): _text(v) for k, v in raw.items()}
+    def from_fields(cls, entry_id: str, f: Mapping[str, str]) -> Event:
         try:
             data = orjson.loads(f.get("data") or "{}")
         except orjson.JSONDecodeError:
@@ -72,7 +71,7 @@ class Event:
         if not isinstance(data, dict):  # cjson encodes an empty table as []
             data = {}
         return cls(
-            id=_text(entry_id),
+            id=entry_id,
             kind=f.get("kind", "job"),
             type=f.get("type", ""),
             job_id=f.get("job") or None,
@@ -163,24 +162,18 @@ class Subscription:
         self._hub.remove(self)
 
 
-# Seconds past XREAD's block time after which the reader's connection counts as dead.
-READ_MARGIN = 5.0
-
-
 class EventHub:
     """Tails the event stream and multiplexes it to this process's subscribers."""
 
     def __init__(
         self,
-        redis: Redis,
-        stream_key: str,
+        stream: EventStream,
         *,
         block_ms: int = 5000,
         batch: int = 500,
         buffer: int = 2000,
     ) -> None:
-        self._redis = redis
-        self._key = stream_key
+        self._stream = stream
         self._block_ms = block_ms
         self._batch = batch
         self._buffer = buffer
@@ -190,7 +183,6 @@ class EventHub:
         self._indexed: dict[Subscription, tuple[frozenset[str], frozenset[str], bool]] = {}
         self._listeners: list[Callable[[Event], None]] = []
         self._task: asyncio.Task[None] | None = None
-        self._reader: Redis | None = None
         self.last_id = "0-0"
         self.healthy = False
 
@@ -198,19 +190,9 @@ class EventHub:
 
     async def start(self) -> None:
         """Begin after the newest existing entry: the reader serves live events only."""
-        newest = await self._redis.xrevrange(self._key, count=1)
-        self.last_id = _text(newest[0][0]) if newest else "0-0"
+        self.last_id = await self._stream.newest_id()
         self.healthy = True
-        # The blocking XREAD gets a connection of its own without a read timeout: the server
-        # holds the reply back on purpose, and wrapping that read in a socket timeout made
-        # cancelling it at shutdown unreliable on Python 3.11 (nested asyncio timeouts).
-        pool = self._redis.connection_pool
-        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-        # from_pool: aclose() then closes the pool too; a Redis given connection_pool=...
-        # leaves its sockets to the garbage collector (ResourceWarnings in later tests).
-        self._reader = Redis.from_pool(
-            ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs)
-        )
+        self._stream.open()
         self._task = asyncio.create_task(self._run(), name="emp-event-reader")
 
     async def stop(self) -> None:
@@ -219,9 +201,7 @@ class EventHub:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._reader is not None:
-            await self._reader.aclose()
-            self._reader = None
+        await self._stream.close()
         self.end_all()
 
     def end_all(self) -> None:
@@ -292,31 +272,13 @@ class EventHub:
 
     # -- the reader -------------------------------------------------------------------
 
-    async def _read(self) -> Any:
-        """One XREAD, with a deadline of its own: the server answers by the end of its block
-        time, so silence past that means a connection that died without a reset (NAT,
-        failover). The read runs as a task and is abandoned, not cancelled from inside a
-        timeout, and the connection is dropped so the next read opens a fresh one."""
-        assert self._reader is not None
-        read = asyncio.ensure_future(
-            self._reader.xread({self._key: self.last_id}, count=self._batch, block=self._block_ms)
-        )
-        try:
-            done, _ = await asyncio.wait({read}, timeout=self._block_ms / 1000 + READ_MARGIN)
-        except asyncio.CancelledError:
-            await _finish(read)  # let it hand its connection back before the pool closes
-            raise
-        if not done:
-            await _finish(read)
-            await self._reader.connection_pool.disconnect()
-            raise RedisTimeoutError("no answer to XREAD past its block time")
-        return read.result()
-
     async def _run(self) -> None:
         delay = 0.05
         while True:
             try:
-                reply = await self._read()
+                entries = await self._stream.read(
+                    self.last_id, count=self._batch, block_ms=self._block_ms
+                )
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -328,17 +290,9 @@ class EventHub:
                 continue
             self.healthy = True
             delay = 0.05
-            raw: Any = reply or []
-            for _stream, entries in raw.items() if isinstance(raw, dict) else raw:
-                for entry_id, fields in entries:
-                    self.last_id = _text(entry_id)
-                    self.dispatch(Event.from_fields(entry_id, fields))
-
-
-async def _finish(task: asyncio.Future[Any]) -> None:
-    """Cancel `task` and wait for it to unwind, so nothing it raises goes unretrieved."""
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+            for entry_id, fields in entries:
+                self.last_id = entry_id
+                self.dispatch(Event.from_fields(entry_id, fields))
 
 
 @dataclass(slots=True)

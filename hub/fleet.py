@@ -1,9 +1,9 @@
-"""Read-only views of the worker fleet, and the answer to "why is my job still waiting?".
+"""The hub's cached view of the worker fleet, and the answer to "why is my job still waiting?".
 
-Workers register themselves in Redis (`workers` ZSET scored by liveness deadline,
-`worker:{id}` hash, `jobs:active:{id}` leases); the hub only reads those keys. The matcher
-in shared/matching.py is the same specification the claim script implements, so "no worker
-could ever run this" here means the same thing as in the claim.
+Workers register themselves in Redis; the hub reads their records through the read model
+(shared/fleet_reads.py). The matcher in shared/matching.py is the same specification the
+claim script implements, so "no worker could ever run this" here means the same thing as in
+the claim.
 """
 
 from __future__ import annotations
@@ -11,159 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import msgspec
-import orjson
-from redis.asyncio import Redis
-
-from shared.capabilities import Capabilities
 from shared.job import Job, ms_to_iso
-from shared.keys import Keys
-from shared.matching import Demand, RunningJob, mismatch
-
-MAX_WORKERS = 5000  # fleet reads are bounded; past this the views are partial
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _opt_int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
-
-
-def _json(value: str | None) -> Any:
-    if not value:
-        return {}
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return {}
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    job_id: str
-    customer_id: str
-    isolation: str
-    claimed_at: int | None
-
-
-@dataclass(slots=True)
-class WorkerView:
-    id: str
-    alive: bool
-    status: str
-    state: str
-    capabilities: Capabilities
-    raw_capabilities: Any
-    info: dict[str, Any]
-    registered_at: int | None = None
-    last_heartbeat: int | None = None
-    stopped_at: int | None = None
-    leases: list[Lease] = field(default_factory=list)
-    claimed: int = 0
-    completed: int = 0
-    failed: int = 0
-
-    @property
-    def slots(self) -> int:
-        for key in ("slots", "concurrency", "max_concurrent_jobs"):
-            value = self.info.get(key)
-            if isinstance(value, int) and value > 0:
-                return value
-        return 1
-
-    @property
-    def busy(self) -> bool:
-        return self.status == "busy" or len(self.leases) >= self.slots
-
-    @property
-    def running(self) -> list[RunningJob]:
-        out: list[RunningJob] = []
-        for lease in self.leases:
-            iso = lease.isolation if lease.isolation in ("strict", "loose") else "none"
-            out.append(RunningJob(lease.customer_id, iso))  # type: ignore[arg-type]
-        return out
-
-    def to_public(self, now_ms: int) -> dict[str, Any]:
-        age = (now_ms - self.last_heartbeat) / 1000 if self.last_heartbeat else None
-        return {
-            "id": self.id,
-            "alive": self.alive,
-            "status": self.status if self.alive else "offline",
-            "state": self.state,
-            "capabilities": self.raw_capabilities,
-            "info": self.info,
-            "current_jobs": [lease.job_id for lease in self.leases],
-            "heartbeat_age_seconds": round(age, 3) if age is not None else None,
-            "last_heartbeat": ms_to_iso(self.last_heartbeat),
-            "registered_at": ms_to_iso(self.registered_at),
-            "stopped_at": ms_to_iso(self.stopped_at),
-            "counters": {
-                "claimed": self.claimed,
-                "completed": self.completed,
-                "failed": self.failed,
-            },
-        }
-
-
-def _parse_worker(
-    worker_id: str, raw: Mapping[Any, Any], leases: Mapping[Any, Any], alive: bool
-) -> WorkerView:
-    h = {_text(k): _text(v) for k, v in raw.items()}
-    caps_text = h.get("capabilities") or "{}"
-    try:
-        caps = msgspec.json.decode(caps_text, type=Capabilities)
-    except msgspec.MsgspecError:
-        caps = Capabilities()
-    info = _json(h.get("info"))
-    parsed: list[Lease] = []
-    for job_id, record in leases.items():
-        parts = _text(record).split("|")
-        parsed.append(
-            Lease(
-                job_id=_text(job_id),
-                customer_id=parts[1] if len(parts) > 1 else "",
-                isolation=parts[2] if len(parts) > 2 else "none",
-                claimed_at=_opt_int(parts[3]) if len(parts) > 3 else None,
-            )
-        )
-    return WorkerView(
-        id=worker_id,
-        alive=alive,
-        status=h.get("status", "unknown"),
-        state=h.get("state", "active"),
-        capabilities=caps,
-        raw_capabilities=_json(caps_text),
-        info=info if isinstance(info, dict) else {},
-        registered_at=_opt_int(h.get("registered_at")),
-        last_heartbeat=_opt_int(h.get("last_heartbeat")),
-        stopped_at=_opt_int(h.get("stopped_at")),
-        leases=parsed,
-        claimed=_opt_int(h.get("claimed")) or 0,
-        completed=_opt_int(h.get("completed")) or 0,
-        failed=_opt_int(h.get("failed")) or 0,
-    )
-
-
-async def redis_now_ms(redis: Redis) -> int:
-    """Redis server time: the clock every timestamp in the job and worker hashes uses."""
-    seconds, micros = await redis.time()
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
-async def live_workers(redis: Redis, keys: Keys, limit: int = MAX_WORKERS) -> list[WorkerView]:
-    """Registered workers whose liveness deadline has not been reaped yet."""
-    entries = await redis.zrange(keys.workers, 0, limit - 1)
-    ids = [_text(e) for e in entries]
-    return await _load(redis, keys, ids, alive=True)
+from shared.matching import Demand, mismatch
+from shared.worker_view import WorkerView
 
 
 class FleetCache:
@@ -174,9 +27,11 @@ class FleetCache:
     of staleness is harmless for an explanation. Concurrent callers share one read.
     """
 
-    def __init__(self, redis: Redis, keys: Keys, max_age: float = 1.0) -> None:
-        self._redis = redis
-        self._keys = keys
+    def __init__(
+        self, load: Callable[[], Awaitable[list[WorkerView]]], max_age: float = 1.0
+    ) -> None:
+        """`load` reads the live fleet (`FleetReads.live`)."""
+        self._load = load
         self._max_age = max_age
         self._value: list[WorkerView] = []
         self._at = float("-inf")
@@ -184,7 +39,7 @@ class FleetCache:
 
     async def get(self) -> list[WorkerView]:
         if self._max_age <= 0:
-            return await live_workers(self._redis, self._keys)
+            return await self._load()
         if time.monotonic() - self._at < self._max_age:
             return self._value
         if self._pending is not None:
@@ -192,7 +47,7 @@ class FleetCache:
         loop = asyncio.get_running_loop()
         self._pending = future = loop.create_future()
         try:
-            value = await live_workers(self._redis, self._keys)
+            value = await self._load()
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: no "never retrieved" warning when nobody waits
@@ -202,34 +57,6 @@ class FleetCache:
         self._value, self._at = value, time.monotonic()
         future.set_result(value)
         return value
-
-
-async def get_worker(redis: Redis, keys: Keys, worker_id: str) -> WorkerView | None:
-    """Any worker whose hash still exists, live or offline (kept for the retention TTL)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.zscore(keys.workers, worker_id)
-        pipe.hgetall(keys.worker(worker_id))
-        pipe.hgetall(keys.leases(worker_id))
-        score, raw, leases = await pipe.execute()
-    if not raw:
-        return None
-    return _parse_worker(worker_id, raw, leases or {}, alive=score is not None)
-
-
-async def _load(redis: Redis, keys: Keys, ids: Sequence[str], *, alive: bool) -> list[WorkerView]:
-    if not ids:
-        return []
-    async with redis.pipeline(transaction=False) as pipe:
-        for worker_id in ids:
-            pipe.hgetall(keys.worker(worker_id))
-            pipe.hgetall(keys.leases(worker_id))
-        replies = await pipe.execute()
-    out: list[WorkerView] = []
-    for i, worker_id in enumerate(ids):
-        raw, leases = replies[2 * i], replies[2 * i + 1]
-        if raw:
-            out.append(_parse_worker(worker_id, raw, leases or {}, alive=alive))
-    return out
 
 
 def why_waiting(

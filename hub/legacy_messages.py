@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 from hub.context import HubContext
-from hub.queries import summaries
 from hub.stats import compute_stats
 from shared.job import Job
 
@@ -45,12 +44,8 @@ def job_status_message(job: Job) -> dict[str, Any]:
 async def stats_broadcast(hub: HubContext) -> dict[str, Any]:
     """The original monitor feed: connections, workers, subscriptions, system stats."""
     workers = await hub.fleet.get()
-    stats = await compute_stats(hub.redis, hub.keys, workers)
-    ids = [
-        i.decode() if isinstance(i, bytes) else str(i)
-        for i in await hub.redis.zrange(hub.keys.active, 0, MAX_ACTIVE_JOBS // 2 - 1)
-        + await hub.redis.zrange(hub.keys.pending, 0, MAX_ACTIVE_JOBS // 2 - 1)
-    ]
+    stats = await compute_stats(hub.reads, workers)
+    heads = await hub.reads.jobs.heads(dict.fromkeys(("active", "pending"), MAX_ACTIVE_JOBS // 2))
     active_jobs = [
         {
             "id": j.id,
@@ -62,7 +57,7 @@ async def stats_broadcast(hub: HubContext) -> dict[str, Any]:
             "updated_at": seconds(j.claimed_at or j.created_at),
             "progress": j.progress,
         }
-        for j in await summaries(hub.redis, hub.keys, ids)
+        for j in await hub.reads.jobs.summaries(heads["active"] + heads["pending"])
         if j is not None
     ]
     jobs = stats["jobs"]

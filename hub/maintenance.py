@@ -18,10 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from hub.fleet import redis_now_ms
 from hub.priority import PriorityPolicy
 from hub.settings import HubSettings
 from shared.broker import Broker
@@ -34,10 +32,6 @@ AGING_CHUNK = 500
 AGING_FIELDS = ("status", "priority", "customer_id", "deadline", "created_at", "effective_priority")
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 @dataclass
 class Maintenance:
     broker: Broker
@@ -46,10 +40,6 @@ class Maintenance:
     _next_aging: float = 0.0
     _next_cleanup: float = 0.0
     last_report: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def redis(self) -> Redis:
-        return self.broker.redis
 
     @property
     def policy(self) -> PriorityPolicy:
@@ -106,22 +96,16 @@ class Maintenance:
 
     async def age(self) -> int:
         """Re-score up to `aging_batch` pending jobs whose effective priority changed."""
-        now_ms = await redis_now_ms(self.redis)
-        keys = self.broker.keys
+        jobs = self.broker.reads.jobs
+        now_ms = await self.broker.reads.now_ms()
         visited = changed = 0
         while visited < self.settings.aging_batch:
             count = min(AGING_CHUNK, self.settings.aging_batch - visited)
-            start = self._aging_offset
-            ids = [
-                _text(i) for i in await self.redis.zrange(keys.pending, start, start + count - 1)
-            ]
+            ids = await jobs.ids("pending", self._aging_offset, count)
             if not ids:
                 self._aging_offset = 0
                 break
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for job_id in ids:
-                    pipe.hmget(keys.job(job_id), AGING_FIELDS)
-                rows = await pipe.execute()
+            rows = await jobs.fields(ids, AGING_FIELDS)
             updates: dict[str, int] = {}
             for job_id, row in zip(ids, rows, strict=True):
                 value = self._rescore(row, now_ms)
@@ -136,10 +120,8 @@ class Maintenance:
                 break
         return changed
 
-    def _rescore(self, row: list[Any], now_ms: int) -> int | None:
-        status, priority, customer, deadline, created, current = (
-            _text(v) if v is not None else None for v in row
-        )
+    def _rescore(self, row: list[str | None], now_ms: int) -> int | None:
+        status, priority, customer, deadline, created, current = row
         if status != "pending" or priority is None or created is None:
             return None
         value = self.policy.effective(

@@ -2,9 +2,10 @@
 
 Listings walk the broker's own indexes (jobs:pending in queue order, jobs:active, and the
 finished registries newest first) instead of scanning keys, and read each page's job hashes
-in one pipelined round trip. Filters on service or customer are applied to what is read,
-with a bounded amount of work per request: a page may come back with fewer than `limit`
-jobs and still a `next_cursor`, like Redis SCAN. Positions are offsets into the indexes, so
+in one pipelined round trip; the reads themselves are the read model's (shared/job_reads.py),
+this module decides what a page is. Filters on service or customer are applied to what is
+read, with a bounded amount of work per request: a page may come back with fewer than
+`limit` jobs and still a `next_cursor`, like Redis SCAN. Positions are offsets into the indexes, so
 a cursor is best effort while jobs move: a job may be seen twice or missed when it changes
 status between two pages.
 """
@@ -13,42 +14,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
 import orjson
-from redis.asyncio import Redis
 
-from shared.broker import Submitted, parse_job
+from shared.broker import Submitted
 from shared.errors import InvalidInput
 from shared.job import Job, JobRequest, ms_to_iso
-from shared.keys import Keys
+from shared.job_reads import JobReads
 from shared.settings import BrokerSettings
 
-SUMMARY_FIELDS: Final = (
-    "id", "service_type", "customer_id", "priority", "effective_priority", "requirements",
-    "status", "progress", "message", "error", "worker_id", "attempts", "max_retries",
-    "timeout_ms", "deadline", "tags", "created_at", "claimed_at", "finished_at", "retry_at",
-    "event_seq",
-)  # fmt: skip
 STATUSES: Final = ("pending", "active", "completed", "failed", "cancelled")
 # Listing every status: live work first, then the finished registries newest first.
 ALL_ORDER: Final = ("active", "pending", "failed", "completed", "cancelled")
-NEWEST_FIRST: Final = frozenset({"completed", "failed", "cancelled"})
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def index_key(keys: Keys, status: str) -> str:
-    if status == "pending":
-        return keys.pending
-    if status == "active":
-        return keys.active
-    return keys.finished(status)
 
 
 def public_summary(job: Job) -> dict[str, Any]:
@@ -59,32 +39,13 @@ def public_summary(job: Job) -> dict[str, Any]:
     return out
 
 
-async def summaries(redis: Redis, keys: Keys, ids: Sequence[str]) -> list[Job | None]:
-    """The jobs (without payload and result) for `ids`, None where the hash is gone."""
-    if not ids:
-        return []
-    async with redis.pipeline(transaction=False) as pipe:
-        for job_id in ids:
-            pipe.hmget(keys.job(job_id), SUMMARY_FIELDS)
-        rows = await pipe.execute()
-    out: list[Job | None] = []
-    for row in rows:
-        fields = {k: v for k, v in zip(SUMMARY_FIELDS, row, strict=True) if v is not None}
-        out.append(parse_job(fields) if "id" in fields and "status" in fields else None)
-    return out
-
-
-async def summary_with_position(redis: Redis, keys: Keys, job_id: str) -> dict[str, Any] | None:
+async def summary_with_position(jobs: JobReads, job_id: str) -> dict[str, Any] | None:
     """One job's summary plus its queue position, in one round trip."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hmget(keys.job(job_id), SUMMARY_FIELDS)
-        pipe.zrank(keys.pending, job_id)
-        row, rank = await pipe.execute()
-    fields = {k: v for k, v in zip(SUMMARY_FIELDS, row, strict=True) if v is not None}
-    if "id" not in fields:
+    job, position = await jobs.summary_and_position(job_id)
+    if job is None:
         return None
-    out = public_summary(parse_job(fields))
-    out["queue_position"] = rank if isinstance(rank, int) else None
+    out = public_summary(job)
+    out["queue_position"] = position
     return out
 
 
@@ -161,7 +122,7 @@ class JobFilter:
 
 
 async def list_jobs(
-    redis: Redis, keys: Keys, flt: JobFilter, *, limit: int, cursor: str | None, budget: int
+    jobs: JobReads, flt: JobFilter, *, limit: int, cursor: str | None, budget: int
 ) -> tuple[list[dict[str, Any]], str | None]:
     """A page of job summaries and the cursor of the next page (None at the end).
 
@@ -176,17 +137,12 @@ async def list_jobs(
     while stage < len(stages) and len(out) < limit and examined < budget:
         status = stages[stage]
         chunk = min(max(limit - len(out), 50), budget - examined)
-        key = index_key(keys, status)
-        if status in NEWEST_FIRST:
-            ids = await redis.zrevrange(key, offset, offset + chunk - 1)
-        else:
-            ids = await redis.zrange(key, offset, offset + chunk - 1)
+        ids = await jobs.ids(status, offset, chunk)
         if not ids:
             stage, offset = stage + 1, 0
             continue
-        jobs = await summaries(redis, keys, [_text(i) for i in ids])
         taken = 0
-        for job in jobs:
+        for job in await jobs.summaries(ids):
             taken += 1
             if job is not None and flt.accepts(job) and job.status == status:
                 out.append(public_summary(job))

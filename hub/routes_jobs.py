@@ -1,8 +1,8 @@
 """REST routes for jobs: submit (one or a batch), read, list, long-poll, cancel, retry.
 
-Every state change goes through the Broker API (one Lua script each); reads use the key
-schema directly. A client token bound to a customer submits only as that customer and
-never learns that another customer's job exists (404, not 403).
+Every state change goes through the Broker API (one Lua script each); reads go through its
+read model (`Broker.reads`). A client token bound to a customer submits only as that
+customer and never learns that another customer's job exists (404, not 403).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from hub.auth import Principal
 from hub.context import HubContext, hub_of, principal_of, require_operator
 from hub.errors import ApiError, not_found
 from hub.events import follow_job
-from hub.fleet import redis_now_ms, why_waiting
+from hub.fleet import why_waiting
 from hub.http_helpers import decode_model, json_response, read_body
 from hub.queries import STATUSES, JobFilter, created_view, list_jobs, summary_with_position
 from hub.request_models import BatchRequest, CancelRequest
@@ -107,7 +107,7 @@ async def submit_job(request: Request) -> Response:
         hub.metrics.created.inc()
         view = created_view(req, submitted, effective, hub.broker.settings)
         return json_response(view, 201, headers)
-    job = await summary_with_position(hub.redis, hub.keys, job_id)
+    job = await summary_with_position(hub.reads.jobs, job_id)
     if job is None:  # finished and expired between the two calls: extremely unlikely
         job = {"id": job_id}
     elif not principal.can_see(job.get("customer_id")):
@@ -147,7 +147,7 @@ async def _batch_view(
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for r in results:
-        view = await summary_with_position(hub.redis, hub.keys, r.job_id) or {"id": r.job_id}
+        view = await summary_with_position(hub.reads.jobs, r.job_id) or {"id": r.job_id}
         if not principal.can_see(view.get("customer_id")):
             view = {"id": r.job_id, "error": {"field": "id", "message": "id already in use"}}
         view["created"] = r.created
@@ -183,7 +183,7 @@ async def job_view(hub: HubContext, job: Job) -> dict[str, Any]:
     if job.status == "pending":
         position = await hub.broker.queue_position(job.id)
         workers = await hub.fleet.get()
-        now = await redis_now_ms(hub.redis)
+        now = await hub.reads.now_ms()
         out["queue_position"] = position
         out["waiting"] = why_waiting(job, workers, position, now)
     return out
@@ -248,7 +248,7 @@ async def get_jobs(request: Request) -> Response:
     hub = hub_of(request)
     flt, limit, cursor = _list_params(request, principal_of(request))
     budget = max(limit * 20, 2000)
-    jobs, nxt = await list_jobs(hub.redis, hub.keys, flt, limit=limit, cursor=cursor, budget=budget)
+    jobs, nxt = await list_jobs(hub.reads.jobs, flt, limit=limit, cursor=cursor, budget=budget)
     return json_response({"jobs": jobs, "next_cursor": nxt})
 
 

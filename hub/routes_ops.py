@@ -31,7 +31,7 @@ async def ready(request: Request) -> Response:
     if hub is None:
         return json_response({"status": "starting", "redis": False}, 503)
     try:
-        await asyncio.wait_for(hub.redis.ping(), READY_TIMEOUT)
+        await asyncio.wait_for(hub.broker.ping(), READY_TIMEOUT)
         redis_ok = True
     except (RedisError, OSError, TimeoutError):
         redis_ok = False
@@ -47,14 +47,14 @@ async def ready(request: Request) -> Response:
 async def stats(request: Request) -> Response:
     hub = hub_of(request)
     require_operator(request)
-    return json_response(await compute_stats(hub.redis, hub.keys, await hub.fleet.get()))
+    return json_response(await compute_stats(hub.reads, await hub.fleet.get()))
 
 
 async def metrics(request: Request) -> Response:
     hub = hub_of(request)
     require_operator(request)
     if hub.metrics.stale:
-        document = await compute_stats(hub.redis, hub.keys, await hub.fleet.get())
+        document = await compute_stats(hub.reads, await hub.fleet.get())
         hub.metrics.refresh(document)
     return Response(hub.metrics.render(), media_type=hub.metrics.content_type)
 

@@ -1,8 +1,8 @@
 """REST routes for the worker fleet (operator only): list, inspect, pause, resume, drain.
 
-Workers register and heartbeat in Redis themselves; the hub reads their records and changes
-only the operator state through `Broker.set_worker_state`, which the claim script honours
-on the worker's next claim whatever the worker itself does.
+Workers register and heartbeat in Redis themselves; the hub reads their records (through
+`Broker.reads.fleet`) and changes only the operator state through `Broker.set_worker_state`,
+which the claim script honours on the worker's next claim whatever the worker itself does.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from starlette.routing import Route
 
 from hub.context import hub_of, require_operator
 from hub.errors import not_found
-from hub.fleet import get_worker, live_workers, redis_now_ms
 from hub.http_helpers import json_response
 
 STATES: dict[str, Literal["active", "paused", "draining"]] = {
@@ -28,18 +27,18 @@ STATES: dict[str, Literal["active", "paused", "draining"]] = {
 async def list_workers(request: Request) -> Response:
     hub = hub_of(request)
     require_operator(request)
-    workers = await live_workers(hub.redis, hub.keys)
-    now = await redis_now_ms(hub.redis)
+    workers = await hub.reads.fleet.live()
+    now = await hub.reads.now_ms()
     return json_response({"workers": [w.to_public(now) for w in workers]})
 
 
 async def show_worker(request: Request) -> Response:
     hub = hub_of(request)
     require_operator(request)
-    worker = await get_worker(hub.redis, hub.keys, request.path_params["worker_id"])
+    worker = await hub.reads.fleet.worker(request.path_params["worker_id"])
     if worker is None:
         raise not_found("worker")
-    return json_response(worker.to_public(await redis_now_ms(hub.redis)))
+    return json_response(worker.to_public(await hub.reads.now_ms()))
 
 
 async def change_state(request: Request) -> Response:
@@ -49,10 +48,10 @@ async def change_state(request: Request) -> Response:
     state = STATES[request.url.path.rsplit("/", 1)[1]]
     if not await hub.broker.set_worker_state(worker_id, state):
         raise not_found("worker")
-    worker = await get_worker(hub.redis, hub.keys, worker_id)
+    worker = await hub.reads.fleet.worker(worker_id)
     if worker is None:
         raise not_found("worker")
-    return json_response(worker.to_public(await redis_now_ms(hub.redis)))
+    return json_response(worker.to_public(await hub.reads.now_ms()))
 
 
 routes = [

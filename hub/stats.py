@@ -1,6 +1,7 @@
 """Fleet statistics for GET /stats, the dashboard, /metrics and the legacy monitor feed.
 
-Everything is read from the broker's indexes with a fixed number of round trips:
+Everything is read from the broker's indexes, through the read model (shared/reads.py),
+with a fixed number of round trips:
 
 - pending by priority band: ZCOUNT over score ranges. The queue score is
   (1000 - priority) * 2^43 + seq, so each band of effective priorities is one contiguous
@@ -16,12 +17,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Final
 
-import orjson
-from redis.asyncio import Redis
-
-from hub.fleet import WorkerView, live_workers, redis_now_ms
 from shared.job import ms_to_iso
-from shared.keys import Keys
+from shared.job_reads import JobReads
+from shared.reads import Reads
+from shared.worker_view import WorkerView
 
 SCORE_UNIT: Final = 2**43
 # Bands of effective priority (higher runs first). 100+ is reachable only through tier,
@@ -31,10 +30,6 @@ WINDOWS: Final = (1, 5, 15)
 COUNTERS: Final = ("submitted", "claimed", "completed", "failed", "retried", "cancelled", "run_ms")
 MAX_CLASSES: Final = 2000
 SAMPLE: Final = 200
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def band_scores(lo: int, hi: int) -> tuple[int, int]:
@@ -62,71 +57,47 @@ def percentiles(values: list[int]) -> dict[str, Any]:
     return {"p50": rank(50), "p90": rank(90), "p99": rank(99), "samples": len(ordered)}
 
 
-async def pending_breakdown(redis: Redis, keys: Keys) -> dict[str, Any]:
-    bands = [band_scores(lo, hi) for _, lo, hi in BANDS]
-    raw_classes = await redis.hgetall(keys.classes)
-    classes: list[tuple[str, str]] = []
-    for class_id, doc in list(raw_classes.items())[:MAX_CLASSES]:
-        try:
-            service = str(orjson.loads(doc).get("s", "?"))
-        except (orjson.JSONDecodeError, AttributeError):
-            service = "?"
-        classes.append((_text(class_id), service))
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.zcard(keys.pending)
-        pipe.zcard(keys.delayed)
-        for lo, hi in bands:
-            pipe.zcount(keys.pending, lo, hi)
-        for class_id, _ in classes:
-            for lo, hi in bands:
-                pipe.zcount(keys.job_class(class_id), lo, hi)
-        replies = await pipe.execute()
-    total, delayed = int(replies[0]), int(replies[1])
+async def pending_breakdown(jobs: JobReads) -> dict[str, Any]:
+    counts = await jobs.pending_counts(
+        [band_scores(lo, hi) for _, lo, hi in BANDS], max_classes=MAX_CLASSES
+    )
     names = [name for name, _, _ in BANDS]
-    by_band = dict(zip(names, map(int, replies[2 : 2 + len(bands)]), strict=True))
     by_service: dict[str, dict[str, Any]] = {}
-    offset = 2 + len(bands)
-    for i, (_, service) in enumerate(classes):
-        counts = replies[offset + i * len(bands) : offset + (i + 1) * len(bands)]
-        entry = by_service.setdefault(service, {"total": 0, "by_priority": dict.fromkeys(names, 0)})
-        for name, count in zip(names, counts, strict=True):
-            entry["by_priority"][name] += int(count)
-            entry["total"] += int(count)
+    for cls in counts.by_class:
+        entry = by_service.setdefault(
+            cls.service, {"total": 0, "by_priority": dict.fromkeys(names, 0)}
+        )
+        for name, count in zip(names, cls.in_ranges, strict=True):
+            entry["by_priority"][name] += count
+            entry["total"] += count
     return {
-        "total": total,
-        "claimable": total - delayed,
-        "backing_off": delayed,
-        "by_priority": by_band,
+        "total": counts.total,
+        "claimable": counts.total - counts.backing_off,
+        "backing_off": counts.backing_off,
+        "by_priority": dict(zip(names, counts.in_ranges, strict=True)),
         "by_service": dict(sorted(by_service.items())),
-        "classes": len(raw_classes),
-        "truncated": len(raw_classes) > MAX_CLASSES,
+        "classes": counts.classes,
+        "truncated": counts.classes > MAX_CLASSES,
     }
 
 
-async def throughput(redis: Redis, keys: Keys, now_ms: int) -> dict[str, dict[str, int]]:
+async def throughput(jobs: JobReads, now_ms: int) -> dict[str, dict[str, int]]:
     """Counter sums over the last 1, 5 and 15 minute buckets (the current one included)."""
     minute = now_ms // 60_000
-    async with redis.pipeline(transaction=False) as pipe:
-        for m in range(minute - max(WINDOWS) + 1, minute + 1):
-            pipe.hgetall(keys.stats(m))
-        buckets = await pipe.execute()
+    buckets = await jobs.minute_counters(range(minute - max(WINDOWS) + 1, minute + 1))
     buckets.reverse()  # newest first
     out: dict[str, dict[str, int]] = {}
     for window in WINDOWS:
         sums: Counter[str] = Counter()
         for bucket in buckets[:window]:
-            for k, v in bucket.items():
-                sums[_text(k)] += int(v)
+            sums.update(bucket)
         out[f"{window}m"] = {name: sums.get(name, 0) for name in COUNTERS}
     return out
 
 
-async def timings(redis: Redis, keys: Keys) -> dict[str, dict[str, Any]]:
-    ids = await redis.zrevrange(keys.finished("completed"), 0, SAMPLE - 1)
-    async with redis.pipeline(transaction=False) as pipe:
-        for job_id in ids:
-            pipe.hmget(keys.job(_text(job_id)), ["created_at", "claimed_at", "finished_at"])
-        rows = await pipe.execute()
+async def timings(jobs: JobReads) -> dict[str, dict[str, Any]]:
+    ids = await jobs.ids("completed", 0, SAMPLE)
+    rows = await jobs.fields(ids, ("created_at", "claimed_at", "finished_at"))
     waits: list[int] = []
     runs: list[int] = []
     for created, claimed, finished in rows:
@@ -146,29 +117,16 @@ def worker_counts(workers: list[WorkerView]) -> dict[str, Any]:
     }
 
 
-async def job_counts(redis: Redis, keys: Keys) -> dict[str, int]:
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.zcard(keys.pending)
-        pipe.zcard(keys.active)
-        for status in ("completed", "failed", "cancelled"):
-            pipe.zcard(keys.finished(status))
-        replies = await pipe.execute()
-    names = ("pending", "active", "completed", "failed", "cancelled")
-    return dict(zip(names, map(int, replies), strict=True))
-
-
-async def compute_stats(
-    redis: Redis, keys: Keys, workers: list[WorkerView] | None = None
-) -> dict[str, Any]:
+async def compute_stats(reads: Reads, workers: list[WorkerView] | None = None) -> dict[str, Any]:
     """The /stats document; `workers` may come from a FleetCache (read here when None)."""
-    now = await redis_now_ms(redis)
+    now = await reads.now_ms()
     if workers is None:
-        workers = await live_workers(redis, keys)
+        workers = await reads.fleet.live()
     return {
         "now": ms_to_iso(now),
-        "pending": await pending_breakdown(redis, keys),
-        "jobs": await job_counts(redis, keys),
-        "throughput": await throughput(redis, keys, now),
-        **await timings(redis, keys),
+        "pending": await pending_breakdown(reads.jobs),
+        "jobs": await reads.jobs.counts(),
+        "throughput": await throughput(reads.jobs, now),
+        **await timings(reads.jobs),
         "workers": worker_counts(workers),
     }

@@ -88,8 +88,7 @@ class LegacySession(Session):
                 }
             )
         elif event.type == "completed":
-            raw = await self.hub.redis.hget(self.hub.keys.job(event.job_id or ""), "result")
-            result = orjson.loads(raw) if raw else None
+            result = await self.hub.reads.jobs.result(event.job_id or "")
             await self.send({"type": "complete_job", **base, "result": result})
         elif event.type in ("failed", "retrying"):
             await self.send(

@@ -2,7 +2,9 @@
 
 Every state transition is one script call (shared/lua/); this module validates inputs,
 encodes documents and decodes replies. It keeps no state of its own besides the Redis
-client, so any number of hubs and workers can use it against one Redis.
+client, so any number of hubs and workers can use it against one Redis. Reads that are not
+part of a transition (listings, statistics, the fleet, the event stream) are the read model
+in shared/reads.py, which the Broker exposes as `reads`.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ from shared.broker_replies import (
     worker_state,
 )
 from shared.capabilities import Capabilities
+from shared.control_channel import ControlSubscription
 from shared.errors import BrokerError, InvalidInput
 from shared.job import MAX_EFFECTIVE_PRIORITY, Job, JobRequest
 from shared.keys import Keys
+from shared.reads import Reads
 from shared.requirements import Requirements, requirement_class
 from shared.scripts import Scripts
 from shared.settings import BrokerSettings
@@ -79,6 +83,12 @@ class Broker:
             events_max=self.settings.events_max,
             retention_ms=self.settings.retention_ms,
         )
+        # Reads that are not state transitions (listings, stats, fleet, clock, events).
+        self.reads = Reads(redis, self.keys)
+
+    async def ping(self) -> None:
+        """Raise unless Redis answers (readiness checks)."""
+        await self.redis.ping()
 
     # -- submission ---------------------------------------------------------------------
 
@@ -277,6 +287,11 @@ class Broker:
         if popped is None:
             return None
         return int(text(popped[1]) or "0")
+
+    def control_subscription(self, worker_id: str) -> ControlSubscription:
+        """A subscription to `worker_id`'s cancel signals; the client must not have a socket
+        timeout (the channel is silent for long stretches)."""
+        return ControlSubscription(self.redis, self.keys.control(worker_id))
 
     # -- reporting (fenced) -------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import orjson
 from shared.errors import BrokerError
 from shared.job import Job, JobStatus
 from shared.requirements import Requirements
+from shared.text import as_text
 
 Fence = Literal["ok", "stale", "cancelled"]
 FailOutcome = Literal["retrying", "failed", "stale", "cancelled"]
@@ -77,9 +78,8 @@ class ReapReport:
 
 
 def text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
+    """A reply value as text, None kept: Lua's nil (and false) arrive as None."""
+    return None if value is None else as_text(value)
 
 
 def opt_int(value: str | None) -> int | None:

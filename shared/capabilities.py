@@ -15,11 +15,12 @@ from shared.requirements import ComputeCapability, Isolation
 from shared.validation import CustomerList, NameList, ServiceType
 
 
-class _Doc(msgspec.Struct, frozen=True):
-    pass
+class _CapabilitySection(msgspec.Struct, frozen=True):
+    """Base of every part of a capability document: unknown fields are tolerated, because a
+    newer worker may report more than an older hub knows."""
 
 
-class GpuCapability(_Doc, frozen=True):
+class GpuCapability(_CapabilitySection, frozen=True):
     memory_gb: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     index: int = 0
     uuid: str = ""
@@ -28,13 +29,13 @@ class GpuCapability(_Doc, frozen=True):
     compute_capability: ComputeCapability | None = None
 
 
-class HardwareCapabilities(_Doc, frozen=True):
+class HardwareCapabilities(_CapabilitySection, frozen=True):
     gpus: list[GpuCapability] = []
     cpu_cores: Annotated[int, msgspec.Meta(ge=0)] = 0
     ram_gb: Annotated[float, msgspec.Meta(ge=0)] = 0.0
 
 
-class CustomerAccess(_Doc, frozen=True):
+class CustomerAccess(_CapabilitySection, frozen=True):
     """Worker-side isolation: strict serves only `allowed_customers` (dedicated hardware),
     loose serves anyone not in `denied_customers`, none serves anyone."""
 
@@ -43,20 +44,20 @@ class CustomerAccess(_Doc, frozen=True):
     denied_customers: CustomerList = []
 
 
-class PerformanceCapabilities(_Doc, frozen=True):
+class PerformanceCapabilities(_CapabilitySection, frozen=True):
     quality_levels: NameList = []
 
 
-class GeographicCapabilities(_Doc, frozen=True):
+class GeographicCapabilities(_CapabilitySection, frozen=True):
     region: str | None = None
     compliance: NameList = []
 
 
-class CostCapabilities(_Doc, frozen=True):
+class CostCapabilities(_CapabilitySection, frozen=True):
     per_hour: Annotated[float, msgspec.Meta(ge=0)] = 0.0
 
 
-class Capabilities(_Doc, frozen=True):
+class Capabilities(_CapabilitySection, frozen=True):
     services: Annotated[list[ServiceType], msgspec.Meta(max_length=64)] = []
     hardware: HardwareCapabilities = HardwareCapabilities()
     models: Annotated[list[str], msgspec.Meta(max_length=4096)] = []

@@ -68,6 +68,14 @@ class Keys:
         """Registry of finished jobs: completed, failed (the dead letter) or cancelled."""
         return f"{self.prefix}jobs:{status}"
 
+    def status_index(self, status: str) -> str:
+        """The index of the jobs in `status`: pending, active, or a finished registry."""
+        if status == "pending":
+            return self.pending
+        if status == "active":
+            return self.active
+        return self.finished(status)
+
     def job_class(self, class_id: str) -> str:
         return f"{self.prefix}class:{class_id}"
 

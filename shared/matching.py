@@ -20,8 +20,9 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 
 @dataclass(frozen=True, slots=True)
-class RunningJob:
-    """A job the worker currently holds, as far as customer isolation cares."""
+class RunningCustomer:
+    """The customer of a job the worker currently holds and the isolation that job asked
+    for: all that customer isolation needs to know about it."""
 
     customer_id: str
     isolation: Isolation
@@ -83,7 +84,9 @@ def _describe_gpu(want: GpuRequirement) -> str:
     return " ".join(parts)
 
 
-def mismatch(demand: Demand, caps: Capabilities, running: Sequence[RunningJob] = ()) -> str | None:
+def mismatch(
+    demand: Demand, caps: Capabilities, running: Sequence[RunningCustomer] = ()
+) -> str | None:
     """Why `caps` cannot run `demand` right now, or None when it can."""
     req = demand.requirements
     if demand.service_type not in caps.services:
@@ -118,7 +121,7 @@ def mismatch(demand: Demand, caps: Capabilities, running: Sequence[RunningJob] =
 
 
 def _customer_mismatch(
-    demand: Demand, caps: Capabilities, running: Sequence[RunningJob]
+    demand: Demand, caps: Capabilities, running: Sequence[RunningCustomer]
 ) -> str | None:
     customer = demand.customer_id
     access = caps.customer_access
@@ -139,5 +142,5 @@ def _customer_mismatch(
     return None
 
 
-def matches(demand: Demand, caps: Capabilities, running: Sequence[RunningJob] = ()) -> bool:
+def matches(demand: Demand, caps: Capabilities, running: Sequence[RunningCustomer] = ()) -> bool:
     return mismatch(demand, caps, running) is None

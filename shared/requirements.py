@@ -21,11 +21,14 @@ ComputeCapability = Annotated[
 ]
 
 
-class _Doc(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
-    pass
+class _RequirementSection(
+    msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True
+):
+    """Base of every part of a requirement document: an unknown field is refused, because
+    a job's typo must not silently mean "no requirement"."""
 
 
-class GpuRequirement(_Doc, frozen=True):
+class GpuRequirement(_RequirementSection, frozen=True):
     """At least `count` GPUs, each satisfying every other field (a job never spans GPUs)."""
 
     memory_gb: Annotated[float, msgspec.Meta(ge=0, le=100_000)] | None = None
@@ -34,26 +37,26 @@ class GpuRequirement(_Doc, frozen=True):
     compute_capability: ComputeCapability | None = None
 
 
-class HardwareRequirement(_Doc, frozen=True):
+class HardwareRequirement(_RequirementSection, frozen=True):
     gpu: GpuRequirement | None = None
     cpu_cores: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
     ram_gb: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] | None = None
 
 
-class PerformanceRequirement(_Doc, frozen=True):
+class PerformanceRequirement(_RequirementSection, frozen=True):
     quality: Name | None = None
 
 
-class GeographicRequirement(_Doc, frozen=True):
+class GeographicRequirement(_RequirementSection, frozen=True):
     region: Name | None = None
     compliance: NameList = []
 
 
-class CostRequirement(_Doc, frozen=True):
+class CostRequirement(_RequirementSection, frozen=True):
     max_per_hour: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] | None = None
 
 
-class Requirements(_Doc, frozen=True):
+class Requirements(_RequirementSection, frozen=True):
     hardware: HardwareRequirement | None = None
     models: NameList = []
     customer_isolation: Isolation = "none"

@@ -19,9 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
-
+from shared.control_channel import ControlSubscription
 from shared.redis_client import TRANSIENT_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -34,15 +32,13 @@ class SilentLink(ConnectionError):
 class ControlListener:
     def __init__(
         self,
-        redis: Redis,
-        channel: str,
+        subscription: Callable[[], ControlSubscription],
         on_cancel: Callable[[str], None],
         *,
         keepalive: float = 15.0,
         pong_deadline: float = 5.0,
     ) -> None:
-        self._redis = redis
-        self._channel = channel
+        self._subscription = subscription  # a fresh one per (re)subscription
         self._on_cancel = on_cancel
         self._keepalive = keepalive
         self._pong_deadline = pong_deadline
@@ -53,30 +49,30 @@ class ControlListener:
     async def run(self) -> None:
         delay = 0.5
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            channel = self._subscription()
             try:
-                await pubsub.subscribe(self._channel)
+                await channel.subscribe()
                 self.subscriptions += 1
                 delay = 0.5
-                await self._watch(pubsub)
+                await self._watch(channel)
             except TRANSIENT_ERRORS as exc:
                 logger.warning("control channel lost (%s); resubscribing in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             finally:
-                await pubsub.aclose()
+                await channel.aclose()
 
-    async def _watch(self, pubsub: PubSub) -> None:
+    async def _watch(self, channel: ControlSubscription) -> None:
         """Run the reader; return or raise when it ends, raise SilentLink when a ping goes
         unanswered."""
         self._heard = time.monotonic()
-        reader = asyncio.create_task(self._read(pubsub), name="control-reader")
+        reader = asyncio.create_task(self._read(channel), name="control-reader")
         try:
             while True:
                 quiet = time.monotonic() - self._heard
                 if quiet >= self._keepalive:
                     pinged = time.monotonic()
-                    await pubsub.ping()
+                    await channel.ping()
                     self.pings += 1
                     await asyncio.wait({reader}, timeout=self._pong_deadline)
                     if not reader.done() and self._heard < pinged:
@@ -90,14 +86,13 @@ class ControlListener:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
 
-    async def _read(self, pubsub: PubSub) -> None:
-        async for message in pubsub.listen():
+    async def _read(self, channel: ControlSubscription) -> None:
+        async for text in channel.messages():
             self._heard = time.monotonic()
-            if message.get("type") == "message":
-                self._handle(message.get("data"))
+            if text is not None:
+                self._handle(text)
 
-    def _handle(self, data: object) -> None:
-        text = data.decode() if isinstance(data, bytes) else str(data)
+    def _handle(self, text: str) -> None:
         command, _, job_id = text.partition(" ")
         if command == "cancel" and job_id:
             self._on_cancel(job_id)

@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 
 @dataclass
-class RunningJob:
+class HeldJob:
     """A job this worker holds, as the dashboard and the heartbeat see it."""
 
     job: Job
@@ -69,16 +69,16 @@ class JobRunner:
         self._deliver_timeout = deliver_timeout
         self._next_claim_caps = next_claim_caps
 
-    async def run(self, rj: RunningJob, connector: Connector) -> Outcome:
-        job = rj.job
+    async def run(self, held: HeldJob, connector: Connector) -> Outcome:
+        job = held.job
         token = job_id_var.set(job.id)
         try:
-            return await self._run(rj, connector)
+            return await self._run(held, connector)
         finally:
             job_id_var.reset(token)
 
-    async def _run(self, rj: RunningJob, connector: Connector) -> Outcome:
-        job = rj.job
+    async def _run(self, held: HeldJob, connector: Connector) -> Outcome:
+        job = held.job
         ctx = JobContext(
             job_id=job.id,
             service_type=job.service_type,
@@ -90,33 +90,33 @@ class JobRunner:
         logger.debug("job started (service %s, attempt %d)", job.service_type, job.attempts + 1)
         # The connector runs as its own task and the timeout is enforced from outside it, so
         # a connector that swallows cancellation cannot outlive its time limit unnoticed.
-        task = asyncio.create_task(connector.run(ctx, self._progress_reporter(rj), rj.cancel))
+        task = asyncio.create_task(connector.run(ctx, self._progress_reporter(held), held.cancel))
         try:
             done, _ = await asyncio.wait({task}, timeout=job.timeout_seconds)
         except asyncio.CancelledError:
             task.cancel()
             raise
         if not done:
-            rj.cancel.set()
+            held.cancel.set()
             await connector.interrupt(job.id)
             task.cancel()
             await asyncio.wait({task}, timeout=10)
             error = f"timed out after {job.timeout_seconds:g} s"
-            return await self._fail(rj, error, retryable=True)
+            return await self._fail(held, error, retryable=True)
         try:
             result = task.result()
         except (JobCancelled, asyncio.CancelledError):
-            return await self._cancelled(rj)
+            return await self._cancelled(held)
         except JobFailed as exc:
-            return await self._fail(rj, exc.message, retryable=exc.retryable)
+            return await self._fail(held, exc.message, retryable=exc.retryable)
         except Exception as exc:  # a connector bug must not kill the worker
             logger.error("connector %s raised %s: %s", connector.name, type(exc).__name__, exc)
-            return await self._fail(rj, f"{type(exc).__name__}: {exc}", retryable=True)
-        if rj.cancel.is_set():
-            return await self._cancelled(rj)
-        return await self._complete(rj, result)
+            return await self._fail(held, f"{type(exc).__name__}: {exc}", retryable=True)
+        if held.cancel.is_set():
+            return await self._cancelled(held)
+        return await self._complete(held, result)
 
-    def _progress_reporter(self, rj: RunningJob) -> Callable[[float, str], Awaitable[None]]:
+    def _progress_reporter(self, held: HeldJob) -> Callable[[float, str], Awaitable[None]]:
         """Record every update locally; forward at most one per interval to Redis, the first
         one interval into the job, so a chatty service cannot flood it and a short job costs
         no progress writes at all. A rejected update means the job is no longer ours."""
@@ -124,67 +124,67 @@ class JobRunner:
 
         async def report(progress: float, message: str) -> None:
             nonlocal last_sent
-            rj.progress, rj.message = max(0.0, min(100.0, progress)), message
+            held.progress, held.message = max(0.0, min(100.0, progress)), message
             now = time.monotonic()
-            if now - last_sent < self._progress_interval or rj.cancel.is_set():
+            if now - last_sent < self._progress_interval or held.cancel.is_set():
                 return
             last_sent = now
             try:
                 fence = await self._broker.progress(
-                    self._worker_id, rj.job.id, rj.token, rj.progress, message
+                    self._worker_id, held.job.id, held.token, held.progress, message
                 )
             except TRANSIENT_ERRORS:
                 return  # progress is best effort; the outcome is not
             if fence != "ok":
-                rj.cancel_reason = rj.cancel_reason or "revoked"
-                rj.cancel.set()
+                held.cancel_reason = held.cancel_reason or "revoked"
+                held.cancel.set()
 
         return report
 
-    async def _complete(self, rj: RunningJob, result: Any) -> Outcome:
+    async def _complete(self, held: HeldJob, result: Any) -> Outcome:
         caps = self._next_claim_caps()
         follow_up: Claim | None = None
         fence: Fence
         try:
             if caps is None:
                 fence = await self._deliver(
-                    lambda: self._broker.complete(self._worker_id, rj.job.id, rj.token, result)
+                    lambda: self._broker.complete(self._worker_id, held.job.id, held.token, result)
                 )
             else:
                 # A reply lost here and retried leaves the first claim unknown to us: the
                 # heartbeat hands such an orphaned lease back (see heartbeat.lua).
                 fence, claimed = await self._deliver(
                     lambda: self._broker.complete_and_claim(
-                        self._worker_id, rj.job.id, rj.token, result, caps
+                        self._worker_id, held.job.id, held.token, result, caps
                     )
                 )
                 follow_up = claimed if isinstance(claimed, Claim) else None
         except InvalidInput as exc:
-            return await self._fail(rj, f"result rejected: {exc.message}", retryable=False)
+            return await self._fail(held, f"result rejected: {exc.message}", retryable=False)
         status = "completed" if fence == "ok" else fence
-        self._log_end(rj, status, None)
-        return Outcome(rj.job.id, status, None, time.time() - rj.started, next_claim=follow_up)
+        self._log_end(held, status, None)
+        return Outcome(held.job.id, status, None, time.time() - held.started, next_claim=follow_up)
 
-    async def _fail(self, rj: RunningJob, error: str, *, retryable: bool) -> Outcome:
+    async def _fail(self, held: HeldJob, error: str, *, retryable: bool) -> Outcome:
         outcome = await self._deliver(
             lambda: self._broker.fail(
-                self._worker_id, rj.job.id, rj.token, error, retryable=retryable
+                self._worker_id, held.job.id, held.token, error, retryable=retryable
             )
         )
-        self._log_end(rj, outcome, error)
-        return Outcome(rj.job.id, outcome, error, time.time() - rj.started)
+        self._log_end(held, outcome, error)
+        return Outcome(held.job.id, outcome, error, time.time() - held.started)
 
-    async def _cancelled(self, rj: RunningJob) -> Outcome:
+    async def _cancelled(self, held: HeldJob) -> Outcome:
         """Stopped on request. Releasing is right either way: a revoked job's release is
         refused by fencing (and drops our stale lease); a job stopped for shutdown goes back
         to the queue without an attempt penalty."""
-        reason = "worker stopping" if rj.cancel_reason == "shutdown" else "interrupted"
+        reason = "worker stopping" if held.cancel_reason == "shutdown" else "interrupted"
         fence = await self._deliver(
-            lambda: self._broker.release(self._worker_id, rj.job.id, rj.token, reason)
+            lambda: self._broker.release(self._worker_id, held.job.id, held.token, reason)
         )
         status = "released" if fence == "ok" else "cancelled"
-        self._log_end(rj, status, None)
-        return Outcome(rj.job.id, status, None, time.time() - rj.started)
+        self._log_end(held, status, None)
+        return Outcome(held.job.id, status, None, time.time() - held.started)
 
     async def _deliver(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry a report until Redis takes it. Nothing else is lost meanwhile: leases live
@@ -203,8 +203,8 @@ class JobRunner:
                 delay = min(delay * 2, 5.0)
 
     @staticmethod
-    def _log_end(rj: RunningJob, status: str, error: str | None) -> None:
-        seconds = time.time() - rj.started
+    def _log_end(held: HeldJob, status: str, error: str | None) -> None:
+        seconds = time.time() - held.started
         if error:
             logger.info("job %s after %.2f s: %s", status, seconds, error)
         else:

@@ -118,9 +118,9 @@ class RedisLink:
         return "Redis"
 
     async def run_control(self, on_cancel: Callable[[str], None]) -> None:
+        waiter = Broker(self._blocking, self._settings)
         listener = ControlListener(
-            self._blocking,
-            Broker(self._blocking, self._settings).keys.control(self._worker_id),
+            lambda: waiter.control_subscription(self._worker_id),
             on_cancel,
             keepalive=self._keepalive,
             pong_deadline=min(5.0, self._keepalive),

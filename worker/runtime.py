@@ -31,7 +31,7 @@ from worker.hardware.info import HardwareInfo
 from worker.hardware.report import to_report
 from worker.hardware.utilization import sample_utilization, with_free_memory
 from worker.heartbeat import HeartbeatThread
-from worker.job_runner import JobRunner, Outcome, RunningJob
+from worker.job_runner import HeldJob, JobRunner, Outcome
 from worker.links import RedisLink, WorkerLink
 from worker.settings import WorkerSettings
 
@@ -57,7 +57,7 @@ class Worker:
         self.burst = burst
         self.id = settings.worker_id
         self.started = time.time()
-        self.running: dict[str, RunningJob] = {}
+        self.running: dict[str, HeldJob] = {}
         self.history: collections.deque[Outcome] = collections.deque(maxlen=HISTORY)
         self.health: dict[str, Health] = {}
         self.state = "active"  # operator state: active | paused | draining
@@ -170,10 +170,10 @@ class Worker:
                 len(self.running),
             )
             await self._wait_for_jobs(self.settings.shutdown_grace)
-        for rj in list(self.running.values()):
-            rj.cancel_reason = "shutdown"
-            rj.cancel.set()
-            await self.connectors[rj.job.service_type].interrupt(rj.job.id)
+        for held in list(self.running.values()):
+            held.cancel_reason = "shutdown"
+            held.cancel.set()
+            await self.connectors[held.job.service_type].interrupt(held.job.id)
         await self._wait_for_jobs(10.0)
         for task in background:
             task.cancel()
@@ -290,26 +290,26 @@ class Worker:
         return 0
 
     def _start(self, claim: Claim) -> None:
-        rj = RunningJob(job=claim.job, token=claim.token)
-        self.running[claim.job.id] = rj
+        held = HeldJob(job=claim.job, token=claim.token)
+        self.running[claim.job.id] = held
         self.status = "busy"
         self._publish()
-        task = asyncio.create_task(self._execute(rj), name=f"job-{claim.job.id}")
+        task = asyncio.create_task(self._execute(held), name=f"job-{claim.job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _execute(self, rj: RunningJob) -> None:
+    async def _execute(self, held: HeldJob) -> None:
         follow_up: Claim | None = None
         try:
-            connector = self.connectors.get(rj.job.service_type)
+            connector = self.connectors.get(held.job.service_type)
             if connector is None:  # capabilities only offer configured services
-                await self.broker.fail(self.id, rj.job.id, rj.token, "service not configured")
+                await self.broker.fail(self.id, held.job.id, held.token, "service not configured")
                 return
-            outcome = await self._runner.run(rj, connector)
+            outcome = await self._runner.run(held, connector)
             self.history.appendleft(outcome)
             follow_up = outcome.next_claim
         finally:
-            self.running.pop(rj.job.id, None)
+            self.running.pop(held.job.id, None)
             if follow_up is not None and not self._stopping.is_set():
                 self._start(follow_up)  # the slot passes straight to the next job
             else:
@@ -328,13 +328,13 @@ class Worker:
 
     def revoke(self, job_id: str) -> None:
         """The job is no longer ours (cancelled, timed out or reassigned): interrupt it."""
-        rj = self.running.get(job_id)
-        if rj is None or rj.cancel.is_set():
+        held = self.running.get(job_id)
+        if held is None or held.cancel.is_set():
             return
         logger.info("interrupting job %s: revoked by the broker", job_id)
-        rj.cancel_reason = "revoked"
-        rj.cancel.set()
-        task = asyncio.create_task(self.connectors[rj.job.service_type].interrupt(job_id))
+        held.cancel_reason = "revoked"
+        held.cancel.set()
+        task = asyncio.create_task(self.connectors[held.job.service_type].interrupt(job_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -409,7 +409,7 @@ class Worker:
         """Hand the heartbeat thread what to report next."""
         self._heartbeat.update(
             status=self.status if self.status != "starting" else "idle",
-            running={job_id: rj.token for job_id, rj in self.running.items()},
+            running={job_id: held.token for job_id, held in self.running.items()},
             caps=self._caps if caps_changed else None,
         )
 

@@ -35,6 +35,8 @@ from redis.asyncio import Redis
 from shared.broker import Broker
 from shared.embedded_redis import EmbeddedRedis, free_port
 from shared.keys import Keys
+from shared.redis_clock import redis_now_ms
+from shared.text import as_text
 from tests.helpers import wait_until
 from tests.tcp_proxy import PausableProxy
 
@@ -318,10 +320,6 @@ class JobEvent:
         return worker if isinstance(worker, str) else None
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def read_events(redis: Redis, keys: Keys) -> dict[str, list[JobEvent]]:
     """Every job event in the `events` stream, grouped by job, in stream order."""
     out: dict[str, list[JobEvent]] = defaultdict(list)
@@ -331,7 +329,7 @@ async def read_events(redis: Redis, keys: Keys) -> dict[str, list[JobEvent]]:
         if not page:
             return out
         for entry_id, raw in page:
-            f = {_text(k): _text(v) for k, v in raw.items()}
+            f = {as_text(k): as_text(v) for k, v in raw.items()}
             if f.get("kind") != "job":
                 continue
             try:
@@ -339,9 +337,9 @@ async def read_events(redis: Redis, keys: Keys) -> dict[str, list[JobEvent]]:
             except orjson.JSONDecodeError:
                 data = {}
             out[f["job"]].append(
-                JobEvent(_text(entry_id), f.get("type", ""), int(f.get("seq") or 0), data or {})
+                JobEvent(as_text(entry_id), f.get("type", ""), int(f.get("seq") or 0), data or {})
             )
-        start = "(" + _text(page[-1][0])
+        start = "(" + as_text(page[-1][0])
 
 
 def stream_order(events: Mapping[str, list[JobEvent]], etype: str) -> list[tuple[str, JobEvent]]:
@@ -397,13 +395,14 @@ async def account(
             pipe.zscore(keys.pending, job_id)
         replies = await pipe.execute()
     live = {
-        _text(w) for w in await redis.zrangebyscore(keys.workers, await _redis_ms(redis), "+inf")
+        as_text(w)
+        for w in await redis.zrangebyscore(keys.workers, await redis_now_ms(redis), "+inf")
     }
     for i, job_id in enumerate(ids):
         status_raw, worker_raw = replies[2 * i]
         in_queue = replies[2 * i + 1] is not None
-        status = _text(status_raw) if status_raw is not None else None
-        worker = _text(worker_raw) if worker_raw is not None else ""
+        status = as_text(status_raw) if status_raw is not None else None
+        worker = as_text(worker_raw) if worker_raw is not None else ""
         if status == "completed":
             acc.completed += 1
         elif status == "failed":
@@ -428,18 +427,15 @@ async def account(
     return acc
 
 
-async def _redis_ms(redis: Redis) -> int:
-    seconds, micros = await redis.time()
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
 async def unfinished(redis: Redis, keys: Keys, job_ids: Iterable[str]) -> list[str]:
     ids = list(job_ids)
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in ids:
             pipe.hget(keys.job(job_id), "status")
         statuses = await pipe.execute()
-    return [j for j, s in zip(ids, statuses, strict=True) if s is None or _text(s) not in TERMINAL]
+    return [
+        j for j, s in zip(ids, statuses, strict=True) if s is None or as_text(s) not in TERMINAL
+    ]
 
 
 def report(acc: Accounting, **measured: object) -> None:

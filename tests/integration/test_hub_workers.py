@@ -82,26 +82,23 @@ async def test_offline_worker_is_still_visible_by_id(
     assert worker["stopped_at"] is not None
 
 
-async def test_fleet_cache_rereads_at_most_once_per_interval(
-    broker: Broker, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_fleet_cache_rereads_at_most_once_per_interval(broker: Broker) -> None:
     import asyncio
 
-    from hub import fleet
+    from hub.fleet import FleetCache
+    from shared.worker_view import WorkerView
 
     reads = 0
-    real = fleet.live_workers
 
-    async def counting(*args: object, **kwargs: object) -> list[fleet.WorkerView]:
+    async def counting() -> list[WorkerView]:
         nonlocal reads
         reads += 1
-        return await real(*args, **kwargs)  # type: ignore[arg-type]
+        return await broker.reads.fleet.live()
 
-    monkeypatch.setattr(fleet, "live_workers", counting)
-    cache = fleet.FleetCache(broker.redis, broker.keys, max_age=60)
+    cache = FleetCache(counting, max_age=60)
     assert await asyncio.gather(*(cache.get() for _ in range(5))) == [[]] * 5
     assert reads == 1  # concurrent callers shared one read
     await start_worker(broker, "w1")
     assert await cache.get() == []  # still fresh
-    fresh = fleet.FleetCache(broker.redis, broker.keys, max_age=0)
+    fresh = FleetCache(broker.reads.fleet.live, max_age=0)
     assert [w.id for w in await fresh.get()] == ["w1"]

@@ -17,7 +17,7 @@ from shared.broker import Broker, Claim
 from shared.capabilities import Capabilities
 from shared.job import JobRequest
 from shared.keys import Keys
-from shared.matching import Demand, RunningJob, matches
+from shared.matching import Demand, RunningCustomer, matches
 from shared.requirements import Requirements
 from shared.scripts import source
 from shared.validation import convert
@@ -140,7 +140,7 @@ def test_lua_matcher_agrees_with_python(
     expected = matches(
         Demand(service, customer, req),
         offer,
-        [RunningJob(c, i) for c, i in run],  # type: ignore[arg-type]
+        [RunningCustomer(c, i) for c, i in run],  # type: ignore[arg-type]
     )
     event(f"matches={expected}")
     reason = match_script(

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from redis.asyncio import Redis
 
+from shared.control_channel import ControlSubscription
 from shared.redis_client import connect
 from tests.helpers import wait_until
 from tests.tcp_proxy import PausableProxy
@@ -40,7 +41,10 @@ async def listening(
     client = connect(url, blocking=True)
     cancelled: list[str] = []
     listener = ControlListener(
-        client, CHANNEL, cancelled.append, keepalive=keepalive, pong_deadline=keepalive
+        lambda: ControlSubscription(client, CHANNEL),
+        cancelled.append,
+        keepalive=keepalive,
+        pong_deadline=keepalive,
     )
     task = asyncio.create_task(listener.run())
     try:

@@ -34,7 +34,7 @@ from worker.dashboard.app import create_app
 from worker.dashboard.server import DashboardServer, bind_dashboard_socket
 from worker.dashboard.snapshot import job_stats, percentile
 from worker.hardware.info import GpuInfo, HardwareInfo
-from worker.job_runner import Outcome, RunningJob
+from worker.job_runner import HeldJob, Outcome
 from worker.settings import WorkerSettings
 
 TOKEN = "op-token-7c1e9d"
@@ -110,7 +110,7 @@ class FakeWorker:
         self.state = "active"
         job = make_job("job-1")
         self.running = {
-            "job-1": RunningJob(job=job, token=CLAIM_TOKEN, progress=42.0, message="step 2/5")
+            "job-1": HeldJob(job=job, token=CLAIM_TOKEN, progress=42.0, message="step 2/5")
         }
         self.history: collections.deque[Outcome] = collections.deque(maxlen=100)
         self.health = {

@@ -21,7 +21,7 @@ def worker_ev() -> Event:
 
 
 def hub(buffer: int = 100) -> EventHub:
-    return EventHub(None, "events", buffer=buffer)  # type: ignore[arg-type]
+    return EventHub(None, buffer=buffer)  # type: ignore[arg-type]
 
 
 async def test_filters_route_events_to_matching_subscribers() -> None:

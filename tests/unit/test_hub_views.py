@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from hub.fleet import Lease, WorkerView, why_waiting
+from hub.fleet import why_waiting
 from hub.queries import Cursor
 from hub.stats import BANDS, band_of, band_scores, percentiles
 from shared.capabilities import Capabilities, GpuCapability, HardwareCapabilities
 from shared.errors import InvalidInput
 from shared.job import Job, JobStatus
 from shared.requirements import GpuRequirement, HardwareRequirement, Requirements
+from shared.worker_view import Lease, WorkerView
 
 NOW = 1_000_000
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from shared.matching import RunningJob, gpu_model_matches, matches, mismatch
+from shared.matching import RunningCustomer, gpu_model_matches, matches, mismatch
 from tests.factories import caps, demand, gpu
 
 H200 = gpu(140.4, "NVIDIA H200", "9.0")
@@ -124,13 +124,13 @@ class TestCustomerIsolation:
 
     def test_loose_job_never_shares_a_worker_with_another_customer(self) -> None:
         job = demand(customer="acme", customer_isolation="loose")
-        assert matches(job, self.open_worker, [RunningJob("acme", "none")])
-        assert not matches(job, self.open_worker, [RunningJob("other", "none")])
+        assert matches(job, self.open_worker, [RunningCustomer("acme", "none")])
+        assert not matches(job, self.open_worker, [RunningCustomer("other", "none")])
 
     def test_running_loose_job_locks_the_worker_to_its_customer(self) -> None:
-        running = [RunningJob("acme", "loose")]
+        running = [RunningCustomer("acme", "loose")]
         assert matches(demand(customer="acme"), self.open_worker, running)
         assert not matches(demand(customer="other"), self.open_worker, running)
 
     def test_none_job_may_share_with_other_none_jobs(self) -> None:
-        assert matches(demand(customer="b"), self.open_worker, [RunningJob("a", "none")])
+        assert matches(demand(customer="b"), self.open_worker, [RunningCustomer("a", "none")])

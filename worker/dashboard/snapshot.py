@@ -22,7 +22,7 @@ from worker.dashboard.http_helpers import NO_TOKEN_MESSAGE
 from worker.dashboard.worker_view import DashboardWorker
 from worker.hardware.info import HardwareInfo
 from worker.hardware.report import to_report
-from worker.job_runner import Outcome, RunningJob
+from worker.job_runner import HeldJob, Outcome
 
 HISTORY_LIMIT = 100
 REFRESH_SECONDS = 2
@@ -72,8 +72,8 @@ def _clip(text: str | None) -> str | None:
     return text[: MAX_TEXT - 1] + "\u2026"
 
 
-def _running_view(rj: RunningJob, now: float) -> dict[str, Any]:
-    job = rj.job  # never rj.token: it is the fencing token that lets its holder report
+def _running_view(held: HeldJob, now: float) -> dict[str, Any]:
+    job = held.job  # never held.token: it is the fencing token that lets its holder report
     return {
         "job_id": job.id,
         "service_type": job.service_type,
@@ -81,11 +81,11 @@ def _running_view(rj: RunningJob, now: float) -> dict[str, Any]:
         "priority": job.priority,
         "attempt": job.attempts + 1,
         "timeout_seconds": job.timeout_seconds,
-        "progress": round(rj.progress, 1),
-        "message": _clip(rj.message),
-        "started_at": _iso(rj.started),
-        "elapsed_seconds": round(max(0.0, now - rj.started), 1),
-        "cancelling": rj.cancel.is_set(),
+        "progress": round(held.progress, 1),
+        "message": _clip(held.message),
+        "started_at": _iso(held.started),
+        "elapsed_seconds": round(max(0.0, now - held.started), 1),
+        "cancelling": held.cancel.is_set(),
     }
 
 
@@ -119,7 +119,7 @@ def snapshot(
     """Everything the page shows, JSON-ready and scrubbed of secrets."""
     now = time.time() if now is None else now
     settings = worker.settings
-    running = sorted(worker.running.values(), key=lambda rj: rj.started)
+    running = sorted(worker.running.values(), key=lambda held: held.started)
     outcomes = list(itertools.islice(worker.history, HISTORY_LIMIT))
     age = worker.heartbeat_age
     doc = {
@@ -143,7 +143,7 @@ def snapshot(
             "enabled": bool(settings.auth_token),
             "reason": None if settings.auth_token else NO_TOKEN_MESSAGE,
         },
-        "running": [_running_view(rj, now) for rj in running],
+        "running": [_running_view(held, now) for held in running],
         "history": [_outcome_view(o) for o in outcomes],
         "stats": job_stats(outcomes),
         "resources": _resources(utilization, worker.hardware),

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from shared.capabilities import Capabilities
 from worker.connectors.base import Health
 from worker.hardware.info import HardwareInfo
-from worker.job_runner import Outcome, RunningJob
+from worker.job_runner import HeldJob, Outcome
 from worker.settings import WorkerSettings
 
 
@@ -31,7 +31,7 @@ class DashboardWorker(Protocol):
     @property
     def state(self) -> str: ...
     @property
-    def running(self) -> Mapping[str, RunningJob]: ...
+    def running(self) -> Mapping[str, HeldJob]: ...
     @property
     def history(self) -> Iterable[Outcome]: ...
     @property
