@@ -167,10 +167,6 @@ class HubSettings:
             broker=BrokerSettings.from_env(values),
         )
 
-    @property
-    def open(self) -> bool:
-        return not self.auth_enabled
-
 
 def _tokens(env: Env, name: str, allow_customer: bool) -> tuple[ClientToken, ...]:
     """Comma-separated tokens; a client token may be `token:customer_id`."""
