@@ -27,7 +27,6 @@ class WorkerSettings:
     worker_id: str
     services: tuple[str, ...]
     broker: BrokerSettings
-    hub_ws_url: str | None = None
     auth_token: str | None = None
     worker_type: str = "gpu"
     concurrent_jobs: int = 1
@@ -90,7 +89,6 @@ class WorkerSettings:
             worker_id=worker_id,
             services=services,
             broker=BrokerSettings.from_env(values),
-            hub_ws_url=env.optional_text("HUB_WS_URL"),
             auth_token=env.optional_text("HUB_AUTH_TOKEN"),
             worker_type=env.text("WORKER_TYPE", "gpu"),
             concurrent_jobs=env.integer("CONCURRENT_JOBS", 1, lo=1, hi=256),
