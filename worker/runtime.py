@@ -61,8 +61,8 @@ class Worker:
         self.state = "active"  # operator state: active | paused | draining
         self.status = "starting"
         self.dashboard_url: str | None = None
-        self._redis = connect(settings.redis_url)
-        self._blocking = connect(settings.redis_url, blocking=True, max_connections=4)
+        self._redis = connect(settings.redis.url)
+        self._blocking = connect(settings.redis.url, blocking=True, max_connections=4)
         self.broker = Broker(self._redis, settings.broker)
         self._waiter = Broker(self._blocking, settings.broker)
         self._runner = JobRunner(
@@ -78,7 +78,7 @@ class Worker:
         self._caps_bytes = Broker.encode_capabilities(self._caps)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heartbeat = HeartbeatThread(
-            settings.redis_url, self.id, settings.broker, self._revoked_from_thread
+            settings.redis.url, self.id, settings.broker, self._revoked_from_thread
         )
         self._control = ControlListener(
             self._blocking,
