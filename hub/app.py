@@ -58,10 +58,10 @@ def redis_client(url: str) -> Redis:
 def create_app(
     settings: HubSettings, *, redis: Redis | None = None, maintenance: bool | None = None
 ) -> Starlette:
-    """Build the hub. `redis` overrides settings.redis_url (the caller keeps ownership);
+    """Build the hub. `redis` overrides settings.redis (the caller keeps ownership);
     `maintenance` overrides settings.maintenance."""
-    if redis is None and settings.redis_url is None:
-        raise ValueError("create_app needs settings.redis_url or a redis client")
+    if redis is None and settings.redis is None:
+        raise ValueError("create_app needs settings.redis or a redis client")
     silence_frame_traces()
     authenticator = Authenticator(settings)
     run_maintenance = settings.maintenance if maintenance is None else maintenance
@@ -69,7 +69,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = redis is None
-        client = redis if redis is not None else redis_client(settings.redis_url or "")
+        client = (
+            redis
+            if redis is not None
+            else redis_client(settings.redis.url if settings.redis else "")
+        )
         broker = Broker(client, settings.broker)
         metrics = HubMetrics()
         events = EventHub(broker.reads.event_stream())

@@ -32,6 +32,7 @@ from hub.transport import TransportLimits, guarded_protocol
 from shared import __version__
 from shared.config import ConfigError, load_environment, read_env_file
 from shared.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from shared.redis_settings import RedisSettings
 
 log = logging.getLogger("hub.cli")
 VERSION = __version__
@@ -227,8 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     raise_file_limit(settings)
     embedded: EmbeddedRedis | None = None
-    if settings.redis_url is not None:
-        redis_url = settings.redis_url
+    if settings.redis is not None:
+        redis_url = settings.redis.url
         redis_line = mask_url(redis_url)
         worker_line = f"REDIS_URL={mask_url(redis_url)}"
     else:
@@ -247,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"embedded {embedded.binary.name} pid {embedded.pid} at {mask_url(redis_url)} "
             f"(data {embedded.data_dir}, AOF everysec)"
         )
+        settings = dataclasses.replace(settings, redis=RedisSettings(url=redis_url))
         url = worker_url(embedded, settings.embedded_redis_bind, settings.embedded_redis_password)
         worker_line = f"REDIS_URL={url}"
         if settings.embedded_redis_bind in ("127.0.0.1", "::1", "localhost"):
@@ -254,9 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "  (loopback only: set HUB_REDIS_BIND and HUB_REDIS_PASSWORD for remote workers)"
             )
     try:
-        return run_loop(
-            serve(dataclasses.replace(settings, redis_url=redis_url), redis_line, worker_line)
-        )
+        return run_loop(serve(settings, redis_line, worker_line))
     finally:
         if embedded is not None:
             embedded.stop()

@@ -32,8 +32,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.job import MAX_EFFECTIVE_PRIORITY
+from shared.setting import integer, number
+from shared.setting_section import Section
 
 DEFAULT_TIER = "default"
+
+# The formula's knobs are settings, declared on their fields; hub/settings.py reads them.
+AGING_AND_URGENCY = Section("priority: aging and urgency")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +47,36 @@ class PriorityPolicy:
 
     tier_bonus: Mapping[str, int] = field(default_factory=dict)
     customer_tiers: Mapping[str, str] = field(default_factory=dict)
-    aging_points_per_minute: float = 1.0
-    aging_max_points: int = 100
-    urgency_max_points: int = 100
-    urgency_window_seconds: float = 3600.0
+    aging_points_per_minute: float = AGING_AND_URGENCY.field(
+        number(
+            "HUB_AGING_POINTS_PER_MINUTE",
+            1.0,
+            lo=0,
+            hi=1000,
+            doc="Priority points a waiting job gains per minute, so nothing starves",
+        )
+    )
+    aging_max_points: int = AGING_AND_URGENCY.field(
+        integer("HUB_AGING_MAX_POINTS", 100, lo=0, hi=1000, doc="Most points aging adds")
+    )
+    urgency_max_points: int = AGING_AND_URGENCY.field(
+        integer(
+            "HUB_URGENCY_MAX_POINTS",
+            100,
+            lo=0,
+            hi=1000,
+            doc="Most points a near or passed deadline adds",
+        )
+    )
+    urgency_window_seconds: float = AGING_AND_URGENCY.field(
+        number(
+            "HUB_URGENCY_WINDOW_SECONDS",
+            3600.0,
+            lo=1,
+            hi=365 * 86400,
+            doc="How long before its deadline a job starts gaining urgency",
+        )
+    )
 
     def tier_of(self, customer_id: str | None) -> str | None:
         """A customer's tier: its assignment, else the tier named 'default' if configured."""

@@ -1,9 +1,11 @@
 """Hub configuration, read once at start-up from the environment and `.env.hub`.
 
-Every value is checked here so a typo stops the hub with a message naming the setting,
-instead of a default silently taking over: an unknown `HUB_*` / `WS_*` variable is an error
-(they are ours; a misspelt `HUB_OPERATER_TOKEN` would otherwise leave the hub without an
-operator), and so is running without any token unless `HUB_AUTH=off` says so explicitly.
+Every setting is declared once below (its field, or a module constant where several
+variables make one value); HUB_SETTINGS, at the end, lists them in the order of
+`release/.env.hub.example`. A typo stops the hub with a message naming the setting instead
+of a default silently taking over: an unknown `HUB_*` / `WS_*` variable is an error (they are
+ours; a misspelt `HUB_OPERATER_TOKEN` would otherwise leave the hub without an operator), and
+so is running without any token unless `HUB_AUTH=off` says so explicitly.
 """
 
 from __future__ import annotations
@@ -12,50 +14,30 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
-from hub.priority import PriorityPolicy
-from shared.config import ConfigError, Env
-from shared.settings import MIB, BrokerSettings
+from hub.priority import AGING_AND_URGENCY, PriorityPolicy
+from shared.config import ConfigError
+from shared.redis_settings import REDIS, RedisSettings
+from shared.setting import (
+    Setting,
+    choice,
+    flag,
+    integer,
+    items,
+    number,
+    optional_integer,
+    optional_text,
+    text,
+)
+from shared.setting_catalog import Catalog
+from shared.setting_section import Section, read_fields
+from shared.settings import BROKER, MIB, BrokerSettings
 from shared.validation import ID_PATTERN
 
 _ID_RE = re.compile(ID_PATTERN)
 _TOKEN_RE = re.compile(r"^[\x21-\x39\x3b-\x7e]{8,512}$")  # printable ASCII, no ':' or space
-
-KNOWN_PREFIXED = frozenset(
-    {
-        "HUB_HOST",
-        "HUB_REDIS_URL",
-        "HUB_PORT",
-        "HUB_AUTH",
-        "HUB_AUTH_TOKEN",
-        "HUB_OPERATOR_TOKEN",
-        "HUB_CORS_ORIGINS",
-        "HUB_DATA_DIR",
-        "HUB_REDIS_PORT",
-        "HUB_REDIS_BIND",
-        "HUB_REDIS_PASSWORD",
-        "HUB_CUSTOMERS",
-        "HUB_AGING_POINTS_PER_MINUTE",
-        "HUB_AGING_MAX_POINTS",
-        "HUB_URGENCY_MAX_POINTS",
-        "HUB_URGENCY_WINDOW_SECONDS",
-        "HUB_AGING_INTERVAL_SECONDS",
-        "HUB_AGING_BATCH",
-        "HUB_CLEANUP_INTERVAL_SECONDS",
-        "HUB_MAINTENANCE",
-        "HUB_MAX_WAIT_SECONDS",
-        "HUB_ACCESS_LOG",
-        "HUB_STATS_INTERVAL_SECONDS",
-        "HUB_FLEET_CACHE_SECONDS",
-        "HUB_HEADER_TIMEOUT_SECONDS",
-        "HUB_BODY_TIMEOUT_SECONDS",
-        "HUB_MAX_HEADER_BYTES",
-        "HUB_MAX_CONNECTIONS",
-        "WS_PORT",
-        "WS_AUTH_TOKEN",
-    }
-)
-OUR_PREFIXES = ("HUB_", "WS_")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,43 +48,269 @@ class ClientToken:
     customer_id: str | None = None
 
 
+def _tokens(name: str, *, allow_customer: bool, doc: str) -> Setting[tuple[ClientToken, ...]]:
+    """Comma-separated tokens; a client token may be `token:customer_id`."""
+
+    def parse(name: str, value: str) -> tuple[ClientToken, ...]:
+        out: list[ClientToken] = []
+        for item in _split(value):
+            token, sep, customer = item.partition(":")
+            if sep and not allow_customer:
+                raise ConfigError(name, "an operator token cannot be bound to a customer (no ':')")
+            if not _TOKEN_RE.match(token):
+                raise ConfigError(
+                    name,
+                    "each token must be 8-512 printable ASCII characters without ':' or spaces",
+                )
+            if sep and not _ID_RE.match(customer):
+                raise ConfigError(name, f"invalid customer id after ':' ({ID_PATTERN})")
+            out.append(ClientToken(token, customer or None))
+        return tuple(out)
+
+    return Setting(name, (), doc, parse, secret=True)
+
+
+def _pairs(name: str, *, doc: str) -> Setting[Mapping[str, str]]:
+    """Comma-separated name=value pairs."""
+
+    def parse(name: str, value: str) -> Mapping[str, str]:
+        out: dict[str, str] = {}
+        for item in _split(value):
+            key, sep, paired = item.partition("=")
+            if not sep or not key.strip() or not paired.strip():
+                raise ConfigError(
+                    name, f"expected name=value pairs separated by commas, got {item!r}"
+                )
+            out[key.strip()] = paired.strip()
+        return out
+
+    return Setting(name, MappingProxyType({}), doc, parse)
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+EMBEDDED_REDIS = Section("embedded Redis: used when neither HUB_REDIS_URL nor REDIS_URL is set")
+HTTP = Section("HTTP and WebSocket")
+AUTH = Section("authentication")
+PRIORITY = Section("priority")
+MAINTENANCE = Section("maintenance")
+
+# Variables combined into one value by from_env.
+HUB_AUTH_TOKEN = AUTH.add(
+    _tokens(
+        "HUB_AUTH_TOKEN",
+        allow_customer=True,
+        doc="Client tokens, comma-separated, each optionally bound to a customer as "
+        "token:customer_id",
+    )
+)
+WS_AUTH_TOKEN = AUTH.add(
+    _tokens(
+        "WS_AUTH_TOKEN",
+        allow_customer=True,
+        doc="The seed's name for client tokens; same format, added to HUB_AUTH_TOKEN",
+    )
+)
+CUSTOMER_TIERS = PRIORITY.add(
+    _pairs(
+        "CUSTOMER_TIERS", doc="Tiers and their priority bonus, e.g. premium=20,default=0,batch=-10"
+    )
+)
+HUB_CUSTOMERS = PRIORITY.add(
+    _pairs(
+        "HUB_CUSTOMERS",
+        doc="Customers' tiers, e.g. acme=premium,lab=batch (tiers must be in CUSTOMER_TIERS)",
+    )
+)
+
+
 @dataclass(frozen=True)
 class HubSettings:
     """Everything the hub process needs; `broker` holds the settings shared with workers.
 
+    redis=None (no Redis URL configured) starts the embedded Redis.
     auth_enabled=False (HUB_AUTH=off) runs without tokens: every caller is an operator.
     maintenance=False leaves reaping, retention and aging to other hubs (tests use it too).
     """
 
-    redis_url: str | None = None
-    host: str = "0.0.0.0"
-    port: int = 3001
-    ws_port: int = 3002
-    client_tokens: tuple[ClientToken, ...] = ()
-    operator_tokens: tuple[str, ...] = ()
-    auth_enabled: bool = True
-    default_priority: int = 50
-    log_level: str = "INFO"
-    log_format: str = "json"
-    access_log: bool = True
-    cors_origins: tuple[str, ...] = ()
-    max_request_bytes: int = 10 * MIB
-    header_timeout_seconds: float = 10.0
-    body_timeout_seconds: float = 30.0
-    max_header_bytes: int = 64 * 1024
-    max_connections: int = 2048
-    data_dir: Path = Path("data/redis")
-    embedded_redis_port: int | None = None
-    embedded_redis_bind: str = "127.0.0.1"
-    embedded_redis_password: str | None = None
+    redis: RedisSettings | None = None
+    data_dir: Path = EMBEDDED_REDIS.field(  # noqa: RUF009 - a field, like dataclasses.field
+        text("HUB_DATA_DIR", "data/redis", doc="Data directory (AOF and RDB files)").map(
+            lambda path: Path(path).expanduser()
+        )
+    )
+    embedded_redis_port: int | None = EMBEDDED_REDIS.field(
+        optional_integer(
+            "HUB_REDIS_PORT",
+            lo=1,
+            hi=65535,
+            doc="Port; empty: a free port. Set 6379 so workers have a fixed address",
+        )
+    )
+    embedded_redis_bind: str = EMBEDDED_REDIS.field(
+        text(
+            "HUB_REDIS_BIND",
+            "127.0.0.1",
+            doc="Address; 0.0.0.0 lets workers on other machines in (set a password then)",
+        )
+    )
+    embedded_redis_password: str | None = EMBEDDED_REDIS.field(
+        optional_text("HUB_REDIS_PASSWORD", doc="Password (requirepass); empty: none", secret=True)
+    )
+    host: str = HTTP.field(text("HUB_HOST", "0.0.0.0", doc="Listening address"))
+    port: int = HTTP.field(
+        integer("HUB_PORT", 3001, lo=0, hi=65535, doc="REST API, dashboard and /ws")
+    )
+    ws_port: int = HTTP.field(
+        integer(
+            "WS_PORT",
+            3002,
+            lo=0,
+            hi=65535,
+            doc="Second port serving the same app, for clients using the seed's separate "
+            "WebSocket port",
+        )
+    )
+    cors_origins: tuple[str, ...] = HTTP.field(
+        items(
+            "HUB_CORS_ORIGINS", doc="Browser origins allowed by CORS, comma-separated; empty: none"
+        )
+    )
+    max_request_bytes: int = HTTP.field(
+        integer(
+            "MAX_REQUEST_BYTES",
+            10 * MIB,
+            lo=1024,
+            hi=1024 * MIB,
+            doc="Largest request body, in bytes",
+        )
+    )
+    max_header_bytes: int = HTTP.field(
+        integer(
+            "HUB_MAX_HEADER_BYTES",
+            64 * 1024,
+            lo=1024,
+            hi=16 * MIB,
+            doc="Largest request head (request line and headers), in bytes; larger ones get 431",
+        )
+    )
+    header_timeout_seconds: float = HTTP.field(
+        number(
+            "HUB_HEADER_TIMEOUT_SECONDS",
+            10.0,
+            lo=0.1,
+            hi=3600,
+            doc="Seconds a client has to send a whole request head; partial heads then get 408",
+        )
+    )
+    body_timeout_seconds: float = HTTP.field(
+        number(
+            "HUB_BODY_TIMEOUT_SECONDS",
+            30.0,
+            lo=0.1,
+            hi=3600,
+            doc="Seconds a client has to send a whole request body; slower ones get 408",
+        )
+    )
+    max_connections: int = HTTP.field(
+        integer(
+            "HUB_MAX_CONNECTIONS",
+            2048,
+            lo=1,
+            hi=1_000_000,
+            doc="Open connections per port (HTTP and WebSocket); more are answered 503",
+        )
+    )
+    access_log: bool = HTTP.field(flag("HUB_ACCESS_LOG", True, doc="Log one line per HTTP request"))
+    log_level: str = HTTP.field(
+        choice("LOG_LEVEL", "info", LOG_LEVELS, doc="debug, info, warning, error or critical").map(
+            str.upper
+        )
+    )
+    log_format: str = HTTP.field(choice("LOG_FORMAT", "json", ("json", "text"), doc="json or text"))
+    auth_enabled: bool = AUTH.field(
+        flag(
+            "HUB_AUTH",
+            True,
+            doc="Require tokens; off runs the hub open (development only; logged as a warning)",
+        )
+    )
+    operator_tokens: tuple[str, ...] = AUTH.field(
+        _tokens(
+            "HUB_OPERATOR_TOKEN",
+            allow_customer=False,
+            doc="Operator tokens (workers, stats, metrics, dashboard), comma-separated",
+        ).map(lambda tokens: tuple(t.token for t in tokens))
+    )
+    # HUB_AUTH_TOKEN and WS_AUTH_TOKEN together.
+    client_tokens: tuple[ClientToken, ...] = field(default=(), repr=False)
+    default_priority: int = PRIORITY.field(
+        integer(
+            "DEFAULT_JOB_PRIORITY", 50, lo=0, hi=100, doc="Priority of jobs submitted without one"
+        )
+    )
+    # CUSTOMER_TIERS, HUB_CUSTOMERS and the AGING_AND_URGENCY section.
     priority: PriorityPolicy = field(default_factory=PriorityPolicy)
-    maintenance: bool = True
-    aging_interval: float = 30.0
-    aging_batch: int = 2000
-    cleanup_interval: float = 60.0
-    max_wait_seconds: float = 60.0
-    stats_interval: float = 5.0
-    fleet_cache_seconds: float = 1.0
+    maintenance: bool = MAINTENANCE.field(
+        flag(
+            "HUB_MAINTENANCE",
+            True,
+            doc="Run reaping, retention and aging in this hub (safe with several hubs)",
+        )
+    )
+    aging_interval: float = MAINTENANCE.field(
+        number(
+            "HUB_AGING_INTERVAL_SECONDS",
+            30.0,
+            lo=0.1,
+            hi=86400,
+            doc="How often waiting jobs are re-prioritised by age",
+        )
+    )
+    aging_batch: int = MAINTENANCE.field(
+        integer(
+            "HUB_AGING_BATCH", 2000, lo=1, hi=1_000_000, doc="Jobs re-prioritised per aging pass"
+        )
+    )
+    cleanup_interval: float = MAINTENANCE.field(
+        number(
+            "HUB_CLEANUP_INTERVAL_SECONDS",
+            60.0,
+            lo=0.1,
+            hi=86400,
+            doc="How often expired jobs and results are removed",
+        )
+    )
+    max_wait_seconds: float = MAINTENANCE.field(
+        number(
+            "HUB_MAX_WAIT_SECONDS",
+            60.0,
+            lo=0,
+            hi=3600,
+            doc="Longest wait allowed for GET /jobs/{id}?wait=",
+        )
+    )
+    stats_interval: float = MAINTENANCE.field(
+        number(
+            "HUB_STATS_INTERVAL_SECONDS",
+            5.0,
+            lo=0.1,
+            hi=3600,
+            doc="How often clients of the seed's WebSocket protocol are sent queue statistics",
+        )
+    )
+    fleet_cache_seconds: float = MAINTENANCE.field(
+        number(
+            "HUB_FLEET_CACHE_SECONDS",
+            1.0,
+            lo=0,
+            hi=60,
+            doc="How long the hub reuses its snapshot of the registered workers "
+            "(0: always read Redis)",
+        )
+    )
     broker: BrokerSettings = field(default_factory=BrokerSettings)
 
     def __post_init__(self) -> None:
@@ -122,92 +330,21 @@ class HubSettings:
         `checked_names` are the names whose HUB_*/WS_* spelling must be known (default: all
         of `values`). The CLI passes the names from `.env.hub` only: the process environment
         may legitimately hold a co-located worker's HUB_* settings."""
-        names = values.keys() if checked_names is None else checked_names
-        unknown = sorted(k for k in names if k.startswith(OUR_PREFIXES) and k not in KNOWN_PREFIXED)
-        if unknown:
-            raise ConfigError(unknown[0], f"unknown setting (unknown: {', '.join(unknown)})")
-        env = Env(values)
-        auth_enabled = env.flag("HUB_AUTH", True)
-        client_tokens = _client_tokens(env, "WS_AUTH_TOKEN") + _client_tokens(env, "HUB_AUTH_TOKEN")
-        operator_tokens = tuple(t.token for t in _tokens(env, "HUB_OPERATOR_TOKEN", False))
-        default_priority = env.integer("DEFAULT_JOB_PRIORITY", 50, lo=0, hi=100)
-        redis_port = env.optional_integer("HUB_REDIS_PORT", lo=1, hi=65535)
+        HUB_SETTINGS.refuse_unknown(values.keys() if checked_names is None else checked_names)
         return cls(
-            redis_url=env.optional_text("REDIS_URL") or env.optional_text("HUB_REDIS_URL"),
-            host=env.text("HUB_HOST", "0.0.0.0"),
-            port=env.integer("HUB_PORT", 3001, lo=0, hi=65535),
-            ws_port=env.integer("WS_PORT", 3002, lo=0, hi=65535),
-            client_tokens=client_tokens,
-            operator_tokens=operator_tokens,
-            auth_enabled=auth_enabled,
-            default_priority=default_priority,
-            log_level=env.choice(
-                "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
-            ).upper(),
-            log_format=env.choice("LOG_FORMAT", "json", ("json", "text")),
-            access_log=env.flag("HUB_ACCESS_LOG", True),
-            cors_origins=env.items("HUB_CORS_ORIGINS"),
-            max_request_bytes=env.integer("MAX_REQUEST_BYTES", 10 * MIB, lo=1024, hi=1024 * MIB),
-            header_timeout_seconds=env.number("HUB_HEADER_TIMEOUT_SECONDS", 10.0, lo=0.1, hi=3600),
-            body_timeout_seconds=env.number("HUB_BODY_TIMEOUT_SECONDS", 30.0, lo=0.1, hi=3600),
-            max_header_bytes=env.integer("HUB_MAX_HEADER_BYTES", 64 * 1024, lo=1024, hi=16 * MIB),
-            max_connections=env.integer("HUB_MAX_CONNECTIONS", 2048, lo=1, hi=1_000_000),
-            data_dir=Path(env.text("HUB_DATA_DIR", "data/redis")).expanduser(),
-            embedded_redis_port=redis_port,
-            embedded_redis_bind=env.text("HUB_REDIS_BIND", "127.0.0.1"),
-            embedded_redis_password=env.optional_text("HUB_REDIS_PASSWORD"),
-            priority=_priority_policy(env),
-            maintenance=env.flag("HUB_MAINTENANCE", True),
-            aging_interval=env.number("HUB_AGING_INTERVAL_SECONDS", 30.0, lo=0.1, hi=86400),
-            aging_batch=env.integer("HUB_AGING_BATCH", 2000, lo=1, hi=1_000_000),
-            cleanup_interval=env.number("HUB_CLEANUP_INTERVAL_SECONDS", 60.0, lo=0.1, hi=86400),
-            max_wait_seconds=env.number("HUB_MAX_WAIT_SECONDS", 60.0, lo=0, hi=3600),
-            stats_interval=env.number("HUB_STATS_INTERVAL_SECONDS", 5.0, lo=0.1, hi=3600),
-            fleet_cache_seconds=env.number("HUB_FLEET_CACHE_SECONDS", 1.0, lo=0, hi=60),
+            redis=RedisSettings.from_env(values),
+            client_tokens=WS_AUTH_TOKEN.read(values) + HUB_AUTH_TOKEN.read(values),
+            priority=_priority_policy(values),
             broker=BrokerSettings.from_env(values),
+            **read_fields(cls, values),
         )
 
-    @property
-    def open(self) -> bool:
-        return not self.auth_enabled
 
-
-def _tokens(env: Env, name: str, allow_customer: bool) -> tuple[ClientToken, ...]:
-    """Comma-separated tokens; a client token may be `token:customer_id`."""
-    out: list[ClientToken] = []
-    for item in env.items(name):
-        token, sep, customer = item.partition(":")
-        if sep and not allow_customer:
-            raise ConfigError(name, "an operator token cannot be bound to a customer (no ':')")
-        if not _TOKEN_RE.match(token):
-            raise ConfigError(
-                name, "each token must be 8-512 printable ASCII characters without ':' or spaces"
-            )
-        if sep and not _ID_RE.match(customer):
-            raise ConfigError(name, f"invalid customer id after ':' ({ID_PATTERN})")
-        out.append(ClientToken(token, customer or None))
-    return tuple(out)
-
-
-def _client_tokens(env: Env, name: str) -> tuple[ClientToken, ...]:
-    return _tokens(env, name, True)
-
-
-def _pairs(env: Env, name: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in env.items(name):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ConfigError(name, f"expected name=value pairs separated by commas, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def _priority_policy(env: Env) -> PriorityPolicy:
+def _priority_policy(values: Mapping[str, str]) -> PriorityPolicy:
     bonuses: dict[str, int] = {}
-    for tier, text in _pairs(env, "CUSTOMER_TIERS").items():
+    for tier, bonus_text in CUSTOMER_TIERS.read(values).items():
         try:
-            bonus = int(text)
+            bonus = int(bonus_text)
         except ValueError:
             raise ConfigError(
                 "CUSTOMER_TIERS", f"bonus of tier {tier!r} is not an integer"
@@ -215,17 +352,29 @@ def _priority_policy(env: Env) -> PriorityPolicy:
         if not -1000 <= bonus <= 1000:
             raise ConfigError("CUSTOMER_TIERS", f"bonus of tier {tier!r} outside -1000..1000")
         bonuses[tier] = bonus
-    customers = _pairs(env, "HUB_CUSTOMERS")
+    customers = HUB_CUSTOMERS.read(values)
     for customer, tier in customers.items():
         if tier not in bonuses:
             raise ConfigError("HUB_CUSTOMERS", f"customer {customer!r} has unknown tier {tier!r}")
     return PriorityPolicy(
-        tier_bonus=bonuses,
-        customer_tiers=customers,
-        aging_points_per_minute=env.number("HUB_AGING_POINTS_PER_MINUTE", 1.0, lo=0, hi=1000),
-        aging_max_points=env.integer("HUB_AGING_MAX_POINTS", 100, lo=0, hi=1000),
-        urgency_max_points=env.integer("HUB_URGENCY_MAX_POINTS", 100, lo=0, hi=1000),
-        urgency_window_seconds=env.number(
-            "HUB_URGENCY_WINDOW_SECONDS", 3600.0, lo=1, hi=365 * 86400
-        ),
+        tier_bonus=bonuses, customer_tiers=customers, **read_fields(PriorityPolicy, values)
     )
+
+
+HUB_SETTINGS = Catalog(
+    process="hub",
+    header="""\
+emp-redis hub settings: copy to `.env.hub` in the hub's working directory (or pass
+`emp-hub --env-file PATH`). Real environment variables override this file. An empty value
+means "unset": the default or automatic value. Every value below is the default, except the
+two tokens, which you must replace. Unknown HUB_*/WS_* names and bad values stop the hub at
+start-up, naming the setting.
+Generated from the declarations in hub/settings.py and shared/: after changing one, run
+`python -m scripts.env_examples`.""",
+    sections=(REDIS, EMBEDDED_REDIS, HTTP, AUTH, PRIORITY, AGING_AND_URGENCY, MAINTENANCE, BROKER),
+    owned_prefixes=("HUB_", "WS_"),
+    placeholders={
+        "HUB_AUTH_TOKEN": "replace-with-a-long-random-client-token",
+        "HUB_OPERATOR_TOKEN": "replace-with-a-long-random-operator-token",
+    },
+)

@@ -25,6 +25,7 @@ from hub.cli import HubServer
 from hub.settings import ClientToken, HubSettings
 from shared.broker import Broker, Claim
 from shared.capabilities import Capabilities, GpuCapability, HardwareCapabilities
+from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 
 CLIENT_TOKEN = "client-token-0001"
@@ -39,7 +40,7 @@ def hub_settings(
     redis_url: str, broker: BrokerSettings | None = None, **overrides: Any
 ) -> HubSettings:
     base = HubSettings(
-        redis_url=redis_url,
+        redis=RedisSettings(url=redis_url),
         client_tokens=(ClientToken(CLIENT_TOKEN), ClientToken(ACME_TOKEN, "acme")),
         operator_tokens=(OPERATOR_TOKEN,),
         maintenance=False,

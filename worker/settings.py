@@ -1,7 +1,10 @@
 """Worker configuration: environment variables (the seed's names) and an optional `.env.worker`.
 
 A bad value stops the worker at start-up with a message naming the variable: on a fleet of
-thousands of boxes a typo must be loud, never silently replaced by a default.
+thousands of boxes a typo must be loud, never silently replaced by a default. Every setting
+is declared once below (its field, or a module constant where code derives the value);
+WORKER_SETTINGS, at the end, lists them, with the shared ones and the built-in connectors',
+in the order of `release/.env.worker.example`.
 """
 
 from __future__ import annotations
@@ -13,112 +16,240 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.config import ConfigError, Env
-from shared.settings import BrokerSettings
+from shared.config import ConfigError
+from shared.redis_settings import REDIS, RedisSettings
+from shared.setting import (
+    Setting,
+    choice,
+    flag,
+    integer,
+    items,
+    number,
+    optional_integer,
+    optional_number,
+    optional_text,
+    text,
+)
+from shared.setting_catalog import Catalog
+from shared.setting_section import Section, read_fields
+from shared.settings import BROKER, BrokerSettings
 from shared.validation import ID_PATTERN, SERVICE_PATTERN
+from worker.connectors import BUILTIN_SETTINGS
 
 ISOLATION_MODES = ("strict", "loose", "none")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# What `detect` reports against when no URL is configured: it connects to nothing.
+DETECT_ONLY_REDIS = RedisSettings(url="redis://127.0.0.1:6379/0")
+
+IDENTITY = Section("identity and work")
+CAPABILITIES = Section("capabilities (empty: detected; set to override detection)")
+ISOLATION = Section("customer isolation")
+RUNNING = Section("dashboard, shutdown, timing, logs")
+
+
+def _worker_id(name: str, value: str) -> str:
+    if not re.match(ID_PATTERN, value):
+        raise ConfigError(name, f"{value!r}: use 1-128 of A-Z a-z 0-9 . _ : @ -")
+    return value
+
+
+def _services(name: str, value: str) -> tuple[str, ...]:
+    services = tuple(part.strip() for part in value.split(",") if part.strip())
+    for service in services:
+        if not re.match(SERVICE_PATTERN, service):
+            raise ConfigError(name, f"{service!r} is not a valid service name")
+    return services
+
+
+# Unset, it is derived from the host (default_worker_id), and checked the same way.
+WORKER_ID: Setting[str | None] = IDENTITY.add(
+    Setting(
+        "WORKER_ID",
+        None,
+        "Stable worker id (1-128 of A-Z a-z 0-9 . _ : @ -); "
+        "empty: <hostname>-gpu<first CUDA_VISIBLE_DEVICES>",
+        _worker_id,
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
-    redis_url: str
+    redis: RedisSettings
     worker_id: str
-    services: tuple[str, ...]
     broker: BrokerSettings
-    hub_ws_url: str | None = None
-    auth_token: str | None = None
-    worker_type: str = "gpu"
-    concurrent_jobs: int = 1
-    gpu_count: int | None = None
-    gpu_memory_gb: float | None = None
-    gpu_model: str | None = None
-    cpu_cores: int | None = None
-    ram_gb: float | None = None
-    models: tuple[str, ...] = ()
-    quality_levels: tuple[str, ...] = ("fast", "balanced", "quality")
-    region: str | None = None
-    compliance: tuple[str, ...] = ()
-    cost_per_hour: float = 0.0
-    customer_isolation: str = "none"
-    allowed_customers: tuple[str, ...] = ()
-    denied_customers: tuple[str, ...] = ()
-    dashboard_enabled: bool = True
-    dashboard_port: int | None = None
-    dashboard_host: str = "127.0.0.1"
-    shutdown_grace: float = 30.0
-    progress_interval: float = 0.5
-    health_interval: float = 10.0
-    control_keepalive: float = 15.0
-    models_dir: str | None = None
-    log_level: str = "INFO"
-    log_format: str = "text"
+    services: tuple[str, ...] = IDENTITY.field(
+        Setting(
+            "SERVICES",
+            ("simulation",),
+            "Connectors to load, comma-separated: simulation, comfyui, a1111, rest_sync, "
+            "rest_async, plugins",
+            _services,
+            shown="simulation",
+        )
+    )
+    worker_type: str = IDENTITY.field(
+        text("WORKER_TYPE", "gpu", doc="Free-form worker type reported with the capabilities")
+    )
+    concurrent_jobs: int = IDENTITY.field(
+        integer("CONCURRENT_JOBS", 1, lo=1, hi=256, doc="Jobs this worker runs at once")
+    )
+    gpu_count: int | None = CAPABILITIES.field(
+        optional_integer("GPU_COUNT", lo=0, hi=256, doc="Number of GPUs to report")
+    )
+    gpu_memory_gb: float | None = CAPABILITIES.field(
+        optional_number("GPU_MEMORY_GB", lo=0, hi=100_000, doc="Memory per GPU in GB")
+    )
+    gpu_model: str | None = CAPABILITIES.field(
+        optional_text("GPU_MODEL", doc="GPU model name, e.g. NVIDIA H200")
+    )
+    cpu_cores: int | None = CAPABILITIES.field(
+        optional_integer("CPU_CORES", lo=1, hi=100_000, doc="CPU cores to report")
+    )
+    ram_gb: float | None = CAPABILITIES.field(
+        optional_number("RAM_GB", lo=0, hi=1_000_000, doc="RAM in GB to report")
+    )
+    models: tuple[str, ...] = CAPABILITIES.field(
+        items("MODELS", doc="Models this worker can serve, comma-separated (jobs may require them)")
+    )
+    models_dir: str | None = CAPABILITIES.field(
+        optional_text(
+            "MODELS_DIR", doc="Directory holding the models: its free disk space is reported"
+        )
+    )
+    quality_levels: tuple[str, ...] = CAPABILITIES.field(
+        items(
+            "QUALITY_LEVELS",
+            ("fast", "balanced", "quality"),
+            doc="Quality levels offered, comma-separated",
+        )
+    )
+    region: str | None = CAPABILITIES.field(
+        optional_text("REGION", doc="Region reported for jobs that require one, e.g. eu-west")
+    )
+    compliance: tuple[str, ...] = CAPABILITIES.field(
+        items("COMPLIANCE", doc="Compliance labels, comma-separated, e.g. gdpr,hipaa")
+    )
+    cost_per_hour: float = CAPABILITIES.field(
+        number("COST_PER_HOUR", 0.0, lo=0, doc="Cost per hour reported with the capabilities")
+    )
+    customer_isolation: str = ISOLATION.field(
+        choice(
+            "CUSTOMER_ISOLATION",
+            "none",
+            ISOLATION_MODES,
+            doc="none: any customer; loose: any except DENIED_CUSTOMERS; strict: only "
+            "ALLOWED_CUSTOMERS",
+        )
+    )
+    allowed_customers: tuple[str, ...] = ISOLATION.field(
+        items(
+            "ALLOWED_CUSTOMERS",
+            doc="Customers served under CUSTOMER_ISOLATION=strict (required then), comma-separated",
+        )
+    )
+    denied_customers: tuple[str, ...] = ISOLATION.field(
+        items(
+            "DENIED_CUSTOMERS",
+            doc="Customers refused under CUSTOMER_ISOLATION=loose, comma-separated",
+        )
+    )
+    auth_token: str | None = RUNNING.field(
+        optional_text(
+            "HUB_AUTH_TOKEN",
+            doc="Token the worker dashboard requires for actions (cancel, pause); empty: actions "
+            "disabled",
+            secret=True,
+        )
+    )
+    dashboard_enabled: bool = RUNNING.field(
+        flag("WORKER_DASHBOARD_ENABLED", True, doc="Serve the worker's own status page")
+    )
+    dashboard_port: int | None = RUNNING.field(
+        optional_integer(
+            "WORKER_DASHBOARD_PORT",
+            lo=0,
+            hi=65535,
+            doc="Dashboard port; empty or 0: the first free port from 1511",
+        ).map(lambda port: port or None)
+    )
+    dashboard_host: str = RUNNING.field(
+        text(
+            "WORKER_DASHBOARD_HOST",
+            "127.0.0.1",
+            doc="Dashboard address; 0.0.0.0 to reach it from other machines",
+        )
+    )
+    shutdown_grace: float = RUNNING.field(
+        number(
+            "WORKER_SHUTDOWN_GRACE_SECONDS",
+            30.0,
+            lo=0,
+            hi=86400,
+            doc="On SIGTERM/SIGINT, how long running jobs may take to finish before they are "
+            "handed back",
+        )
+    )
+    progress_interval: float = RUNNING.field(
+        number(
+            "WORKER_PROGRESS_INTERVAL_SECONDS",
+            0.5,
+            lo=0,
+            hi=60,
+            doc="Least time between two progress updates of one job",
+        )
+    )
+    health_interval: float = RUNNING.field(
+        number(
+            "WORKER_HEALTH_INTERVAL_SECONDS",
+            10.0,
+            lo=0.1,
+            hi=3600,
+            doc="How often the connectors' services are health-checked",
+        )
+    )
+    control_keepalive: float = RUNNING.field(
+        number(
+            "WORKER_CONTROL_KEEPALIVE_SECONDS",
+            15.0,
+            lo=0.1,
+            hi=3600,
+            doc="Ping the cancel channel after this long without traffic; a link that does not "
+            "answer is reopened",
+        )
+    )
+    log_level: str = RUNNING.field(
+        choice("LOG_LEVEL", "info", LOG_LEVELS, doc="debug, info, warning or error").map(str.upper)
+    )
+    log_format: str = RUNNING.field(
+        choice(
+            "LOG_FORMAT", "text", ("text", "json"), doc="text or json (one JSON object per line)"
+        )
+    )
     # Everything the process was configured with: connectors read their own settings here.
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, values: Mapping[str, str], *, need_redis: bool = True) -> WorkerSettings:
         """`need_redis=False` for `detect`, which only reports and connects to nothing."""
-        env = Env(values)
-        redis_url = env.optional_text("HUB_REDIS_URL") or env.optional_text("REDIS_URL")
-        if not redis_url and not need_redis:
-            redis_url = "redis://127.0.0.1:6379/0"
-        if not redis_url:
+        redis = RedisSettings.from_env(values)
+        if redis is None and need_redis:
             raise ConfigError(
                 "HUB_REDIS_URL", "required: the Redis URL of the hub, e.g. redis://hub:6379/0"
             )
-        if not re.match(r"^(redis|rediss|unix)://", redis_url):
-            raise ConfigError("HUB_REDIS_URL", "must start with redis://, rediss:// or unix://")
-        services = env.items("SERVICES", ("simulation",))
-        for service in services:
-            if not re.match(SERVICE_PATTERN, service):
-                raise ConfigError("SERVICES", f"{service!r} is not a valid service name")
-        worker_id = env.optional_text("WORKER_ID") or default_worker_id(values)
-        if not re.match(ID_PATTERN, worker_id):
-            raise ConfigError("WORKER_ID", f"{worker_id!r}: use 1-128 of A-Z a-z 0-9 . _ : @ -")
-        isolation = env.choice("CUSTOMER_ISOLATION", "none", ISOLATION_MODES)
-        allowed = env.items("ALLOWED_CUSTOMERS")
-        denied = env.items("DENIED_CUSTOMERS")
-        if isolation == "strict" and not allowed:
-            raise ConfigError("ALLOWED_CUSTOMERS", "required when CUSTOMER_ISOLATION=strict")
-        if denied and isolation != "loose":
-            raise ConfigError("DENIED_CUSTOMERS", "only applies with CUSTOMER_ISOLATION=loose")
-        port = env.optional_integer("WORKER_DASHBOARD_PORT", lo=0, hi=65535)
-        return cls(
-            redis_url=redis_url,
+        worker_id = WORKER_ID.read(values) or _worker_id(WORKER_ID.name, default_worker_id(values))
+        settings = cls(
+            redis=redis or DETECT_ONLY_REDIS,
             worker_id=worker_id,
-            services=services,
             broker=BrokerSettings.from_env(values),
-            hub_ws_url=env.optional_text("HUB_WS_URL"),
-            auth_token=env.optional_text("HUB_AUTH_TOKEN"),
-            worker_type=env.text("WORKER_TYPE", "gpu"),
-            concurrent_jobs=env.integer("CONCURRENT_JOBS", 1, lo=1, hi=256),
-            gpu_count=env.optional_integer("GPU_COUNT", lo=0, hi=256),
-            gpu_memory_gb=env.optional_number("GPU_MEMORY_GB", lo=0, hi=100_000),
-            gpu_model=env.optional_text("GPU_MODEL"),
-            cpu_cores=env.optional_integer("CPU_CORES", lo=1, hi=100_000),
-            ram_gb=env.optional_number("RAM_GB", lo=0, hi=1_000_000),
-            models=env.items("MODELS"),
-            quality_levels=env.items("QUALITY_LEVELS", ("fast", "balanced", "quality")),
-            region=env.optional_text("REGION"),
-            compliance=env.items("COMPLIANCE"),
-            cost_per_hour=env.number("COST_PER_HOUR", 0.0, lo=0),
-            customer_isolation=isolation,
-            allowed_customers=allowed,
-            denied_customers=denied,
-            dashboard_enabled=env.flag("WORKER_DASHBOARD_ENABLED", True),
-            dashboard_port=port or None,
-            dashboard_host=env.text("WORKER_DASHBOARD_HOST", "127.0.0.1"),
-            shutdown_grace=env.number("WORKER_SHUTDOWN_GRACE_SECONDS", 30.0, lo=0, hi=86400),
-            progress_interval=env.number("WORKER_PROGRESS_INTERVAL_SECONDS", 0.5, lo=0, hi=60),
-            health_interval=env.number("WORKER_HEALTH_INTERVAL_SECONDS", 10.0, lo=0.1, hi=3600),
-            control_keepalive=env.number("WORKER_CONTROL_KEEPALIVE_SECONDS", 15.0, lo=0.1, hi=3600),
-            models_dir=env.optional_text("MODELS_DIR"),
-            log_level=env.choice("LOG_LEVEL", "info", LOG_LEVELS).upper(),
-            log_format=env.choice("LOG_FORMAT", "text", ("text", "json")),
             env=dict(values),
+            **read_fields(cls, values),
         )
+        if settings.customer_isolation == "strict" and not settings.allowed_customers:
+            raise ConfigError("ALLOWED_CUSTOMERS", "required when CUSTOMER_ISOLATION=strict")
+        if settings.denied_customers and settings.customer_isolation != "loose":
+            raise ConfigError("DENIED_CUSTOMERS", "only applies with CUSTOMER_ISOLATION=loose")
+        return settings
 
 
 def default_worker_id(values: Mapping[str, str]) -> str:
@@ -136,3 +267,21 @@ def default_worker_id(values: Mapping[str, str]) -> str:
 def env_file_path(values: Mapping[str, str] | None = None) -> Path:
     source = os.environ if values is None else values
     return Path(source.get("WORKER_ENV_FILE", ".env.worker"))
+
+
+WORKER_SETTINGS = Catalog(
+    process="worker",
+    header="""\
+emp-redis worker settings: copy to `.env.worker` in the worker's working directory, or point
+WORKER_ENV_FILE at it. Real environment variables override this file (PM2 and systemd set the
+per-GPU ones: CUDA_VISIBLE_DEVICES, WORKER_ID, WORKER_DASHBOARD_PORT). An empty value means
+"unset": the default or automatic value. Every value below is the default, except
+HUB_REDIS_URL, which you must set. A bad value stops the worker at start-up, naming it.
+(WORKER_ENV_FILE and SHIV_ROOT, where worker.pyz extracts itself, are read from the real
+environment only, never from this file. HUB_WS_URL, which the seed's workers needed, is
+ignored: this worker talks only to Redis.)
+Generated from the declarations in worker/ and shared/: after changing one, run
+`python -m scripts.env_examples`.""",
+    sections=(REDIS, IDENTITY, CAPABILITIES, ISOLATION, RUNNING, BROKER, *BUILTIN_SETTINGS),
+    placeholders={"HUB_REDIS_URL": "redis://emp-worker:change-me@hub.example.internal:6379/0"},
+)

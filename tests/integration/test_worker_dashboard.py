@@ -25,6 +25,7 @@ from shared.broker import Broker
 from shared.capabilities import Capabilities
 from shared.config import ConfigError
 from shared.job import Job, JobStatus
+from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from tests.factories import job as job_request
 from tests.helpers import wait_until
@@ -96,7 +97,7 @@ class FakeWorker:
 
     def __init__(self, *, auth_token: str | None = TOKEN) -> None:
         self.settings = WorkerSettings(
-            redis_url=f"redis://default:{REDIS_PASSWORD}@redis.internal:6380/0",
+            redis=RedisSettings(url=f"redis://default:{REDIS_PASSWORD}@redis.internal:6380/0"),
             worker_id="gpu-box-1-gpu0",
             services=("simulation", "comfyui"),
             broker=BrokerSettings(),

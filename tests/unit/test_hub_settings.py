@@ -8,6 +8,7 @@ import pytest
 
 from hub.settings import ClientToken, HubSettings
 from shared.config import ConfigError, load_environment
+from shared.redis_settings import RedisSettings
 
 TOKENS = {"HUB_AUTH_TOKEN": "client-secret-1", "HUB_OPERATOR_TOKEN": "operator-secret-1"}
 
@@ -15,7 +16,7 @@ TOKENS = {"HUB_AUTH_TOKEN": "client-secret-1", "HUB_OPERATOR_TOKEN": "operator-s
 def test_defaults() -> None:
     s = HubSettings.from_env(TOKENS)
     assert (s.host, s.port, s.ws_port) == ("0.0.0.0", 3001, 3002)
-    assert s.redis_url is None
+    assert s.redis is None  # no Redis URL: the hub starts its embedded Redis
     assert s.default_priority == 50
     assert s.max_request_bytes == 10 * 1024 * 1024
     assert (s.log_level, s.log_format) == ("INFO", "json")
@@ -52,7 +53,7 @@ def test_everything_set() -> None:
             "HUB_MAX_CONNECTIONS": "100",
         }
     )
-    assert s.redis_url == "redis://r:6379/1"
+    assert s.redis == RedisSettings(url="redis://r:6379/1")
     assert (s.host, s.port, s.ws_port) == ("127.0.0.1", 8001, 8002)
     assert s.client_tokens == (
         ClientToken("legacy-token-1"),
@@ -88,6 +89,11 @@ def test_no_token_is_a_startup_error_unless_auth_is_off() -> None:
         ({"WS_PROT": "1"}, "WS_PROT"),
         ({"HUB_PORT": "http"}, "HUB_PORT"),
         ({"HUB_PORT": "70000"}, "HUB_PORT"),
+        ({"HUB_REDIS_PORT": "0"}, "HUB_REDIS_PORT"),
+        ({"HUB_AGING_MAX_POINTS": "1001"}, "HUB_AGING_MAX_POINTS"),
+        ({"HUB_ACCESS_LOG": "sometimes"}, "HUB_ACCESS_LOG"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+        ({"WS_AUTH_TOKEN": "short"}, "WS_AUTH_TOKEN"),
         ({"DEFAULT_JOB_PRIORITY": "101"}, "DEFAULT_JOB_PRIORITY"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
@@ -130,7 +136,38 @@ def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
 def test_only_the_named_variables_must_be_known() -> None:
     values = {**TOKENS, "HUB_WS_URL": "ws://elsewhere", "HUB_REDIS_URL": "redis://r:1/0"}
     s = HubSettings.from_env(values, checked_names=["HUB_AUTH_TOKEN"])
-    assert s.redis_url == "redis://r:1/0"  # the worker's name for it is accepted as an alias
+    assert s.redis == RedisSettings(url="redis://r:1/0")
     with pytest.raises(ConfigError) as info:
         HubSettings.from_env(values, checked_names=["HUB_WS_URL"])
     assert info.value.name == "HUB_WS_URL"
+
+
+def test_the_messages_name_the_variable_and_say_what_is_wrong() -> None:
+    cases = {
+        "HUB_PORT": ("http", "HUB_PORT: expected an integer, got 'http'"),
+        "HUB_MAX_CONNECTIONS": ("0", "HUB_MAX_CONNECTIONS: must be >= 1, got 0"),
+        "HUB_BODY_TIMEOUT_SECONDS": ("4000", "HUB_BODY_TIMEOUT_SECONDS: must be <= 3600, got 4000"),
+        "HUB_MAX_WAIT_SECONDS": ("soon", "HUB_MAX_WAIT_SECONDS: expected a number, got 'soon'"),
+        "LOG_FORMAT": ("XML", "LOG_FORMAT: expected one of json, text, got 'xml'"),
+    }
+    for name, (value, message) in cases.items():
+        with pytest.raises(ConfigError) as info:
+            HubSettings.from_env({**TOKENS, name: value})
+        assert str(info.value) == message
+
+
+def test_every_misspelt_hub_or_ws_name_is_listed() -> None:
+    with pytest.raises(ConfigError) as info:
+        HubSettings.from_env({**TOKENS, "WS_PROT": "1", "HUB_PROT": "1", "PORT": "1"})
+    assert info.value.name == "HUB_PROT"
+    assert str(info.value) == "HUB_PROT: unknown setting (unknown: HUB_PROT, WS_PROT)"
+
+
+def test_tokens_stay_out_of_the_settings_repr() -> None:
+    settings = HubSettings.from_env(
+        {**TOKENS, "WS_AUTH_TOKEN": "legacy-secret-1", "HUB_REDIS_PASSWORD": "redis-secret-1"}
+    )
+    shown = repr(settings)
+    for secret in ("client-secret-1", "operator-secret-1", "legacy-secret-1", "redis-secret-1"):
+        assert secret not in shown
+    assert "port=3001" in shown

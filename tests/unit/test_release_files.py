@@ -1,6 +1,6 @@
-"""release/: the example env files name exactly the settings the loaders read, with their
-defaults; the PM2 and systemd files bind one worker per GPU; the README's worker ACL covers
-every command the Lua scripts call. Also the start-up guard baked into worker.pyz."""
+"""release/: the example env files are exactly what the settings' declarations generate, and
+load to the defaults; the PM2 and systemd files bind one worker per GPU; the README's worker
+ACL covers every command the Lua scripts call. Also the start-up guard baked into worker.pyz."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import configparser
 import dataclasses
 import fcntl
 import importlib.util
-import itertools
 import json
 import os
 import re
@@ -21,33 +20,24 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
-from hub.settings import KNOWN_PREFIXED, HubSettings
+from hub.priority import PriorityPolicy
+from hub.settings import HUB_SETTINGS, HubSettings
+from scripts.env_examples import CATALOGS, example_path, stale_examples, write_examples
 from shared.config import read_env_file
+from shared.env_example import render_example
+from shared.redis_settings import RedisSettings
+from shared.setting_catalog import Catalog
+from shared.setting_section import field_settings
+from shared.settings import BrokerSettings
 from worker import pyz_guard
 from worker.connectors import BUILTIN, load_connector
 from worker.pyz_guard import Interpreter
-from worker.settings import WorkerSettings
+from worker.settings import WORKER_SETTINGS, WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "release"
-# env.text("NAME", ...), settings.number("NAME", ...), http_url(settings, "NAME", ...), ...
-SETTING_CALL = re.compile(
-    r'(?:\b(?:env|settings)\.\w+\(|\b\w+\(\s*(?:env|settings)\s*,)\s*"([A-Z][A-Z0-9_]*)"'
-)
 LUA_CALL = re.compile(r"""redis\.p?call\(\s*['"]([A-Za-z]+)['"]""")
 GRACE_SECONDS = WorkerSettings.__dataclass_fields__["shutdown_grace"].default
-
-
-def settings_read_by(*paths: Path) -> set[str]:
-    return {name for path in paths for name in SETTING_CALL.findall(path.read_text("utf-8"))}
-
-
-WORKER_SOURCES = [
-    ROOT / "worker" / "settings.py",
-    ROOT / "shared" / "settings.py",
-    *sorted((ROOT / "worker" / "connectors").glob("*.py")),
-]
-HUB_SOURCES = [ROOT / "hub" / "settings.py", ROOT / "shared" / "settings.py"]
 
 
 @pytest.fixture(scope="module")
@@ -60,35 +50,42 @@ def hub_example() -> dict[str, str]:
     return read_env_file(RELEASE / ".env.hub.example")
 
 
-def _comment_per_setting(path: Path) -> list[str]:
-    """Names of settings not directly preceded by a comment line."""
-    lines = path.read_text("utf-8").splitlines()
-    return [
-        line.split("=", 1)[0]
-        for before, line in itertools.pairwise(lines)
-        if line and not line.startswith("#") and not before.startswith("#")
-    ]
+# --- the example env files --------------------------------------------------------------------
 
 
-# --- the worker's example ---------------------------------------------------------------------
+@pytest.mark.parametrize("catalog", CATALOGS, ids=lambda c: c.process)
+def test_the_committed_example_is_what_the_declarations_generate(catalog: Catalog) -> None:
+    committed = example_path(catalog).read_text("utf-8")
+    assert committed == render_example(catalog), (
+        f"{example_path(catalog).name} is out of date: run `python -m scripts.env_examples`"
+    )
 
 
-def test_the_regex_finds_the_worker_settings() -> None:
-    names = settings_read_by(*WORKER_SOURCES)
-    assert {"HUB_REDIS_URL", "SERVICES", "LEASE_TIMEOUT_SECONDS", "COMFYUI_URL"} <= names
-    assert len(names) > 50
+def test_the_check_command_reports_an_example_edited_by_hand(tmp_path: Path) -> None:
+    write_examples(tmp_path)
+    assert stale_examples(tmp_path) == []
+    hub_file = example_path(HUB_SETTINGS, tmp_path)
+    hub_file.write_text(hub_file.read_text("utf-8").replace("HUB_PORT=3001", "HUB_PORT=8080"))
+    (diff,) = stale_examples(tmp_path)
+    assert "-HUB_PORT=8080" in diff
+    assert "+HUB_PORT=3001" in diff
 
 
-def test_worker_example_names_every_setting_and_nothing_else(
-    worker_example: dict[str, str],
+@pytest.mark.parametrize(
+    ("catalog", "settings_classes"),
+    [
+        (HUB_SETTINGS, (HubSettings, PriorityPolicy, BrokerSettings, RedisSettings)),
+        (WORKER_SETTINGS, (WorkerSettings, BrokerSettings, RedisSettings)),
+    ],
+    ids=["hub", "worker"],
+)
+def test_every_declared_field_is_in_its_process_catalog(
+    catalog: Catalog, settings_classes: tuple[type, ...]
 ) -> None:
-    known = settings_read_by(*WORKER_SOURCES)
-    assert sorted(set(worker_example) - known) == [], "settings no loader reads"
-    assert sorted(known - set(worker_example)) == [], "settings missing from .env.worker.example"
-
-
-def test_worker_example_has_a_comment_per_setting() -> None:
-    assert _comment_per_setting(RELEASE / ".env.worker.example") == []
+    """A field declared in a section the catalog leaves out would be parsed but undocumented,
+    and refused by the hub's unknown-name check."""
+    declared = {s.name for cls in settings_classes for s in field_settings(cls).values()}
+    assert sorted(declared - catalog.names()) == []
 
 
 def test_worker_example_loads_and_shows_the_defaults(worker_example: dict[str, str]) -> None:
@@ -102,19 +99,6 @@ def test_every_connector_accepts_the_example(
     worker_example: dict[str, str], connector: str
 ) -> None:
     assert load_connector(connector, worker_example).name == connector
-
-
-# --- the hub's example ------------------------------------------------------------------------
-
-
-def test_hub_example_names_every_setting_and_nothing_else(hub_example: dict[str, str]) -> None:
-    known = settings_read_by(*HUB_SOURCES) | KNOWN_PREFIXED
-    assert sorted(set(hub_example) - known) == [], "settings no loader reads"
-    assert sorted(known - set(hub_example)) == [], "settings missing from .env.hub.example"
-
-
-def test_hub_example_has_a_comment_per_setting() -> None:
-    assert _comment_per_setting(RELEASE / ".env.hub.example") == []
 
 
 def test_hub_example_loads_and_shows_the_defaults(hub_example: dict[str, str]) -> None:

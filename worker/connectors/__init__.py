@@ -16,14 +16,16 @@ from importlib import metadata
 from typing import Final
 
 from shared.errors import EmpError
-from worker.connectors.a1111 import A1111Connector
+from shared.setting_section import Section
+from worker.connectors.a1111 import A1111, A1111Connector
 from worker.connectors.base import Connector, ConnectorFactory
-from worker.connectors.comfyui import ComfyUIConnector
-from worker.connectors.rest import RestAsyncConnector, RestSyncConnector
-from worker.connectors.simulation import SimulationConnector
+from worker.connectors.comfyui import COMFYUI, ComfyUIConnector
+from worker.connectors.rest import REST_ASYNC, REST_SYNC, RestAsyncConnector, RestSyncConnector
+from worker.connectors.simulation import SIMULATION, SimulationConnector
 
 __all__ = [
     "BUILTIN",
+    "BUILTIN_SETTINGS",
     "ENTRY_POINT_GROUP",
     "ConnectorLoadError",
     "UnknownConnector",
@@ -40,6 +42,8 @@ BUILTIN: Final[Mapping[str, ConnectorFactory]] = {
     "rest_sync": RestSyncConnector,
     "rest_async": RestAsyncConnector,
 }
+# The built-ins' settings, in the order of BUILTIN (plugins document their own).
+BUILTIN_SETTINGS: Final[tuple[Section, ...]] = (SIMULATION, COMFYUI, A1111, REST_SYNC, REST_ASYNC)
 
 
 class UnknownConnector(EmpError, LookupError):

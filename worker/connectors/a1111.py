@@ -5,9 +5,7 @@ so progress comes from a second loop polling `GET /sdapi/v1/progress` while the 
 flight. The server runs one generation at a time under a global lock, and its interrupt is
 global too, so this connector only interrupts while one of its own requests is in flight.
 
-Settings (env): A1111_URL (http://127.0.0.1:7860), A1111_AUTH ("user:password", for
-`--api-auth`), A1111_POLL_SECONDS (0.5), A1111_TIMEOUT_SECONDS (3600: one generation request),
-A1111_CANCEL_GRACE_SECONDS (5: how long an interrupted request may take to return).
+Settings: the A1111 section below (listed in release/.env.worker.example).
 
 Payload, as the original emp-redis connector took it:
   {"endpoint": "txt2img", "method": "POST", "payload": {...A1111 request body...}}
@@ -28,7 +26,9 @@ from typing import Any, Final
 
 import httpx
 
-from shared.config import ConfigError, Env
+from shared.config import ConfigError
+from shared.setting import Setting, number
+from shared.setting_section import Section
 from worker.connectors.base import (
     Connector,
     Health,
@@ -38,7 +38,8 @@ from worker.connectors.base import (
     ProgressFn,
 )
 from worker.connectors.httpcommon import HttpService, body_excerpt, response_json
-from worker.connectors.util import bad_payload, http_url, payload_mapping, shorten
+from worker.connectors.setting_kinds import http_url
+from worker.connectors.util import bad_payload, payload_mapping, shorten
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +51,52 @@ _INVALID_REQUEST_ERRORS: Final = frozenset(
 )
 
 
+def _credentials(name: str, value: str) -> tuple[str, str]:
+    user, sep, password = value.partition(":")
+    if not sep or not user:
+        raise ConfigError(name, "expected user:password")
+    return (user, password)
+
+
+A1111 = Section("AUTOMATIC1111 connector (SERVICES=a1111; start the WebUI with --api)")
+A1111_URL = A1111.add(http_url("A1111_URL", "http://127.0.0.1:7860", doc="A1111's address"))
+A1111_AUTH: Setting[tuple[str, str] | None] = A1111.add(
+    Setting(
+        "A1111_AUTH",
+        None,
+        "user:password when the WebUI runs with --api-auth; empty: none",
+        _credentials,
+        secret=True,
+    )
+)
+A1111_POLL_SECONDS = A1111.add(
+    number("A1111_POLL_SECONDS", 0.5, lo=0.01, doc="Progress polling interval")
+)
+A1111_TIMEOUT_SECONDS = A1111.add(
+    number("A1111_TIMEOUT_SECONDS", 3600.0, lo=1, doc="Limit for one generation request")
+)
+A1111_CANCEL_GRACE_SECONDS = A1111.add(
+    number(
+        "A1111_CANCEL_GRACE_SECONDS",
+        5.0,
+        lo=0,
+        doc="How long to wait for A1111 to confirm an interrupt",
+    )
+)
+
+
 class A1111Connector(Connector):
     name = "a1111"
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        settings = Env(env or {})
-        self.base_url = http_url(settings, "A1111_URL", "http://127.0.0.1:7860")
-        auth = settings.optional_text("A1111_AUTH")
-        credentials: tuple[str, str] | None = None
-        if auth is not None:
-            user, sep, password = auth.partition(":")
-            if not sep or not user:
-                raise ConfigError("A1111_AUTH", "expected user:password")
-            credentials = (user, password)
-        self.poll_seconds = settings.number("A1111_POLL_SECONDS", 0.5, lo=0.01)
-        self.timeout = settings.number("A1111_TIMEOUT_SECONDS", 3600.0, lo=1)
-        self.cancel_grace = settings.number("A1111_CANCEL_GRACE_SECONDS", 5.0, lo=0)
-        self.http = HttpService("A1111", self.base_url, timeout=self.timeout, auth=credentials)
+        values = env or {}
+        self.base_url = A1111_URL.read(values)
+        self.poll_seconds = A1111_POLL_SECONDS.read(values)
+        self.timeout = A1111_TIMEOUT_SECONDS.read(values)
+        self.cancel_grace = A1111_CANCEL_GRACE_SECONDS.read(values)
+        self.http = HttpService(
+            "A1111", self.base_url, timeout=self.timeout, auth=A1111_AUTH.read(values)
+        )
         self._models: list[Mapping[str, Any]] | None = None
         self._in_flight: set[str] = set()
         self._interrupted: set[str] = set()

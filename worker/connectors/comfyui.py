@@ -6,12 +6,7 @@ socket named in its client_id, and drops them when that socket is not connected)
 POST returns), follow the socket until the run ends, then read `/history/{id}` and fetch the
 output files through `/view`.
 
-Settings (env): COMFYUI_URL (http://127.0.0.1:8188), COMFYUI_AUTH_HEADER (whole Authorization
-value), COMFYUI_TIMEOUT_SECONDS (30, per HTTP request), COMFYUI_MAX_INLINE_BYTES (8 MiB of
-files returned base64 per job; the rest as references), COMFYUI_POLL_SECONDS (1, history
-polling after a reconnect), COMFYUI_RECONNECT_SECONDS (60, how long a dropped socket may take
-to come back), COMFYUI_CANCEL_GRACE_SECONDS (5, how long to wait for ComfyUI to confirm an
-interrupt).
+Settings: the COMFYUI section below (listed in release/.env.worker.example).
 
 Payload: {"workflow": {...}} (also accepted: "prompt", or the bare graph), optional
 "extra_data" passed through to ComfyUI (extra_pnginfo, API-node keys).
@@ -31,7 +26,8 @@ from urllib.parse import quote
 
 from websockets.exceptions import ConnectionClosed
 
-from shared.config import Env
+from shared.setting import integer, number, optional_text
+from shared.setting_section import Section
 from worker.connectors.base import (
     Connector,
     Health,
@@ -64,12 +60,58 @@ from worker.connectors.httpcommon import (
     response_json,
     status_failure,
 )
-from worker.connectors.util import bad_payload, http_url, until_cancelled, wait_cancelled
+from worker.connectors.setting_kinds import http_url
+from worker.connectors.util import bad_payload, until_cancelled, wait_cancelled
 
 log = logging.getLogger(__name__)
 
 MIB: Final = 1024 * 1024
 STOP_TIMEOUT: Final = 5.0
+
+COMFYUI = Section("ComfyUI connector (SERVICES=comfyui)")
+COMFYUI_URL = COMFYUI.add(http_url("COMFYUI_URL", "http://127.0.0.1:8188", doc="ComfyUI's address"))
+COMFYUI_AUTH_HEADER = COMFYUI.add(
+    optional_text(
+        "COMFYUI_AUTH_HEADER",
+        doc="Whole Authorization header value sent to ComfyUI, e.g. Bearer xyz; empty: none",
+        secret=True,
+    )
+)
+COMFYUI_MAX_INLINE_BYTES = COMFYUI.add(
+    integer(
+        "COMFYUI_MAX_INLINE_BYTES",
+        8 * MIB,
+        lo=0,
+        doc="Output bytes per job returned inline (base64); the rest are returned as references",
+    )
+)
+COMFYUI_TIMEOUT_SECONDS = COMFYUI.add(
+    number("COMFYUI_TIMEOUT_SECONDS", 30.0, lo=0.1, doc="Timeout of each HTTP request to ComfyUI")
+)
+COMFYUI_POLL_SECONDS = COMFYUI.add(
+    number(
+        "COMFYUI_POLL_SECONDS",
+        1.0,
+        lo=0.01,
+        doc="History polling interval after the WebSocket was lost",
+    )
+)
+COMFYUI_RECONNECT_SECONDS = COMFYUI.add(
+    number(
+        "COMFYUI_RECONNECT_SECONDS",
+        60.0,
+        lo=0,
+        doc="How long a dropped WebSocket may take to come back before the job fails",
+    )
+)
+COMFYUI_CANCEL_GRACE_SECONDS = COMFYUI.add(
+    number(
+        "COMFYUI_CANCEL_GRACE_SECONDS",
+        5.0,
+        lo=0,
+        doc="How long to wait for ComfyUI to confirm an interrupt",
+    )
+)
 
 
 @dataclass(slots=True)
@@ -85,14 +127,14 @@ class ComfyUIConnector(Connector):
     name = "comfyui"
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        settings = Env(env or {})
-        self.base_url = http_url(settings, "COMFYUI_URL", "http://127.0.0.1:8188")
-        self._headers = auth_headers(settings.optional_text("COMFYUI_AUTH_HEADER"))
-        self.max_inline_bytes = settings.integer("COMFYUI_MAX_INLINE_BYTES", 8 * MIB, lo=0)
-        self.timeout = settings.number("COMFYUI_TIMEOUT_SECONDS", 30.0, lo=0.1)
-        self.poll_seconds = settings.number("COMFYUI_POLL_SECONDS", 1.0, lo=0.01)
-        self.reconnect_seconds = settings.number("COMFYUI_RECONNECT_SECONDS", 60.0, lo=0)
-        self.cancel_grace = settings.number("COMFYUI_CANCEL_GRACE_SECONDS", 5.0, lo=0)
+        values = env or {}
+        self.base_url = COMFYUI_URL.read(values)
+        self._headers = auth_headers(COMFYUI_AUTH_HEADER.read(values))
+        self.max_inline_bytes = COMFYUI_MAX_INLINE_BYTES.read(values)
+        self.timeout = COMFYUI_TIMEOUT_SECONDS.read(values)
+        self.poll_seconds = COMFYUI_POLL_SECONDS.read(values)
+        self.reconnect_seconds = COMFYUI_RECONNECT_SECONDS.read(values)
+        self.cancel_grace = COMFYUI_CANCEL_GRACE_SECONDS.read(values)
         self.ws_url = "ws" + self.base_url.removeprefix("http") + "/ws"
         self.http = HttpService(
             "ComfyUI", self.base_url, timeout=self.timeout, headers=self._headers

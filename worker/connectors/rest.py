@@ -1,18 +1,11 @@
 """Generic HTTP connectors, configured entirely by environment so a service needs no code.
 
 RestSyncConnector: one request per job, the response is the result.
-  REST_SYNC_SERVICE (rest_sync), REST_SYNC_BASE_URL (http://127.0.0.1:8000),
-  REST_SYNC_PATH (/api/process), REST_SYNC_METHOD (POST), REST_SYNC_AUTH_HEADER,
-  REST_SYNC_TIMEOUT_SECONDS (300), REST_SYNC_HEALTH_PATH (unset: no health probe)
-
-RestAsyncConnector: submit, poll a status, fetch the result.
-  REST_ASYNC_SERVICE (rest_async), REST_ASYNC_BASE_URL, REST_ASYNC_SUBMIT_PATH (/api/submit;
-  answers {"id"} or {"job_id"}), REST_ASYNC_STATUS_PATH (/api/status/{id}; answers {"status":
-  queued|processing|completed|failed, "progress"? (0-100), "message"?, "error"?}),
-  REST_ASYNC_RESULT_PATH (/api/result/{id}), REST_ASYNC_CANCEL_PATH (unset: no remote cancel),
-  REST_ASYNC_POLL_SECONDS (1), REST_ASYNC_TIMEOUT_SECONDS (3600, for the whole remote job),
-  REST_ASYNC_AUTH_HEADER, REST_ASYNC_HEALTH_PATH.
-Paths may contain `{id}`; without it the remote id is appended as a last path segment.
+RestAsyncConnector: submit, poll a status ({"status": queued|processing|completed|failed,
+  "progress"? (0-100), "message"?, "error"?}), fetch the result.
+Their settings are the REST_SYNC and REST_ASYNC sections below (listed in
+release/.env.worker.example). Paths may contain `{id}`; without it the remote id is appended
+as a last path segment.
 
 Both send `{"job_id": <broker job id>, **payload}`. Failures: 4xx -> not retryable (the
 service refused this payload); 5xx, 408, 429 and connection errors -> retryable.
@@ -29,7 +22,8 @@ from urllib.parse import quote
 
 import httpx
 
-from shared.config import ConfigError, Env
+from shared.setting import choice, number, optional_text
+from shared.setting_section import Section
 from worker.connectors.base import (
     Connector,
     Health,
@@ -45,7 +39,8 @@ from worker.connectors.httpcommon import (
     response_json,
     status_failure,
 )
-from worker.connectors.util import http_url, service_name, until_cancelled, wait_cancelled
+from worker.connectors.setting_kinds import http_url, optional_path, path, service_name
+from worker.connectors.util import until_cancelled, wait_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +49,75 @@ _DONE: Final = frozenset({"completed", "complete", "succeeded", "success", "done
 _FAILED: Final = frozenset({"failed", "error", "errored"})
 _CANCELLED: Final = frozenset({"cancelled", "canceled"})
 
+REST_SYNC = Section("generic REST connector, one request per job (SERVICES=rest_sync)")
+REST_SYNC_SERVICE = REST_SYNC.add(
+    service_name("REST_SYNC_SERVICE", "rest_sync", doc="Service name it registers as")
+)
+REST_SYNC_BASE_URL = REST_SYNC.add(
+    http_url("REST_SYNC_BASE_URL", "http://127.0.0.1:8000", doc="The service's address")
+)
+REST_SYNC_PATH = REST_SYNC.add(
+    path(
+        "REST_SYNC_PATH",
+        "/api/process",
+        doc="Path of the request; the response body is the job's result",
+    )
+)
+REST_SYNC_METHOD = REST_SYNC.add(
+    choice(
+        "REST_SYNC_METHOD", "post", ("get", "post", "put", "patch"), doc="get, post, put or patch"
+    )
+)
+REST_SYNC_HEALTH_PATH = REST_SYNC.add(
+    optional_path("REST_SYNC_HEALTH_PATH", doc="Path probed for health; empty: no probe")
+)
+REST_SYNC_TIMEOUT_SECONDS = REST_SYNC.add(
+    number("REST_SYNC_TIMEOUT_SECONDS", 300.0, lo=0.1, doc="Limit for one request")
+)
+REST_SYNC_AUTH_HEADER = REST_SYNC.add(
+    optional_text(
+        "REST_SYNC_AUTH_HEADER", doc="Whole Authorization header value; empty: none", secret=True
+    )
+)
 
-def _path(settings: Env, variable: str, default: str | None) -> str | None:
-    value = settings.optional_text(variable) or default
-    if value is None:
-        return None
-    if not value.startswith("/"):
-        raise ConfigError(variable, f"expected a path starting with /, got {value!r}")
-    return value
+REST_ASYNC = Section("generic REST connector, submit then poll (SERVICES=rest_async)")
+REST_ASYNC_SERVICE = REST_ASYNC.add(
+    service_name("REST_ASYNC_SERVICE", "rest_async", doc="Service name it registers as")
+)
+REST_ASYNC_BASE_URL = REST_ASYNC.add(
+    http_url("REST_ASYNC_BASE_URL", "http://127.0.0.1:8000", doc="The service's address")
+)
+REST_ASYNC_SUBMIT_PATH = REST_ASYNC.add(
+    path("REST_ASYNC_SUBMIT_PATH", "/api/submit", doc='Submit path; answers {"id"} or {"job_id"}')
+)
+REST_ASYNC_STATUS_PATH = REST_ASYNC.add(
+    path(
+        "REST_ASYNC_STATUS_PATH",
+        "/api/status/{id}",
+        doc='Status path ({id}: the remote id); answers {"status", "progress"?, "message"?, '
+        '"error"?}',
+    )
+)
+REST_ASYNC_RESULT_PATH = REST_ASYNC.add(
+    path("REST_ASYNC_RESULT_PATH", "/api/result/{id}", doc="Result path")
+)
+REST_ASYNC_CANCEL_PATH = REST_ASYNC.add(
+    optional_path("REST_ASYNC_CANCEL_PATH", doc="Cancel path; empty: no remote cancel")
+)
+REST_ASYNC_HEALTH_PATH = REST_ASYNC.add(
+    optional_path("REST_ASYNC_HEALTH_PATH", doc="Path probed for health; empty: no probe")
+)
+REST_ASYNC_POLL_SECONDS = REST_ASYNC.add(
+    number("REST_ASYNC_POLL_SECONDS", 1.0, lo=0.001, doc="Status polling interval")
+)
+REST_ASYNC_TIMEOUT_SECONDS = REST_ASYNC.add(
+    number("REST_ASYNC_TIMEOUT_SECONDS", 3600.0, lo=0.1, doc="Limit for the whole remote job")
+)
+REST_ASYNC_AUTH_HEADER = REST_ASYNC.add(
+    optional_text(
+        "REST_ASYNC_AUTH_HEADER", doc="Whole Authorization header value; empty: none", secret=True
+    )
+)
 
 
 def _body(job: JobContext) -> dict[str, Any]:
@@ -96,16 +152,14 @@ class RestSyncConnector(Connector):
     name = "rest_sync"
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        settings = Env(env or {})
-        self.name = service_name(settings, "REST_SYNC_SERVICE", "rest_sync")
-        base_url = http_url(settings, "REST_SYNC_BASE_URL", "http://127.0.0.1:8000")
-        self.path = _path(settings, "REST_SYNC_PATH", "/api/process") or "/api/process"
-        self.method = settings.choice(
-            "REST_SYNC_METHOD", "post", ("get", "post", "put", "patch")
-        ).upper()
-        self.health_path = _path(settings, "REST_SYNC_HEALTH_PATH", None)
-        timeout = settings.number("REST_SYNC_TIMEOUT_SECONDS", 300.0, lo=0.1)
-        headers = auth_headers(settings.optional_text("REST_SYNC_AUTH_HEADER"))
+        values = env or {}
+        self.name = REST_SYNC_SERVICE.read(values)
+        base_url = REST_SYNC_BASE_URL.read(values)
+        self.path = REST_SYNC_PATH.read(values)
+        self.method = REST_SYNC_METHOD.read(values).upper()
+        self.health_path = REST_SYNC_HEALTH_PATH.read(values)
+        timeout = REST_SYNC_TIMEOUT_SECONDS.read(values)
+        headers = auth_headers(REST_SYNC_AUTH_HEADER.read(values))
         self.http = HttpService(self.name, base_url, timeout=timeout, headers=headers)
 
     async def health(self) -> Health:
@@ -135,17 +189,17 @@ class RestAsyncConnector(Connector):
     name = "rest_async"
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        settings = Env(env or {})
-        self.name = service_name(settings, "REST_ASYNC_SERVICE", "rest_async")
-        base_url = http_url(settings, "REST_ASYNC_BASE_URL", "http://127.0.0.1:8000")
-        self.submit_path = _path(settings, "REST_ASYNC_SUBMIT_PATH", "/api/submit") or ""
-        self.status_path = _path(settings, "REST_ASYNC_STATUS_PATH", "/api/status/{id}") or ""
-        self.result_path = _path(settings, "REST_ASYNC_RESULT_PATH", "/api/result/{id}")
-        self.cancel_path = _path(settings, "REST_ASYNC_CANCEL_PATH", None)
-        self.health_path = _path(settings, "REST_ASYNC_HEALTH_PATH", None)
-        self.poll_seconds = settings.number("REST_ASYNC_POLL_SECONDS", 1.0, lo=0.001)
-        self.timeout = settings.number("REST_ASYNC_TIMEOUT_SECONDS", 3600.0, lo=0.1)
-        headers = auth_headers(settings.optional_text("REST_ASYNC_AUTH_HEADER"))
+        values = env or {}
+        self.name = REST_ASYNC_SERVICE.read(values)
+        base_url = REST_ASYNC_BASE_URL.read(values)
+        self.submit_path = REST_ASYNC_SUBMIT_PATH.read(values)
+        self.status_path = REST_ASYNC_STATUS_PATH.read(values)
+        self.result_path = REST_ASYNC_RESULT_PATH.read(values)
+        self.cancel_path = REST_ASYNC_CANCEL_PATH.read(values)
+        self.health_path = REST_ASYNC_HEALTH_PATH.read(values)
+        self.poll_seconds = REST_ASYNC_POLL_SECONDS.read(values)
+        self.timeout = REST_ASYNC_TIMEOUT_SECONDS.read(values)
+        headers = auth_headers(REST_ASYNC_AUTH_HEADER.read(values))
         # Each call is short; REST_ASYNC_TIMEOUT_SECONDS bounds the remote job as a whole.
         request_timeout = min(60.0, self.timeout)
         self.http = HttpService(self.name, base_url, timeout=request_timeout, headers=headers)

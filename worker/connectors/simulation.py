@@ -19,14 +19,14 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any, Final
 
-from shared.config import Env
+from shared.setting_section import Section
 from worker.connectors.base import Connector, JobCancelled, JobContext, JobFailed, ProgressFn
+from worker.connectors.setting_kinds import service_name
 from worker.connectors.util import (
     bad_payload,
     payload_bool,
     payload_int,
     payload_number,
-    service_name,
     wait_cancelled,
 )
 
@@ -37,13 +37,21 @@ MAX_STEP_MS: Final = 3_600_000.0
 # microseconds, so the benchmark still measures the broker.
 YIELD_EVERY: Final = 256
 
+SIMULATION = Section("simulation connector (SERVICES=simulation)")
+SIMULATION_SERVICE_NAME = SIMULATION.add(
+    service_name(
+        "SIMULATION_SERVICE_NAME",
+        "simulation",
+        doc="Service name the simulation connector registers as",
+    )
+)
+
 
 class SimulationConnector(Connector):
     name = "simulation"
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        settings = Env(env or {})
-        self.name = service_name(settings, "SIMULATION_SERVICE_NAME", "simulation")
+        self.name = SIMULATION_SERVICE_NAME.read(env or {})
 
     async def run(self, job: JobContext, progress: ProgressFn, cancel: asyncio.Event) -> Any:
         payload = job.payload

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
-from shared.config import ConfigError, Env
-from shared.validation import SERVICE_PATTERN
 from worker.connectors.base import JobCancelled, JobFailed
 
 T = TypeVar("T")
@@ -106,22 +103,3 @@ def shorten(text: str, limit: int = 500) -> str:
     """Service error bodies can be whole HTML pages; keep job errors readable."""
     text = text.strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def service_name(settings: Env, variable: str, default: str) -> str:
-    """A connector's service name from the environment, checked like the hub checks job types,
-    so a typo fails at start-up instead of silently never matching a job."""
-    value = settings.text(variable, default)
-    if not re.match(SERVICE_PATTERN, value):
-        raise ConfigError(
-            variable, f"expected a lower-case service name (a-z, 0-9, _ . -), got {value!r}"
-        )
-    return value
-
-
-def http_url(settings: Env, variable: str, default: str) -> str:
-    """A base URL without its trailing slash; anything but http(s) is a configuration error."""
-    value = settings.text(variable, default).rstrip("/")
-    if not re.match(r"^https?://[^/\s]+", value):
-        raise ConfigError(variable, f"expected an http:// or https:// URL, got {value!r}")
-    return value

@@ -136,7 +136,7 @@ def snapshot(
             "heartbeat_late": age is None or age > 3 * settings.broker.heartbeat_interval,
             "slots": {"total": settings.concurrent_jobs, "busy": len(running)},
             "services": list(settings.services),
-            "redis": redact_url(settings.redis_url),
+            "redis": redact_url(settings.redis.url),
             "dashboard_url": worker.dashboard_url,
         },
         "controls": {
