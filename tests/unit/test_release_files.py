@@ -227,7 +227,7 @@ def test_readme_worker_acl_allows_every_command_the_scripts_call() -> None:
     allowed = {word[1:].lower() for word in acl.split() if word.startswith("+")}
     used = {
         name.lower()
-        for path in (ROOT / "shared" / "lua").glob("*.lua")
+        for path in (ROOT / "shared" / "lua").rglob("*.lua")
         for name in LUA_CALL.findall(path.read_text("utf-8"))
     }
     assert used, "no redis.call found in shared/lua"
