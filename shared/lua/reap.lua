@@ -40,7 +40,7 @@ for _, worker_id in ipairs(dead) do
     local job_key = K.job(job_id)
     if holds(job_key, worker_id, split(flat[i + 1], '|')[1]) then
       local outcome = retry_or_fail(job_key, job_id, now,
-        'worker ' .. worker_id .. ' stopped heartbeating', 0, 0, 0, worker_id, avoid)
+        'worker ' .. worker_id .. ' stopped heartbeating', true, 0, 0, 0, worker_id, avoid)
       recovered[#recovered + 1] = worker_id
       recovered[#recovered + 1] = job_id
       recovered[#recovered + 1] = outcome
@@ -67,7 +67,8 @@ for _, job_id in ipairs(overdue) do
     redis.call('PUBLISH', K.control(f[2]), 'cancel ' .. job_id)
     local seconds = math.floor(tonumber(f[3] or '0') / 1000)
     local outcome = retry_or_fail(job_key, job_id, now,
-      'timed out after ' .. seconds .. ' s on worker ' .. f[2], base, cap, jitter, f[2], avoid)
+      'timed out after ' .. seconds .. ' s on worker ' .. f[2], true, base, cap, jitter, f[2],
+      avoid)
     timed_out[#timed_out + 1] = job_id
     timed_out[#timed_out + 1] = outcome
   end

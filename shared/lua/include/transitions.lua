@@ -17,17 +17,20 @@ local function finish(job_key, job_id, status, now)
 end
 
 -- Back to pending after a failure or a lost lease, or failed for good once `max_retries`
--- retries are used up. Backoff is exponential with jitter: base * 2^(attempts-1), capped,
--- times [0.5, 1.0). The worker that failed is avoided until `avoid_ms` after the job is due
--- again, so another capable worker gets it first; it is not banned. Returns 'retrying' or
--- 'failed'.
-local function retry_or_fail(job_key, job_id, now, err, base_ms, cap_ms, jitter, avoid_worker, avoid_ms)
+-- retries are used up or at once when the failure is not `retryable`. `attempts` counts
+-- the runs actually made (this one included) either way, so a job rejected on its first run
+-- shows 1, not the retries it never used. Backoff is exponential with jitter:
+-- base * 2^(attempts-1), capped, times [0.5, 1.0). The worker that failed is avoided until
+-- `avoid_ms` after the job is due again, so another capable worker gets it first; it is not
+-- banned. Returns 'retrying' or 'failed'.
+local function retry_or_fail(job_key, job_id, now, err, retryable, base_ms, cap_ms, jitter,
+    avoid_worker, avoid_ms)
   local f = redis.call('HMGET', job_key, 'attempts', 'max_retries', 'score')
   local attempts = tonumber(f[1] or '0') + 1
   redis.call('HSET', job_key, 'attempts', attempts, 'error', err)
   redis.call('HDEL', job_key, 'token')
   redis.call('ZREM', K.active, job_id)
-  if attempts > tonumber(f[2] or '0') then
+  if not retryable or attempts > tonumber(f[2] or '0') then
     finish(job_key, job_id, 'failed', now)
     bump_stat(now, 'failed')
     emit(job_key, job_id, 'failed', { error = err, attempts = attempts })
