@@ -256,6 +256,19 @@ def test_readme_lists_every_build_of_the_matrix() -> None:
         assert f"`{target.filename}`" in readme
 
 
+def test_the_pyz_gets_every_lua_script_and_include(tmp_path: Path) -> None:
+    """build.py copies what pyproject's package data names: a Lua folder it does not name
+    would be missing from worker.pyz and fail only when the scripts load."""
+    load_build_module().copy_packages(tmp_path)
+    lua = ROOT / "shared" / "lua"
+    want = sorted(p.relative_to(ROOT) for p in lua.rglob("*.lua"))
+    assert any(p.parent.name == "include" for p in want)
+    assert (
+        sorted(p.relative_to(tmp_path) for p in (tmp_path / "shared" / "lua").rglob("*.lua"))
+        == want
+    )
+
+
 def test_worker_requirements_leave_out_the_hub_only_packages() -> None:
     requirements = load_build_module().worker_requirements()
     names = {re.split(r"[^A-Za-z0-9._-]", r, maxsplit=1)[0].lower() for r in requirements}
