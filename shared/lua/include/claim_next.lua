@@ -5,7 +5,18 @@
 --- @include "matching"
 --- @include "events"
 --- @include "queue"
---- @include "leases"
+
+-- Leases a worker holds, as {customer=, isolation=} entries (for customer isolation; the
+-- lease format is in leases.lua). Only the claim reads leases this way.
+local function running_of(lease_key)
+  local out = {}
+  local flat = redis.call('HGETALL', lease_key)
+  for i = 2, #flat, 2 do
+    local f = split(flat[i], '|')
+    out[#out + 1] = { customer = f[2] or '', isolation = f[3] or 'none' }
+  end
+  return out
+end
 
 -- Take the best pending job `worker_id` can run, under a lease. Returns {'job', token,
 -- field1, value1, ...} or {'none', reason, next_due_ms, next_offset}; claim.lua's header

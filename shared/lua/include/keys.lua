@@ -7,6 +7,8 @@
 
 --- @include "common"
 
+-- One table constructor: every script runs this on every call, and a constructor sized at
+-- once is measurably cheaper than adding the builders one by one.
 local K = {
   pending = P .. 'jobs:pending',
   seq = P .. 'jobs:seq',
@@ -16,19 +18,18 @@ local K = {
   classes = P .. 'classes',
   workers = P .. 'workers',
   events = P .. 'events',
+  job = function(job_id) return P .. 'job:' .. job_id end,
+  leases = function(worker_id) return P .. 'jobs:active:' .. worker_id end,
+  -- Registry of finished jobs: completed, failed (the dead letter) or cancelled.
+  finished = function(status) return P .. 'jobs:' .. status end,
+  job_class = function(class_id) return P .. 'class:' .. class_id end,
+  service_classes = function(svc, customer)
+    if customer == nil then return P .. 'classes:' .. svc end
+    return P .. 'classes:' .. svc .. ':' .. customer
+  end,
+  worker = function(worker_id) return P .. 'worker:' .. worker_id end,
+  notify = function(svc) return P .. 'notify:' .. svc end,
+  idempotency = function(digest) return P .. 'idem:' .. digest end,
+  stats = function(minute) return P .. 'stats:' .. minute end,
+  control = function(worker_id) return P .. 'control:' .. worker_id end,
 }
-
-function K.job(job_id) return P .. 'job:' .. job_id end
-function K.leases(worker_id) return P .. 'jobs:active:' .. worker_id end
--- Registry of finished jobs: completed, failed (the dead letter) or cancelled.
-function K.finished(status) return P .. 'jobs:' .. status end
-function K.job_class(class_id) return P .. 'class:' .. class_id end
-function K.service_classes(svc, customer)
-  if customer == nil then return P .. 'classes:' .. svc end
-  return P .. 'classes:' .. svc .. ':' .. customer
-end
-function K.worker(worker_id) return P .. 'worker:' .. worker_id end
-function K.notify(svc) return P .. 'notify:' .. svc end
-function K.idempotency(digest) return P .. 'idem:' .. digest end
-function K.stats(minute) return P .. 'stats:' .. minute end
-function K.control(worker_id) return P .. 'control:' .. worker_id end

@@ -27,14 +27,3 @@ local function fenced(worker_id, job_id, token)
   if status == 'cancelled' then return nil, 'cancelled' end
   return nil, 'stale'
 end
-
--- Leases a worker holds, as {customer=, isolation=} entries (for customer isolation).
-local function running_of(lease_key)
-  local out = {}
-  local flat = redis.call('HGETALL', lease_key)
-  for i = 2, #flat, 2 do
-    local f = split(flat[i], '|')
-    out[#out + 1] = { customer = f[2] or '', isolation = f[3] or 'none' }
-  end
-  return out
-end
