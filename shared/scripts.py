@@ -99,7 +99,7 @@ def resolve(script: str, text: str) -> list[str]:
             raise ScriptSourceError(
                 f"{where}: include {name!r} not found (no shared/lua/include/{name}.lua)"
             ) from None
-        for needed in include_names(body, f"include/{name}.lua"):
+        for needed in include_names(body, f"include/{name}.lua (for {script}.lua)"):
             visit(needed, (*chain, name))
         order.append(name)
 
