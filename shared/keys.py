@@ -2,7 +2,9 @@
 
 An optional prefix precedes all names. With a Redis Cluster hash tag in it (`{emp}:`) every
 key of one pool lands in one slot, which the Lua scripts need: they derive per-job and
-per-worker key names from the prefix (passed as ARGV[1]) and touch them in one call.
+per-worker key names from the prefix (passed as ARGV[1]) and touch them in one call. The
+scripts build every name with the table in `shared/lua/include/keys.lua`, which mirrors this
+class member for member; `tests/integration/test_lua_keys.py` holds the two equal.
 
 job:{id}                      HASH    the job (shared.job.Job fields; JSON where structured)
 jobs:pending                  ZSET    every pending job id (backing-off retries too), by score

@@ -1,9 +1,9 @@
 """The requirement matcher: the specification the Lua claim script must agree with.
 
 `mismatch()` returns None when the worker can run the job, else a short human reason naming
-the first unmet requirement (the hub shows it as "why it waits"). `shared/lua/lib.lua`
-implements the same rules; `tests/integration/test_match_agreement.py` checks that they agree
-on random documents.
+the first unmet requirement (the hub shows it as "why it waits").
+`shared/lua/include/matching.lua` implements the same rules;
+`tests/integration/test_match_agreement.py` checks that they agree on random documents.
 """
 
 from __future__ import annotations

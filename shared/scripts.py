@@ -1,12 +1,17 @@
 """Loads the Lua scripts in `shared/lua/` and calls them with the common arguments.
 
-Each script's source is `lib.lua` followed by the script, so the matcher and the queue
-helpers exist once. Scripts run with EVALSHA (`register_script` reloads them after a
-SCRIPT FLUSH or a server restart); Redis Functions are avoided so Redis 6.2 works too.
+A script names the library code it needs with `--- @include "name"` lines (as BullMQ does),
+each naming `shared/lua/include/name.lua`; includes name their own includes the same way.
+The text EVALSHA runs is every include the script needs, transitively, each once and after
+the includes it needs, followed by the script. So the matcher and the queue helpers exist
+once, and each script sends only the code it uses. Scripts run with EVALSHA
+(`register_script` reloads them after a SCRIPT FLUSH or a server restart); Redis Functions
+are avoided so Redis 6.2 works too.
 """
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 from typing import Any, Final
@@ -15,6 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
+from shared.errors import EmpError
 from shared.keys import Keys
 
 SCRIPT_NAMES: Final = (
@@ -39,13 +45,78 @@ SCRIPT_NAMES: Final = (
 )
 
 
+INCLUDE_PREFIX: Final = "--- @include"
+_INCLUDE: Final = re.compile(r'--- @include "(?P<name>[a-z0-9_]+)"\s*')
+
+
+class ScriptSourceError(EmpError):
+    """A script's includes do not resolve (missing file, malformed line, cycle): a packaging
+    or programming error, raised when the scripts are loaded rather than when first called."""
+
+
+def _lua_text(relative: str) -> str:
+    path = resources.files("shared") / "lua" / relative
+    return path.read_text(encoding="utf-8")
+
+
+def include_names(text: str, where: str) -> list[str]:
+    """The includes `text` names, in order. A line that starts like an include but does not
+    parse is an error rather than a silently missing function."""
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.startswith(INCLUDE_PREFIX):
+            continue
+        match = _INCLUDE.fullmatch(line)
+        if match is None:
+            raise ScriptSourceError(
+                f'{where} line {number}: malformed include {line!r} (write --- @include "name")'
+            )
+        out.append(match["name"])
+    return out
+
+
+@cache
+def _include(name: str) -> str:
+    return _lua_text(f"include/{name}.lua")
+
+
+def resolve(script: str, text: str) -> list[str]:
+    """The includes `text` (script `script`) needs, transitively: each once, each after the
+    includes it names, otherwise in the order they are named. Lua's locals are visible only
+    below their definition, so this order is what makes every helper defined before use."""
+    order: list[str] = []
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name in order:
+            return
+        if name in chain:
+            cycle = " -> ".join((*chain[chain.index(name) :], name))
+            raise ScriptSourceError(f"{script}.lua: include cycle {cycle}")
+        where = f"{script}.lua" if not chain else f"include/{chain[-1]}.lua (for {script}.lua)"
+        try:
+            body = _include(name)
+        except FileNotFoundError:
+            raise ScriptSourceError(
+                f"{where}: include {name!r} not found (no shared/lua/include/{name}.lua)"
+            ) from None
+        for needed in include_names(body, f"include/{name}.lua (for {script}.lua)"):
+            visit(needed, (*chain, name))
+        order.append(name)
+
+    for name in include_names(text, f"{script}.lua"):
+        visit(name, ())
+    return order
+
+
+def assemble(script: str, text: str) -> str:
+    """`text` preceded by the includes it needs (see `resolve`)."""
+    return "\n".join([*(_include(name) for name in resolve(script, text)), text])
+
+
 @cache
 def source(name: str) -> str:
-    """The full text EVALSHA runs for script `name`: the library, then the script."""
-    lua = resources.files("shared") / "lua"
-    lib = (lua / "lib.lua").read_text(encoding="utf-8")
-    body = (lua / f"{name}.lua").read_text(encoding="utf-8")
-    return f"{lib}\n{body}"
+    """The full text EVALSHA runs for script `name`: its includes, then the script."""
+    return assemble(name, _lua_text(f"{name}.lua"))
 
 
 class Scripts:

@@ -1,7 +1,7 @@
 -- cancel.lua: cancel a job wherever it is.
 --
 -- KEYS[1]  jobs:pending
--- ARGV[1..3] common (lib.lua)
+-- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  job id
 -- ARGV[5]  reason
 -- Returns  {'cancelled', 'pending'}: it left the queue;
@@ -11,8 +11,14 @@
 -- back (any fenced call answers 'cancelled'), so customer isolation still counts the job
 -- while it is being interrupted; a later complete or fail is rejected.
 
+--- @include "common"
+--- @include "keys"
+--- @include "events"
+--- @include "queue"
+--- @include "transitions"
+
 local job_id = ARGV[4]
-local job_key = P .. 'job:' .. job_id
+local job_key = K.job(job_id)
 local f = redis.call('HMGET', job_key, 'status', 'worker_id')
 if not f[1] then return { 'missing' } end
 local now = now_ms()
@@ -27,7 +33,7 @@ end
 if f[1] == 'active' then
   finish(job_key, job_id, 'cancelled', now)
   redis.call('HSET', job_key, 'message', ARGV[5])
-  redis.call('PUBLISH', P .. 'control:' .. f[2], 'cancel ' .. job_id)
+  redis.call('PUBLISH', K.control(f[2]), 'cancel ' .. job_id)
   bump_stat(now, 'cancelled')
   emit(job_key, job_id, 'cancelled', { was = 'active', worker_id = f[2], reason = ARGV[5] })
   return { 'cancelled', 'active', f[2] }

@@ -1,7 +1,7 @@
 -- claim.lua: atomically take the best pending job this worker can run, under a lease.
 --
 -- KEYS[1]  jobs:pending
--- ARGV[1..3] common (lib.lua)
+-- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  worker id
 -- ARGV[5]  the worker's capabilities (JSON, shared.capabilities.Capabilities)
 -- ARGV[6]  scan budget: classes examined per index per call
@@ -24,6 +24,8 @@
 --  * A job is claimed by at most one worker: it leaves jobs:pending and its class in the
 --    same call that writes the lease (jobs:active:{worker}) and sets status 'active'.
 --  * A paused or draining worker (operator state) claims nothing.
+
+--- @include "claim_next"
 
 return claim_next(ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]),
   tonumber(ARGV[8]))

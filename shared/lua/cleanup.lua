@@ -1,15 +1,18 @@
 -- cleanup.lua: trim the finished-job registries to the retention window.
 --
 -- KEYS[1]  jobs:pending
--- ARGV[1..3] common (lib.lua)
+-- ARGV[1..3] common (include/common.lua)
 -- Returns  {completed, failed, cancelled}: entries removed from each registry.
 -- Invariants: the job hashes themselves expire by their own TTL (set when they finish);
 -- this only drops registry entries older than the retention window, like rq's
 -- registry cleanup(). Idempotent.
 
+--- @include "common"
+--- @include "keys"
+
 local cutoff = now_ms() - RETENTION_MS
 local out = {}
 for _, status in ipairs({ 'completed', 'failed', 'cancelled' }) do
-  out[#out + 1] = redis.call('ZREMRANGEBYSCORE', P .. 'jobs:' .. status, '-inf', cutoff)
+  out[#out + 1] = redis.call('ZREMRANGEBYSCORE', K.finished(status), '-inf', cutoff)
 end
 return out

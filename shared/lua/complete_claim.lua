@@ -1,7 +1,7 @@
 -- complete_claim.lua: complete a job the worker holds and claim its next one, in one call.
 --
 -- KEYS[1]  jobs:pending
--- ARGV[1..3] common (lib.lua)
+-- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  worker id
 -- ARGV[5]  job id
 -- ARGV[6]  claim token
@@ -14,6 +14,9 @@
 -- hops): the claim is tried whatever the fence said, since the slot is free either way. It
 -- saves a worker one round trip per job; a worker that is stopping or paused uses
 -- complete.lua instead.
+
+--- @include "complete_job"
+--- @include "claim_next"
 
 local fence = complete_job(ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 local reply = claim_next(ARGV[4], ARGV[8], tonumber(ARGV[9]), 0, 0)

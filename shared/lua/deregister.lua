@@ -1,28 +1,34 @@
 -- deregister.lua: a worker leaves cleanly; whatever it still holds goes back to pending.
 --
 -- KEYS[1]  jobs:pending
--- ARGV[1..3] common (lib.lua)
+-- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  worker id
 -- Returns  the number of jobs put back.
 -- Invariants: no attempt penalty for jobs put back (a graceful stop is not a failure);
 -- the worker record stays, marked offline, until the retention TTL removes it.
 
+--- @include "common"
+--- @include "keys"
+--- @include "events"
+--- @include "leases"
+--- @include "transitions"
+
 local worker_id = ARGV[4]
 local now = now_ms()
-local lease_key = P .. 'jobs:active:' .. worker_id
+local lease_key = K.leases(worker_id)
 local returned = 0
 local flat = redis.call('HGETALL', lease_key)
 for i = 1, #flat, 2 do
   local job_id, token = flat[i], split(flat[i + 1], '|')[1]
-  local job_key = P .. 'job:' .. job_id
+  local job_key = K.job(job_id)
   if holds(job_key, worker_id, token) then
     put_back(job_key, job_id, worker_id, 'worker stopped')
     returned = returned + 1
   end
 end
 redis.call('DEL', lease_key)
-redis.call('ZREM', P .. 'workers', worker_id)
-local worker_key = P .. 'worker:' .. worker_id
+redis.call('ZREM', K.workers, worker_id)
+local worker_key = K.worker(worker_id)
 redis.call('HSET', worker_key, 'status', 'offline', 'stopped_at', int(now))
 redis.call('PEXPIRE', worker_key, RETENTION_MS)
 emit_worker(worker_id, 'worker_down', { reason = 'stopped' })

@@ -1,7 +1,7 @@
 -- fail.lua: a worker could not finish a job it holds.
 --
 -- KEYS[1]  jobs:pending
--- ARGV[1..3] common (lib.lua)
+-- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  worker id
 -- ARGV[5]  job id
 -- ARGV[6]  claim token
@@ -12,18 +12,20 @@
 -- ARGV[11] jitter, a random number in [0, 1) chosen by the caller
 -- ARGV[12] avoid ms: how long after the retry is due this worker is passed over
 -- Returns  {'retrying'} or {'failed'}, or {'stale'} / {'cancelled'} (nothing changes).
--- Invariants: fenced; attempts + 1; a retry keeps the job's original score (priority and
--- FIFO position); after max_retries retries the job is failed and listed in jobs:failed.
+-- Invariants: fenced; attempts + 1, retryable or not (it counts the runs made); a retry
+-- keeps the job's original score (priority and FIFO position); after max_retries retries,
+-- or at once when not retryable, the job is failed and listed in jobs:failed.
+
+--- @include "common"
+--- @include "keys"
+--- @include "leases"
+--- @include "transitions"
 
 local worker_id, job_id = ARGV[4], ARGV[5]
 local job_key, why = fenced(worker_id, job_id, ARGV[6])
 if not job_key then return { why } end
 local now = now_ms()
-redis.call('HDEL', P .. 'jobs:active:' .. worker_id, job_id)
-redis.call('HINCRBY', P .. 'worker:' .. worker_id, 'failed', 1)
-if ARGV[8] ~= '1' then
-  -- Not worth retrying: spend every remaining attempt at once.
-  redis.call('HSET', job_key, 'attempts', redis.call('HGET', job_key, 'max_retries'))
-end
-return { retry_or_fail(job_key, job_id, now, ARGV[7], tonumber(ARGV[9]), tonumber(ARGV[10]),
-  tonumber(ARGV[11]), worker_id, tonumber(ARGV[12])) }
+redis.call('HDEL', K.leases(worker_id), job_id)
+redis.call('HINCRBY', K.worker(worker_id), 'failed', 1)
+return { retry_or_fail(job_key, job_id, now, ARGV[7], ARGV[8] == '1', tonumber(ARGV[9]),
+  tonumber(ARGV[10]), tonumber(ARGV[11]), worker_id, tonumber(ARGV[12])) }

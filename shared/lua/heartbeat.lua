@@ -1,7 +1,7 @@
 -- heartbeat.lua: a worker is alive; reconcile what it runs with what it holds.
 --
 -- KEYS[1]  jobs:pending
--- ARGV[1..3] common (lib.lua)
+-- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  worker id
 -- ARGV[5]  lease timeout ms: the worker is dead if no heartbeat arrives within it
 -- ARGV[6]  status to show ('idle' | 'busy' | ...)
@@ -15,11 +15,17 @@
 -- claim reply was lost) goes back to pending without an attempt penalty once older than
 -- the grace period, so a lost reply never strands a job until its timeout.
 
+--- @include "common"
+--- @include "keys"
+--- @include "events"
+--- @include "leases"
+--- @include "transitions"
+
 local worker_id = ARGV[4]
 local now = now_ms()
-local worker_key = P .. 'worker:' .. worker_id
-local lease_key = P .. 'jobs:active:' .. worker_id
-if redis.call('ZADD', P .. 'workers', now + tonumber(ARGV[5]), worker_id) == 1 then
+local worker_key = K.worker(worker_id)
+local lease_key = K.leases(worker_id)
+if redis.call('ZADD', K.workers, now + tonumber(ARGV[5]), worker_id) == 1 then
   emit_worker(worker_id, 'worker_up', { reason = 'heartbeat' })
 end
 redis.call('HSET', worker_key, 'last_heartbeat', int(now), 'status', ARGV[6])
@@ -32,7 +38,7 @@ for i = 9, #ARGV, 2 do
   reported[job_id] = true
   local lease = redis.call('HGET', lease_key, job_id)
   if not lease or split(lease, '|')[1] ~= token
-      or not holds(P .. 'job:' .. job_id, worker_id, token) then
+      or not holds(K.job(job_id), worker_id, token) then
     revoked[#revoked + 1] = job_id
   end
 end
@@ -43,7 +49,7 @@ for i = 1, #flat, 2 do
   local lease = split(flat[i + 1], '|')
   if not reported[job_id] and tonumber(lease[4] or '0') + tonumber(ARGV[8]) < now then
     redis.call('HDEL', lease_key, job_id)
-    local job_key = P .. 'job:' .. job_id
+    local job_key = K.job(job_id)
     if holds(job_key, worker_id, lease[1]) then
       put_back(job_key, job_id, worker_id, 'orphaned lease')
     end

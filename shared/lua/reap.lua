@@ -2,7 +2,7 @@
 -- due retries claimable.
 --
 -- KEYS[1]  jobs:pending
--- ARGV[1..3] common (lib.lua)
+-- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  limit: at most this many dead workers, timed-out jobs and due retries per call
 -- ARGV[5]  backoff base ms (for timeouts)
 -- ARGV[6]  backoff cap ms
@@ -17,6 +17,13 @@
 -- one attempt and is claimable again at once; a timeout is a failure with backoff, and
 -- the worker is told to interrupt the job.
 
+--- @include "common"
+--- @include "keys"
+--- @include "events"
+--- @include "queue"
+--- @include "leases"
+--- @include "transitions"
+
 local now = now_ms()
 local limit = tonumber(ARGV[4])
 local base, cap, jitter, avoid = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
@@ -24,24 +31,24 @@ local base, cap, jitter, avoid = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(
 local promoted = promote_due(now, limit)
 
 local recovered = {}
-local dead = redis.call('ZRANGEBYSCORE', P .. 'workers', '-inf', now, 'LIMIT', 0, limit)
+local dead = redis.call('ZRANGEBYSCORE', K.workers, '-inf', now, 'LIMIT', 0, limit)
 for _, worker_id in ipairs(dead) do
-  local lease_key = P .. 'jobs:active:' .. worker_id
+  local lease_key = K.leases(worker_id)
   local flat = redis.call('HGETALL', lease_key)
   for i = 1, #flat, 2 do
     local job_id = flat[i]
-    local job_key = P .. 'job:' .. job_id
+    local job_key = K.job(job_id)
     if holds(job_key, worker_id, split(flat[i + 1], '|')[1]) then
       local outcome = retry_or_fail(job_key, job_id, now,
-        'worker ' .. worker_id .. ' stopped heartbeating', 0, 0, 0, worker_id, avoid)
+        'worker ' .. worker_id .. ' stopped heartbeating', true, 0, 0, 0, worker_id, avoid)
       recovered[#recovered + 1] = worker_id
       recovered[#recovered + 1] = job_id
       recovered[#recovered + 1] = outcome
     end
   end
   redis.call('DEL', lease_key)
-  redis.call('ZREM', P .. 'workers', worker_id)
-  local worker_key = P .. 'worker:' .. worker_id
+  redis.call('ZREM', K.workers, worker_id)
+  local worker_key = K.worker(worker_id)
   if redis.call('EXISTS', worker_key) == 1 then
     redis.call('HSET', worker_key, 'status', 'offline')
     redis.call('PEXPIRE', worker_key, RETENTION_MS)
@@ -50,17 +57,18 @@ for _, worker_id in ipairs(dead) do
 end
 
 local timed_out = {}
-local overdue = redis.call('ZRANGEBYSCORE', P .. 'jobs:active', '-inf', now, 'LIMIT', 0, limit)
+local overdue = redis.call('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, limit)
 for _, job_id in ipairs(overdue) do
-  local job_key = P .. 'job:' .. job_id
+  local job_key = K.job(job_id)
   local f = redis.call('HMGET', job_key, 'status', 'worker_id', 'timeout_ms')
-  redis.call('ZREM', P .. 'jobs:active', job_id)
+  redis.call('ZREM', K.active, job_id)
   if f[1] == 'active' then
-    redis.call('HDEL', P .. 'jobs:active:' .. f[2], job_id)
-    redis.call('PUBLISH', P .. 'control:' .. f[2], 'cancel ' .. job_id)
+    redis.call('HDEL', K.leases(f[2]), job_id)
+    redis.call('PUBLISH', K.control(f[2]), 'cancel ' .. job_id)
     local seconds = math.floor(tonumber(f[3] or '0') / 1000)
     local outcome = retry_or_fail(job_key, job_id, now,
-      'timed out after ' .. seconds .. ' s on worker ' .. f[2], base, cap, jitter, f[2], avoid)
+      'timed out after ' .. seconds .. ' s on worker ' .. f[2], true, base, cap, jitter, f[2],
+      avoid)
     timed_out[#timed_out + 1] = job_id
     timed_out[#timed_out + 1] = outcome
   end

@@ -1,7 +1,7 @@
 -- register.lua: a worker joins (or rejoins) the fleet.
 --
 -- KEYS[1]  jobs:pending
--- ARGV[1..3] common (lib.lua)
+-- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  worker id
 -- ARGV[5]  lease timeout ms
 -- ARGV[6]  capabilities JSON
@@ -11,13 +11,17 @@
 -- restarts under the same id keeps its counters. Leases left by a previous run of this id
 -- stay until the heartbeat's orphan reconciliation returns them to pending.
 
+--- @include "common"
+--- @include "keys"
+--- @include "events"
+
 local worker_id = ARGV[4]
 local now = now_ms()
-local worker_key = P .. 'worker:' .. worker_id
+local worker_key = K.worker(worker_id)
 redis.call('HSET', worker_key, 'id', worker_id, 'capabilities', ARGV[6], 'info', ARGV[7],
   'status', 'idle', 'registered_at', int(now), 'last_heartbeat', int(now))
 redis.call('HSETNX', worker_key, 'state', 'active')
 redis.call('PERSIST', worker_key)
-redis.call('ZADD', P .. 'workers', now + tonumber(ARGV[5]), worker_id)
+redis.call('ZADD', K.workers, now + tonumber(ARGV[5]), worker_id)
 emit_worker(worker_id, 'worker_up', { reason = 'registered' })
 return redis.call('HGET', worker_key, 'state')

@@ -1,7 +1,7 @@
 -- submit.lua: add one validated job, or return the job that already holds its id / key.
 --
 -- KEYS[1]  jobs:pending
--- ARGV[1..3] common (lib.lua)
+-- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  job id
 -- ARGV[5]  idempotency key digest, '' for none
 -- ARGV[6]  requirement class id
@@ -12,7 +12,12 @@
 --          names a job (nothing is written then).
 -- Invariants: the job hash, jobs:pending, its class ZSET and the class indexes are written
 -- together; a job id is never written twice; equal priorities are FIFO (submit_job in
--- lib.lua).
+-- include/submit_job.lua).
+
+--- @include "common"
+--- @include "events"
+--- @include "queue"
+--- @include "submit_job"
 
 local now = now_ms()
 local reply, svc = submit_job(ARGV[4], ARGV[5], ARGV[6], ARGV[7], 8, #ARGV, now)

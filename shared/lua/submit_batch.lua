@@ -1,7 +1,7 @@
 -- submit_batch.lua: add several validated jobs in one call, each exactly as submit.lua would.
 --
 -- KEYS[1]  jobs:pending
--- ARGV[1..3] common (lib.lua)
+-- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  number of jobs N
 -- ARGV[5..] N groups, one per job: job id, idempotency key digest ('' for none), requirement
 --          class id, effective priority, number of hash-field arguments F, then F arguments
@@ -13,6 +13,11 @@
 -- priority follows the order of the batch). One call is one atomic step; callers keep
 -- batches small (Broker.submit_many sends at most 100 jobs per call) so Redis is never
 -- blocked long.
+
+--- @include "common"
+--- @include "events"
+--- @include "queue"
+--- @include "submit_job"
 
 -- One doorbell push and one statistics update per batch, with the counts of the batch.
 local now = now_ms()

@@ -1,7 +1,7 @@
 -- worker_state.lua: an operator pauses, drains or resumes a worker.
 --
 -- KEYS[1]  jobs:pending
--- ARGV[1..3] common (lib.lua)
+-- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  worker id
 -- ARGV[5]  'active' | 'paused' | 'draining'
 -- Returns  1, or 0 when no such worker is known.
@@ -9,7 +9,12 @@
 -- effect on the worker's next claim whatever the worker itself does. Resuming rings the
 -- doorbell of each service the worker offers, so an idle paused worker claims at once.
 
-local worker_key = P .. 'worker:' .. ARGV[4]
+--- @include "common"
+--- @include "keys"
+--- @include "events"
+--- @include "queue"
+
+local worker_key = K.worker(ARGV[4])
 if redis.call('EXISTS', worker_key) == 0 then return 0 end
 redis.call('HSET', worker_key, 'state', ARGV[5])
 local caps = redis.call('HGET', worker_key, 'capabilities')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 from redis.asyncio import Redis
 
 from shared.broker import Broker, Claim, NoClaim
@@ -80,6 +81,37 @@ class TestRetries:
         c = await claim(broker)
         assert await broker.fail("w1", "j", c.token, "bad workflow", retryable=False) == "failed"
         assert await status(broker, "j") == JobStatus.FAILED
+
+    async def test_non_retryable_failure_counts_the_one_attempt_made(
+        self, broker: Broker, redis: Redis
+    ) -> None:
+        """`attempts` counts runs made, not retries forgone: a job rejected on its first run
+        (ComfyUI's HTTP 400) ran once, whatever max_retries allowed (the default 3 here)."""
+        await broker.submit(job(id="j"))
+        c = await claim(broker)
+        assert await broker.fail("w1", "j", c.token, "HTTP 400", retryable=False) == "failed"
+        dead = await broker.get("j")
+        assert dead is not None
+        assert (dead.status, dead.attempts, dead.max_retries) == (JobStatus.FAILED, 1, 3)
+        assert await redis.zscore(broker.keys.finished("failed"), "j") is not None
+        failed = [e for _, e in await redis.xrange(broker.keys.events) if e[b"type"] == b"failed"]
+        assert [orjson.loads(e[b"data"])["attempts"] for e in failed] == [1]
+        # Still a dead letter like any other: the operator's retry starts afresh.
+        assert await broker.retry("j") == "ok"
+        assert (await claim(broker)).job.attempts == 0
+
+    async def test_non_retryable_failure_after_a_retry_counts_both_attempts(
+        self, broker: Broker, redis: Redis
+    ) -> None:
+        await broker.submit(job(id="j", max_retries=3))
+        c = await claim(broker)
+        assert await broker.fail("w1", "j", c.token, "flaky") == "retrying"
+        await wait_until(lambda: _retry_due(broker, redis), timeout=5)
+        c = await claim(broker, "w2")
+        assert await broker.fail("w2", "j", c.token, "bad workflow", retryable=False) == "failed"
+        dead = await broker.get("j")
+        assert dead is not None
+        assert (dead.status, dead.attempts, dead.error) == (JobStatus.FAILED, 2, "bad workflow")
 
     async def test_failed_worker_is_passed_over_but_not_banned(
         self, broker: Broker, redis: Redis

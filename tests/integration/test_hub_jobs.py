@@ -317,6 +317,20 @@ async def test_retry_failed_job(api: httpx.AsyncClient, broker: Broker) -> None:
     assert (await api.post("/jobs/job-missing/retry", headers=OPERATOR)).status_code == 404
 
 
+async def test_a_job_rejected_on_its_first_run_shows_one_attempt(
+    api: httpx.AsyncClient, broker: Broker
+) -> None:
+    """A non-retryable failure (ComfyUI's HTTP 400) ran once: GET /jobs/{id} says so, with
+    the default max_retries, instead of reporting the retries it never used."""
+    job = await submit(api)
+    caps = await start_worker(broker, "w1")
+    got = await claim(broker, "w1", caps)
+    rejected = "ComfyUI rejected the workflow (HTTP 400)"
+    assert await broker.fail("w1", got.job.id, got.token, rejected, retryable=False) == "failed"
+    failed = (await api.get(f"/jobs/{job['id']}", headers=CLIENT)).json()
+    assert (failed["status"], failed["attempts"], failed["max_retries"]) == ("failed", 1, 3)
+
+
 async def test_long_poll_returns_when_the_job_finishes(
     api: httpx.AsyncClient, broker: Broker
 ) -> None:

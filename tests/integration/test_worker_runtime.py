@@ -68,7 +68,7 @@ async def test_non_retryable_failure_fails_at_once(broker: Broker, redis_url: st
     await make_worker(worker_settings(redis_url), burst=True).run()
     failed = await broker.get(job_id)
     assert failed is not None
-    assert (failed.status, failed.attempts) == (JobStatus.FAILED, 6)
+    assert (failed.status, failed.attempts) == (JobStatus.FAILED, 1)
 
 
 async def test_cancel_mid_run_interrupts_and_frees_the_slot(broker: Broker, redis_url: str) -> None:

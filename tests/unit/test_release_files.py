@@ -211,7 +211,7 @@ def test_readme_worker_acl_allows_every_command_the_scripts_call() -> None:
     allowed = {word[1:].lower() for word in acl.split() if word.startswith("+")}
     used = {
         name.lower()
-        for path in (ROOT / "shared" / "lua").glob("*.lua")
+        for path in (ROOT / "shared" / "lua").rglob("*.lua")
         for name in LUA_CALL.findall(path.read_text("utf-8"))
     }
     assert used, "no redis.call found in shared/lua"
@@ -238,6 +238,19 @@ def test_readme_lists_every_build_of_the_matrix() -> None:
     readme = (RELEASE / "README.md").read_text("utf-8")
     for target in load_build_module().matrix():
         assert f"`{target.filename}`" in readme
+
+
+def test_the_pyz_gets_every_lua_script_and_include(tmp_path: Path) -> None:
+    """build.py copies what pyproject's package data names: a Lua folder it does not name
+    would be missing from worker.pyz and fail only when the scripts load."""
+    load_build_module().copy_packages(tmp_path)
+    lua = ROOT / "shared" / "lua"
+    want = sorted(p.relative_to(ROOT) for p in lua.rglob("*.lua"))
+    assert any(p.parent.name == "include" for p in want)
+    assert (
+        sorted(p.relative_to(tmp_path) for p in (tmp_path / "shared" / "lua").rglob("*.lua"))
+        == want
+    )
 
 
 def test_worker_requirements_leave_out_the_hub_only_packages() -> None:

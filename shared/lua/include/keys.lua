@@ -1,0 +1,35 @@
+-- keys.lua: every key and channel name the scripts use, built in this one place.
+--
+-- The same names, built the same way, as shared/keys.py (its docstring says what each key
+-- holds); tests/integration/test_lua_keys.py checks the two agree name for name. Scripts and
+-- the other includes never join the prefix to a name themselves, so a change of key layout
+-- (such as a per-pool hash tag for Redis Cluster) is made here and in keys.py only.
+
+--- @include "common"
+
+-- One table constructor: every script runs this on every call, and a constructor sized at
+-- once is measurably cheaper than adding the builders one by one.
+local K = {
+  pending = P .. 'jobs:pending',
+  seq = P .. 'jobs:seq',
+  tokens = P .. 'jobs:tokens',
+  delayed = P .. 'jobs:delayed',
+  active = P .. 'jobs:active',
+  classes = P .. 'classes',
+  workers = P .. 'workers',
+  events = P .. 'events',
+  job = function(job_id) return P .. 'job:' .. job_id end,
+  leases = function(worker_id) return P .. 'jobs:active:' .. worker_id end,
+  -- Registry of finished jobs: completed, failed (the dead letter) or cancelled.
+  finished = function(status) return P .. 'jobs:' .. status end,
+  job_class = function(class_id) return P .. 'class:' .. class_id end,
+  service_classes = function(svc, customer)
+    if customer == nil then return P .. 'classes:' .. svc end
+    return P .. 'classes:' .. svc .. ':' .. customer
+  end,
+  worker = function(worker_id) return P .. 'worker:' .. worker_id end,
+  notify = function(svc) return P .. 'notify:' .. svc end,
+  idempotency = function(digest) return P .. 'idem:' .. digest end,
+  stats = function(minute) return P .. 'stats:' .. minute end,
+  control = function(worker_id) return P .. 'control:' .. worker_id end,
+}

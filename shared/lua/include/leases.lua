@@ -1,0 +1,29 @@
+-- leases.lua: who holds an active job, and the fence every worker report passes.
+--
+-- A claim writes a lease into jobs:active:{worker} (job id -> "token|customer|isolation|
+-- claimed_ms") and the same worker id and token into the job hash; a worker's report counts
+-- only while both still name it.
+
+--- @include "common"
+--- @include "keys"
+
+-- Does `worker_id` hold the job under `token` (status active, same owner, same token)?
+local function holds(job_key, worker_id, token)
+  local f = redis.call('HMGET', job_key, 'status', 'worker_id', 'token')
+  return f[1] == 'active' and f[2] == worker_id and f[3] == token, f[1]
+end
+
+-- Fencing: the lease record the worker must still hold. Returns the job key, or nil and
+-- the reason ('stale' or the job's terminal status, e.g. 'cancelled').
+local function fenced(worker_id, job_id, token)
+  local job_key = K.job(job_id)
+  local lease = redis.call('HGET', K.leases(worker_id), job_id)
+  if not lease or split(lease, '|')[1] ~= token then return nil, 'stale' end
+  local held, status = holds(job_key, worker_id, token)
+  if held then return job_key, nil end
+  -- The worker still holds a lease on a job that was cancelled: drop the lease now that
+  -- the worker has reported back.
+  redis.call('HDEL', K.leases(worker_id), job_id)
+  if status == 'cancelled' then return nil, 'cancelled' end
+  return nil, 'stale'
+end

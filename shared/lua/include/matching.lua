@@ -1,0 +1,128 @@
+-- matching.lua: can this worker run jobs of this class? The same rules as shared/matching.py
+-- (the specification); tests/integration/test_match_agreement.py holds the two equal.
+-- Pure: reads no key, so match.lua can evaluate it on given documents.
+
+--- @include "common"
+
+local function set_of(list)
+  local s = {}
+  if type(list) == 'table' then
+    for _, v in ipairs(list) do s[v] = true end
+  end
+  return s
+end
+
+local function tokens(s)
+  local out = {}
+  for w in string.gmatch(string.lower(s), '[a-z0-9]+') do out[#out + 1] = w end
+  return out
+end
+
+local function model_matches(want, name)
+  local w = tokens(want)
+  local h = tokens(name)
+  if #w == 0 then return true end
+  for i = 1, #h - #w + 1 do
+    local ok = true
+    for j = 1, #w do
+      if h[i + j - 1] ~= w[j] then ok = false; break end
+    end
+    if ok then return true end
+  end
+  return false
+end
+
+local function version(s)
+  if type(s) ~= 'string' then return nil end
+  local a, b = string.match(s, '^(%d+)%.(%d+)$')
+  if not a then return nil end
+  return tonumber(a), tonumber(b)
+end
+
+local function gpu_fits(g, want)
+  local mem = val(want.memory_gb)
+  if mem and (val(g.memory_gb) or 0) < mem then return false end
+  local model = val(want.model)
+  if model and not model_matches(model, val(g.name) or '') then return false end
+  local cc = val(want.compute_capability)
+  if cc then
+    local hm, hn = version(val(g.compute_capability))
+    local nm, nn = version(cc)
+    if not hm or not nm then return false end
+    if hm < nm or (hm == nm and hn < nn) then return false end
+  end
+  return true
+end
+
+-- Decode a worker's capability document once per call, with sets for membership tests.
+local function prepare_caps(json)
+  local c = cjson.decode(json)
+  local hw = val(c.hardware) or {}
+  local acc = val(c.customer_access) or {}
+  local perf = val(c.performance) or {}
+  local geo = val(c.geographic) or {}
+  local cost = val(c.cost) or {}
+  return {
+    services = val(c.services) or {},
+    service_set = set_of(val(c.services)),
+    gpus = val(hw.gpus) or {},
+    cpu_cores = val(hw.cpu_cores) or 0,
+    ram_gb = val(hw.ram_gb) or 0,
+    models = set_of(val(c.models)),
+    isolation = val(acc.isolation) or 'none',
+    allowed = set_of(val(acc.allowed_customers)),
+    allowed_list = val(acc.allowed_customers) or {},
+    denied = set_of(val(acc.denied_customers)),
+    quality = set_of(val(perf.quality_levels)),
+    region = val(geo.region),
+    compliance = set_of(val(geo.compliance)),
+    per_hour = val(cost.per_hour) or 0,
+  }
+end
+
+-- nil when the worker can run jobs of this class now, else a short reason. `running` holds
+-- the worker's leases as {customer=, isolation=} entries (for customer isolation).
+local function mismatch(svc, customer, req, caps, running)
+  if not caps.service_set[svc] then return 'service' end
+  local hw = val(req.hardware)
+  if hw then
+    local gpu = val(hw.gpu)
+    if gpu then
+      local fitting = 0
+      for _, g in ipairs(caps.gpus) do
+        if gpu_fits(g, gpu) then fitting = fitting + 1 end
+      end
+      if fitting < (val(gpu.count) or 1) then return 'gpu' end
+    end
+    local cores = val(hw.cpu_cores)
+    if cores and caps.cpu_cores < cores then return 'cpu_cores' end
+    local ram = val(hw.ram_gb)
+    if ram and caps.ram_gb < ram then return 'ram_gb' end
+  end
+  for _, m in ipairs(val(req.models) or {}) do
+    if not caps.models[m] then return 'models' end
+  end
+  local perf = val(req.performance)
+  if perf and val(perf.quality) and not caps.quality[perf.quality] then return 'quality' end
+  local geo = val(req.geographic)
+  if geo then
+    local region = val(geo.region)
+    if region and region ~= caps.region then return 'region' end
+    for _, c in ipairs(val(geo.compliance) or {}) do
+      if not caps.compliance[c] then return 'compliance' end
+    end
+  end
+  local cost = val(req.cost)
+  if cost and val(cost.max_per_hour) and caps.per_hour > cost.max_per_hour then return 'cost' end
+  if caps.isolation == 'strict' and not caps.allowed[customer] then return 'customer' end
+  if caps.isolation == 'loose' and caps.denied[customer] then return 'customer' end
+  local wanted = val(req.customer_isolation) or 'none'
+  if wanted == 'strict' and caps.isolation ~= 'strict' then return 'isolation' end
+  for _, r in ipairs(running) do
+    if r.customer ~= customer then
+      if r.isolation == 'loose' then return 'loose_lock' end
+      if wanted == 'loose' then return 'loose' end
+    end
+  end
+  return nil
+end

@@ -1,0 +1,48 @@
+-- submit_job.lua: add one job (submit.lua, submit_batch.lua).
+
+--- @include "common"
+--- @include "keys"
+--- @include "events"
+--- @include "queue"
+
+-- Add one job at server time `now`; its hash fields are ARGV[first..last] as name, value
+-- pairs. Returns {1, job_id, created_at_ms, queue_position} when created, or
+-- {0, existing_job_id} when the id or idempotency key already names a job (nothing is
+-- written then), and the job's service when created. The caller rings the service's
+-- doorbell and counts the submission (once per batch). The score
+-- (1000 - priority) * 2^43 + seq is an exact integer in a double: higher priority first,
+-- then submission order, where seq comes from one Redis counter, so equal priorities are
+-- FIFO even within one millisecond.
+local function submit_job(job_id, idem, class_id, priority, first, last, now)
+  if idem ~= '' then
+    local existing = redis.call('GET', K.idempotency(idem))
+    if existing and redis.call('EXISTS', K.job(existing)) == 1 then
+      return { 0, existing }
+    end
+  end
+  local job_key = K.job(job_id)
+  if redis.call('EXISTS', job_key) == 1 then return { 0, job_id } end
+
+  local seq = redis.call('INCR', K.seq)
+  local score = int((1000 - tonumber(priority)) * 8796093022208 + seq)
+  -- event_seq starts at 1: the 'accepted' event below is the job's first.
+  local fields = { 'id', job_id, 'status', 'pending', 'created_at', int(now), 'seq', seq,
+    'score', score, 'class_id', class_id, 'effective_priority', priority, 'attempts', 0,
+    'progress', '0', 'event_seq', 1 }
+  local given = {}
+  for i = first, last, 2 do
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+    given[ARGV[i]] = ARGV[i + 1]
+  end
+  local svc, customer = given['service_type'], given['customer_id'] or ''
+  redis.call('HSET', job_key, unpack(fields))
+  redis.call('ZADD', K.pending, score, job_id)
+  enqueue_in_class(job_id, score, class_id, svc, customer, given['requirements'])
+  if idem ~= '' then
+    redis.call('SET', K.idempotency(idem), job_id, 'PX', RETENTION_MS)
+  end
+  emit(job_key, job_id, 'accepted', { service_type = svc, priority = tonumber(priority) }, 1,
+    customer)
+  return { 1, job_id, int(now), redis.call('ZRANK', K.pending, job_id) }, svc
+end

@@ -1,0 +1,65 @@
+-- transitions.lua: where a job goes when it stops running, shared by several scripts: done
+-- for good (finish), back to pending after a failure (retry_or_fail), or back to pending at
+-- no cost (put_back).
+
+--- @include "common"
+--- @include "keys"
+--- @include "events"
+--- @include "queue"
+
+-- Finish a job for good: status, timestamps, registry, retention TTL.
+local function finish(job_key, job_id, status, now)
+  redis.call('HSET', job_key, 'status', status, 'finished_at', int(now))
+  redis.call('HDEL', job_key, 'token', 'retry_at')
+  redis.call('ZREM', K.active, job_id)
+  redis.call('ZADD', K.finished(status), now, job_id)
+  redis.call('PEXPIRE', job_key, RETENTION_MS)
+end
+
+-- Back to pending after a failure or a lost lease, or failed for good once `max_retries`
+-- retries are used up or at once when the failure is not `retryable`. `attempts` counts
+-- the runs actually made (this one included) either way, so a job rejected on its first run
+-- shows 1, not the retries it never used. Backoff is exponential with jitter:
+-- base * 2^(attempts-1), capped, times [0.5, 1.0). The worker that failed is avoided until
+-- `avoid_ms` after the job is due again, so another capable worker gets it first; it is not
+-- banned. Returns 'retrying' or 'failed'.
+local function retry_or_fail(job_key, job_id, now, err, retryable, base_ms, cap_ms, jitter,
+    avoid_worker, avoid_ms)
+  local f = redis.call('HMGET', job_key, 'attempts', 'max_retries', 'score')
+  local attempts = tonumber(f[1] or '0') + 1
+  redis.call('HSET', job_key, 'attempts', attempts, 'error', err)
+  redis.call('HDEL', job_key, 'token')
+  redis.call('ZREM', K.active, job_id)
+  if not retryable or attempts > tonumber(f[2] or '0') then
+    finish(job_key, job_id, 'failed', now)
+    bump_stat(now, 'failed')
+    emit(job_key, job_id, 'failed', { error = err, attempts = attempts })
+    return 'failed'
+  end
+  local delay = base_ms * (2 ^ (attempts - 1))
+  if delay > cap_ms then delay = cap_ms end
+  delay = math.floor(delay * (0.5 + 0.5 * jitter))
+  redis.call('HSET', job_key, 'status', 'pending', 'progress', '0', 'message', '',
+    'avoid_worker', avoid_worker, 'avoid_until', int(now + delay + avoid_ms))
+  redis.call('ZADD', K.pending, f[3], job_id)
+  if delay > 0 then
+    redis.call('HSET', job_key, 'retry_at', int(now + delay))
+    redis.call('ZADD', K.delayed, now + delay, job_id)
+  else
+    notify(enqueue_claimable(job_key, job_id), 3)
+  end
+  bump_stat(now, 'retried')
+  emit(job_key, job_id, 'retrying', { error = err, attempts = attempts, delay_ms = delay })
+  return 'retrying'
+end
+
+-- Return an active job to pending without an attempt penalty (graceful stop, lost claim
+-- reply). The caller has checked that `worker_id` holds it and removes the lease itself.
+local function put_back(job_key, job_id, worker_id, reason)
+  redis.call('HSET', job_key, 'status', 'pending', 'progress', '0', 'message', '')
+  redis.call('HDEL', job_key, 'token')
+  redis.call('ZREM', K.active, job_id)
+  redis.call('ZADD', K.pending, redis.call('HGET', job_key, 'score'), job_id)
+  notify(enqueue_claimable(job_key, job_id), 3)
+  emit(job_key, job_id, 'released', { worker_id = worker_id, reason = reason })
+end
