@@ -1,7 +1,8 @@
 """`python -m bench <name> [--quick]`: run one benchmark and print its table.
 
 `python -m bench all [--quick]` runs every benchmark, prints each table and then one summary
-against the targets of DESIGN.md §7, and writes BENCHMARKS.md (or `--output`).
+against the targets (docs/ARCHITECTURE.md#performance-targets), and writes BENCHMARKS.md
+(or `--output`).
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def machine() -> str:
 
 def machine_speed(url: str) -> str:
     """How fast this machine is right now, to compare runs from different days: shared boxes
-    vary by 2x or more, on CPU and even more on loopback round trips. DESIGN.md §7 assumes
+    vary by 2x or more, on CPU and even more on loopback round trips. The targets assume
     about 71 us per Redis round trip (~14k/s for one client)."""
     started = time.perf_counter()
     total = 0

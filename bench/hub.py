@@ -7,7 +7,7 @@ p50/p99 latency. The clients run in their own processes so the benchmark's HTTP 
 does not share a CPU-bound event loop with the measurement (on a small box they still
 share the cores with the hub and Redis, which is what a co-located deployment sees).
 
-Target (DESIGN.md §7): > 3,000 submissions/s on one hub process.
+Target (docs/ARCHITECTURE.md#performance-targets): > 3,000 submissions/s on one hub process.
 """
 
 from __future__ import annotations

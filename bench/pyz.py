@@ -9,9 +9,9 @@ later runs reuse that extraction, as every restart of a deployed worker does. Re
 is read with psutil (the worker and any children) after the worker has idled for a few seconds,
 with the worker dashboard off and on.
 
-Targets (DESIGN.md §7): worker.pyz < 20 MB; start-to-registered < 2 s; RSS < 80 MB. Sizes are
-in MB (10^6 bytes, as build.py prints them); memory is shown in MiB and held to 80 MB, i.e.
-76.3 MiB, the stricter reading.
+Targets (docs/ARCHITECTURE.md#performance-targets): worker.pyz < 20 MB; start-to-registered
+< 2 s; RSS < 80 MB. Sizes are in MB (10^6 bytes, as build.py prints them); memory is shown in
+MiB and held to 80 MB, i.e. 76.3 MiB, the stricter reading.
 """
 
 from __future__ import annotations

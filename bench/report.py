@@ -1,5 +1,5 @@
 """The summary of `python -m bench all`: numbers read back from each benchmark's table, held
-against the targets of DESIGN.md §7, and BENCHMARKS.md.
+against the targets (docs/ARCHITECTURE.md#performance-targets), and BENCHMARKS.md.
 
 The benchmarks return printed tables (bench.common.table), so the numbers are parsed out of
 that text: columns are located from the dashed line under the header, rows are found by their
@@ -176,12 +176,12 @@ PYZ_SIZE = Target("<", 20.0, "< 20 MB")
 START = Target("<", 2.0, "< 2 s")
 RSS = Target("<", 80e6 / 2**20, "< 80 MB (76.3 MiB)")
 FLEET_SIZE = 1000
-CLAIM_DEPTHS = (100_000, 1_000_000)  # the depths §7 names
+CLAIM_DEPTHS = (100_000, 1_000_000)  # the depths the targets name
 
 
 def _claim(tables: list[Table]) -> list[Line]:
-    """p99 claim at each depth §7 names (n/a where this run did not measure it, as a quick run
-    does not measure 1,000,000), and at the largest depth measured if it is neither."""
+    """p99 claim at each depth the targets name (n/a where this run did not measure it, as a
+    quick run does not measure 1,000,000), and at the largest depth measured if it is neither."""
     measured: dict[int, float | None] = {}
     for t in tables:
         for row in t.rows:
@@ -256,7 +256,7 @@ def _worker(tables: list[Table]) -> list[Line]:
             fleet = per_size * FLEET_SIZE / workers
             fleet_what = f"{fleet_what} (measured {workers:,})"
         break
-    no_target = "none in §7"
+    no_target = "no target"
     return [
         Line(
             what,
@@ -350,7 +350,7 @@ def summarize(outputs: Mapping[str, str]) -> list[Line]:
 def summary_table(lines: Sequence[Line], quick: bool) -> str:
     mode = "quick run" if quick else "full run"
     rows = [[ln.what, ln.measured, ln.unit, ln.target_text, ln.status] for ln in lines]
-    title = f"summary: DESIGN.md §7 targets ({mode}; one run on this machine, noisy)"
+    title = f"summary: targets of docs/ARCHITECTURE.md ({mode}; one run on this machine, noisy)"
     return table(title, ["what", "measured", "unit", "target", "status"], rows)
 
 
@@ -396,8 +396,8 @@ def markdown(
         f"- Machine: {machine}",
         *([f"- Machine speed at the start of the run: {speed}"] if speed else []),
         f"- Command: `{command}` ({mode})",
-        "- Targets: DESIGN.md §7. One run on a shared machine: expect noise of tens of percent,",
-        "  more on the latency percentiles.",
+        "- Targets: docs/ARCHITECTURE.md#performance-targets. One run on a shared machine: expect",
+        "  noise of tens of percent, more on the latency percentiles.",
         "",
         "## Summary",
         "",

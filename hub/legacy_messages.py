@@ -1,4 +1,5 @@
-"""Message shapes of the original emp-redis protocol (emp-redis-original.md §2, §6).
+"""Message shapes of the original emp-redis protocol (docs/PROTOCOL-LEGACY.md, sections
+"Messages to clients" and "Monitors").
 
 Kept apart from the socket handling in ws_legacy.py: these are the compatibility contract
 (field names, epoch-second timestamps, `processing` for a held job), easy to check against

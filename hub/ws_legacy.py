@@ -1,14 +1,15 @@
-"""Compatibility with the original emp-redis WebSocket protocol (DESIGN.md §8).
+"""Compatibility with the original emp-redis WebSocket protocol (docs/PROTOCOL-LEGACY.md).
 
 `/ws/client/{client_id}` and `/ws/monitor/{monitor_id}` speak the original message shapes
-(reference: emp-redis-original.md §2) on top of the new broker, so existing submit clients
-and monitors keep working. Workers are not served here: they use the pull protocol.
+(docs/PROTOCOL-LEGACY.md#messages-from-clients) on top of the new broker, so existing submit
+clients and monitors keep working. Workers are not served here: they use the pull protocol.
 
 What differs from the original, on purpose: a job's status reads `processing` while a
 worker holds it (the original stored `claimed`), every subscriber of a job gets its updates
 (the original's subscriptions were broken), positions are global, monitors need the
-operator token and `force_retry_job` too. Authentication failures are reported the
-original way: the socket is accepted, an `error` message sent, then it is closed.
+operator token and `force_retry_job` too; the full list, with the reasons, is
+docs/PROTOCOL-LEGACY.md#differences-from-the-original. Authentication failures are reported
+the original way: the socket is accepted, an `error` message sent, then it is closed.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""What a worker offers (DESIGN.md §4), as registered in Redis and checked by the claim.
+"""What a worker offers, as registered in Redis and checked by the claim
+(docs/ARCHITECTURE.md#requirements-and-capabilities).
 
 Capabilities come from our own worker, so unknown fields are tolerated (newer workers may
 report more than an older hub knows); every field has a default so the Lua matcher never

@@ -1,4 +1,5 @@
-"""What a job asks of the worker that runs it (DESIGN.md §4).
+"""What a job asks of the worker that runs it
+(docs/ARCHITECTURE.md#requirements-and-capabilities).
 
 Every requirement is optional and an absent one matches anything. Unknown fields are an
 error: a typo such as `gpu_memory` must not silently turn into "no requirement".

@@ -61,9 +61,13 @@ FAST: dict[str, str] = {
     "RETRY_AVOID_SECONDS": "0",
 }
 
-# A correct client notices a silently dead connection within its command socket timeout
-# (10 s, shared/redis_client.py) plus a lease and an idle poll: this is generous.
-SILENT_DROP_BOUND = 20.0
+# How long after a silent drop (no reset, no close) a hub or worker must be working again.
+# What it waits for is timers, not work: an idle poll (1 s here) plus the silent-link margin
+# of a blocking wait (5 s, worker/runtime.py), then a command that hangs until its socket
+# timeout (10 s, shared/redis_client.py): about 16 s, measured 10-16 s. The bound only has
+# to tell "noticed and recovered" from "stuck until restarted", so it leaves 24 s over the
+# timers, far more than scheduling adds to them on a loaded 2-core box.
+SILENT_DROP_BOUND = 40.0
 
 WORKER_ENV: dict[str, str] = {
     "SERVICES": "simulation",

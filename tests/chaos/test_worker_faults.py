@@ -28,9 +28,13 @@ from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
-# Reclaim after a death: lease expiry + one reaper period (with its 20 % jitter) + the
-# time to hand the job to a free slot and for a loaded 2-core box to schedule all that.
-RECLAIM_MARGIN = 1.5
+# Reclaim after a death: lease expiry + one reaper period (with its 20 % jitter), both
+# timers, then milliseconds of work to hand the job to a free slot. The bound only has to
+# tell "reclaimed once the lease expired" from "reclaimed at the job's timeout (30 min) or
+# never", so its margin over the timers is 15 s, ten times the 1.5 s it once was, far
+# beyond what a loaded 2-core box adds to them (measured runs reclaim 2-2.5 s after the
+# kill); the measured figures are printed.
+RECLAIM_MARGIN = 15.0
 
 
 async def leases(chaos: Chaos, worker_id: str) -> list[str]:
@@ -46,7 +50,8 @@ async def test_kill9(chaos: Chaos) -> None:
 
     Asserts: every job completes exactly once (one `completed` event) with its own result;
     no completion comes from a killed worker after its death; each job the dead worker held
-    is claimed again within lease timeout + reaper interval + 1.5 s of the kill (printed)."""
+    goes back to the queue because its worker stopped heartbeating, and is claimed again
+    within lease timeout + reaper interval + 15 s of the kill (printed)."""
     hub = await chaos.start_hub()
     workers = [f"w{i}" for i in range(1, 5)]
     for worker_id in workers:
@@ -86,7 +91,12 @@ async def test_kill9(chaos: Chaos) -> None:
                 for j in jobs
             )
 
-        await wait_until(reclaimed, timeout=15, interval=0.05, message=f"{victim}'s jobs reclaimed")
+        await wait_until(
+            reclaimed,
+            timeout=LEASE_TIMEOUT + REAPER_INTERVAL + RECLAIM_MARGIN,
+            interval=0.05,
+            message=f"{victim}'s jobs reclaimed",
+        )
 
     await wait_all_finished(chaos, ids, timeout=60)
     events = await read_events(chaos.redis, chaos.keys)
@@ -94,6 +104,7 @@ async def test_kill9(chaos: Chaos) -> None:
 
     reclaim: list[float] = []
     requeue: list[float] = []
+    not_by_lease: list[tuple[str, dict[str, object]]] = []  # re-queued for another reason
     death = {victim: killed for victim, killed, _ in kills}
     for victim, killed, held in kills:
         for job_id in held:
@@ -102,6 +113,8 @@ async def test_kill9(chaos: Chaos) -> None:
             retry = next(e for e in after if e.type == "retrying")
             reclaim.append(claim.ts_ms / 1000 - killed)
             requeue.append(retry.ts_ms / 1000 - killed)
+            if "stopped heartbeating" not in str(retry.data.get("error")):
+                not_by_lease.append((job_id, retry.data))
     zombies = [
         (job_id, e.worker_id)
         for job_id in ids
@@ -123,6 +136,7 @@ async def test_kill9(chaos: Chaos) -> None:
     assert reclaim, "no kill caught a worker holding a job"
     assert not zombies, f"completed by a dead worker: {zombies}"
     assert not wrong_result, wrong_result
+    assert not_by_lease == [], not_by_lease
     bound = LEASE_TIMEOUT + REAPER_INTERVAL + RECLAIM_MARGIN
     assert max(reclaim) <= bound, f"kill-to-reclaim {max(reclaim):.2f} s > {bound:.2f} s"
 
@@ -278,7 +292,7 @@ async def test_partition_blackhole(chaos: Chaos) -> None:
     close) while new connections flow normally. Three jobs are then submitted.
 
     Asserts: the worker notices and reconnects by itself: the three jobs complete within
-    20 s of the drop, exactly once."""
+    40 s of the drop, exactly once."""
     hub = await chaos.start_hub()
     proxy = await chaos.proxy()
     chaos.start_worker("solo", HUB_REDIS_URL=proxy.url)

@@ -20,7 +20,6 @@ import logging
 import os
 import socket
 import struct
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -49,6 +48,12 @@ REQUEST_LIMIT = 64 * 1024
 AUTH = f"Authorization: Bearer {OPERATOR_TOKEN}\r\n".encode()
 JOB = orjson.dumps({"service_type": "comfyui", "payload": {"prompt": "a cat"}})
 READ_TIMEOUT = 3.0
+# The deadline tests set 1 s head/body deadlines: there the deadline is the feature, so the
+# hub must act on it, and they wait up to ten times that for it to. The bound only has to
+# tell "closed at its deadline" from "held until the client gives up"; a loaded 2-core box
+# delays a 1 s timer by milliseconds, not by 9 s.
+DEADLINE = 1.0
+CLOSE_BOUND = 10 * DEADLINE
 
 
 @dataclasses.dataclass
@@ -180,10 +185,10 @@ async def footprint(redis: Redis) -> tuple[int, int]:
 
 
 async def still_serving(hub: Hub) -> None:
+    """The hub answers a new request (the client's 5 s timeout only ends a wait for a hub
+    that no longer answers; how fast it answers is not the point)."""
     async with hub.client() as http:
-        started = time.monotonic()
         assert (await http.get("/health")).status_code == 200
-        assert time.monotonic() - started < 2.0
 
 
 # -- huge headers -------------------------------------------------------------------------------
@@ -305,28 +310,38 @@ async def trickle(hub: Hub, stop: asyncio.Event) -> None:
             await writer.wait_closed()
 
 
-async def test_slow_clients_do_not_hold_up_anyone_else(hub: Hub, redis: Redis) -> None:
-    """90 stalled connections and a trickling one: health, submit and read stay fast, and
-    nothing the stalled clients started was written."""
+async def test_slow_clients_do_not_hold_up_anyone_else(settings: HubSettings, redis: Redis) -> None:
+    """90 stalled connections and a trickling one: health, submit and read are served while
+    every one of them is still open, and nothing the stalled clients started was written.
+
+    Checked by order, not speed: the head and body deadlines are five minutes here, so the
+    stalled clients stay connected for the whole test, and each request must be answered
+    while the hub still holds all of them (a hub that served others only once it was rid of
+    the stalled ones would leave the client waiting until its own 5 s timeout)."""
+    patient = dataclasses.replace(settings, header_timeout_seconds=300, body_timeout_seconds=300)
     stop = asyncio.Event()
-    trickler = asyncio.create_task(trickle(hub, stop))
-    try:
-        async with stalled_connections(hub, 30), hub.client() as http:
-            for _ in range(3):
-                started = time.monotonic()
-                assert (await http.get("/health")).status_code == 200
-                created = await http.post(
-                    "/jobs", content=JOB, headers={**OPERATOR, "Content-Type": "application/json"}
-                )
-                assert created.status_code == 201, created.text
-                got = await http.get(f"/jobs/{created.json()['id']}", headers=OPERATOR)
-                assert got.status_code == 200
-                assert time.monotonic() - started < 2.0
-            assert await redis.zcard("jobs:pending") == 3
-    finally:
-        stop.set()
-        await asyncio.wait_for(trickler, 5)
-    await still_serving(hub)
+    async with production_hub(patient) as hub:
+        trickler = asyncio.create_task(trickle(hub, stop))
+        try:
+            async with stalled_connections(hub, 30) as stalled, hub.client() as http:
+                for _ in range(3):
+                    assert (await http.get("/health")).status_code == 200
+                    created = await http.post(
+                        "/jobs",
+                        content=JOB,
+                        headers={**OPERATOR, "Content-Type": "application/json"},
+                    )
+                    assert created.status_code == 201, created.text
+                    got = await http.get(f"/jobs/{created.json()['id']}", headers=OPERATOR)
+                    assert got.status_code == 200
+                    # Answered with every slow client still connected and still trickling.
+                    assert len(hub.server.server_state.connections) > len(stalled)
+                    assert not trickler.done()
+                assert await redis.zcard("jobs:pending") == 3
+        finally:
+            stop.set()
+            await asyncio.wait_for(trickler, 5)
+        await still_serving(hub)
 
 
 async def closed_within(reader: asyncio.StreamReader, seconds: float) -> tuple[bool, bytes]:
@@ -347,9 +362,11 @@ async def test_stalled_connections_are_closed(settings: HubSettings) -> None:
     """HUB_HEADER_TIMEOUT_SECONDS / HUB_BODY_TIMEOUT_SECONDS (1 s here): a connection that
     sends nothing is closed without a word, half a head gets 408 naming the request, half a
     body 408 naming the body."""
-    quick = dataclasses.replace(settings, header_timeout_seconds=1, body_timeout_seconds=1)
+    quick = dataclasses.replace(
+        settings, header_timeout_seconds=DEADLINE, body_timeout_seconds=DEADLINE
+    )
     async with production_hub(quick) as hub, stalled_connections(hub, 1) as readers:
-        results = await asyncio.gather(*(closed_within(r, 4) for r in readers))
+        results = await asyncio.gather(*(closed_within(r, CLOSE_BOUND) for r in readers))
     (idle, idle_sent), (half_head, head_sent), (half_body, body_sent) = results
     assert (idle, half_head, half_body) == (True, True, True), results
     assert idle_sent == b""
@@ -382,9 +399,10 @@ async def trickle_until_closed(hub: Hub, opening: bytes, seconds: float) -> tupl
 async def test_a_trickled_head_is_cut_off_at_the_deadline(settings: HubSettings) -> None:
     """The head deadline counts from the first byte, not from the last: a client that sends
     one header byte every 50 ms never completes its head and is answered 408."""
-    quick = dataclasses.replace(settings, header_timeout_seconds=1)
+    quick = dataclasses.replace(settings, header_timeout_seconds=DEADLINE)
+    opening = b"GET /health HTTP/1.1\r\nX-Slow: s"
     async with production_hub(quick) as hub:
-        closed, sent = await trickle_until_closed(hub, b"GET /health HTTP/1.1\r\nX-Slow: s", 4)
+        closed, sent = await trickle_until_closed(hub, opening, CLOSE_BOUND)
     assert closed
     assert sent.startswith(b"HTTP/1.1 408"), sent
 
@@ -394,10 +412,10 @@ async def test_a_body_trickled_to_a_route_that_ignores_it_is_cut_off(
 ) -> None:
     """GET /health answers without reading a body; the rest of a 10,000-byte body sent one
     byte at a time is discarded for at most the head timeout, then the connection ends."""
-    quick = dataclasses.replace(settings, header_timeout_seconds=1)
+    quick = dataclasses.replace(settings, header_timeout_seconds=DEADLINE)
     opening = b"GET /health HTTP/1.1\r\nHost: hub\r\nContent-Length: 10000\r\n\r\n"
     async with production_hub(quick) as hub:
-        closed, sent = await trickle_until_closed(hub, opening, 5)
+        closed, sent = await trickle_until_closed(hub, opening, CLOSE_BOUND)
     assert closed
     assert sent.startswith(b"HTTP/1.1 200"), sent
 
@@ -557,13 +575,13 @@ async def test_invalid_utf8_in_headers_and_body(hub: Hub, redis: Redis) -> None:
 
 
 async def test_a_declared_huge_body_is_refused_at_once(hub: Hub, redis: Redis) -> None:
-    """413 on the Content-Length alone, before the body is sent."""
+    """413 on the Content-Length alone, before the body is sent: the client sends one byte of
+    the 100 GiB it declares and then waits, so any answer at all was decided on the header
+    (a hub waiting for the body would answer 408, and only after HUB_BODY_TIMEOUT_SECONDS)."""
     before = await footprint(redis)
-    started = time.monotonic()
     answer = await exchange(hub, post("/jobs", b"{", length=100 * 1024**3))
     assert answer.status == 413, answer.raw[:300]
     assert answer.body["error"]["field"] == "body"
-    assert time.monotonic() - started < 2.0
     assert await footprint(redis) == before
     await still_serving(hub)
 

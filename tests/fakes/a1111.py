@@ -1,4 +1,5 @@
-"""A fake AUTOMATIC1111 WebUI API (`--api`), per the notes in ecosystem.md §B.
+"""A fake AUTOMATIC1111 WebUI API (`--api`), after A1111's own `modules/api/api.py`, `models.py`
+and `modules/shared_state.py`.
 
 txt2img/img2img hold a global lock (like A1111's queue_lock) and take `steps * step_delay`,
 updating the state `/sdapi/v1/progress` reports; `/interrupt` ends the loop early and the

@@ -3,6 +3,7 @@ original emp-redis client/monitor protocol."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -260,13 +261,16 @@ async def test_legacy_monitor_gets_stats_and_relays(hub: RunningHub, broker: Bro
 
 
 async def test_streams_end_when_the_hub_stops(
-    redis_url: str, broker_settings: BrokerSettings
+    redis_url: str, broker_settings: BrokerSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import asyncio
-
+    """Open streams do not hold up a graceful stop: the hub ends them itself, so uvicorn
+    never reaches its graceful-shutdown timeout (running_hub: 2 s) and never has to cancel
+    them. Checked by what happened, not by how long it took: uvicorn logs an error when it
+    cancels, a cancelled SSE response would end without its closing chunk (httpx raises),
+    and a WebSocket cut by uvicorn would not get the hub's own close code, 1001."""
     from tests.hub_support import hub_settings
 
-    loop = asyncio.get_running_loop()
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
     async with running_hub(hub_settings(redis_url, broker_settings)) as hub:
         job_id = await submit(hub)
         http = httpx.AsyncClient(base_url=hub.url, timeout=10)
@@ -275,9 +279,11 @@ async def test_streams_end_when_the_hub_stops(
         ws_cm = ws_connect(f"{hub.ws_url}/ws?token={CLIENT_TOKEN}")
         ws = await ws_cm.__aenter__()
         await recv_json(ws)
-        stopping = loop.time()
-    # Leaving the block shuts the server down: open streams must not hold it up.
-    assert loop.time() - stopping < 1.5
+    # Leaving the block shut the server down with both streams still open on our side.
+    cancelled = [
+        r.getMessage() for r in caplog.records if "graceful shutdown exceeded" in r.getMessage()
+    ]
+    assert cancelled == []
     body = b"".join([chunk async for chunk in response.aiter_raw()])
     assert b"event: snapshot" in body
     await stream.__aexit__(None, None, None)

@@ -219,8 +219,8 @@ def test_targets_are_strict_bounds() -> None:
     assert [above.met(v) for v in (4701, 4700, 4699)] == [True, False, False]
     assert Line("x", 2.0, "ms", below).status == "MISSED"
     assert Line("x", None, "ms", below).status == "n/a"
-    assert Line("x", 5.0, "ms", None, "none in §7").status == "—"
-    assert Line("x", 5.0, "ms", None, "none in §7").target_text == "none in §7"
+    assert Line("x", 5.0, "ms", None, "no target").status == "—"
+    assert Line("x", 5.0, "ms", None, "no target").target_text == "no target"
 
 
 def test_rss_is_held_to_80_mb_in_mib() -> None:
@@ -411,7 +411,7 @@ def test_all_prints_every_table_and_the_summary_and_writes_the_report(
         assert OUTPUTS[name].rstrip("\n") in printed
     assert "hub: FAILED after " in printed
     assert "worker: FAILED after 0 s: TimeoutError: did not finish within 300 s" in printed
-    assert "summary: DESIGN.md §7 targets (quick run" in printed
+    assert "summary: targets of docs/ARCHITECTURE.md (quick run" in printed
     report = out.read_text("utf-8")
     assert f"- Command: `python -m bench all --quick --output {out}`" in report
     assert (

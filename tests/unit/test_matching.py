@@ -1,4 +1,5 @@
-"""The pure-Python matcher is the specification of DESIGN.md §4; these cases pin it down."""
+"""The pure-Python matcher is the specification of matching (the README's Matching table,
+docs/ARCHITECTURE.md#requirements-and-capabilities); these cases pin it down."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from shared.config import ConfigError
 from tests.helpers import wait_until
 from worker.connectors.base import JobCancelled, JobContext, JobFailed
-from worker.connectors.simulation import SimulationConnector
+from worker.connectors.simulation import YIELD_EVERY, SimulationConnector
 
 
 class Progress:
@@ -49,15 +48,26 @@ async def test_defaults_are_five_steps() -> None:
 
 
 async def test_zero_step_ms_never_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def no_timeouts(*args: Any, **kwargs: Any) -> Any:
+    """Counted, not timed: every wait the connector could use is replaced, and the only
+    awaits allowed are zero-length yields to the event loop, one per YIELD_EVERY steps."""
+
+    async def no_waiting(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("step_ms=0 must not wait")
 
-    monkeypatch.setattr(asyncio, "timeout", no_timeouts)
-    started = time.perf_counter()
+    real_sleep = asyncio.sleep
+    sleeps: list[float] = []
+
+    async def counted_sleep(delay: float, result: Any = None) -> Any:
+        sleeps.append(delay)
+        return await real_sleep(0, result)
+
+    for name in ("timeout", "wait", "wait_for"):
+        monkeypatch.setattr(asyncio, name, no_waiting)
+    monkeypatch.setattr(asyncio, "sleep", counted_sleep)
     result, progress = await run(SimulationConnector({}), steps=10_000, step_ms=0)
     assert result["steps"] == 10_000
     assert len(progress.calls) == 10_000
-    assert time.perf_counter() - started < 2.0
+    assert sleeps == [0] * (10_000 // YIELD_EVERY)
 
 
 async def test_service_name_from_environment() -> None:
@@ -97,16 +107,22 @@ async def test_fail_can_be_non_retryable_and_early() -> None:
 
 
 async def test_cancel_during_a_step_returns_promptly() -> None:
+    """Counted, not timed: once cancelled, the run ends within a few turns of the event loop,
+    with no timer firing (the step would take a minute), however slow the machine."""
     cancel, progress = asyncio.Event(), Progress()
     task = asyncio.create_task(
         SimulationConnector({}).run(job(steps=3, step_ms=60_000), progress, cancel)
     )
     await asyncio.sleep(0)  # one loop turn: the task runs into its first step's wait
-    started = time.perf_counter()
+    assert not task.done()
     cancel.set()
+    turns = 0
+    while not task.done() and turns < 20:
+        await asyncio.sleep(0)  # a bare yield: no timer can be what ends the wait
+        turns += 1
+    assert task.done(), f"still running {turns} loop turns after the cancel"
     with pytest.raises(JobCancelled, match="during step 1/3"):
         await task
-    assert time.perf_counter() - started < 1.0
     assert progress.calls == []
 
 

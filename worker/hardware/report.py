@@ -9,7 +9,8 @@ from worker.hardware.info import GpuInfo, HardwareInfo
 
 
 def to_capabilities_hardware(info: HardwareInfo) -> dict[str, Any]:
-    """The ``capabilities.hardware`` document of DESIGN.md section 4."""
+    """The ``capabilities.hardware`` document workers register
+    (docs/ARCHITECTURE.md#requirements-and-capabilities)."""
     gpus: list[dict[str, Any]] = []
     for g in info.gpus:
         entry: dict[str, Any] = {
