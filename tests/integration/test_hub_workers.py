@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from hub.fleet import redis_now_ms
 from shared.broker import Broker, NoClaim
+from shared.redis_clock import redis_now_ms
 from shared.settings import BrokerSettings
 from tests.hub_support import OPERATOR, capabilities, claim, hub_client, hub_settings, start_worker
 

@@ -39,11 +39,19 @@ return out
 SAMPLES = ("j-1", "w:{x}", "failed", "cls 9", "comfyui", "acme", "abc123", "28000000")
 
 
+# Keys no script builds: the gateway's grants, read and written from Python only, and
+# `status_index`, which only picks one of the keys above by a job status.
+NOT_BUILT_IN_LUA = frozenset(
+    {"gateway_grants", "gateway_workers", "gateway_revoked", "status_index"}
+)
+
+
 def _members() -> Iterator[tuple[str, bool, list[list[str]]]]:
-    """(name, is a builder function, argument lists to try) for each public Keys member."""
+    """(name, is a builder function, argument lists to try) for each public Keys member
+    that a script may build."""
     samples = itertools.cycle(SAMPLES)
     for name, member in vars(Keys).items():
-        if name.startswith("_") or name == "prefix":
+        if name.startswith("_") or name == "prefix" or name in NOT_BUILT_IN_LUA:
             continue
         if isinstance(member, property):
             yield name, False, [[]]
@@ -85,6 +93,14 @@ def test_lua_key_table_equals_shared_keys(probe: Any, prefix: str) -> None:
     names, *got = probe(prefix, *argv)
     assert sorted(names) == sorted(name for name, _, _ in MEMBERS)
     assert got == expected
+
+
+def test_no_script_touches_the_keys_it_does_not_build() -> None:
+    keys = Keys()
+    for name in sorted(NOT_BUILT_IN_LUA - {"status_index"}):
+        suffix = getattr(keys, name)
+        for script in SCRIPT_NAMES:
+            assert suffix not in source(script), f"{script} uses {suffix}"
 
 
 def test_every_script_compiles(redis_url: str) -> None:
