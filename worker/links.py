@@ -27,6 +27,7 @@ from shared.redis_client import connect
 from shared.settings import BrokerSettings
 from worker.control import ControlListener
 from worker.gateway_client import GatewayClient
+from worker.settings import WorkerSettings
 
 
 class WorkerBroker(Protocol):
@@ -161,3 +162,15 @@ class GatewayLink:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def open_link(settings: WorkerSettings) -> WorkerLink:
+    """The link the settings ask for: the gateway when WORKER_GATEWAY_URL is set, else Redis."""
+    if settings.through_gateway:
+        return GatewayLink(settings.gateway_urls, settings.gateway_token or "")
+    return RedisLink(
+        settings.redis.url,
+        settings.broker,
+        settings.worker_id,
+        control_keepalive=settings.control_keepalive,
+    )

@@ -32,7 +32,7 @@ from worker.hardware.report import to_report
 from worker.hardware.utilization import sample_utilization, with_free_memory
 from worker.heartbeat import HeartbeatThread
 from worker.job_runner import HeldJob, JobRunner, Outcome
-from worker.links import RedisLink, WorkerLink
+from worker.links import WorkerLink, open_link
 from worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -63,12 +63,7 @@ class Worker:
         self.state = "active"  # operator state: active | paused | draining
         self.status = "starting"
         self.dashboard_url: str | None = None
-        self.link: WorkerLink = link or RedisLink(
-            settings.redis.url,
-            settings.broker,
-            self.id,
-            control_keepalive=settings.control_keepalive,
-        )
+        self.link: WorkerLink = link or open_link(settings)
         self.broker = self.link.broker
         self._waiter = self.link.waiter
         self._runner = JobRunner(

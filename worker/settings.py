@@ -34,6 +34,7 @@ from shared.setting_catalog import Catalog
 from shared.setting_section import Section, read_fields
 from shared.settings import BROKER, BrokerSettings
 from shared.validation import ID_PATTERN, SERVICE_PATTERN
+from shared.worker_grants import worker_id_of
 from worker.connectors import BUILTIN_SETTINGS
 
 ISOLATION_MODES = ("strict", "loose", "none")
@@ -41,6 +42,11 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # What `detect` reports against when no URL is configured: it connects to nothing.
 DETECT_ONLY_REDIS = RedisSettings(url="redis://127.0.0.1:6379/0")
 
+GATEWAY = Section(
+    "worker gateway: for boxes that must not hold Redis credentials",
+    note="Set both instead of HUB_REDIS_URL: the worker then talks only to these hubs, within\n"
+    "the grant its token carries (issued by an operator: POST /gateway/grants).",
+)
 IDENTITY = Section("identity and work")
 CAPABILITIES = Section("capabilities (empty: detected; set to override detection)")
 ISOLATION = Section("customer isolation")
@@ -78,6 +84,20 @@ class WorkerSettings:
     redis: RedisSettings
     worker_id: str
     broker: BrokerSettings
+    gateway_urls: tuple[str, ...] = GATEWAY.field(
+        items(
+            "WORKER_GATEWAY_URL",
+            doc="Hub URLs to reach the broker through, comma-separated, e.g. "
+            "https://hub-a:3001,https://hub-b:3001 (tried in turn when one is down)",
+        )
+    )
+    gateway_token: str | None = GATEWAY.field(
+        optional_text(
+            "WORKER_GATEWAY_TOKEN",
+            doc="This worker's gateway token, egw.<worker id>.<secret>; it names the worker id",
+            secret=True,
+        )
+    )
     services: tuple[str, ...] = IDENTITY.field(
         Setting(
             "SERVICES",
@@ -229,27 +249,60 @@ class WorkerSettings:
     # Everything the process was configured with: connectors read their own settings here.
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
+    @property
+    def through_gateway(self) -> bool:
+        return bool(self.gateway_urls)
+
     @classmethod
     def from_env(cls, values: Mapping[str, str], *, need_redis: bool = True) -> WorkerSettings:
         """`need_redis=False` for `detect`, which only reports and connects to nothing."""
+        fields = read_fields(cls, values)
         redis = RedisSettings.from_env(values)
-        if redis is None and need_redis:
-            raise ConfigError(
-                "HUB_REDIS_URL", "required: the Redis URL of the hub, e.g. redis://hub:6379/0"
+        gateway = bool(fields["gateway_urls"])
+        if gateway:
+            worker_id = _gateway_worker_id(fields["gateway_token"], WORKER_ID.read(values))
+            if redis is not None:
+                raise ConfigError(
+                    "WORKER_GATEWAY_URL",
+                    "a gateway worker must not hold Redis credentials: unset HUB_REDIS_URL "
+                    "and REDIS_URL",
+                )
+        elif fields["gateway_token"] is not None:
+            raise ConfigError("WORKER_GATEWAY_URL", "required with WORKER_GATEWAY_TOKEN")
+        else:
+            if redis is None and need_redis:
+                raise ConfigError(
+                    "HUB_REDIS_URL",
+                    "required: the Redis URL of the hub, e.g. redis://hub:6379/0 "
+                    "(or WORKER_GATEWAY_URL and WORKER_GATEWAY_TOKEN for a gateway worker)",
+                )
+            worker_id = WORKER_ID.read(values) or _worker_id(
+                WORKER_ID.name, default_worker_id(values)
             )
-        worker_id = WORKER_ID.read(values) or _worker_id(WORKER_ID.name, default_worker_id(values))
         settings = cls(
             redis=redis or DETECT_ONLY_REDIS,
             worker_id=worker_id,
             broker=BrokerSettings.from_env(values),
             env=dict(values),
-            **read_fields(cls, values),
+            **fields,
         )
         if settings.customer_isolation == "strict" and not settings.allowed_customers:
             raise ConfigError("ALLOWED_CUSTOMERS", "required when CUSTOMER_ISOLATION=strict")
         if settings.denied_customers and settings.customer_isolation != "loose":
             raise ConfigError("DENIED_CUSTOMERS", "only applies with CUSTOMER_ISOLATION=loose")
         return settings
+
+
+def _gateway_worker_id(token: str | None, configured: str | None) -> str:
+    """A gateway worker's id is the one its token was issued for."""
+    if token is None:
+        raise ConfigError("WORKER_GATEWAY_TOKEN", "required with WORKER_GATEWAY_URL")
+    named = worker_id_of(token)
+    if named is None:
+        raise ConfigError("WORKER_GATEWAY_TOKEN", "not a gateway token (egw.<worker id>.<secret>)")
+    if configured is not None and configured != named:
+        raise ConfigError("WORKER_ID", f"the gateway token is for worker {named!r}")
+    return _worker_id("WORKER_GATEWAY_TOKEN", named)
 
 
 def default_worker_id(values: Mapping[str, str]) -> str:
@@ -276,12 +329,22 @@ emp-redis worker settings: copy to `.env.worker` in the worker's working directo
 WORKER_ENV_FILE at it. Real environment variables override this file (PM2 and systemd set the
 per-GPU ones: CUDA_VISIBLE_DEVICES, WORKER_ID, WORKER_DASHBOARD_PORT). An empty value means
 "unset": the default or automatic value. Every value below is the default, except
-HUB_REDIS_URL, which you must set. A bad value stops the worker at start-up, naming it.
+HUB_REDIS_URL, which you must set (or, for a gateway worker, WORKER_GATEWAY_URL and
+WORKER_GATEWAY_TOKEN instead). A bad value stops the worker at start-up, naming it.
 (WORKER_ENV_FILE and SHIV_ROOT, where worker.pyz extracts itself, are read from the real
 environment only, never from this file. HUB_WS_URL, which the seed's workers needed, is
-ignored: this worker talks only to Redis.)
+ignored.)
 Generated from the declarations in worker/ and shared/: after changing one, run
 `python -m scripts.env_examples`.""",
-    sections=(REDIS, IDENTITY, CAPABILITIES, ISOLATION, RUNNING, BROKER, *BUILTIN_SETTINGS),
+    sections=(
+        REDIS,
+        GATEWAY,
+        IDENTITY,
+        CAPABILITIES,
+        ISOLATION,
+        RUNNING,
+        BROKER,
+        *BUILTIN_SETTINGS,
+    ),
     placeholders={"HUB_REDIS_URL": "redis://emp-worker:change-me@hub.example.internal:6379/0"},
 )

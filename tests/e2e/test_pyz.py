@@ -4,6 +4,7 @@ refusing, in one line, to run under another Python; and cleaning up after older 
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import os
@@ -24,6 +25,7 @@ from shared import __version__
 from shared.broker import Broker
 from shared.job import JobStatus
 from tests.factories import job
+from tests.hub_support import OPERATOR, hub_settings, running_hub
 from tests.worker_support import finished, sim
 from worker import pyz_guard
 
@@ -268,6 +270,34 @@ async def test_runs_as_the_least_privileged_redis_user_of_the_readme(
         assert (result.status, result.worker_id) == (JobStatus.COMPLETED, "pyz-acl")
     finally:
         await redis.execute_command("ACL", "DELUSER", "emp-worker")
+
+
+async def test_runs_through_the_hub_gateway_without_redis_credentials(
+    bare_python: Path, host_pyz: Path, broker: Broker, redis_url: str, tmp_path: Path
+) -> None:
+    """An untrusted box: worker.pyz gets a hub URL and a gateway token, no Redis URL."""
+    async with running_hub(hub_settings(redis_url)) as hub:
+        async with hub.client() as http:
+            issued = await http.post(
+                "/gateway/grants",
+                json={"worker_id": "pyz-gateway", "services": ["simulation"]},
+                headers=OPERATOR,
+            )
+            assert issued.status_code == 201, issued.text
+        job_id = (await broker.submit(job("simulation", payload=sim()))).job_id
+        done = await asyncio.to_thread(
+            run_pyz,
+            bare_python,
+            host_pyz,
+            "--burst",
+            shiv_root=tmp_path,
+            WORKER_GATEWAY_URL=hub.url,
+            WORKER_GATEWAY_TOKEN=issued.json()["token"],
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        result = await finished(broker, job_id)
+        assert (result.status, result.worker_id) == (JobStatus.COMPLETED, "pyz-gateway")
+        assert "connected to the hub gateway" in done.stderr + done.stdout
 
 
 # --- the wrong Python -------------------------------------------------------------------------

@@ -110,3 +110,38 @@ def test_the_auth_token_stays_out_of_the_settings_repr() -> None:
     settings = WorkerSettings.from_env({**BASE, "HUB_AUTH_TOKEN": "dashboard-secret-1"})
     assert settings.auth_token == "dashboard-secret-1"
     assert "dashboard-secret-1" not in repr(settings)
+
+
+# -- the worker gateway ---------------------------------------------------------------------
+
+GATEWAY = {
+    "WORKER_GATEWAY_URL": "https://hub-a:3001, https://hub-b:3001",
+    "WORKER_GATEWAY_TOKEN": "egw.box-7.s3cr3t-part",
+}
+
+
+def test_a_gateway_worker_takes_its_id_from_the_token_and_needs_no_redis() -> None:
+    s = WorkerSettings.from_env(GATEWAY)
+    assert s.through_gateway
+    assert s.gateway_urls == ("https://hub-a:3001", "https://hub-b:3001")
+    assert s.worker_id == "box-7"
+    assert "s3cr3t" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"HUB_REDIS_URL": "redis://hub:6379/0"}, "WORKER_GATEWAY_URL"),
+        ({"REDIS_URL": "redis://hub:6379/0"}, "WORKER_GATEWAY_URL"),
+        ({"WORKER_ID": "another-box"}, "WORKER_ID"),
+        ({"WORKER_GATEWAY_TOKEN": ""}, "WORKER_GATEWAY_TOKEN"),
+        ({"WORKER_GATEWAY_TOKEN": "operator-token-0001"}, "WORKER_GATEWAY_TOKEN"),
+        ({"WORKER_GATEWAY_URL": ""}, "WORKER_GATEWAY_URL"),
+    ],
+)
+def test_gateway_settings_that_cannot_work_name_the_setting(
+    extra: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        WorkerSettings.from_env({**GATEWAY, **extra})
+    assert refused.value.name == named

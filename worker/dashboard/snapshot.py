@@ -136,7 +136,8 @@ def snapshot(
             "heartbeat_late": age is None or age > 3 * settings.broker.heartbeat_interval,
             "slots": {"total": settings.concurrent_jobs, "busy": len(running)},
             "services": list(settings.services),
-            "redis": redact_url(settings.redis.url),
+            "redis": "" if settings.through_gateway else redact_url(settings.redis.url),
+            "gateway": ", ".join(settings.gateway_urls),
             "dashboard_url": worker.dashboard_url,
         },
         "controls": {
