@@ -266,6 +266,17 @@ class Fleet:
         }
         return self._spawn(worker_id, ["-m", "worker"], clean_env(**values))
 
+    def gateway_worker(self, worker_id: str, hub_urls: list[str], token: str, **env: str) -> Proc:
+        """Start `python -m worker` as a gateway worker: hub URLs and a token, no Redis URL."""
+        values = {
+            **WORKER_ENV,
+            **FAST,
+            "WORKER_GATEWAY_URL": ",".join(hub_urls),
+            "WORKER_GATEWAY_TOKEN": token,
+            **env,
+        }
+        return self._spawn(worker_id, ["-m", "worker"], clean_env(**values))
+
     def by_name(self, name: str) -> list[Proc]:
         return [p for p in self.procs if p.name == name]
 
