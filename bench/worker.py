@@ -15,17 +15,21 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from redis.asyncio import Redis
 
 from bench.common import median, percentile, private_redis, table
 from shared.broker import Broker
+from shared.embedded_redis import free_port
 from shared.job import JobRequest
 from shared.validation import convert
 
 ROOT = Path(__file__).resolve().parent.parent
+OPERATOR_TOKEN = "bench-operator-token"
 WORKER_ENV = {
     "SERVICES": "simulation",
     "WORKER_DASHBOARD_ENABLED": "false",
@@ -39,9 +43,73 @@ def _job(steps: int = 1) -> JobRequest:
     return convert(body, JobRequest)
 
 
+@dataclass(frozen=True)
+class Link:
+    """How the benchmarked worker reaches the broker: Redis itself, or a hub's gateway."""
+
+    name: str
+    hub_url: str | None = None  # None: direct, over Redis
+
+    async def worker_env(self, redis_url: str, worker_id: str, slots: int) -> dict[str, str]:
+        if self.hub_url is None:
+            return {"HUB_REDIS_URL": redis_url, "WORKER_ID": worker_id}
+        grant = {"worker_id": worker_id, "services": ["simulation"], "max_concurrency": slots}
+        headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+        async with httpx.AsyncClient(base_url=self.hub_url, headers=headers) as http:
+            issued = await http.post("/gateway/grants", json=grant)
+        issued.raise_for_status()
+        return {"WORKER_GATEWAY_URL": self.hub_url, "WORKER_GATEWAY_TOKEN": issued.json()["token"]}
+
+
 @contextlib.asynccontextmanager
-async def _worker_process(url: str, worker_id: str, **env: str) -> AsyncIterator[None]:
-    full = {**os.environ, **WORKER_ENV, "HUB_REDIS_URL": url, "WORKER_ID": worker_id, **env}
+async def _hub_process(redis_url: str) -> AsyncIterator[str]:
+    """One `python -m hub` on a free port, for gateway workers to talk through."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "WS_", "REDIS"))}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        REDIS_URL=redis_url,
+        HUB_HOST="127.0.0.1",
+        HUB_PORT=str(port),
+        WS_PORT="0",
+        HUB_OPERATOR_TOKEN=OPERATOR_TOKEN,
+        HUB_MAINTENANCE="false",
+        HUB_ACCESS_LOG="false",
+        LOG_LEVEL="warning",
+    )
+    args = [sys.executable, "-m", "hub", "--env-file", "/nonexistent/.env.hub"]
+    proc = subprocess.Popen(args, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient(base_url=url, timeout=1) as http:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get("/ready")).status_code == 200:
+                        break
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the hub did not become ready")
+                await asyncio.sleep(0.05)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def _worker_process(
+    url: str, worker_id: str, link: Link = Link("direct"), **env: str
+) -> AsyncIterator[None]:
+    slots = int(env.get("CONCURRENT_JOBS", "1"))
+    reach = await link.worker_env(url, worker_id, slots)
+    full = {**os.environ, **WORKER_ENV, **reach, **env}
+    for name in ("HUB_REDIS_URL", "REDIS_URL"):
+        if link.hub_url is not None:
+            full.pop(name, None)
     full["PYTHONPATH"] = str(ROOT)
     proc = subprocess.Popen([sys.executable, "-m", "worker"], env=full, cwd=ROOT)
     try:
@@ -75,10 +143,11 @@ async def _next_event(
                     return
 
 
-async def _claim_latency(url: str, redis: Redis, broker: Broker, n: int) -> list[float]:
+async def _claim_latency(url: str, redis: Redis, broker: Broker, n: int, link: Link) -> list[float]:
     samples = []
-    async with _worker_process(url, "latency"):
-        await _registered(redis, broker, "latency")
+    worker_id = f"latency-{link.name}"
+    async with _worker_process(url, worker_id, link):
+        await _registered(redis, broker, worker_id)
         await asyncio.sleep(0.5)  # let it settle into its idle wait (benchmark pacing only)
         # Start after the newest entry now, not at "$" on each read: the claim can land
         # before the first XREAD starts, and "$" would then miss it.
@@ -93,11 +162,12 @@ async def _claim_latency(url: str, redis: Redis, broker: Broker, n: int) -> list
     return samples
 
 
-async def _drain(url: str, redis: Redis, broker: Broker, n: int, slots: int) -> float:
+async def _drain(url: str, redis: Redis, broker: Broker, n: int, slots: int, link: Link) -> float:
     for _ in range(n // 1000):
         await broker.submit_many([_job()] * 1000)
     started = time.perf_counter()
-    async with _worker_process(url, f"drain{slots}", CONCURRENT_JOBS=str(slots)):
+    worker_id = f"drain{slots}-{link.name}"
+    async with _worker_process(url, worker_id, link, CONCURRENT_JOBS=str(slots)):
         while await redis.zcard(broker.keys.finished("completed")) < n:
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
@@ -142,17 +212,23 @@ async def _idle_fleet(url: str, redis: Redis, workers: int, seconds: float) -> t
 
 async def run(quick: bool) -> str:
     rows: list[list[object]] = []
-    async with private_redis() as (url, redis):
+    async with private_redis() as (url, redis), _hub_process(url) as hub_url:
         broker = Broker(redis)
-        samples = await _claim_latency(url, redis, broker, 100 if quick else 500)
-        rows.append(["submit -> claimed, idle worker, p50", median(samples), "ms", ""])
-        rows.append(["submit -> claimed, idle worker, p99", percentile(samples, 99), "ms", ""])
-        n = 2000 if quick else 20000
-        for slots in (1, 10):
+        # The gateway's cost shows next to direct mode: the same worker, the same jobs, one
+        # hub in between (the hub runs the scripts the worker would otherwise run itself).
+        for link in (Link("direct"), Link("gateway", hub_url)):
+            where = "" if link.hub_url is None else " [through the hub gateway]"
+            samples = await _claim_latency(url, redis, broker, 100 if quick else 500, link)
+            p50, p99 = median(samples), percentile(samples, 99)
+            rows.append([f"submit -> claimed, idle worker, p50{where}", p50, "ms", ""])
+            rows.append([f"submit -> claimed, idle worker, p99{where}", p99, "ms", ""])
+            n = 2000 if quick else 20000
+            for slots in (1, 10):
+                await redis.flushall()
+                rate = await _drain(url, redis, broker, n, slots, link)
+                what = f"drain, simulation step_ms=0, {slots} slot(s){where}"
+                rows.append([what, rate, "jobs/s", ""])
             await redis.flushall()
-            rate = await _drain(url, redis, broker, n, slots)
-            rows.append([f"drain, simulation step_ms=0, {slots} slot(s)", rate, "jobs/s", ""])
-        await redis.flushall()
         idle, cpu = await _idle_fleet(url, redis, 100, 10 if quick else 30)
         rows.append(["100 idle workers: client commands", idle, "cmd/s", "< 100 (1,000 for 1,000)"])
         rows.append(["100 idle workers: Redis CPU", cpu, "% of a core", ""])
