@@ -61,6 +61,16 @@ class Link:
         return {"WORKER_GATEWAY_URL": self.hub_url, "WORKER_GATEWAY_TOKEN": issued.json()["token"]}
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: the graceful stop that hub and worker promise; SIGKILL past 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.asynccontextmanager
 async def _hub_process(redis_url: str) -> AsyncIterator[str]:
     """One `python -m hub` on a free port, for gateway workers to talk through."""
@@ -92,12 +102,7 @@ async def _hub_process(redis_url: str) -> AsyncIterator[str]:
                 await asyncio.sleep(0.05)
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 @contextlib.asynccontextmanager
@@ -107,20 +112,15 @@ async def _worker_process(
     slots = int(env.get("CONCURRENT_JOBS", "1"))
     reach = await link.worker_env(url, worker_id, slots)
     full = {**os.environ, **WORKER_ENV, **reach, **env}
-    for name in ("HUB_REDIS_URL", "REDIS_URL"):
-        if link.hub_url is not None:
+    if link.hub_url is not None:  # a gateway worker must hold no Redis URL at all
+        for name in ("HUB_REDIS_URL", "REDIS_URL"):
             full.pop(name, None)
     full["PYTHONPATH"] = str(ROOT)
     proc = subprocess.Popen([sys.executable, "-m", "worker"], env=full, cwd=ROOT)
     try:
         yield
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 async def _registered(redis: Redis, broker: Broker, worker_id: str) -> None:
