@@ -344,6 +344,7 @@ async def read_events(redis: Redis, keys: Keys) -> dict[str, list[JobEvent]]:
         if not page:
             return out
         for entry_id, raw in page:
+            assert raw is not None, entry_id  # XRANGE entries always carry their fields
             f = {as_text(k): as_text(v) for k, v in raw.items()}
             if f.get("kind") != "job":
                 continue

@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from shared.text import as_text
 from tests.chaos.clients import sim_job, submit_batch, wait_all_finished
 from tests.chaos.support import CLIENT, LEASE_TIMEOUT, OPERATOR, Chaos, read_events, stream_order
 from tests.helpers import wait_until
@@ -57,7 +58,7 @@ async def test_gateway_hub_failover(chaos: Chaos) -> None:
     for job in long_jobs:
         status, worker = await chaos.redis.hmget(chaos.keys.job(job["id"]), ["status", "worker_id"])
         if status == b"active" and worker is not None:
-            held_at_kill[job["id"]] = worker.decode()
+            held_at_kill[job["id"]] = as_text(worker)
     killed = chaos.fleet.by_name("hub-a")[-1].kill()
 
     async def beat_through_b() -> bool:

@@ -24,6 +24,7 @@ import pytest
 from shared.capabilities import Capabilities
 from shared.matching import Demand, matches
 from shared.requirements import Requirements
+from shared.text import as_text
 from tests.chaos.clients import submit_batch, wait_all_finished
 from tests.chaos.support import CLIENT, Chaos, read_events, stream_order
 from tests.helpers import wait_until
@@ -93,6 +94,7 @@ async def start_storm_fleet(chaos: Chaos, slots: int) -> dict[str, Capabilities]
     caps: dict[str, Capabilities] = {}
     for worker_id in STORM_WORKERS:
         raw = await chaos.redis.hget(chaos.keys.worker(worker_id), "capabilities")
+        assert raw is not None, f"{worker_id} registered without capabilities"
         caps[worker_id] = msgspec.json.decode(raw, type=Capabilities)
     return caps
 
@@ -266,7 +268,7 @@ async def test_cancel_storm(chaos: Chaos) -> None:
                     return count if count >= min(since + len(jobs) // 60, len(jobs)) else 0
 
                 seen = await wait_until(progressed, timeout=60, interval=0.02)
-                active = {k.decode() for k in await chaos.redis.zrange(chaos.keys.active, 0, -1)}
+                active = {as_text(k) for k in await chaos.redis.zrange(chaos.keys.active, 0, -1)}
                 known = set(submitted)  # only accepted jobs can be cancelled
                 running = [j for j in remaining if j in active][:3]
                 rest = [j for j in remaining if j not in running and j in known]

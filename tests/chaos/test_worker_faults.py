@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from shared.text import as_text
 from tests.chaos.clients import sim_job, submit_batch, wait_all_finished
 from tests.chaos.support import (
     CLIENT,
@@ -38,7 +39,7 @@ RECLAIM_MARGIN = 15.0
 
 
 async def leases(chaos: Chaos, worker_id: str) -> list[str]:
-    return [k.decode() for k in await chaos.redis.hkeys(chaos.keys.leases(worker_id))]
+    return [as_text(k) for k in await chaos.redis.hkeys(chaos.keys.leases(worker_id))]
 
 
 # -- 1 -----------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from shared import __version__
 from shared.broker import Broker
 from shared.job import JobStatus
 from tests.factories import job
+from tests.helpers import redis_command
 from tests.hub_support import OPERATOR, hub_settings, running_hub
 from tests.worker_support import finished, sim
 from worker import pyz_guard
@@ -252,7 +253,7 @@ async def test_runs_as_the_least_privileged_redis_user_of_the_readme(
     readme = (ROOT / "release" / "README.md").read_text("utf-8")
     acl = next(line for line in readme.splitlines() if line.startswith("ACL SETUSER emp-worker "))
     password = "pyz-test-password"
-    await redis.execute_command("ACL", *acl.replace(">change-me", f">{password}").split()[1:])
+    await redis_command(redis, "ACL", *acl.replace(">change-me", f">{password}").split()[1:])
     try:
         job_id = (await broker.submit(job("simulation", payload=sim()))).job_id
         scheme, rest = redis_url.split("://", 1)
@@ -269,7 +270,7 @@ async def test_runs_as_the_least_privileged_redis_user_of_the_readme(
         result = await finished(broker, job_id)
         assert (result.status, result.worker_id) == (JobStatus.COMPLETED, "pyz-acl")
     finally:
-        await redis.execute_command("ACL", "DELUSER", "emp-worker")
+        await redis_command(redis, "ACL", "DELUSER", "emp-worker")
 
 
 async def test_runs_through_the_hub_gateway_without_redis_credentials(

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from shared.broker import Broker
 from shared.job import JobStatus
 from tests.factories import job
-from tests.helpers import wait_until
+from tests.helpers import redis_command, stream_fields, wait_until
 from tests.process_support import ROOT, output_of, process_env, registered, worker_process
 from tests.worker_support import finished, sim, status_is
 
@@ -104,7 +104,9 @@ async def test_kill_9_mid_job_another_worker_completes_it_once(
         done = await finished(broker, job_id, timeout=20)
     assert (done.status, done.worker_id, done.attempts) == (JobStatus.COMPLETED, "survivor", 1)
     events = [
-        e for _, e in await redis.xrange(broker.keys.events) if e.get(b"job") == job_id.encode()
+        e
+        for e in await stream_fields(redis, broker.keys.events)
+        if e.get(b"job") == job_id.encode()
     ]
     assert [e[b"type"] for e in events].count(b"completed") == 1
 
@@ -141,8 +143,8 @@ def test_bad_setting_fails_at_startup_naming_it() -> None:
 
 async def test_redis_refusing_the_worker_is_one_clear_line(redis: Redis, redis_url: str) -> None:
     # A Redis user whose ACL lacks the commands the scripts need: not worth retrying.
-    await redis.execute_command(
-        "ACL", "SETUSER", "emp-readonly", "on", ">pw-12345678", "~*", "+ping", "+get"
+    await redis_command(
+        redis, "ACL", "SETUSER", "emp-readonly", "on", ">pw-12345678", "~*", "+ping", "+get"
     )
     try:
         host_port = redis_url.split("//", 1)[1]
@@ -159,7 +161,7 @@ async def test_redis_refusing_the_worker_is_one_clear_line(redis: Redis, redis_u
             timeout=60,
         )
     finally:
-        await redis.execute_command("ACL", "DELUSER", "emp-readonly")
+        await redis_command(redis, "ACL", "DELUSER", "emp-readonly")
     assert out.returncode == 2
     assert b"HUB_REDIS_URL: Redis refused this worker" in out.stderr
     assert b"Traceback" not in out.stderr

@@ -9,8 +9,9 @@ from redis.asyncio import Redis
 
 from shared.broker import Broker, Claim, NoClaim
 from shared.job import JobStatus
+from shared.text import as_text
 from tests.factories import caps, job
-from tests.helpers import wait_until
+from tests.helpers import stream_fields, wait_until
 
 
 async def claim(broker: Broker, worker: str = "w1") -> Claim:
@@ -94,7 +95,8 @@ class TestRetries:
         assert dead is not None
         assert (dead.status, dead.attempts, dead.max_retries) == (JobStatus.FAILED, 1, 3)
         assert await redis.zscore(broker.keys.finished("failed"), "j") is not None
-        failed = [e for _, e in await redis.xrange(broker.keys.events) if e[b"type"] == b"failed"]
+        events = await stream_fields(redis, broker.keys.events)
+        failed = [e for e in events if e[b"type"] == b"failed"]
         assert [orjson.loads(e[b"data"])["attempts"] for e in failed] == [1]
         # Still a dead letter like any other: the operator's retry starts afresh.
         assert await broker.retry("j") == "ok"
@@ -269,8 +271,8 @@ async def test_events_carry_ordered_per_job_sequence_numbers(broker: Broker, red
     for p in (10, 50, 90):
         await broker.progress("w1", "j", c.token, p, f"at {p}")
     await broker.complete("w1", "j", c.token, None)
-    entries = await redis.xrange(broker.keys.events)
-    mine = [e for _, e in entries if e.get(b"job") == b"j"]
-    types = [e[b"type"].decode() for e in mine]
+    entries = await stream_fields(redis, broker.keys.events)
+    mine = [e for e in entries if e.get(b"job") == b"j"]
+    types = [as_text(e[b"type"]) for e in mine]
     assert types == ["accepted", "claimed", "progress", "progress", "progress", "completed"]
     assert [int(e[b"seq"]) for e in mine] == [1, 2, 3, 4, 5, 6]

@@ -37,7 +37,8 @@ async def test_order_holds_across_requirement_classes(broker: Broker) -> None:
     ]
     await broker.submit_many(requests)
     offer = caps(models=["m"], hardware={"cpu_cores": 4})
-    expected = [r.id for r in sorted(requests, key=lambda r: (-(r.priority or 0), int(r.id[1:])))]
+    order = sorted(range(len(requests)), key=lambda i: (-(requests[i].priority or 0), i))
+    expected = [f"j{i}" for i in order]
     assert await drain(broker, "w", offer) == expected
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -33,11 +34,13 @@ async def api(redis_url: str, broker_settings: BrokerSettings) -> AsyncIterator[
 
 async def submit(
     api: httpx.AsyncClient, headers: dict[str, str] | None = None, **body: object
-) -> dict:
+) -> dict[str, Any]:
     body.setdefault("service_type", "comfyui")
     response = await api.post("/jobs", json=body, headers=headers or CLIENT)
     assert response.status_code == 201, response.text
-    return response.json()
+    created = response.json()
+    assert isinstance(created, dict), created
+    return created
 
 
 async def test_submit_returns_201_with_id_status_priority_and_position(
@@ -76,7 +79,9 @@ async def test_submit_returns_201_with_id_status_priority_and_position(
         },
     ],
 )
-async def test_submit_answer_matches_what_get_shows(api: httpx.AsyncClient, body: dict) -> None:
+async def test_submit_answer_matches_what_get_shows(
+    api: httpx.AsyncClient, body: dict[str, Any]
+) -> None:
     created = (await api.post("/jobs", json=body, headers=CLIENT)).json()
     shown = (await api.get(f"/jobs/{created['id']}", headers=CLIENT)).json()
     for key in ("payload", "result", "waiting"):
@@ -183,10 +188,12 @@ async def test_queue_position_follows_priority_then_fifo(api: httpx.AsyncClient)
 async def test_why_it_waits(api: httpx.AsyncClient, broker: Broker) -> None:
     big = await submit(api, requirements={"hardware": {"gpu": {"memory_gb": 80}}})
 
-    async def waiting(job_id: str) -> dict:
+    async def waiting(job_id: str) -> dict[str, Any]:
         body = (await api.get(f"/jobs/{job_id}", headers=CLIENT)).json()
         assert body["status"] == "pending"
-        return body["waiting"]
+        why = body["waiting"]
+        assert isinstance(why, dict), why
+        return why
 
     assert (await waiting(big["id"]))["reason"] == "no_workers"
     await start_worker(broker, "w-a1111", capabilities(services=["a1111"]))

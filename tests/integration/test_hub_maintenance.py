@@ -24,8 +24,9 @@ SHORT_LEASE = BrokerSettings(
 )
 
 
-def maintenance(broker: Broker, **policy: float) -> Maintenance:
-    settings = hub_settings("redis://unused", broker.settings, priority=PriorityPolicy(**policy))
+def maintenance(broker: Broker, policy: PriorityPolicy | None = None) -> Maintenance:
+    priority = PriorityPolicy() if policy is None else policy
+    settings = hub_settings("redis://unused", broker.settings, priority=priority)
     return Maintenance(broker, settings)
 
 
@@ -40,7 +41,7 @@ async def test_dead_workers_jobs_are_recovered_once_across_hubs(redis: Redis) ->
     async def recovered_by_both() -> bool:
         nonlocal recovered
         reports = await asyncio.gather(*(h.tick() for h in hubs))
-        recovered += sum(r["reaped"]["recovered"] for r in reports)
+        recovered += sum(int(r["reaped"]["recovered"]) for r in reports)
         return recovered > 0
 
     await wait_until(recovered_by_both, message="lease of the dead worker reclaimed")
@@ -80,7 +81,8 @@ async def test_aging_and_deadline_urgency_rescore_waiting_jobs(
     urgent = (await broker.submit(JobRequest(service_type="s", priority=5))).job_id
     await redis.hset(f"job:{urgent}", "deadline", (int(seconds) + 1800) * 1000)
     hub = maintenance(
-        broker, aging_points_per_minute=1.0, aging_max_points=100, urgency_max_points=100
+        broker,
+        PriorityPolicy(aging_points_per_minute=1.0, aging_max_points=100, urgency_max_points=100),
     )
     changed = await hub.age()
     assert changed == 2
@@ -101,7 +103,7 @@ async def test_aging_visits_the_queue_in_bounded_batches(broker: Broker, redis: 
     (seconds, _) = await redis.time()
     for job_id in ids:
         await redis.hset(f"job:{job_id}", "created_at", (int(seconds) - 600) * 1000)
-    hub = maintenance(broker, aging_points_per_minute=1.0, aging_max_points=100)
+    hub = maintenance(broker, PriorityPolicy(aging_points_per_minute=1.0, aging_max_points=100))
     hub.settings = dataclasses.replace(hub.settings, aging_batch=3)
     assert [await hub.age() for _ in range(3)] == [3, 3, 1]
     assert {j.effective_priority for j in await broker.get_many(ids)} == {10}

@@ -45,7 +45,10 @@ async def test_commands_scripts_and_pipelines_work_through_the_packed_client(
         echo = client.register_script("return {ARGV[1], ARGV[2], #KEYS}")
         assert await echo(keys=["a"], args=["é", 1.5]) == [b"\xc3\xa9", b"1.5", 1]
         async with client.pipeline(transaction=True) as pipe:
-            pipe.set("k", "x" * 100_000).strlen("k").delete("k")
+            # One command a line: redis-py types each queued command as an awaitable reply.
+            pipe.set("k", "x" * 100_000)
+            pipe.strlen("k")
+            pipe.delete("k")
             assert await pipe.execute() == [True, 100_000, 1]
     finally:
         await client.aclose()

@@ -42,7 +42,7 @@ from shared.logs import JsonFormatter, TextFormatter, request_id_var
 from shared.settings import BrokerSettings
 from shared.worker_grants import Grant, GrantStore
 from tests.factories import job as job_request
-from tests.helpers import wait_until
+from tests.helpers import redis_command, wait_until
 from tests.hub_support import (
     ACME_TOKEN,
     CLIENT_TOKEN,
@@ -186,6 +186,15 @@ BAD_CREDENTIALS: list[Credential] = [
 QUERY_TOKEN: Credential = ("operator token in the query", [], f"token={OPERATOR_TOKEN}", 401)
 
 
+def as_bytes(headers: list[tuple[str, str | bytes]]) -> list[tuple[bytes, bytes]]:
+    """The header pairs as the wire carries them: httpx encodes a str name or value as ASCII
+    itself, and types a header list as all str or all bytes, which a latin-1 value rules out."""
+    return [
+        (name.encode("ascii"), value if isinstance(value, bytes) else value.encode("ascii"))
+        for name, value in headers
+    ]
+
+
 def fill(path: str, values: dict[str, str]) -> str:
     for name, value in values.items():
         path = path.replace("{" + name + "}", value)
@@ -201,7 +210,7 @@ async def seed(broker: Broker) -> None:
     await GrantStore(broker.redis, broker.keys).issue(Grant(worker_id=WORKER, services=["seedsvc"]))
 
 
-async def state(redis: Redis) -> dict[bytes, bytes | None]:
+async def state(redis: Redis) -> dict[bytes | str, bytes | None]:
     return {key: await redis.dump(key) for key in sorted(await redis.keys("*"))}
 
 
@@ -234,7 +243,7 @@ async def test_protected_routes_refuse_every_wrong_credential(
         response = await api.request(
             method,
             f"{url}?{query}" if query else url,
-            headers=httpx.Headers([*headers, ("Content-Type", "application/json")]),
+            headers=httpx.Headers(as_bytes([*headers, ("Content-Type", "application/json")])),
             content=orjson.dumps(body) if body is not None else None,
         )
         error = (
@@ -310,15 +319,15 @@ async def redis_user(redis: Redis, redis_url: str) -> AsyncIterator[str]:
     if parts.scheme not in ("redis", "rediss") or parts.password:
         pytest.skip("needs a TCP test Redis without its own password")
     user = f"emp-sec-{SECRET}"
-    await redis.execute_command(
-        "ACL", "SETUSER", user, "on", f">{REDIS_PASSWORD}", "~*", "&*", "+@all"
+    await redis_command(
+        redis, "ACL", "SETUSER", user, "on", f">{REDIS_PASSWORD}", "~*", "&*", "+@all"
     )
     try:
         host = parts.hostname or "127.0.0.1"
         netloc = f"{user}:{REDIS_PASSWORD}@{host}:{parts.port}"
         yield urlunsplit(parts._replace(netloc=netloc))
     finally:
-        await redis.execute_command("ACL", "DELUSER", user)
+        await redis_command(redis, "ACL", "DELUSER", user)
 
 
 # The test's own clients log what they send; that is not the hub's log.
@@ -562,11 +571,11 @@ async def test_dashboard_actions_refuse_wrong_tokens_on_a_real_worker(
         assert not worker.running[job_id].cancel.is_set()
         assert await redis.hget(state_key, "state") == b"active"
         page = (await http.get("/")).text
-        status = (await http.get("/api/status")).text
-        for text in (page, status):
+        status_page = (await http.get("/api/status")).text
+        for text in (page, status_page):
             assert DASHBOARD_TOKEN not in text
             assert REDIS_PASSWORD not in text
-        assert orjson.loads(status)["worker"]["redis"].startswith("redis://***@")
+        assert orjson.loads(status_page)["worker"]["redis"].startswith("redis://***@")
 
 
 async def test_dashboard_actions_are_refused_without_a_configured_token(

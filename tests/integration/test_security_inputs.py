@@ -54,7 +54,7 @@ async def api(redis_url: str, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def state(redis: Redis) -> dict[bytes, bytes | None]:
+async def state(redis: Redis) -> dict[bytes | str, bytes | None]:
     """Every key and its serialised value: equal before and after means nothing was written."""
     return {key: await redis.dump(key) for key in sorted(await redis.keys("*"))}
 
@@ -185,7 +185,9 @@ async def test_real_form_posts_are_refused(
 ) -> None:
     form = {"data": {"service_type": "comfyui", "reason": "x"}}
     await refused(api, redis, "POST", route, 415, "Content-Type", **form)
-    files = {"files": {"upload": ("job.json", orjson.dumps(JOB), "application/json")}}
+    files: dict[str, Any] = {
+        "files": {"upload": ("job.json", orjson.dumps(JOB), "application/json")}
+    }
     await refused(api, redis, "POST", route, 415, "Content-Type", **files)
 
 
@@ -297,7 +299,7 @@ async def test_a_huge_body_is_refused_before_it_is_read(
             sent += 1
             yield b" " * (1024 * 1024)
 
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "content": body(),
         "headers": {"Content-Type": "application/json", "Content-Length": str(1024**3)},
     }

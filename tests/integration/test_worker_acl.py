@@ -21,6 +21,7 @@ from shared.redis_client import connect
 from shared.settings import BrokerSettings
 from shared.worker_grants import Grant, GrantStore
 from tests.factories import job as job_request
+from tests.helpers import redis_command
 from tests.hub_support import capabilities
 
 README = Path(__file__).resolve().parents[2] / "release" / "README.md"
@@ -38,14 +39,14 @@ def readme_acl() -> list[str]:
 
 @pytest.fixture
 async def worker_redis(redis: Redis, redis_url: str) -> AsyncIterator[Redis]:
-    await redis.execute_command("ACL", *readme_acl())
+    await redis_command(redis, "ACL", *readme_acl())
     scheme, rest = redis_url.split("://", 1)
     client = connect(f"{scheme}://emp-worker:{PASSWORD}@{rest.split('@')[-1]}")
     try:
         yield client
     finally:
         await client.aclose()
-        await redis.execute_command("ACL", "DELUSER", "emp-worker")
+        await redis_command(redis, "ACL", "DELUSER", "emp-worker")
 
 
 async def test_the_acl_runs_everything_a_worker_does(
@@ -96,7 +97,7 @@ async def test_the_acl_refuses_administrative_commands(
     worker_redis: Redis, command: tuple[str, ...]
 ) -> None:
     with pytest.raises(NoPermissionError):
-        await worker_redis.execute_command(*command)
+        await redis_command(worker_redis, *command)
 
 
 async def test_the_acl_keeps_a_worker_out_of_the_gateway_grants(
@@ -111,7 +112,7 @@ async def test_the_acl_keeps_a_worker_out_of_the_gateway_grants(
         ("GET", "anything-else"),
     ]:
         with pytest.raises(NoPermissionError):
-            await worker_redis.execute_command(*command)
+            await redis_command(worker_redis, *command)
     # ... nor through a script of its own: Redis checks each command a script runs.
     sha = await worker_redis.script_load("return redis.call('HGETALL', KEYS[1])")
     with pytest.raises((NoPermissionError, ResponseError), match=r"(?i)no permissions|NOPERM"):

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from shared.broker import Broker, Claim, NoClaim
 from shared.job import JobStatus
 from tests.factories import caps, job
-from tests.helpers import wait_until
+from tests.helpers import stream_fields, wait_until
 from tests.worker_support import (
     finished,
     make_worker,
@@ -42,7 +42,9 @@ async def test_progress_reaches_the_broker(broker: Broker, redis: Redis, redis_u
     job_id = (await broker.submit(job("simulation", payload=sim(steps=4)))).job_id
     await make_worker(worker_settings(redis_url), burst=True).run()
     events = [
-        e for _, e in await redis.xrange(broker.keys.events) if e.get(b"job") == job_id.encode()
+        e
+        for e in await stream_fields(redis, broker.keys.events)
+        if e.get(b"job") == job_id.encode()
     ]
     progress = [e for e in events if e[b"type"] == b"progress"]
     assert len(progress) == 4
@@ -211,7 +213,7 @@ async def test_a_draining_worker_claims_its_next_job_in_the_completing_call(
 
 
 async def test_complete_and_claim_answers_like_complete_then_claim(broker: Broker) -> None:
-    offer = Broker.encode_capabilities(caps(services=["simulation"]))
+    offer = Broker.encode_capabilities(caps(services=("simulation",)))
     first, second = [
         (await broker.submit(job("simulation", id=i))).job_id for i in ("first", "second")
     ]

@@ -37,7 +37,16 @@ from worker.settings import WORKER_SETTINGS, WorkerSettings
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "release"
 LUA_CALL = re.compile(r"""redis\.p?call\(\s*['"]([A-Za-z]+)['"]""")
-GRACE_SECONDS = WorkerSettings.__dataclass_fields__["shutdown_grace"].default
+
+
+def grace_seconds() -> float:
+    """The worker's default shutdown grace (a dataclass default, MISSING to the type checker)."""
+    default = WorkerSettings.__dataclass_fields__["shutdown_grace"].default
+    assert isinstance(default, int | float), default
+    return default
+
+
+GRACE_SECONDS = grace_seconds()
 
 
 @pytest.fixture(scope="module")
