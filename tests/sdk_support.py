@@ -25,6 +25,7 @@ from tests.hub_support import (
     hub_settings,
     running_hub,
 )
+from tests.tcp_proxy import PausableProxy
 from tests.worker_support import running_worker, worker_settings
 
 __all__ = ["ACME_TOKEN", "CLIENT_TOKEN", "OPERATOR_TOKEN", "RunningHub"]
@@ -51,6 +52,21 @@ async def hub_with_worker(
             return
         async with running_worker(worker_settings(redis_url, "w1")):
             yield running
+
+
+@contextlib.asynccontextmanager
+async def proxy_to(hub: RunningHub) -> AsyncIterator[PausableProxy]:
+    """A TCP proxy in front of the hub (its URL: `proxied(proxy)`), to cut connections or
+    lose answers between the SDK and the hub."""
+    proxy = await PausableProxy(int(hub.url.rsplit(":", 1)[1])).start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
+
+
+def proxied(proxy: PausableProxy) -> str:
+    return f"http://127.0.0.1:{proxy.port}"
 
 
 def client(url: str, token: str = CLIENT_TOKEN, **options: Any) -> AsyncClient:
