@@ -4,6 +4,7 @@ loads nothing of the hub, the worker or their shared code, nor their dependencie
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import tomllib
@@ -44,3 +45,28 @@ def test_it_ships_typed_and_with_the_emp_console_script() -> None:
     assert "py.typed" in project["tool"]["setuptools"]["package-data"]["emp"]
     assert (ROOT / "emp" / "py.typed").exists()
     assert callable(emp.cli.main)
+
+
+# Every attribute the README's examples use must exist on one of these (asyncio.run is
+# Client.run's namesake, so it passes too).
+SDK_KINDS = (emp.Client, emp.AsyncClient, emp.JobHandle, emp.Job, emp.Image, emp.JobEvent,
+             emp.Snapshot)  # fmt: skip
+SDK_ATTRIBUTES = {name for kind in SDK_KINDS for name in dir(kind)}
+
+
+def readme_examples() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Clients\n", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+
+
+def test_the_readme_examples_parse_and_use_names_the_sdk_has() -> None:
+    examples = readme_examples()
+    assert len(examples) >= 3
+    for example in examples:
+        tree = ast.parse(example)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "emp":
+                assert {alias.name for alias in node.names} <= set(emp.__all__)
+        used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        assert used <= SDK_ATTRIBUTES, f"not in the SDK: {sorted(used - SDK_ATTRIBUTES)}"
