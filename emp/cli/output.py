@@ -4,12 +4,15 @@ program (`--json`), with the in-place progress line only when a terminal is watc
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
 from emp.cli.render import json_text
 from emp.events import Event, JobEvent, Snapshot, StreamGap, WorkerEvent
+
+FALLBACK_SIZE = (120, 24)  # when the terminal does not say (columns, lines)
 
 
 class Output:
@@ -36,8 +39,10 @@ class Output:
         self.line(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
     def status(self, text: str) -> None:
-        """Rewrite the current terminal line in place (a progress bar)."""
-        self.stream.write("\r" + text + "\x1b[K")
+        """Rewrite the current terminal line in place (a progress bar). Clipped to the
+        terminal's width: a line that wrapped could no longer be rewritten."""
+        width = shutil.get_terminal_size(FALLBACK_SIZE).columns - 1
+        self.stream.write("\r" + text[:width] + "\x1b[K")
         self.stream.flush()
         self._status_shown = True
 

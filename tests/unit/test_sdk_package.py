@@ -5,6 +5,7 @@ loads nothing of the hub, the worker or their shared code, nor their dependencie
 from __future__ import annotations
 
 import ast
+import inspect
 import subprocess
 import sys
 import tomllib
@@ -70,3 +71,21 @@ def test_the_readme_examples_parse_and_use_names_the_sdk_has() -> None:
                 assert {alias.name for alias in node.names} <= set(emp.__all__)
         used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
         assert used <= SDK_ATTRIBUTES, f"not in the SDK: {sorted(used - SDK_ATTRIBUTES)}"
+
+
+def public_methods(kind: type) -> dict[str, list[tuple[str, object, object]]]:
+    """Each public method's parameters: name, kind and default (annotations differ by
+    design: JobHandle against AsyncJobHandle, httpx's sync against async transport)."""
+    return {
+        name: [(p.name, p.kind, p.default) for p in inspect.signature(member).parameters.values()]
+        for name, member in inspect.getmembers(kind, callable)
+        if not name.startswith("_") and name not in ("close", "aclose")
+    }
+
+
+def test_the_async_client_mirrors_the_blocking_one() -> None:
+    assert public_methods(emp.AsyncClient) == public_methods(emp.Client)
+    assert public_methods(emp.AsyncJobHandle) == public_methods(emp.JobHandle)
+    assert inspect.signature(emp.AsyncClient).parameters.keys() == (
+        inspect.signature(emp.Client).parameters.keys()
+    )
