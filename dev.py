@@ -306,7 +306,7 @@ def report_coverage(python: Path, env: dict[str, str] | None = None) -> None:
         cwd=ROOT, check=False, text=True, capture_output=True, env=env,
     )  # fmt: skip
     if total.returncode == 0:
-        say(f"line and branch coverage of shared/, hub/, worker/: {total.stdout.strip()}%")
+        say(f"line and branch coverage of shared/, hub/, worker/, emp/: {total.stdout.strip()}%")
     else:
         say(f"no coverage total: {(total.stderr or total.stdout).strip()}")
 

@@ -1,7 +1,8 @@
 """A TCP proxy on 127.0.0.1 that can partition a client from Redis on command: paused (bytes
 held, delivered later) or black-holed (connections stay open but never carry another byte,
 as a NAT or firewall that forgot them). Used by the chaos matrix and by the tests of the
-worker's control-channel keepalive."""
+worker's control-channel keepalive; the SDK tests put it in front of a hub, and also cut
+connections outright or lose one answer."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class PausableProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._generation = 0  # connections of an older generation are black-holed
         self._dead_below = 0
+        self._lose_reply = False
         self.port = 0
         self.connections = 0
 
@@ -57,6 +59,17 @@ class PausableProxy:
         self._dead_below = self._generation
         return time.time()
 
+    def cut(self) -> None:
+        """Close every connection open right now, both ends, as a restarted router does;
+        new connections flow as usual (or wait, while paused)."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    def lose_next_reply(self) -> None:
+        """Deliver the next request, then close its connection where the answer should
+        come: the client cannot tell whether the server acted on the request."""
+        self._lose_reply = True
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -84,7 +97,7 @@ class PausableProxy:
             try:
                 pipes = {
                     asyncio.create_task(self._pipe(client_r, up_w, generation)),
-                    asyncio.create_task(self._pipe(up_r, client_w, generation)),
+                    asyncio.create_task(self._pipe(up_r, client_w, generation, reply=True)),
                 }
                 try:
                     await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
@@ -98,7 +111,12 @@ class PausableProxy:
             await _close(client_w)
 
     async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, generation: int
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        generation: int,
+        *,
+        reply: bool = False,
     ) -> None:
         with contextlib.suppress(OSError):
             while True:
@@ -108,6 +126,9 @@ class PausableProxy:
                     await asyncio.Future()  # black-holed: swallow everything, forever
                 if not data:
                     return
+                if reply and self._lose_reply:
+                    self._lose_reply = False
+                    return  # the answer is dropped and the connection closed
                 writer.write(data)
                 await writer.drain()
 

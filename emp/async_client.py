@@ -1,0 +1,312 @@
+"""`AsyncClient`: the asyncio twin of `Client` (emp/client.py), method for method.
+
+    from emp import AsyncClient
+
+    async with AsyncClient("http://hub:3001", token="...") as emp:
+        handle = await emp.submit("comfyui", {"workflow": graph})
+        async for event in handle.events():
+            print(event)
+
+Both clients carry out the same calls (emp/_calls.py) under the same retry policy; only
+the waiting differs (asyncio.sleep, httpx.AsyncClient, websockets' asyncio client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from emp import _calls, _stream_async
+from emp._calls import Call, Submitted
+from emp._config import Config
+from emp._resume import Selector
+from emp._waiting import WaitPlan
+from emp.client import check_page, new_job_id, read_timeout
+from emp.errors import BadRequest, NotFound, WaitTimeout
+from emp.fleet import Stats, Worker
+from emp.models import Job, JobRequest, JobStatus
+from emp.retry import RetryPolicy, may_repeat, may_resend, retry_after
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """A connection to one hub. `url` and `token` default to EMP_HUB_URL and EMP_TOKEN.
+
+    Submissions are idempotent: each carries an Idempotency-Key (a fresh one per call
+    unless you give your own), so the retries that follow a lost answer never create a
+    second job. Reads are retried on connection errors and 502/503/504; `retry` sets how
+    often and how patiently. `transport` replaces httpx's (tests, custom proxies).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._config = Config.resolve(url, token, timeout, retry)
+        self._http = httpx.AsyncClient(
+            base_url=self._config.url,
+            headers=self._config.headers(),
+            timeout=timeout,
+            transport=transport,
+        )
+
+    @property
+    def url(self) -> str:
+        return self._config.url
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # -- submitting ----------------------------------------------------------------------
+
+    async def submit(
+        self,
+        service_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        customer_id: str | None = None,
+        priority: int | None = None,
+        requirements: Mapping[str, Any] | None = None,
+        id: str | None = None,
+        max_retries: int | None = None,
+        timeout_seconds: float | None = None,
+        deadline: datetime | None = None,
+        tags: Sequence[str] = (),
+        idempotency_key: str | None = None,
+    ) -> AsyncJobHandle:
+        """Queue a job and return its handle. A repeated `idempotency_key` (or `id`)
+        returns the job it first created (`handle.created` is then False)."""
+        request = JobRequest(
+            service_type=service_type,
+            payload=payload,
+            customer_id=customer_id,
+            priority=priority,
+            requirements=requirements,
+            id=id,
+            max_retries=max_retries,
+            timeout_seconds=timeout_seconds,
+            deadline=deadline,
+            tags=tags,
+        )
+        key = idempotency_key or str(uuid.uuid4())
+        return AsyncJobHandle(self, await self._send(_calls.submit(request, key)))
+
+    async def submit_many(self, requests: Iterable[JobRequest]) -> list[AsyncJobHandle]:
+        """Queue many jobs, 1,000 per request, each request all-or-nothing. Requests
+        without an `id` get one, which makes each batch safe to send again; give ids
+        yourself to make calling `submit_many` again after an error safe too."""
+        ready = [r if r.id is not None else replace(r, id=new_job_id()) for r in requests]
+        out: list[AsyncJobHandle] = []
+        for start in range(0, len(ready), _calls.MAX_BATCH):
+            chunk = ready[start : start + _calls.MAX_BATCH]
+            out += [AsyncJobHandle(self, s) for s in await self._send(_calls.submit_batch(chunk))]
+        return out
+
+    async def run(
+        self,
+        service_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        customer_id: str | None = None,
+        priority: int | None = None,
+        requirements: Mapping[str, Any] | None = None,
+        id: str | None = None,
+        max_retries: int | None = None,
+        timeout_seconds: float | None = None,
+        deadline: datetime | None = None,
+        tags: Sequence[str] = (),
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Submit, wait for the end and return the finished job; raise JobFailed if it
+        failed or was cancelled, WaitTimeout when `timeout` seconds pass first."""
+        handle = await self.submit(
+            service_type,
+            payload,
+            customer_id=customer_id,
+            priority=priority,
+            requirements=requirements,
+            id=id,
+            max_retries=max_retries,
+            timeout_seconds=timeout_seconds,
+            deadline=deadline,
+            tags=tags,
+            idempotency_key=idempotency_key,
+        )
+        return (await self.wait(handle.id, timeout=timeout)).raise_for_status()
+
+    # -- one job -------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        """The job with its payload and result; a pending one with why it waits."""
+        return await self._send(_calls.get_job(job_id))
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job finishes (None: however long it takes) and return it;
+        raise WaitTimeout (carrying its last state) when `timeout` seconds pass first."""
+        plan = WaitPlan(job_id, timeout)
+        while (call := plan.next_call()) is not None:
+            try:
+                plan.last = await self._send(call)
+            except BadRequest as exc:
+                if not plan.adopt_limit(exc):
+                    raise
+                continue
+            if plan.last.terminal:
+                return plan.last
+            await asyncio.sleep(plan.pause())
+        raise WaitTimeout(job_id, plan.last)
+
+    async def cancel(self, job_id: str, reason: str | None = None) -> Job:
+        """Cancel a pending or active job (Conflict if it already finished)."""
+        return await self._send(_calls.cancel(job_id, reason))
+
+    async def retry(self, job_id: str) -> Job:
+        """Send a failed job back to the queue with its attempts reset (operator)."""
+        return await self._send(_calls.retry(job_id))
+
+    # -- many jobs, events, the fleet ------------------------------------------------------
+
+    async def jobs(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        service_type: str | None = None,
+        customer_id: str | None = None,
+        page_size: int = 100,
+        limit: int | None = None,
+    ) -> AsyncIterator[Job]:
+        """Every matching job (summaries: no payload or result), fetched a page at a time
+        as you iterate: live work first, then finished jobs newest first."""
+        check_page(page_size)
+        cursor: str | None = None
+        given = 0
+        while limit is None or given < limit:
+            size = page_size if limit is None else min(page_size, limit - given)
+            page = await self._send(
+                _calls.list_jobs(
+                    status=status,
+                    service_type=service_type,
+                    customer_id=customer_id,
+                    limit=size,
+                    cursor=cursor,
+                )
+            )
+            for job in page.jobs[:size]:
+                yield job
+            given += min(len(page.jobs), size)
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def events(
+        self,
+        job_id: str | None = None,
+        *,
+        customer_id: str | None = None,
+        everything: bool = False,
+    ) -> _stream_async.AsyncEventStream:
+        """Live events of one job (first a Snapshot; the stream ends when the job does),
+        of one customer's jobs, or of everything (operator: worker events too). The
+        stream reconnects by itself and resumes from the last event it gave."""
+        selector = Selector(job_id, customer_id, everything)
+        return _stream_async.AsyncEventStream(
+            _stream_async.events(self._config, selector, self._find)
+        )
+
+    async def workers(self) -> list[Worker]:
+        """The live workers (operator)."""
+        return await self._send(_calls.workers())
+
+    async def stats(self) -> Stats:
+        """Queue, job counts, throughput, timings and fleet counts (operator)."""
+        return await self._send(_calls.stats())
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _find(self, job_id: str) -> Job | None:
+        try:
+            return await self.get(job_id)
+        except NotFound:
+            return None
+
+    async def _send(self, call: Call[T]) -> T:
+        policy = self._config.retry
+        failures = 0
+        while True:
+            try:
+                response = await self._http.request(
+                    call.method,
+                    call.path,
+                    params=call.params,
+                    json=call.body,
+                    headers=call.headers,
+                    timeout=read_timeout(self._config, call),
+                )
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures >= policy.attempts or not may_resend(call.idempotent, exc):
+                    raise _calls.unreachable(self.url, call, exc, failures) from exc
+                await asyncio.sleep(policy.delay(failures))
+                continue
+            if failures + 1 < policy.attempts and may_repeat(call.idempotent, response.status_code):
+                failures += 1
+                await asyncio.sleep(policy.delay(failures, retry_after(response)))
+                continue
+            return _calls.answer(call, response)
+
+
+class AsyncJobHandle:
+    """A submitted job: its id, its last known state (`job`), and what you can do to it."""
+
+    def __init__(self, client: AsyncClient, submitted: Submitted) -> None:
+        self._client = client
+        self.job = submitted.job
+        self.created = submitted.created
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def status(self) -> JobStatus:
+        return self.job.status
+
+    async def refresh(self) -> Job:
+        self.job = await self._client.get(self.id)
+        return self.job
+
+    async def wait(self, timeout: float | None = None) -> Job:
+        self.job = await self._client.wait(self.id, timeout)
+        return self.job
+
+    async def cancel(self, reason: str | None = None) -> Job:
+        self.job = await self._client.cancel(self.id, reason)
+        return self.job
+
+    def events(self) -> _stream_async.AsyncEventStream:
+        return self._client.events(self.id)
+
+    def __repr__(self) -> str:
+        return f"<AsyncJobHandle {self.id} {self.status}>"
