@@ -223,6 +223,16 @@ class HubSettings:
             doc="Open connections per port (HTTP and WebSocket); more are answered 503",
         )
     )
+    max_subscriptions: int = HTTP.field(
+        integer(
+            "HUB_MAX_SUBSCRIPTIONS",
+            1000,
+            lo=1,
+            hi=1_000_000,
+            doc="Jobs and customers one WebSocket connection may follow at once; past it, "
+            "a subscribe gets an error frame",
+        )
+    )
     access_log: bool = HTTP.field(flag("HUB_ACCESS_LOG", True, doc="Log one line per HTTP request"))
     log_level: str = HTTP.field(
         choice("LOG_LEVEL", "info", LOG_LEVELS, doc="debug, info, warning, error or critical").map(

@@ -17,6 +17,9 @@ Ordering: per job, events arrive in `seq` order with no duplicates, after the sn
 The connection keeps one subscription; a lock makes "register, read snapshot, send it"
 atomic with respect to forwarding, and forwarding drops any event already reflected in the
 snapshot (seq <= the snapshot's event_seq).
+
+A connection follows at most HUB_MAX_SUBSCRIPTIONS jobs and customers; past that a subscribe
+gets an `error` frame with field `subscriptions`, and nothing is indexed.
 """
 
 from __future__ import annotations
@@ -55,6 +58,23 @@ class Session:
     async def error(self, field: str, message: str) -> None:
         await self.send({"type": "error", "error": {"field": field, "message": message}})
 
+    async def room_for(self, already_followed: bool) -> bool:
+        """Whether one more subscription fits under HUB_MAX_SUBSCRIPTIONS; answers the
+        error itself when not. The cap bounds what one socket adds to the fan-out indexes
+        and to every event's routing."""
+        cap = self.hub.settings.max_subscriptions
+        if already_followed or self.sub.size < cap:
+            return True
+        await self.too_many(cap)
+        return False
+
+    async def too_many(self, cap: int) -> None:
+        await self.error(
+            "subscriptions",
+            f"this connection already follows {cap} jobs and customers, the most allowed "
+            "(HUB_MAX_SUBSCRIPTIONS): unsubscribe from some first",
+        )
+
     # -- commands ---------------------------------------------------------------------
 
     async def handle(self, text: str) -> None:
@@ -83,6 +103,8 @@ class Session:
                 await self.error("customer_id", "this token may only follow its own customer")
                 return
             if subscribe:
+                if not await self.room_for(customer in self.sub.customers):
+                    return
                 self.sub.follow_customer(customer)
             else:
                 self.sub.unfollow_customer(customer)
@@ -97,6 +119,8 @@ class Session:
             await self.error("job_id", "give job_id, customer_id or all: true")
 
     async def _follow_job(self, job_id: str) -> None:
+        if not await self.room_for(job_id in self.sub.jobs):
+            return
         # Rights first, before any subscription exists: a subscription registered for a job
         # this token may not see would queue that job's events until it was taken back.
         owner = await self.hub.broker.owner(job_id)

@@ -111,6 +111,23 @@ class LegacySession(Session):
                     "message": d.get("reason", ""),
                 }
             )
+        if event.terminal:
+            # The original protocol has no unsubscribe: a job that reached its end stops
+            # counting against HUB_MAX_SUBSCRIPTIONS, so a long-lived submitter never fills
+            # the cap with finished jobs.
+            self.release(event.job_id)
+
+    def release(self, job_id: str | None) -> None:
+        if job_id is not None:
+            self.sub.unfollow_job(job_id)
+            self.last_seq.pop(job_id, None)
+
+    async def too_many(self, cap: int) -> None:
+        await self.fail(
+            f"Too many subscriptions: this connection already follows {cap} jobs "
+            "(HUB_MAX_SUBSCRIPTIONS)",
+            field="subscriptions",
+        )
 
     async def overflowed(self) -> None:
         await self.fail("Some updates were dropped (client too slow); request the status again")
@@ -144,6 +161,8 @@ class LegacySession(Session):
             await self.fail(f"Invalid {exc.field}: {exc.message}", field=exc.field)
 
     async def on_submit_job(self, msg: dict[str, Any]) -> None:
+        if not await self.room_for(False):  # checked before anything is written
+            return
         payload = msg.get("payload", {})
         if isinstance(payload, str):
             try:
@@ -213,17 +232,22 @@ class LegacySession(Session):
             job = await self.hub.broker.get(job_id)
             if job is not None:
                 self.last_seq[job_id] = job.event_seq
+            if job is None or job.status.terminal:
+                self.release(job_id)  # nothing more will happen to it
             return job
 
+    async def _room_to_follow(self, msg: dict[str, Any]) -> bool:
+        return await self.room_for(msg.get("job_id") in self.sub.jobs)
+
     async def on_request_job_status(self, msg: dict[str, Any]) -> None:
-        if await self._visible(msg) is None:
+        if not await self._room_to_follow(msg) or await self._visible(msg) is None:
             return
         job = await self._follow(str(msg["job_id"]))
         if job is not None:
             await self.send(job_status_message(job))
 
     async def on_subscribe_job(self, msg: dict[str, Any]) -> None:
-        if await self._visible(msg) is None:
+        if not await self._room_to_follow(msg) or await self._visible(msg) is None:
             return
         await self._follow(str(msg["job_id"]))
         await self.send({"type": "subscription_confirmed", "job_id": msg["job_id"]})
