@@ -29,7 +29,10 @@ log = logging.getLogger("hub.maintenance")
 REAP_LIMIT = 500
 MAX_REAP_ROUNDS = 20
 AGING_CHUNK = 500
-AGING_FIELDS = ("status", "priority", "customer_id", "deadline", "created_at", "effective_priority")
+AGING_FIELDS = (
+    "status", "priority", "customer_id", "deadline", "created_at", "effective_priority",
+    "max_priority",
+)  # fmt: skip
 
 
 @dataclass
@@ -121,7 +124,7 @@ class Maintenance:
         return changed
 
     def _rescore(self, row: list[str | None], now_ms: int) -> int | None:
-        status, priority, customer, deadline, created, current = row
+        status, priority, customer, deadline, created, current, ceiling = row
         if status != "pending" or priority is None or created is None:
             return None
         value = self.policy.effective(
@@ -130,5 +133,6 @@ class Maintenance:
             deadline_ms=int(deadline) if deadline else None,
             created_ms=int(created),
             now_ms=now_ms,
+            ceiling=int(ceiling) if ceiling else None,
         )
         return None if current is not None and int(current) == value else value

@@ -22,6 +22,7 @@ from hub.errors import ApiError, not_found
 from hub.events import follow_job
 from hub.fleet import why_waiting
 from hub.http_helpers import decode_model, json_response, read_body
+from hub.priority import deadline_ms, refuse_past_deadline
 from hub.queries import STATUSES, JobFilter, created_view, list_jobs, summary_with_position
 from hub.request_models import BatchRequest, CancelRequest
 from hub.sse import job_events
@@ -65,14 +66,14 @@ def _prepare(hub: HubContext, principal: Principal, req: JobRequest, field: str)
     return prepared
 
 
-def _effective(hub: HubContext, req: JobRequest, now_ms: int) -> int:
-    deadline = int(req.deadline.timestamp() * 1000) if req.deadline is not None else None
+def _effective(hub: HubContext, principal: Principal, req: JobRequest, now_ms: int) -> int:
     return hub.settings.priority.effective(
         req.priority if req.priority is not None else hub.settings.default_priority,
         req.customer_id,
-        deadline_ms=deadline,
+        deadline_ms=deadline_ms(req),
         created_ms=now_ms,
         now_ms=now_ms,
+        ceiling=principal.max_priority,
     )
 
 
@@ -94,9 +95,16 @@ async def submit_job(request: Request) -> Response:
             request, hub.settings.max_request_bytes, hub.settings.body_timeout_seconds
         )
         req = _prepare(hub, principal, _decode(body, JobRequest), "")
+        now_ms = int(time.time() * 1000)
+        refuse_past_deadline(req, now_ms)
         idem = _idempotency_key(request, req)
-        effective = _effective(hub, req, int(time.time() * 1000))
-        submitted = await hub.broker.submit(req, effective_priority=effective, idempotency_key=idem)
+        effective = _effective(hub, principal, req, now_ms)
+        submitted = await hub.broker.submit(
+            req,
+            effective_priority=effective,
+            idempotency_key=idem,
+            max_priority=principal.max_priority,
+        )
     except (InvalidInput, ApiError):
         hub.metrics.rejected.inc()
         raise
@@ -129,8 +137,12 @@ async def submit_batch(request: Request) -> Response:
         for i, r in enumerate(reqs):  # name the failing job; the broker checks again
             check_document(r.payload, f"jobs[{i}].payload", max_bytes=limit)
         now_ms = int(time.time() * 1000)
+        for i, r in enumerate(reqs):
+            refuse_past_deadline(r, now_ms, f"jobs[{i}].")
         results = await hub.broker.submit_many(
-            reqs, effective_priorities=[_effective(hub, r, now_ms) for r in reqs]
+            reqs,
+            effective_priorities=[_effective(hub, principal, r, now_ms) for r in reqs],
+            max_priority=principal.max_priority,
         )
     except (InvalidInput, ApiError):
         hub.metrics.rejected.inc()

@@ -18,6 +18,7 @@ from types import MappingProxyType
 
 from hub.priority import AGING_AND_URGENCY, PriorityPolicy
 from shared.config import ConfigError
+from shared.job import MAX_EFFECTIVE_PRIORITY
 from shared.redis_settings import REDIS, RedisSettings
 from shared.setting import (
     Setting,
@@ -40,31 +41,54 @@ _TOKEN_RE = re.compile(r"^[\x21-\x39\x3b-\x7e]{8,512}$")  # printable ASCII, no 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
+MAX_PRIORITY_FIELD = "max_priority="
+
+
 @dataclass(frozen=True, slots=True)
 class ClientToken:
-    """A client credential; `customer_id` binds it to one customer's jobs."""
+    """A client credential; `customer_id` binds it to one customer's jobs; `max_priority`
+    is the highest effective priority its jobs may ever have (None: no ceiling)."""
 
     token: str
     customer_id: str | None = None
+    max_priority: int | None = None
+
+
+def _ceiling(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_EFFECTIVE_PRIORITY:
+        raise ConfigError(name, f"max_priority must be an integer 0-1000, got {text!r}")
+    return value
 
 
 def _tokens(name: str, *, allow_customer: bool, doc: str) -> Setting[tuple[ClientToken, ...]]:
-    """Comma-separated tokens; a client token may be `token:customer_id`."""
+    """Comma-separated tokens; a client token may be `token:customer_id`, and may end in
+    `:max_priority=N` (`token:max_priority=N` when unbound). A token never holds ':' and a
+    customer id never holds '=', so the three parts are unambiguous."""
 
     def parse(name: str, value: str) -> tuple[ClientToken, ...]:
         out: list[ClientToken] = []
         for item in _split(value):
-            token, sep, customer = item.partition(":")
+            token, sep, rest = item.partition(":")
             if sep and not allow_customer:
                 raise ConfigError(name, "an operator token cannot be bound to a customer (no ':')")
-            if not _TOKEN_RE.match(token):
+            if not _TOKEN_RE.fullmatch(token):
                 raise ConfigError(
                     name,
                     "each token must be 8-512 printable ASCII characters without ':' or spaces",
                 )
-            if sep and not _ID_RE.match(customer):
+            customer, ceiling = rest, None
+            head, _, last = rest.rpartition(":")
+            if last.startswith(MAX_PRIORITY_FIELD):
+                customer, ceiling = head, _ceiling(name, last.removeprefix(MAX_PRIORITY_FIELD))
+            if customer and not _ID_RE.fullmatch(customer):
                 raise ConfigError(name, f"invalid customer id after ':' ({ID_PATTERN})")
-            out.append(ClientToken(token, customer or None))
+            if sep and not customer and ceiling is None:
+                raise ConfigError(name, "expected a customer id or max_priority=N after ':'")
+            out.append(ClientToken(token, customer or None, ceiling))
         return tuple(out)
 
     return Setting(name, (), doc, parse, secret=True)
@@ -103,7 +127,8 @@ HUB_AUTH_TOKEN = AUTH.add(
         "HUB_AUTH_TOKEN",
         allow_customer=True,
         doc="Client tokens, comma-separated, each optionally bound to a customer as "
-        "token:customer_id",
+        "token:customer_id, and optionally capped as token[:customer_id]:max_priority=N "
+        "(the highest effective priority its jobs may reach, 0-1000)",
     )
 )
 WS_AUTH_TOKEN = AUTH.add(

@@ -28,6 +28,7 @@ from hub.auth import Principal
 from hub.context import HubContext, hub_of
 from hub.events import Event
 from hub.legacy_messages import job_status_message, legacy_status, stats_broadcast
+from hub.priority import deadline_ms, refuse_past_deadline
 from hub.ws import Session, run_session
 from shared.broker import new_job_id
 from shared.errors import InvalidInput
@@ -178,7 +179,7 @@ class LegacySession(Session):
             "payload": payload,
             "id": job_id or new_job_id(),
         }
-        for key in ("requirements", "max_retries", "timeout_seconds", "tags"):
+        for key in ("requirements", "max_retries", "timeout_seconds", "tags", "deadline"):
             if key in msg:
                 doc[key] = msg[key]
         if customer is not None:
@@ -186,9 +187,15 @@ class LegacySession(Session):
         req = convert(doc, JobRequest)
         if req.id is None:  # pragma: no cover - set above
             raise InvalidInput("message_id", "missing")
+        now = int(time.time() * 1000)
+        refuse_past_deadline(req, now)
         async with self.lock:
             self.sub.follow_job(req.id)  # before the submit: no event can slip past
-            submitted = await self.hub.broker.submit(req, effective_priority=self._effective(req))
+            submitted = await self.hub.broker.submit(
+                req,
+                effective_priority=self._effective(req, now),
+                max_priority=self.principal.max_priority,
+            )
             job = await self.hub.broker.get(submitted.job_id)
             if job is None or not self.principal.can_see(job.customer_id):
                 self.sub.unfollow_job(req.id)
@@ -208,11 +215,14 @@ class LegacySession(Session):
                 }
             )
 
-    def _effective(self, req: JobRequest) -> int:
-        now = int(time.time() * 1000)
-        deadline = int(req.deadline.timestamp() * 1000) if req.deadline is not None else None
+    def _effective(self, req: JobRequest, now: int) -> int:
         return self.hub.settings.priority.effective(
-            req.priority or 0, req.customer_id, deadline_ms=deadline, created_ms=now, now_ms=now
+            req.priority or 0,
+            req.customer_id,
+            deadline_ms=deadline_ms(req),
+            created_ms=now,
+            now_ms=now,
+            ceiling=self.principal.max_priority,
         )
 
     async def _visible(self, msg: dict[str, Any]) -> Job | None:

@@ -97,6 +97,7 @@ class Broker:
         request: JobRequest,
         effective_priority: int | None,
         idempotency_key: str | None,
+        max_priority: int | None = None,
     ) -> list[str | int]:
         s = self.settings
         request.check_customer()
@@ -127,6 +128,9 @@ class Broker:
             fields += ["tags", orjson.dumps(request.tags).decode()]
         if request.deadline is not None:
             fields += ["deadline", int(request.deadline.timestamp() * 1000)]
+        if max_priority is not None:
+            # The submitting token's ceiling: re-scoring (aging, urgency) must honour it too.
+            fields += ["max_priority", max_priority]
         cls = requirement_class(request.service_type, request.customer_id, request.requirements)
         return [job_id, idem, cls, effective, *fields]
 
@@ -136,10 +140,12 @@ class Broker:
         *,
         effective_priority: int | None = None,
         idempotency_key: str | None = None,
+        max_priority: int | None = None,
     ) -> Submitted:
         """Queue a job. A repeated `id` or idempotency key returns the original job's id
-        with `created=False` and writes nothing."""
-        args = self._submit_args(request, effective_priority, idempotency_key)
+        with `created=False` and writes nothing. `max_priority` is recorded on the job: the
+        ceiling its effective priority keeps when re-scored."""
+        args = self._submit_args(request, effective_priority, idempotency_key, max_priority)
         return Submitted.from_reply(await self._scripts.call("submit", *args))
 
     async def submit_many(
@@ -147,6 +153,7 @@ class Broker:
         requests: Sequence[JobRequest],
         *,
         effective_priorities: Sequence[int | None] | None = None,
+        max_priority: int | None = None,
     ) -> list[Submitted]:
         """Queue many jobs in one round trip. All are validated before any is written; each
         job is written exactly as `submit` would, in order. Jobs travel BATCH_SCRIPT_JOBS per
@@ -154,7 +161,10 @@ class Broker:
         which capped batches at about half of what Redis can take) and the calls share one
         pipeline."""
         prios = effective_priorities or [None] * len(requests)
-        all_args = [self._submit_args(r, p, None) for r, p in zip(requests, prios, strict=True)]
+        all_args = [
+            self._submit_args(r, p, None, max_priority)
+            for r, p in zip(requests, prios, strict=True)
+        ]
         async with self.redis.pipeline(transaction=False) as pipe:
             for start in range(0, len(all_args), BATCH_SCRIPT_JOBS):
                 chunk = all_args[start : start + BATCH_SCRIPT_JOBS]
