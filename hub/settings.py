@@ -37,7 +37,7 @@ from shared.settings import BROKER, MIB, BrokerSettings
 from shared.validation import ID_PATTERN
 
 _ID_RE = re.compile(ID_PATTERN)
-_TOKEN_RE = re.compile(r"^[\x21-\x39\x3b-\x7e]{8,512}$")  # printable ASCII, no ':' or space
+_TOKEN_RE = re.compile(r"[\x21-\x39\x3b-\x7e]{8,512}")  # printable ASCII, no ':' or space
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 

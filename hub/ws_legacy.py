@@ -171,7 +171,9 @@ class LegacySession(Session):
             except orjson.JSONDecodeError:
                 payload = {"raw_payload": payload}
         message_id = msg.get("message_id")
-        job_id = message_id if isinstance(message_id, str) and _ID_RE.match(message_id) else None
+        job_id = (
+            message_id if isinstance(message_id, str) and _ID_RE.fullmatch(message_id) else None
+        )
         customer = self.principal.customer_id or msg.get("customer_id")
         doc: dict[str, Any] = {
             "service_type": msg.get("job_type"),
@@ -366,7 +368,7 @@ async def _legacy_endpoint(ws: WebSocket, monitor: bool) -> None:
         reason: str | None = "Invalid token"
     elif monitor and not principal.operator:
         reason = "not allowed (monitors need the operator token)"
-    elif not _ID_RE.match(conn_id):
+    elif not _ID_RE.fullmatch(conn_id):
         reason = "invalid connection id"
     else:
         reason = None

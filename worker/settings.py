@@ -48,7 +48,7 @@ RUNNING = Section("dashboard, shutdown, timing, logs")
 
 
 def _worker_id(name: str, value: str) -> str:
-    if not re.match(ID_PATTERN, value):
+    if not re.fullmatch(ID_PATTERN, value):
         raise ConfigError(name, f"{value!r}: use 1-128 of A-Z a-z 0-9 . _ : @ -")
     return value
 
@@ -56,7 +56,7 @@ def _worker_id(name: str, value: str) -> str:
 def _services(name: str, value: str) -> tuple[str, ...]:
     services = tuple(part.strip() for part in value.split(",") if part.strip())
     for service in services:
-        if not re.match(SERVICE_PATTERN, service):
+        if not re.fullmatch(SERVICE_PATTERN, service):
             raise ConfigError(name, f"{service!r} is not a valid service name")
     return services
 
