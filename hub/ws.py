@@ -36,6 +36,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from hub.auth import Principal
 from hub.context import HubContext, hub_of
 from hub.events import Event, Overflow, Subscription
+from hub.job_access import candidate_ids, visible_id
 from shared.job import Job
 
 log = logging.getLogger("hub.ws")
@@ -118,13 +119,13 @@ class Session:
         else:
             await self.error("job_id", "give job_id, customer_id or all: true")
 
-    async def _follow_job(self, job_id: str) -> None:
-        if not await self.room_for(job_id in self.sub.jobs):
+    async def _follow_job(self, asked: str) -> None:
+        if not await self.room_for(self.followed_id(asked) is not None):
             return
         # Rights first, before any subscription exists: a subscription registered for a job
         # this token may not see would queue that job's events until it was taken back.
-        owner = await self.hub.broker.owner(job_id)
-        if owner is None or not self.principal.can_see(owner.customer_id):
+        job_id = await visible_id(self.hub.broker, self.principal, asked)
+        if job_id is None:
             await self.error("job_id", "no such job")
             return
         async with self.lock:
@@ -138,7 +139,15 @@ class Session:
             await self.send({"type": "subscribed", "job_id": job_id})
             await self.deliver_snapshot(job)
 
-    async def _unfollow_job(self, job_id: str) -> None:
+    def followed_id(self, asked: str) -> str | None:
+        """The stored id of a followed job the client names as `asked` (hub/job_access.py)."""
+        for candidate in candidate_ids(self.principal, asked):
+            if candidate in self.sub.jobs:
+                return candidate
+        return None
+
+    async def _unfollow_job(self, asked: str) -> None:
+        job_id = self.followed_id(asked) or asked
         async with self.lock:
             self.sub.unfollow_job(job_id)
             self.last_seq.pop(job_id, None)

@@ -20,6 +20,7 @@ import re
 import time
 from typing import Any
 
+import msgspec
 import orjson
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
@@ -27,12 +28,13 @@ from starlette.websockets import WebSocket
 from hub.auth import Principal
 from hub.context import HubContext, hub_of
 from hub.events import Event
+from hub.job_access import visible_id
 from hub.legacy_messages import job_status_message, legacy_status, stats_broadcast
 from hub.priority import deadline_ms, refuse_past_deadline
 from hub.ws import Session, run_session
 from shared.broker import new_job_id
 from shared.errors import InvalidInput
-from shared.job import Job, JobRequest
+from shared.job import Job, JobRequest, scoped_job_id
 from shared.validation import ID_PATTERN, convert
 
 _ID_RE = re.compile(ID_PATTERN)
@@ -187,6 +189,9 @@ class LegacySession(Session):
         if customer is not None:
             doc["customer_id"] = customer
         req = convert(doc, JobRequest)
+        if job_id is not None and self.principal.customer_id is not None:
+            # The customer's own space of ids, as on REST (hub/job_access.py).
+            req = msgspec.structs.replace(req, id=scoped_job_id(self.principal.customer_id, job_id))
         if req.id is None:  # pragma: no cover - set above
             raise InvalidInput("message_id", "missing")
         now = int(time.time() * 1000)
@@ -227,16 +232,17 @@ class LegacySession(Session):
             ceiling=self.principal.max_priority,
         )
 
-    async def _visible(self, msg: dict[str, Any]) -> Job | None:
+    async def _visible(self, msg: dict[str, Any]) -> str | None:
+        """The stored id of the job `msg` names, if this token may see it (checked before
+        anything loads the job: hub/job_access.py)."""
         job_id = msg.get("job_id")
         if not isinstance(job_id, str) or not job_id:
             await self.fail("Missing job_id")
             return None
-        job = await self.hub.broker.get(job_id)
-        if job is None or not self.principal.can_see(job.customer_id):
+        stored = await visible_id(self.hub.broker, self.principal, job_id)
+        if stored is None:
             await self.fail(f"Job {job_id} not found")
-            return None
-        return job
+        return stored
 
     async def _follow(self, job_id: str) -> Job | None:
         async with self.lock:
@@ -249,34 +255,42 @@ class LegacySession(Session):
             return job
 
     async def _room_to_follow(self, msg: dict[str, Any]) -> bool:
-        return await self.room_for(msg.get("job_id") in self.sub.jobs)
+        asked = msg.get("job_id")
+        followed = isinstance(asked, str) and self.followed_id(asked) is not None
+        return await self.room_for(followed)
 
     async def on_request_job_status(self, msg: dict[str, Any]) -> None:
-        if not await self._room_to_follow(msg) or await self._visible(msg) is None:
+        if not await self._room_to_follow(msg):
             return
-        job = await self._follow(str(msg["job_id"]))
+        job_id = await self._visible(msg)
+        if job_id is None:
+            return
+        job = await self._follow(job_id)
         if job is not None:
             await self.send(job_status_message(job))
 
     async def on_subscribe_job(self, msg: dict[str, Any]) -> None:
-        if not await self._room_to_follow(msg) or await self._visible(msg) is None:
+        if not await self._room_to_follow(msg):
             return
-        await self._follow(str(msg["job_id"]))
-        await self.send({"type": "subscription_confirmed", "job_id": msg["job_id"]})
+        job_id = await self._visible(msg)
+        if job_id is None:
+            return
+        await self._follow(job_id)
+        await self.send({"type": "subscription_confirmed", "job_id": job_id})
 
     async def on_cancel_job(self, msg: dict[str, Any]) -> None:
-        job = await self._visible(msg)
-        if job is None:
+        job_id = await self._visible(msg)
+        if job_id is None:
             return
         reason = str(msg.get("reason") or "Manually cancelled")[:1000]
-        result = await self.hub.broker.cancel(job.id, reason)
+        result = await self.hub.broker.cancel(job_id, reason)
         if result.outcome != "cancelled":
-            await self.fail(f"Job {job.id} is {result.was or 'gone'} and cannot be cancelled")
+            await self.fail(f"Job {job_id} is {result.was or 'gone'} and cannot be cancelled")
             return
         await self.send(
             {
                 "type": "response_job_status",
-                "job_id": job.id,
+                "job_id": job_id,
                 "status": "cancelled",
                 "message": reason,
             }
@@ -286,17 +300,19 @@ class LegacySession(Session):
         if not self.principal.operator:
             await self.fail("force_retry_job needs the operator token")
             return
-        job = await self._visible(msg)
-        if job is None:
+        job_id = await self._visible(msg)
+        if job_id is None:
             return
-        outcome = await self.hub.broker.retry(job.id)
+        outcome = await self.hub.broker.retry(job_id)
         if outcome != "ok":
-            await self.fail(f"Job {job.id} is {job.status}; only failed jobs can be retried")
+            job = await self.hub.broker.get(job_id)
+            status = job.status if job is not None else "gone"
+            await self.fail(f"Job {job_id} is {status}; only failed jobs can be retried")
             return
         await self.send(
             {
                 "type": "response_job_status",
-                "job_id": job.id,
+                "job_id": job_id,
                 "status": "pending",
                 "message": "retry requested",
             }

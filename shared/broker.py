@@ -191,6 +191,17 @@ class Broker:
             return None
         return JobOwner(text(customer) or None, text(worker) or None)
 
+    async def owners(self, job_ids: Sequence[str]) -> list[JobOwner | None]:
+        """`owner` of several jobs in one round trip, in the order asked."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(self.keys.job(job_id), ["id", "customer_id", "worker_id"])
+            rows = await pipe.execute()
+        return [
+            None if found is None else JobOwner(text(customer) or None, text(worker) or None)
+            for found, customer, worker in rows
+        ]
+
     async def lease_count(self, worker_id: str) -> int:
         """How many jobs the worker holds right now."""
         return int(await self.redis.hlen(self.keys.leases(worker_id)))

@@ -29,12 +29,19 @@ SERVICE_PATTERN: Final = whole(r"[a-z0-9][a-z0-9_.-]{0,63}")
 # Names that are compared as written: model files, regions, compliance tags, quality levels.
 NAME_PATTERN: Final = whole(r"[\x21-\x7e]([\x20-\x7e]{0,126}[\x21-\x7e])?")
 
+# A customer-bound client's chosen id X is stored as `{customer}~{X}` (shared.job.scoped_job_id):
+# `~` is in no id a client may send, so nobody else can write into a customer's space.
+SCOPE_SEPARATOR: Final = "~"
+# Ids as stored: a client's id, a generated one, or a scoped one (customer + '~' + chosen).
+STORED_ID_PATTERN: Final = whole(r"[A-Za-z0-9][A-Za-z0-9._:@~-]{0,256}")
+
 MAX_LIST: Final = 64
 MAX_JSON_DEPTH: Final = 32
 
 JobId = Annotated[
     str, msgspec.Meta(pattern=ID_PATTERN, description="1-128 chars of A-Z a-z 0-9 . _ : @ -")
 ]
+StoredJobId = Annotated[str, msgspec.Meta(pattern=STORED_ID_PATTERN)]
 CustomerId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 WorkerId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 ServiceType = Annotated[

@@ -91,7 +91,8 @@ async def frames_until(
 
 
 def mentions(frame: dict[str, Any], job_id: str) -> bool:
-    return job_id in orjson.dumps(frame).decode()
+    """Whether any string in the frame is `job_id` (a customer's own `acme~{id}` is not)."""
+    return orjson.dumps(job_id).decode() in orjson.dumps(frame).decode()
 
 
 async def own_progress(broker: Broker, job_id: str) -> None:
@@ -137,14 +138,18 @@ async def test_hammering_legacy_submit_with_a_foreign_id_receives_none_of_its_ev
         resubmit = {"type": "submit_job", "job_type": "comfyui", "message_id": foreign}
         await hammer_until(ws, resubmit, worker)
 
-        own = {"type": "submit_job", "job_type": "comfyui", "message_id": "acme-own-1"}
+        # acme's ids are its own (`acme~...`): the resubmissions above made acme a job of
+        # its own under the foreign id, so this one outranks it to be claimed first.
+        own_id = "acme~acme-own-1"
+        own = {"type": "submit_job", "job_type": "comfyui", "message_id": "acme-own-1",
+               "priority": 100}  # fmt: skip
         await ws.send(orjson.dumps(own).decode())
         frames = await frames_until(
-            ws, lambda f: f.get("type") == "job_accepted" and f["job_id"] == "acme-own-1"
+            ws, lambda f: f.get("type") == "job_accepted" and f["job_id"] == own_id
         )
-        await own_progress(broker, "acme-own-1")
+        await own_progress(broker, own_id)
         frames += await frames_until(
-            ws, lambda f: f.get("type") == "update_job_progress" and f["job_id"] == "acme-own-1"
+            ws, lambda f: f.get("type") == "update_job_progress" and f["job_id"] == own_id
         )
 
     relayed = {"update_job_progress", "complete_job", "fail_job", "response_job_status"}
