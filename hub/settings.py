@@ -111,6 +111,29 @@ def _pairs(name: str, *, doc: str) -> Setting[Mapping[str, str]]:
     return Setting(name, MappingProxyType({}), doc, parse)
 
 
+_ORIGIN_RE = re.compile(
+    r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+)
+
+
+def _origins(name: str, *, doc: str) -> Setting[tuple[str, ...]]:
+    """Comma-separated origins, `scheme://host[:port]` with no path: each becomes a source
+    of the dashboard's Content-Security-Policy, where anything more could widen it."""
+
+    def parse(name: str, value: str) -> tuple[str, ...]:
+        out = []
+        for item in _split(value):
+            origin = item.rstrip("/")
+            if not _ORIGIN_RE.fullmatch(origin):
+                raise ConfigError(
+                    name, f"expected origins such as https://outputs.example.com, got {item!r}"
+                )
+            out.append(origin.lower())
+        return tuple(out)
+
+    return Setting(name, (), doc, parse)
+
+
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -246,6 +269,14 @@ class HubSettings:
             lo=1,
             hi=1_000_000,
             doc="Open connections per port (HTTP and WebSocket); more are answered 503",
+        )
+    )
+    dashboard_image_origins: tuple[str, ...] = HTTP.field(
+        _origins(
+            "HUB_DASHBOARD_IMAGE_ORIGINS",
+            doc="Origins of the output store (e.g. https://outputs.example.com), comma-"
+            "separated, whose images the dashboard shows inline besides the hub's own; "
+            "empty: none",
         )
     )
     max_subscriptions: int = HTTP.field(
