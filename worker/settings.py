@@ -154,11 +154,12 @@ class WorkerSettings:
             doc="Customers refused under CUSTOMER_ISOLATION=loose, comma-separated",
         )
     )
-    auth_token: str | None = RUNNING.field(
+    operator_token: str | None = RUNNING.field(
         optional_text(
-            "HUB_AUTH_TOKEN",
-            doc="Token the worker dashboard requires for actions (cancel, pause); empty: actions "
-            "disabled",
+            "HUB_OPERATOR_TOKEN",
+            doc="The operator's token: the worker dashboard requires it to show job and "
+            "customer ids and to cancel, pause or resume (a client token no longer does); "
+            "empty: ids hidden, actions disabled",
             secret=True,
         )
     )
@@ -178,6 +179,33 @@ class WorkerSettings:
             "WORKER_DASHBOARD_HOST",
             "127.0.0.1",
             doc="Dashboard address; 0.0.0.0 to reach it from other machines",
+        )
+    )
+    dashboard_hosts: tuple[str, ...] = RUNNING.field(
+        items(
+            "WORKER_DASHBOARD_HOSTS",
+            doc="Host names the dashboard answers to (the Host header), comma-separated; empty: "
+            "localhost, 127.0.0.1, ::1 and WORKER_DASHBOARD_HOST. Others get 421, so a page "
+            "on another site cannot read it through DNS rebinding",
+        )
+    )
+    dashboard_max_connections: int = RUNNING.field(
+        integer(
+            "WORKER_DASHBOARD_MAX_CONNECTIONS",
+            32,
+            lo=1,
+            hi=10_000,
+            doc="Open connections the dashboard accepts; more are answered 503 and closed",
+        )
+    )
+    dashboard_header_timeout: float = RUNNING.field(
+        number(
+            "WORKER_DASHBOARD_HEADER_TIMEOUT_SECONDS",
+            10.0,
+            lo=0.1,
+            hi=3600,
+            doc="Seconds a dashboard client has to send a request head; idle and slow "
+            "connections are closed after it",
         )
     )
     shutdown_grace: float = RUNNING.field(
