@@ -6,8 +6,8 @@ keeps them on `app.state.hub`. Nothing about jobs or workers is held in memory: 
 of hubs can serve one Redis, and a restart loses nothing.
 
 Middleware, outermost first: request id + access log, CORS (only when origins are
-configured), then authentication. All three are pure ASGI, so streaming responses and
-WebSockets pass through untouched.
+configured), authentication, then per-token rate limits (hub/rate_limit.py). All are pure
+ASGI, so streaming responses and WebSockets pass through untouched.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from hub.events import EventHub
 from hub.http_helpers import EXCEPTION_HANDLERS
 from hub.maintenance import Maintenance
 from hub.metrics import HubMetrics
+from hub.rate_limit import RateLimitMiddleware
 from hub.request_log import RequestContextMiddleware, silence_frame_traces
 from hub.settings import HubSettings
 from shared.broker import Broker
@@ -113,6 +114,13 @@ def create_app(
             )
         )
     middleware.append(Middleware(AuthMiddleware, authenticator=authenticator))
+    middleware.append(
+        Middleware(
+            RateLimitMiddleware,
+            rate=settings.rate_limit_per_second,
+            burst=settings.rate_limit_burst,
+        )
+    )
     return Starlette(
         routes=[
             *routes_jobs.routes,

@@ -18,8 +18,9 @@ read `request.auth` / `websocket.auth` and only decide what the role may do.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import parse_qsl
 
@@ -48,6 +49,8 @@ class Principal:
     role: Role
     customer_id: str | None = None
     max_priority: int | None = None
+    # The token's rate-limit bucket: its sha256, so the token itself never reaches Redis.
+    bucket: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def operator(self) -> bool:
@@ -68,7 +71,10 @@ class Authenticator:
         self.enabled = settings.auth_enabled
         self._operators = [t.encode() for t in settings.operator_tokens]
         self._clients = [
-            (t.token.encode(), Principal("client", t.customer_id, t.max_priority))
+            (
+                t.token.encode(),
+                Principal("client", t.customer_id, t.max_priority, token_bucket(t.token)),
+            )
             for t in settings.client_tokens
         ]
 
@@ -87,6 +93,10 @@ class Authenticator:
             if hmac.compare_digest(presented, candidate) and found is None:
                 found = principal
         return found
+
+
+def token_bucket(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def bearer_token(scope: Scope) -> str | None:

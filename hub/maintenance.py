@@ -1,4 +1,5 @@
-"""The maintenance loop: reaping, retention and priority aging, on an interval.
+"""The maintenance loop: reaping, expiry of jobs no worker takes, retention and priority
+aging, on an interval.
 
 Every hub runs it; that is safe because each step is idempotent. `reap` and `cleanup` are
 single Lua scripts (a second hub running them a moment later finds nothing left to do), and
@@ -68,6 +69,8 @@ class Maintenance:
     async def tick(self, *, force: bool = False) -> dict[str, Any]:
         """One pass: reap always; retention and aging when their interval is due."""
         report: dict[str, Any] = {"reaped": await self.reap()}
+        if self.settings.max_pending_seconds > 0:
+            report["expired"] = await self.expire_unclaimed()
         now = time.monotonic()
         if force or now >= self._next_cleanup:
             report["cleanup"] = await self.broker.cleanup()
@@ -96,6 +99,19 @@ class Maintenance:
             if full < REAP_LIMIT:
                 break
         return totals
+
+    async def expire_unclaimed(self) -> int:
+        """Fail the jobs no worker claimed within HUB_MAX_PENDING_SECONDS (expire_unclaimed.lua:
+        idempotent, so every hub may run it)."""
+        expired = 0
+        for _ in range(MAX_REAP_ROUNDS):
+            ids = await self.broker.expire_unclaimed(self.settings.max_pending_seconds, REAP_LIMIT)
+            for job_id in ids:
+                log.warning("job failed: no worker took it", extra={"job_id": job_id})
+            expired += len(ids)
+            if len(ids) < REAP_LIMIT:
+                break
+        return expired
 
     async def age(self) -> int:
         """Re-score up to `aging_batch` pending jobs whose effective priority changed."""

@@ -310,6 +310,26 @@ class HubSettings:
             doc="Operator tokens (workers, stats, metrics, dashboard), comma-separated",
         ).map(lambda tokens: tuple(t.token for t in tokens))
     )
+    rate_limit_per_second: float = AUTH.field(
+        number(
+            "HUB_RATE_LIMIT_PER_SECOND",
+            0.0,
+            lo=0,
+            hi=1_000_000,
+            doc="Requests per second each client token may make, over all hubs (a token "
+            "bucket in Redis); past it 429 with Retry-After. 0: no limit. Operators are exempt",
+        )
+    )
+    rate_limit_burst: int = AUTH.field(
+        integer(
+            "HUB_RATE_LIMIT_BURST",
+            100,
+            lo=1,
+            hi=1_000_000,
+            doc="Requests a client token may make at once before HUB_RATE_LIMIT_PER_SECOND "
+            "paces it",
+        )
+    )
     # HUB_AUTH_TOKEN and WS_AUTH_TOKEN together.
     client_tokens: tuple[ClientToken, ...] = field(default=(), repr=False)
     default_priority: int = PRIORITY.field(
@@ -347,6 +367,17 @@ class HubSettings:
             lo=0.1,
             hi=86400,
             doc="How often expired jobs and results are removed",
+        )
+    )
+    max_pending_seconds: float = MAINTENANCE.field(
+        number(
+            "HUB_MAX_PENDING_SECONDS",
+            0.0,
+            lo=0,
+            hi=365 * 86400,
+            doc='A job no worker has claimed this long after submission fails with "no worker '
+            'took it" (its service or requirements are offered by no worker). 0: jobs wait '
+            "forever",
         )
     )
     max_wait_seconds: float = MAINTENANCE.field(

@@ -419,6 +419,18 @@ class Broker:
         counts = await self._scripts.call("cleanup")
         return dict(zip(("completed", "failed", "cancelled"), map(int, counts), strict=True))
 
+    async def expire_unclaimed(self, max_age: float, limit: int = 500) -> list[str]:
+        """Fail pending jobs no worker has claimed within `max_age` seconds of submission
+        ("no worker took it"); returns their ids. Idempotent across hubs."""
+        expired = await self._scripts.call("expire_unclaimed", int(max_age * 1000), limit)
+        return [text(x) or "" for x in expired]
+
+    async def take_request(self, bucket: str, rate: float, burst: int) -> int:
+        """Take one request from the token bucket `bucket` (shared by every hub); returns 0
+        when the request may go ahead, else how many ms until it could."""
+        allowed, wait_ms = await self._scripts.call("rate_limit", bucket, repr(rate), burst, 1)
+        return 0 if int(allowed) == 1 else max(1, int(wait_ms))
+
     async def reprioritize(self, priorities: Mapping[str, int]) -> int:
         """Set the effective priority of pending jobs (job id -> 0..1000); returns how many
         were still pending. FIFO order among equal priorities is kept."""

@@ -42,6 +42,8 @@ SCRIPT_NAMES: Final = (
     "worker_state",
     "match",
     "reprioritize",
+    "expire_unclaimed",
+    "rate_limit",
 )
 
 

@@ -38,6 +38,7 @@ local function submit_job(job_id, idem, class_id, priority, first, last, now)
   local svc, customer = given['service_type'], given['customer_id'] or ''
   redis.call('HSET', job_key, unpack(fields))
   redis.call('ZADD', K.pending, score, job_id)
+  redis.call('ZADD', K.unclaimed, int(now), job_id)  -- until a worker first claims it
   enqueue_in_class(job_id, score, class_id, svc, customer, given['requirements'])
   if idem ~= '' then
     redis.call('SET', K.idempotency(idem), job_id, 'PX', RETENTION_MS)
