@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -37,7 +38,7 @@ from hub.auth import Authenticator, AuthMiddleware
 from hub.context import HubContext
 from hub.events import EventHub
 from hub.http_helpers import EXCEPTION_HANDLERS
-from hub.maintenance import Maintenance
+from hub.maintenance import Maintenance, publish_policy
 from hub.metrics import HubMetrics
 from hub.rate_limit import RateLimitMiddleware
 from hub.request_log import RequestContextMiddleware, silence_frame_traces
@@ -80,6 +81,10 @@ def create_app(
         events = EventHub(broker.reads.event_stream())
         events.add_listener(metrics.observe_event)
         hub = HubContext(settings, broker, events, metrics, authenticator)
+        try:
+            await publish_policy(broker)  # the fleet's job policy comes from the hubs
+        except (RedisError, OSError) as exc:  # maintenance publishes it again on every tick
+            log.warning("could not publish the job policy yet: %s", type(exc).__name__)
         await events.start()
         await hub.gateway.start()
         tasks: list[asyncio.Task[None]] = []

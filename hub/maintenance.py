@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,26 @@ AGING_FIELDS = (
     "status", "priority", "customer_id", "deadline", "created_at", "effective_priority",
     "max_priority",
 )  # fmt: skip
+
+
+async def publish_policy(broker: Broker) -> None:
+    """Publish this hub's job policy (retention, retry backoff, avoid window) for every
+    script to follow (publish_policy.lua), and say so when another hub had published
+    different values: the last to publish wins, so hubs must agree."""
+    me = socket.gethostname()
+    before = await broker.publish_policy(me)
+    if before is None:
+        return
+    theirs = {k: v for k, v in before.items() if k != "by"}
+    if theirs != broker.policy_values() and before.get("by") != me:
+        log.warning(
+            "another hub (%s) had published a different job policy %s; this hub's is %s: "
+            "give every hub the same RESULT_RETENTION_SECONDS, RETRY_BACKOFF_SECONDS, "
+            "RETRY_BACKOFF_MAX_SECONDS and RETRY_AVOID_SECONDS",
+            before.get("by"),
+            theirs,
+            broker.policy_values(),
+        )
 
 
 @dataclass
@@ -68,6 +89,7 @@ class Maintenance:
 
     async def tick(self, *, force: bool = False) -> dict[str, Any]:
         """One pass: reap always; retention and aging when their interval is due."""
+        await publish_policy(self.broker)  # back at once if Redis lost it
         report: dict[str, Any] = {"reaped": await self.reap()}
         if self.settings.max_pending_seconds > 0:
             report["expired"] = await self.expire_unclaimed()

@@ -233,12 +233,20 @@ class Broker:
         return msgspec.json.encode(caps)
 
     async def register_worker(
-        self, worker_id: str, caps: Capabilities, info: Mapping[str, Any] | None = None
+        self,
+        worker_id: str,
+        caps: Capabilities,
+        info: Mapping[str, Any] | None = None,
+        *,
+        lease_timeout: float | None = None,
     ) -> WorkerState:
+        """`lease_timeout`: the worker's own (its LEASE_TIMEOUT_SECONDS, which its heartbeat
+        interval fits in); default this process's. It is recorded with the worker."""
+        lease = self.settings.lease_timeout if lease_timeout is None else lease_timeout
         state = await self._scripts.call(
             "register",
             worker_id,
-            int(self.settings.lease_timeout * 1000),
+            int(lease * 1000),
             self.encode_capabilities(caps),
             orjson.dumps(dict(info or {})),
         )
@@ -251,16 +259,20 @@ class Broker:
         status: str = "idle",
         running: Mapping[str, str] | None = None,
         caps: Capabilities | None = None,
+        registered_lease: bool = False,
     ) -> list[str]:
         """Renew liveness; returns the ids among `running` (job id -> token) that the worker
-        no longer holds and must interrupt."""
+        no longer holds and must interrupt. `registered_lease`: renew by the lease timeout
+        the worker registered with (the gateway's heartbeats, sent for a worker whose
+        LEASE_TIMEOUT_SECONDS is its own), this process's only when it registered none."""
         pairs: list[str] = []
         for job_id, token in (running or {}).items():
             pairs += [job_id, token]
+        lease_ms = int(self.settings.lease_timeout * 1000)
         revoked = await self._scripts.call(
             "heartbeat",
             worker_id,
-            int(self.settings.lease_timeout * 1000),
+            -lease_ms if registered_lease else lease_ms,
             status,
             self.encode_capabilities(caps) if caps is not None else "",
             int(self.settings.orphan_grace * 1000),
@@ -413,6 +425,33 @@ class Broker:
             recovered=[(rec[i], rec[i + 1], rec[i + 2]) for i in range(0, len(rec), 3)],
             timed_out=[(tmo[i], tmo[i + 1]) for i in range(0, len(tmo), 2)],
         )
+
+    async def publish_policy(self, publisher: str) -> dict[str, str] | None:
+        """Publish this process's job policy (retention, retry backoff, avoid window) as the
+        fleet's: every script follows it, whichever worker runs it (hubs call this). Returns
+        what was published before, None when nothing was."""
+        s = self.settings
+        before = await self._scripts.call(
+            "publish_policy",
+            s.retention_ms,
+            int(s.retry_backoff_base * 1000),
+            int(s.retry_backoff_cap * 1000),
+            int(s.avoid_window * 1000),
+            publisher,
+        )
+        names = ("retention_ms", "backoff_ms", "backoff_max_ms", "avoid_ms", "by")
+        found = {n: text(v) for n, v in zip(names, before, strict=True) if v is not None}
+        return {n: v for n, v in found.items() if v is not None} or None
+
+    def policy_values(self) -> dict[str, str]:
+        """The values `publish_policy` writes, as Redis returns them."""
+        s = self.settings
+        return {
+            "retention_ms": str(s.retention_ms),
+            "backoff_ms": str(int(s.retry_backoff_base * 1000)),
+            "backoff_max_ms": str(int(s.retry_backoff_cap * 1000)),
+            "avoid_ms": str(int(s.avoid_window * 1000)),
+        }
 
     async def cleanup(self) -> dict[str, int]:
         """Trim finished-job registries to the retention window."""

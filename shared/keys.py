@@ -14,6 +14,8 @@ jobs:delayed                  ZSET    retries backing off, scored by the ms they
 jobs:active                   ZSET    active job ids, scored by their execution deadline (ms)
 jobs:active:{workerId}        HASH    job id -> lease "token|customer|isolation|claimed_ms"
 jobs:unclaimed                ZSET    pending jobs no worker has claimed yet, by submission ms
+fleet                         HASH    the fleet's job policy as the hubs publish it: retention_ms,
+                                      backoff_ms, backoff_max_ms, avoid_ms, by (publishing hub)
 jobs:{completed,failed,cancelled}
                               ZSET    finished job ids by finish time (failed = dead letter)
 class:{classId}               ZSET    the claimable jobs of one requirement class, by score
@@ -70,6 +72,12 @@ class Keys:
         """Pending jobs no worker has claimed yet, by submission time (the maximum pending
         age, HUB_MAX_PENDING_SECONDS, fails those left too long)."""
         return f"{self.prefix}jobs:unclaimed"
+
+    @property
+    def fleet(self) -> str:
+        """The job policy the hubs publish (publish_policy.lua) and every script follows, so
+        the hub's settings apply whichever worker finishes a job."""
+        return f"{self.prefix}fleet"
 
     def leases(self, worker_id: str) -> str:
         return f"{self.prefix}jobs:active:{worker_id}"

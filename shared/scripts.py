@@ -44,6 +44,7 @@ SCRIPT_NAMES: Final = (
     "reprioritize",
     "expire_unclaimed",
     "rate_limit",
+    "publish_policy",
 )
 
 

@@ -95,10 +95,10 @@ async def test_a_trailing_newline_is_refused_in_every_validated_string(
     not a valid id is replaced by a generated one, as documented); nothing with a newline
     is written, and every request gets its answer."""
     settings = hub_settings(redis_url, BrokerSettings())
-    before = await state(redis)
     if how.startswith(("POST", "GET")):
         method, path = how.split()
         async with hub_client(settings) as api:
+            before = await state(redis)  # once the hub has started (it publishes its policy)
             if method == "GET":
                 response = await api.get(path, params=sent, headers=CLIENT)
             else:
@@ -108,6 +108,7 @@ async def test_a_trailing_newline_is_refused_in_every_validated_string(
         assert await state(redis) == before
         return
     async with running_hub(settings) as hub:
+        before = await state(redis)
         if how == "legacy connect":
             url = f"{hub.ws_url}/ws/client/{sent.replace(chr(10), '%0A')}?token={CLIENT_TOKEN}"
             async with ws_connect(url) as ws:

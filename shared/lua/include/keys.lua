@@ -16,6 +16,7 @@ local K = {
   delayed = P .. 'jobs:delayed',
   active = P .. 'jobs:active',
   unclaimed = P .. 'jobs:unclaimed',
+  fleet = P .. 'fleet',
   classes = P .. 'classes',
   workers = P .. 'workers',
   events = P .. 'events',
