@@ -122,7 +122,7 @@ async def test_the_chosen_id_works_on_every_path_a_bound_client_uses(
     redis_url: str, broker: Broker
 ) -> None:
     """Attack: the scoping must not open a side door, nor break the bound client's own
-    paths. Refused/kept: a legacy `message_id` is scoped the same way (another customer's
+    paths. Refused: a legacy `message_id` is scoped the same way (another customer's
     `message_id` creates a separate job); a bound /ws client subscribes by the id it chose;
     a gateway worker claims, heartbeats and completes scoped jobs."""
     async with running_hub(settings(redis_url)) as hub:

@@ -136,10 +136,11 @@ def lines_run_in_events(action: Any) -> int:
 def test_subscribing_costs_the_same_however_many_subscriptions_the_connection_has(
     kind: str,
 ) -> None:
-    """The attack: one connection subscribes to thousands of customers (8,000 froze a hub
-    for 17.7 s, /health included), each subscribe rebuilding every index entry of the
-    connection. Each subscribe and unsubscribe must cost the same however many the
-    connection already has: doubling the subscriptions at most doubles the work."""
+    """Attack: one connection subscribes to thousands of customers (8,000 froze a hub for
+    17.7 s, /health included), each subscribe rebuilding every index entry of the
+    connection. Refused: each subscribe and unsubscribe costs the same however many the
+    connection already has: doubling the subscriptions at most doubles the work (lines of
+    hub/events.py run, counted)."""
 
     def work(n: int) -> int:
         h = hub()
