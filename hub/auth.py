@@ -9,7 +9,8 @@ read `request.auth` / `websocket.auth` and only decide what the role may do.
 - Tokens are compared with `hmac.compare_digest` against every configured token, so the
   time taken says nothing about how much of a token matched or which one.
 - Roles: `operator` may do everything; `client` submits and reads jobs, and a client token
-  bound to a customer (`token:customer`) sees only that customer's jobs.
+  bound to a customer (`token:customer`) sees only that customer's jobs; one with
+  `:max_priority=N` submits jobs whose effective priority never exceeds N.
 - The legacy sockets (`/ws/client/...`, `/ws/monitor/...`) are let through without a valid
   token: the original protocol accepts the socket and then reports the failure in a
   message, which its clients expect; those endpoints check `websocket.auth` themselves.
@@ -17,8 +18,9 @@ read `request.auth` / `websocket.auth` and only decide what the role may do.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import parse_qsl
 
@@ -41,8 +43,14 @@ GATEWAY_PATHS = frozenset({GATEWAY_PATH})
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """`max_priority`: the ceiling on the effective priority of the jobs this caller
+    submits (a client token's `:max_priority=N`); None for none."""
+
     role: Role
     customer_id: str | None = None
+    max_priority: int | None = None
+    # The token's rate-limit bucket: its sha256, so the token itself never reaches Redis.
+    bucket: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def operator(self) -> bool:
@@ -62,7 +70,13 @@ class Authenticator:
     def __init__(self, settings: HubSettings) -> None:
         self.enabled = settings.auth_enabled
         self._operators = [t.encode() for t in settings.operator_tokens]
-        self._clients = [(t.token.encode(), t.customer_id) for t in settings.client_tokens]
+        self._clients = [
+            (
+                t.token.encode(),
+                Principal("client", t.customer_id, t.max_priority, token_bucket(t.token)),
+            )
+            for t in settings.client_tokens
+        ]
 
     def identify(self, token: str | None) -> Principal | None:
         if not self.enabled:
@@ -75,10 +89,14 @@ class Authenticator:
         for candidate in self._operators:
             if hmac.compare_digest(presented, candidate) and found is None:
                 found = OPEN
-        for candidate, customer in self._clients:
+        for candidate, principal in self._clients:
             if hmac.compare_digest(presented, candidate) and found is None:
-                found = Principal("client", customer)
+                found = principal
         return found
+
+
+def token_bucket(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def bearer_token(scope: Scope) -> str | None:

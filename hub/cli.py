@@ -28,10 +28,10 @@ import uvicorn
 from hub.app import create_app
 from hub.request_log import configure_logging
 from hub.settings import HubSettings
-from hub.transport import TransportLimits, guarded_protocol
 from shared import __version__
 from shared.config import ConfigError, load_environment, read_env_file
 from shared.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from shared.http_guard import TransportLimits, guarded_protocol
 from shared.redis_settings import RedisSettings
 
 log = logging.getLogger("hub.cli")

@@ -4,7 +4,9 @@ The pages carry no data and no secrets, so they are public; the browser script a
 operator token once, keeps it in sessionStorage, and uses it for `/dashboard/data`, the REST
 actions and the `/ws` live feed. Everything the page shows arrives as JSON and is inserted
 as text (never as HTML), and a strict Content-Security-Policy allows only same-origin
-scripts, so a job payload cannot script the operator's browser. No CDN: it works offline.
+scripts, so a job payload cannot script the operator's browser; images load only from the hub
+and the configured output store (HUB_DASHBOARD_IMAGE_ORIGINS), so a result cannot make the
+browser call a tracker. No CDN: it works offline.
 """
 
 from __future__ import annotations
@@ -26,22 +28,39 @@ from hub.stats import compute_stats
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: "
-    "http: https:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'"
-)
-HTML_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-                "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}  # fmt: skip
 RECENT = 25
 
 
+def csp(image_origins: tuple[str, ...]) -> str:
+    """The pages' policy. Images only from the hub itself, inline data, and the configured
+    output store (HUB_DASHBOARD_IMAGE_ORIGINS): a result naming an image anywhere else must
+    not make the operator's browser fetch it (a tracker learns when and from where an
+    operator looked). dashboard.js applies the same list before it adds an image."""
+    img_src = " ".join(("'self'", "data:", "blob:", *image_origins))
+    return (
+        f"default-src 'self'; script-src 'self'; style-src 'self'; img-src {img_src}; "
+        "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'"
+    )
+
+
+def _page(request: Request, template: str, context: dict[str, Any]) -> Response:
+    origins = hub_of(request).settings.dashboard_image_origins
+    headers = {
+        "Content-Security-Policy": csp(origins),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
+    context = {**context, "image_origins": " ".join(origins)}
+    return templates.TemplateResponse(request, template, context, headers=headers)
+
+
 async def index(request: Request) -> Response:
-    return templates.TemplateResponse(request, "index.html", {}, headers=HTML_HEADERS)
+    return _page(request, "index.html", {})
 
 
 async def job_page(request: Request) -> Response:
-    job_id = request.path_params["job_id"]
-    return templates.TemplateResponse(request, "job.html", {"job_id": job_id}, headers=HTML_HEADERS)
+    return _page(request, "job.html", {"job_id": request.path_params["job_id"]})
 
 
 async def favicon(request: Request) -> Response:

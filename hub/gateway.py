@@ -202,12 +202,19 @@ class GatewaySession:
             info = {**args.info, "gateway": True, "gateway_hub": socket.gethostname()}
             if len(orjson.dumps(info)) > MAX_INFO_BYTES:
                 raise InvalidInput("args.info", f"over {MAX_INFO_BYTES} bytes")
-            return await broker.register_worker(me, self.grant.cap(args.caps), info)
+            # The worker's lease timeout is its own (its heartbeat interval fits in it); an
+            # older worker that does not say gets this hub's.
+            lease = _declared_lease(args.info)
+            return await broker.register_worker(
+                me, self.grant.cap(args.caps), info, lease_timeout=lease
+            )
         if isinstance(args, HeartbeatArgs):
             if args.status not in STATUSES:
                 raise InvalidInput("args.status", f"one of {', '.join(sorted(STATUSES))}")
             caps = self.grant.cap(args.caps) if args.caps is not None else None
-            return await broker.heartbeat(me, status=args.status, running=args.running, caps=caps)
+            return await broker.heartbeat(
+                me, status=args.status, running=args.running, caps=caps, registered_lease=True
+            )
         if isinstance(args, StateArgs):
             return await broker.set_worker_state(me, args.state)
         if isinstance(args, ClaimArgs):
@@ -263,6 +270,17 @@ class GatewaySession:
             return await asyncio.wait_for(waiter.wait_for_work(services, timeout), timeout + 5)
         except TimeoutError:
             return None
+
+
+def _declared_lease(info: dict[str, Any]) -> float | None:
+    """The lease timeout a gateway worker registers with (`info.lease_timeout_seconds`, its
+    LEASE_TIMEOUT_SECONDS), within the setting's bounds; None when it gives none. A long
+    lease gives an untrusted worker nothing new: the job's execution timeout still bounds
+    how long it holds a job."""
+    value = info.get("lease_timeout_seconds")
+    if isinstance(value, int | float) and not isinstance(value, bool) and 1 <= value <= 3600:
+        return float(value)
+    return None
 
 
 def _error(request_id: int | None, kind: ErrorKind, message: str) -> dict[str, Any]:

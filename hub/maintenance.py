@@ -1,4 +1,5 @@
-"""The maintenance loop: reaping, retention and priority aging, on an interval.
+"""The maintenance loop: reaping, expiry of jobs no worker takes, retention and priority
+aging, on an interval.
 
 Every hub runs it; that is safe because each step is idempotent. `reap` and `cleanup` are
 single Lua scripts (a second hub running them a moment later finds nothing left to do), and
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +31,30 @@ log = logging.getLogger("hub.maintenance")
 REAP_LIMIT = 500
 MAX_REAP_ROUNDS = 20
 AGING_CHUNK = 500
-AGING_FIELDS = ("status", "priority", "customer_id", "deadline", "created_at", "effective_priority")
+AGING_FIELDS = (
+    "status", "priority", "customer_id", "deadline", "created_at", "effective_priority",
+    "max_priority",
+)  # fmt: skip
+
+
+async def publish_policy(broker: Broker) -> None:
+    """Publish this hub's job policy (retention, retry backoff, avoid window) for every
+    script to follow (publish_policy.lua), and say so when another hub had published
+    different values: the last to publish wins, so hubs must agree."""
+    me = socket.gethostname()
+    before = await broker.publish_policy(me)
+    if before is None:
+        return
+    theirs = {k: v for k, v in before.items() if k != "by"}
+    if theirs != broker.policy_values() and before.get("by") != me:
+        log.warning(
+            "another hub (%s) had published a different job policy %s; this hub's is %s: "
+            "give every hub the same RESULT_RETENTION_SECONDS, RETRY_BACKOFF_SECONDS, "
+            "RETRY_BACKOFF_MAX_SECONDS and RETRY_AVOID_SECONDS",
+            before.get("by"),
+            theirs,
+            broker.policy_values(),
+        )
 
 
 @dataclass
@@ -64,7 +89,10 @@ class Maintenance:
 
     async def tick(self, *, force: bool = False) -> dict[str, Any]:
         """One pass: reap always; retention and aging when their interval is due."""
+        await publish_policy(self.broker)  # back at once if Redis lost it
         report: dict[str, Any] = {"reaped": await self.reap()}
+        if self.settings.max_pending_seconds > 0:
+            report["expired"] = await self.expire_unclaimed()
         now = time.monotonic()
         if force or now >= self._next_cleanup:
             report["cleanup"] = await self.broker.cleanup()
@@ -94,6 +122,19 @@ class Maintenance:
                 break
         return totals
 
+    async def expire_unclaimed(self) -> int:
+        """Fail the jobs no worker claimed within HUB_MAX_PENDING_SECONDS (expire_unclaimed.lua:
+        idempotent, so every hub may run it)."""
+        expired = 0
+        for _ in range(MAX_REAP_ROUNDS):
+            ids = await self.broker.expire_unclaimed(self.settings.max_pending_seconds, REAP_LIMIT)
+            for job_id in ids:
+                log.warning("job failed: no worker took it", extra={"job_id": job_id})
+            expired += len(ids)
+            if len(ids) < REAP_LIMIT:
+                break
+        return expired
+
     async def age(self) -> int:
         """Re-score up to `aging_batch` pending jobs whose effective priority changed."""
         jobs = self.broker.reads.jobs
@@ -121,7 +162,7 @@ class Maintenance:
         return changed
 
     def _rescore(self, row: list[str | None], now_ms: int) -> int | None:
-        status, priority, customer, deadline, created, current = row
+        status, priority, customer, deadline, created, current, ceiling = row
         if status != "pending" or priority is None or created is None:
             return None
         value = self.policy.effective(
@@ -130,5 +171,6 @@ class Maintenance:
             deadline_ms=int(deadline) if deadline else None,
             created_ms=int(created),
             now_ms=now_ms,
+            ceiling=int(ceiling) if ceiling else None,
         )
         return None if current is not None and int(current) == value else value

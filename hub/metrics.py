@@ -13,6 +13,7 @@ Submissions through this hub's API are this hub's own counter.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 from prometheus_client import (
@@ -26,6 +27,7 @@ from prometheus_client import (
 
 from hub.events import Event
 
+OTHER = "other"  # the service label of pending jobs no live worker offers
 SECONDS_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
@@ -92,11 +94,18 @@ class HubMetrics:
             if isinstance(wait_ms, int | float):
                 self.wait.observe(max(0.0, wait_ms / 1000))
 
-    def refresh(self, stats: dict[str, Any]) -> None:
-        """Update the gauges from a /stats document."""
+    def refresh(self, stats: dict[str, Any], offered: Collection[str]) -> None:
+        """Update the gauges from a /stats document. `offered`: the services some live
+        worker offers. Service names come from clients, so only those offered become
+        labels; every other pending job counts under `other` (each client-chosen name used
+        to become a label, and a series, of its own)."""
         self.queue_depth.clear()
+        depth: dict[str, int] = {}
         for service, entry in stats["pending"]["by_service"].items():
-            self.queue_depth.labels(service).set(entry["total"])
+            label = service if service in offered else OTHER
+            depth[label] = depth.get(label, 0) + int(entry["total"])
+        for label, total in depth.items():
+            self.queue_depth.labels(label).set(total)
         for status, count in stats["jobs"].items():
             self.jobs.labels(status).set(count)
         self.workers.clear()

@@ -131,6 +131,7 @@ _ERRORS = {
     "404": "Not found",
     "409": "Conflict with the job's state",
     "413": "Body over the size limit",
+    "429": "The token's rate limit (HUB_RATE_LIMIT_PER_SECOND): retry after Retry-After seconds",
 }
 
 

@@ -12,12 +12,19 @@ The client's `priority` (0..100) is only the starting point. The hub adds
     aging      = min(HUB_AGING_MAX_POINTS,
                      floor(minutes waited * HUB_AGING_POINTS_PER_MINUTE))
 
+    and, when the submitting client token carries `max_priority=N`, never more than N.
+
 Why each term exists: tiers let paying customers go first without letting them pick
 priorities outside the public 0..100 range; urgency moves a job forward as its deadline
 approaches, so a low-priority job with a deadline still meets it when the fleet has room;
 aging guarantees that no pending job starves behind a steady stream of higher-priority
 work (after HUB_AGING_MAX_POINTS / HUB_AGING_POINTS_PER_MINUTE minutes a priority-0 job
 competes with a fresh priority-HUB_AGING_MAX_POINTS one).
+
+Urgency is a service clients may use: a deadline moves a job forward as it approaches. It
+cannot be bought outright: a deadline already past at submission is refused (a past
+deadline would earn the full bonus at once), and the token ceiling, stamped on the job as
+`max_priority`, bounds everything the formula adds, at submission and at every re-scoring.
 
 Submission computes the formula once (waited = 0); the maintenance loop recomputes it for
 waiting jobs and calls `Broker.reprioritize` for those whose value changed. The function is
@@ -31,7 +38,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.job import MAX_EFFECTIVE_PRIORITY
+from shared.errors import InvalidInput
+from shared.job import MAX_EFFECTIVE_PRIORITY, JobRequest
 from shared.setting import integer, number
 from shared.setting_section import Section
 
@@ -113,18 +121,34 @@ class PriorityPolicy:
         deadline_ms: int | None,
         created_ms: int,
         now_ms: int,
+        ceiling: int | None = None,
     ) -> int:
-        """The effective priority, clamped to the queue's 0..1000 range."""
+        """The effective priority, clamped to the queue's 0..1000 range and to `ceiling`
+        (the submitting token's max_priority) when there is one."""
         value = (
             requested
             + self.bonus(customer_id)
             + self.urgency(deadline_ms, now_ms)
             + self.aging(created_ms, now_ms)
         )
-        return max(0, min(MAX_EFFECTIVE_PRIORITY, value))
+        top = MAX_EFFECTIVE_PRIORITY if ceiling is None else min(ceiling, MAX_EFFECTIVE_PRIORITY)
+        return max(0, min(top, value))
 
     @property
     def time_dependent(self) -> bool:
         """Whether waiting jobs need re-scoring at all (aging or urgency switched on)."""
         aging_on = self.aging_points_per_minute > 0 and self.aging_max_points > 0
         return aging_on or self.urgency_max_points > 0
+
+
+def deadline_ms(req: JobRequest) -> int | None:
+    return int(req.deadline.timestamp() * 1000) if req.deadline is not None else None
+
+
+def refuse_past_deadline(req: JobRequest, now_ms: int, field: str = "") -> None:
+    """A deadline must lie ahead at submission: one already past would earn the whole
+    urgency bonus at once, a free +HUB_URGENCY_MAX_POINTS for any client. `field` prefixes
+    the field name (`jobs[3].` in a batch)."""
+    deadline = deadline_ms(req)
+    if deadline is not None and deadline <= now_ms:
+        raise InvalidInput(f"{field}deadline", "is in the past: give a time still ahead")

@@ -54,7 +54,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     silence_frame_traces()
 
 
-_REQUEST_ID_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 access_log = logging.getLogger("hub.access")
 
 
@@ -76,7 +76,7 @@ class RequestContextMiddleware:
             if name == b"x-request-id":
                 rid = value.decode("latin-1")
                 break
-        if not _REQUEST_ID_RE.match(rid):
+        if not _REQUEST_ID_RE.fullmatch(rid):
             rid = uuid.uuid4().hex[:16]
         rid_token = request_id_var.set(rid)
         job_token = job_id_var.set(None)

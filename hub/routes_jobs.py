@@ -22,12 +22,14 @@ from hub.errors import ApiError, not_found
 from hub.events import follow_job
 from hub.fleet import why_waiting
 from hub.http_helpers import decode_model, json_response, read_body
+from hub.job_access import visible_id
+from hub.priority import deadline_ms, refuse_past_deadline
 from hub.queries import STATUSES, JobFilter, created_view, list_jobs, summary_with_position
 from hub.request_models import BatchRequest, CancelRequest
 from hub.sse import job_events
 from shared.broker import Submitted
 from shared.errors import InvalidInput
-from shared.job import Job, JobRequest
+from shared.job import Job, JobRequest, scoped_job_id
 from shared.logs import job_id_var
 from shared.validation import CustomerId, ServiceType, check_document
 
@@ -47,7 +49,8 @@ def _decode(body: bytes, model: type[T]) -> T:
 
 
 def _prepare(hub: HubContext, principal: Principal, req: JobRequest, field: str) -> JobRequest:
-    """Apply the caller's customer binding and the hub's default priority."""
+    """Apply the caller's customer binding (its customer, its space of ids) and the hub's
+    default priority."""
     changes: dict[str, Any] = {}
     if principal.customer_id is not None:
         if req.customer_id not in (None, principal.customer_id):
@@ -55,6 +58,8 @@ def _prepare(hub: HubContext, principal: Principal, req: JobRequest, field: str)
                 403, f"{field}customer_id", "this token may only submit for its customer"
             )
         changes["customer_id"] = principal.customer_id
+        if req.id is not None:  # the customer's own space of ids (hub/job_access.py)
+            changes["id"] = scoped_job_id(principal.customer_id, req.id)
     if req.priority is None:
         changes["priority"] = hub.settings.default_priority
     prepared = msgspec.structs.replace(req, **changes) if changes else req
@@ -65,14 +70,14 @@ def _prepare(hub: HubContext, principal: Principal, req: JobRequest, field: str)
     return prepared
 
 
-def _effective(hub: HubContext, req: JobRequest, now_ms: int) -> int:
-    deadline = int(req.deadline.timestamp() * 1000) if req.deadline is not None else None
+def _effective(hub: HubContext, principal: Principal, req: JobRequest, now_ms: int) -> int:
     return hub.settings.priority.effective(
         req.priority if req.priority is not None else hub.settings.default_priority,
         req.customer_id,
-        deadline_ms=deadline,
+        deadline_ms=deadline_ms(req),
         created_ms=now_ms,
         now_ms=now_ms,
+        ceiling=principal.max_priority,
     )
 
 
@@ -94,9 +99,16 @@ async def submit_job(request: Request) -> Response:
             request, hub.settings.max_request_bytes, hub.settings.body_timeout_seconds
         )
         req = _prepare(hub, principal, _decode(body, JobRequest), "")
+        now_ms = int(time.time() * 1000)
+        refuse_past_deadline(req, now_ms)
         idem = _idempotency_key(request, req)
-        effective = _effective(hub, req, int(time.time() * 1000))
-        submitted = await hub.broker.submit(req, effective_priority=effective, idempotency_key=idem)
+        effective = _effective(hub, principal, req, now_ms)
+        submitted = await hub.broker.submit(
+            req,
+            effective_priority=effective,
+            idempotency_key=idem,
+            max_priority=principal.max_priority,
+        )
     except (InvalidInput, ApiError):
         hub.metrics.rejected.inc()
         raise
@@ -129,8 +141,12 @@ async def submit_batch(request: Request) -> Response:
         for i, r in enumerate(reqs):  # name the failing job; the broker checks again
             check_document(r.payload, f"jobs[{i}].payload", max_bytes=limit)
         now_ms = int(time.time() * 1000)
+        for i, r in enumerate(reqs):
+            refuse_past_deadline(r, now_ms, f"jobs[{i}].")
         results = await hub.broker.submit_many(
-            reqs, effective_priorities=[_effective(hub, r, now_ms) for r in reqs]
+            reqs,
+            effective_priorities=[_effective(hub, principal, r, now_ms) for r in reqs],
+            max_priority=principal.max_priority,
         )
     except (InvalidInput, ApiError):
         hub.metrics.rejected.inc()
@@ -155,10 +171,19 @@ async def _batch_view(
     return out
 
 
+async def visible_stored_id(hub: HubContext, principal: Principal, job_id: str) -> str:
+    """The stored id of a job the caller may see (hub/job_access.py), else 404."""
+    stored = await visible_id(hub.broker, principal, job_id)
+    job_id_var.set(stored or job_id)  # every log line of this request names the job
+    if stored is None:
+        raise not_found()
+    return stored
+
+
 async def visible_job(hub: HubContext, principal: Principal, job_id: str) -> Job:
-    job_id_var.set(job_id)  # every log line of this request names the job
-    job = await hub.broker.get(job_id)
-    if job is None or not principal.can_see(job.customer_id):
+    """The job, loaded only once the caller is known to be allowed to see it."""
+    job = await hub.broker.get(await visible_stored_id(hub, principal, job_id))
+    if job is None:  # expired between the two reads
         raise not_found()
     return job
 
@@ -196,7 +221,7 @@ async def get_job(request: Request) -> Response:
     wait = _wait_param(request, hub.settings.max_wait_seconds)
     job = await visible_job(hub, principal, job_id)
     if wait > 0 and not job.status.terminal:
-        job = await _long_poll(hub, job_id, wait) or job
+        job = await _long_poll(hub, job.id, wait) or job
     return json_response(await job_view(hub, job))
 
 
@@ -262,13 +287,13 @@ async def cancel_job(request: Request) -> Response:
     principal = principal_of(request)
     job_id = request.path_params["job_id"]
     reason = decode_model(await _optional_body(request, hub), CancelRequest).reason
-    await visible_job(hub, principal, job_id)
-    result = await hub.broker.cancel(job_id, reason)
+    stored = await visible_stored_id(hub, principal, job_id)
+    result = await hub.broker.cancel(stored, reason)
     if result.outcome == "missing":
         raise not_found()
     if result.outcome == "unchanged":
         raise ApiError(409, "status", f"job is {result.was}; only pending or active jobs cancel")
-    job = await visible_job(hub, principal, job_id)
+    job = await visible_job(hub, principal, stored)
     return json_response({"job": await job_view(hub, job), "was": result.was})
 
 

@@ -54,8 +54,9 @@ async def metrics(request: Request) -> Response:
     hub = hub_of(request)
     require_operator(request)
     if hub.metrics.stale:
-        document = await compute_stats(hub.reads, await hub.fleet.get())
-        hub.metrics.refresh(document)
+        workers = await hub.fleet.get()
+        document = await compute_stats(hub.reads, workers)
+        hub.metrics.refresh(document, {s for w in workers for s in w.capabilities.services})
     return Response(hub.metrics.render(), media_type=hub.metrics.content_type)
 
 

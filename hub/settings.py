@@ -18,6 +18,7 @@ from types import MappingProxyType
 
 from hub.priority import AGING_AND_URGENCY, PriorityPolicy
 from shared.config import ConfigError
+from shared.job import MAX_EFFECTIVE_PRIORITY
 from shared.redis_settings import REDIS, RedisSettings
 from shared.setting import (
     Setting,
@@ -36,35 +37,58 @@ from shared.settings import BROKER, MIB, BrokerSettings
 from shared.validation import ID_PATTERN
 
 _ID_RE = re.compile(ID_PATTERN)
-_TOKEN_RE = re.compile(r"^[\x21-\x39\x3b-\x7e]{8,512}$")  # printable ASCII, no ':' or space
+_TOKEN_RE = re.compile(r"[\x21-\x39\x3b-\x7e]{8,512}")  # printable ASCII, no ':' or space
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+MAX_PRIORITY_FIELD = "max_priority="
 
 
 @dataclass(frozen=True, slots=True)
 class ClientToken:
-    """A client credential; `customer_id` binds it to one customer's jobs."""
+    """A client credential; `customer_id` binds it to one customer's jobs; `max_priority`
+    is the highest effective priority its jobs may ever have (None: no ceiling)."""
 
     token: str
     customer_id: str | None = None
+    max_priority: int | None = None
+
+
+def _ceiling(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_EFFECTIVE_PRIORITY:
+        raise ConfigError(name, f"max_priority must be an integer 0-1000, got {text!r}")
+    return value
 
 
 def _tokens(name: str, *, allow_customer: bool, doc: str) -> Setting[tuple[ClientToken, ...]]:
-    """Comma-separated tokens; a client token may be `token:customer_id`."""
+    """Comma-separated tokens; a client token may be `token:customer_id`, and may end in
+    `:max_priority=N` (`token:max_priority=N` when unbound). A token never holds ':' and a
+    customer id never holds '=', so the three parts are unambiguous."""
 
     def parse(name: str, value: str) -> tuple[ClientToken, ...]:
         out: list[ClientToken] = []
         for item in _split(value):
-            token, sep, customer = item.partition(":")
+            token, sep, rest = item.partition(":")
             if sep and not allow_customer:
                 raise ConfigError(name, "an operator token cannot be bound to a customer (no ':')")
-            if not _TOKEN_RE.match(token):
+            if not _TOKEN_RE.fullmatch(token):
                 raise ConfigError(
                     name,
                     "each token must be 8-512 printable ASCII characters without ':' or spaces",
                 )
-            if sep and not _ID_RE.match(customer):
+            customer, ceiling = rest, None
+            head, _, last = rest.rpartition(":")
+            if last.startswith(MAX_PRIORITY_FIELD):
+                customer, ceiling = head, _ceiling(name, last.removeprefix(MAX_PRIORITY_FIELD))
+            if customer and not _ID_RE.fullmatch(customer):
                 raise ConfigError(name, f"invalid customer id after ':' ({ID_PATTERN})")
-            out.append(ClientToken(token, customer or None))
+            if sep and not customer and ceiling is None:
+                raise ConfigError(name, "expected a customer id or max_priority=N after ':'")
+            out.append(ClientToken(token, customer or None, ceiling))
         return tuple(out)
 
     return Setting(name, (), doc, parse, secret=True)
@@ -87,6 +111,29 @@ def _pairs(name: str, *, doc: str) -> Setting[Mapping[str, str]]:
     return Setting(name, MappingProxyType({}), doc, parse)
 
 
+_ORIGIN_RE = re.compile(
+    r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+)
+
+
+def _origins(name: str, *, doc: str) -> Setting[tuple[str, ...]]:
+    """Comma-separated origins, `scheme://host[:port]` with no path: each becomes a source
+    of the dashboard's Content-Security-Policy, where anything more could widen it."""
+
+    def parse(name: str, value: str) -> tuple[str, ...]:
+        out = []
+        for item in _split(value):
+            origin = item.rstrip("/")
+            if not _ORIGIN_RE.fullmatch(origin):
+                raise ConfigError(
+                    name, f"expected origins such as https://outputs.example.com, got {item!r}"
+                )
+            out.append(origin.lower())
+        return tuple(out)
+
+    return Setting(name, (), doc, parse)
+
+
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -103,7 +150,8 @@ HUB_AUTH_TOKEN = AUTH.add(
         "HUB_AUTH_TOKEN",
         allow_customer=True,
         doc="Client tokens, comma-separated, each optionally bound to a customer as "
-        "token:customer_id",
+        "token:customer_id, and optionally capped as token[:customer_id]:max_priority=N "
+        "(the highest effective priority its jobs may reach, 0-1000)",
     )
 )
 WS_AUTH_TOKEN = AUTH.add(
@@ -223,6 +271,24 @@ class HubSettings:
             doc="Open connections per port (HTTP and WebSocket); more are answered 503",
         )
     )
+    dashboard_image_origins: tuple[str, ...] = HTTP.field(
+        _origins(
+            "HUB_DASHBOARD_IMAGE_ORIGINS",
+            doc="Origins of the output store (e.g. https://outputs.example.com), comma-"
+            "separated, whose images the dashboard shows inline besides the hub's own; "
+            "empty: none",
+        )
+    )
+    max_subscriptions: int = HTTP.field(
+        integer(
+            "HUB_MAX_SUBSCRIPTIONS",
+            1000,
+            lo=1,
+            hi=1_000_000,
+            doc="Jobs and customers one WebSocket connection may follow at once; past it, "
+            "a subscribe gets an error frame",
+        )
+    )
     access_log: bool = HTTP.field(flag("HUB_ACCESS_LOG", True, doc="Log one line per HTTP request"))
     log_level: str = HTTP.field(
         choice("LOG_LEVEL", "info", LOG_LEVELS, doc="debug, info, warning, error or critical").map(
@@ -243,6 +309,26 @@ class HubSettings:
             allow_customer=False,
             doc="Operator tokens (workers, stats, metrics, dashboard), comma-separated",
         ).map(lambda tokens: tuple(t.token for t in tokens))
+    )
+    rate_limit_per_second: float = AUTH.field(
+        number(
+            "HUB_RATE_LIMIT_PER_SECOND",
+            0.0,
+            lo=0,
+            hi=1_000_000,
+            doc="Requests per second each client token may make, over all hubs (a token "
+            "bucket in Redis); past it 429 with Retry-After. 0: no limit. Operators are exempt",
+        )
+    )
+    rate_limit_burst: int = AUTH.field(
+        integer(
+            "HUB_RATE_LIMIT_BURST",
+            100,
+            lo=1,
+            hi=1_000_000,
+            doc="Requests a client token may make at once before HUB_RATE_LIMIT_PER_SECOND "
+            "paces it",
+        )
     )
     # HUB_AUTH_TOKEN and WS_AUTH_TOKEN together.
     client_tokens: tuple[ClientToken, ...] = field(default=(), repr=False)
@@ -281,6 +367,17 @@ class HubSettings:
             lo=0.1,
             hi=86400,
             doc="How often expired jobs and results are removed",
+        )
+    )
+    max_pending_seconds: float = MAINTENANCE.field(
+        number(
+            "HUB_MAX_PENDING_SECONDS",
+            0.0,
+            lo=0,
+            hi=365 * 86400,
+            doc='A job no worker has claimed this long after submission fails with "no worker '
+            'took it" (its service or requirements are offered by no worker). 0: jobs wait '
+            "forever",
         )
     )
     max_wait_seconds: float = MAINTENANCE.field(

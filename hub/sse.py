@@ -20,6 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from hub.context import hub_of, principal_of
 from hub.errors import not_found
 from hub.events import follow_job
+from hub.job_access import visible_id
 from shared.logs import job_id_var
 
 PING_SECONDS = 15.0
@@ -33,11 +34,11 @@ def frame(event: str, data: Any, event_id: int | None = None) -> bytes:
 async def job_events(request: Request) -> Response:
     hub = hub_of(request)
     principal = principal_of(request)
-    job_id = request.path_params["job_id"]
-    job_id_var.set(job_id)
-    job = await hub.broker.get(job_id)
-    if job is None or not principal.can_see(job.customer_id):
+    stored = await visible_id(hub.broker, principal, request.path_params["job_id"])
+    if stored is None:
         raise not_found()
+    job_id_var.set(stored)
+    job_id = stored
 
     async def stream() -> AsyncIterator[bytes]:
         hub.metrics.connections.labels("sse").inc()

@@ -17,6 +17,9 @@ Ordering: per job, events arrive in `seq` order with no duplicates, after the sn
 The connection keeps one subscription; a lock makes "register, read snapshot, send it"
 atomic with respect to forwarding, and forwarding drops any event already reflected in the
 snapshot (seq <= the snapshot's event_seq).
+
+A connection follows at most HUB_MAX_SUBSCRIPTIONS jobs and customers; past that a subscribe
+gets an `error` frame with field `subscriptions`, and nothing is indexed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from hub.auth import Principal
 from hub.context import HubContext, hub_of
 from hub.events import Event, Overflow, Subscription
+from hub.job_access import candidate_ids, visible_id
 from shared.job import Job
 
 log = logging.getLogger("hub.ws")
@@ -54,6 +58,23 @@ class Session:
 
     async def error(self, field: str, message: str) -> None:
         await self.send({"type": "error", "error": {"field": field, "message": message}})
+
+    async def room_for(self, already_followed: bool) -> bool:
+        """Whether one more subscription fits under HUB_MAX_SUBSCRIPTIONS; answers the
+        error itself when not. The cap bounds what one socket adds to the fan-out indexes
+        and to every event's routing."""
+        cap = self.hub.settings.max_subscriptions
+        if already_followed or self.sub.size < cap:
+            return True
+        await self.too_many(cap)
+        return False
+
+    async def too_many(self, cap: int) -> None:
+        await self.error(
+            "subscriptions",
+            f"this connection already follows {cap} jobs and customers, the most allowed "
+            "(HUB_MAX_SUBSCRIPTIONS): unsubscribe from some first",
+        )
 
     # -- commands ---------------------------------------------------------------------
 
@@ -83,6 +104,8 @@ class Session:
                 await self.error("customer_id", "this token may only follow its own customer")
                 return
             if subscribe:
+                if not await self.room_for(customer in self.sub.customers):
+                    return
                 self.sub.follow_customer(customer)
             else:
                 self.sub.unfollow_customer(customer)
@@ -96,11 +119,13 @@ class Session:
         else:
             await self.error("job_id", "give job_id, customer_id or all: true")
 
-    async def _follow_job(self, job_id: str) -> None:
+    async def _follow_job(self, asked: str) -> None:
+        if not await self.room_for(self.followed_id(asked) is not None):
+            return
         # Rights first, before any subscription exists: a subscription registered for a job
         # this token may not see would queue that job's events until it was taken back.
-        owner = await self.hub.broker.owner(job_id)
-        if owner is None or not self.principal.can_see(owner.customer_id):
+        job_id = await visible_id(self.hub.broker, self.principal, asked)
+        if job_id is None:
             await self.error("job_id", "no such job")
             return
         async with self.lock:
@@ -114,7 +139,15 @@ class Session:
             await self.send({"type": "subscribed", "job_id": job_id})
             await self.deliver_snapshot(job)
 
-    async def _unfollow_job(self, job_id: str) -> None:
+    def followed_id(self, asked: str) -> str | None:
+        """The stored id of a followed job the client names as `asked` (hub/job_access.py)."""
+        for candidate in candidate_ids(self.principal, asked):
+            if candidate in self.sub.jobs:
+                return candidate
+        return None
+
+    async def _unfollow_job(self, asked: str) -> None:
+        job_id = self.followed_id(asked) or asked
         async with self.lock:
             self.sub.unfollow_job(job_id)
             self.last_seq.pop(job_id, None)

@@ -20,6 +20,7 @@ import re
 import time
 from typing import Any
 
+import msgspec
 import orjson
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
@@ -27,11 +28,13 @@ from starlette.websockets import WebSocket
 from hub.auth import Principal
 from hub.context import HubContext, hub_of
 from hub.events import Event
+from hub.job_access import visible_id
 from hub.legacy_messages import job_status_message, legacy_status, stats_broadcast
+from hub.priority import deadline_ms, refuse_past_deadline
 from hub.ws import Session, run_session
 from shared.broker import new_job_id
 from shared.errors import InvalidInput
-from shared.job import Job, JobRequest
+from shared.job import Job, JobRequest, scoped_job_id
 from shared.validation import ID_PATTERN, convert
 
 _ID_RE = re.compile(ID_PATTERN)
@@ -111,6 +114,23 @@ class LegacySession(Session):
                     "message": d.get("reason", ""),
                 }
             )
+        if event.terminal:
+            # The original protocol has no unsubscribe: a job that reached its end stops
+            # counting against HUB_MAX_SUBSCRIPTIONS, so a long-lived submitter never fills
+            # the cap with finished jobs.
+            self.release(event.job_id)
+
+    def release(self, job_id: str | None) -> None:
+        if job_id is not None:
+            self.sub.unfollow_job(job_id)
+            self.last_seq.pop(job_id, None)
+
+    async def too_many(self, cap: int) -> None:
+        await self.fail(
+            f"Too many subscriptions: this connection already follows {cap} jobs "
+            "(HUB_MAX_SUBSCRIPTIONS)",
+            field="subscriptions",
+        )
 
     async def overflowed(self) -> None:
         await self.fail("Some updates were dropped (client too slow); request the status again")
@@ -144,6 +164,8 @@ class LegacySession(Session):
             await self.fail(f"Invalid {exc.field}: {exc.message}", field=exc.field)
 
     async def on_submit_job(self, msg: dict[str, Any]) -> None:
+        if not await self.room_for(False):  # checked before anything is written
+            return
         payload = msg.get("payload", {})
         if isinstance(payload, str):
             try:
@@ -151,7 +173,9 @@ class LegacySession(Session):
             except orjson.JSONDecodeError:
                 payload = {"raw_payload": payload}
         message_id = msg.get("message_id")
-        job_id = message_id if isinstance(message_id, str) and _ID_RE.match(message_id) else None
+        job_id = (
+            message_id if isinstance(message_id, str) and _ID_RE.fullmatch(message_id) else None
+        )
         customer = self.principal.customer_id or msg.get("customer_id")
         doc: dict[str, Any] = {
             "service_type": msg.get("job_type"),
@@ -159,17 +183,26 @@ class LegacySession(Session):
             "payload": payload,
             "id": job_id or new_job_id(),
         }
-        for key in ("requirements", "max_retries", "timeout_seconds", "tags"):
+        for key in ("requirements", "max_retries", "timeout_seconds", "tags", "deadline"):
             if key in msg:
                 doc[key] = msg[key]
         if customer is not None:
             doc["customer_id"] = customer
         req = convert(doc, JobRequest)
+        if job_id is not None and self.principal.customer_id is not None:
+            # The customer's own space of ids, as on REST (hub/job_access.py).
+            req = msgspec.structs.replace(req, id=scoped_job_id(self.principal.customer_id, job_id))
         if req.id is None:  # pragma: no cover - set above
             raise InvalidInput("message_id", "missing")
+        now = int(time.time() * 1000)
+        refuse_past_deadline(req, now)
         async with self.lock:
             self.sub.follow_job(req.id)  # before the submit: no event can slip past
-            submitted = await self.hub.broker.submit(req, effective_priority=self._effective(req))
+            submitted = await self.hub.broker.submit(
+                req,
+                effective_priority=self._effective(req, now),
+                max_priority=self.principal.max_priority,
+            )
             job = await self.hub.broker.get(submitted.job_id)
             if job is None or not self.principal.can_see(job.customer_id):
                 self.sub.unfollow_job(req.id)
@@ -189,23 +222,27 @@ class LegacySession(Session):
                 }
             )
 
-    def _effective(self, req: JobRequest) -> int:
-        now = int(time.time() * 1000)
-        deadline = int(req.deadline.timestamp() * 1000) if req.deadline is not None else None
+    def _effective(self, req: JobRequest, now: int) -> int:
         return self.hub.settings.priority.effective(
-            req.priority or 0, req.customer_id, deadline_ms=deadline, created_ms=now, now_ms=now
+            req.priority or 0,
+            req.customer_id,
+            deadline_ms=deadline_ms(req),
+            created_ms=now,
+            now_ms=now,
+            ceiling=self.principal.max_priority,
         )
 
-    async def _visible(self, msg: dict[str, Any]) -> Job | None:
+    async def _visible(self, msg: dict[str, Any]) -> str | None:
+        """The stored id of the job `msg` names, if this token may see it (checked before
+        anything loads the job: hub/job_access.py)."""
         job_id = msg.get("job_id")
         if not isinstance(job_id, str) or not job_id:
             await self.fail("Missing job_id")
             return None
-        job = await self.hub.broker.get(job_id)
-        if job is None or not self.principal.can_see(job.customer_id):
+        stored = await visible_id(self.hub.broker, self.principal, job_id)
+        if stored is None:
             await self.fail(f"Job {job_id} not found")
-            return None
-        return job
+        return stored
 
     async def _follow(self, job_id: str) -> Job | None:
         async with self.lock:
@@ -213,34 +250,47 @@ class LegacySession(Session):
             job = await self.hub.broker.get(job_id)
             if job is not None:
                 self.last_seq[job_id] = job.event_seq
+            if job is None or job.status.terminal:
+                self.release(job_id)  # nothing more will happen to it
             return job
 
+    async def _room_to_follow(self, msg: dict[str, Any]) -> bool:
+        asked = msg.get("job_id")
+        followed = isinstance(asked, str) and self.followed_id(asked) is not None
+        return await self.room_for(followed)
+
     async def on_request_job_status(self, msg: dict[str, Any]) -> None:
-        if await self._visible(msg) is None:
+        if not await self._room_to_follow(msg):
             return
-        job = await self._follow(str(msg["job_id"]))
+        job_id = await self._visible(msg)
+        if job_id is None:
+            return
+        job = await self._follow(job_id)
         if job is not None:
             await self.send(job_status_message(job))
 
     async def on_subscribe_job(self, msg: dict[str, Any]) -> None:
-        if await self._visible(msg) is None:
+        if not await self._room_to_follow(msg):
             return
-        await self._follow(str(msg["job_id"]))
-        await self.send({"type": "subscription_confirmed", "job_id": msg["job_id"]})
+        job_id = await self._visible(msg)
+        if job_id is None:
+            return
+        await self._follow(job_id)
+        await self.send({"type": "subscription_confirmed", "job_id": job_id})
 
     async def on_cancel_job(self, msg: dict[str, Any]) -> None:
-        job = await self._visible(msg)
-        if job is None:
+        job_id = await self._visible(msg)
+        if job_id is None:
             return
         reason = str(msg.get("reason") or "Manually cancelled")[:1000]
-        result = await self.hub.broker.cancel(job.id, reason)
+        result = await self.hub.broker.cancel(job_id, reason)
         if result.outcome != "cancelled":
-            await self.fail(f"Job {job.id} is {result.was or 'gone'} and cannot be cancelled")
+            await self.fail(f"Job {job_id} is {result.was or 'gone'} and cannot be cancelled")
             return
         await self.send(
             {
                 "type": "response_job_status",
-                "job_id": job.id,
+                "job_id": job_id,
                 "status": "cancelled",
                 "message": reason,
             }
@@ -250,17 +300,19 @@ class LegacySession(Session):
         if not self.principal.operator:
             await self.fail("force_retry_job needs the operator token")
             return
-        job = await self._visible(msg)
-        if job is None:
+        job_id = await self._visible(msg)
+        if job_id is None:
             return
-        outcome = await self.hub.broker.retry(job.id)
+        outcome = await self.hub.broker.retry(job_id)
         if outcome != "ok":
-            await self.fail(f"Job {job.id} is {job.status}; only failed jobs can be retried")
+            job = await self.hub.broker.get(job_id)
+            status = job.status if job is not None else "gone"
+            await self.fail(f"Job {job_id} is {status}; only failed jobs can be retried")
             return
         await self.send(
             {
                 "type": "response_job_status",
-                "job_id": job.id,
+                "job_id": job_id,
                 "status": "pending",
                 "message": "retry requested",
             }
@@ -332,7 +384,7 @@ async def _legacy_endpoint(ws: WebSocket, monitor: bool) -> None:
         reason: str | None = "Invalid token"
     elif monitor and not principal.operator:
         reason = "not allowed (monitors need the operator token)"
-    elif not _ID_RE.match(conn_id):
+    elif not _ID_RE.fullmatch(conn_id):
         reason = "invalid connection id"
     else:
         reason = None

@@ -139,7 +139,7 @@ class Demo:
         for worker_id, caps in WORKERS.items():
             env = {
                 "HUB_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-                "HUB_AUTH_TOKEN": self.operator_token,
+                "HUB_OPERATOR_TOKEN": self.operator_token,
                 "WORKER_ID": worker_id,
                 "SERVICES": "simulation",
                 "WORKER_ENV_FILE": "/nonexistent/.env.worker",

@@ -16,6 +16,11 @@ The last lines for a scenario become its "last measured" entry, dated today; sce
 run did not cover keep the entry already in RELIABILITY.md. `--check` renders the file from
 the tests and the entries it already holds and fails (exit 1) on any difference: a
 scenario without a test, a test without a row, or a changed docstring.
+
+The file ends with a security section, generated the same way from the rest of `tests/`:
+every `test_security_*.py` module names an attack class (its docstring's first paragraph),
+and every test whose docstring holds "Attack: ... Refused: ..." is a row saying what was
+tried and what happens instead. A new attack test, or a changed one, changes the file.
 """
 
 from __future__ import annotations
@@ -141,6 +146,104 @@ def _relative(path: Path) -> str:
         return path.as_posix()
 
 
+# -- the security tests -----------------------------------------------------------------
+
+_ATTACK = re.compile(
+    r"(?:^|\s)Attack:(?P<attack>.*?)\sRefused:(?P<refused>.*?)(?:\n\s*\n|\Z)", re.S
+)
+
+
+@dataclass(frozen=True)
+class AttackClass:
+    path: str  # a test_security_*.py module, relative to the repository root
+    summary: str  # the first paragraph of its docstring
+
+
+@dataclass(frozen=True)
+class Attack:
+    path: str
+    test: str
+    attack: str
+    refused: str
+
+
+@dataclass(frozen=True)
+class Security:
+    classes: tuple[AttackClass, ...] = ()
+    attacks: tuple[Attack, ...] = ()
+
+
+def discover_security(tests_root: Path) -> Security:
+    """The attack classes (test_security_*.py modules) and the attack tests ("Attack:" and
+    "Refused:" in a test's docstring) under `tests_root`, in path then source order."""
+    classes: list[AttackClass] = []
+    attacks: list[Attack] = []
+    for path in sorted(tests_root.rglob("test_*.py")):
+        text = path.read_text(encoding="utf-8")
+        security_module = path.name.startswith("test_security_")
+        if not security_module and "Attack:" not in text:
+            continue
+        tree = ast.parse(text, filename=str(path))
+        where = _relative(path)
+        if security_module:
+            first = (ast.get_docstring(tree) or "").split("\n\n", 1)[0]
+            if not first.strip():
+                raise ReliabilityError(f"{where}: a security test module needs a docstring")
+            classes.append(AttackClass(where, " ".join(first.split())))
+        for node in tree.body:
+            if not isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef):
+                continue
+            doc = ast.get_docstring(node) or ""
+            if not node.name.startswith("test_") or "Attack:" not in doc:
+                continue
+            match = _ATTACK.search(doc)
+            if match is None:
+                raise ReliabilityError(
+                    f"{where}::{node.name}: an 'Attack:' needs a 'Refused:' after it"
+                )
+            attacks.append(
+                Attack(
+                    where,
+                    node.name,
+                    " ".join(match["attack"].split()),
+                    " ".join(match["refused"].split()),
+                )
+            )
+    return Security(tuple(classes), tuple(attacks))
+
+
+SECURITY_HEADER = """
+## Security: attacks tried and refused
+
+Generated with the table above, from the rest of `tests/`: each
+`tests/**/test_security_*.py` module is a class of attack (its docstring's first paragraph), and each test whose
+docstring says "Attack: ... Refused: ..." is a row below, what a hostile client, worker or
+web page tried and what the system does instead. Each row's test fails if the refusal
+stops holding; `python -m scripts.reliability --check` fails if this section and the tests
+disagree.
+
+### Attack classes
+
+| Module | What it attacks |
+| --- | --- |
+"""
+
+
+def render_security(security: Security) -> str:
+    if not security.classes and not security.attacks:
+        return ""
+    rows = [f"| `{c.path}` | {_cell(c.summary)} |" for c in security.classes]
+    text = SECURITY_HEADER + "\n".join(rows) + "\n"
+    if security.attacks:
+        text += "\n### Attacks\n\n| Attack | Refused | Test |\n| --- | --- | --- |\n"
+        text += "\n".join(
+            f"| {_cell(a.attack)} | {_cell(a.refused)} | `{a.path}::{a.test}` |"
+            for a in security.attacks
+        )
+        text += "\n"
+    return text
+
+
 # -- measurements ------------------------------------------------------------------------
 
 
@@ -236,7 +339,11 @@ def _measured_cell(m: Measurement | None) -> str:
     return "<br>".join([*parts, f"({m.when})"])
 
 
-def render(scenarios: Sequence[Scenario], measurements: dict[str, Measurement]) -> str:
+def render(
+    scenarios: Sequence[Scenario],
+    measurements: dict[str, Measurement],
+    security: Security | None = None,
+) -> str:
     rows = []
     bugs = []
     for s in scenarios:
@@ -255,7 +362,7 @@ def render(scenarios: Sequence[Scenario], measurements: dict[str, Measurement]) 
             + "\n".join(bugs)
             + "\n"
         )
-    return text
+    return text + render_security(security or Security())
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -271,7 +378,7 @@ def check(doc: Path, tests_dir: Path = TESTS) -> list[str]:
     names = [s.name for s in scenarios]
     problems = [f"{doc.name} lists '{n}', which has no test" for n in listed if n not in names]
     problems += [f"test '{n}' has no row in {doc.name}" for n in names if n not in listed]
-    expected = render(scenarios, measurements)
+    expected = render(scenarios, measurements, discover_security(tests_dir.parent))
     if expected != text:
         diff = difflib.unified_diff(
             text.splitlines(), expected.splitlines(), str(doc), "expected", lineterm="", n=0
@@ -294,7 +401,8 @@ def write(doc: Path, runs: Sequence[Path], tests_dir: Path = TESTS) -> list[str]
                 raise ReliabilityError(f"{run}: measurement for unknown scenario '{name}'")
             measurements[name] = m
             updated.append(name)
-    doc.write_text(render(scenarios, measurements), encoding="utf-8")
+    security = discover_security(tests_dir.parent)
+    doc.write_text(render(scenarios, measurements, security), encoding="utf-8")
     return sorted(set(updated))
 
 

@@ -97,6 +97,7 @@ class Broker:
         request: JobRequest,
         effective_priority: int | None,
         idempotency_key: str | None,
+        max_priority: int | None = None,
     ) -> list[str | int]:
         s = self.settings
         request.check_customer()
@@ -127,6 +128,9 @@ class Broker:
             fields += ["tags", orjson.dumps(request.tags).decode()]
         if request.deadline is not None:
             fields += ["deadline", int(request.deadline.timestamp() * 1000)]
+        if max_priority is not None:
+            # The submitting token's ceiling: re-scoring (aging, urgency) must honour it too.
+            fields += ["max_priority", max_priority]
         cls = requirement_class(request.service_type, request.customer_id, request.requirements)
         return [job_id, idem, cls, effective, *fields]
 
@@ -136,10 +140,12 @@ class Broker:
         *,
         effective_priority: int | None = None,
         idempotency_key: str | None = None,
+        max_priority: int | None = None,
     ) -> Submitted:
         """Queue a job. A repeated `id` or idempotency key returns the original job's id
-        with `created=False` and writes nothing."""
-        args = self._submit_args(request, effective_priority, idempotency_key)
+        with `created=False` and writes nothing. `max_priority` is recorded on the job: the
+        ceiling its effective priority keeps when re-scored."""
+        args = self._submit_args(request, effective_priority, idempotency_key, max_priority)
         return Submitted.from_reply(await self._scripts.call("submit", *args))
 
     async def submit_many(
@@ -147,6 +153,7 @@ class Broker:
         requests: Sequence[JobRequest],
         *,
         effective_priorities: Sequence[int | None] | None = None,
+        max_priority: int | None = None,
     ) -> list[Submitted]:
         """Queue many jobs in one round trip. All are validated before any is written; each
         job is written exactly as `submit` would, in order. Jobs travel BATCH_SCRIPT_JOBS per
@@ -154,7 +161,10 @@ class Broker:
         which capped batches at about half of what Redis can take) and the calls share one
         pipeline."""
         prios = effective_priorities or [None] * len(requests)
-        all_args = [self._submit_args(r, p, None) for r, p in zip(requests, prios, strict=True)]
+        all_args = [
+            self._submit_args(r, p, None, max_priority)
+            for r, p in zip(requests, prios, strict=True)
+        ]
         async with self.redis.pipeline(transaction=False) as pipe:
             for start in range(0, len(all_args), BATCH_SCRIPT_JOBS):
                 chunk = all_args[start : start + BATCH_SCRIPT_JOBS]
@@ -180,6 +190,17 @@ class Broker:
         if found is None:
             return None
         return JobOwner(text(customer) or None, text(worker) or None)
+
+    async def owners(self, job_ids: Sequence[str]) -> list[JobOwner | None]:
+        """`owner` of several jobs in one round trip, in the order asked."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(self.keys.job(job_id), ["id", "customer_id", "worker_id"])
+            rows = await pipe.execute()
+        return [
+            None if found is None else JobOwner(text(customer) or None, text(worker) or None)
+            for found, customer, worker in rows
+        ]
 
     async def lease_count(self, worker_id: str) -> int:
         """How many jobs the worker holds right now."""
@@ -212,12 +233,20 @@ class Broker:
         return msgspec.json.encode(caps)
 
     async def register_worker(
-        self, worker_id: str, caps: Capabilities, info: Mapping[str, Any] | None = None
+        self,
+        worker_id: str,
+        caps: Capabilities,
+        info: Mapping[str, Any] | None = None,
+        *,
+        lease_timeout: float | None = None,
     ) -> WorkerState:
+        """`lease_timeout`: the worker's own (its LEASE_TIMEOUT_SECONDS, which its heartbeat
+        interval fits in); default this process's. It is recorded with the worker."""
+        lease = self.settings.lease_timeout if lease_timeout is None else lease_timeout
         state = await self._scripts.call(
             "register",
             worker_id,
-            int(self.settings.lease_timeout * 1000),
+            int(lease * 1000),
             self.encode_capabilities(caps),
             orjson.dumps(dict(info or {})),
         )
@@ -230,16 +259,20 @@ class Broker:
         status: str = "idle",
         running: Mapping[str, str] | None = None,
         caps: Capabilities | None = None,
+        registered_lease: bool = False,
     ) -> list[str]:
         """Renew liveness; returns the ids among `running` (job id -> token) that the worker
-        no longer holds and must interrupt."""
+        no longer holds and must interrupt. `registered_lease`: renew by the lease timeout
+        the worker registered with (the gateway's heartbeats, sent for a worker whose
+        LEASE_TIMEOUT_SECONDS is its own), this process's only when it registered none."""
         pairs: list[str] = []
         for job_id, token in (running or {}).items():
             pairs += [job_id, token]
+        lease_ms = int(self.settings.lease_timeout * 1000)
         revoked = await self._scripts.call(
             "heartbeat",
             worker_id,
-            int(self.settings.lease_timeout * 1000),
+            -lease_ms if registered_lease else lease_ms,
             status,
             self.encode_capabilities(caps) if caps is not None else "",
             int(self.settings.orphan_grace * 1000),
@@ -393,10 +426,49 @@ class Broker:
             timed_out=[(tmo[i], tmo[i + 1]) for i in range(0, len(tmo), 2)],
         )
 
+    async def publish_policy(self, publisher: str) -> dict[str, str] | None:
+        """Publish this process's job policy (retention, retry backoff, avoid window) as the
+        fleet's: every script follows it, whichever worker runs it (hubs call this). Returns
+        what was published before, None when nothing was."""
+        s = self.settings
+        before = await self._scripts.call(
+            "publish_policy",
+            s.retention_ms,
+            int(s.retry_backoff_base * 1000),
+            int(s.retry_backoff_cap * 1000),
+            int(s.avoid_window * 1000),
+            publisher,
+        )
+        names = ("retention_ms", "backoff_ms", "backoff_max_ms", "avoid_ms", "by")
+        found = {n: text(v) for n, v in zip(names, before, strict=True) if v is not None}
+        return {n: v for n, v in found.items() if v is not None} or None
+
+    def policy_values(self) -> dict[str, str]:
+        """The values `publish_policy` writes, as Redis returns them."""
+        s = self.settings
+        return {
+            "retention_ms": str(s.retention_ms),
+            "backoff_ms": str(int(s.retry_backoff_base * 1000)),
+            "backoff_max_ms": str(int(s.retry_backoff_cap * 1000)),
+            "avoid_ms": str(int(s.avoid_window * 1000)),
+        }
+
     async def cleanup(self) -> dict[str, int]:
         """Trim finished-job registries to the retention window."""
         counts = await self._scripts.call("cleanup")
         return dict(zip(("completed", "failed", "cancelled"), map(int, counts), strict=True))
+
+    async def expire_unclaimed(self, max_age: float, limit: int = 500) -> list[str]:
+        """Fail pending jobs no worker has claimed within `max_age` seconds of submission
+        ("no worker took it"); returns their ids. Idempotent across hubs."""
+        expired = await self._scripts.call("expire_unclaimed", int(max_age * 1000), limit)
+        return [text(x) or "" for x in expired]
+
+    async def take_request(self, bucket: str, rate: float, burst: int) -> int:
+        """Take one request from the token bucket `bucket` (shared by every hub); returns 0
+        when the request may go ahead, else how many ms until it could."""
+        allowed, wait_ms = await self._scripts.call("rate_limit", bucket, repr(rate), burst, 1)
+        return 0 if int(allowed) == 1 else max(1, int(wait_ms))
 
     async def reprioritize(self, priorities: Mapping[str, int]) -> int:
         """Set the effective priority of pending jobs (job id -> 0..1000); returns how many

@@ -25,7 +25,7 @@ import msgspec
 from shared.broker_replies import Claim, NoClaim
 from shared.capabilities import Capabilities
 from shared.job import Job
-from shared.validation import JobId, ServiceType
+from shared.validation import ServiceType, StoredJobId
 
 PATH = "/gateway/worker"
 MAX_IN_FLIGHT = 64  # requests one connection may have outstanding; more wait to be read
@@ -52,7 +52,7 @@ class RegisterArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class HeartbeatArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     status: Annotated[str, msgspec.Meta(max_length=32)] = "idle"
-    running: Annotated[dict[JobId, Token], msgspec.Meta(max_length=1024)] = {}
+    running: Annotated[dict[StoredJobId, Token], msgspec.Meta(max_length=1024)] = {}
     caps: Capabilities | None = None
 
 
@@ -71,40 +71,40 @@ class WaitArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class ProgressArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    job_id: JobId
+    job_id: StoredJobId
     token: Token
     progress: float
     message: Short = ""
 
 
 class CompleteArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    job_id: JobId
+    job_id: StoredJobId
     token: Token
     result: Any = None
 
 
 class CompleteClaimArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    job_id: JobId
+    job_id: StoredJobId
     token: Token
     result: Any = None
     caps: Capabilities | None = None
 
 
 class FailArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    job_id: JobId
+    job_id: StoredJobId
     token: Token
     error: Annotated[str, msgspec.Meta(max_length=4000)]
     retryable: bool = True
 
 
 class ReleaseArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    job_id: JobId
+    job_id: StoredJobId
     token: Token
     reason: Short = ""
 
 
 class CancelArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    job_id: JobId
+    job_id: StoredJobId
     reason: Short = "cancelled"
 
 

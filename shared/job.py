@@ -10,7 +10,7 @@ import msgspec
 
 from shared.errors import InvalidInput
 from shared.requirements import Requirements
-from shared.validation import CustomerId, JobId, Name, ServiceType
+from shared.validation import SCOPE_SEPARATOR, CustomerId, JobId, Name, ServiceType
 
 MAX_PRIORITY = 100
 # Effective priority (requested priority plus tier and urgency bonuses) may exceed the
@@ -60,6 +60,14 @@ class JobRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True,
             # Out-of-range instants would not survive the round trip through epoch ms.
             if not DEADLINE_MIN <= self.deadline <= DEADLINE_MAX:
                 raise InvalidInput("deadline", "must lie between 1970 and 9999 (UTC)")
+
+
+def scoped_job_id(customer_id: str, chosen: str) -> str:
+    """The stored id of a job a customer-bound client submitted as `chosen`: each customer
+    has its own space of ids, so one customer can neither take nor probe another's (a
+    shared space answered "id already in use" for a foreign id, and let an early
+    submission reserve an id before its owner used it)."""
+    return f"{customer_id}{SCOPE_SEPARATOR}{chosen}"
 
 
 def ms_to_iso(ms: int | None) -> str | None:

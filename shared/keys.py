@@ -13,6 +13,9 @@ jobs:tokens                   STRING  claim token sequence (fencing tokens)
 jobs:delayed                  ZSET    retries backing off, scored by the ms they become due
 jobs:active                   ZSET    active job ids, scored by their execution deadline (ms)
 jobs:active:{workerId}        HASH    job id -> lease "token|customer|isolation|claimed_ms"
+jobs:unclaimed                ZSET    pending jobs no worker has claimed yet, by submission ms
+fleet                         HASH    the fleet's job policy as the hubs publish it: retention_ms,
+                                      backoff_ms, backoff_max_ms, avoid_ms, by (publishing hub)
 jobs:{completed,failed,cancelled}
                               ZSET    finished job ids by finish time (failed = dead letter)
 class:{classId}               ZSET    the claimable jobs of one requirement class, by score
@@ -26,6 +29,7 @@ idem:{sha256(key)}            STRING  idempotency key -> job id (expires with re
 events                        STREAM  every job and worker event (capped)
 stats:{minute}                HASH    per-minute counters (submitted, completed, failed, ...)
 control:{workerId}            PUBSUB  "cancel <jobId>" signals to one worker
+ratelimit:{sha256(token)}     HASH    a client token's request bucket: tokens left, last refill ms
 gateway:grants                HASH    sha256(gateway token) -> the worker's grant (JSON)
 gateway:workers               HASH    worker id -> the digest of its current gateway token
 gateway:revoked               PUBSUB  worker ids whose gateway token was revoked
@@ -62,6 +66,18 @@ class Keys:
     @property
     def active(self) -> str:
         return f"{self.prefix}jobs:active"
+
+    @property
+    def unclaimed(self) -> str:
+        """Pending jobs no worker has claimed yet, by submission time (the maximum pending
+        age, HUB_MAX_PENDING_SECONDS, fails those left too long)."""
+        return f"{self.prefix}jobs:unclaimed"
+
+    @property
+    def fleet(self) -> str:
+        """The job policy the hubs publish (publish_policy.lua) and every script follows, so
+        the hub's settings apply whichever worker finishes a job."""
+        return f"{self.prefix}fleet"
 
     def leases(self, worker_id: str) -> str:
         return f"{self.prefix}jobs:active:{worker_id}"
@@ -111,6 +127,10 @@ class Keys:
 
     def control(self, worker_id: str) -> str:
         return f"{self.prefix}control:{worker_id}"
+
+    def rate_limit(self, bucket: str) -> str:
+        """A client token's request bucket (`bucket`: the token's sha256, never the token)."""
+        return f"{self.prefix}ratelimit:{bucket}"
 
     @property
     def gateway_grants(self) -> str:

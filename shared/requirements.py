@@ -13,12 +13,14 @@ from typing import Annotated, Literal
 import msgspec
 import orjson
 
-from shared.validation import CustomerId, Name, NameList, ServiceType
+from shared.validation import CustomerId, Name, NameList, ServiceType, whole
 
 Isolation = Literal["strict", "loose", "none"]
 ComputeCapability = Annotated[
     str,
-    msgspec.Meta(pattern=r"^[0-9]{1,2}\.[0-9]{1,2}$", description='CUDA compute capability, "8.0"'),
+    msgspec.Meta(
+        pattern=whole(r"[0-9]{1,2}\.[0-9]{1,2}"), description='CUDA compute capability, "8.0"'
+    ),
 ]
 
 

@@ -42,6 +42,9 @@ SCRIPT_NAMES: Final = (
     "worker_state",
     "match",
     "reprioritize",
+    "expire_unclaimed",
+    "rate_limit",
+    "publish_policy",
 )
 
 

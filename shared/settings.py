@@ -1,7 +1,19 @@
-"""Broker settings shared by hub and worker (both must agree on leases and key prefix).
+"""Broker settings, parsed by hub and worker alike.
 
 Each setting is declared once, on its field: both processes parse it with `from_env` and
-both example env files list it (the BROKER section of their catalogs).
+both example env files list it (the BROKER section of their catalogs). Settings that
+define how the fleet treats a job have one source, never "whichever process touched the
+job last" (docs/ARCHITECTURE.md#fleet-settings-one-source-each):
+
+- the hubs' values, published to Redis (publish_policy.lua) and read by every script:
+  RESULT_RETENTION_SECONDS, RETRY_BACKOFF_SECONDS, RETRY_BACKOFF_MAX_SECONDS,
+  RETRY_AVOID_SECONDS (a worker's values serve only until a hub has published);
+- the hub's values, written on the job at submission: MAX_JOB_TIMEOUT_MINUTES, MAX_RETRIES,
+  and MAX_PAYLOAD_BYTES is checked there; REAPER_INTERVAL_SECONDS is the hub's alone;
+- each worker's own, recorded with it: LEASE_TIMEOUT_SECONDS with HEARTBEAT_INTERVAL_SECONDS
+  (the interval must fit in the lease; a gateway worker's too), IDLE_POLL_SECONDS, and
+  MAX_RESULT_BYTES for the results it stores (the hub's for gateway workers);
+- REDIS_KEY_PREFIX, which must simply be equal everywhere.
 """
 
 from __future__ import annotations
@@ -15,7 +27,10 @@ from shared.setting_section import Section, read_fields
 
 MIB = 1024 * 1024
 
-BROKER = Section("broker settings: keep these equal on the hub and every worker")
+BROKER = Section(
+    "broker settings: REDIS_KEY_PREFIX must be equal everywhere; the hubs' retention and retry "
+    "settings apply fleet-wide; the lease and heartbeat settings are each worker's own"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +55,8 @@ class BrokerSettings:
             30.0,
             lo=1,
             hi=3600,
-            doc="A worker silent this long is dead and its jobs go back to the queue",
+            doc="A worker silent this long is dead and its jobs go back to the queue (each "
+            "worker's own; the hub's for gateway workers that do not declare one)",
         )
     )
     heartbeat_interval: float = BROKER.field(
@@ -79,7 +95,8 @@ class BrokerSettings:
             "RESULT_RETENTION_SECONDS",
             24 * 3600.0,
             lo=1,
-            doc="How long finished jobs, their results and idempotency keys are kept, in seconds",
+            doc="How long finished jobs, their results and idempotency keys are kept, in seconds "
+            "(the hubs' value applies fleet-wide)",
         )
     )
     retry_backoff_base: float = BROKER.field(
@@ -87,11 +104,16 @@ class BrokerSettings:
             "RETRY_BACKOFF_SECONDS",
             1.0,
             lo=0,
-            doc="First retry delay; doubles per attempt, with jitter",
+            doc="First retry delay; doubles per attempt, with jitter (the hubs' value applies)",
         )
     )
     retry_backoff_cap: float = BROKER.field(
-        number("RETRY_BACKOFF_MAX_SECONDS", 300.0, lo=0, doc="Longest retry delay")
+        number(
+            "RETRY_BACKOFF_MAX_SECONDS",
+            300.0,
+            lo=0,
+            doc="Longest retry delay (the hubs' value applies)",
+        )
     )
     avoid_window: float = BROKER.field(
         number(
@@ -99,7 +121,8 @@ class BrokerSettings:
             10.0,
             lo=0,
             hi=3600,
-            doc="After a failure, how long other capable workers get the retry first",
+            doc="After a failure, how long other capable workers get the retry first (the hubs' "
+            "value applies)",
         )
     )
     idle_poll: float = BROKER.field(

@@ -13,10 +13,27 @@ import orjson
 
 from shared.errors import InvalidInput, PayloadTooLarge
 
-ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
-SERVICE_PATTERN: Final = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+def whole(body: str) -> str:
+    r"""A pattern that matches the whole string only, for msgspec (which searches with
+    Python's `re`) and for the OpenAPI document alike. Python's `$` also matches just
+    before a final newline, which let `"id\n"` through (the job was written, then its
+    answer failed on the Location header); `(?!\n)` refuses that. `\Z` would too, but the
+    patterns are published in the OpenAPI document, and JSON Schema's regex dialect
+    (ECMA 262) has no `\Z`. Code that matches these patterns itself uses `re.fullmatch`."""
+    return f"^{body}$(?!\\n)"
+
+
+ID_PATTERN: Final = whole(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+SERVICE_PATTERN: Final = whole(r"[a-z0-9][a-z0-9_.-]{0,63}")
 # Names that are compared as written: model files, regions, compliance tags, quality levels.
-NAME_PATTERN: Final = r"^[\x21-\x7e]([\x20-\x7e]{0,126}[\x21-\x7e])?$"
+NAME_PATTERN: Final = whole(r"[\x21-\x7e]([\x20-\x7e]{0,126}[\x21-\x7e])?")
+
+# A customer-bound client's chosen id X is stored as `{customer}~{X}` (shared.job.scoped_job_id):
+# `~` is in no id a client may send, so nobody else can write into a customer's space.
+SCOPE_SEPARATOR: Final = "~"
+# Ids as stored: a client's id, a generated one, or a scoped one (customer + '~' + chosen).
+STORED_ID_PATTERN: Final = whole(r"[A-Za-z0-9][A-Za-z0-9._:@~-]{0,256}")
 
 MAX_LIST: Final = 64
 MAX_JSON_DEPTH: Final = 32
@@ -24,6 +41,7 @@ MAX_JSON_DEPTH: Final = 32
 JobId = Annotated[
     str, msgspec.Meta(pattern=ID_PATTERN, description="1-128 chars of A-Z a-z 0-9 . _ : @ -")
 ]
+StoredJobId = Annotated[str, msgspec.Meta(pattern=STORED_ID_PATTERN)]
 CustomerId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 WorkerId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 ServiceType = Annotated[

@@ -151,6 +151,8 @@ class Worker:
             "connectors": sorted(self.connectors),
             "dashboard_url": self.dashboard_url,
             "started_at": int(self.started * 1000),
+            # The gateway registers this worker with its own lease timeout (hub/gateway.py).
+            "lease_timeout_seconds": self.settings.broker.lease_timeout,
             "hardware": to_report(self.hardware),
         }
 

@@ -54,7 +54,7 @@ RUNNING = Section("dashboard, shutdown, timing, logs")
 
 
 def _worker_id(name: str, value: str) -> str:
-    if not re.match(ID_PATTERN, value):
+    if not re.fullmatch(ID_PATTERN, value):
         raise ConfigError(name, f"{value!r}: use 1-128 of A-Z a-z 0-9 . _ : @ -")
     return value
 
@@ -62,7 +62,7 @@ def _worker_id(name: str, value: str) -> str:
 def _services(name: str, value: str) -> tuple[str, ...]:
     services = tuple(part.strip() for part in value.split(",") if part.strip())
     for service in services:
-        if not re.match(SERVICE_PATTERN, service):
+        if not re.fullmatch(SERVICE_PATTERN, service):
             raise ConfigError(name, f"{service!r} is not a valid service name")
     return services
 
@@ -174,11 +174,12 @@ class WorkerSettings:
             doc="Customers refused under CUSTOMER_ISOLATION=loose, comma-separated",
         )
     )
-    auth_token: str | None = RUNNING.field(
+    operator_token: str | None = RUNNING.field(
         optional_text(
-            "HUB_AUTH_TOKEN",
-            doc="Token the worker dashboard requires for actions (cancel, pause); empty: actions "
-            "disabled",
+            "HUB_OPERATOR_TOKEN",
+            doc="The operator's token: the worker dashboard requires it to show job and "
+            "customer ids and to cancel, pause or resume (a client token no longer does); "
+            "empty: ids hidden, actions disabled",
             secret=True,
         )
     )
@@ -198,6 +199,33 @@ class WorkerSettings:
             "WORKER_DASHBOARD_HOST",
             "127.0.0.1",
             doc="Dashboard address; 0.0.0.0 to reach it from other machines",
+        )
+    )
+    dashboard_hosts: tuple[str, ...] = RUNNING.field(
+        items(
+            "WORKER_DASHBOARD_HOSTS",
+            doc="Host names the dashboard answers to (the Host header), comma-separated; empty: "
+            "localhost, 127.0.0.1, ::1 and WORKER_DASHBOARD_HOST. Others get 421, so a page "
+            "on another site cannot read it through DNS rebinding",
+        )
+    )
+    dashboard_max_connections: int = RUNNING.field(
+        integer(
+            "WORKER_DASHBOARD_MAX_CONNECTIONS",
+            32,
+            lo=1,
+            hi=10_000,
+            doc="Open connections the dashboard accepts; more are answered 503 and closed",
+        )
+    )
+    dashboard_header_timeout: float = RUNNING.field(
+        number(
+            "WORKER_DASHBOARD_HEADER_TIMEOUT_SECONDS",
+            10.0,
+            lo=0.1,
+            hi=3600,
+            doc="Seconds a dashboard client has to send a request head; idle and slow "
+            "connections are closed after it",
         )
     )
     shutdown_grace: float = RUNNING.field(

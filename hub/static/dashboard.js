@@ -217,11 +217,22 @@ function setProgress(p) {
 const IMG_URL = /^https?:\/\/\S+\.(png|jpe?g|gif|webp)(\?\S*)?$/i;
 const B64 = /^[A-Za-z0-9+/]+={0,2}$/;
 
+// Image URLs are shown inline only from the hub's own origin and the output store the
+// operator configured (HUB_DASHBOARD_IMAGE_ORIGINS, rendered into data-image-origins): any
+// other URL in a result would make this browser tell that server an operator is looking.
+// The page's CSP img-src holds the same list, so this is the first of two locks.
+function imageOriginAllowed(value) {
+  let url;
+  try { url = new URL(value); } catch (e) { return false; }
+  const allowed = (document.body.dataset.imageOrigins || "").split(" ").filter(Boolean);
+  return url.origin === location.origin || allowed.includes(url.origin);
+}
+
 function findImages(value, key, out) {
   if (out.length >= 16 || value === null || value === undefined) return out;
   if (typeof value === "string") {
     if (value.startsWith("data:image/")) out.push(value);
-    else if (IMG_URL.test(value)) out.push(value);
+    else if (IMG_URL.test(value) && imageOriginAllowed(value)) out.push(value);
     else if (/image/i.test(key || "") && value.length > 64 && B64.test(value)) out.push("data:image/png;base64," + value);
   } else if (Array.isArray(value)) {
     for (const v of value) findImages(v, key, out);

@@ -1,4 +1,4 @@
--- cleanup.lua: trim the finished-job registries to the retention window.
+-- cleanup.lua: trim the finished-job registries to the retention window (the fleet's policy).
 --
 -- KEYS[1]  jobs:pending
 -- ARGV[1..3] common (include/common.lua)
@@ -9,8 +9,9 @@
 
 --- @include "common"
 --- @include "keys"
+--- @include "policy"
 
-local cutoff = now_ms() - RETENTION_MS
+local cutoff = now_ms() - retention_ms()
 local out = {}
 for _, status in ipairs({ 'completed', 'failed', 'cancelled' }) do
   out[#out + 1] = redis.call('ZREMRANGEBYSCORE', K.finished(status), '-inf', cutoff)

@@ -5,13 +5,15 @@
 -- ARGV[4]  worker id
 -- Returns  the number of jobs put back.
 -- Invariants: no attempt penalty for jobs put back (a graceful stop is not a failure);
--- the worker record stays, marked offline, until the retention TTL removes it.
+-- the worker record stays, marked offline, until the retention TTL (the fleet's policy,
+-- include/policy.lua) removes it.
 
 --- @include "common"
 --- @include "keys"
 --- @include "events"
 --- @include "leases"
 --- @include "transitions"
+--- @include "policy"
 
 local worker_id = ARGV[4]
 local now = now_ms()
@@ -30,6 +32,6 @@ redis.call('DEL', lease_key)
 redis.call('ZREM', K.workers, worker_id)
 local worker_key = K.worker(worker_id)
 redis.call('HSET', worker_key, 'status', 'offline', 'stopped_at', int(now))
-redis.call('PEXPIRE', worker_key, RETENTION_MS)
+redis.call('PEXPIRE', worker_key, retention_ms())
 emit_worker(worker_id, 'worker_down', { reason = 'stopped' })
 return returned

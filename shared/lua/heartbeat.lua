@@ -3,7 +3,8 @@
 -- KEYS[1]  jobs:pending
 -- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  worker id
--- ARGV[5]  lease timeout ms: the worker is dead if no heartbeat arrives within it
+-- ARGV[5]  lease timeout ms: the worker is dead if no heartbeat arrives within it; negative:
+--          the lease the worker registered with (`lease_ms`), -ARGV[5] if none
 -- ARGV[6]  status to show ('idle' | 'busy' | ...)
 -- ARGV[7]  capabilities JSON, or '' when unchanged since the last call
 -- ARGV[8]  grace ms before an unreported lease counts as orphaned
@@ -25,7 +26,11 @@ local worker_id = ARGV[4]
 local now = now_ms()
 local worker_key = K.worker(worker_id)
 local lease_key = K.leases(worker_id)
-if redis.call('ZADD', K.workers, now + tonumber(ARGV[5]), worker_id) == 1 then
+-- A negative lease: renew by the lease the worker registered with (the gateway's heartbeats
+-- for a worker whose lease timeout is its own), or by -ARGV[5] when it registered none.
+local lease = tonumber(ARGV[5])
+if lease < 0 then lease = tonumber(redis.call('HGET', worker_key, 'lease_ms') or '') or -lease end
+if redis.call('ZADD', K.workers, now + lease, worker_id) == 1 then
   emit_worker(worker_id, 'worker_up', { reason = 'heartbeat' })
 end
 redis.call('HSET', worker_key, 'last_heartbeat', int(now), 'status', ARGV[6])

@@ -4,10 +4,10 @@
 -- KEYS[1]  jobs:pending
 -- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  limit: at most this many dead workers, timed-out jobs and due retries per call
--- ARGV[5]  backoff base ms (for timeouts)
--- ARGV[6]  backoff cap ms
+-- ARGV[5]  backoff base ms (for timeouts; until a hub has published the fleet policy)
+-- ARGV[6]  backoff cap ms (likewise)
 -- ARGV[7]  jitter in [0, 1)
--- ARGV[8]  avoid ms (see fail.lua)
+-- ARGV[8]  avoid ms (see fail.lua; likewise)
 -- Returns  {promoted, {worker, job, outcome, ...}, {job, outcome, ...}}: how many retries
 --          became claimable, the jobs recovered from dead workers, the jobs timed out;
 --          outcome is 'retrying' or 'failed'.
@@ -23,11 +23,13 @@
 --- @include "queue"
 --- @include "leases"
 --- @include "transitions"
+--- @include "policy"
 
 local now = now_ms()
 local limit = tonumber(ARGV[4])
-local base, cap, jitter, avoid = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
-  tonumber(ARGV[8])
+local base = policy_ms('backoff_ms', tonumber(ARGV[5]))
+local cap = policy_ms('backoff_max_ms', tonumber(ARGV[6]))
+local jitter, avoid = tonumber(ARGV[7]), policy_ms('avoid_ms', tonumber(ARGV[8]))
 local promoted = promote_due(now, limit)
 
 local recovered = {}
@@ -51,7 +53,7 @@ for _, worker_id in ipairs(dead) do
   local worker_key = K.worker(worker_id)
   if redis.call('EXISTS', worker_key) == 1 then
     redis.call('HSET', worker_key, 'status', 'offline')
-    redis.call('PEXPIRE', worker_key, RETENTION_MS)
+    redis.call('PEXPIRE', worker_key, retention_ms())
   end
   emit_worker(worker_id, 'worker_down', { reason = 'heartbeat expired' })
 end

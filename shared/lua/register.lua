@@ -3,7 +3,8 @@
 -- KEYS[1]  jobs:pending
 -- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  worker id
--- ARGV[5]  lease timeout ms
+-- ARGV[5]  lease timeout ms: the worker's own (its heartbeat interval fits in it); recorded
+--          as `lease_ms` for heartbeats that renew by the registered lease
 -- ARGV[6]  capabilities JSON
 -- ARGV[7]  descriptive info JSON (host, version, connectors, dashboard URL, ...)
 -- Returns  the operator state the worker must honour ('active', 'paused' or 'draining').
@@ -19,7 +20,7 @@ local worker_id = ARGV[4]
 local now = now_ms()
 local worker_key = K.worker(worker_id)
 redis.call('HSET', worker_key, 'id', worker_id, 'capabilities', ARGV[6], 'info', ARGV[7],
-  'status', 'idle', 'registered_at', int(now), 'last_heartbeat', int(now))
+  'status', 'idle', 'registered_at', int(now), 'last_heartbeat', int(now), 'lease_ms', ARGV[5])
 redis.call('HSETNX', worker_key, 'state', 'active')
 redis.call('PERSIST', worker_key)
 redis.call('ZADD', K.workers, now + tonumber(ARGV[5]), worker_id)

@@ -5,7 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scripts.reliability import DOC, check, discover, main, parse_doc, parse_run, render, write
+import pytest
+
+from scripts.reliability import (
+    DOC,
+    ReliabilityError,
+    check,
+    discover,
+    discover_security,
+    main,
+    parse_doc,
+    parse_run,
+    render,
+    write,
+)
 
 SCENARIO = '''
 import pytest
@@ -116,3 +129,47 @@ def test_cli_check_exit_codes(tmp_path: Path) -> None:
     assert main([str(bad), "--doc", str(doc), "--tests", str(tests)]) == 2
     make_tests(tmp_path, 'async def test_undocumented(chaos) -> None:\n    """Just words."""\n')
     assert main(["--check", "--doc", str(doc), "--tests", str(tests)]) == 2
+
+
+SECURITY = '''"""Hostile things, refused.
+
+More words."""
+
+
+async def test_gamma() -> None:
+    """Attack: send a | pipe. Refused: a 400,
+    naming it.
+
+    Asserts: unrelated."""
+
+
+async def test_not_an_attack() -> None:
+    """Just a test."""
+'''
+
+
+def test_the_security_section_lists_attack_classes_and_attacks(tmp_path: Path) -> None:
+    tests = make_tests(tmp_path)
+    (tmp_path / "test_security_gamma.py").write_text(SECURITY)
+    (tmp_path / "test_other.py").write_text(SECURITY.replace("Refused: a 400", "It is refused"))
+    with pytest.raises(ReliabilityError, match="needs a 'Refused:'"):
+        discover_security(tmp_path)
+    (tmp_path / "test_other.py").unlink()
+    security = discover_security(tmp_path)
+    assert [c.summary for c in security.classes] == ["Hostile things, refused."]
+    [attack] = security.attacks
+    assert (attack.test, attack.attack, attack.refused) == (
+        "test_gamma",
+        "send a | pipe.",
+        "a 400, naming it.",
+    )
+    doc = tmp_path / "RELIABILITY.md"
+    write(doc, [], tests)
+    text = doc.read_text()
+    assert "## Security: attacks tried and refused" in text
+    assert "| send a \\| pipe. | a 400, naming it. |" in text
+    assert check(doc, tests) == []
+    (tmp_path / "test_security_gamma.py").write_text(SECURITY.replace("a 400", "a 422"))
+    problems = check(doc, tests)
+    assert len(problems) == 1
+    assert "out of date" in problems[0]

@@ -8,7 +8,9 @@ says and the page must show it without being reloaded. Skips only when no browse
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import logging
 import struct
 import zlib
@@ -350,3 +352,64 @@ async def test_back_to_the_dashboard_shows_the_current_state(
     await page.wait_for_load_state("networkidle")  # the page's own refresh() has been answered
     await expect(page.locator("#stat-active")).to_have_text("0", timeout=500)
     await expect(live_row(page, job_id)).to_have_count(0, timeout=500)
+
+
+@contextlib.asynccontextmanager
+async def image_server() -> AsyncIterator[tuple[str, list[str]]]:
+    """An origin of its own on 127.0.0.1 that answers every GET with a PNG and records the
+    request lines it got: a tracker or an output store, to the browser."""
+    seen: list[str] = []
+    png = tiny_png()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.split(b"\r\n", 1)[0].decode())
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\nconnection: close\r\n"
+                     b"content-length: " + str(len(png)).encode() + b"\r\n\r\n" + png)  # fmt: skip
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", seen
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_result_images_load_only_from_the_hub_and_the_output_store(
+    redis_url: str, broker: Broker
+) -> None:
+    """Attack: a job's result names an image on a server the attacker watches; the
+    operator's dashboard loaded any image URL found in a result, telling that server when,
+    and from where, an operator looked. Refused: only images of the hub's own origin and of
+    the configured output store (HUB_DASHBOARD_IMAGE_ORIGINS) are shown inline; the page's
+    CSP `img-src` allows those and nothing else, so the tracker gets no request."""
+    async with (
+        image_server() as (tracker, tracked),
+        image_server() as (store, stored),
+    ):
+        settings = hub_settings(redis_url, BrokerSettings(), dashboard_image_origins=(store,))
+        async with running_hub(settings) as hub, launch_browser() as browser:
+            result = {"images": [f"{tracker}/pixel.png?who=operator", f"{store}/out/fox.png",
+                                 f"{hub.url}/static/fox.png"]}  # fmt: skip
+            job_id = await complete_a_job(broker, result)
+            async with open_tab(browser) as tab:
+                await signed_in(tab, hub)
+                page = tab.page
+                response = await page.goto(f"{hub.url}/ui/jobs/{job_id}")
+                assert response is not None
+                csp = response.headers["content-security-policy"]
+                img_src = next(d for d in csp.split(";") if d.strip().startswith("img-src"))
+                assert img_src.split() == ["img-src", "'self'", "data:", "blob:", store]
+                await expect(page.locator("#job-status")).to_have_text("completed")
+                images = page.locator("#job-images img.result-image")
+                await expect(images).to_have_count(2)
+                sources = await images.evaluate_all("imgs => imgs.map(i => i.src)")
+                assert sources == [f"{store}/out/fox.png", f"{hub.url}/static/fox.png"]
+                await expect(images.first).to_have_js_property("complete", True)
+                assert stored == ["GET /out/fox.png HTTP/1.1"]
+                assert tracked == []
+                # The hub has no fox.png: the browser logs that 404, nothing else.
+                tab.problems.assert_clean(allowed_console=("404",))

@@ -178,12 +178,17 @@ def test_the_dashboard_page_and_its_static_files_load_inside_the_pyz(
     script = (
         "import importlib.util\n"
         "from worker.dashboard.page import load_static, template_environment\n"
+        "from worker.dashboard.server import http_protocol\n"
+        "from worker.settings import WorkerSettings\n"
         "template_environment().get_template('dashboard.html')\n"
-        "print(sorted(load_static()), importlib.util.find_spec('shared.embedded_redis'))"
+        "guard = http_protocol(WorkerSettings.from_env({'HUB_REDIS_URL': 'redis://x:1/0'}))\n"
+        "print(sorted(load_static()), importlib.util.find_spec('shared.embedded_redis'),\n"
+        "      guard.__name__)"
     )
     done = run_pyz(bare_python, host_pyz, "-c", script, shiv_root=tmp_path, SHIV_INTERPRETER="1")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['dashboard.css', 'dashboard.js'] None"
+    # The dashboard's connection guard is there: httptools ships in the pyz.
+    assert done.stdout.strip() == "['dashboard.css', 'dashboard.js'] None GuardedHttpToolsProtocol"
 
 
 # --- running it -------------------------------------------------------------------------------

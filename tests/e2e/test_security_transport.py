@@ -3,7 +3,7 @@ too many connections, bytes the HTTP parser must refuse, path tricks around the 
 prefixes, and WebSocket auth.
 
 The hub runs in this process under uvicorn with the production server configuration
-(`hub.cli._config`: the guarded httptools protocol of hub/transport.py, no server header,
+(`hub.cli._config`: the guarded httptools protocol of shared/http_guard.py, no server header,
 ws_max_size = MAX_REQUEST_BYTES), on port 0. Requests are written byte for byte on raw
 sockets where a client library would have refused or normalised them (dot segments, invalid
 UTF-8, conflicting lengths). Every test is bounded: a read waits a few seconds at most, and

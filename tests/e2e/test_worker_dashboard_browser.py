@@ -32,6 +32,7 @@ from tests.browser_support import (
 from tests.factories import job as job_request
 from tests.helpers import wait_until
 from tests.worker_support import finished, running_worker, sim, worker_settings
+from worker.dashboard.page import NO_VALUE
 from worker.dashboard.server import DashboardServer
 from worker.runtime import Worker
 
@@ -59,7 +60,7 @@ async def worker_with_dashboard(redis_url: str, **env: str) -> AsyncIterator[tup
 
 @pytest.fixture
 async def worker(redis_url: str) -> AsyncIterator[tuple[Worker, str]]:
-    async with worker_with_dashboard(redis_url, HUB_AUTH_TOKEN=TOKEN) as running:
+    async with worker_with_dashboard(redis_url, HUB_OPERATOR_TOKEN=TOKEN) as running:
         yield running
 
 
@@ -114,42 +115,47 @@ async def test_status_live_progress_and_cancel_with_the_token(
     )
     await expect(page.locator("#running-jobs tbody")).to_contain_text("No job running.")
     await expect(page.locator("#controls-disabled")).to_be_hidden()
+    await expect(page.locator("#detail-hidden")).to_be_visible()
     await expect(page.locator("#pause")).to_be_enabled()
     await expect(page.locator("#resume")).to_be_disabled()
     await mark_page(page)
 
-    # A long job: its row appears and its bar moves, refresh after refresh.
+    # A long job: its row appears and its bar moves, refresh after refresh. Without the
+    # operator's token the row names neither the job nor its customer, and cannot cancel.
     job_id = (
         await broker.submit(job_request("simulation", customer_id="acme", payload=sim(**LONG_JOB)))
     ).job_id
-    row = job_row(page, job_id)
-    await expect(row.locator(".job-customer")).to_have_text("acme")
+    anonymous = job_row(page, "#0")
+    await expect(anonymous.locator(".job-customer")).to_have_text(NO_VALUE)
+    await expect(anonymous.locator(".job-id")).to_have_text(NO_VALUE)
+    await expect(anonymous.locator("button.cancel")).to_be_disabled()
     await expect(page.locator("#status")).to_have_text("busy")
     await expect(page.locator("#slots")).to_have_text("1 / 1")
-    first = await wait_for_progress_above(page, job_id, 0)
-    later = await wait_for_progress_above(page, job_id, first)
+    first = await wait_for_progress_above(page, "#0", 0)
+    later = await wait_for_progress_above(page, "#0", first)
     assert 0 < first < later < 100
-    await expect(row.locator(".job-percent")).to_have_text(re.compile(r"^\d{1,2}%$"))
+    await expect(anonymous.locator(".job-percent")).to_have_text(re.compile(r"^\d{1,2}%$"))
+    assert job_id not in await page.content()
     await assert_not_reloaded(page)
 
-    # Cancel without a token: the page asks for it, and nothing happens yet.
-    cancel = row.locator("button.cancel")
-    await expect(cancel).to_be_enabled()
-    await cancel.click()
-    await expect(page.locator("#notice")).to_have_text(
-        f"Enter the worker's HUB_AUTH_TOKEN to cancel job {job_id}."
-    )
-    await expect(page.locator("#token")).to_be_focused()
+    # With the token the next refresh names the job and its customer.
+    await page.locator("#token").fill(TOKEN)
+    await page.locator("#save-token").click()
+    await expect(page.locator("#token-set")).to_be_visible()
+    await expect(page.locator("#token-form")).to_be_hidden()
+    await expect(page.locator("#detail-hidden")).to_be_hidden()
+    row = job_row(page, job_id)
+    await expect(row.locator(".job-customer")).to_have_text("acme")
+    await expect(anonymous).to_have_count(0)
     job = await broker.get(job_id)
     assert job is not None
     assert job.status == JobStatus.ACTIVE
 
-    # With the token the waiting action goes through: the job ends cancelled in Redis.
-    await page.locator("#token").fill(TOKEN)
-    await page.locator("#save-token").click()
+    # Cancel, with the token remembered: the job ends cancelled in Redis.
+    cancel = row.locator("button.cancel")
+    await expect(cancel).to_be_enabled()
+    await cancel.click()
     await expect(page.locator("#notice")).to_have_text(f"Done: cancel job {job_id}.")
-    await expect(page.locator("#token-set")).to_be_visible()
-    await expect(page.locator("#token-form")).to_be_hidden()
     assert (await finished(broker, job_id)).status == JobStatus.CANCELLED
     await wait_until(lambda: not running.running, message="the worker's slot is free")
     await expect(row).to_have_count(0)
@@ -182,7 +188,7 @@ async def test_pause_and_resume_are_refused_without_the_right_token(
 
     # No token: the page asks for one and sends nothing.
     await page.locator("#pause").click()
-    await expect(notice).to_have_text("Enter the worker's HUB_AUTH_TOKEN to pause claiming.")
+    await expect(notice).to_have_text("Enter the worker's HUB_OPERATOR_TOKEN to pause claiming.")
     await expect(notice).to_have_class("warn")
     assert await state_in_redis() == b"active"
 
@@ -235,11 +241,11 @@ async def test_without_a_configured_token_the_controls_are_disabled(
         page = tab.page
         await page.goto(url + "/")
         await expect(page.locator("#controls-disabled")).to_have_text(
-            "actions are disabled: HUB_AUTH_TOKEN must be set for this worker"
+            "actions are disabled: HUB_OPERATOR_TOKEN must be set for this worker"
         )
         await expect(page.locator("#pause")).to_be_disabled()
         await expect(page.locator("#resume")).to_be_disabled()
-        cancel = job_row(page, job_id).locator("button.cancel")
+        cancel = job_row(page, "#0").locator("button.cancel")  # the open view names no job
         await expect(cancel).to_be_disabled()
         await page.wait_for_load_state("networkidle")  # and after the script's first refresh
         await expect(cancel).to_be_disabled()

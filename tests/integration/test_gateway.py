@@ -80,6 +80,9 @@ def greedy_caps() -> Capabilities:
 
 
 async def test_claims_stay_within_the_grant(gateway: GatewayClient, broker: Broker) -> None:
+    """Attack: a gateway worker declares every service, strict dedication to acme and every
+    compliance label, and claims under another worker id. Refused: its capabilities are
+    narrowed to its grant and its id is the token's, so it gets only the plain job."""
     await broker.submit(job_request("a1111", id="other-service"))
     await broker.submit(job_request("comfyui", id="dedicated", customer_id="acme",
                                     requirements=Requirements(customer_isolation="strict")))  # fmt: skip
@@ -143,6 +146,9 @@ async def test_max_concurrency_caps_the_leases_held(gateway: GatewayClient, brok
 async def test_reports_on_another_workers_job_are_refused(
     gateway: GatewayClient, broker: Broker
 ) -> None:
+    """Attack: a gateway worker that knows another worker's job id and claim token reports
+    progress, completes, fails, releases and cancels it. Refused: every fenced report
+    answers `stale`, the cancel is forbidden, and the job is untouched."""
     await broker.submit(job_request("comfyui", id="theirs"))
     caps = await start_worker(broker, "direct-1")
     held = await claim(broker, "direct-1", caps)  # the token is known: the worst case
@@ -161,6 +167,9 @@ async def test_reports_on_another_workers_job_are_refused(
 
 
 async def test_no_operation_reads_a_job(gateway: GatewayClient, broker: Broker) -> None:
+    """Attack: ask the gateway for a job, a raw key or a script (`get`, `hgetall`, `eval`),
+    or claim with a worker id of one's choosing. Refused: no such operation exists, and an
+    unknown argument is invalid."""
     await broker.submit(job_request("comfyui", id="secret", customer_id="acme"))
     for op, args in [
         ("get", {"job_id": "secret"}),
@@ -187,6 +196,9 @@ async def test_the_hub_answers_bad_frames_and_keeps_the_connection(
 async def test_a_revoked_token_is_cut_off_and_its_jobs_go_back(
     hub: RunningHub, gateway: GatewayClient, broker: Broker
 ) -> None:
+    """Attack: keep working, heartbeating and reconnecting after the operator revoked the
+    gateway token. Refused: the connection is cut on every hub, new connections are
+    refused, and the jobs it held go back to the queue."""
     await broker.submit(job_request("comfyui", id="held"))
     await gateway.register_worker("gw-1", capabilities(), {})
     got = await gateway.claim("gw-1", capabilities())
@@ -226,6 +238,8 @@ async def _status(broker: Broker, job_id: str, status: JobStatus) -> Any:
 async def test_connections_without_a_valid_gateway_token_are_refused(
     hub: RunningHub, header: str | None
 ) -> None:
+    """Attack: open the gateway with no token, a forged one, or the operator's token.
+    Refused: 403 before the WebSocket opens."""
     headers = {"Authorization": header} if header else {}
     url = hub.ws_url + PATH
     with pytest.raises(InvalidStatus) as refused:

@@ -149,11 +149,12 @@ async def test_customer_token_submits_and_reads_only_its_customer(api: httpx.Asy
     listed = (await api.get("/jobs", headers=ACME)).json()["jobs"]
     assert [j["id"] for j in listed] == [mine["id"]]
     assert (await api.get("/jobs?customer_id=globex", headers=ACME)).status_code == 403
+    assert (await api.post(f"/jobs/{other['id']}/cancel", headers=ACME)).status_code == 404
     taken = await api.post(
         "/jobs", json={"service_type": "comfyui", "id": other["id"]}, headers=ACME
     )
-    assert taken.status_code == 409  # exists, but belongs to someone else: no leak
-    assert (await api.post(f"/jobs/{other['id']}/cancel", headers=ACME)).status_code == 404
+    assert taken.status_code == 201  # acme's ids are its own: nothing about globex's leaks
+    assert taken.json()["id"] == f"acme~{other['id']}"
     strict = await api.post(
         "/jobs",
         json={"service_type": "comfyui", "requirements": {"customer_isolation": "strict"}},

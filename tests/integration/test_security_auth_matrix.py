@@ -447,13 +447,13 @@ async def test_tokens_and_payloads_never_reach_the_logs(
             async with ws_connect(f"{hub.ws_url}/ws/monitor/m1?token={WRONG_SECRET}") as refused:
                 await recv_json(refused)
             # A real worker with a Redis password and a dashboard token runs the job.
-            wsettings = worker_settings(secret_url, "sec-worker", HUB_AUTH_TOKEN=WORKER_SECRET)
+            wsettings = worker_settings(secret_url, "sec-worker", HUB_OPERATOR_TOKEN=WORKER_SECRET)
             async with running_worker(wsettings) as worker:
                 broker = Broker(redis, BrokerSettings())
                 assert (await finished(broker, job_id)).status == JobStatus.COMPLETED
                 dashboard = httpx.AsyncClient(
                     transport=httpx.ASGITransport(app=create_dashboard(worker)),
-                    base_url="http://dash",
+                    base_url="http://localhost",
                 )
                 async with dashboard:
                     assert (await dashboard.post("/api/pause", headers=wrong)).status_code == 401
@@ -512,7 +512,7 @@ async def dashboard_of_real_worker(
     """A real worker (Redis URL with a password), its dashboard in-process, and a job it is
     running (1,000 steps of 20 ms: it stays running for the test)."""
     async with redis_user(redis, redis_url) as secret_url:
-        env = {"HUB_AUTH_TOKEN": token} if token else {}
+        env = {"HUB_OPERATOR_TOKEN": token} if token else {}
         settings = worker_settings(secret_url, "dash-worker", **env)
         async with running_worker(settings) as worker:
             broker = Broker(redis, BrokerSettings())
@@ -524,7 +524,9 @@ async def dashboard_of_real_worker(
                 app=create_dashboard(worker), client=("127.0.0.1", 50000)
             )
             try:
-                async with httpx.AsyncClient(transport=transport, base_url="http://dash") as http:
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://localhost"
+                ) as http:
                     yield worker, http, job_id
             finally:  # the worker stops at once instead of waiting out its shutdown grace
                 await broker.cancel(job_id)

@@ -91,7 +91,8 @@ async def frames_until(
 
 
 def mentions(frame: dict[str, Any], job_id: str) -> bool:
-    return job_id in orjson.dumps(frame).decode()
+    """Whether any string in the frame is `job_id` (a customer's own `acme~{id}` is not)."""
+    return orjson.dumps(job_id).decode() in orjson.dumps(frame).decode()
 
 
 async def own_progress(broker: Broker, job_id: str) -> None:
@@ -104,6 +105,10 @@ async def own_progress(broker: Broker, job_id: str) -> None:
 async def test_hammering_subscribe_on_a_foreign_job_receives_none_of_its_events(
     hub: RunningHub, broker: Broker
 ) -> None:
+    """Attack: with acme's client token, `subscribe` to a globex job again and again on /ws
+    while it emits progress (a subscription registered before the visibility check used to
+    queue the foreign events: 31 of 32 progress events and `completed` leaked). Refused:
+    every subscribe answers "no such job" and no frame names the foreign job."""
     foreign = await submit(hub, CLIENT, customer_id="globex")
     async with ws_connect(f"{hub.ws_url}/ws?token={ACME_TOKEN}") as ws:
         assert (await recv_json(ws))["type"] == "welcome"
@@ -130,6 +135,9 @@ async def test_hammering_subscribe_on_a_foreign_job_receives_none_of_its_events(
 async def test_hammering_legacy_submit_with_a_foreign_id_receives_none_of_its_events(
     hub: RunningHub, broker: Broker
 ) -> None:
+    """Attack: the same on the original protocol: `submit_job` with the foreign job's id as
+    `message_id`, in a loop, while that job runs. Refused: no relay of the foreign job
+    reaches acme (its id now names a job of acme's own) and its result never appears."""
     foreign = await submit(hub, CLIENT, customer_id="globex")
     async with ws_connect(f"{hub.ws_url}/ws/client/acme-1?token={ACME_TOKEN}") as ws:
         assert (await recv_json(ws))["type"] == "connection_established"
@@ -137,14 +145,18 @@ async def test_hammering_legacy_submit_with_a_foreign_id_receives_none_of_its_ev
         resubmit = {"type": "submit_job", "job_type": "comfyui", "message_id": foreign}
         await hammer_until(ws, resubmit, worker)
 
-        own = {"type": "submit_job", "job_type": "comfyui", "message_id": "acme-own-1"}
+        # acme's ids are its own (`acme~...`): the resubmissions above made acme a job of
+        # its own under the foreign id, so this one outranks it to be claimed first.
+        own_id = "acme~acme-own-1"
+        own = {"type": "submit_job", "job_type": "comfyui", "message_id": "acme-own-1",
+               "priority": 100}  # fmt: skip
         await ws.send(orjson.dumps(own).decode())
         frames = await frames_until(
-            ws, lambda f: f.get("type") == "job_accepted" and f["job_id"] == "acme-own-1"
+            ws, lambda f: f.get("type") == "job_accepted" and f["job_id"] == own_id
         )
-        await own_progress(broker, "acme-own-1")
+        await own_progress(broker, own_id)
         frames += await frames_until(
-            ws, lambda f: f.get("type") == "update_job_progress" and f["job_id"] == "acme-own-1"
+            ws, lambda f: f.get("type") == "update_job_progress" and f["job_id"] == own_id
         )
 
     relayed = {"update_job_progress", "complete_job", "fail_job", "response_job_status"}
@@ -156,6 +168,9 @@ async def test_hammering_legacy_submit_with_a_foreign_id_receives_none_of_its_ev
 async def test_a_customer_subscription_does_not_carry_other_customers_events(
     hub: RunningHub, broker: Broker
 ) -> None:
+    """Attack: subscribe to one's own customer and hope the customer index carries
+    another's events. Refused: every event is checked against the connection's rights,
+    whatever subscription routed it; only acme's own events arrive."""
     foreign = await submit(hub, CLIENT, customer_id="globex")
     async with ws_connect(f"{hub.ws_url}/ws?token={ACME_TOKEN}") as ws:
         assert (await recv_json(ws))["type"] == "welcome"

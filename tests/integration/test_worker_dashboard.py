@@ -95,15 +95,15 @@ HARDWARE = HardwareInfo(
 class FakeWorker:
     """The attributes and methods the dashboard uses, and a record of the actions it took."""
 
-    def __init__(self, *, auth_token: str | None = TOKEN) -> None:
+    def __init__(self, *, operator_token: str | None = TOKEN) -> None:
         self.settings = WorkerSettings(
             redis=RedisSettings(url=f"redis://default:{REDIS_PASSWORD}@redis.internal:6380/0"),
             worker_id="gpu-box-1-gpu0",
             services=("simulation", "comfyui"),
             broker=BrokerSettings(),
-            auth_token=auth_token,
+            operator_token=operator_token,
             concurrent_jobs=2,
-            env={"HUB_AUTH_TOKEN": auth_token or "", "COMFYUI_AUTH": SERVICE_PASSWORD},
+            env={"HUB_OPERATOR_TOKEN": operator_token or "", "COMFYUI_AUTH": SERVICE_PASSWORD},
         )
         self.id = self.settings.worker_id
         self.started = time.time() - 3725
@@ -173,7 +173,7 @@ def fake() -> FakeWorker:
 
 def app_client(fake: FakeWorker) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=create_app(fake), client=("127.0.0.1", 50000))
-    return httpx.AsyncClient(transport=transport, base_url="http://dashboard")
+    return httpx.AsyncClient(transport=transport, base_url="http://localhost")
 
 
 @pytest.fixture
@@ -193,7 +193,7 @@ async def test_page_renders_the_worker_with_stable_ids(
     client: httpx.AsyncClient, fake: FakeWorker
 ) -> None:
     fake.history.appendleft(Outcome("job-0", "failed", "model exploded", 2.5))
-    response = await client.get("/")
+    response = await client.get("/", headers=bearer(TOKEN))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     html = response.text
@@ -211,7 +211,7 @@ async def test_page_escapes_what_clients_and_services_wrote(
     client: httpx.AsyncClient, fake: FakeWorker
 ) -> None:
     fake.running["job-1"].message = "<script>alert(1)</script>"
-    html = (await client.get("/")).text
+    html = (await client.get("/", headers=bearer(TOKEN))).text
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
@@ -240,7 +240,7 @@ async def test_static_files_are_served_and_nothing_else(client: httpx.AsyncClien
 
 
 async def test_status_describes_the_worker(client: httpx.AsyncClient, fake: FakeWorker) -> None:
-    body = (await client.get("/api/status")).json()
+    body = (await client.get("/api/status", headers=bearer(TOKEN))).json()
     assert set(body) >= {
         "worker",
         "controls",
@@ -278,7 +278,7 @@ async def test_status_keeps_the_last_100_jobs_with_their_statistics(
     for n in range(120):  # oldest first; the worker puts the newest at the left
         status = "failed" if n % 10 == 0 else "completed"
         fake.history.appendleft(Outcome(f"job-{n}", status, None, float(n)))
-    body = (await client.get("/api/status")).json()
+    body = (await client.get("/api/status", headers=bearer(TOKEN))).json()
     assert len(body["history"]) == 100
     assert body["history"][0]["job_id"] == "job-119"
     stats = body["stats"]
@@ -290,7 +290,7 @@ async def test_status_keeps_the_last_100_jobs_with_their_statistics(
 
 async def test_long_errors_are_clipped(client: httpx.AsyncClient, fake: FakeWorker) -> None:
     fake.history.appendleft(Outcome("job-0", "failed", "x" * 5000, 1.0))
-    error = (await client.get("/api/status")).json()["history"][0]["error"]
+    error = (await client.get("/api/status", headers=bearer(TOKEN))).json()["history"][0]["error"]
     assert len(error) == 500
     assert error.endswith("\u2026")
 
@@ -344,13 +344,13 @@ async def test_a_failing_hardware_reading_does_not_break_the_page(fake: FakeWork
 async def test_actions_are_refused_when_no_token_is_configured(
     path: str, method: str, args: list[str]
 ) -> None:
-    fake = FakeWorker(auth_token=None)
+    fake = FakeWorker(operator_token=None)
     async with app_client(fake) as client:
         response = await client.post(path, headers=bearer("anything"))
         assert response.status_code == 403
         error = response.json()["error"]
         assert error["field"] == "Authorization"
-        assert "HUB_AUTH_TOKEN must be set" in error["message"]
+        assert "HUB_OPERATOR_TOKEN must be set" in error["message"]
         assert (await client.get("/api/status")).json()["controls"]["enabled"] is False
     assert fake.calls == []
 
@@ -542,13 +542,13 @@ def test_an_address_not_on_this_machine_names_the_host_setting(port: int | None)
 
 
 async def test_dashboard_drives_a_real_worker(broker: Broker, redis: Redis, redis_url: str) -> None:
-    settings = worker_settings(redis_url, HUB_AUTH_TOKEN=TOKEN)
+    settings = worker_settings(redis_url, HUB_OPERATOR_TOKEN=TOKEN)
     async with running_worker(settings) as worker:
         dashboard = DashboardServer(worker, settings)
         url = await dashboard.start()
         try:
             async with httpx.AsyncClient(
-                base_url=url.replace("localhost", "127.0.0.1"), timeout=5
+                base_url=url.replace("localhost", "127.0.0.1"), timeout=5, headers=bearer(TOKEN)
             ) as http:
                 long_id = (
                     await broker.submit(

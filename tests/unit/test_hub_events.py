@@ -102,3 +102,59 @@ async def test_follow_job_drops_duplicates_and_repairs_gaps() -> None:
         assert done.terminal
         assert await anext(updates) is None  # quiet: a ping
     assert h.subscriber_count == 0
+
+
+def lines_run_in_events(action: Any) -> int:
+    """How many lines of hub/events.py `action` executes: the work done, not the time taken
+    (which a shared machine would make flaky)."""
+    import sys
+
+    import hub.events as module
+
+    target = module.__file__
+    count = 0
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal count
+        if event == "line":
+            count += 1
+        return local
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        return local if frame.f_code.co_filename == target else None
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        action()
+    finally:
+        sys.settrace(previous)
+    return count
+
+
+@pytest.mark.parametrize("kind", ["customer", "job"])
+def test_subscribing_costs_the_same_however_many_subscriptions_the_connection_has(
+    kind: str,
+) -> None:
+    """Attack: one connection subscribes to thousands of customers (8,000 froze a hub for
+    17.7 s, /health included), each subscribe rebuilding every index entry of the
+    connection. Refused: each subscribe and unsubscribe costs the same however many the
+    connection already has: doubling the subscriptions at most doubles the work (lines of
+    hub/events.py run, counted)."""
+
+    def work(n: int) -> int:
+        h = hub()
+        sub = h.subscribe()
+        follow = sub.follow_customer if kind == "customer" else sub.follow_job
+        unfollow = sub.unfollow_customer if kind == "customer" else sub.unfollow_job
+
+        def subscribe_all() -> None:
+            for i in range(n):
+                follow(f"c{i}")
+            for i in range(n):
+                unfollow(f"c{i}")
+
+        return lines_run_in_events(subscribe_all)
+
+    small, large = work(300), work(600)
+    assert large <= 2.1 * small, (small, large)

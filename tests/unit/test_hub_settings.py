@@ -73,6 +73,21 @@ def test_everything_set() -> None:
     assert (s.max_header_bytes, s.max_connections) == (16384, 100)
 
 
+def test_client_tokens_may_carry_a_priority_ceiling() -> None:
+    s = HubSettings.from_env(
+        {
+            "HUB_AUTH_TOKEN": "tok-aaaaaaaa:acme:max_priority=120, tok-bbbbbbbb:max_priority=0,"
+            "tok-cccccccc:a:b@c",
+            "HUB_OPERATOR_TOKEN": "ops-token-1",
+        }
+    )
+    assert s.client_tokens == (
+        ClientToken("tok-aaaaaaaa", "acme", 120),
+        ClientToken("tok-bbbbbbbb", None, 0),
+        ClientToken("tok-cccccccc", "a:b@c"),  # customer ids may hold ':'
+    )
+
+
 def test_no_token_is_a_startup_error_unless_auth_is_off() -> None:
     with pytest.raises(ConfigError) as info:
         HubSettings.from_env({})
@@ -108,6 +123,12 @@ def test_no_token_is_a_startup_error_unless_auth_is_off() -> None:
         ({"HUB_AUTH_TOKEN": "has space in it"}, "HUB_AUTH_TOKEN"),
         ({"HUB_AUTH_TOKEN": "token-123456:bad customer"}, "HUB_AUTH_TOKEN"),
         ({"HUB_OPERATOR_TOKEN": "token-123456:acme"}, "HUB_OPERATOR_TOKEN"),
+        ({"HUB_AUTH_TOKEN": "token-123456:acme:max_priority=lots"}, "HUB_AUTH_TOKEN"),
+        ({"HUB_AUTH_TOKEN": "token-123456:max_priority=1001"}, "HUB_AUTH_TOKEN"),
+        ({"HUB_AUTH_TOKEN": "token-123456:"}, "HUB_AUTH_TOKEN"),
+        ({"HUB_DASHBOARD_IMAGE_ORIGINS": "https://x.example/path"}, "HUB_DASHBOARD_IMAGE_ORIGINS"),
+        ({"HUB_DASHBOARD_IMAGE_ORIGINS": "https: data:"}, "HUB_DASHBOARD_IMAGE_ORIGINS"),
+        ({"HUB_DASHBOARD_IMAGE_ORIGINS": "javascript:alert(1)"}, "HUB_DASHBOARD_IMAGE_ORIGINS"),
         ({"CUSTOMER_TIERS": "gold"}, "CUSTOMER_TIERS"),
         ({"CUSTOMER_TIERS": "gold=lots"}, "CUSTOMER_TIERS"),
         ({"CUSTOMER_TIERS": "gold=5000"}, "CUSTOMER_TIERS"),

@@ -1,4 +1,4 @@
-"""What hub/transport.py takes from uvicorn's private httptools protocol.
+"""What shared/http_guard.py takes from uvicorn's private httptools protocol.
 
 `GuardedHttpToolsProtocol` subclasses `uvicorn.protocols.http.httptools_impl.HttpToolsProtocol`,
 which is not public API: a uvicorn release may rename a callback or an attribute, and the hub
@@ -18,7 +18,7 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from hub.transport import GuardedHttpToolsProtocol, TransportLimits, guarded_protocol
+from shared.http_guard import GuardedHttpToolsProtocol, TransportLimits, guarded_protocol
 
 PRIVATE_MODULE = "uvicorn.protocols.http.httptools_impl"
 
@@ -40,7 +40,7 @@ OVERRIDDEN = {
 
 def moved(what: str) -> str:
     return (
-        f"uvicorn moved {what}, which hub/transport.py relies on: adapt the guard to this "
+        f"uvicorn moved {what}, which shared/http_guard.py relies on: adapt the guard to this "
         "uvicorn release, or keep pyproject's upper bound on uvicorn below it"
     )
 

@@ -17,7 +17,7 @@ def test_defaults() -> None:
     assert s.services == ("simulation",)
     assert (s.concurrent_jobs, s.customer_isolation) == (1, "none")
     assert s.quality_levels == ("fast", "balanced", "quality")
-    assert (s.gpu_count, s.dashboard_port, s.auth_token) == (None, None, None)
+    assert (s.gpu_count, s.dashboard_port, s.operator_token) == (None, None, None)
     assert (s.log_level, s.log_format) == ("INFO", "text")
     assert s.broker.job_timeout == 30 * 60
 
@@ -106,9 +106,9 @@ def test_bad_settings_name_the_setting(values: dict[str, str], name: str) -> Non
     assert str(info.value).startswith(f"{name}: ")
 
 
-def test_the_auth_token_stays_out_of_the_settings_repr() -> None:
-    settings = WorkerSettings.from_env({**BASE, "HUB_AUTH_TOKEN": "dashboard-secret-1"})
-    assert settings.auth_token == "dashboard-secret-1"
+def test_the_operator_token_stays_out_of_the_settings_repr() -> None:
+    settings = WorkerSettings.from_env({**BASE, "HUB_OPERATOR_TOKEN": "dashboard-secret-1"})
+    assert settings.operator_token == "dashboard-secret-1"
     assert "dashboard-secret-1" not in repr(settings)
 
 

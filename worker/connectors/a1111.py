@@ -44,7 +44,7 @@ from worker.connectors.util import bad_payload, payload_mapping, shorten
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT: Final = 10.0
-_ENDPOINT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ENDPOINT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # 500s whose class says the request itself was bad: another attempt would fail the same way.
 _INVALID_REQUEST_ERRORS: Final = frozenset(
     {"ValueError", "TypeError", "KeyError", "ValidationError", "RequestValidationError"}
@@ -263,7 +263,7 @@ def _parse_payload(
     if not isinstance(endpoint, str):
         raise bad_payload("endpoint", "expected a string such as 'txt2img'")
     endpoint = endpoint.strip().removeprefix("/").removeprefix("sdapi/v1/")
-    if not _ENDPOINT.match(endpoint):
+    if not _ENDPOINT.fullmatch(endpoint):
         raise bad_payload("endpoint", f"expected an /sdapi/v1 endpoint name, got {endpoint!r}")
     method = payload.get("method", "POST")
     if not isinstance(method, str) or method.upper() not in ("GET", "POST"):

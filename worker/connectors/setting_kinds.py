@@ -36,7 +36,7 @@ def optional_path(name: str, *, doc: str) -> Setting[str | None]:
 
 
 def _service_name(name: str, value: str) -> str:
-    if not re.match(SERVICE_PATTERN, value):
+    if not re.fullmatch(SERVICE_PATTERN, value):
         raise ConfigError(
             name, f"expected a lower-case service name (a-z, 0-9, _ . -), got {value!r}"
         )

@@ -23,11 +23,14 @@ from shared import __version__
 from shared.redaction import redact_url
 from shared.redis_client import TRANSIENT_ERRORS
 from worker.dashboard.http_helpers import (
+    AllowedHosts,
     SecurityHeaders,
+    allowed_hosts,
     check_token,
     client_host,
     error_response,
     json_response,
+    presents_token,
 )
 from worker.dashboard.page import load_static, template_environment
 from worker.dashboard.snapshot import snapshot
@@ -67,17 +70,33 @@ class UtilizationSampler:
 
 def create_app(worker: DashboardWorker) -> Starlette:
     """The dashboard app for `worker`: served by DashboardServer, tested in-process."""
+    settings = worker.settings
     sampler = UtilizationSampler(worker.utilization)
     page = template_environment().get_template("dashboard.html")
     static = load_static()
 
+    def detail(request: Request) -> bool | Response:
+        """Whether this request may see job and customer ids: no token reads the open view,
+        the operator's token the full one, a wrong token gets 401 (so a browser tab with a
+        stale token learns it)."""
+        if not presents_token(request) or not worker.settings.operator_token:
+            return False
+        denied = check_token(request, worker.settings.operator_token)
+        return True if denied is None else denied
+
     async def index(request: Request) -> Response:
-        status = snapshot(worker, await sampler.get())
+        full = detail(request)
+        if isinstance(full, Response):
+            return full
+        status = snapshot(worker, await sampler.get(), detail=full)
         html = page.render(s=status, version=__version__)
         return HTMLResponse(html, headers={"cache-control": "no-store"})
 
     async def api_status(request: Request) -> Response:
-        return json_response(snapshot(worker, await sampler.get()))
+        full = detail(request)
+        if isinstance(full, Response):
+            return full
+        return json_response(snapshot(worker, await sampler.get(), detail=full))
 
     async def static_file(request: Request) -> Response:
         found = static.get(request.path_params["name"])
@@ -89,7 +108,7 @@ def create_app(worker: DashboardWorker) -> Starlette:
     async def guarded(
         request: Request, what: str, action: Callable[[], Awaitable[Response]]
     ) -> Response:
-        denied = check_token(request, worker.settings.auth_token)
+        denied = check_token(request, worker.settings.operator_token)
         if denied is not None:
             return denied
         try:
@@ -135,5 +154,10 @@ def create_app(worker: DashboardWorker) -> Starlette:
             Route("/static/{name}", static_file),
         ],
         exception_handlers={HTTPException: http_error},
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(
+                AllowedHosts, hosts=allowed_hosts(settings.dashboard_hosts, settings.dashboard_host)
+            ),
+        ],
     )

@@ -1,11 +1,16 @@
-"""How the dashboard answers over HTTP: its JSON and error responses, the bearer-token check
-that guards its actions, and the security headers on every answer.
+"""How the dashboard answers over HTTP: its JSON and error responses, the bearer-token check,
+the Host check and the security headers on every answer.
 
-Reading is open, acting is not. The dashboard listens on 127.0.0.1 by default and
-`GET /api/status` carries nothing secret (no claim tokens, no HUB_AUTH_TOKEN, no passwords in
-URLs), so an operator can look without credentials. Cancelling a job or pausing the worker
-changes what a GPU box does, so those need `Authorization: Bearer <HUB_AUTH_TOKEN>`; with no
-token configured they are refused (403) rather than left open to anyone who can reach the port.
+Looking is open, naming and acting are not. Without a token the status shows counts,
+progress, health and hardware, but no job or customer id (a job id is a handle on someone's
+work, a customer id says who uses this box). Those, and cancelling a job or pausing the
+worker, need `Authorization: Bearer <HUB_OPERATOR_TOKEN>`, the operator's token: a client
+token, which any client of the hub holds, opens nothing here. With no token configured the
+actions are refused (403) rather than left open to anyone who can reach the port.
+
+Every answer also requires a Host header naming this dashboard (WORKER_DASHBOARD_HOSTS):
+a page on another site that re-points its own name at 127.0.0.1 (DNS rebinding) would
+otherwise read the status as same-origin.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 logger = logging.getLogger("worker.dashboard_api")
 
 TOKEN_FIELD = "Authorization"
-NO_TOKEN_MESSAGE = "actions are disabled: HUB_AUTH_TOKEN must be set for this worker"
+NO_TOKEN_MESSAGE = "actions are disabled: HUB_OPERATOR_TOKEN must be set for this worker"
 SECURITY_HEADERS = [
     (
         b"content-security-policy",
@@ -65,12 +70,16 @@ def check_token(request: Request, expected: str | None) -> Response | None:
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
-        message = "missing token: send Authorization: Bearer <HUB_AUTH_TOKEN>"
+        message = "missing token: send Authorization: Bearer <HUB_OPERATOR_TOKEN>"
         return error_response(401, TOKEN_FIELD, message, challenge)
     if not hmac.compare_digest(presented.encode(), expected.encode()):
         logger.warning("dashboard: action refused, wrong token (from %s)", client_host(request))
         return error_response(401, TOKEN_FIELD, "wrong token", challenge)
     return None
+
+
+def presents_token(request: Request) -> bool:
+    return bool(request.headers.get("authorization", "").strip())
 
 
 def client_host(request: Request) -> str:
@@ -95,3 +104,53 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+_WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+
+
+def allowed_hosts(configured: tuple[str, ...], bind_host: str) -> frozenset[str]:
+    """The names the Host header may carry: WORKER_DASHBOARD_HOSTS, or by default the
+    loopback names and the address the dashboard is bound to (a wildcard bind names no
+    host: reaching the box by its address or name needs WORKER_DASHBOARD_HOSTS)."""
+    if configured:
+        return frozenset(h.lower().strip("[]") for h in configured)
+    names = set(LOOPBACK_NAMES)
+    if bind_host not in _WILDCARDS:
+        names.add(bind_host.lower().strip("[]"))
+    return frozenset(names)
+
+
+def host_name(header: str) -> str:
+    """The host of a Host header, without port or IPv6 brackets, lower-cased."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class AllowedHosts:
+    """Pure ASGI middleware: answer 421 to any request whose Host is not one of `hosts`."""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                host = host_name(value.decode("latin-1"))
+                break
+        if host not in self.hosts:
+            logger.warning(
+                "dashboard: refused a request for host %r (WORKER_DASHBOARD_HOSTS)", host
+            )
+            message = "this dashboard does not answer to that host name (WORKER_DASHBOARD_HOSTS)"
+            await error_response(421, "Host", message)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

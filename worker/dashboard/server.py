@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -112,6 +113,35 @@ def dashboard_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def http_protocol(settings: WorkerSettings) -> Any:
+    """The hub's connection guard (shared/http_guard.py: a head deadline, a cap on open
+    connections, idle connections closed), bound to the dashboard's own limits. Without it
+    one slow client held a connection for as long as it liked and idle ones were never
+    closed. It needs httptools, which worker.pyz ships; where it is missing anyway the
+    dashboard says so and runs on uvicorn's h11 protocol, with uvicorn's keep-alive timeout
+    as its only bound."""
+    try:
+        from shared.http_guard import TransportLimits, guarded_protocol
+    except ImportError as exc:
+        logger.warning(
+            "the dashboard runs WITHOUT its connection guard (no head deadline, no limit on "
+            "open connections): %s. Install httptools, or keep WORKER_DASHBOARD_HOST on "
+            "127.0.0.1",
+            exc,
+        )
+        return "h11"
+    return guarded_protocol(
+        TransportLimits(
+            header_timeout=settings.dashboard_header_timeout,
+            max_header_bytes=16 * 1024,
+            max_headers=64,
+            max_connections=settings.dashboard_max_connections,
+            logger="worker.dashboard",
+            connections_setting="WORKER_DASHBOARD_MAX_CONNECTIONS",
+        )
+    )
+
+
 class DashboardServer:
     """The dashboard's lifetime: `await start()` -> URL, `await stop()` when the worker ends."""
 
@@ -138,6 +168,7 @@ class DashboardServer:
             access_log=False,  # 2-second polling from every open tab would drown the job logs
             lifespan="off",
             ws="none",
+            http=http_protocol(self.settings),
             limit_concurrency=32,  # a runaway client gets 503s, not the worker's memory
             timeout_graceful_shutdown=SHUTDOWN_SECONDS,
         )

@@ -113,10 +113,29 @@ def _resources(utilization: Mapping[str, Any], hardware: HardwareInfo) -> dict[s
     }
 
 
+def _open_view(doc: dict[str, Any]) -> None:
+    """Blank what names a job or a customer, for a reader without the operator's token:
+    ids, and the messages and errors that clients and AI services write (they may quote
+    either). Counts, progress, timings and health stay."""
+    for job in doc["running"]:
+        job.update(job_id=None, customer_id=None, message=None)
+    for outcome in doc["history"]:
+        outcome.update(job_id=None, error=None)
+    access = doc["capabilities"].get("customer_access") or {}
+    for names in ("allowed_customers", "denied_customers"):
+        if names in access:
+            access[names] = []
+
+
 def snapshot(
-    worker: DashboardWorker, utilization: Mapping[str, Any], now: float | None = None
+    worker: DashboardWorker,
+    utilization: Mapping[str, Any],
+    now: float | None = None,
+    *,
+    detail: bool = True,
 ) -> dict[str, Any]:
-    """Everything the page shows, JSON-ready and scrubbed of secrets."""
+    """Everything the page shows, JSON-ready and scrubbed of secrets; with `detail` False,
+    without anything that names a job or a customer (`detail` in the document says which)."""
     now = time.time() if now is None else now
     settings = worker.settings
     running = sorted(worker.running.values(), key=lambda held: held.started)
@@ -141,9 +160,10 @@ def snapshot(
             "dashboard_url": worker.dashboard_url,
         },
         "controls": {
-            "enabled": bool(settings.auth_token),
-            "reason": None if settings.auth_token else NO_TOKEN_MESSAGE,
+            "enabled": bool(settings.operator_token),
+            "reason": None if settings.operator_token else NO_TOKEN_MESSAGE,
         },
+        "detail": detail,
         "running": [_running_view(held, now) for held in running],
         "history": [_outcome_view(o) for o in outcomes],
         "stats": job_stats(outcomes),
@@ -157,5 +177,7 @@ def snapshot(
         "refresh_seconds": REFRESH_SECONDS,
         "generated_at": _iso(now),
     }
+    if not detail:
+        _open_view(doc)
     scrubbed: dict[str, Any] = scrub(doc)
     return scrubbed

@@ -96,6 +96,7 @@ local function claim_next(worker_id, caps_json, budget, offset, hops)
   local svc, customer = best_doc.s, best_doc.c
   redis.call('ZREM', K.job_class(best_class), best_job)
   redis.call('ZREM', K.pending, best_job)
+  redis.call('ZREM', K.unclaimed, best_job)
   refresh_class(best_class, svc, customer)
   local token = int(redis.call('INCR', K.tokens))
   local isolation = val(best_doc.r.customer_isolation) or 'none'

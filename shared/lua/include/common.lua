@@ -6,7 +6,8 @@
 --            KEYS[1]'s Redis Cluster slot.
 --   ARGV[1]  key prefix (may be empty)
 --   ARGV[2]  approximate cap of the `events` stream (XADD MAXLEN ~)
---   ARGV[3]  retention of finished jobs, ms (job hash TTL, idempotency keys)
+--   ARGV[3]  retention of finished jobs, ms (job hash TTL, idempotency keys), used until a
+--            hub has published the fleet's policy (include/policy.lua)
 --   ARGV[4..] script-specific, documented in each script's header.
 -- Times are Redis server time (TIME) in ms, so hubs and workers never compare clocks.
 

@@ -15,6 +15,8 @@ local K = {
   tokens = P .. 'jobs:tokens',
   delayed = P .. 'jobs:delayed',
   active = P .. 'jobs:active',
+  unclaimed = P .. 'jobs:unclaimed',
+  fleet = P .. 'fleet',
   classes = P .. 'classes',
   workers = P .. 'workers',
   events = P .. 'events',
@@ -32,4 +34,5 @@ local K = {
   idempotency = function(digest) return P .. 'idem:' .. digest end,
   stats = function(minute) return P .. 'stats:' .. minute end,
   control = function(worker_id) return P .. 'control:' .. worker_id end,
+  rate_limit = function(bucket) return P .. 'ratelimit:' .. bucket end,
 }

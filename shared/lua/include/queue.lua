@@ -3,7 +3,7 @@
 -- A pending, claimable job sits in its class ZSET; each class sits in classes:{service} and
 -- classes:{service}:{customer}, scored by its best (lowest) job score. A retry backing off
 -- sits in jobs:delayed instead of its class until it is due. Every pending job, claimable or
--- not, is in jobs:pending.
+-- not, is in jobs:pending; one no worker has claimed yet is also in jobs:unclaimed.
 
 --- @include "keys"
 
@@ -65,6 +65,7 @@ local function unqueue(job_key, job_id)
   local f = redis.call('HMGET', job_key, 'class_id', 'service_type', 'customer_id')
   redis.call('ZREM', K.pending, job_id)
   redis.call('ZREM', K.delayed, job_id)
+  redis.call('ZREM', K.unclaimed, job_id)
   if redis.call('ZREM', K.job_class(f[1]), job_id) == 1 then
     refresh_class(f[1], f[2], f[3] or '')
   end

@@ -4,6 +4,7 @@
 --- @include "keys"
 --- @include "events"
 --- @include "queue"
+--- @include "policy"
 
 -- Add one job at server time `now`; its hash fields are ARGV[first..last] as name, value
 -- pairs. Returns {1, job_id, created_at_ms, queue_position} when created, or
@@ -38,9 +39,10 @@ local function submit_job(job_id, idem, class_id, priority, first, last, now)
   local svc, customer = given['service_type'], given['customer_id'] or ''
   redis.call('HSET', job_key, unpack(fields))
   redis.call('ZADD', K.pending, score, job_id)
+  redis.call('ZADD', K.unclaimed, int(now), job_id)  -- until a worker first claims it
   enqueue_in_class(job_id, score, class_id, svc, customer, given['requirements'])
   if idem ~= '' then
-    redis.call('SET', K.idempotency(idem), job_id, 'PX', RETENTION_MS)
+    redis.call('SET', K.idempotency(idem), job_id, 'PX', retention_ms())
   end
   emit(job_key, job_id, 'accepted', { service_type = svc, priority = tonumber(priority) }, 1,
     customer)

@@ -6,14 +6,15 @@
 --- @include "keys"
 --- @include "events"
 --- @include "queue"
+--- @include "policy"
 
--- Finish a job for good: status, timestamps, registry, retention TTL.
+-- Finish a job for good: status, timestamps, registry, retention TTL (the fleet's policy).
 local function finish(job_key, job_id, status, now)
   redis.call('HSET', job_key, 'status', status, 'finished_at', int(now))
   redis.call('HDEL', job_key, 'token', 'retry_at')
   redis.call('ZREM', K.active, job_id)
   redis.call('ZADD', K.finished(status), now, job_id)
-  redis.call('PEXPIRE', job_key, RETENTION_MS)
+  redis.call('PEXPIRE', job_key, retention_ms())
 end
 
 -- Back to pending after a failure or a lost lease, or failed for good once `max_retries`

@@ -1,5 +1,7 @@
 // The worker dashboard's live half: refresh from GET /api/status every 2 seconds without
-// reloading the page, and send the operator's actions with the HUB_AUTH_TOKEN they typed.
+// reloading the page, and send the operator's actions with the HUB_OPERATOR_TOKEN they typed.
+// Without that token the status names no job and no customer; with it (kept in this tab's
+// sessionStorage only) every refresh asks for the full view.
 //
 // Plain JavaScript with no dependencies, loaded from the worker itself (GPU boxes are often
 // offline, and the page's Content-Security-Policy allows no other origin). Everything the
@@ -90,6 +92,7 @@
     setText("updated", clock(s.generated_at));
     $("connection").classList.remove("bad");
     renderControls(s);
+    $("detail-hidden").hidden = s.detail;
     renderRunning(s.running, s.controls.enabled);
     renderResources(s.resources);
     renderConnectors(s.connectors);
@@ -105,28 +108,29 @@
     setText("controls-disabled", s.controls.reason || "");
   }
 
-  // Rows are updated in place, keyed by job id, so a Cancel button does not vanish under the
-  // pointer at every refresh.
+  // Rows are updated in place, keyed by job id (by position in the open view, which names
+  // no job), so a Cancel button does not vanish under the pointer at every refresh.
   function renderRunning(jobs, enabled) {
     const body = $("running-jobs").tBodies[0];
     const rows = new Map();
     for (const row of body.querySelectorAll("tr[data-job-id]")) rows.set(row.dataset.jobId, row);
     body.querySelector("tr.empty")?.remove();
-    for (const job of jobs) {
-      let row = rows.get(job.job_id);
-      rows.delete(job.job_id);
-      if (!row) row = body.appendChild(newJobRow(job));
+    jobs.forEach((job, index) => {
+      const key = job.job_id || `#${index}`;
+      let row = rows.get(key);
+      rows.delete(key);
+      if (!row) row = body.appendChild(newJobRow(job, key));
       updateJobRow(row, job, enabled);
-    }
+    });
     for (const row of rows.values()) row.remove();
     if (!jobs.length) body.append(emptyRow(8, "No job running."));
   }
 
-  function newJobRow(job) {
+  function newJobRow(job, key) {
     return el(
       "tr",
-      { data: { jobId: job.job_id } },
-      el("td", { class: "job-id mono" }, job.job_id),
+      { data: { jobId: key } },
+      el("td", { class: "job-id mono" }, job.job_id || "–"),
       el("td", { class: "job-service" }, job.service_type),
       el("td", { class: "job-customer" }, job.customer_id || "–"),
       el("td", { class: "job-attempt" }, job.attempt),
@@ -134,19 +138,19 @@
         el("span", { class: "job-percent" })),
       el("td", { class: "job-message" }),
       el("td", { class: "job-elapsed" }),
-      el("td", {}, el("button", { type: "button", class: "cancel", data: { jobId: job.job_id } })),
+      el("td", {}, el("button", { type: "button", class: "cancel", data: { jobId: job.job_id || "" } })),
     );
   }
 
   function updateJobRow(row, job, enabled) {
     row.querySelector("progress").value = job.progress;
     row.querySelector(".job-percent").textContent = number(job.progress, "%", 0);
-    row.querySelector(".job-message").textContent = job.message;
+    row.querySelector(".job-message").textContent = job.message || "";
     row.querySelector(".job-attempt").textContent = job.attempt;
     row.querySelector(".job-elapsed").textContent = duration(job.elapsed_seconds);
     const button = row.querySelector("button.cancel");
     button.textContent = job.cancelling ? "Cancelling…" : "Cancel";
-    button.disabled = job.cancelling || !enabled || button.dataset.busy === "1";
+    button.disabled = job.cancelling || !enabled || !job.job_id || button.dataset.busy === "1";
   }
 
   function renderResources(r) {
@@ -187,9 +191,9 @@
 
   function renderHistory(history) {
     setText("history-count", String(history.length));
-    const rows = history.map((o) => el("tr", { data: { jobId: o.job_id } },
+    const rows = history.map((o) => el("tr", { data: { jobId: o.job_id || "" } },
       el("td", {}, el("time", { dateTime: o.finished_at }, clock(o.finished_at))),
-      el("td", { class: "mono" }, o.job_id),
+      el("td", { class: "mono" }, o.job_id || "–"),
       el("td", {}, badge(o.status, `outcome-${o.status}`)),
       el("td", {}, duration(o.seconds)),
       el("td", { class: "error" }, o.error || "")));
@@ -201,7 +205,14 @@
 
   async function refresh() {
     try {
-      const response = await fetch("/api/status", { cache: "no-store" });
+      const headers = token() ? { Authorization: `Bearer ${token()}` } : {};
+      const response = await fetch("/api/status", { cache: "no-store", headers });
+      if (response.status === 401 && token()) {
+        // A stale or mistyped token: forget it (as an action would) and read the open view.
+        const body = await response.json().catch(() => ({}));
+        askForToken(pending, `Token refused (${body.error?.message || "401"}): enter it again.`);
+        return refresh();
+      }
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       render(await response.json());
     } catch (error) {
@@ -247,7 +258,7 @@
   async function act(path, label, button) {
     const run = () => act(path, label, button);
     if (!token()) {
-      askForToken(run, `Enter the worker's HUB_AUTH_TOKEN to ${label}.`);
+      askForToken(run, `Enter the worker's HUB_OPERATOR_TOKEN to ${label}.`);
       return;
     }
     if (button) {
@@ -296,11 +307,13 @@
       const action = pending;
       pending = null;
       if (action) action();
+      else schedule(0); // show job and customer ids now
     });
     $("forget-token").addEventListener("click", () => {
       sessionStorage.removeItem(TOKEN_KEY);
       showToken();
       notice("Token forgotten.");
+      schedule(0);
     });
   }
 

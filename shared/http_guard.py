@@ -1,4 +1,10 @@
-"""The hub's HTTP/1.1 connections: uvicorn's httptools protocol plus the limits it lacks.
+"""HTTP/1.1 connections for the hub and the worker dashboard: uvicorn's httptools protocol
+plus the limits it lacks.
+
+It lives in shared/ because both servers need it (hub -> shared <- worker); it needs
+uvicorn and httptools, which worker.pyz ships for this reason. Import it only where a
+server starts: worker/dashboard/server.py degrades, with a warning, when httptools is
+missing.
 
 uvicorn bounds neither the size of a request head nor the time a client may take to send
 it: a connection that sends nothing, half a head, or a header line that never ends is held
@@ -22,8 +28,8 @@ connection:
   hub sends its answer, half-closes, and discards until the client closes or the deadline
   passes; a body trickled to a route that never reads it cannot hold the socket either.
 
-Bodies that routes do read are bounded by `hub.http_helpers.read_body` (size and deadline), which
-answers in the API's JSON error shape. Refusals here use that shape too.
+Bodies that hub routes do read are bounded by `hub.http_helpers.read_body` (size and deadline),
+which answers in the API's JSON error shape. Refusals here use that shape too.
 """
 
 from __future__ import annotations
@@ -36,17 +42,23 @@ from typing import Any, ClassVar, cast
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from hub.errors import error_body
 
-log = logging.getLogger("hub.transport")
+def error_body(field: str, message: str) -> dict[str, Any]:
+    """The project-wide error shape (hub/errors.py, worker/dashboard/http_helpers.py)."""
+    return {"error": {"field": field, "message": message}}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TransportLimits:
+    """`logger` and `connections_setting` say whose server it is in the log lines: the hub's
+    (as they always read) or the worker dashboard's."""
+
     header_timeout: float = 10.0
     max_header_bytes: int = 64 * 1024
     max_headers: int = 256
     max_connections: int = 2048
+    logger: str = "hub.transport"
+    connections_setting: str = "HUB_MAX_CONNECTIONS"
 
 
 def guarded_protocol(limits: TransportLimits) -> type[GuardedHttpToolsProtocol]:
@@ -81,6 +93,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._log = logging.getLogger(self.limits.logger)
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_kind = ""
         self._message_begun = False  # a byte of the current request has been parsed
@@ -99,12 +112,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
-            log.warning(
-                "refused a connection: %d open, the limit is %d (HUB_MAX_CONNECTIONS)",
+            self._log.warning(
+                "refused a connection: %d open, the limit is %d (%s)",
                 len(self.connections) - 1,
                 self.limits.max_connections,
+                self.limits.connections_setting,
             )
-            self._refuse(503, "connection", "the hub has too many open connections; retry")
+            self._refuse(503, "connection", "the server has too many open connections; retry")
             return
         self._set_deadline("head")
 
@@ -218,7 +232,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if kind == "head" and self._message_begun:
-            log.info(
+            self._log.info(
                 "closed a connection whose request head did not arrive within %g s",
                 self.limits.header_timeout,
                 extra={"client": self._client_host()},
@@ -232,7 +246,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _refuse_head_too_large(self) -> None:
-        log.info(
+        self._log.info(
             "refused a request head over %d bytes or %d header lines",
             self.limits.max_header_bytes,
             self.limits.max_headers,

@@ -1,0 +1,21 @@
+-- policy.lua: the fleet's job policy, as the hubs published it in `fleet`.
+--
+-- Retention of finished jobs, retry backoff and the avoid window define how the fleet
+-- treats a job, so they have one source: the hubs' settings, published by
+-- publish_policy.lua. A script reads the published value and falls back to what its caller
+-- passed only when no hub has published yet (a fresh Redis): a worker's own settings never
+-- override the hubs' (RESULT_RETENTION_SECONDS=120 on the hub used to give every job a
+-- worker completed that worker's 24 h).
+
+--- @include "common"
+--- @include "keys"
+
+local function policy_ms(field, fallback)
+  local value = tonumber(redis.call('HGET', K.fleet, field) or '')
+  if value then return value end
+  return fallback
+end
+
+local function retention_ms()
+  return policy_ms('retention_ms', RETENTION_MS)
+end
