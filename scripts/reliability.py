@@ -218,9 +218,9 @@ SECURITY_HEADER = """
 Generated with the table above, from the rest of `tests/`: each
 `tests/**/test_security_*.py` module is a class of attack (its docstring's first
 paragraph), and each test whose docstring says "Attack: ... Refused: ..." is a row below,
-what a hostile client, worker or web page tried and what the system does instead. Each row's test fails if the refusal
-stops holding; `python -m scripts.reliability --check` fails if this section and the tests
-disagree.
+what a hostile client, worker or web page tried and what the system does instead. Each
+row's test fails if the refusal stops holding; `python -m scripts.reliability --check`
+fails if this section and the tests disagree.
 
 ### Attack classes
 
