@@ -25,6 +25,7 @@ from hub.http_helpers import decode_model, json_response, read_body
 from hub.queries import STATUSES, JobFilter, created_view, list_jobs, summary_with_position
 from hub.request_models import BatchRequest, CancelRequest
 from hub.sse import job_events
+from hub.webhooks.subscribe import check_subscription
 from shared.broker import Submitted
 from shared.errors import InvalidInput
 from shared.job import Job, JobRequest
@@ -62,6 +63,8 @@ def _prepare(hub: HubContext, principal: Principal, req: JobRequest, field: str)
         prepared.check_customer()
     except InvalidInput as exc:
         raise InvalidInput(f"{field}{exc.field}", exc.message) from None
+    if prepared.webhook is not None:
+        check_subscription(hub.settings.webhooks, prepared.webhook, field)
     return prepared
 
 

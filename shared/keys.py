@@ -26,6 +26,11 @@ idem:{sha256(key)}            STRING  idempotency key -> job id (expires with re
 events                        STREAM  every job and worker event (capped)
 stats:{minute}                HASH    per-minute counters (submitted, completed, failed, ...)
 control:{workerId}            PUBSUB  "cancel <jobId>" signals to one worker
+webhook:{deliveryId}          HASH    a webhook delivery being retried or dead-lettered (url, body,
+                              attempts, last error, status; TTL once dead-lettered)
+webhooks:due                  ZSET    deliveries waiting for their next attempt, by due ms (a hub
+                              sending one pushes its score on by a lease)
+webhooks:failed               ZSET    dead-lettered deliveries by the time they failed
 gateway:grants                HASH    sha256(gateway token) -> the worker's grant (JSON)
 gateway:workers               HASH    worker id -> the digest of its current gateway token
 gateway:revoked               PUBSUB  worker ids whose gateway token was revoked
@@ -111,6 +116,17 @@ class Keys:
 
     def control(self, worker_id: str) -> str:
         return f"{self.prefix}control:{worker_id}"
+
+    def webhook(self, delivery_id: str) -> str:
+        return f"{self.prefix}webhook:{delivery_id}"
+
+    @property
+    def webhooks_due(self) -> str:
+        return f"{self.prefix}webhooks:due"
+
+    @property
+    def webhooks_failed(self) -> str:
+        return f"{self.prefix}webhooks:failed"
 
     @property
     def gateway_grants(self) -> str:

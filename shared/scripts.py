@@ -42,6 +42,10 @@ SCRIPT_NAMES: Final = (
     "worker_state",
     "match",
     "reprioritize",
+    "webhook_defer",
+    "webhook_take",
+    "webhook_settle",
+    "webhook_redeliver",
 )
 
 
