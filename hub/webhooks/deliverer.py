@@ -148,8 +148,12 @@ class Deliverer:
         """Stop reading; give attempts in flight `grace` seconds, then abandon them (their
         entries stay pending and another hub takes them over)."""
         for task in self._loops:
-            task.cancel()
-        for task in self._loops:
+            # Cancelled again until it ends: a cancellation that lands while redis-py
+            # finishes a command can be lost (seen with XACK under load), and the loop
+            # would then block for a whole read before it noticed.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.1)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._loops = []
@@ -319,8 +323,11 @@ class Deliverer:
         if len(due) == free:
             return  # full: there may be more due right now
         wait = 1.0 if wait_ms is None else min(max(wait_ms / 1000, 0.005), 1.0)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that
+        # arrives as the event is set, and the hub's shutdown then hangs on this loop.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._due.wait(), wait)
+            async with asyncio.timeout(wait):
+                await self._due.wait()
 
     async def _retry(self, delivery: DueDelivery) -> None:
         try:

@@ -29,8 +29,10 @@ def secret_key(secret: str) -> bytes:
     quoting the secret)."""
     if not secret.startswith(PREFIX):
         raise ValueError(f"must start with {PREFIX} (generate one with: {GENERATE})")
+    encoded = secret.removeprefix(PREFIX)
     try:
-        key = base64.b64decode(secret.removeprefix(PREFIX), validate=True)
+        # Padding may be left off, as the reference implementation allows.
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise ValueError(f"the part after {PREFIX} must be base64") from None
     if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:

@@ -15,17 +15,20 @@ verifies every request with the reference `standardwebhooks` package, as a custo
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
+import pytest
 from redis.asyncio import Redis
 from starlette.responses import Response, StreamingResponse
 
 from hub.webhooks.sender import Sender
 from hub.webhooks.targets import AddressPolicy
 from shared.broker import Broker
+from shared.logs import JsonFormatter, TextFormatter
 from shared.text import as_text
 from shared.webhook_queue import GROUP, FailedAttempt, RetryPolicy
 from tests.helpers import wait_until
@@ -41,6 +44,7 @@ from tests.hub_support import (
 from tests.webhook_support import (
     LOOPBACK,
     OTHER_SECRET,
+    SECRET,
     Delivery,
     Receiver,
     receiving,
@@ -87,7 +91,8 @@ async def drained(redis: Redis) -> bool:
 
 async def webhook_events(redis: Redis, etype: str) -> list[dict[str, Any]]:
     found = []
-    for _, fields in await redis.xrange("events"):
+    entries: list[Any] = await redis.xrange("events") or []
+    for _, fields in entries:
         if fields[b"kind"] == b"webhook" and fields[b"type"] == etype.encode():
             found.append(orjson.loads(fields[b"data"]))
     return found
@@ -196,7 +201,8 @@ async def test_a_delivery_that_keeps_failing_is_dead_lettered_and_can_be_redeliv
             found: list[dict[str, Any]] = page.json()["deliveries"]
             return found
 
-        (failed,) = await wait_until(dead_letter, timeout=10, message="a dead letter")
+        letters: list[dict[str, Any]] = await wait_until(dead_letter, timeout=10)
+        (failed,) = letters
         assert failed["id"] == rx.deliveries[0].id
         assert failed["job_id"] == job_id
         assert failed["url"] == rx.url
@@ -348,3 +354,26 @@ async def test_events_delivered_meanwhile_do_not_wait_for_a_slow_receiver(
         await wait_until(lambda: len(fast.deliveries) == 3, message="the others meanwhile")
         assert len(slow.deliveries) == 1
         slow.release.set()
+
+
+async def test_the_signing_secret_never_reaches_the_logs(
+    redis_url: str, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every logger at DEBUG through retries, a dead letter and a redelivery."""
+    for name in ("", "hub", "shared", "uvicorn", "httpcore", "asyncio"):
+        caplog.set_level(logging.DEBUG, logger=name)
+
+    async def flaky(delivery: Delivery, attempt: int) -> Response:
+        return Response(status_code=500 if attempt < 2 else 204)
+
+    async with receiving(Receiver(respond=flaky)) as rx, hub(redis_url, retry_for=0.05) as http:
+        await submit(http, {"url": rx.url, "events": ["accepted"]})
+        await wait_until(lambda: webhook_events(redis, "webhook_failed"), message="dead letter")
+        (failed,) = (await http.get("/webhooks/deliveries", headers=OPERATOR)).json()["deliveries"]
+        await http.post(f"/webhooks/deliveries/{failed['id']}/redeliver", headers=OPERATOR)
+        await wait_until(lambda: webhook_events(redis, "webhook_delivered"), message="delivered")
+    assert any(r.name == "hub.webhooks" for r in caplog.records), "expected webhook log lines"
+    key = SECRET.removeprefix("whsec_")
+    for record in caplog.records:
+        for formatter in (JsonFormatter(), TextFormatter()):
+            assert key not in formatter.format(record), record.name
