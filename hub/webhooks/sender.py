@@ -109,8 +109,53 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+def _key(origin: httpcore.Origin) -> tuple[bytes, bytes, int]:
+    return origin.scheme, origin.host, origin.port  # Origin itself is not hashable
+
+
+class Connections:
+    """Kept-alive connections, a stack of idle ones per origin; each attempt has one to
+    itself. httpcore's own pool re-matches every queued request against every connection
+    on each change, which at 64 attempts in flight to one receiver cost more CPU than the
+    attempts (about 90 deliveries/s on the 2-core dev box); a stack costs nothing."""
+
+    def __init__(self, backend: httpcore.AsyncNetworkBackend, *, max_idle: int) -> None:
+        self._backend = backend
+        self._max_idle = max_idle
+        self._ssl = ssl.create_default_context()
+        self._idle: dict[tuple[bytes, bytes, int], list[httpcore.AsyncHTTPConnection]] = {}
+
+    async def take(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
+        """An idle connection to `origin`, or a new one (it connects on its first request)."""
+        stack = self._idle.get(_key(origin), [])
+        while stack:
+            connection = stack.pop()
+            if connection.is_idle() and not connection.has_expired():
+                return connection
+            await connection.aclose()
+        return httpcore.AsyncHTTPConnection(
+            origin, ssl_context=self._ssl, keepalive_expiry=30.0, network_backend=self._backend
+        )
+
+    async def give_back(
+        self, origin: httpcore.Origin, connection: httpcore.AsyncHTTPConnection
+    ) -> None:
+        """After its response was closed: kept when it can carry another request."""
+        stack = self._idle.setdefault(_key(origin), [])
+        if connection.is_idle() and len(stack) < self._max_idle:
+            stack.append(connection)
+        else:
+            await connection.aclose()
+
+    async def aclose(self) -> None:
+        for stack in self._idle.values():
+            for connection in stack:
+                await connection.aclose()
+        self._idle.clear()
+
+
 class Sender:
-    """POSTs deliveries through one connection pool (keep-alive per receiver)."""
+    """POSTs deliveries, keeping connections to receivers alive between attempts."""
 
     def __init__(
         self,
@@ -124,16 +169,12 @@ class Sender:
     ) -> None:
         self._timeout = timeout
         self._max_response_bytes = max_response_bytes
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl.create_default_context(),
-            max_connections=max_connections,
-            keepalive_expiry=30.0,
-            retries=0,
-            network_backend=GuardedBackend(policy, resolve, inner),
+        self._connections = Connections(
+            GuardedBackend(policy, resolve, inner), max_idle=max_connections
         )
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        await self._connections.aclose()
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
         """One attempt; never raises for anything the receiver or the network does."""
@@ -141,30 +182,30 @@ class Sender:
         request_headers = [
             ("Host", urlsplit(url).netloc),
             ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
             ("User-Agent", USER_AGENT),
             *headers.items(),
         ]
+        request = httpcore.Request(
+            "POST", url, headers=request_headers, content=body, extensions={"timeout": phase}
+        )
+        origin = request.url.origin
+        connection = await self._connections.take(origin)
         try:
-            async with (
-                asyncio.timeout(self._timeout),
-                self._pool.stream(
-                    "POST",
-                    url,
-                    headers=request_headers,
-                    content=body,
-                    extensions={"timeout": phase},
-                ) as response,
-            ):
-                excerpt, read = await self._read_capped(response)
-                status = response.status
-        except TargetRefused as exc:
-            return Outcome(False, error=str(exc), retryable=False)
-        except (TimeoutError, httpcore.TimeoutException):
-            return Outcome(False, error=f"no answer within {self._timeout:g} s")
-        except (httpcore.NetworkError, httpcore.ProtocolError, OSError, ssl.SSLError) as exc:
-            return Outcome(False, error=f"{type(exc).__name__}: {exc}"[:300])
-        except httpcore.UnsupportedProtocol as exc:
-            return Outcome(False, error=str(exc), retryable=False)
+            async with asyncio.timeout(self._timeout):
+                response = await connection.handle_async_request(request)
+                try:
+                    excerpt, read = await self._read_capped(response)
+                finally:
+                    await response.aclose()  # idle again, or closed when left unread
+        except Exception as exc:
+            await connection.aclose()
+            return self._failure(exc)
+        except BaseException:
+            await connection.aclose()
+            raise
+        await self._connections.give_back(origin, connection)
+        status = response.status
         if 200 <= status < 300:
             return Outcome(True, status, body_bytes_read=read)
         detail = " (redirects are not followed)" if 300 <= status < 400 else ""
@@ -172,10 +213,20 @@ class Sender:
         error = f"HTTP {status}{detail}" + (f": {text}" if text else "")
         return Outcome(False, status, error, body_bytes_read=read)
 
+    def _failure(self, exc: Exception) -> Outcome:
+        """What an attempt that got no answer says; anything else is a bug and raises."""
+        if isinstance(exc, TargetRefused | httpcore.UnsupportedProtocol):
+            return Outcome(False, error=str(exc), retryable=False)
+        if isinstance(exc, TimeoutError | httpcore.TimeoutException):
+            return Outcome(False, error=f"no answer within {self._timeout:g} s")
+        if isinstance(exc, httpcore.NetworkError | httpcore.ProtocolError | OSError):
+            return Outcome(False, error=f"{type(exc).__name__}: {exc}"[:300])
+        raise exc
+
     async def _read_capped(self, response: httpcore.Response) -> tuple[bytes, int]:
         """The start of the body (for the error message) and how much was read: never more
         than `max_response_bytes` plus one network read. Leaving the rest unread closes the
-        connection instead of returning it to the pool."""
+        connection instead of keeping it."""
         excerpt = b""
         read = 0
         chunks = response.aiter_stream()

@@ -87,6 +87,7 @@ async def test_webhook_hub_kill(chaos: Chaos) -> None:
 
         await wait_until(all_delivered, timeout=90, interval=0.05, message="every outcome")
         all_in = time.time() - killed
+
         async def nothing_pending() -> bool:
             return await group_pending(chaos) == 0
 
