@@ -77,9 +77,26 @@ async def test_a_failed_first_attempt_is_scheduled_after_the_base_wait(
                 "error": "HTTP 502",
                 "status": 502,
                 "delay_ms": due - int(rec["last_attempt_at"]),
+                "delivery": "5-0.job",
+                "job_id": "job-1",
             },
         )
     ]
+
+
+async def test_consumers_of_departed_hubs_are_forgotten_unless_they_hold_entries(
+    broker: Broker, redis: Redis
+) -> None:
+    holder = broker.webhooks.group("holder")
+    await holder.ensure()
+    await redis.xadd("events", {"kind": "job", "type": "accepted"})
+    holder.open()
+    await holder.read_new(count=10, block_ms=10)
+    await holder.close()
+    await redis.xgroup_createconsumer("events", "webhooks", "idle")  # a hub that left
+    assert await holder.consumers() == {"holder": 1, "idle": 0}
+    assert await holder.prune_consumers(idle_ms=0) == 1
+    assert await holder.consumers() == {"holder": 1}
 
 
 async def test_a_delivery_is_recorded_once(broker: Broker, redis: Redis) -> None:

@@ -14,6 +14,9 @@
 -- every kind but 'job', so a delivery event is never itself delivered, and the hub's
 -- fan-out shows it to operators only.
 local function emit_webhook(etype, delivery_id, h, data)
+  -- In the data too: the hub's live feed passes on a non-job event's data, not its fields.
+  data.delivery = delivery_id
+  data.job_id = h.job
   redis.call('XADD', K.events, 'MAXLEN', '~', EVENTS_MAX, '*',
     'kind', 'webhook', 'type', etype, 'delivery', delivery_id, 'job', h.job or '',
     'customer', h.customer or '', 'data', cjson.encode(data))
