@@ -27,6 +27,7 @@ BENCHMARKS = {
     "worker": "worker: wake-up latency, drain throughput, idle fleet Redis load",
     "hub": "hub POST /jobs submissions/s and latency",
     "pyz": "worker.pyz: size, start-to-registered time, idle memory",
+    "webhooks": "webhook deliveries/s through 1 and 2 hubs, event-to-delivery latency",
 }
 
 

@@ -330,12 +330,30 @@ def _pyz(tables: list[Table]) -> list[Line]:
     ]
 
 
+def _webhooks(tables: list[Table]) -> list[Line]:
+    no_target = "no target (a notification path)"
+    best = best_of(tables, "deliveries, ")
+    what = "webhook deliveries" + (f" ({best[0].removeprefix('deliveries, ')})" if best else "")
+    return [
+        Line(what, best[1] if best else None, "per s", None, no_target, source="webhooks"),
+        Line(
+            "webhook event -> delivered, p50",
+            value_of(tables, "event -> delivered, p50"),
+            "ms",
+            None,
+            no_target,
+            source="webhooks",
+        ),
+    ]
+
+
 EXTRACTORS: dict[str, Callable[[list[Table]], list[Line]]] = {
     "claim": _claim,
     "broker": _broker,
     "worker": _worker,
     "hub": _hub,
     "pyz": _pyz,
+    "webhooks": _webhooks,
 }
 
 

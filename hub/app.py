@@ -43,6 +43,8 @@ from hub.metrics import HubMetrics
 from hub.rate_limit import RateLimitMiddleware
 from hub.request_log import RequestContextMiddleware, silence_frame_traces
 from hub.settings import HubSettings
+from hub.webhooks import routes as webhook_routes
+from hub.webhooks.deliverer import Deliverer
 from shared.broker import Broker
 from shared.redis_client import connect
 
@@ -58,10 +60,15 @@ def redis_client(url: str) -> Redis:
 
 
 def create_app(
-    settings: HubSettings, *, redis: Redis | None = None, maintenance: bool | None = None
+    settings: HubSettings,
+    *,
+    redis: Redis | None = None,
+    maintenance: bool | None = None,
+    deliver_webhooks: bool = True,
 ) -> Starlette:
     """Build the hub. `redis` overrides settings.redis (the caller keeps ownership);
-    `maintenance` overrides settings.maintenance."""
+    `maintenance` overrides settings.maintenance; `deliver_webhooks=False` keeps a hub
+    that has a webhook secret from delivering (tests stand in for a hub that died)."""
     if redis is None and settings.redis is None:
         raise ValueError("create_app needs settings.redis or a redis client")
     silence_frame_traces()
@@ -91,6 +98,9 @@ def create_app(
         if run_maintenance:
             loop = Maintenance(broker, settings)
             tasks.append(asyncio.create_task(loop.run(hub.shutdown), name="emp-maintenance"))
+        if settings.webhooks.enabled and deliver_webhooks:
+            hub.webhooks = Deliverer(broker.webhooks, settings.webhooks)
+            await hub.webhooks.start()
         app.state.hub = hub
         try:
             yield
@@ -101,6 +111,8 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if hub.webhooks is not None:
+                await hub.webhooks.stop()
             await hub.gateway.stop()
             await events.stop()
             app.state.hub = None
@@ -136,6 +148,7 @@ def create_app(
             *ws_legacy.routes,
             *gateway.routes,
             *routes_gateway.routes,
+            *webhook_routes.routes,
             *dashboard.routes,
         ],
         middleware=middleware,

@@ -18,6 +18,7 @@ from hub.fleet import FleetCache
 from hub.gateway_relay import GatewayRelay
 from hub.metrics import HubMetrics
 from hub.settings import HubSettings
+from hub.webhooks.deliverer import Deliverer
 from shared.broker import Broker
 from shared.reads import Reads
 from shared.worker_grants import GrantStore
@@ -40,6 +41,7 @@ class HubContext:
     authenticator: Authenticator
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     legacy: LegacyRegistry = field(default_factory=LegacyRegistry)
+    webhooks: Deliverer | None = None  # this hub's webhook delivery, when it delivers
     fleet: FleetCache = field(init=False)
     grants: GrantStore = field(init=False)
     gateway: GatewayRelay = field(init=False)

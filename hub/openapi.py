@@ -23,6 +23,7 @@ from starlette.templating import Jinja2Templates
 from hub.http_helpers import json_response
 from hub.request_models import BatchRequest, CancelRequest
 from shared.job import JobRequest, JobStatus
+from shared.webhook import Webhook
 from shared.worker_grants import Grant
 
 Role = Literal["public", "client", "operator"]
@@ -68,6 +69,7 @@ class JobView(msgspec.Struct, kw_only=True):
     event_seq: int
     queue_position: int | None = None
     waiting: dict[str, Any] | None = None
+    webhook: Webhook | None = None
 
 
 class JobList(msgspec.Struct):
@@ -114,6 +116,12 @@ OPERATIONS: tuple[tuple[str, str, str, Role, type | None, str, type | None], ...
      "operator", None, "200", None),
     ("POST", "/gateway/grants/{worker_id}/revoke", "Revoke a gateway token; cut the worker off",
      "operator", None, "204", None),
+    ("GET", "/webhooks/deliveries",
+     "Webhook deliveries dead-lettered (status=failed) or being retried (status=retrying)",
+     "operator", None, "200", None),
+    ("POST", "/webhooks/deliveries/{delivery_id}/redeliver",
+     "Send a dead-lettered webhook delivery again (same webhook-id and body)",
+     "operator", None, "200", None),
 )  # fmt: skip
 
 WEBSOCKETS = (

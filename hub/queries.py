@@ -80,6 +80,7 @@ def created_view(
         "finished_at": None,
         "retry_at": None,
         "event_seq": 1,
+        "webhook": msgspec.to_builtins(req.webhook) if req.webhook is not None else None,
         "queue_position": rank,
     }
 

@@ -27,6 +27,7 @@ from hub.priority import deadline_ms, refuse_past_deadline
 from hub.queries import STATUSES, JobFilter, created_view, list_jobs, summary_with_position
 from hub.request_models import BatchRequest, CancelRequest
 from hub.sse import job_events
+from hub.webhooks.subscribe import check_subscription
 from shared.broker import Submitted
 from shared.errors import InvalidInput
 from shared.job import Job, JobRequest, scoped_job_id
@@ -67,6 +68,8 @@ def _prepare(hub: HubContext, principal: Principal, req: JobRequest, field: str)
         prepared.check_customer()
     except InvalidInput as exc:
         raise InvalidInput(f"{field}{exc.field}", exc.message) from None
+    if prepared.webhook is not None:
+        check_subscription(hub.settings.webhooks, prepared.webhook, field)
     return prepared
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from hub.priority import AGING_AND_URGENCY, PriorityPolicy
+from hub.webhooks.settings import WEBHOOKS, WebhookSettings
 from shared.config import ConfigError
 from shared.job import MAX_EFFECTIVE_PRIORITY
 from shared.redis_settings import REDIS, RedisSettings
@@ -408,6 +409,8 @@ class HubSettings:
             "(0: always read Redis)",
         )
     )
+    # The WEBHOOKS section (hub/webhooks/settings.py).
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
 
     def __post_init__(self) -> None:
@@ -432,6 +435,7 @@ class HubSettings:
             redis=RedisSettings.from_env(values),
             client_tokens=WS_AUTH_TOKEN.read(values) + HUB_AUTH_TOKEN.read(values),
             priority=_priority_policy(values),
+            webhooks=WebhookSettings(**read_fields(WebhookSettings, values)),
             broker=BrokerSettings.from_env(values),
             **read_fields(cls, values),
         )
@@ -468,7 +472,17 @@ two tokens, which you must replace. Unknown HUB_*/WS_* names and bad values stop
 start-up, naming the setting.
 Generated from the declarations in hub/settings.py and shared/: after changing one, run
 `python -m scripts.env_examples`.""",
-    sections=(REDIS, EMBEDDED_REDIS, HTTP, AUTH, PRIORITY, AGING_AND_URGENCY, MAINTENANCE, BROKER),
+    sections=(
+        REDIS,
+        EMBEDDED_REDIS,
+        HTTP,
+        AUTH,
+        PRIORITY,
+        AGING_AND_URGENCY,
+        MAINTENANCE,
+        WEBHOOKS,
+        BROKER,
+    ),
     owned_prefixes=("HUB_", "WS_"),
     placeholders={
         "HUB_AUTH_TOKEN": "replace-with-a-long-random-client-token",

@@ -45,6 +45,7 @@ from shared.requirements import Requirements, requirement_class
 from shared.scripts import Scripts
 from shared.settings import BrokerSettings
 from shared.validation import check_document
+from shared.webhook_queue import WebhookQueue
 
 # The reply types are part of this API: callers import them from here.
 __all__ = [
@@ -85,6 +86,8 @@ class Broker:
         )
         # Reads that are not state transitions (listings, stats, fleet, clock, events).
         self.reads = Reads(redis, self.keys)
+        # Webhook deliveries: the stream's consumer group, retries, dead letter.
+        self.webhooks = WebhookQueue(redis, self.keys, self._scripts)
 
     async def ping(self) -> None:
         """Raise unless Redis answers (readiness checks)."""
@@ -131,6 +134,9 @@ class Broker:
         if max_priority is not None:
             # The submitting token's ceiling: re-scoring (aging, urgency) must honour it too.
             fields += ["max_priority", max_priority]
+        if request.webhook is not None:
+            # Stored with the job so any hub can deliver its events (shared/webhook.py).
+            fields += ["webhook", msgspec.json.encode(request.webhook).decode()]
         cls = requirement_class(request.service_type, request.customer_id, request.requirements)
         return [job_id, idem, cls, effective, *fields]
 

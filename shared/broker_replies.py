@@ -15,6 +15,7 @@ from shared.errors import BrokerError
 from shared.job import Job, JobStatus
 from shared.requirements import Requirements
 from shared.text import as_text
+from shared.webhook import Webhook
 
 Fence = Literal["ok", "stale", "cancelled"]
 FailOutcome = Literal["retrying", "failed", "stale", "cancelled"]
@@ -114,6 +115,7 @@ def parse_job(raw: Mapping[Any, Any]) -> Job:
         finished_at=opt_int(h.get("finished_at")),
         retry_at=opt_int(h.get("retry_at")),
         event_seq=int(h.get("event_seq") or 0),
+        webhook=msgspec.json.decode(h["webhook"], type=Webhook) if h.get("webhook") else None,
     )
 
 

@@ -11,6 +11,7 @@ import msgspec
 from shared.errors import InvalidInput
 from shared.requirements import Requirements
 from shared.validation import SCOPE_SEPARATOR, CustomerId, JobId, Name, ServiceType
+from shared.webhook import Webhook
 
 MAX_PRIORITY = 100
 # Effective priority (requested priority plus tier and urgency bonuses) may exceed the
@@ -45,6 +46,7 @@ class JobRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True,
     timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=7 * 24 * 3600)] | None = None
     deadline: datetime | None = None
     tags: Annotated[list[Name], msgspec.Meta(max_length=16)] = []
+    webhook: Webhook | None = None
 
     def check_customer(self) -> None:
         """Isolation needs to know whose job it is. Checked at submission rather than at
@@ -106,6 +108,7 @@ class Job(msgspec.Struct, kw_only=True):
     finished_at: int | None = None
     retry_at: int | None = None
     event_seq: int = 0
+    webhook: Webhook | None = None
 
     def to_public(self) -> dict[str, Any]:
         """The JSON shape clients see: the seed's field names, ISO-8601 UTC timestamps."""

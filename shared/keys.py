@@ -30,6 +30,11 @@ events                        STREAM  every job and worker event (capped)
 stats:{minute}                HASH    per-minute counters (submitted, completed, failed, ...)
 control:{workerId}            PUBSUB  "cancel <jobId>" signals to one worker
 ratelimit:{sha256(token)}     HASH    a client token's request bucket: tokens left, last refill ms
+webhook:{deliveryId}          HASH    a webhook delivery being retried or dead-lettered (url, body,
+                              attempts, last error, status; TTL once dead-lettered)
+webhooks:due                  ZSET    deliveries waiting for their next attempt, by due ms (a hub
+                              sending one pushes its score on by a lease)
+webhooks:failed               ZSET    dead-lettered deliveries by the time they failed
 gateway:grants                HASH    sha256(gateway token) -> the worker's grant (JSON)
 gateway:workers               HASH    worker id -> the digest of its current gateway token
 gateway:revoked               PUBSUB  worker ids whose gateway token was revoked
@@ -131,6 +136,17 @@ class Keys:
     def rate_limit(self, bucket: str) -> str:
         """A client token's request bucket (`bucket`: the token's sha256, never the token)."""
         return f"{self.prefix}ratelimit:{bucket}"
+
+    def webhook(self, delivery_id: str) -> str:
+        return f"{self.prefix}webhook:{delivery_id}"
+
+    @property
+    def webhooks_due(self) -> str:
+        return f"{self.prefix}webhooks:due"
+
+    @property
+    def webhooks_failed(self) -> str:
+        return f"{self.prefix}webhooks:failed"
 
     @property
     def gateway_grants(self) -> str:

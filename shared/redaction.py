@@ -1,5 +1,6 @@
 """Keeping secrets out of what hub and worker show and log: credentials in URLs, bearer
-tokens, `token=` and `password=` values, and the values of secret-looking keys.
+tokens, `token=` and `password=` values, webhook signing secrets (`whsec_...`), and the
+values of secret-looking keys.
 
 Connector errors and health details come from third-party services and quote whatever they
 were sent, so the worker dashboard scrubs everything it serves (`scrub`) rather than trusting
@@ -15,7 +16,7 @@ from typing import Any, Final
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
 _SECRET_TEXT: Final = re.compile(
-    r"(?i)(authorization:\s*(?:\w+\s+)?|bearer\s+|token=|password=)([^\s&\"',;]+)"
+    r"(?i)(authorization:\s*(?:\w+\s+)?|bearer\s+|token=|password=|whsec_)([^\s&\"',;]+)"
 )
 _SECRET_KEY = re.compile(
     r"pass(word|wd)?|secret|token|api[-_]?key|authorization|credential|cookie|private[-_]?key",
@@ -30,8 +31,9 @@ def redact_url(text: str) -> str:
 
 
 def redact(text: str) -> str:
-    """Mask URL credentials, bearer tokens, `token=` query values and passwords in free text:
-    the last line of defence for log lines, whose callers never mean to log a secret."""
+    """Mask URL credentials, bearer tokens, `token=` query values, passwords and webhook
+    secrets in free text: the last line of defence for log lines, whose callers never mean
+    to log a secret."""
     return _SECRET_TEXT.sub(lambda m: m.group(1) + "***", redact_url(text))
 
 

@@ -45,6 +45,10 @@ SCRIPT_NAMES: Final = (
     "expire_unclaimed",
     "rate_limit",
     "publish_policy",
+    "webhook_defer",
+    "webhook_take",
+    "webhook_settle",
+    "webhook_redeliver",
 )
 
 

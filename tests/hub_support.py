@@ -51,9 +51,10 @@ def hub_settings(
 
 
 @contextlib.asynccontextmanager
-async def hub_client(settings: HubSettings) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client talking to a fresh app in-process (lifespan entered)."""
-    app = create_app(settings)
+async def hub_client(settings: HubSettings, **app_options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client talking to a fresh app in-process (lifespan entered); `app_options`
+    go to create_app."""
+    app = create_app(settings, **app_options)
     async with (
         LifespanManager(app) as manager,
         httpx.AsyncClient(

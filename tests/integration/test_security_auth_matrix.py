@@ -40,6 +40,7 @@ from shared.broker import Broker
 from shared.job import JobStatus
 from shared.logs import JsonFormatter, TextFormatter, request_id_var
 from shared.settings import BrokerSettings
+from shared.webhook_queue import FailedAttempt, RetryPolicy
 from shared.worker_grants import Grant, GrantStore
 from tests.factories import job as job_request
 from tests.helpers import redis_command, wait_until
@@ -94,6 +95,8 @@ OPERATOR_ROUTES = {
     ("POST", "/gateway/grants"),
     ("GET", "/gateway/grants"),
     ("POST", "/gateway/grants/{worker_id}/revoke"),
+    ("GET", "/webhooks/deliveries"),
+    ("POST", "/webhooks/deliveries/{delivery_id}/redeliver"),
 }
 SOCKETS = {
     ("WS", "/ws"),  # refused at the handshake without a valid token
@@ -143,7 +146,8 @@ def test_the_api_document_advertises_the_same_roles() -> None:
 # -- refusals -----------------------------------------------------------------------------------
 
 PENDING, FAILED, WORKER = "victim-pending", "victim-failed", "victim-worker"
-PATH_VALUES = {"job_id": PENDING, "worker_id": WORKER}
+DEAD_LETTER = "1-0.job"  # a dead-lettered webhook delivery
+PATH_VALUES = {"job_id": PENDING, "worker_id": WORKER, "delivery_id": DEAD_LETTER}
 # Retry needs a failed job; the SSE stream of a pending job would never end.
 FINISHED_PATH_VALUES = {"job_id": FAILED}
 VALID_BODIES: dict[str, Any] = {
@@ -208,6 +212,10 @@ async def seed(broker: Broker) -> None:
     await broker.fail(WORKER, c.job.id, c.token, "boom", retryable=False)
     await broker.submit(job_request("comfyui", id=PENDING))
     await GrantStore(broker.redis, broker.keys).issue(Grant(worker_id=WORKER, services=["seedsvc"]))
+    refused = FailedAttempt(
+        DEAD_LETTER, "http://10.0.0.1/", b"{}", "completed", FAILED, None, "refused", None, False
+    )
+    await broker.webhooks.defer([refused], RetryPolicy(1000, 1000, 60_000))
 
 
 async def state(redis: Redis) -> dict[bytes | str, bytes | None]:

@@ -92,7 +92,24 @@ extracted on disk (SHIV_ROOT)                     14.9    MB
 build.py                                          3.59     s
 """
 
-OUTPUTS = {"claim": CLAIM, "broker": BROKER, "worker": WORKER, "hub": HUB, "pyz": PYZ}
+WEBHOOKS = """\
+webhooks: hub processes delivering to a loopback receiver (204 at once, keep-alive), HUB_WEBHOOK_CONCURRENCY=64
+---------------------------------------------------------------------------------------------------------------
+what                                value  unit
+----------------------------------  -----  -----
+deliveries, 1 hub(s), 2,000 events  1,508  per s
+event -> delivered, p50              1.92     ms
+event -> delivered, p99              12.0     ms
+deliveries, 2 hub(s), 2,000 events    965  per s
+"""
+OUTPUTS = {
+    "claim": CLAIM,
+    "broker": BROKER,
+    "worker": WORKER,
+    "hub": HUB,
+    "pyz": PYZ,
+    "webhooks": WEBHOOKS,
+}
 WHEN = datetime(2026, 11, 29, 20, 23, tzinfo=UTC)
 
 
@@ -149,6 +166,7 @@ def test_every_table_of_a_run_is_found_with_or_without_blank_lines_between() -> 
         "worker",
         "hub POST /jobs",
         "pyz",
+        "webhooks",
     ]
     assert spaced == packed
 
@@ -200,8 +218,12 @@ def test_the_summary_of_a_real_quick_run() -> None:
         "pyz start -> registered, dashboard on (median)": "met",
         "pyz RSS idle, dashboard off": "met",
         "pyz RSS idle, dashboard on": "met",
+        "webhook deliveries (1 hub(s), 2,000 events)": "—",  # no target
+        "webhook event -> delivered, p50": "—",
     }
     values = {ln.what: ln.value for ln in lines}
+    assert values["webhook deliveries (1 hub(s), 2,000 events)"] == 1508  # the best row
+    assert values["webhook event -> delivered, p50"] == 1.92
     assert values["claim p99, 100,000 pending (1% match)"] == 0.797
     assert values["drain, broker API (concurrency 50)"] == 5883
     assert values["submit -> result visible, p99"] == 2.06
@@ -330,6 +352,7 @@ def test_markdown_shape() -> None:
         "### worker (12 s)",
         "### hub (12 s)",
         "### pyz (12 s)",
+        "### webhooks (12 s)",
     ]
     assert "- Date: 2026-11-29 20:23 UTC" in md
     assert "- Machine: Linux x86_64, 2 CPUs (x86_64), 24 GiB RAM, Python 3.11.7" in md
@@ -351,7 +374,7 @@ def test_markdown_shape() -> None:
         "- submit, batched (500): measured 16,654 jobs/s, target > 30,000 jobs/s.",
         "- claim p99, 1,000,000 pending (1% match): not measured (this run measured 1,000, 10,000, 100,000 pending).",
     ]
-    assert (md.count("```text"), md.count("```")) == (5, 5)  # each opened and closed
+    assert (md.count("```text"), md.count("```")) == (6, 6)  # each opened and closed
     body = "\n".join(md)
     for text in OUTPUTS.values():
         assert text.rstrip("\n") in body  # every full table, verbatim

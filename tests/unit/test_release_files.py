@@ -22,6 +22,7 @@ import pytest
 
 from hub.priority import PriorityPolicy
 from hub.settings import HUB_SETTINGS, HubSettings
+from hub.webhooks.settings import WebhookSettings
 from scripts.env_examples import CATALOGS, example_path, stale_examples, write_examples
 from shared.config import read_env_file
 from shared.env_example import render_example
@@ -83,7 +84,10 @@ def test_the_check_command_reports_an_example_edited_by_hand(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("catalog", "settings_classes"),
     [
-        (HUB_SETTINGS, (HubSettings, PriorityPolicy, BrokerSettings, RedisSettings)),
+        (
+            HUB_SETTINGS,
+            (HubSettings, PriorityPolicy, WebhookSettings, BrokerSettings, RedisSettings),
+        ),
         (WORKER_SETTINGS, (WorkerSettings, BrokerSettings, RedisSettings)),
     ],
     ids=["hub", "worker"],

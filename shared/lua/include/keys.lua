@@ -20,6 +20,8 @@ local K = {
   classes = P .. 'classes',
   workers = P .. 'workers',
   events = P .. 'events',
+  webhooks_due = P .. 'webhooks:due',
+  webhooks_failed = P .. 'webhooks:failed',
   job = function(job_id) return P .. 'job:' .. job_id end,
   leases = function(worker_id) return P .. 'jobs:active:' .. worker_id end,
   -- Registry of finished jobs: completed, failed (the dead letter) or cancelled.
@@ -35,4 +37,5 @@ local K = {
   stats = function(minute) return P .. 'stats:' .. minute end,
   control = function(worker_id) return P .. 'control:' .. worker_id end,
   rate_limit = function(bucket) return P .. 'ratelimit:' .. bucket end,
+  webhook = function(delivery_id) return P .. 'webhook:' .. delivery_id end,
 }
