@@ -15,15 +15,14 @@ import redis
 from redis.asyncio import Redis
 
 from shared.embedded_redis import EmbeddedRedis
-from shared.redis_client import HiredisPackedConnection
+from shared.redis_client import connect
+from shared.redis_settings import RedisSettings
 
 
 def bench_client(url: str) -> Redis:
-    """A client configured as the hub's and the worker's are where it matters for speed
-    (hiredis packing and parsing), without their read timeout: benchmarks block on purpose."""
-    return Redis.from_url(
-        url, socket_timeout=None, max_connections=200, connection_class=HiredisPackedConnection
-    )
+    """A client made as the hub's and the worker's are (shared.redis_client), without their
+    read timeout: benchmarks block on purpose."""
+    return connect(RedisSettings(url=url), blocking=True, max_connections=200)
 
 
 @contextlib.asynccontextmanager

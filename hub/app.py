@@ -43,23 +43,25 @@ from hub.request_log import RequestContextMiddleware, silence_frame_traces
 from hub.settings import HubSettings
 from shared.broker import Broker
 from shared.redis_client import connect
+from shared.redis_settings import RedisSettings
 
 log = logging.getLogger("hub.app")
 
 REDIS_POOL_SIZE = 256
 
 
-def redis_client(url: str) -> Redis:
-    """The shared command client (10 s read timeout, retries with backoff): the event
-    reader's XREAD blocks for 5 s, well inside it."""
-    return connect(url, max_connections=REDIS_POOL_SIZE)
+def redis_client(settings: RedisSettings) -> Redis:
+    """The shared command client (10 s read timeout, retries with backoff)."""
+    return connect(settings, max_connections=REDIS_POOL_SIZE)
 
 
 def create_app(
     settings: HubSettings, *, redis: Redis | None = None, maintenance: bool | None = None
 ) -> Starlette:
-    """Build the hub. `redis` overrides settings.redis (the caller keeps ownership);
-    `maintenance` overrides settings.maintenance."""
+    """Build the hub. `redis` overrides settings.redis (the caller keeps ownership; the
+    event reader and the gateway open their own blocking clients from the settings it was
+    made from, so it must come from shared.redis_client.connect); `maintenance` overrides
+    settings.maintenance."""
     if redis is None and settings.redis is None:
         raise ValueError("create_app needs settings.redis or a redis client")
     silence_frame_traces()
@@ -69,11 +71,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = redis is None
-        client = (
-            redis
-            if redis is not None
-            else redis_client(settings.redis.url if settings.redis else "")
-        )
+        if redis is not None:
+            client = redis
+        else:
+            assert settings.redis is not None  # checked above
+            client = redis_client(settings.redis)
         broker = Broker(client, settings.broker)
         metrics = HubMetrics()
         events = EventHub(broker.reads.event_stream())

@@ -18,11 +18,11 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 
 from shared.broker import Broker
 from shared.broker_replies import text
-from shared.redis_client import TRANSIENT_ERRORS
+from shared.redis_client import TRANSIENT_ERRORS, sibling
 from shared.settings import BrokerSettings
 
 log = logging.getLogger("hub.gateway")
@@ -75,15 +75,7 @@ class GatewayRelay:
     # -- lifecycle ----------------------------------------------------------------------
 
     def _blocking_client(self, max_connections: int) -> Redis:
-        pool = self._redis.connection_pool
-        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-        return Redis.from_pool(
-            ConnectionPool(
-                connection_class=pool.connection_class,
-                max_connections=max_connections,
-                **kwargs,
-            )
-        )
+        return sibling(self._redis, blocking=True, max_connections=max_connections)
 
     async def start(self) -> None:
         self._blocking = self._blocking_client(MAX_WAITS)

@@ -3,7 +3,7 @@
 - ``redis_server_url`` (session): ``EMP_TEST_REDIS_URL`` when set (never port 6379 unless
   ``EMP_TEST_ALLOW_6379=1``), else one :class:`EmbeddedRedis` on a free port for the whole run.
 - ``redis_url`` (function): the same URL, after ``FLUSHALL``, so tests are isolated.
-- ``redis`` (async, function): a ``redis.asyncio.Redis`` client on ``redis_url``.
+- ``redis`` (async, function): a client on ``redis_url`` from ``shared.redis_client.connect``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from redis.asyncio import Redis as AsyncRedis
 
 from shared.broker import Broker
 from shared.embedded_redis import EmbeddedRedis
+from shared.redis_client import connect
+from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 
 DEFAULT_REDIS_PORT = 6379
@@ -63,9 +65,9 @@ def redis_url(redis_server_url: str) -> str:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[AsyncRedis]:
-    client = AsyncRedis.from_url(
-        redis_url, decode_responses=False, socket_timeout=None, socket_connect_timeout=5
-    )
+    # Made as the hub and the worker make theirs, so what needs a client of its own (the
+    # event stream's reader) can open one from it; no read timeout, as tests block on purpose.
+    client = connect(RedisSettings(url=redis_url), blocking=True)
     try:
         yield client
     finally:

@@ -64,7 +64,7 @@ class Worker:
         self.status = "starting"
         self.dashboard_url: str | None = None
         self.link: WorkerLink = link or RedisLink(
-            settings.redis.url,
+            settings.redis,
             settings.broker,
             self.id,
             control_keepalive=settings.control_keepalive,

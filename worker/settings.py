@@ -235,7 +235,8 @@ class WorkerSettings:
         redis = RedisSettings.from_env(values)
         if redis is None and need_redis:
             raise ConfigError(
-                "HUB_REDIS_URL", "required: the Redis URL of the hub, e.g. redis://hub:6379/0"
+                "HUB_REDIS_URL",
+                "required: the Redis URL of the hub, e.g. redis://hub:6379/0 (or REDIS_SENTINELS)",
             )
         worker_id = WORKER_ID.read(values) or _worker_id(WORKER_ID.name, default_worker_id(values))
         settings = cls(

@@ -12,6 +12,7 @@ import pytest
 
 from shared.broker import Broker
 from shared.redis_client import connect
+from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from tests.chaos.support import (
     HEARTBEAT_INTERVAL,
@@ -36,7 +37,7 @@ def pytest_runtest_makereport(
 async def chaos(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Chaos]:
     server = ChaosRedis(tmp_path / "redis")
     url = server.start()
-    redis = connect(url)
+    redis = connect(RedisSettings(url=url))
     settings = BrokerSettings(
         lease_timeout=LEASE_TIMEOUT,
         heartbeat_interval=HEARTBEAT_INTERVAL,

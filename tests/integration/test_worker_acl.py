@@ -18,6 +18,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 from shared.broker import Broker, Claim
 from shared.keys import Keys
 from shared.redis_client import connect
+from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from shared.worker_grants import Grant, GrantStore
 from tests.factories import job as job_request
@@ -40,7 +41,7 @@ def readme_acl() -> list[str]:
 async def worker_redis(redis: Redis, redis_url: str) -> AsyncIterator[Redis]:
     await redis.execute_command("ACL", *readme_acl())
     scheme, rest = redis_url.split("://", 1)
-    client = connect(f"{scheme}://emp-worker:{PASSWORD}@{rest.split('@')[-1]}")
+    client = connect(RedisSettings(url=f"{scheme}://emp-worker:{PASSWORD}@{rest.split('@')[-1]}"))
     try:
         yield client
     finally:
