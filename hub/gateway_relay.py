@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from shared.broker import Broker
 from shared.broker_replies import text
+from shared.outage import REDIS_OUTAGE
 from shared.redis_client import TRANSIENT_ERRORS, sibling
 from shared.settings import BrokerSettings
 
@@ -109,12 +110,13 @@ class GatewayRelay:
                     await pubsub.psubscribe(_glob_escape(control_prefix) + "*")
                     await pubsub.subscribe(keys.gateway_revoked)
                     self.listening.set()
+                    REDIS_OUTAGE.recovered()
                     delay = 0.1
                     async for message in pubsub.listen():
                         self._dispatch(message, control_prefix)
                 except TRANSIENT_ERRORS as exc:
                     self.listening.clear()
-                    log.warning("gateway relay lost Redis (%s); resubscribing", exc)
+                    REDIS_OUTAGE.failed("gateway relay", exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                 finally:
