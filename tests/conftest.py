@@ -21,6 +21,17 @@ from shared.embedded_redis import EmbeddedRedis
 from shared.redis_client import connect
 from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
+from tests.redis_servers import (
+    NoTls,
+    Replicated,
+    SentinelSet,
+    Server,
+    TlsServer,
+    start_managed_like,
+    start_replicated,
+    start_sentinel_set,
+    start_tls_server,
+)
 
 DEFAULT_REDIS_PORT = 6379
 
@@ -92,3 +103,81 @@ def broker_settings() -> BrokerSettings:
 @pytest.fixture
 def broker(redis: AsyncRedis, broker_settings: BrokerSettings) -> Broker:
     return Broker(redis, broker_settings)
+
+
+# -- deployments: Sentinel, replication, TLS, a managed-like server (tests/redis_servers.py) --
+# Each is started once per session, when a test first asks for it: they cost seconds.
+
+
+@pytest.fixture(scope="session")
+def sentinel_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    """One primary, two replicas, three sentinels (down-after 1000 ms)."""
+    servers = start_sentinel_set(tmp_path_factory.mktemp("sentinel"))
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def sentinel_set(sentinel_servers: SentinelSet) -> SentinelSet:
+    """The session's Sentinel set, healthy (a test that failed over let it recover) and
+    empty."""
+    sentinel_servers.wait_healthy()
+    with sentinel_servers.primary().client() as client:
+        client.flushall()
+    return sentinel_servers
+
+
+@pytest.fixture(scope="session")
+def replicated_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicated]:
+    """One primary, one replica, no Sentinel: for REDIS_WAIT_REPLICAS."""
+    servers = start_replicated(tmp_path_factory.mktemp("replicated"), replicas=1)
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def replicated(replicated_servers: Replicated) -> Replicated:
+    replicated_servers.wait_in_sync()
+    with replicated_servers.primary.client() as client:
+        client.flushall()
+    return replicated_servers
+
+
+@pytest.fixture(scope="session")
+def tls_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
+    try:
+        servers = start_tls_server(tmp_path_factory.mktemp("tls"))
+    except NoTls as exc:
+        pytest.skip(f"TLS tests skipped: {exc}")
+    try:
+        yield servers
+    finally:
+        servers.server.stop()
+
+
+@pytest.fixture
+def tls_server(tls_servers: TlsServer) -> TlsServer:
+    with tls_servers.server.client() as client:
+        client.flushall()
+    return tls_servers
+
+
+@pytest.fixture(scope="session")
+def managed_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_managed_like(tmp_path_factory.mktemp("managed"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def managed_redis(managed_servers: Server) -> Server:
+    """A server without CONFIG, DEBUG, KEYS, SCAN, MONITOR and MODULE, emptied."""
+    with managed_servers.client() as client:
+        client.flushall()
+    return managed_servers
