@@ -8,8 +8,10 @@
 -- The reply for a job that already exists. It rewrites the job's id field with the same
 -- value: a write, so that a caller waiting for replicas (REDIS_WAIT_REPLICAS, WAIT on the
 -- same connection) waits for everything written before it, the original submission
--- included. Without it WAIT would count this connection's last write, perhaps long ago,
--- and acknowledge a retried submission that no replica holds yet.
+-- included. Redis 6.2 moves the offset WAIT waits for only when the connection writes;
+-- without this write it would count a pooled connection's last write, perhaps long ago,
+-- and acknowledge a retried submission that no replica holds yet. (Redis 7 moves it on
+-- every command; the write then costs one HSET on a retry, and changes nothing.)
 local function found(job_id)
   redis.call('HSET', K.job(job_id), 'id', job_id)
   return { 0, job_id }
