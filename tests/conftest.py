@@ -120,13 +120,14 @@ def sentinel_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Senti
 
 
 @pytest.fixture
-def sentinel_set(sentinel_servers: SentinelSet) -> SentinelSet:
-    """The session's Sentinel set, healthy (a test that failed over let it recover) and
-    empty."""
-    sentinel_servers.wait_healthy()
+def sentinel_set(sentinel_servers: SentinelSet) -> Iterator[SentinelSet]:
+    """The session's Sentinel set, healthy and empty; a node a test killed is back, as a
+    replica, afterwards."""
+    sentinel_servers.restore()
     with sentinel_servers.primary().client() as client:
         client.flushall()
-    return sentinel_servers
+    yield sentinel_servers
+    sentinel_servers.restore()
 
 
 @pytest.fixture(scope="session")

@@ -284,6 +284,13 @@ class SentinelSet:
         old.start(["--replicaof", "127.0.0.1", str(primary.port)])
         self.wait_healthy(timeout)
 
+    def restore(self) -> None:
+        """Every node running again (killed ones as replicas) and the set healthy."""
+        for node in self.nodes:
+            if not node.alive:
+                self.rejoin(node)
+        self.wait_healthy()
+
     def failover(self) -> Server:
         old, _ = self.kill_primary()
         new = self.wait_new_primary(old)
