@@ -52,7 +52,12 @@ async def worker_redis(redis: Redis, redis_url: str) -> AsyncIterator[Redis]:
 async def test_the_acl_runs_everything_a_worker_does(
     worker_redis: Redis, broker: Broker, broker_settings: BrokerSettings
 ) -> None:
-    worker = Broker(worker_redis, broker_settings)
+    await run_everything_a_worker_does(Broker(worker_redis, broker_settings), broker)
+
+
+async def run_everything_a_worker_does(worker: Broker, broker: Broker) -> None:
+    """Every call a direct worker makes, as `worker`; `broker` (the hub) submits."""
+    worker_redis = worker.redis
     for n in range(3):
         await broker.submit(job_request("comfyui", id=f"acl-{n}"))
     caps = capabilities()
