@@ -193,8 +193,9 @@ HEADER = """\
 
 Real processes under failure: a Redis server with AOF (or, for the Sentinel scenarios, a
 primary with two replicas and three sentinels), one or two hubs (`python -m hub`), several
-workers (`python -m worker`, simulation connector), jobs submitted over the REST API. Each scenario ends with an exact accounting of every accepted job, read from Redis
-itself (job hashes, leases, the `events` stream):
+workers (`python -m worker`, simulation connector), jobs submitted over the REST API. Each
+scenario ends with an exact accounting of every accepted job, read from Redis itself (job
+hashes, leases, the `events` stream):
 
 - **lost**: accepted (HTTP 201, or 200 when a retried submission had been written) but at
   the end neither completed, failed nor cancelled, nor legitimately waiting (pending in

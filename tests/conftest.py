@@ -26,10 +26,12 @@ from tests.redis_servers import (
     Replicated,
     SentinelSet,
     Server,
+    TlsSentinel,
     TlsServer,
     start_managed_like,
     start_replicated,
     start_sentinel_set,
+    start_tls_sentinel,
     start_tls_server,
 )
 
@@ -165,6 +167,23 @@ def tls_server(tls_servers: TlsServer) -> TlsServer:
     with tls_servers.server.client() as client:
         client.flushall()
     return tls_servers
+
+
+@pytest.fixture(scope="session")
+def tls_sentinel_servers(
+    tmp_path_factory: pytest.TempPathFactory, tls_servers: TlsServer
+) -> Iterator[TlsSentinel]:
+    """A sentinel over TLS watching the TLS server: Sentinel with rediss://."""
+    sentinel = start_tls_sentinel(tmp_path_factory.mktemp("tls-sentinel"), tls_servers)
+    try:
+        yield sentinel
+    finally:
+        sentinel.sentinel.stop()
+
+
+@pytest.fixture
+def tls_sentinel(tls_sentinel_servers: TlsSentinel, tls_server: TlsServer) -> TlsSentinel:
+    return tls_sentinel_servers  # tls_server emptied the data node
 
 
 @pytest.fixture(scope="session")

@@ -357,6 +357,70 @@ class TlsServer:
         }
 
 
+@dataclass
+class TlsSentinel:
+    """One sentinel, reached over TLS, watching the TLS server over TLS (quorum 1): for
+    Sentinel with `rediss://`. The sentinel names the primary by IP, which the server's
+    certificate (localhost only) does not list, so clients turn the host name check off."""
+
+    sentinel: Server
+    tls_port: int
+    tls: TlsServer
+
+    def settings(self) -> RedisSettings:
+        return RedisSettings(
+            url="rediss://localhost/0",
+            tls_ca_file=self.tls.ca_file,
+            tls_cert_file=self.tls.cert_file,
+            tls_key_file=self.tls.key_file,
+            tls_verify_hostname=False,
+            sentinels=(("127.0.0.1", self.tls_port),),
+            sentinel_master=MASTER_NAME,
+        )
+
+    def env(self) -> dict[str, str]:
+        return {
+            **self.tls.env(),
+            "REDIS_URL": "rediss://localhost/0",
+            "REDIS_TLS_VERIFY_HOSTNAME": "false",
+            "REDIS_SENTINELS": f"127.0.0.1:{self.tls_port}",
+            "REDIS_SENTINEL_MASTER": MASTER_NAME,
+        }
+
+
+def start_tls_sentinel(root: Path, tls: TlsServer) -> TlsSentinel:
+    tls_port = free_port()
+    certs = tls.ca_file.parent
+    config = "\n".join(
+        [
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {tls.tls_port} 1",
+            f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
+            f"tls-port {tls_port}",
+            f"tls-cert-file {certs / 'server.crt'}",
+            f"tls-key-file {certs / 'server.key'}",
+            f"tls-ca-cert-file {tls.ca_file}",
+            "tls-replication yes",  # reach the monitored server over TLS too
+            "tls-auth-clients yes",
+            "",
+        ]
+    )
+    sentinel = Server(root, "tls-sentinel", sentinel_config=config)
+    sentinel.start()
+    found = TlsSentinel(sentinel, tls_port, tls)
+
+    def watching() -> bool:
+        with sentinel.client() as client:
+            state = client.sentinel_master(MASTER_NAME)
+        return not state["is_sdown"] and "s_down" not in str(state.get("flags", ""))
+
+    try:
+        _wait(watching, "the TLS sentinel to see its primary", 20)
+    except BaseException:
+        sentinel.stop()
+        raise
+    return found
+
+
 class NoTls(Exception):
     """The redis-server binary was built without TLS."""
 

@@ -43,7 +43,7 @@ SILENT_LINK_MARGIN = 5.0
 # Seconds between claims while the broker is unreachable: doubling, so a long outage costs
 # Redis (and the log) little, capped so a worker is back at work soon after it ends.
 CLAIM_BACKOFF = 0.25
-CLAIM_BACKOFF_MAX = 5.0
+CLAIM_BACKOFF_MAX = 2.0
 
 
 class Worker:

@@ -76,6 +76,7 @@ async def run_everything_a_worker_does(worker: Broker, broker: Broker) -> None:
     third = await worker.claim("acl-w", caps)
     assert isinstance(third, Claim)
     assert await worker.release("acl-w", third.job.id, third.token, "stopping") == "ok"
+    assert await worker_redis.execute_command("WAIT", 0, 10) >= 0  # REDIS_WAIT_REPLICAS
     pubsub = worker_redis.pubsub()
     await pubsub.subscribe(worker.keys.control("acl-w"))
     await pubsub.aclose()
