@@ -30,9 +30,10 @@ from shared.redis_settings import RedisSettings
 
 MASTER_NAME = "emp"
 DOWN_AFTER_MS = 1000  # how long a primary is silent before the sentinels call it down
-# Also how long after a failover the same sentinel may lead another one (twice this): short,
-# so a test can fail over several times in a row.
+# A sentinel that led or voted in a failover starts no other for twice this long: short, so
+# a test can fail over several times in a row (kills FAILOVER_GAP apart).
 FAILOVER_TIMEOUT_MS = 3000
+FAILOVER_GAP = 2 * FAILOVER_TIMEOUT_MS / 1000 + 0.5
 
 
 class ServerError(Exception):
@@ -75,7 +76,8 @@ class Server:
         argv += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
         argv += ["--logfile", str(self.log_path), "--daemonize", "no"]
         if not self.sentinel_config:
-            argv += ["--save", "", "--appendonly", "no"]
+            # No persistence; a replica syncs at once (the default waits 5 s for others).
+            argv += ["--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"]
         argv += [*self.args, *extra]
         self.proc = subprocess.Popen(
             argv,
@@ -279,7 +281,10 @@ class SentinelSet:
         return new
 
     def rejoin(self, old: Server, timeout: float = 30) -> None:
-        """Start a killed node again, as a replica of the current primary (empty: it syncs)."""
+        """Start a killed node again, as a replica of the current primary (empty: it syncs),
+        and wait until it is in sync and every sentinel counts it as a healthy replica. (Not
+        waiting for the sentinels is harsher than an operator's set between failovers: a
+        kill then may find them knowing only a replica that lags.)"""
         primary = self.primary()
         old.start(["--replicaof", "127.0.0.1", str(primary.port)])
         self.wait_healthy(timeout)

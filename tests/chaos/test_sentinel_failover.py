@@ -15,6 +15,7 @@ import pytest
 from tests.chaos.clients import Submitter, sim_job, wait_all_finished
 from tests.chaos.support import Accounting, JobEvent, SentinelChaos, read_events, stream_order
 from tests.helpers import wait_until
+from tests.redis_servers import FAILOVER_GAP
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
@@ -36,7 +37,7 @@ class Failover:
     first_submission_s: float | None = None  # until the first acknowledged submission
     first_claim_s: float | None = None  # until the first claim on the new primary
     acked_at_kill: int = 0
-    rejoin_s: float = 0.0  # the killed node back in sync as a replica, sentinels aware
+    rejoin_s: float = 0.0  # until the killed node is back in sync, as a replica
 
 
 @dataclass
@@ -99,6 +100,8 @@ async def run_failovers(chaos: SentinelChaos, wait_replicas: int) -> Run:
             next_kill = max(next_kill, acked) + spacing
             if kill > KILLS:
                 break
+            if failovers:  # the sentinels would not lead another failover sooner
+                await asyncio.sleep(max(0.0, failovers[-1].killed_at + FAILOVER_GAP - time.time()))
             old, killed = await asyncio.to_thread(servers.kill_primary)
             failover = Failover(killed, acked_at_kill=acked)
             await asyncio.to_thread(servers.wait_new_primary, old)
