@@ -10,10 +10,18 @@ import asyncio
 import time
 from typing import Any
 
-from bench.common import bench_client, median, percentile, private_redis, table
+from bench.common import (
+    bench_client,
+    median,
+    percentile,
+    private_redis,
+    private_replicated_redis,
+    table,
+)
 from shared.broker import Broker, Claim
 from shared.capabilities import Capabilities
 from shared.job import JobRequest
+from shared.settings import BrokerSettings
 from shared.validation import convert
 
 REQUEST = convert(
@@ -130,5 +138,38 @@ async def run(quick: bool) -> str:
         samples = await _round_trips(url, broker, 300 if quick else 2000)
         rows.append(["submit -> result visible, p50", median(samples), "ms", "< 0.75"])
         rows.append(["submit -> result visible, p99", percentile(samples, 99), "ms", "< 2"])
+    rows += await _with_a_replica(quick)
     title = "broker: one process, Redis on loopback, matching on"
     return table(title, ["what", "value", "unit", "target"], rows)
+
+
+async def _with_a_replica(quick: bool) -> list[list[object]]:
+    """What REDIS_WAIT_REPLICAS=1 costs: the same calls against a primary with one replica,
+    each state change waiting (EVALSHA + WAIT, one round trip) until the replica has it."""
+    n = 2_000 if quick else 20_000
+    label = "WAIT 1 replica:"
+    rows: list[list[object]] = []
+    async with private_replicated_redis() as (url, redis):
+        # The replica's own cost (the primary feeds it), without waiting for it.
+        plain = Broker(redis)
+        one = await _submit_one_at_a_time(plain, n, 1)
+        rows.append(["replica, no WAIT: submit, one at a time, 1 client", one, "jobs/s", ""])
+        await redis.flushall()
+        rate = await _drain(plain, n, 10)
+        rows.append(["replica, no WAIT: drain, concurrency 10", rate, "jobs/s", ""])
+        await redis.flushall()
+        broker = Broker(redis, BrokerSettings(wait_replicas=1))
+        one = await _submit_one_at_a_time(broker, n, 1)
+        rows.append([f"{label} submit, one at a time, 1 client", one, "jobs/s", ""])
+        ten = await _submit_one_at_a_time(broker, n, 10)
+        rows.append([f"{label} submit, one at a time, 10 clients", ten, "jobs/s", ""])
+        batched = await _submit_batched(broker, n, 500)
+        rows.append([f"{label} submit, batched (500)", batched, "jobs/s", ""])
+        await redis.flushall()
+        rate = await _drain(broker, n, 10)
+        rows.append([f"{label} drain, concurrency 10", rate, "jobs/s", ""])
+        await redis.flushall()
+        samples = await _round_trips(url, broker, 300 if quick else 2000)
+        rows.append([f"{label} submit -> result visible, p50", median(samples), "ms", ""])
+        rows.append([f"{label} submit -> result visible, p99", percentile(samples, 99), "ms", ""])
+    return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import platform
 import statistics
@@ -15,15 +16,14 @@ import redis
 from redis.asyncio import Redis
 
 from shared.embedded_redis import EmbeddedRedis
-from shared.redis_client import HiredisPackedConnection
+from shared.redis_client import connect
+from shared.redis_settings import RedisSettings
 
 
 def bench_client(url: str) -> Redis:
-    """A client configured as the hub's and the worker's are where it matters for speed
-    (hiredis packing and parsing), without their read timeout: benchmarks block on purpose."""
-    return Redis.from_url(
-        url, socket_timeout=None, max_connections=200, connection_class=HiredisPackedConnection
-    )
+    """A client made as the hub's and the worker's are (shared.redis_client), without their
+    read timeout: benchmarks block on purpose."""
+    return connect(RedisSettings(url=url), blocking=True, max_connections=200)
 
 
 @contextlib.asynccontextmanager
@@ -39,6 +39,32 @@ async def private_redis() -> AsyncIterator[tuple[str, Redis]]:
         finally:
             await client.aclose()
             server.stop()
+
+
+@contextlib.asynccontextmanager
+async def private_replicated_redis() -> AsyncIterator[tuple[str, Redis]]:
+    """Like private_redis, with one replica attached and in sync (REPLICAOF, on loopback):
+    what REDIS_WAIT_REPLICAS=1 waits for."""
+    with tempfile.TemporaryDirectory(prefix="emp-bench-") as tmp:
+        primary = EmbeddedRedis(Path(tmp) / "primary", appendonly=False)
+        replica = EmbeddedRedis(Path(tmp) / "replica", appendonly=False)
+        url = primary.start()
+        try:
+            with redis.Redis.from_url(replica.start()) as follower:
+                follower.replicaof("127.0.0.1", primary.port)
+                deadline = time.monotonic() + 30
+                while follower.info("replication").get("master_link_status") != "up":
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the replica did not sync within 30 s")
+                    await asyncio.sleep(0.05)
+            client = bench_client(url)
+            try:
+                yield url, client
+            finally:
+                await client.aclose()
+        finally:
+            replica.stop()
+            primary.stop()
 
 
 def percentile(samples: Sequence[float], pct: float) -> float:

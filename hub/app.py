@@ -47,16 +47,16 @@ from hub.webhooks import routes as webhook_routes
 from hub.webhooks.deliverer import Deliverer
 from shared.broker import Broker
 from shared.redis_client import connect
+from shared.redis_settings import RedisSettings
 
 log = logging.getLogger("hub.app")
 
 REDIS_POOL_SIZE = 256
 
 
-def redis_client(url: str) -> Redis:
-    """The shared command client (10 s read timeout, retries with backoff): the event
-    reader's XREAD blocks for 5 s, well inside it."""
-    return connect(url, max_connections=REDIS_POOL_SIZE)
+def redis_client(settings: RedisSettings) -> Redis:
+    """The shared command client (10 s read timeout, retries with backoff)."""
+    return connect(settings, max_connections=REDIS_POOL_SIZE)
 
 
 def create_app(
@@ -66,9 +66,11 @@ def create_app(
     maintenance: bool | None = None,
     deliver_webhooks: bool = True,
 ) -> Starlette:
-    """Build the hub. `redis` overrides settings.redis (the caller keeps ownership);
-    `maintenance` overrides settings.maintenance; `deliver_webhooks=False` keeps a hub
-    that has a webhook secret from delivering (tests stand in for a hub that died)."""
+    """Build the hub. `redis` overrides settings.redis (the caller keeps ownership; the
+    event reader and the gateway open their own blocking clients from the settings it was
+    made from, so it must come from shared.redis_client.connect); `maintenance` overrides
+    settings.maintenance; `deliver_webhooks=False` keeps a hub that has a webhook secret from
+    delivering (tests stand in for a hub that died)."""
     if redis is None and settings.redis is None:
         raise ValueError("create_app needs settings.redis or a redis client")
     silence_frame_traces()
@@ -78,11 +80,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = redis is None
-        client = (
-            redis
-            if redis is not None
-            else redis_client(settings.redis.url if settings.redis else "")
-        )
+        if redis is not None:
+            client = redis
+        else:
+            assert settings.redis is not None  # checked above
+            client = redis_client(settings.redis)
         broker = Broker(client, settings.broker)
         metrics = HubMetrics()
         events = EventHub(broker.reads.event_stream())

@@ -230,8 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedded: EmbeddedRedis | None = None
     if settings.redis is not None:
         redis_url = settings.redis.url
-        redis_line = mask_url(redis_url)
-        worker_line = f"REDIS_URL={mask_url(redis_url)}"
+        if settings.redis.sentinels or redis_url is None:
+            redis_line = worker_line = settings.redis.describe()
+        else:
+            redis_line = mask_url(redis_url)
+            worker_line = f"REDIS_URL={mask_url(redis_url)}"
     else:
         embedded = EmbeddedRedis(
             settings.data_dir,

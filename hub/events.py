@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from shared.broker import Broker
 from shared.event_stream import EventStream
 from shared.job import Job
+from shared.outage import REDIS_OUTAGE
 
 log = logging.getLogger("hub.events")
 
@@ -293,13 +294,13 @@ class EventHub:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                if self.healthy:
-                    log.warning("event stream read failed, retrying: %s", type(exc).__name__)
+                REDIS_OUTAGE.failed("event reader", exc)
                 self.healthy = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             self.healthy = True
+            REDIS_OUTAGE.recovered()
             delay = 0.05
             for entry_id, fields in entries:
                 self.last_id = entry_id

@@ -18,11 +18,12 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 
 from shared.broker import Broker
 from shared.broker_replies import text
-from shared.redis_client import TRANSIENT_ERRORS
+from shared.outage import REDIS_OUTAGE
+from shared.redis_client import TRANSIENT_ERRORS, sibling
 from shared.settings import BrokerSettings
 
 log = logging.getLogger("hub.gateway")
@@ -75,15 +76,7 @@ class GatewayRelay:
     # -- lifecycle ----------------------------------------------------------------------
 
     def _blocking_client(self, max_connections: int) -> Redis:
-        pool = self._redis.connection_pool
-        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-        return Redis.from_pool(
-            ConnectionPool(
-                connection_class=pool.connection_class,
-                max_connections=max_connections,
-                **kwargs,
-            )
-        )
+        return sibling(self._redis, blocking=True, max_connections=max_connections)
 
     async def start(self) -> None:
         self._blocking = self._blocking_client(MAX_WAITS)
@@ -117,12 +110,13 @@ class GatewayRelay:
                     await pubsub.psubscribe(_glob_escape(control_prefix) + "*")
                     await pubsub.subscribe(keys.gateway_revoked)
                     self.listening.set()
+                    REDIS_OUTAGE.recovered()
                     delay = 0.1
                     async for message in pubsub.listen():
                         self._dispatch(message, control_prefix)
                 except TRANSIENT_ERRORS as exc:
                     self.listening.clear()
-                    log.warning("gateway relay lost Redis (%s); resubscribing", exc)
+                    REDIS_OUTAGE.failed("gateway relay", exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                 finally:

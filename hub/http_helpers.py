@@ -24,6 +24,8 @@ from starlette.responses import Response
 
 from hub.errors import ApiError, error_body
 from shared.errors import InvalidInput, PayloadTooLarge
+from shared.outage import REDIS_OUTAGE
+from shared.replication import NotReplicated
 
 # The name the handlers' lines have always carried (they lived in hub/errors.py).
 log = logging.getLogger("hub.errors")
@@ -120,8 +122,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _redis_down(request: Request, exc: Exception) -> Response:
-    log.warning("redis unavailable: %s", type(exc).__name__)
+    REDIS_OUTAGE.failed("request", exc)
     return error_response(503, "", "redis unavailable, try again", {"Retry-After": "1"})
+
+
+async def _not_replicated(request: Request, exc: Exception) -> Response:
+    """The change is on the primary but on fewer replicas than REDIS_WAIT_REPLICAS: not
+    acknowledged, since a failover now could lose it (shared/replication.py). A retry
+    with the same job id or Idempotency-Key returns the same job."""
+    REDIS_OUTAGE.failed("request", exc)
+    return error_response(
+        503,
+        "",
+        "not yet replicated (REDIS_WAIT_REPLICAS); retry with the same id or Idempotency-Key",
+        {"Retry-After": "1"},
+    )
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
@@ -133,6 +148,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     InvalidInput: _invalid_input,
     ApiError: _api_error,
     HTTPException: _http_error,
+    NotReplicated: _not_replicated,
     RedisConnectionError: _redis_down,
     RedisTimeoutError: _redis_down,
     Exception: _internal,

@@ -20,11 +20,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.priority import PriorityPolicy
 from hub.settings import HubSettings
 from shared.broker import Broker
+from shared.outage import REDIS_OUTAGE
 
 log = logging.getLogger("hub.maintenance")
 
@@ -76,9 +79,12 @@ class Maintenance:
         while not stop.is_set():
             try:
                 await self.tick()
+                REDIS_OUTAGE.recovered()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                REDIS_OUTAGE.failed("maintenance", exc)
+            except RedisError as exc:
                 log.warning("maintenance tick failed: %s", type(exc).__name__)
             except Exception:
                 log.exception("maintenance tick failed")

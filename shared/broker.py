@@ -9,6 +9,7 @@ in shared/reads.py, which the Broker exposes as `reads`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import uuid
@@ -18,6 +19,7 @@ from typing import Any, Literal, cast
 import msgspec
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from shared.broker_replies import (
     CancelResult,
@@ -41,6 +43,7 @@ from shared.errors import BrokerError, InvalidInput
 from shared.job import MAX_EFFECTIVE_PRIORITY, Job, JobRequest
 from shared.keys import Keys
 from shared.reads import Reads
+from shared.replication import NotReplicated, Wait
 from shared.requirements import Requirements, requirement_class
 from shared.scripts import Scripts
 from shared.settings import BrokerSettings
@@ -83,6 +86,7 @@ class Broker:
             self.keys,
             events_max=self.settings.events_max,
             retention_ms=self.settings.retention_ms,
+            wait=Wait(self.settings.wait_replicas, self.settings.wait_timeout_ms),
         )
         # Reads that are not state transitions (listings, stats, fleet, clock, events).
         self.reads = Reads(redis, self.keys)
@@ -171,14 +175,14 @@ class Broker:
             self._submit_args(r, p, None, max_priority)
             for r, p in zip(requests, prios, strict=True)
         ]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for start in range(0, len(all_args), BATCH_SCRIPT_JOBS):
-                chunk = all_args[start : start + BATCH_SCRIPT_JOBS]
-                flat: list[str | int] = [len(chunk)]
-                for args in chunk:
-                    flat += [*args[:4], len(args) - 4, *args[4:]]
-                await self._scripts.call("submit_batch", *flat, client=pipe)
-            replies = await pipe.execute()
+        calls: list[list[str | int]] = []
+        for start in range(0, len(all_args), BATCH_SCRIPT_JOBS):
+            chunk = all_args[start : start + BATCH_SCRIPT_JOBS]
+            flat: list[str | int] = [len(chunk)]
+            for args in chunk:
+                flat += [*args[:4], len(args) - 4, *args[4:]]
+            calls.append(flat)
+        replies = await self._scripts.call_many("submit_batch", calls)
         return [
             Submitted.from_reply(reply[i : i + 4])
             for reply in replies
@@ -305,9 +309,16 @@ class Broker:
         # in a fresh call, so Redis is never blocked for long and a match deep in the
         # index is still found.
         while True:
-            reply = await self._scripts.call(
-                "claim", worker_id, encoded, self.settings.claim_scan_budget, offset, hops
-            )
+            try:
+                reply = await self._scripts.call(
+                    "claim", worker_id, encoded, self.settings.claim_scan_budget, offset, hops
+                )
+            except NotReplicated as exc:
+                result = claim_reply(exc.replies[0])
+                if isinstance(result, Claim):
+                    await self._hand_back(worker_id, result)
+                    raise
+                reply = exc.replies[0]  # nothing was claimed: nothing to lose
             result = claim_reply(reply)
             if not isinstance(result, NoClaim) or result.reason != "more" or not result.offset:
                 return result
@@ -355,16 +366,29 @@ class Broker:
         drains a queue pays one call per job instead of two. A 'more' answer (the scan
         budget ran out) comes back as NoClaim(reason='more'): call `claim` to continue."""
         encoded = check_document(result, "result", max_bytes=self.settings.max_result_bytes)
-        reply = await self._scripts.call(
-            "complete_claim",
-            worker_id,
-            job_id,
-            token,
-            encoded,
-            caps,
-            self.settings.claim_scan_budget,
-        )
+        try:
+            reply = await self._scripts.call(
+                "complete_claim",
+                worker_id,
+                job_id,
+                token,
+                encoded,
+                caps,
+                self.settings.claim_scan_budget,
+            )
+        except NotReplicated as exc:
+            follow_up = claim_reply(exc.replies[0][1:])
+            if isinstance(follow_up, Claim):
+                await self._hand_back(worker_id, follow_up)
+            raise
         return fence(reply[0]), claim_reply(reply[1:])
+
+    async def _hand_back(self, worker_id: str, claim: Claim) -> None:
+        """Return a claim that replicas did not acknowledge (shared/replication.py): its
+        token could be handed out again after a failover, so it is never run. Best effort:
+        when even this fails, the next heartbeat returns the lease as orphaned."""
+        with contextlib.suppress(RedisError):
+            await self.release(worker_id, claim.job.id, claim.token, "not replicated")
 
     async def fail(
         self, worker_id: str, job_id: str, token: str, error: str, *, retryable: bool = True

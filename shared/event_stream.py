@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.redis_client import sibling
 from shared.text import as_text
 
 # Seconds past XREAD's block time after which the reader's connection counts as dead.
@@ -40,13 +41,7 @@ class EventStream:
         # The blocking XREAD gets a connection of its own without a read timeout: the server
         # holds the reply back on purpose, and wrapping that read in a socket timeout made
         # cancelling it at shutdown unreliable on Python 3.11 (nested asyncio timeouts).
-        pool = self._redis.connection_pool
-        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-        # from_pool: aclose() then closes the pool too; a Redis given connection_pool=...
-        # leaves its sockets to the garbage collector (ResourceWarnings in later tests).
-        self._reader = Redis.from_pool(
-            ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs)
-        )
+        self._reader = sibling(self._redis, blocking=True, max_connections=1)
 
     async def close(self) -> None:
         if self._reader is not None:

@@ -1,23 +1,45 @@
-"""Redis clients configured for a broker that must ride out network trouble.
+"""The one place that turns Redis settings into a client, for the hub, the worker, bench/.
 
-redis-py 8 defaults (5 s socket timeout, 10 retries) suit neither side: a blocking BLPOP
+`connect(settings)` understands every deployment `shared/redis_settings.py` describes: one
+server (`redis://`, `unix://`), TLS (`rediss://` with a CA, an optional client certificate,
+host name verification on by default) and Sentinel (redis-py's own `redis.asyncio.sentinel`:
+each new connection asks the sentinels for the current primary, so a failover needs no
+restart). Whatever the deployment, the client is configured to ride out network trouble:
+redis-py's defaults (5 s socket timeout, no keepalive) suit neither side, a blocking BLPOP
 needs no read timeout, and a worker on a flaky link wants keepalives, health checks and
 retries with backoff instead of an exception at the first reset.
+
+A component that needs a client of its own (a blocking one for BLPOP, XREAD or pub/sub, a
+pool of a given size) asks `sibling(client, ...)`: the client remembers the settings it was
+made from. Copying a client's connection kwargs instead does not work for a Sentinel pool,
+whose connections are tied to the pool that made them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from hiredis import pack_command as hiredis_pack
-from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.redis_connections import (
+    HiredisPackedConnection,
+    PackedSentinelConnection,
+    PackedSentinelSSLConnection,
+    PackedSSLConnection,
+    PackedUnixConnection,
+)
+from shared.redis_settings import RedisSettings
+
 # What "Redis is unreachable right now" looks like to callers that want to wait it out.
+# A demoted primary (shared.redis_connections.DemotedPrimary), "no primary known to the
+# sentinels" (MasterNotFoundError) and a change not yet on enough replicas
+# (shared.replication.NotReplicated) are ConnectionErrors too.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -25,41 +47,119 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     OSError,
 )
 
-
-class HiredisPackedConnection(Connection):
-    """A TCP connection that encodes commands with hiredis's C packer.
-
-    redis-py's synchronous client does this when hiredis is installed, its asyncio client
-    does not: it packs every argument in Python, about 40 us for a submit script's ~30
-    arguments against about 5 us in C (measured on the 2-core dev box). Arguments hiredis
-    refuses (a bool, None, a bytearray) go through redis-py's packer, which raises or
-    handles them as it always has."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        first = args[0]
-        if (isinstance(first, str) and " " in first) or (
-            isinstance(first, bytes) and b" " in first
-        ):
-            # "CLIENT SETNAME" style names travel as separate words, as redis-py sends them.
-            args = (*first.split(), *args[1:])
-        try:
-            return [hiredis_pack(args)]
-        except TypeError:
-            return super().pack_command(*args)
+COMMAND_TIMEOUT = 10.0  # seconds: a command client's read timeout (a dead link is noticed)
+CONNECT_TIMEOUT = 5.0
+SENTINEL_TIMEOUT = 2.0  # per sentinel asked: a dead one must not hold up the next
 
 
-def connect(url: str, *, blocking: bool = False, max_connections: int = 64) -> Redis:
-    """A client for commands (`blocking=False`: reads time out after 10 s, so a dead
-    connection is noticed) or for blocking pops and pub/sub (`blocking=True`: no read
+class Client(Redis):
+    """A Redis client that knows the settings it was made from, and closes the connections
+    to its sentinels (redis-py leaves those to the caller) when it is closed."""
+
+    made_from: RedisSettings
+    sentinels: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinels is not None:
+            await self.sentinels.aclose()
+
+
+def connect(
+    settings: RedisSettings, *, blocking: bool = False, max_connections: int = 64
+) -> Client:
+    """A client for commands (`blocking=False`: reads time out after COMMAND_TIMEOUT, so a
+    dead connection is noticed) or for blocking pops and pub/sub (`blocking=True`: no read
     timeout, the server holds the reply back on purpose)."""
-    return Redis.from_url(
-        url,
-        connection_class=HiredisPackedConnection,  # rediss:// and unix:// keep their own
-        socket_timeout=None if blocking else 10.0,
-        socket_connect_timeout=5.0,
-        socket_keepalive=True,
-        health_check_interval=30,
-        max_connections=max_connections,
-        retry=Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    common: dict[str, Any] = {
+        "socket_timeout": None if blocking else COMMAND_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries=3),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
+    if settings.sentinels:
+        return _sentinel_client(settings, common, max_connections)
+    assert settings.url is not None, "RedisSettings without a URL needs sentinels"
+    options = _url_options(settings.url)
+    options.update(common)
+    if settings.tls:
+        options.update(_tls_options(settings))
+    pool = ConnectionPool(max_connections=max_connections, **options)
+    client = cast(Client, Client.from_pool(pool))
+    client.made_from = settings
+    return client
+
+
+def sibling(client: Redis, *, blocking: bool = False, max_connections: int = 64) -> Client:
+    """A new client to the same Redis as `client`, made from the same settings."""
+    made_from = getattr(client, "made_from", None)
+    if not isinstance(made_from, RedisSettings):
+        raise TypeError(
+            "this Redis client was not made by shared.redis_client.connect, so there are no "
+            "settings to open another one from"
+        )
+    return connect(made_from, blocking=blocking, max_connections=max_connections)
+
+
+def _url_options(url: str) -> dict[str, Any]:
+    """What the URL says (host, port, path, db, user, password, query options), with the
+    connection class swapped for ours of the same kind."""
+    options: dict[str, Any] = dict(parse_url(url))
+    kind = (
+        PackedSSLConnection
+        if url.startswith("rediss://")
+        else PackedUnixConnection
+        if url.startswith("unix://")
+        else HiredisPackedConnection
     )
+    options["connection_class"] = kind
+    return options
+
+
+def _tls_options(settings: RedisSettings) -> dict[str, Any]:
+    def text(path: object) -> str | None:
+        return None if path is None else str(path)
+
+    return {
+        "ssl_cert_reqs": "required",
+        "ssl_ca_certs": text(settings.tls_ca_file),
+        "ssl_certfile": text(settings.tls_cert_file),
+        "ssl_keyfile": text(settings.tls_key_file),
+        "ssl_check_hostname": settings.tls_verify_hostname,
+    }
+
+
+def _sentinel_client(
+    settings: RedisSettings, common: dict[str, Any], max_connections: int
+) -> Client:
+    """A client whose every new connection goes to the primary the sentinels name now."""
+    data: dict[str, Any] = {}
+    if settings.url is not None:
+        data = _url_options(settings.url)
+        for where in ("host", "port", "connection_class"):
+            data.pop(where, None)  # the sentinels say where; the class is chosen below
+    tls = _tls_options(settings) if settings.tls else {}
+    to_sentinels: dict[str, Any] = {
+        "socket_timeout": SENTINEL_TIMEOUT,
+        "socket_connect_timeout": SENTINEL_TIMEOUT,
+        "password": settings.sentinel_password,
+    }
+    if tls:
+        to_sentinels.update(ssl=True, **tls)
+    sentinel = Sentinel(list(settings.sentinels), sentinel_kwargs=to_sentinels)
+    assert settings.sentinel_master is not None
+    client = cast(
+        Client,
+        sentinel.master_for(
+            settings.sentinel_master,
+            redis_class=Client,
+            connection_class=PackedSentinelSSLConnection if tls else PackedSentinelConnection,
+            max_connections=max_connections,
+            **{**data, **common, **tls},
+        ),
+    )
+    client.made_from = settings
+    client.sentinels = sentinel
+    return client

@@ -12,16 +12,18 @@ are avoided so Redis 6.2 works too.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, Final
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from shared.errors import EmpError
 from shared.keys import Keys
+from shared.replication import NotReplicated, Wait
 
 SCRIPT_NAMES: Final = (
     "submit",
@@ -126,19 +128,74 @@ def source(name: str) -> str:
     return assemble(name, _lua_text(f"{name}.lua"))
 
 
-class Scripts:
-    """Registered scripts for one Redis client and key prefix."""
+# Scripts that change nothing: never worth waiting for replicas.
+READ_ONLY: Final = frozenset({"match"})
 
-    def __init__(self, redis: Redis, keys: Keys, *, events_max: int, retention_ms: int) -> None:
+
+class Scripts:
+    """Registered scripts for one Redis client and key prefix. With `wait.replicas` > 0 a
+    state-changing call returns only once that many replicas hold its change, else raises
+    NotReplicated (shared/replication.py)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        events_max: int,
+        retention_ms: int,
+        wait: Wait | None = None,
+    ) -> None:
+        self._redis = redis
         self._keys = keys
+        self._wait = wait or Wait()
         self._common: tuple[str | int, ...] = (keys.prefix, events_max, retention_ms)
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(source(name)) for name in SCRIPT_NAMES
         }
 
-    async def call(
-        self, name: str, *args: str | int | float | bytes, client: Redis | Pipeline | None = None
-    ) -> Any:
-        return await self._scripts[name](
-            keys=[self._keys.pending], args=[*self._common, *args], client=client
-        )
+    async def call(self, name: str, *args: str | int | float | bytes) -> Any:
+        if self._wait.replicas and name not in READ_ONLY:
+            return (await self.call_many(name, [args]))[0]
+        return await self._scripts[name](keys=[self._keys.pending], args=[*self._common, *args])
+
+    async def call_many(
+        self, name: str, calls: Sequence[Sequence[str | int | float | bytes]]
+    ) -> list[Any]:
+        """Call script `name` once per argument list, in one pipeline (one round trip, in
+        order), followed by WAIT when replicas must acknowledge."""
+        script = self._scripts[name]
+        wait = self._wait.replicas > 0 and name not in READ_ONLY
+        replies = await self._pipeline(script.sha, calls, wait)
+        # NOSCRIPT: this server has not seen the script (a restart, a failover: scripts are
+        # not replicated). Such a call changed nothing, so it is safe to send again.
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self._redis.script_load(script.script)
+            again = await self._pipeline(script.sha, [calls[i] for i in missing], wait)
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _pipeline(
+        self, sha: str, calls: Sequence[Sequence[str | int | float | bytes]], wait: bool
+    ) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for args in calls:
+                pipe.execute_command("EVALSHA", sha, 1, self._keys.pending, *self._common, *args)
+            if wait:
+                pipe.execute_command("WAIT", self._wait.replicas, self._wait.timeout_ms)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        if not wait:
+            return replies
+        acked = replies.pop()
+        if isinstance(acked, Exception):
+            raise acked
+        if int(acked) < self._wait.replicas and not any(
+            isinstance(reply, NoScriptError) for reply in replies
+        ):
+            raise NotReplicated(int(acked), self._wait, replies)
+        return replies

@@ -142,6 +142,26 @@ class BrokerSettings:
     max_result_bytes: int = BROKER.field(
         integer("MAX_RESULT_BYTES", 10 * MIB, lo=1024, doc="Largest job result accepted, in bytes")
     )
+    wait_replicas: int = BROKER.field(
+        integer(
+            "REDIS_WAIT_REPLICAS",
+            0,
+            lo=0,
+            hi=16,
+            doc="Every state change waits until this many replicas hold it (WAIT) before the "
+            "hub answers or the worker goes on; 0: no waiting (asynchronous replication)",
+        )
+    )
+    wait_timeout_ms: int = BROKER.field(
+        integer(
+            "REDIS_WAIT_TIMEOUT_MS",
+            1000,
+            lo=1,
+            hi=5000,
+            doc="How long a state change waits for REDIS_WAIT_REPLICAS; fewer in time: the "
+            "hub answers 503 and the worker retries (the change stays on the primary)",
+        )
+    )
     orphan_grace: float = 15.0
     claim_scan_budget: int = 64
     events_max: int = 100_000

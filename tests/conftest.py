@@ -3,7 +3,7 @@
 - ``redis_server_url`` (session): ``EMP_TEST_REDIS_URL`` when set (never port 6379 unless
   ``EMP_TEST_ALLOW_6379=1``), else one :class:`EmbeddedRedis` on a free port for the whole run.
 - ``redis_url`` (function): the same URL, after ``FLUSHALL``, so tests are isolated.
-- ``redis`` (async, function): a ``redis.asyncio.Redis`` client on ``redis_url``.
+- ``redis`` (async, function): a client on ``redis_url`` from ``shared.redis_client.connect``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,22 @@ from redis.asyncio import Redis as AsyncRedis
 
 from shared.broker import Broker
 from shared.embedded_redis import EmbeddedRedis
+from shared.redis_client import connect
+from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
+from tests.redis_servers import (
+    NoTls,
+    Replicated,
+    SentinelSet,
+    Server,
+    TlsSentinel,
+    TlsServer,
+    start_managed_like,
+    start_replicated,
+    start_sentinel_set,
+    start_tls_sentinel,
+    start_tls_server,
+)
 
 DEFAULT_REDIS_PORT = 6379
 
@@ -63,9 +78,9 @@ def redis_url(redis_server_url: str) -> str:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[AsyncRedis]:
-    client = AsyncRedis.from_url(
-        redis_url, decode_responses=False, socket_timeout=None, socket_connect_timeout=5
-    )
+    # Made as the hub and the worker make theirs, so what needs a client of its own (the
+    # event stream's reader) can open one from it; no read timeout, as tests block on purpose.
+    client = connect(RedisSettings(url=redis_url), blocking=True)
     try:
         yield client
     finally:
@@ -90,3 +105,99 @@ def broker_settings() -> BrokerSettings:
 @pytest.fixture
 def broker(redis: AsyncRedis, broker_settings: BrokerSettings) -> Broker:
     return Broker(redis, broker_settings)
+
+
+# -- deployments: Sentinel, replication, TLS, a managed-like server (tests/redis_servers.py) --
+# Each is started once per session, when a test first asks for it: they cost seconds.
+
+
+@pytest.fixture(scope="session")
+def sentinel_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    """One primary, two replicas, three sentinels (down-after 1000 ms)."""
+    servers = start_sentinel_set(tmp_path_factory.mktemp("sentinel"))
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def sentinel_set(sentinel_servers: SentinelSet) -> Iterator[SentinelSet]:
+    """The session's Sentinel set, healthy and empty; a node a test killed is back, as a
+    replica, afterwards."""
+    sentinel_servers.restore()
+    with sentinel_servers.primary().client() as client:
+        client.flushall()
+    yield sentinel_servers
+    sentinel_servers.restore()
+
+
+@pytest.fixture(scope="session")
+def replicated_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicated]:
+    """One primary, one replica, no Sentinel: for REDIS_WAIT_REPLICAS."""
+    servers = start_replicated(tmp_path_factory.mktemp("replicated"), replicas=1)
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def replicated(replicated_servers: Replicated) -> Replicated:
+    replicated_servers.wait_in_sync()
+    with replicated_servers.primary.client() as client:
+        client.flushall()
+    return replicated_servers
+
+
+@pytest.fixture(scope="session")
+def tls_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
+    try:
+        servers = start_tls_server(tmp_path_factory.mktemp("tls"))
+    except NoTls as exc:
+        pytest.skip(f"TLS tests skipped: {exc}")
+    try:
+        yield servers
+    finally:
+        servers.server.stop()
+
+
+@pytest.fixture
+def tls_server(tls_servers: TlsServer) -> TlsServer:
+    with tls_servers.server.client() as client:
+        client.flushall()
+    return tls_servers
+
+
+@pytest.fixture(scope="session")
+def tls_sentinel_servers(
+    tmp_path_factory: pytest.TempPathFactory, tls_servers: TlsServer
+) -> Iterator[TlsSentinel]:
+    """A sentinel over TLS watching the TLS server: Sentinel with rediss://."""
+    sentinel = start_tls_sentinel(tmp_path_factory.mktemp("tls-sentinel"), tls_servers)
+    try:
+        yield sentinel
+    finally:
+        sentinel.sentinel.stop()
+
+
+@pytest.fixture
+def tls_sentinel(tls_sentinel_servers: TlsSentinel, tls_server: TlsServer) -> TlsSentinel:
+    return tls_sentinel_servers  # tls_server emptied the data node
+
+
+@pytest.fixture(scope="session")
+def managed_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_managed_like(tmp_path_factory.mktemp("managed"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def managed_redis(managed_servers: Server) -> Server:
+    """A server without CONFIG, DEBUG, KEYS, SCAN, MONITOR and MODULE, emptied."""
+    with managed_servers.client() as client:
+        client.flushall()
+    return managed_servers

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from shared.control_channel import ControlSubscription
+from shared.outage import REDIS_OUTAGE
 from shared.redis_client import TRANSIENT_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -52,11 +53,12 @@ class ControlListener:
             channel = self._subscription()
             try:
                 await channel.subscribe()
+                REDIS_OUTAGE.recovered()
                 self.subscriptions += 1
                 delay = 0.5
                 await self._watch(channel)
             except TRANSIENT_ERRORS as exc:
-                logger.warning("control channel lost (%s); resubscribing in %.1fs", exc, delay)
+                REDIS_OUTAGE.failed("control channel", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             finally:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from shared.capabilities import Capabilities
+from shared.outage import REDIS_OUTAGE
 from shared.redis_client import TRANSIENT_ERRORS
 from shared.settings import BrokerSettings
 
@@ -54,6 +55,9 @@ class HeartbeatThread(threading.Thread):
         self._wake = threading.Event()
         self.last_ok: float | None = None  # time.time() of the last acknowledged heartbeat
         self.failures = 0
+        # Set once no heartbeat was acknowledged for longer than the lease (below).
+        self.leases_presumed_lost = False
+        self._acked = time.monotonic()  # the last acknowledgement, or the thread's start
 
     def update(
         self, *, status: str, running: dict[str, str], caps: Capabilities | None = None
@@ -99,9 +103,32 @@ class HeartbeatThread(threading.Thread):
                 with self._lock:  # deliver the capability change with the next beat
                     if self._beat.caps is None:
                         self._beat.caps = beat.caps
-            logger.warning("heartbeat failed (%s); retrying: running jobs continue", exc)
+            REDIS_OUTAGE.failed("heartbeat", exc)
+            self._presume_leases_lost()
             return
+        REDIS_OUTAGE.recovered()
         self.last_ok = time.time()
+        self._acked = time.monotonic()
         self.failures = 0
+        if self.leases_presumed_lost:
+            self.leases_presumed_lost = False
+            logger.info("heartbeats acknowledged again; %d running job(s) revoked", len(revoked))
         if revoked:
             self._on_revoked(revoked)
+
+    def _presume_leases_lost(self) -> None:
+        """Past the lease timeout without an acknowledged heartbeat, the hubs' reaper has
+        (or soon will have) handed this worker's jobs to others: say so once. The jobs keep
+        running (Redis may have kept the leases after all, e.g. when only this worker was cut
+        off and the lease outlived the cut); fencing refuses their reports if they are gone,
+        and the first heartbeat that gets through lists the jobs to interrupt."""
+        silent = time.monotonic() - self._acked
+        if self.leases_presumed_lost or silent <= self._settings.lease_timeout:
+            return
+        self.leases_presumed_lost = True
+        logger.warning(
+            "no heartbeat acknowledged for %.0f s, longer than the lease (%g s): assuming this "
+            "worker's leases are gone; running jobs continue, fencing decides if they count",
+            silent,
+            self._settings.lease_timeout,
+        )

@@ -18,6 +18,7 @@ from shared.broker import Claim, Fence
 from shared.errors import InvalidInput
 from shared.job import Job
 from shared.logs import job_id_var
+from shared.outage import REDIS_OUTAGE
 from shared.redis_client import TRANSIENT_ERRORS
 from worker.connectors.base import Connector, JobCancelled, JobContext, JobFailed
 from worker.links import WorkerBroker
@@ -194,13 +195,16 @@ class JobRunner:
         deadline = time.monotonic() + self._deliver_timeout
         while True:
             try:
-                return await call()
+                outcome = await call()
             except TRANSIENT_ERRORS as exc:
                 if time.monotonic() > deadline:
                     raise
-                logger.warning("cannot report to Redis (%s); retrying in %.1f s", exc, delay)
+                REDIS_OUTAGE.failed("report", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                continue
+            REDIS_OUTAGE.recovered()
+            return outcome
 
     @staticmethod
     def _log_end(held: HeldJob, status: str, error: str | None) -> None:

@@ -3,8 +3,8 @@
 The runtime, the job runner and the heartbeat thread see one `WorkerBroker`: the broker
 calls a worker makes. Two kinds of link provide it:
 
-- `RedisLink` (REDIS_URL / HUB_REDIS_URL): the worker holds Redis credentials, which grant
-  everything in that Redis (see release/README.md, "Trust"). One command client, one
+- `RedisLink` (REDIS_URL / HUB_REDIS_URL, or Sentinel): the worker holds Redis credentials,
+  which grant everything in that Redis (see release/README.md, "Trust"). One command client, one
   blocking client for waits and the control channel, as always.
 - `GatewayLink` (WORKER_GATEWAY_URL + WORKER_GATEWAY_TOKEN): the worker talks only to hubs,
   which run the same scripts on its behalf within its grant (hub/gateway.py). Waits and
@@ -24,6 +24,7 @@ from shared.broker import Broker
 from shared.broker_replies import CancelResult, Claim, FailOutcome, Fence, NoClaim, WorkerState
 from shared.capabilities import Capabilities
 from shared.redis_client import connect
+from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from worker.control import ControlListener
 from worker.gateway_client import GatewayClient
@@ -99,19 +100,19 @@ class WorkerLink(Protocol):
 class RedisLink:
     def __init__(
         self,
-        url: str,
+        redis: RedisSettings,
         settings: BrokerSettings,
         worker_id: str,
         *,
         control_keepalive: float = 15.0,
         max_connections: int = 64,
     ) -> None:
-        self._url = url
+        self._connection = redis
         self._settings = settings
         self._worker_id = worker_id
         self._keepalive = control_keepalive
-        self._redis = connect(url, max_connections=max_connections)
-        self._blocking = connect(url, blocking=True, max_connections=4)
+        self._redis = connect(redis, max_connections=max_connections)
+        self._blocking = connect(redis, blocking=True, max_connections=4)
         self.broker: WorkerBroker = Broker(self._redis, settings)
         self.waiter: WorkerBroker = Broker(self._blocking, settings)
 
@@ -132,7 +133,7 @@ class RedisLink:
         await self._blocking.connection_pool.disconnect()
 
     def for_heartbeat(self) -> WorkerLink:
-        return RedisLink(self._url, self._settings, self._worker_id, max_connections=2)
+        return RedisLink(self._connection, self._settings, self._worker_id, max_connections=2)
 
     async def aclose(self) -> None:
         await self._redis.aclose()
@@ -169,7 +170,7 @@ def open_link(settings: WorkerSettings) -> WorkerLink:
     if settings.through_gateway:
         return GatewayLink(settings.gateway_urls, settings.gateway_token or "")
     return RedisLink(
-        settings.redis.url,
+        settings.redis,
         settings.broker,
         settings.worker_id,
         control_keepalive=settings.control_keepalive,

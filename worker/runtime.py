@@ -24,6 +24,7 @@ from shared import __version__
 from shared.broker import Broker, Claim
 from shared.capabilities import Capabilities
 from shared.config import ConfigError
+from shared.outage import REDIS_OUTAGE
 from shared.redis_client import TRANSIENT_ERRORS
 from worker.capabilities import build_capabilities
 from worker.connectors.base import Connector, Health
@@ -39,6 +40,10 @@ logger = logging.getLogger(__name__)
 HISTORY = 100
 # Seconds past a blocking call's own timeout after which its connection counts as dead.
 SILENT_LINK_MARGIN = 5.0
+# Seconds between claims while the broker is unreachable: doubling, so a long outage costs
+# Redis (and the log) little, capped so a worker is back at work soon after it ends.
+CLAIM_BACKOFF = 0.25
+CLAIM_BACKOFF_MAX = 2.0
 
 
 class Worker:
@@ -66,6 +71,7 @@ class Worker:
         self.link: WorkerLink = link or open_link(settings)
         self.broker = self.link.broker
         self._waiter = self.link.waiter
+        REDIS_OUTAGE.subject = self.link.describe()  # "Redis" or "the hub gateway (...)"
         self._runner = JobRunner(
             self.broker,
             self.id,
@@ -120,6 +126,7 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 self.state = await self.broker.register_worker(self.id, self._caps, self._info())
+                REDIS_OUTAGE.recovered()
                 logger.info(
                     "worker %s registered: services %s, %d GPU(s), state %s",
                     self.id,
@@ -132,12 +139,7 @@ class Worker:
                 # Not transient: wrong password or an ACL without the commands the scripts use.
                 raise ConfigError("HUB_REDIS_URL", f"Redis refused this worker: {exc}") from None
             except TRANSIENT_ERRORS as exc:
-                logger.warning(
-                    "cannot reach %s to register (%s); retrying in %.1fs",
-                    self.link.describe(),
-                    exc,
-                    delay,
-                )
+                REDIS_OUTAGE.failed("register", exc)
                 await self._sleep(delay)
                 delay = min(delay * 2, 10.0)
 
@@ -201,6 +203,7 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         hops = 0
+        backoff = CLAIM_BACKOFF
         while not self._stopping.is_set():
             if not await self._acquire_slot():
                 break
@@ -208,10 +211,12 @@ class Worker:
                 result = await self.broker.claim(self.id, self._caps_bytes, hops=hops)
             except TRANSIENT_ERRORS as exc:
                 self._slots.release()
-                logger.warning("claim failed (%s); retrying", exc)
-                await self._sleep(1.0)
+                REDIS_OUTAGE.failed("claim", exc)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, CLAIM_BACKOFF_MAX)
                 continue
-            hops = 0
+            REDIS_OUTAGE.recovered()
+            hops, backoff = 0, CLAIM_BACKOFF
             if isinstance(result, Claim):
                 self._start(result)
                 continue
@@ -282,7 +287,7 @@ class Worker:
         if wait in done and not wait.cancelled() and wait.exception() is None:
             return wait.result() or 0
         if wait in done and not wait.cancelled():
-            logger.warning("waiting for work failed (%s)", wait.exception())
+            REDIS_OUTAGE.failed("wait for work", wait.exception() or RuntimeError())
             await self._sleep(1.0)
         return 0
 

@@ -301,8 +301,9 @@ class WorkerSettings:
             if redis is None and need_redis:
                 raise ConfigError(
                     "HUB_REDIS_URL",
-                    "required: the Redis URL of the hub, e.g. redis://hub:6379/0 "
-                    "(or WORKER_GATEWAY_URL and WORKER_GATEWAY_TOKEN for a gateway worker)",
+                    "required: the Redis URL of the hub, e.g. redis://hub:6379/0 (or "
+                    "REDIS_SENTINELS; or WORKER_GATEWAY_URL and WORKER_GATEWAY_TOKEN for a "
+                    "gateway worker)",
                 )
             worker_id = WORKER_ID.read(values) or _worker_id(
                 WORKER_ID.name, default_worker_id(values)

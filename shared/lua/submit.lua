@@ -9,7 +9,7 @@
 -- ARGV[8..] job hash fields as name, value pairs (structured values already JSON)
 -- Returns  {1, job_id, created_at_ms, queue_position} when created (position: 0-based rank
 --          in jobs:pending), {0, existing_job_id} when the id or idempotency key already
---          names a job (nothing is written then).
+--          names a job (nothing changes then; submit_job.lua says why it still writes).
 -- Invariants: the job hash, jobs:pending, its class ZSET and the class indexes are written
 -- together; a job id is never written twice; equal priorities are FIFO (submit_job in
 -- include/submit_job.lua).

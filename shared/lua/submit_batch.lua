@@ -8,7 +8,7 @@
 --          (name, value pairs as in submit.lua)
 -- Returns  a flat list of N groups of four: 1, job_id, created_at_ms, queue_position for a
 --          job created; 0, existing_job_id, '', '' for a job whose id or key already named
---          a job (nothing written for that one).
+--          a job (nothing changes for that one).
 -- Invariants: those of submit.lua for each job, in argument order (so FIFO within a
 -- priority follows the order of the batch). One call is one atomic step; callers keep
 -- batches small (Broker.submit_many sends at most 100 jobs per call) so Redis is never

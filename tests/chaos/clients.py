@@ -15,7 +15,7 @@ import httpx
 import orjson
 import websockets
 
-from tests.chaos.support import CLIENT, OPERATOR_TOKEN, Chaos, unfinished
+from tests.chaos.support import CLIENT, OPERATOR_TOKEN, ChaosBase, unfinished
 from tests.helpers import wait_until
 
 
@@ -40,7 +40,7 @@ async def submit_batch(http: httpx.AsyncClient, jobs: list[dict[str, Any]]) -> l
     return ids
 
 
-async def wait_all_finished(chaos: Chaos, ids: list[str], timeout: float) -> None:
+async def wait_all_finished(chaos: ChaosBase, ids: list[str], timeout: float) -> None:
     async def done() -> bool:
         return not await unfinished(chaos.redis, chaos.keys, ids)
 
@@ -67,6 +67,7 @@ class Submitter:
         self.served: Counter[int] = Counter()  # hub index -> acknowledgements
         self.acked_by: dict[str, int] = {}  # job id -> the hub that acknowledged it
         self.sent_at: dict[str, float] = {}  # job id -> when the acknowledged request left
+        self.acked_at: dict[str, float] = {}  # job id -> when its acknowledgement arrived
         self.failures: Counter[str] = Counter()
         self.flowing = asyncio.Event()  # run() lanes start no new submission while clear
         self.flowing.set()
@@ -95,6 +96,7 @@ class Submitter:
                 self.served[index] += 1
                 self.acked_by[job["id"]] = index
                 self.sent_at[job["id"]] = sent
+                self.acked_at[job["id"]] = time.time()
                 return
             if response is not None:
                 assert response.status_code == 503, response.text

@@ -12,6 +12,7 @@ import pytest
 
 from shared.broker import Broker
 from shared.redis_client import connect
+from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from tests.chaos.support import (
     HEARTBEAT_INTERVAL,
@@ -20,7 +21,9 @@ from tests.chaos.support import (
     Chaos,
     ChaosRedis,
     Fleet,
+    SentinelChaos,
 )
+from tests.redis_servers import SentinelSet
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -36,7 +39,7 @@ def pytest_runtest_makereport(
 async def chaos(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Chaos]:
     server = ChaosRedis(tmp_path / "redis")
     url = server.start()
-    redis = connect(url)
+    redis = connect(RedisSettings(url=url))
     settings = BrokerSettings(
         lease_timeout=LEASE_TIMEOUT,
         heartbeat_interval=HEARTBEAT_INTERVAL,
@@ -44,7 +47,14 @@ async def chaos(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
     )
     fleet = Fleet(tmp_path, url)
     name = request.node.originalname.removeprefix("test_")
-    env = Chaos(name, tmp_path, server, redis, Broker(redis, settings), fleet)
+    env = Chaos(
+        scenario=name,
+        root=tmp_path,
+        redis=redis,
+        broker=Broker(redis, settings),
+        fleet=fleet,
+        server=server,
+    )
     try:
         yield env
     finally:
@@ -56,3 +66,32 @@ async def chaos(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
             print(fleet.tails())
         await redis.aclose()
         server.stop()
+
+
+@pytest.fixture
+async def sentinel_chaos(
+    tmp_path: Path, request: pytest.FixtureRequest, sentinel_set: SentinelSet
+) -> AsyncIterator[SentinelChaos]:
+    redis = connect(sentinel_set.settings())
+    settings = BrokerSettings(
+        lease_timeout=LEASE_TIMEOUT,
+        heartbeat_interval=HEARTBEAT_INTERVAL,
+        reaper_interval=REAPER_INTERVAL,
+    )
+    fleet = Fleet(tmp_path, "", sentinel_set.env())
+    env = SentinelChaos(
+        scenario=request.node.originalname.removeprefix("test_"),
+        root=tmp_path,
+        redis=redis,
+        broker=Broker(redis, settings),
+        fleet=fleet,
+        servers=sentinel_set,
+    )
+    try:
+        yield env
+    finally:
+        fleet.close()
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            print(fleet.tails())
+        await redis.aclose()

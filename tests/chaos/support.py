@@ -38,6 +38,7 @@ from shared.keys import Keys
 from shared.redis_clock import redis_now_ms
 from shared.text import as_text
 from tests.helpers import wait_until
+from tests.redis_servers import SentinelSet
 from tests.tcp_proxy import PausableProxy
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -217,11 +218,15 @@ class Proc:
 
 
 class Fleet:
-    """Starts hub and worker processes and guarantees none outlives the test."""
+    """Starts hub and worker processes and guarantees none outlives the test. `redis_env`:
+    more Redis settings for every process (REDIS_SENTINELS, ...), with or without a URL."""
 
-    def __init__(self, root: Path, redis_url: str) -> None:
+    def __init__(
+        self, root: Path, redis_url: str, redis_env: Mapping[str, str] | None = None
+    ) -> None:
         self.root = root
         self.redis_url = redis_url
+        self.redis_env = dict(redis_env or {})
         self.procs: list[Proc] = []
         self._starts: Counter[str] = Counter()
         (root / "logs").mkdir(parents=True, exist_ok=True)
@@ -248,7 +253,7 @@ class Fleet:
         restart a hub at the same address); WS_PORT equals HUB_PORT, so one server serves
         REST, SSE and /ws."""
         port = port or free_port()
-        values = {**HUB_ENV, **FAST, "REDIS_URL": self.redis_url, **env}
+        values = {**HUB_ENV, **FAST, "REDIS_URL": self.redis_url, **self.redis_env, **env}
         values.update(HUB_PORT=str(port), WS_PORT=str(port))
         args = ["-m", "hub", "--env-file", "/nonexistent/.env.hub"]
         proc = self._spawn(name, args, clean_env(**values))
@@ -261,6 +266,7 @@ class Fleet:
             **WORKER_ENV,
             **FAST,
             "HUB_REDIS_URL": redis_url or self.redis_url,
+            **self.redis_env,
             "WORKER_ID": worker_id,
             **env,
         }
@@ -479,20 +485,18 @@ def _fmt(value: object) -> str:
 
 
 @dataclass
-class Chaos:
-    """What the `chaos` fixture gives a scenario: its Redis server (restartable), a direct
-    client and broker on it (to observe, never to drive the scenario), the process fleet
-    and the proxies, all torn down after the test. `scenario` is the test's name without
-    `test_`, used in the ACCOUNTING and MEASURED lines."""
+class ChaosBase:
+    """What every chaos fixture gives a scenario: a direct client and broker on its Redis
+    (to observe, never to drive the scenario) and the process fleet, torn down after the
+    test. `scenario` is the test's name without `test_`, used in the ACCOUNTING and
+    MEASURED lines."""
 
     scenario: str
     root: Path
-    server: ChaosRedis
     redis: Redis
     broker: Broker
     fleet: Fleet
     started: float = field(default_factory=time.monotonic)
-    proxies: list[PausableProxy] = field(default_factory=list)
 
     @property
     def keys(self) -> Keys:
@@ -519,13 +523,30 @@ class Chaos:
 
         await wait_until(check, timeout=timeout, interval=0.05, message=f"{worker_ids} register")
 
-    async def proxy(self) -> PausableProxy:
-        proxy = await PausableProxy(self.server.port).start()
-        self.proxies.append(proxy)
-        return proxy
-
     async def account(self, job_ids: Collection[str], **kwargs: Any) -> Accounting:
         return await account(self.redis, self.keys, self.scenario, job_ids, **kwargs)
 
     def report(self, acc: Accounting, **measured: object) -> None:
         report(acc, duration_s=self.elapsed, **measured)
+
+
+@dataclass(kw_only=True)
+class Chaos(ChaosBase):
+    """The `chaos` fixture: one Redis server (restartable) and the proxies in front of it."""
+
+    server: ChaosRedis
+    proxies: list[PausableProxy] = field(default_factory=list)
+
+    async def proxy(self) -> PausableProxy:
+        proxy = await PausableProxy(self.server.port).start()
+        self.proxies.append(proxy)
+        return proxy
+
+
+@dataclass(kw_only=True)
+class SentinelChaos(ChaosBase):
+    """The `sentinel_chaos` fixture: hubs and workers reach Redis through the session's
+    Sentinel set (one primary, two replicas, three sentinels), whose primary the scenario
+    kills; `redis` and `broker` follow the primary too."""
+
+    servers: SentinelSet

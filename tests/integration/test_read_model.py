@@ -19,6 +19,7 @@ from shared import event_stream
 from shared.broker import Broker
 from shared.job import JobRequest, JobStatus
 from shared.redis_client import connect
+from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from shared.text import as_text
 from tests.hub_support import capabilities, claim, start_worker
@@ -233,7 +234,7 @@ async def test_event_stream_drops_a_silent_link_and_reads_on(
     proxy: PausableProxy, broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(event_stream, "READ_MARGIN", 0.2)
-    client = connect(proxy.url)
+    client = connect(RedisSettings(url=proxy.url))
     stream = Broker(client, broker.settings).reads.event_stream()
     stream.open()
     try:

@@ -18,6 +18,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 from shared.broker import Broker, Claim
 from shared.keys import Keys
 from shared.redis_client import connect
+from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from shared.worker_grants import Grant, GrantStore
 from tests.factories import job as job_request
@@ -41,7 +42,7 @@ def readme_acl() -> list[str]:
 async def worker_redis(redis: Redis, redis_url: str) -> AsyncIterator[Redis]:
     await redis_command(redis, "ACL", *readme_acl())
     scheme, rest = redis_url.split("://", 1)
-    client = connect(f"{scheme}://emp-worker:{PASSWORD}@{rest.split('@')[-1]}")
+    client = connect(RedisSettings(url=f"{scheme}://emp-worker:{PASSWORD}@{rest.split('@')[-1]}"))
     try:
         yield client
     finally:
@@ -52,7 +53,12 @@ async def worker_redis(redis: Redis, redis_url: str) -> AsyncIterator[Redis]:
 async def test_the_acl_runs_everything_a_worker_does(
     worker_redis: Redis, broker: Broker, broker_settings: BrokerSettings
 ) -> None:
-    worker = Broker(worker_redis, broker_settings)
+    await run_everything_a_worker_does(Broker(worker_redis, broker_settings), broker)
+
+
+async def run_everything_a_worker_does(worker: Broker, broker: Broker) -> None:
+    """Every call a direct worker makes, as `worker`; `broker` (the hub) submits."""
+    worker_redis = worker.redis
     for n in range(3):
         await broker.submit(job_request("comfyui", id=f"acl-{n}"))
     caps = capabilities()
@@ -71,6 +77,9 @@ async def test_the_acl_runs_everything_a_worker_does(
     third = await worker.claim("acl-w", caps)
     assert isinstance(third, Claim)
     assert await worker.release("acl-w", third.job.id, third.token, "stopping") == "ok"
+    replicas = await redis_command(worker_redis, "WAIT", 0, 10)  # REDIS_WAIT_REPLICAS
+    assert isinstance(replicas, int)
+    assert replicas >= 0
     pubsub = worker_redis.pubsub()
     await pubsub.subscribe(worker.keys.control("acl-w"))
     await pubsub.aclose()

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from shared.control_channel import ControlSubscription
 from shared.redis_client import connect
+from shared.redis_settings import RedisSettings
 from tests.helpers import wait_until
 from tests.tcp_proxy import PausableProxy
 from worker.control import ControlListener
@@ -38,7 +39,7 @@ async def proxy(redis_server_url: str) -> AsyncIterator[PausableProxy]:
 async def listening(
     url: str, keepalive: float = 0.3
 ) -> AsyncIterator[tuple[ControlListener, list[str]]]:
-    client = connect(url, blocking=True)
+    client = connect(RedisSettings(url=url), blocking=True)
     cancelled: list[str] = []
     listener = ControlListener(
         lambda: ControlSubscription(client, CHANNEL),

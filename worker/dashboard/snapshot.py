@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from shared import __version__
-from shared.redaction import redact_url, scrub
+from shared.redaction import scrub
 from worker.dashboard.http_helpers import NO_TOKEN_MESSAGE
 from worker.dashboard.worker_view import DashboardWorker
 from worker.hardware.info import HardwareInfo
@@ -155,7 +155,7 @@ def snapshot(
             "heartbeat_late": age is None or age > 3 * settings.broker.heartbeat_interval,
             "slots": {"total": settings.concurrent_jobs, "busy": len(running)},
             "services": list(settings.services),
-            "redis": "" if settings.through_gateway else redact_url(settings.redis.url),
+            "redis": "" if settings.through_gateway else settings.redis.describe(),
             "gateway": ", ".join(settings.gateway_urls),
             "dashboard_url": worker.dashboard_url,
         },

@@ -6,10 +6,22 @@
 --- @include "queue"
 --- @include "policy"
 
+-- The reply for a job that already exists. It rewrites the job's id field with the same
+-- value: a write, so that a caller waiting for replicas (REDIS_WAIT_REPLICAS, WAIT on the
+-- same connection) waits for everything written before it, the original submission
+-- included. Redis 6.2 moves the offset WAIT waits for only when the connection writes;
+-- without this write it would count a pooled connection's last write, perhaps long ago,
+-- and acknowledge a retried submission that no replica holds yet. (Redis 7 moves it on
+-- every command; the write then costs one HSET on a retry, and changes nothing.)
+local function found(job_id)
+  redis.call('HSET', K.job(job_id), 'id', job_id)
+  return { 0, job_id }
+end
+
 -- Add one job at server time `now`; its hash fields are ARGV[first..last] as name, value
 -- pairs. Returns {1, job_id, created_at_ms, queue_position} when created, or
--- {0, existing_job_id} when the id or idempotency key already names a job (nothing is
--- written then), and the job's service when created. The caller rings the service's
+-- {0, existing_job_id} when the id or idempotency key already names a job (nothing
+-- changes then; see `found`), and the job's service when created. The caller rings the service's
 -- doorbell and counts the submission (once per batch). The score
 -- (1000 - priority) * 2^43 + seq is an exact integer in a double: higher priority first,
 -- then submission order, where seq comes from one Redis counter, so equal priorities are
@@ -18,11 +30,11 @@ local function submit_job(job_id, idem, class_id, priority, first, last, now)
   if idem ~= '' then
     local existing = redis.call('GET', K.idempotency(idem))
     if existing and redis.call('EXISTS', K.job(existing)) == 1 then
-      return { 0, existing }
+      return found(existing)
     end
   end
   local job_key = K.job(job_id)
-  if redis.call('EXISTS', job_key) == 1 then return { 0, job_id } end
+  if redis.call('EXISTS', job_key) == 1 then return found(job_id) end
 
   local seq = redis.call('INCR', K.seq)
   local score = int((1000 - tonumber(priority)) * 8796093022208 + seq)

@@ -1,0 +1,483 @@
+"""Real Redis deployments for the tests, on 127.0.0.1 only, from the binary the tests already
+use (shared.embedded_redis finds it): a primary with two replicas watched by three sentinels,
+a primary with one replica (no Sentinel), a TLS server with a CA and certificates made at
+test time (trustme), and a "managed" server with the commands managed services forbid
+disabled.
+
+Each is started once per test session by a fixture in tests/conftest.py (they cost seconds,
+not milliseconds). Tests that break one (kill its primary, freeze its replica) leave it as
+they found it: the same number of nodes, replicating.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trustme
+from redis import Redis as SyncRedis
+
+from shared.embedded_redis import free_port
+from shared.embedded_redis.binary import require_server_binary
+from shared.embedded_redis.readiness import ReadyOutcome, wait_ready
+from shared.redis_settings import RedisSettings
+
+MASTER_NAME = "emp"
+DOWN_AFTER_MS = 1000  # how long a primary is silent before the sentinels call it down
+# A sentinel that led or voted in a failover starts no other for twice this long: short, so
+# a test can fail over several times in a row (kills FAILOVER_GAP apart).
+FAILOVER_TIMEOUT_MS = 3000
+FAILOVER_GAP = 2 * FAILOVER_TIMEOUT_MS / 1000 + 0.5
+
+
+class ServerError(Exception):
+    """A server did not start; the message carries the tail of its log."""
+
+
+class Server:
+    """One redis-server process (a data node, or a sentinel with `sentinel_config`)."""
+
+    def __init__(
+        self, root: Path, name: str, args: Sequence[str] = (), *, sentinel_config: str = ""
+    ) -> None:
+        self.dir = root / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.port = free_port()
+        self.args = list(args)
+        self.sentinel_config = sentinel_config
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "server.log"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, extra: Sequence[str] = (), timeout: float = 20) -> None:
+        binary = str(require_server_binary())
+        argv = [binary]
+        if self.sentinel_config:
+            config = self.dir / "sentinel.conf"  # sentinels rewrite it: one per process
+            config.write_text(self.sentinel_config)
+            argv += [str(config), "--sentinel"]
+        argv += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        argv += ["--logfile", str(self.log_path), "--daemonize", "no"]
+        if not self.sentinel_config:
+            # No persistence; a replica syncs at once (the default waits 5 s for others).
+            argv += ["--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"]
+        argv += [*self.args, *extra]
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            cwd=self.dir,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        if wait_ready(self.proc, "127.0.0.1", self.port, None, deadline) is not ReadyOutcome.READY:
+            self.stop()
+            raise ServerError(f"{self.name} did not start ({argv}):\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to replicas or clients, as a crashed host."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def client(self) -> SyncRedis:
+        return SyncRedis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def info(self, section: str) -> dict[str, object]:
+        with self.client() as client:
+            return dict(client.info(section))
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _wait(condition: object, what: str, timeout: float) -> None:
+    """Poll a synchronous condition (these servers are driven from synchronous fixtures)."""
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            if condition():
+                return
+        except Exception as exc:  # a server still starting or failing over
+            last = exc
+        if time.monotonic() > deadline:
+            raise ServerError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+        time.sleep(0.05)
+
+
+def replicas_online(primary: Server, count: int) -> bool:
+    """`count` replicas attached to `primary` and in sync."""
+    info = primary.info("replication")
+    online = [
+        value
+        for key, value in info.items()
+        if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    ]
+    return info.get("role") == "master" and len(online) >= count
+
+
+@dataclass
+class Replicated:
+    """A primary and its replicas, without Sentinel."""
+
+    primary: Server
+    replicas: list[Server]
+
+    def settings(self) -> RedisSettings:
+        return RedisSettings(url=self.primary.url)
+
+    def wait_in_sync(self, timeout: float = 20) -> None:
+        _wait(
+            lambda: replicas_online(self.primary, len(self.replicas)),
+            f"{len(self.replicas)} replica(s) of {self.primary.name} online",
+            timeout,
+        )
+
+    def stop(self) -> None:
+        for server in [*self.replicas, self.primary]:
+            server.stop()
+
+
+def start_replicated(root: Path, replicas: int) -> Replicated:
+    primary = Server(root, "primary")
+    primary.start()
+    followers = [Server(root, f"replica-{n}") for n in range(1, replicas + 1)]
+    group = Replicated(primary, followers)
+    try:
+        for replica in followers:
+            replica.start(["--replicaof", "127.0.0.1", str(primary.port)])
+        group.wait_in_sync()
+    except BaseException:
+        group.stop()
+        raise
+    return group
+
+
+@dataclass
+class SentinelSet:
+    """Data nodes (one primary, the rest replicas) watched by sentinels. `failover()` kills
+    the primary and brings it back as a replica of the new one."""
+
+    nodes: list[Server]
+    sentinels: list[Server]
+    failovers: int = 0
+    history: list[str] = field(default_factory=list)  # primaries' names, in order
+
+    def settings(self, url: str | None = None) -> RedisSettings:
+        return RedisSettings(
+            url=url,
+            sentinels=tuple(("127.0.0.1", s.port) for s in self.sentinels),
+            sentinel_master=MASTER_NAME,
+        )
+
+    def env(self) -> dict[str, str]:
+        """The same settings as environment variables, for hub and worker processes."""
+        return {
+            "REDIS_SENTINELS": ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels),
+            "REDIS_SENTINEL_MASTER": MASTER_NAME,
+        }
+
+    def named_primary_port(self, sentinel: Server) -> int | None:
+        with sentinel.client() as client:
+            addr = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME)
+        return None if not addr else int(addr[1])
+
+    def primary(self) -> Server:
+        ports = {self.named_primary_port(s) for s in self.sentinels if s.alive}
+        if len(ports) != 1:
+            raise ServerError(f"the sentinels disagree on the primary: {ports}")
+        port = ports.pop()
+        return next(node for node in self.nodes if node.port == port)
+
+    def replicas(self) -> list[Server]:
+        primary = self.primary()
+        return [node for node in self.nodes if node is not primary]
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        """Every sentinel knows the same primary, all replicas and the other sentinels, and
+        every replica is in sync: ready for a failover."""
+        replicas = len(self.nodes) - 1
+
+        def healthy() -> bool:
+            primary = self.primary()
+            if not replicas_online(primary, replicas):
+                return False
+            for sentinel in self.sentinels:
+                with sentinel.client() as client:
+                    state = client.sentinel_master(MASTER_NAME)
+                    known = client.sentinel_slaves(MASTER_NAME)
+                if state["num-other-sentinels"] < len(self.sentinels) - 1:
+                    return False
+                if state["num-slaves"] < replicas or state["is_sdown"] or state["is_odown"]:
+                    return False
+                if any(r["is_sdown"] or r["is_disconnected"] for r in known):
+                    return False
+            return True
+
+        _wait(healthy, "a healthy Sentinel set", timeout)
+
+    def kill_primary(self) -> tuple[Server, float]:
+        """SIGKILL the current primary; returns it and when (time.time()) it died."""
+        primary = self.primary()
+        killed = time.time()
+        primary.kill()
+        self.failovers += 1
+        return primary, killed
+
+    def wait_new_primary(self, old: Server, timeout: float = 30) -> Server:
+        """Until every live sentinel names another node, and that node says it is primary."""
+
+        def promoted() -> bool:
+            new = self.primary()
+            return new is not old and new.info("replication").get("role") == "master"
+
+        _wait(promoted, f"a primary other than {old.name}", timeout)
+        new = self.primary()
+        self.history.append(new.name)
+        return new
+
+    def rejoin(self, old: Server, timeout: float = 30) -> None:
+        """Start a killed node again, as a replica of the current primary (empty: it syncs),
+        and wait until it is in sync and every sentinel counts it as a healthy replica. (Not
+        waiting for the sentinels is harsher than an operator's set between failovers: a
+        kill then may find them knowing only a replica that lags.)"""
+        primary = self.primary()
+        old.start(["--replicaof", "127.0.0.1", str(primary.port)])
+        self.wait_healthy(timeout)
+
+    def restore(self) -> None:
+        """Every node running again (killed ones as replicas) and the set healthy."""
+        for node in self.nodes:
+            if not node.alive:
+                self.rejoin(node)
+        self.wait_healthy()
+
+    def failover(self) -> Server:
+        old, _ = self.kill_primary()
+        new = self.wait_new_primary(old)
+        self.rejoin(old)
+        return new
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, *self.nodes]:
+            server.stop()
+
+
+def start_sentinel_set(root: Path, *, replicas: int = 2, sentinels: int = 3) -> SentinelSet:
+    group = start_replicated(root, replicas)
+    config = "\n".join(
+        [
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {group.primary.port} 2",
+            f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
+            f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
+            f"sentinel parallel-syncs {MASTER_NAME} {replicas}",
+            "",
+        ]
+    )
+    watchers = [
+        Server(root, f"sentinel-{n}", sentinel_config=config) for n in range(1, sentinels + 1)
+    ]
+    found = SentinelSet([group.primary, *group.replicas], watchers)
+    try:
+        for sentinel in watchers:
+            sentinel.start()
+        found.wait_healthy()
+    except BaseException:
+        found.stop()
+        raise
+    return found
+
+
+@dataclass
+class TlsServer:
+    """A Redis that speaks only TLS on `tls_port` and wants a client certificate. Its
+    certificate names `localhost` only, so connecting to 127.0.0.1 fails the host name
+    check unless it is turned off. `server` also listens in plain text on its own port, for
+    the fixtures (readiness, FLUSHALL)."""
+
+    server: Server
+    tls_port: int
+    ca_file: Path
+    cert_file: Path  # the client's certificate and key, in one PEM
+    key_file: Path
+
+    def settings(self, host: str = "localhost", *, client_cert: bool = True) -> RedisSettings:
+        return RedisSettings(
+            url=f"rediss://{host}:{self.tls_port}/0",
+            tls_ca_file=self.ca_file,
+            tls_cert_file=self.cert_file if client_cert else None,
+            tls_key_file=self.key_file if client_cert else None,
+        )
+
+    def env(self) -> dict[str, str]:
+        return {
+            "REDIS_URL": f"rediss://localhost:{self.tls_port}/0",
+            "REDIS_TLS_CA_FILE": str(self.ca_file),
+            "REDIS_TLS_CERT_FILE": str(self.cert_file),
+            "REDIS_TLS_KEY_FILE": str(self.key_file),
+        }
+
+
+@dataclass
+class TlsSentinel:
+    """One sentinel, reached over TLS, watching the TLS server over TLS (quorum 1): for
+    Sentinel with `rediss://`. The sentinel names the primary by IP, which the server's
+    certificate (localhost only) does not list, so clients turn the host name check off."""
+
+    sentinel: Server
+    tls_port: int
+    tls: TlsServer
+
+    def settings(self) -> RedisSettings:
+        return RedisSettings(
+            url="rediss://localhost/0",
+            tls_ca_file=self.tls.ca_file,
+            tls_cert_file=self.tls.cert_file,
+            tls_key_file=self.tls.key_file,
+            tls_verify_hostname=False,
+            sentinels=(("127.0.0.1", self.tls_port),),
+            sentinel_master=MASTER_NAME,
+        )
+
+    def env(self) -> dict[str, str]:
+        return {
+            **self.tls.env(),
+            "REDIS_URL": "rediss://localhost/0",
+            "REDIS_TLS_VERIFY_HOSTNAME": "false",
+            "REDIS_SENTINELS": f"127.0.0.1:{self.tls_port}",
+            "REDIS_SENTINEL_MASTER": MASTER_NAME,
+        }
+
+
+def start_tls_sentinel(root: Path, tls: TlsServer) -> TlsSentinel:
+    tls_port = free_port()
+    certs = tls.ca_file.parent
+    config = "\n".join(
+        [
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {tls.tls_port} 1",
+            f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
+            f"tls-port {tls_port}",
+            f"tls-cert-file {certs / 'server.crt'}",
+            f"tls-key-file {certs / 'server.key'}",
+            f"tls-ca-cert-file {tls.ca_file}",
+            "tls-replication yes",  # reach the monitored server over TLS too
+            "tls-auth-clients yes",
+            "",
+        ]
+    )
+    sentinel = Server(root, "tls-sentinel", sentinel_config=config)
+    sentinel.start()
+    found = TlsSentinel(sentinel, tls_port, tls)
+
+    def watching() -> bool:
+        with sentinel.client() as client:
+            state = client.sentinel_master(MASTER_NAME)
+        return not state["is_sdown"] and "s_down" not in str(state.get("flags", ""))
+
+    try:
+        _wait(watching, "the TLS sentinel to see its primary", 20)
+    except BaseException:
+        sentinel.stop()
+        raise
+    return found
+
+
+class NoTls(Exception):
+    """The redis-server binary was built without TLS."""
+
+
+def start_tls_server(root: Path) -> TlsServer:
+    certs = root / "certs"
+    certs.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("localhost")
+    client_cert = ca.issue_cert("emp-worker")
+    ca_file = certs / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    paths = {}
+    for name, leaf in (("server", server_cert), ("client", client_cert)):
+        cert, key = certs / f"{name}.crt", certs / f"{name}.key"
+        leaf.cert_chain_pems[0].write_to_path(str(cert))
+        leaf.private_key_pem.write_to_path(str(key))
+        paths[name] = (cert, key)
+    tls_port = free_port()
+    server = Server(
+        root,
+        "tls",
+        [
+            "--tls-port", str(tls_port),
+            "--tls-cert-file", str(paths["server"][0]),
+            "--tls-key-file", str(paths["server"][1]),
+            "--tls-ca-cert-file", str(ca_file),
+            "--tls-auth-clients", "yes",
+        ],
+    )  # fmt: skip
+    try:
+        server.start()
+    except ServerError as exc:
+        # A build without TLS refuses the tls-* directives: its log says so, naming them.
+        if "tls" in server.log_tail().lower():
+            raise NoTls(
+                f"{require_server_binary()} has no TLS support (built without BUILD_TLS=yes)"
+            ) from exc
+        raise
+    return TlsServer(server, tls_port, ca_file, *paths["client"])
+
+
+# What managed services (ElastiCache, Memorystore, Azure Cache, ...) refuse: the broker's
+# normal paths must never need them.
+FORBIDDEN_COMMANDS = ("CONFIG", "DEBUG", "KEYS", "SCAN", "MONITOR", "MODULE")
+
+
+def start_managed_like(root: Path) -> Server:
+    """A server where FORBIDDEN_COMMANDS do not exist (`rename-command X ""`)."""
+    args: list[str] = []
+    for command in FORBIDDEN_COMMANDS:
+        args += ["--rename-command", command, ""]
+    server = Server(root, "managed", args)
+    server.start()
+    return server
