@@ -45,6 +45,7 @@ SCRIPT_NAMES: Final = (
     "expire_unclaimed",
     "rate_limit",
     "publish_policy",
+    "sample_depth",
 )
 
 
