@@ -15,13 +15,15 @@ const EmpCharts = (() => {
     return n;
   }
 
-  // A step of 1, 2 or 5 times a power of ten, so that about four steps cover `max`.
-  function niceStep(max, integer) {
+  // The grid step: about four steps cover `max`. Counts step by 1, 2 or 5 times a power of
+  // ten; durations (spec.steps) by round times, so the axis reads 30 s, 1 min, 1.5 min.
+  function niceStep(max, steps) {
     const raw = max / 4;
-    if (raw <= 0) return 1;
+    if (raw <= 1) return 1;
+    const fit = (steps || []).find((s) => s >= raw);
+    if (fit) return fit;
     const p = Math.pow(10, Math.floor(Math.log10(raw)));
-    const step = [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw);
-    return integer ? Math.max(1, Math.round(step)) : step;
+    return [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw);
   }
 
   function clock(ms) {
@@ -31,12 +33,12 @@ const EmpCharts = (() => {
 
   // spec: {t: [minute start ms], series: [{name, values: [number|null], cls}],
   //        format: value -> text, summary: series -> text (the legend's figure),
-  //        integer: bool, empty: text when there is no series}
+  //        steps: grid steps to prefer, empty: text when there is no series}
   function draw(figure, spec) {
     const plot = figure.querySelector(".plot");
     const legend = figure.querySelector(".legend");
     const values = spec.series.flatMap((s) => s.values).filter((v) => v !== null);
-    const step = niceStep(Math.max(0, ...values), spec.integer);
+    const step = niceStep(Math.max(0, ...values), spec.steps);
     const top = Math.max(step, Math.ceil(Math.max(0, ...values) / step) * step);
     const n = spec.t.length;
     const x = (i) => L + (n > 1 ? (i * (W - L - R)) / (n - 1) : 0);

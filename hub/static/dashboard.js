@@ -147,8 +147,12 @@ function fmtMs(v) {
   if (v === null || v === undefined) return "-";
   if (v < 1000) return Math.round(v) + " ms";
   if (v < 60000) return (v / 1000).toFixed(v < 10000 && v % 1000 ? 1 : 0) + " s";
-  return (v / 60000).toFixed(1) + " min";
+  return (v / 60000).toFixed(v % 60000 ? 1 : 0) + " min";
 }
+
+const SEC = 1000, MIN = 60 * SEC;
+const TIME_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, SEC, 2 * SEC, 5 * SEC, 10 * SEC, 15 * SEC,
+  30 * SEC, MIN, 2 * MIN, 5 * MIN, 10 * MIN, 15 * MIN, 30 * MIN, 60 * MIN];
 
 const lastValue = (s) => { const v = s.values.filter((x) => x !== null).pop(); return v === undefined ? null : v; };
 
@@ -157,17 +161,17 @@ async function refreshCharts() {
   try { doc = await api("/dashboard/series"); } catch (e) { return; }
   const count = (v) => String(v);
   EmpCharts.draw($("chart-depth"), {
-    t: doc.minutes, integer: true, format: count, empty: "no queued jobs in the last hour",
+    t: doc.minutes, format: count, empty: "no queued jobs in the last hour",
     series: Object.entries(doc.depth).map(([name, values]) => ({ name, values })),
     summary: (s) => "now " + (lastValue(s) ?? "-"),
   });
   EmpCharts.draw($("chart-throughput"), {
-    t: doc.minutes, integer: true, format: count,
+    t: doc.minutes, format: count,
     series: ["submitted", "completed", "failed"].map((name) => ({ name, values: doc.throughput[name], cls: "c-" + name })),
     summary: (s) => s.values.reduce((a, b) => a + (b || 0), 0) + " in the hour",
   });
   EmpCharts.draw($("chart-wait"), {
-    t: doc.minutes, integer: true, format: fmtMs,
+    t: doc.minutes, format: fmtMs, steps: TIME_STEPS,
     series: ["p50", "p95"].map((name) => ({ name: "wait " + name, values: doc.wait_ms[name], cls: "c-" + name })),
     summary: (s) => "latest " + fmtMs(lastValue(s)),
   });
@@ -175,7 +179,7 @@ async function refreshCharts() {
 
 function fmtPct(p) {
   if (!p || p.p50 === null) return "-";
-  return p.p50 + " / " + p.p99 + " ms";
+  return fmtMs(p.p50) + " / " + fmtMs(p.p99);
 }
 
 function workerRow(w) {
