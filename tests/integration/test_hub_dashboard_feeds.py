@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from hub.series import MINUTES
 from shared.broker import Broker, Claim
@@ -118,3 +119,16 @@ async def test_queued_jobs_say_why_they_wait_in_words(
     assert waiting["upscale"]["message"] == "no worker offers service 'upscale'"
     assert waiting["sim"]["reason"] == "queued"
     assert waiting["sim"]["message"].startswith("1 capable worker(s) idle")
+
+
+async def test_a_timeline_counts_the_events_the_capped_stream_no_longer_holds(
+    api: httpx.AsyncClient, broker: Broker, redis: Redis
+) -> None:
+    caps = await start_worker(broker, "w1", capabilities(services=("sim",)))
+    job_id = (await broker.submit(job_request("sim"))).job_id
+    await redis.xtrim(broker.keys.events, maxlen=0)  # as if 100,000 events had come since
+    got = await claim(broker, "w1", caps)
+    await broker.complete("w1", job_id, got.token, {"ok": True})
+    doc = (await api.get(f"/dashboard/jobs/{job_id}/timeline", headers=OPERATOR)).json()
+    assert [e["event"] for e in doc["events"]] == ["claimed", "completed"]
+    assert doc["missing"] == 1  # "accepted"
