@@ -1,12 +1,14 @@
-"""The operator dashboard: HTML shells at `/` and `/ui/jobs/{id}`, one JSON feed for them.
+"""The operator dashboard: HTML shells at `/` and `/ui/jobs/{id}`, and the JSON feeds they show.
 
 The pages carry no data and no secrets, so they are public; the browser script asks for the
-operator token once, keeps it in sessionStorage, and uses it for `/dashboard/data`, the REST
-actions and the `/ws` live feed. Everything the page shows arrives as JSON and is inserted
-as text (never as HTML), and a strict Content-Security-Policy allows only same-origin
-scripts, so a job payload cannot script the operator's browser; images load only from the hub
-and the configured output store (HUB_DASHBOARD_IMAGE_ORIGINS), so a result cannot make the
-browser call a tracker. No CDN: it works offline.
+operator token once, keeps it in sessionStorage, and uses it for the operator-only feeds
+(`/dashboard/data`, the charts' `/dashboard/series`, a job's `/dashboard/jobs/{id}/timeline`),
+the REST actions and the `/ws` live feed. Everything the page shows arrives as JSON and is
+inserted as text (never as HTML), and a strict Content-Security-Policy allows only
+same-origin scripts, so a job payload cannot script the operator's browser; images load only
+from the hub and the configured output store (HUB_DASHBOARD_IMAGE_ORIGINS), so a result
+cannot make the browser call a tracker. No CDN, no chart library: the charts are SVG drawn
+by static/charts.js, so the page works offline and stays light.
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from hub.context import hub_of, require_operator
+from hub.errors import not_found
+from hub.fleet import why_waiting
 from hub.http_helpers import json_response
 from hub.queries import public_summary
+from hub.series import chart_series
 from hub.stats import compute_stats
+from hub.timeline import job_timeline
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -83,9 +89,14 @@ async def data(request: Request) -> Response:
     finished.sort(key=lambda j: j.get("finished_at") or "", reverse=True)
     now = await reads.now_ms()
     workers = await hub.fleet.get()
-    queue = await load(heads["pending"])
-    for position, job in enumerate(queue):  # ZRANGE from the head: index = position
-        job["queue_position"] = position
+    queue: list[dict[str, Any]] = []
+    waiting = await reads.jobs.summaries(heads["pending"])
+    for position, job in enumerate(waiting):  # ZRANGE from the head: index = position
+        if job is not None:
+            out = public_summary(job)
+            out["queue_position"] = position
+            out["waiting"] = why_waiting(job, workers, position, now)  # the column's words
+            queue.append(out)
     return json_response(
         {
             "stats": await compute_stats(reads, workers),
@@ -98,10 +109,30 @@ async def data(request: Request) -> Response:
     )
 
 
+async def series(request: Request) -> Response:
+    """The charts: the last hour per minute (hub/series.py)."""
+    hub = hub_of(request)
+    require_operator(request)
+    return json_response(await chart_series(hub.reads))
+
+
+async def timeline(request: Request) -> Response:
+    """A job's events, for its page (hub/timeline.py). Operators see every job, so the
+    stored id is looked up as it is."""
+    hub = hub_of(request)
+    require_operator(request)
+    [job] = await hub.reads.jobs.summaries([request.path_params["job_id"]])
+    if job is None:
+        raise not_found()
+    return json_response(await job_timeline(hub.reads, job))
+
+
 routes = [
     Route("/", index, methods=["GET"]),
     Route("/ui/jobs/{job_id}", job_page, methods=["GET"]),
     Route("/dashboard/data", data, methods=["GET"]),
+    Route("/dashboard/series", series, methods=["GET"]),
+    Route("/dashboard/jobs/{job_id}/timeline", timeline, methods=["GET"]),
     Route("/favicon.ico", favicon, methods=["GET"]),
     Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
 ]

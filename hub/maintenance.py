@@ -1,5 +1,5 @@
-"""The maintenance loop: reaping, expiry of jobs no worker takes, retention and priority
-aging, on an interval.
+"""The maintenance loop: reaping, expiry of jobs no worker takes, retention, priority
+aging and the per-minute queue depth sample, on an interval.
 
 Every hub runs it; that is safe because each step is idempotent. `reap` and `cleanup` are
 single Lua scripts (a second hub running them a moment later finds nothing left to do), and
@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.priority import PriorityPolicy
+from hub.series import service_depths
 from hub.settings import HubSettings
 from shared.broker import Broker
 from shared.outage import REDIS_OUTAGE
@@ -67,6 +68,7 @@ class Maintenance:
     _aging_offset: int = 0
     _next_aging: float = 0.0
     _next_cleanup: float = 0.0
+    _depth_minute: int = -1
     last_report: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -97,6 +99,7 @@ class Maintenance:
         """One pass: reap always; retention and aging when their interval is due."""
         await publish_policy(self.broker)  # back at once if Redis lost it
         report: dict[str, Any] = {"reaped": await self.reap()}
+        report["depth_sampled"] = await self.sample_depth()
         if self.settings.max_pending_seconds > 0:
             report["expired"] = await self.expire_unclaimed()
         now = time.monotonic()
@@ -127,6 +130,17 @@ class Maintenance:
             if full < REAP_LIMIT:
                 break
         return totals
+
+    async def sample_depth(self) -> bool:
+        """Offer this minute's queue depth per service for the dashboard's chart, once per
+        Redis minute; True when it was recorded (False: already sampled, by this hub or by
+        another that ticked earlier in the minute)."""
+        minute = await self.broker.reads.now_ms() // 60_000
+        if minute == self._depth_minute:
+            return False
+        recorded = await self.broker.sample_depth(await service_depths(self.broker.reads.jobs))
+        self._depth_minute = minute  # after the call: a failed one is tried again next tick
+        return recorded
 
     async def expire_unclaimed(self) -> int:
         """Fail the jobs no worker claimed within HUB_MAX_PENDING_SECONDS (expire_unclaimed.lua:

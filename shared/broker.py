@@ -494,6 +494,15 @@ class Broker:
         expired = await self._scripts.call("expire_unclaimed", int(max_age * 1000), limit)
         return [text(x) or "" for x in expired]
 
+    async def sample_depth(self, depths: Mapping[str, int]) -> bool:
+        """Record the claimable pending jobs per service (already folded by the caller to a
+        bounded set) as this minute's sample; False when the minute has one already (another
+        hub took it): one sample per minute whoever calls."""
+        pairs: list[str | int] = []
+        for service, count in depths.items():
+            pairs += [service, int(count)]
+        return int(await self._scripts.call("sample_depth", *pairs)) == 1
+
     async def take_request(self, bucket: str, rate: float, burst: int) -> int:
         """Take one request from the token bucket `bucket` (shared by every hub); returns 0
         when the request may go ahead, else how many ms until it could."""

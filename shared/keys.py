@@ -27,7 +27,8 @@ worker:{workerId}             HASH    capabilities, status, state, timestamps, c
 notify:{service}              LIST    wake-up tokens idle workers block on (BLPOP)
 idem:{sha256(key)}            STRING  idempotency key -> job id (expires with retention)
 events                        STREAM  every job and worker event (capped)
-stats:{minute}                HASH    per-minute counters (submitted, completed, failed, ...)
+stats:{minute}                HASH    per-minute counters, wait histogram, depth sample
+                                      (shared/minute_stats.py)
 control:{workerId}            PUBSUB  "cancel <jobId>" signals to one worker
 ratelimit:{sha256(token)}     HASH    a client token's request bucket: tokens left, last refill ms
 webhook:{deliveryId}          HASH    a webhook delivery being retried or dead-lettered (url, body,

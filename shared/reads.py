@@ -1,16 +1,18 @@
 """Everything the hub reads without changing state, in one place: the read model.
 
 State changes only through the Broker's scripts; reads that are not part of a transition
-(listings, statistics, the fleet, the server clock, the event stream) come through here. The
-Broker exposes one as `broker.reads`, so hub modules never hold a Redis client: they ask,
-then shape the answer for HTTP or WebSocket. With every key taken from shared.keys, this is
-also the one place that will route reads per pool when Redis Cluster support arrives.
+(listings, statistics, the fleet, the server clock, the event stream, a job's past events)
+come through here. The Broker exposes one as `broker.reads`, so hub modules never hold a
+Redis client: they ask, then shape the answer for HTTP or WebSocket. With every key taken
+from shared.keys, this is also the one place that will route reads per pool when Redis
+Cluster support arrives.
 """
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from shared.event_history import EventHistory
 from shared.event_stream import EventStream
 from shared.fleet_reads import FleetReads
 from shared.job_reads import JobReads
@@ -24,6 +26,7 @@ class Reads:
         self._keys = keys
         self.jobs = JobReads(redis, keys)
         self.fleet = FleetReads(redis, keys)
+        self.history = EventHistory(redis, keys.events)
 
     async def now_ms(self) -> int:
         """Redis server time (ms): the clock of every timestamp the scripts write."""

@@ -51,6 +51,7 @@ SCRIPT_NAMES: Final = (
     "webhook_take",
     "webhook_settle",
     "webhook_redeliver",
+    "sample_depth",
 )
 
 

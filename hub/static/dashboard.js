@@ -113,7 +113,7 @@ async function refresh() {
   fill("workers-table", data.workers.map(workerRow));
   fill("live-table", data.active.concat(data.pending).map((j) => {
     const tr = row([jobLink(j.id), j.service_type, j.customer_id, j.status, j.effective_priority,
-      Math.round(j.progress) + "%", j.worker_id, j.queue_position ?? ""]);
+      Math.round(j.progress) + "%", j.worker_id, waitingCell(j)]);
     tr.dataset.jobId = j.id;
     tr.className = "status-" + j.status;
     return tr;
@@ -131,9 +131,55 @@ async function refresh() {
   }));
 }
 
+// The hub's explanation (hub/fleet.py why_waiting) in words; the reason code and the queue
+// position stay at hand in the tooltip.
+function waitingCell(j) {
+  if (!j.waiting) return "";
+  const span = el("span", j.waiting.message, { class: "why why-" + j.waiting.reason });
+  span.title = j.waiting.reason + (j.queue_position === null || j.queue_position === undefined
+    ? "" : "; position " + j.queue_position + " in the queue");
+  return span;
+}
+
+// -- charts (the last hour, per minute: GET /dashboard/series, drawn by charts.js) -------
+
+function fmtMs(v) {
+  if (v === null || v === undefined) return "-";
+  if (v < 1000) return Math.round(v) + " ms";
+  if (v < 60000) return (v / 1000).toFixed(v < 10000 && v % 1000 ? 1 : 0) + " s";
+  return (v / 60000).toFixed(v % 60000 ? 1 : 0) + " min";
+}
+
+const SEC = 1000, MIN = 60 * SEC;
+const TIME_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, SEC, 2 * SEC, 5 * SEC, 10 * SEC, 15 * SEC,
+  30 * SEC, MIN, 2 * MIN, 5 * MIN, 10 * MIN, 15 * MIN, 30 * MIN, 60 * MIN];
+
+const lastValue = (s) => { const v = s.values.filter((x) => x !== null).pop(); return v === undefined ? null : v; };
+
+async function refreshCharts() {
+  let doc;
+  try { doc = await api("/dashboard/series"); } catch (e) { return; }
+  const count = (v) => String(v);
+  EmpCharts.draw($("chart-depth"), {
+    t: doc.minutes, format: count, empty: "no queued jobs in the last hour",
+    series: Object.entries(doc.depth).map(([name, values]) => ({ name, values })),
+    summary: (s) => "now " + (lastValue(s) ?? "-"),
+  });
+  EmpCharts.draw($("chart-throughput"), {
+    t: doc.minutes, format: count,
+    series: ["submitted", "completed", "failed"].map((name) => ({ name, values: doc.throughput[name], cls: "c-" + name })),
+    summary: (s) => s.values.reduce((a, b) => a + (b || 0), 0) + " in the hour",
+  });
+  EmpCharts.draw($("chart-wait"), {
+    t: doc.minutes, format: fmtMs, steps: TIME_STEPS,
+    series: ["p50", "p95"].map((name) => ({ name: "wait " + name, values: doc.wait_ms[name], cls: "c-" + name })),
+    summary: (s) => "latest " + fmtMs(lastValue(s)),
+  });
+}
+
 function fmtPct(p) {
   if (!p || p.p50 === null) return "-";
-  return p.p50 + " / " + p.p99 + " ms";
+  return fmtMs(p.p50) + " / " + fmtMs(p.p99);
 }
 
 function workerRow(w) {
@@ -201,12 +247,44 @@ function renderJob(job) {
   $("job-worker").textContent = job.worker_id || "";
   $("job-attempts").textContent = job.attempts + " of " + (job.max_retries + 1);
   $("job-message").textContent = job.message || "";
-  $("job-waiting").textContent = job.waiting ? job.waiting.message : "";
+  renderWaiting(job);
   $("job-error").textContent = job.error || "";
   $("job-times").textContent = [job.created_at, job.claimed_at, job.finished_at].map((t) => t || "-").join(" / ");
   setProgress(job.progress);
-  $("job-result").textContent = job.result === null || job.result === undefined ? "" : JSON.stringify(job.result, null, 2);
+  $("job-payload").textContent = jsonText(job.payload);
+  $("job-result").textContent = jsonText(job.result);
   renderImages(job.result);
+  if (job.created_at) timeline.createdMs = Date.parse(job.created_at);
+  renderTimeline();
+}
+
+const SHOWN_JSON = 100000;  // characters: a 10 MB payload must not freeze the page
+
+// Inline images are shown above, so their base64 is only named in the JSON text.
+const LONG_B64 = /^(data:[\w/+.-]+;base64,)?[A-Za-z0-9+/]+={0,2}$/;
+const elide = (k, v) => typeof v === "string" && v.length > 512 && LONG_B64.test(v) ? "<base64, " + v.length + " characters>" : v;
+
+function jsonText(value) {
+  if (value === null || value === undefined) return "";
+  const text = JSON.stringify(value, elide, 2);
+  return text.length <= SHOWN_JSON ? text
+    : text.slice(0, SHOWN_JSON) + "\n... (" + (text.length - SHOWN_JSON) + " more characters; GET /jobs/{id} has it all)";
+}
+
+// "Why is it waiting": the hub's sentence, then the figures it rests on.
+function renderWaiting(job) {
+  if (job.status === "pending" && job.waiting === undefined) return;  // a snapshot: keep it
+  const box = $("job-waiting-box");
+  const w = job.status === "pending" ? job.waiting : null;
+  box.hidden = !w;
+  $("job-waiting").textContent = w ? w.message : "";
+  if (!w) return;
+  box.dataset.reason = w.reason;
+  const c = w.workers || {};
+  const ahead = w.jobs_ahead === null || w.jobs_ahead === undefined ? "" : w.jobs_ahead + " job(s) ahead in the queue; ";
+  const busy = c.capable ? ", " + (c.busy ?? 0) + " of those busy" : "";
+  $("job-waiting-detail").textContent = ahead + "workers: " + (c.live ?? 0) + " live, " + (c.offering ?? 0) +
+    " offering " + job.service_type + ", " + (c.capable ?? 0) + " able to run it" + busy;
 }
 
 function setProgress(p) {
@@ -228,28 +306,122 @@ function imageOriginAllowed(value) {
   return url.origin === location.origin || allowed.includes(url.origin);
 }
 
-function findImages(value, key, out) {
+// Image URLs from other origins are not loaded; their origins are listed (as text) so the
+// operator knows what HUB_DASHBOARD_IMAGE_ORIGINS would have to allow.
+function imageUrl(value, out, blocked) {
+  if (imageOriginAllowed(value)) { out.push(value); return; }
+  try { blocked.add(new URL(value).origin); } catch (e) { /* not a URL: nothing to name */ }
+}
+
+function findImages(value, key, out, blocked) {
   if (out.length >= 16 || value === null || value === undefined) return out;
   if (typeof value === "string") {
     if (value.startsWith("data:image/")) out.push(value);
-    else if (IMG_URL.test(value) && imageOriginAllowed(value)) out.push(value);
+    else if (IMG_URL.test(value)) imageUrl(value, out, blocked);
     else if (/image/i.test(key || "") && value.length > 64 && B64.test(value)) out.push("data:image/png;base64," + value);
   } else if (Array.isArray(value)) {
-    for (const v of value) findImages(v, key, out);
+    for (const v of value) findImages(v, key, out, blocked);
   } else if (typeof value === "object") {
-    // ComfyUI results: {filename, content_type: "image/png", base64: "..."}
-    if (typeof value.base64 === "string" && /^image\//.test(value.content_type || "")) {
-      out.push("data:" + value.content_type + ";base64," + value.base64);
-      return out;
+    // ComfyUI results: {filename, content_type: "image/png", base64: "..."}, or past the
+    // worker's inline budget a reference to ComfyUI's /view: {content_type, url}.
+    if (/^image\//.test(value.content_type || "")) {
+      if (typeof value.base64 === "string") {
+        out.push("data:" + value.content_type + ";base64," + value.base64);
+        return out;
+      }
+      if (typeof value.url === "string" && /^https?:\/\//.test(value.url)) {
+        imageUrl(value.url, out, blocked);
+        return out;
+      }
     }
-    for (const [k, v] of Object.entries(value)) findImages(v, k, out);
+    for (const [k, v] of Object.entries(value)) findImages(v, k, out, blocked);
   }
   return out;
 }
 
 function renderImages(result) {
-  const box = $("job-images");
-  box.replaceChildren(...findImages(result, "", []).map((src) => el("img", null, { src, alt: "result image", class: "result-image" })));
+  const blocked = new Set();
+  const images = findImages(result, "", [], blocked);
+  $("job-images").replaceChildren(...images.map((src) => el("img", null, { src, alt: "result image", class: "result-image" })));
+  $("job-images-blocked").textContent = blocked.size
+    ? "Images from " + [...blocked].join(", ") + " are not shown: not the hub and not in HUB_DASHBOARD_IMAGE_ORIGINS."
+    : "";
+}
+
+// -- the job's timeline: its past events (GET /dashboard/jobs/{id}/timeline), then live ones
+
+const timeline = { events: new Map(), missing: 0, createdMs: null };
+
+function addEvents(events) {
+  for (const ev of events) if (ev.seq) timeline.events.set(ev.seq, ev);
+}
+
+async function loadTimeline(jobId) {
+  try {
+    const doc = await api("/dashboard/jobs/" + encodeURIComponent(jobId) + "/timeline");
+    addEvents(doc.events);
+    timeline.missing = doc.missing;
+  } catch (e) { return; }
+  renderTimeline();
+}
+
+function clockTime(ms) {
+  const d = new Date(ms);
+  return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+}
+
+// What one event says, in words: [what happened, by which worker, details].
+function describe(ev, worker, claimedAt) {
+  const d = ev.data || {};
+  const ran = claimedAt === null ? "" : " after " + fmtMs(ev.ts - claimedAt);
+  switch (ev.event) {
+    case "accepted": return ["queued", "", "service " + (d.service_type ?? "?") + ", priority " + (d.priority ?? "?")];
+    case "claimed": return ["claimed", ev.worker_id, "waited " + fmtMs(d.wait_ms)];
+    case "retrying":
+      if (d.operator) return ["sent back by an operator", "", "attempts reset"];
+      return ["failed, will retry", worker, "attempt " + d.attempts + ran + ": " + d.error + "; next try in " + fmtMs(d.delay_ms)];
+    case "released": return ["handed back", d.worker_id || worker, (d.reason || "") + ran + "; no attempt counted"];
+    case "failed": return ["failed", worker, "attempt " + d.attempts + ran + ": " + d.error];
+    case "completed": return ["completed", ev.worker_id || worker, "ran " + fmtMs(d.run_ms)];
+    case "cancelled": return ["cancelled", d.worker_id || "", "was " + d.was + (d.reason ? ": " + d.reason : "")];
+    default: return [ev.event, ev.worker_id || "", JSON.stringify(d)];
+  }
+}
+
+function timelineRow(ev, what, who, detail) {
+  const li = el("li", null, { class: "ev ev-" + ev.event, "data-seq": ev.seq });
+  const since = timeline.createdMs === null ? "" : "+" + fmtMs(Math.max(0, ev.ts - timeline.createdMs));
+  li.append(el("time", clockTime(ev.ts), { datetime: new Date(ev.ts).toISOString() }), el("span", since, { class: "offset" }),
+    el("span", what, { class: "what" }), el("span", who || "", { class: "who" }), el("span", detail, { class: "detail" }));
+  return li;
+}
+
+function renderTimeline() {
+  const list = [...timeline.events.values()].sort((a, b) => a.seq - b.seq);
+  const rows = [];
+  if (timeline.missing > 0) {  // trimmed from the capped stream, or past the hub's read budget
+    rows.push(el("li", timeline.missing + " of this job's events could not be read back from the hub's event stream " +
+      "(it keeps the newest ~100,000 events of the fleet)", { class: "ev ev-gap" }));
+  }
+  let worker = "", claimedAt = null;
+  for (let i = 0; i < list.length; i++) {
+    const ev = list[i];
+    if (ev.event === "progress") {  // a run of progress reports is one row
+      let j = i;
+      while (j + 1 < list.length && list[j + 1].event === "progress") j++;
+      const first = list[i].data || {}, last = list[j].data || {};
+      const span = j > i ? Math.round(first.progress || 0) + "% -> " : "";
+      const count = j > i ? " (" + (j - i + 1) + " updates)" : "";
+      rows.push(timelineRow(list[j], "progress", worker, span + Math.round(last.progress || 0) + "%" + (last.message ? " - " + last.message : "") + count));
+      i = j;
+      continue;
+    }
+    const [what, who, detail] = describe(ev, worker, claimedAt);
+    rows.push(timelineRow(ev, what, who, detail));
+    if (ev.event === "claimed") { worker = ev.worker_id || ""; claimedAt = ev.ts; }
+    else if (ev.event !== "progress") claimedAt = null;
+  }
+  $("job-events").replaceChildren(...rows);
 }
 
 async function loadJob(jobId) {
@@ -257,11 +429,13 @@ async function loadJob(jobId) {
 }
 
 function onJobMessage(jobId, msg) {
-  if (msg.type === "snapshot") { renderJob(msg.job); return; }
+  // The snapshot comes once the subscription is in place (and again after a gap): reading
+  // the history then leaves no event between the two. GET /jobs/{id} adds "why waiting".
+  if (msg.type === "snapshot") { renderJob(msg.job); loadJob(jobId); loadTimeline(jobId); return; }
   if (msg.type !== "event" || msg.event.job_id !== jobId) return;
   const ev = msg.event;
-  const li = el("li", "#" + ev.seq + " " + ev.event + " " + JSON.stringify(ev.data));
-  $("job-events").appendChild(li);
+  addEvents([ev]);
+  renderTimeline();
   if (ev.event === "progress") {
     setProgress(ev.data.progress);
     $("job-message").textContent = ev.data.message || "";
@@ -281,6 +455,8 @@ function start() {
     const jobId = document.body.dataset.jobId;
     loadJob(jobId);
     connect((ws) => ws.send(JSON.stringify({ type: "subscribe", job_id: jobId })), (m) => onJobMessage(jobId, m));
+    // Why a job waits changes with the fleet, not only with the job's own events.
+    setInterval(() => { if ($("job-status").textContent === "pending") loadJob(jobId); }, 10000);
     $("job-cancel").addEventListener("click", async () => {
       try { await api("/jobs/" + encodeURIComponent(jobId) + "/cancel", { method: "POST" }); } catch (e) { alert(e.message); }
       loadJob(jobId);
@@ -291,8 +467,10 @@ function start() {
     });
   } else {
     refresh();
+    refreshCharts();
     connect((ws) => ws.send(JSON.stringify({ type: "subscribe", all: true })), onDashboardMessage);
     setInterval(refresh, 10000);
+    setInterval(refreshCharts, 5000);  // the current minute keeps counting
     $("submit-form").addEventListener("submit", submitJob);
   }
 }

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from shared.broker import Broker
+from shared.broker import Broker, Claim
 from shared.job import JobStatus
 from shared.settings import BrokerSettings
 from tests.browser_support import (
@@ -36,6 +36,7 @@ from tests.browser_support import (
     open_tab,
 )
 from tests.factories import job as job_request
+from tests.helpers import wait_until
 from tests.hub_support import (
     OPERATOR_TOKEN,
     RunningHub,
@@ -392,8 +393,11 @@ async def test_result_images_load_only_from_the_hub_and_the_output_store(
     ):
         settings = hub_settings(redis_url, BrokerSettings(), dashboard_image_origins=(store,))
         async with running_hub(settings) as hub, launch_browser() as browser:
+            # ComfyUI outputs past the worker's inline budget are references to /view.
+            refs = [{"filename": name, "content_type": "image/png", "url": f"{origin}/view?filename={name}"}
+                    for origin, name in ((store, "big.png"), (tracker, "spy.png"))]  # fmt: skip
             result = {"images": [f"{tracker}/pixel.png?who=operator", f"{store}/out/fox.png",
-                                 f"{hub.url}/static/fox.png"]}  # fmt: skip
+                                 f"{hub.url}/static/fox.png"], "outputs": refs}  # fmt: skip
             job_id = await complete_a_job(broker, result)
             async with open_tab(browser) as tab:
                 await signed_in(tab, hub)
@@ -405,11 +409,138 @@ async def test_result_images_load_only_from_the_hub_and_the_output_store(
                 assert img_src.split() == ["img-src", "'self'", "data:", "blob:", store]
                 await expect(page.locator("#job-status")).to_have_text("completed")
                 images = page.locator("#job-images img.result-image")
-                await expect(images).to_have_count(2)
+                await expect(images).to_have_count(3)
                 sources = await images.evaluate_all("imgs => imgs.map(i => i.src)")
-                assert sources == [f"{store}/out/fox.png", f"{hub.url}/static/fox.png"]
+                assert sources == [f"{store}/out/fox.png", f"{hub.url}/static/fox.png",
+                                   f"{store}/view?filename=big.png"]  # fmt: skip
                 await expect(images.first).to_have_js_property("complete", True)
-                assert stored == ["GET /out/fox.png HTTP/1.1"]
+                await expect(images.last).to_have_js_property("complete", True)
+                assert sorted(stored) == ["GET /out/fox.png HTTP/1.1",
+                                          "GET /view?filename=big.png HTTP/1.1"]  # fmt: skip
                 assert tracked == []
+                # The page says which origin it refused, as text.
+                await expect(page.locator("#job-images-blocked")).to_contain_text(tracker)
                 # The hub has no fox.png: the browser logs that 404, nothing else.
                 tab.problems.assert_clean(allowed_console=("404",))
+
+
+async def drawn(page: Page, chart: str, series: str) -> list[int]:
+    """The values of the points chart `chart` draws for `series` (charts.js puts each one in
+    data-value): what the chart says, read without looking at pixels."""
+    values = await page.locator(f'#{chart} circle[data-series="{series}"]').evaluate_all(
+        "points => points.map(p => Number(p.dataset.value))"
+    )
+    return [int(v) for v in values]
+
+
+async def test_charts_draw_the_last_hour_from_real_jobs_and_follow_live(
+    hub: RunningHub, broker: Broker, tab: BrowserSession
+) -> None:
+    page = tab.page
+    caps = await start_worker(broker, "sim-1", capabilities(services=("simulation",)))
+    for _ in range(4):
+        await broker.submit(job_request("simulation", max_retries=0))
+    for outcome in ("complete", "complete", "fail"):
+        got = await claim(broker, "sim-1", caps)
+        if outcome == "complete":
+            await broker.complete("sim-1", got.job.id, got.token, {"ok": True})
+        else:
+            await broker.fail("sim-1", got.job.id, got.token, "CUDA out of memory")
+
+    await signed_in(tab, hub)
+    # Sums, not single points: the jobs may straddle a minute boundary.
+    await wait_until(lambda: _sum_is(page, "chart-throughput", "submitted", 4))
+    assert sum(await drawn(page, "chart-throughput", "completed")) == 2
+    assert sum(await drawn(page, "chart-throughput", "failed")) == 1
+    assert len(await drawn(page, "chart-wait", "wait p50")) >= 1
+    assert len(await drawn(page, "chart-wait", "wait p95")) >= 1
+    assert (await drawn(page, "chart-depth", "simulation"))[-1] == 1  # the queued one, now
+    await expect(page.locator("#chart-throughput .legend")).to_contain_text(
+        "completed 2 in the hour"
+    )
+    axis = page.locator("#chart-throughput svg text.tick.y")
+    await expect(axis.first).to_have_text("0")
+
+    # The fourth job runs while the operator watches: the charts follow without a reload.
+    await mark_page(page)
+    got = await claim(broker, "sim-1", caps)
+    await broker.complete("sim-1", got.job.id, got.token, {"ok": True})
+    await wait_until(lambda: _sum_is(page, "chart-throughput", "completed", 3), timeout=15)
+    # Its queue is empty now; with no sampled minute behind it (no maintenance runs here)
+    # the service's line goes with it.
+    await wait_until(lambda: _no_point(page, "chart-depth", "simulation"), timeout=15)
+    await assert_not_reloaded(page)
+    tab.problems.assert_clean()
+
+
+async def _sum_is(page: Page, chart: str, series: str, total: int) -> bool:
+    return sum(await drawn(page, chart, series)) == total
+
+
+async def _no_point(page: Page, chart: str, series: str) -> bool:
+    return not await drawn(page, chart, series)
+
+
+async def test_job_page_shows_why_a_job_waits_and_its_timeline_live(
+    hub: RunningHub, broker: Broker, tab: BrowserSession
+) -> None:
+    page = tab.page
+    caps = await start_worker(broker, "w1", capabilities(services=("simulation",), gpu_gb=(24.0,)))
+    await start_worker(broker, "w2", capabilities(services=("simulation",), gpu_gb=(24.0,)))
+    big = {"hardware": {"gpu": {"memory_gb": 80}}}
+    stuck = (await broker.submit(job_request("simulation", requirements=big))).job_id
+
+    # The queued-jobs table says why, in words.
+    await signed_in(tab, hub)
+    why = live_row(page, stuck).locator("td").nth(7)
+    await expect(why).to_have_text(
+        "no worker offers service 'simulation' that can run it: needs 1 GPU(s) >= 80 GB "
+        "(2 of 2 offering it)"
+    )
+    await live_row(page, stuck).locator("a.job-link").click()
+    await page.wait_for_url(f"**/ui/jobs/{stuck}")
+    await expect(page.locator("#job-waiting-box")).to_be_visible()
+    await expect(page.locator("#job-waiting")).to_contain_text("needs 1 GPU(s) >= 80 GB")
+    await expect(page.locator("#job-waiting-detail")).to_contain_text("2 live, 2 offering")
+    await expect(page.locator("#job-events li")).to_have_count(1)
+    await expect(page.locator("#job-events li .what")).to_have_text("queued")
+
+    # A job that fails once on w1, then runs on w2: the page was opened before its claim.
+    job_id = (
+        await broker.submit(job_request("simulation", max_retries=1, payload={"prompt": "a fox"}))
+    ).job_id
+    await page.goto(f"{hub.url}/ui/jobs/{job_id}")
+    await expect(page.locator("#job-waiting")).to_contain_text("capable worker(s) idle")
+    await expect(page.locator("#job-payload")).to_contain_text('"prompt": "a fox"')
+    await mark_page(page)
+    first = await claim(broker, "w1", caps)
+    await broker.progress("w1", job_id, first.token, 40, "step 2/5")
+    assert await broker.fail("w1", job_id, first.token, "CUDA out of memory") == "retrying"
+
+    async def claimed_by_w2() -> Claim | None:
+        got = await broker.claim("w2", caps)
+        return got if isinstance(got, Claim) else None
+
+    second = await wait_until(claimed_by_w2, timeout=15, message="w2 claimed the retry")
+    await broker.progress("w2", job_id, second.token, 50, "step 3/6")
+    await broker.progress("w2", job_id, second.token, 100, "step 6/6")
+    await broker.complete("w2", job_id, second.token, {"seed": 7})
+    await expect(page.locator("#job-status")).to_have_text("completed")
+    await expect(page.locator("#job-waiting-box")).to_be_hidden()
+    rows = page.locator("#job-events li")
+    await expect(rows.locator(".what")).to_have_text(
+        ["queued", "claimed", "progress", "failed, will retry", "claimed", "progress", "completed"]
+    )
+    await expect(rows.locator(".who")).to_have_text(["", "w1", "w1", "w1", "w2", "w2", "w2"])
+    await expect(rows.nth(3).locator(".detail")).to_contain_text("attempt 1 after")
+    await expect(rows.nth(3).locator(".detail")).to_contain_text("CUDA out of memory")
+    await expect(rows.nth(5).locator(".detail")).to_have_text("50% -> 100% - step 6/6 (2 updates)")
+    await expect(rows.nth(6).locator(".detail")).to_contain_text("ran ")
+    await assert_not_reloaded(page)
+
+    # Read back from the stream after a reload: the same timeline.
+    await page.reload()
+    await expect(rows.locator(".what")).to_have_text(
+        ["queued", "claimed", "progress", "failed, will retry", "claimed", "progress", "completed"]
+    )
+    tab.problems.assert_clean()

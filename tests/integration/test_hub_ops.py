@@ -138,18 +138,24 @@ async def test_dashboard_pages_render(api: httpx.AsyncClient) -> None:
     assert page.status_code == 200
     assert "script-src 'self'" in page.headers["content-security-policy"]
     for element in ("token-form", "queue-table", "workers-table", "recent-table",
-                    "failed-table", "submit-form", "conn-status", "live-table"):  # fmt: skip
+                    "failed-table", "submit-form", "conn-status", "live-table",
+                    "chart-depth", "chart-throughput", "chart-wait"):  # fmt: skip
         assert f'id="{element}"' in page.text
     assert "//cdn" not in page.text
     job = await api.get('/ui/jobs/job-"><b>x')
     assert job.status_code == 200
     assert "job-&#34;&gt;&lt;b&gt;x" in job.text  # escaped, never HTML
-    for element in ("job-status", "job-progress", "job-result", "job-images", "job-events"):
+    for element in ("job-status", "job-progress", "job-result", "job-images", "job-events",
+                    "job-payload", "job-waiting-box"):  # fmt: skip
         assert f'id="{element}"' in job.text
     script = await api.get("/static/dashboard.js")
     assert script.status_code == 200
     assert "sessionStorage" in script.text
     assert ".innerHTML" not in script.text
+    charts = await api.get("/static/charts.js")  # SVG drawn with DOM calls, no library
+    assert charts.status_code == 200
+    assert ".innerHTML" not in charts.text
+    assert 'src="/static/charts.js"' in page.text
     assert (await api.get("/static/dashboard.css")).status_code == 200
 
 

@@ -92,6 +92,8 @@ OPERATOR_ROUTES = {
     ("GET", "/stats"),
     ("GET", "/metrics"),
     ("GET", "/dashboard/data"),
+    ("GET", "/dashboard/series"),
+    ("GET", "/dashboard/jobs/{job_id}/timeline"),
     ("POST", "/gateway/grants"),
     ("GET", "/gateway/grants"),
     ("POST", "/gateway/grants/{worker_id}/revoke"),

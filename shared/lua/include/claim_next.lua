@@ -109,6 +109,7 @@ local function claim_next(worker_id, caps_json, budget, offset, hops)
   redis.call('HINCRBY', K.worker(worker_id), 'claimed', 1)
   bump_stat(now, 'claimed')
   local wait_ms = now - tonumber(redis.call('HGET', job_key, 'created_at'))
+  bump_wait(now, wait_ms)
   emit(job_key, best_job, 'claimed', { worker_id = worker_id, wait_ms = wait_ms })
   -- More work of this service is waiting: wake one more idle worker (at most one token is
   -- left lying around when nobody is idle).
