@@ -65,24 +65,43 @@ async def test_redis_restart(chaos: Chaos) -> None:
         """Per worker, the outages it logged (shared/outage.py: one line per outage)."""
         return [chaos.fleet.by_name(w)[-1].log().count("Redis unreachable (") for w in workers]
 
+    def every_outage_ended() -> bool:
+        logs = [chaos.fleet.by_name(w)[-1].log() for w in workers]
+        return all(
+            log.count("Redis reachable again") >= log.count("Redis unreachable (") for log in logs
+        )
+
     async def outage(after_acks: int, at_least: float) -> float:
         """Kill Redis once `after_acks` submissions were acknowledged; start it again when
         the hub and all workers have noticed and `at_least` seconds have passed."""
         await wait_until(lambda: len(submitter.acked) >= after_acks or load.done(), timeout=30)
         assert not load.done(), "the load finished before the restart"
+        # Each process logs one line per outage and one when Redis is back; a worker that has
+        # not yet had a call succeed since the last restart is still in that outage and would
+        # log nothing new for this one.
+        await wait_until(every_outage_ended, timeout=20, message="every worker saw Redis back")
         acked_at_kill.append(len(submitter.acked))
         failures, marks = submitter.failures["503"], outages_logged()
         killed = chaos.server.kill()
 
+        seen: dict[str, object] = {}
+
         def noticed() -> bool:
-            beats = outages_logged()
+            seen.update(
+                refused=submitter.failures["503"] - failures,
+                logged=[b - m for b, m in zip(outages_logged(), marks, strict=True)],
+                down_s=round(time.time() - killed, 2),
+            )
             return (
                 submitter.failures["503"] > failures
-                and all(b > m for b, m in zip(beats, marks, strict=True))
+                and all(b > m for b, m in zip(outages_logged(), marks, strict=True))
                 and time.time() - killed >= at_least  # the outage's length is the scenario
             )
 
-        await wait_until(noticed, timeout=20, interval=0.02, message="outage noticed")
+        try:
+            await wait_until(noticed, timeout=20, interval=0.02, message="outage noticed")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {seen}") from None
         chaos.server.start()
         outages.append(time.time() - killed)
         return time.time()
