@@ -130,7 +130,17 @@ async def run_failovers(chaos: SentinelChaos, wait_replicas: int) -> Run:
         claimed = [e.ts_ms / 1000 - failover.killed_at for _, e in claims]
         failover.first_claim_s = min((s for s in claimed if s > 0), default=None)
     accounting = await chaos.account(submitter.acked, events=events)
-    lines = {proc.name: proc.log().count("unreachable (") for proc in chaos.fleet.procs}
+    # Lines about lost connections only: while a replica resyncs, WAIT can go unanswered
+    # for seconds between kills, and those refusals (NotReplicated, each answered 503 and
+    # retried) interleave with reads that succeed, so they open and close many short
+    # "outages" that say nothing about how a failover is logged.
+    lines = {
+        proc.name: sum(
+            "unreachable (" in line and "NotReplicated" not in line
+            for line in proc.log().splitlines()
+        )
+        for proc in chaos.fleet.procs
+    }
     return Run(accounting, failovers, submitter, events, lines)
 
 
@@ -155,6 +165,10 @@ def report(chaos: SentinelChaos, run: Run, wait_replicas: int) -> None:
     )
 
 
+# About 30 s when replication keeps up; a replica that resyncs between kills can hold WAIT
+# (and so every acknowledgement) back for seconds at a time, which slows the run, not its
+# outcome.
+@pytest.mark.timeout(300)
 async def test_sentinel_failover(sentinel_chaos: SentinelChaos) -> None:
     """Does: a hub and 4 workers (2 slots each) reach Redis through Sentinel (one primary,
     two replicas, three sentinels, down-after 1000 ms) with REDIS_WAIT_REPLICAS=1, while 4
