@@ -218,9 +218,10 @@ class GatewaySession:
         if isinstance(args, StateArgs):
             return await broker.set_worker_state(me, args.state)
         if isinstance(args, ClaimArgs):
-            if await broker.lease_count(me) >= self.grant.max_concurrency:
-                return claim_to_wire(NoClaim("limit", None))
-            return claim_to_wire(await broker.claim(me, self.grant.cap(args.caps), hops=args.hops))
+            claimed = await broker.claim(
+                me, self.grant.cap(args.caps), hops=args.hops, max_leases=self.grant.max_concurrency
+            )
+            return claim_to_wire(claimed)
         if isinstance(args, WaitArgs):
             return await self._wait(args)
         if isinstance(args, ProgressArgs):
@@ -247,13 +248,13 @@ class GatewaySession:
     async def _complete_and_claim(self, args: CompleteClaimArgs) -> Any:
         broker = self.hub.broker
         me = self.worker_id
-        # The completion frees one lease: claim again only if that leaves room.
-        if args.caps is None or await broker.lease_count(me) > self.grant.max_concurrency:
+        if args.caps is None:
             fence = await broker.complete(me, args.job_id, args.token, args.result)
             return [fence, claim_to_wire(NoClaim("limit", None))]
         caps = Broker.encode_capabilities(self.grant.cap(args.caps))
+        # The script completes first, so the cap counts the leases left after it.
         fence, claimed = await broker.complete_and_claim(
-            me, args.job_id, args.token, args.result, caps
+            me, args.job_id, args.token, args.result, caps, max_leases=self.grant.max_concurrency
         )
         return [fence, claim_to_wire(claimed)]
 

@@ -300,9 +300,10 @@ class Broker:
     # -- claiming -----------------------------------------------------------------------
 
     async def claim(
-        self, worker_id: str, caps: Capabilities | bytes, *, hops: int = 0
+        self, worker_id: str, caps: Capabilities | bytes, *, hops: int = 0, max_leases: int = 0
     ) -> Claim | NoClaim:
-        """Take the highest-priority, oldest pending job this worker can run."""
+        """Take the highest-priority, oldest pending job this worker can run; nothing
+        (reason 'limit') while it holds `max_leases` jobs (0: no cap)."""
         encoded = caps if isinstance(caps, bytes) else self.encode_capabilities(caps)
         offset = 0
         # Each call examines a bounded number of classes; a 'more' reply continues the scan
@@ -311,7 +312,13 @@ class Broker:
         while True:
             try:
                 reply = await self._scripts.call(
-                    "claim", worker_id, encoded, self.settings.claim_scan_budget, offset, hops
+                    "claim",
+                    worker_id,
+                    encoded,
+                    self.settings.claim_scan_budget,
+                    offset,
+                    hops,
+                    max_leases,
                 )
             except NotReplicated as exc:
                 result = claim_reply(exc.replies[0])
@@ -360,7 +367,14 @@ class Broker:
         return fence(reply[0])
 
     async def complete_and_claim(
-        self, worker_id: str, job_id: str, token: str, result: Any, caps: bytes
+        self,
+        worker_id: str,
+        job_id: str,
+        token: str,
+        result: Any,
+        caps: bytes,
+        *,
+        max_leases: int = 0,
     ) -> tuple[Fence, Claim | NoClaim]:
         """`complete`, then `claim` for the same worker, in one round trip: a worker that
         drains a queue pays one call per job instead of two. A 'more' answer (the scan
@@ -375,6 +389,7 @@ class Broker:
                 encoded,
                 caps,
                 self.settings.claim_scan_budget,
+                max_leases,
             )
         except NotReplicated as exc:
             follow_up = claim_reply(exc.replies[0][1:])

@@ -7,10 +7,12 @@
 -- ARGV[6]  scan budget: classes examined per index per call
 -- ARGV[7]  scan offset: 0, or the `next_offset` of a previous 'more' reply
 -- ARGV[8]  wake-up hops the caller received with its wake-up token (0 if none)
+-- ARGV[9]  most leases the worker may hold (a gateway grant's max_concurrency; 0 or absent: no cap)
 -- Returns  {'job', token, field1, value1, ...} (the claimed job's hash), or
 --          {'none', reason, next_due_ms, next_offset} where reason is 'empty' (nothing
 --          this worker can run), 'more' (the scan budget ran out: call again with
---          next_offset), 'paused' or 'draining'; next_due_ms is when the next backing-off
+--          next_offset), 'paused', 'draining' or 'limit' (the worker holds ARGV[9]
+--          leases already); next_due_ms is when the next backing-off
 --          retry becomes claimable ('' if none).
 -- Invariants:
 --  * Order: among the classes this worker matches, the job with the lowest score (highest
@@ -28,4 +30,4 @@
 --- @include "claim_next"
 
 return claim_next(ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]),
-  tonumber(ARGV[8]))
+  tonumber(ARGV[8]), tonumber(ARGV[9]))

@@ -308,3 +308,24 @@ def make_worker_with_link(settings: Any, link: GatewayLink) -> Any:
     from worker.runtime import Worker
 
     return Worker(settings, load_connectors(settings), detect_hardware(settings), link=link)
+
+
+async def test_two_claims_at_once_cannot_both_pass_the_concurrency_cap(
+    hub: RunningHub, broker: Broker
+) -> None:
+    """Attack: one worker token on two connections (as through two hubs) claims on both at
+    the same moment, to hold more jobs than its grant allows. Refused: the cap is checked
+    inside the claim script, so exactly one claim gets a job."""
+    token = await issue(hub, worker_id="gw-racer", max_concurrency=1)
+    first, second = GatewayClient([hub.url], token), GatewayClient([hub.url], token)
+    try:
+        for n in range(2):
+            await broker.submit(job_request("comfyui", id=f"race-{n}"))
+        caps = capabilities()
+        results = await asyncio.gather(first.claim("x", caps), second.claim("x", caps))
+        assert sorted(type(r).__name__ for r in results) == ["Claim", "NoClaim"]
+        assert NoClaim("limit", None) in results
+        assert await broker.lease_count("gw-racer") == 1
+    finally:
+        await first.aclose()
+        await second.aclose()

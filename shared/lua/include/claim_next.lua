@@ -21,9 +21,15 @@ end
 -- Take the best pending job `worker_id` can run, under a lease. Returns {'job', token,
 -- field1, value1, ...} or {'none', reason, next_due_ms, next_offset}; claim.lua's header
 -- states the contract and the invariants.
-local function claim_next(worker_id, caps_json, budget, offset, hops)
+local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases)
   local state = redis.call('HGET', K.worker(worker_id), 'state')
   if state == 'paused' or state == 'draining' then return { 'none', state, '', '' } end
+  -- A gateway worker's grant caps the leases it holds (0: no cap). Checked here, in the
+  -- claim itself, so two claims at once (through two hubs) cannot both pass the cap.
+  -- (Absent, as from a caller that predates it: no cap.)
+  if (max_leases or 0) > 0 and redis.call('HLEN', K.leases(worker_id)) >= max_leases then
+    return { 'none', 'limit', '', '' }
+  end
 
   local now = now_ms()
   promote_due(now, 100)
