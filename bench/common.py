@@ -4,20 +4,88 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psutil
 import redis
 from redis.asyncio import Redis
 
-from shared.embedded_redis import EmbeddedRedis
+from shared.embedded_redis import EmbeddedRedis, free_port
 from shared.redis_client import connect
 from shared.redis_settings import RedisSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class HubProcess:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def hub_processes(redis_url: str, count: int = 1, **settings: str) -> Iterator[list[HubProcess]]:
+    """`count` `python -m hub` processes on free ports of 127.0.0.1, ready (GET /ready), with
+    the benchmark's `settings` and none inherited from this shell (HUB_*, WS_*, REDIS*);
+    stopped on exit with the SIGTERM that a hub handles gracefully."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "WS_", "REDIS"))}
+    extra_path = os.environ.get("PYTHONPATH")
+    env.update(
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), extra_path) if p),
+        REDIS_URL=redis_url,
+        HUB_HOST="127.0.0.1",
+        WS_PORT="0",
+        HUB_MAINTENANCE="false",
+        LOG_LEVEL="warning",
+        **settings,
+    )
+    args = [sys.executable, "-m", "hub", "--env-file", "/nonexistent/.env.hub"]
+    hubs: list[HubProcess] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            proc = subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env={**env, "HUB_PORT": str(port)},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            hubs.append(HubProcess(f"http://127.0.0.1:{port}", proc))
+        for hub in hubs:
+            _wait_ready(hub)
+        yield hubs
+    finally:
+        for hub in hubs:
+            hub.proc.terminate()
+        for hub in hubs:
+            try:
+                hub.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                hub.proc.kill()
+                hub.proc.wait()
+
+
+def _wait_ready(hub: HubProcess, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if hub.proc.poll() is not None:
+            raise RuntimeError(f"hub exited with code {hub.proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{hub.url}/ready", timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"hub at {hub.url} did not become ready")
 
 
 def bench_client(url: str) -> Redis:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import re
 import shutil
 import subprocess
@@ -28,8 +27,8 @@ import httpx
 import psutil
 import redis
 
-from bench.common import machine, table
-from shared.embedded_redis import EmbeddedRedis, free_port
+from bench.common import hub_processes, machine, table
+from shared.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-client-token"
@@ -176,66 +175,30 @@ def _stack() -> str:
     return f"{http} + {loop}"
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"hub exited with code {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("hub did not become ready")
-
-
 def measure_all(quick: bool) -> str:
     """Start Redis and one hub process, run every concurrency level, return the table."""
     seconds = 2.0 if quick else 5.0
     with tempfile.TemporaryDirectory(prefix="emp-bench-hub-") as tmp:
         server = EmbeddedRedis(Path(tmp) / "redis")
         redis_url = server.start()
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "WS_", "REDIS"))}
-        extra_path = os.environ.get("PYTHONPATH")
-        env.update(
-            PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), extra_path) if p),
-            REDIS_URL=redis_url,
-            HUB_HOST="127.0.0.1",
-            HUB_PORT=str(port),
-            WS_PORT="0",
-            HUB_AUTH_TOKEN=TOKEN,
-            HUB_MAINTENANCE="false",
-            LOG_LEVEL="warning",
-        )
-        hub = subprocess.Popen(
-            [sys.executable, "-m", "hub", "--env-file", str(Path(tmp) / ".env.hub")],
-            cwd=tmp,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
         try:
-            _wait_healthy(url, hub)
-            hub_proc = psutil.Process(hub.pid)
-            measure(url, 10, 0.5, hub_proc)  # warm-up: connections, script cache, imports
-            if shutil.which("wrk"):
-                loader = "wrk"
-                results = [measure_wrk(url, n, seconds, hub_proc, Path(tmp)) for n in CONCURRENCY]
-            else:
-                loader = "httpx clients in 2 processes (install wrk for a lighter load generator)"
-                results = [measure(url, n, seconds, hub_proc) for n in CONCURRENCY]
+            with hub_processes(redis_url, HUB_AUTH_TOKEN=TOKEN) as [hub]:
+                url = hub.url
+                hub_proc = psutil.Process(hub.proc.pid)
+                measure(url, 10, 0.5, hub_proc)  # warm-up: connections, script cache, imports
+                if shutil.which("wrk"):
+                    loader = "wrk"
+                    results = [
+                        measure_wrk(url, n, seconds, hub_proc, Path(tmp)) for n in CONCURRENCY
+                    ]
+                else:
+                    loader = (
+                        "httpx clients in 2 processes (install wrk for a lighter load generator)"
+                    )
+                    results = [measure(url, n, seconds, hub_proc) for n in CONCURRENCY]
             with redis.Redis.from_url(redis_url) as r:
                 stored = int(r.zcard("jobs:pending"))
         finally:
-            hub.terminate()
-            try:
-                hub.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                hub.kill()
-                hub.wait()
             server.stop()
     rows: list[list[object]] = [
         [r.clients, r.ok, r.errors, r.rate, r.pct(50), r.pct(99), r.cpu_us_per_request]

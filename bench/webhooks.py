@@ -17,19 +17,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-
-from bench.common import bench_client, machine, percentile, table
+from bench.common import bench_client, hub_processes, machine, percentile, table
 from shared.broker import Broker
-from shared.embedded_redis import EmbeddedRedis, free_port
+from shared.embedded_redis import EmbeddedRedis
 from shared.job import JobRequest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,63 +87,19 @@ class Receiver:
 
 
 @contextlib.contextmanager
-def _hubs(redis_url: str, receiver_url: str, count: int, tmp: Path) -> Iterator[None]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "WS_", "REDIS"))}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        REDIS_URL=redis_url,
-        HUB_HOST="127.0.0.1",
-        WS_PORT="0",
+def _hubs(redis_url: str, receiver_url: str, count: int) -> Iterator[None]:
+    with hub_processes(
+        redis_url,
+        count,
         HUB_AUTH="off",
-        HUB_MAINTENANCE="false",
         HUB_ACCESS_LOG="false",
-        LOG_LEVEL="warning",
         HUB_WEBHOOK_SECRET=SECRET,
         HUB_WEBHOOK_URL=receiver_url,
         HUB_WEBHOOK_EVENTS="accepted",
         HUB_WEBHOOK_ALLOW="127.0.0.1/32",
         HUB_WEBHOOK_CONCURRENCY=str(CONCURRENCY),
-    )
-    procs = []
-    for _ in range(count):
-        port = free_port()
-        procs.append(
-            (
-                port,
-                subprocess.Popen(
-                    [sys.executable, "-m", "hub", "--env-file", str(tmp / ".env.hub")],
-                    cwd=tmp,
-                    env={**env, "HUB_PORT": str(port)},
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                ),
-            )
-        )
-    try:
-        for port, proc in procs:
-            _wait_ready(f"http://127.0.0.1:{port}", proc)
+    ):
         yield None
-    finally:
-        for _, proc in procs:
-            proc.terminate()
-        for _, proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"hub exited with code {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise RuntimeError("hub did not become ready")
 
 
 async def _throughput(broker: Broker, receiver: Receiver, jobs: int) -> float:
@@ -186,7 +138,7 @@ async def measure(quick: bool) -> str:
         try:
             broker = Broker(client)
             for hubs in (1, 2):
-                with _hubs(redis_url, receiver.url, hubs, Path(tmp)):
+                with _hubs(redis_url, receiver.url, hubs):
                     await _throughput(broker, receiver, 200)  # warm-up: connections, scripts
                     rate = await _throughput(broker, receiver, jobs)
                     rows.append([f"deliveries, {hubs} hub(s), {jobs:,} events", rate, "per s"])

@@ -22,9 +22,8 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from bench.common import median, percentile, private_redis, table
+from bench.common import hub_processes, median, percentile, private_redis, table
 from shared.broker import Broker
-from shared.embedded_redis import free_port
 from shared.job import JobRequest
 from shared.validation import convert
 
@@ -69,40 +68,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-@contextlib.asynccontextmanager
-async def _hub_process(redis_url: str) -> AsyncIterator[str]:
-    """One `python -m hub` on a free port, for gateway workers to talk through."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "WS_", "REDIS"))}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        REDIS_URL=redis_url,
-        HUB_HOST="127.0.0.1",
-        HUB_PORT=str(port),
-        WS_PORT="0",
-        HUB_OPERATOR_TOKEN=OPERATOR_TOKEN,
-        HUB_MAINTENANCE="false",
-        HUB_ACCESS_LOG="false",
-        LOG_LEVEL="warning",
-    )
-    args = [sys.executable, "-m", "hub", "--env-file", "/nonexistent/.env.hub"]
-    proc = subprocess.Popen(args, env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        async with httpx.AsyncClient(base_url=url, timeout=1) as http:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get("/ready")).status_code == 200:
-                        break
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the hub did not become ready")
-                await asyncio.sleep(0.05)
-        yield url
-    finally:
-        _stop(proc)
 
 
 @contextlib.asynccontextmanager
@@ -212,25 +177,33 @@ async def _idle_fleet(url: str, redis: Redis, workers: int, seconds: float) -> t
 
 async def run(quick: bool) -> str:
     rows: list[list[object]] = []
-    async with private_redis() as (url, redis), _hub_process(url) as hub_url:
+    async with private_redis() as (url, redis):
         broker = Broker(redis)
-        # The gateway's cost shows next to direct mode: the same worker, the same jobs, one
-        # hub in between (the hub runs the scripts the worker would otherwise run itself).
-        for link in (Link("direct"), Link("gateway", hub_url)):
-            where = "" if link.hub_url is None else " [through the hub gateway]"
-            samples = await _claim_latency(url, redis, broker, 100 if quick else 500, link)
-            p50, p99 = median(samples), percentile(samples, 99)
-            rows.append([f"submit -> claimed, idle worker, p50{where}", p50, "ms", ""])
-            rows.append([f"submit -> claimed, idle worker, p99{where}", p99, "ms", ""])
-            n = 2000 if quick else 20000
-            for slots in (1, 10):
-                await redis.flushall()
-                rate = await _drain(url, redis, broker, n, slots, link)
-                what = f"drain, simulation step_ms=0, {slots} slot(s){where}"
-                rows.append([what, rate, "jobs/s", ""])
-            await redis.flushall()
+        with hub_processes(url, HUB_OPERATOR_TOKEN=OPERATOR_TOKEN, HUB_ACCESS_LOG="false") as [hub]:
+            # The gateway's cost shows next to direct mode: the same worker, the same jobs,
+            # one hub in between (it runs the scripts the worker would otherwise run itself).
+            for link in (Link("direct"), Link("gateway", hub.url)):
+                rows += await _link_rows(url, redis, broker, link, quick)
         idle, cpu = await _idle_fleet(url, redis, 100, 10 if quick else 30)
         rows.append(["100 idle workers: client commands", idle, "cmd/s", "< 100 (1,000 for 1,000)"])
         rows.append(["100 idle workers: Redis CPU", cpu, "% of a core", ""])
     title = "worker: real worker processes, simulation connector, Redis on loopback"
     return table(title, ["what", "value", "unit", "target"], rows)
+
+
+async def _link_rows(
+    url: str, redis: Redis, broker: Broker, link: Link, quick: bool
+) -> list[list[object]]:
+    where = "" if link.hub_url is None else " [through the hub gateway]"
+    samples = await _claim_latency(url, redis, broker, 100 if quick else 500, link)
+    rows: list[list[object]] = [
+        [f"submit -> claimed, idle worker, p50{where}", median(samples), "ms", ""],
+        [f"submit -> claimed, idle worker, p99{where}", percentile(samples, 99), "ms", ""],
+    ]
+    n = 2000 if quick else 20000
+    for slots in (1, 10):
+        await redis.flushall()
+        rate = await _drain(url, redis, broker, n, slots, link)
+        rows.append([f"drain, simulation step_ms=0, {slots} slot(s){where}", rate, "jobs/s", ""])
+    await redis.flushall()
+    return rows

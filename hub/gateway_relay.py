@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from shared.broker import Broker
 from shared.broker_replies import text
+from shared.keys import Keys
 from shared.outage import REDIS_OUTAGE
 from shared.redis_client import TRANSIENT_ERRORS, sibling
 from shared.settings import BrokerSettings
@@ -48,7 +49,8 @@ def _glob_escape(text: str) -> str:
 class GatewayRelay:
     def __init__(self, redis: Redis, settings: BrokerSettings) -> None:
         self._redis = redis
-        self._broker = Broker(redis, settings)
+        self._settings = settings
+        self._keys = Keys(settings.prefix)
         self._peers: dict[str, set[GatewayPeer]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._blocking: Redis | None = None
@@ -80,7 +82,7 @@ class GatewayRelay:
 
     async def start(self) -> None:
         self._blocking = self._blocking_client(MAX_WAITS)
-        self.waiter = Broker(self._blocking, self._broker.settings)
+        self.waiter = Broker(self._blocking, self._settings)
         self._listener = asyncio.create_task(self._listen(), name="emp-gateway-relay")
 
     async def stop(self) -> None:
@@ -99,7 +101,7 @@ class GatewayRelay:
     # -- the listener -------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        keys = self._broker.keys
+        keys = self._keys
         control_prefix = keys.control("")
         delay = 0.1
         client = self._blocking_client(1)
@@ -127,7 +129,7 @@ class GatewayRelay:
     def _dispatch(self, message: dict[str, Any], control_prefix: str) -> None:
         channel = text(message.get("channel")) or ""
         data = text(message.get("data")) or ""
-        if channel == self._broker.keys.gateway_revoked:
+        if channel == self._keys.gateway_revoked:
             self.revoke(data)
             return
         worker_id = channel.removeprefix(control_prefix)

@@ -114,15 +114,16 @@ class RedisLink:
         self._redis = connect(redis, max_connections=max_connections)
         self._blocking = connect(redis, blocking=True, max_connections=4)
         self.broker: WorkerBroker = Broker(self._redis, settings)
-        self.waiter: WorkerBroker = Broker(self._blocking, settings)
+        # Waits for work and the control channel share the client without a read timeout.
+        self._blocking_broker = Broker(self._blocking, settings)
+        self.waiter: WorkerBroker = self._blocking_broker
 
     def describe(self) -> str:
         return "Redis"
 
     async def run_control(self, on_cancel: Callable[[str], None]) -> None:
-        waiter = Broker(self._blocking, self._settings)
         listener = ControlListener(
-            lambda: waiter.control_subscription(self._worker_id),
+            lambda: self._blocking_broker.control_subscription(self._worker_id),
             on_cancel,
             keepalive=self._keepalive,
             pong_deadline=min(5.0, self._keepalive),
