@@ -29,7 +29,12 @@ from shared.embedded_redis.readiness import ReadyOutcome, wait_ready
 from shared.redis_settings import RedisSettings
 
 MASTER_NAME = "emp"
-DOWN_AFTER_MS = 1000  # how long a primary is silent before the sentinels call it down
+# How long a primary is silent before the sentinels call it down. Not shorter: on a loaded
+# 2-core CI box a live primary has gone a second without answering (a fork for a replica's
+# full sync, all cores busy), the sentinels failed it over while it kept taking writes, and
+# writes that its one remaining replica had acknowledged (WAIT) were lost when that replica
+# resynced from the new primary: the split brain docs/HIGH-AVAILABILITY.md describes.
+DOWN_AFTER_MS = 3000
 # A sentinel that led or voted in a failover starts no other for twice this long: short, so
 # a test can fail over several times in a row (kills FAILOVER_GAP apart).
 FAILOVER_TIMEOUT_MS = 3000

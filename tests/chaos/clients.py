@@ -15,7 +15,7 @@ import httpx
 import orjson
 import websockets
 
-from tests.chaos.support import CLIENT, OPERATOR_TOKEN, ChaosBase, unfinished
+from tests.chaos.support import CLIENT, OPERATOR_TOKEN, ChaosBase, as_text, unfinished
 from tests.helpers import wait_until
 
 
@@ -48,7 +48,21 @@ async def wait_all_finished(chaos: ChaosBase, ids: list[str], timeout: float) ->
         await wait_until(done, timeout=timeout, interval=0.1, message="every job finishes")
     except AssertionError:
         left = await unfinished(chaos.redis, chaos.keys, ids)
-        raise AssertionError(f"{len(left)} job(s) unfinished, e.g. {left[:5]}") from None
+        states = await job_states(chaos, left[:5])
+        raise AssertionError(f"{len(left)} job(s) unfinished, e.g. {states}") from None
+
+
+async def job_states(chaos: ChaosBase, ids: list[str]) -> dict[str, dict[str, str]]:
+    """What Redis holds of each job (a failure message says why it is unfinished)."""
+    found: dict[str, dict[str, str]] = {}
+    for job_id in ids:
+        fields = await chaos.redis.hgetall(chaos.keys.job(job_id))
+        found[job_id] = {
+            as_text(k): as_text(v)[:80]
+            for k, v in fields.items()
+            if as_text(k) in ("status", "worker_id", "attempts", "token", "error", "updated_at")
+        }
+    return found
 
 
 class Submitter:

@@ -171,7 +171,7 @@ def report(chaos: SentinelChaos, run: Run, wait_replicas: int) -> None:
 @pytest.mark.timeout(300)
 async def test_sentinel_failover(sentinel_chaos: SentinelChaos) -> None:
     """Does: a hub and 4 workers (2 slots each) reach Redis through Sentinel (one primary,
-    two replicas, three sentinels, down-after 1000 ms) with REDIS_WAIT_REPLICAS=1, while 4
+    two replicas, three sentinels, down-after 3000 ms) with REDIS_WAIT_REPLICAS=1, while 4
     clients submit a steady stream of short jobs one by one over REST, about 100 per
     second, retrying unacknowledged ones with the same job id: about 2,000 jobs in all
     (EMP_CHAOS_FAILOVER_JOBS). Three times, 500 acknowledgements apart, the current primary
