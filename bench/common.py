@@ -21,7 +21,7 @@ import redis
 from redis.asyncio import Redis
 
 from shared.embedded_redis import EmbeddedRedis, free_port
-from shared.redis_client import connect
+from shared.redis_client import connect_server
 from shared.redis_settings import RedisSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ def _wait_ready(hub: HubProcess, timeout: float = 30) -> None:
 def bench_client(url: str) -> Redis:
     """A client made as the hub's and the worker's are (shared.redis_client), without their
     read timeout: benchmarks block on purpose."""
-    return connect(RedisSettings(url=url), blocking=True, max_connections=200)
+    return connect_server(RedisSettings(url=url), blocking=True, max_connections=200)
 
 
 @contextlib.asynccontextmanager

@@ -17,7 +17,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -48,13 +47,14 @@ from hub.webhooks.deliverer import Deliverer
 from shared.broker import Broker
 from shared.redis_client import connect
 from shared.redis_settings import RedisSettings
+from shared.redis_types import RedisClient
 
 log = logging.getLogger("hub.app")
 
 REDIS_POOL_SIZE = 256
 
 
-def redis_client(settings: RedisSettings) -> Redis:
+def redis_client(settings: RedisSettings) -> RedisClient:
     """The shared command client (10 s read timeout, retries with backoff)."""
     return connect(settings, max_connections=REDIS_POOL_SIZE)
 
@@ -62,7 +62,7 @@ def redis_client(settings: RedisSettings) -> Redis:
 def create_app(
     settings: HubSettings,
     *,
-    redis: Redis | None = None,
+    redis: RedisClient | None = None,
     maintenance: bool | None = None,
     deliver_webhooks: bool = True,
 ) -> Starlette:

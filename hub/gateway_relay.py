@@ -18,13 +18,12 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
-
 from shared.broker import Broker
 from shared.broker_replies import text
 from shared.keys import Keys
 from shared.outage import REDIS_OUTAGE
 from shared.redis_client import TRANSIENT_ERRORS, sibling
+from shared.redis_types import RedisClient
 from shared.settings import BrokerSettings
 
 log = logging.getLogger("hub.gateway")
@@ -47,13 +46,13 @@ def _glob_escape(text: str) -> str:
 
 
 class GatewayRelay:
-    def __init__(self, redis: Redis, settings: BrokerSettings) -> None:
+    def __init__(self, redis: RedisClient, settings: BrokerSettings) -> None:
         self._redis = redis
         self._settings = settings
         self._keys = Keys(settings.prefix)
         self._peers: dict[str, set[GatewayPeer]] = {}
         self._listener: asyncio.Task[None] | None = None
-        self._blocking: Redis | None = None
+        self._blocking: RedisClient | None = None
         self.waiter: Broker | None = None
         self.listening = asyncio.Event()
 
@@ -77,7 +76,7 @@ class GatewayRelay:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def _blocking_client(self, max_connections: int) -> Redis:
+    def _blocking_client(self, max_connections: int) -> RedisClient:
         return sibling(self._redis, blocking=True, max_connections=max_connections)
 
     async def start(self) -> None:

@@ -18,7 +18,6 @@ from typing import Any, Literal, cast
 
 import msgspec
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.broker_replies import (
@@ -43,6 +42,7 @@ from shared.errors import BrokerError, InvalidInput
 from shared.job import MAX_EFFECTIVE_PRIORITY, Job, JobRequest
 from shared.keys import Keys
 from shared.reads import Reads
+from shared.redis_types import RedisClient
 from shared.replication import NotReplicated, Wait
 from shared.requirements import Requirements, requirement_class
 from shared.scripts import Scripts
@@ -77,7 +77,7 @@ def new_job_id() -> str:
 class Broker:
     """Async, typed access to the job queue. Cheap to construct; share one per process."""
 
-    def __init__(self, redis: Redis, settings: BrokerSettings | None = None) -> None:
+    def __init__(self, redis: RedisClient, settings: BrokerSettings | None = None) -> None:
         self.redis = redis
         self.settings = settings or BrokerSettings()
         self.keys = Keys(self.settings.prefix)

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
-
+from shared.redis_types import RedisClient
 from shared.text import as_text
 
 
 class ControlSubscription:
     """One subscription on one connection; after `aclose()` make a new one to resubscribe."""
 
-    def __init__(self, redis: Redis, channel: str) -> None:
+    def __init__(self, redis: RedisClient, channel: str) -> None:
+        # On a Redis Cluster PUBLISH reaches every node, so one SUBSCRIBE on any node hears
+        # the channel; redis-py's ClusterPubSub picks the node serving the channel's slot.
         self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
         self._channel = channel
 

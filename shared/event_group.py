@@ -14,18 +14,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.event_stream import READ_MARGIN, Entry, EventStream, _finish
+from shared.redis_client import drop_connections
+from shared.redis_types import RedisClient
 from shared.text import as_text
 
 
 class EventGroup(EventStream):
     """Consumer `consumer` of group `group` on stream `key`. `open()` before reading."""
 
-    def __init__(self, redis: Redis, key: str, group: str, consumer: str) -> None:
+    def __init__(self, redis: RedisClient, key: str, group: str, consumer: str) -> None:
         super().__init__(redis, key)
         self.group = group
         self.consumer = consumer
@@ -57,7 +58,7 @@ class EventGroup(EventStream):
             raise
         if not done:
             await _finish(read)
-            await self._reader.connection_pool.disconnect()
+            await drop_connections(self._reader)
             raise RedisTimeoutError("no answer to XREADGROUP past its block time")
         try:
             raw: Any = read.result() or []

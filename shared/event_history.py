@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-
 from shared.event_stream import Entry
+from shared.redis_types import RedisClient
 from shared.text import as_text
 
 CHUNK = 500
@@ -31,7 +30,7 @@ def _decode(raw: Sequence[tuple[object, Mapping[Any, Any] | None]] | None) -> li
 
 
 class EventHistory:
-    def __init__(self, redis: Redis, key: str) -> None:
+    def __init__(self, redis: RedisClient, key: str) -> None:
         self._redis = redis
         self._key = key
 

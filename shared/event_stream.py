@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.redis_client import sibling
+from shared.redis_client import drop_connections, sibling
+from shared.redis_types import RedisClient
 from shared.text import as_text
 
 # Seconds past XREAD's block time after which the reader's connection counts as dead.
@@ -26,10 +26,10 @@ Entry = tuple[str, dict[str, str]]  # (stream entry id, its fields)
 class EventStream:
     """One tail of the stream. `open()` before `read()`, `close()` when done."""
 
-    def __init__(self, redis: Redis, key: str) -> None:
+    def __init__(self, redis: RedisClient, key: str) -> None:
         self._redis = redis
         self._key = key
-        self._reader: Redis | None = None
+        self._reader: RedisClient | None = None
 
     async def newest_id(self) -> str:
         """The id of the newest entry ("0-0" for an empty stream): read after it to get
@@ -65,7 +65,7 @@ class EventStream:
             raise
         if not done:
             await _finish(read)
-            await self._reader.connection_pool.disconnect()
+            await drop_connections(self._reader)
             raise RedisTimeoutError("no answer to XREAD past its block time")
         raw: Any = read.result() or []
         # RESP3 answers a dict of streams, RESP2 a list of [stream, entries] pairs.

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
-
 from shared.keys import Keys
+from shared.redis_types import RedisClient
 from shared.text import as_text
 from shared.worker_view import WorkerView, parse_worker
 
@@ -19,7 +18,7 @@ MAX_WORKERS = 5000  # fleet reads are bounded; past this the views are partial
 
 
 class FleetReads:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
-from redis.asyncio import Redis
 
 from shared.broker_replies import parse_job
 from shared.job import Job
 from shared.keys import Keys
+from shared.redis_types import RedisClient
 from shared.text import as_text
 
 # A job hash without `payload` and `result`, which may be large: enough for every listing.
@@ -68,7 +68,7 @@ def _class_service(document: Any) -> str:
 
 
 class JobReads:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
 

@@ -160,3 +160,12 @@ class Keys:
     @property
     def gateway_revoked(self) -> str:
         return f"{self.prefix}gateway:revoked"
+
+
+def hash_tag(prefix: str) -> str | None:
+    """The Redis Cluster hash tag every key under `prefix` shares, or None when keys under it
+    may land in different slots. Redis hashes only what is between a key's first `{` and
+    the first `}` after it, when that is not empty; so the prefix must hold both braces."""
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1) if start >= 0 else -1
+    return prefix[start + 1 : end] if end > start + 1 else None

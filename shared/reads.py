@@ -10,18 +10,17 @@ Cluster support arrives.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from shared.event_history import EventHistory
 from shared.event_stream import EventStream
 from shared.fleet_reads import FleetReads
 from shared.job_reads import JobReads
 from shared.keys import Keys
 from shared.redis_clock import redis_now_ms
+from shared.redis_types import RedisClient
 
 
 class Reads:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
         self.jobs = JobReads(redis, keys)

@@ -2,17 +2,23 @@
 
 `connect(settings)` understands every deployment `shared/redis_settings.py` describes: one
 server (`redis://`, `unix://`), TLS (`rediss://` with a CA, an optional client certificate,
-host name verification on by default) and Sentinel (redis-py's own `redis.asyncio.sentinel`:
+host name verification on by default), Sentinel (redis-py's own `redis.asyncio.sentinel`:
 each new connection asks the sentinels for the current primary, so a failover needs no
-restart). Whatever the deployment, the client is configured to ride out network trouble:
-redis-py's defaults (5 s socket timeout, no keepalive) suit neither side, a blocking BLPOP
-needs no read timeout, and a worker on a flaky link wants keepalives, health checks and
-retries with backoff instead of an exception at the first reset.
+restart) and Redis Cluster (redis-py's `RedisCluster`: it reads the slot map from the node
+the URL names, follows MOVED and ASK redirects, and reads the map again after a failover).
+Whatever the deployment, the client is configured to ride out network trouble: redis-py's
+defaults (5 s socket timeout, no keepalive) suit neither side, a blocking BLPOP needs no read
+timeout, and a worker on a flaky link wants keepalives, health checks and retries with
+backoff instead of an exception at the first reset.
 
 A component that needs a client of its own (a blocking one for BLPOP, XREAD or pub/sub, a
 pool of a given size) asks `sibling(client, ...)`: the client remembers the settings it was
 made from. Copying a client's connection kwargs instead does not work for a Sentinel pool,
 whose connections are tied to the pool that made them.
+
+The two kinds of client (`RedisClient`, shared/redis_types.py) offer the same commands, pub/sub
+included; where they differ, a function here handles both: `drop_connections` (a cluster
+client has a connection pool per node, not one).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -29,12 +36,26 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.redis_connections import (
     HiredisPackedConnection,
+    PackedClusterConnection,
+    PackedClusterSSLConnection,
     PackedSentinelConnection,
     PackedSentinelSSLConnection,
     PackedSSLConnection,
     PackedUnixConnection,
 )
 from shared.redis_settings import RedisSettings
+from shared.redis_types import RedisClient
+
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "Client",
+    "ClusterClient",
+    "RedisClient",
+    "connect",
+    "connect_server",
+    "drop_connections",
+    "sibling",
+]
 
 # What "Redis is unreachable right now" looks like to callers that want to wait it out.
 # A demoted primary (shared.redis_connections.DemotedPrimary), "no primary known to the
@@ -65,12 +86,19 @@ class Client(Redis):
             await self.sentinels.aclose()
 
 
+class ClusterClient(RedisCluster):
+    """A Redis Cluster client that knows the settings it was made from."""
+
+    made_from: RedisSettings
+
+
 def connect(
     settings: RedisSettings, *, blocking: bool = False, max_connections: int = 64
-) -> Client:
+) -> RedisClient:
     """A client for commands (`blocking=False`: reads time out after COMMAND_TIMEOUT, so a
     dead connection is noticed) or for blocking pops and pub/sub (`blocking=True`: no read
-    timeout, the server holds the reply back on purpose)."""
+    timeout, the server holds the reply back on purpose). With REDIS_CLUSTER a
+    `ClusterClient`, else a `Client`; `max_connections` is then per node."""
     common: dict[str, Any] = {
         "socket_timeout": None if blocking else COMMAND_TIMEOUT,
         "socket_connect_timeout": CONNECT_TIMEOUT,
@@ -79,6 +107,8 @@ def connect(
         "retry": Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries=3),
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     }
+    if settings.cluster:
+        return _cluster_client(settings, common, max_connections)
     if settings.sentinels:
         return _sentinel_client(settings, common, max_connections)
     assert settings.url is not None, "RedisSettings without a URL needs sentinels"
@@ -92,7 +122,21 @@ def connect(
     return client
 
 
-def sibling(client: Redis, *, blocking: bool = False, max_connections: int = 64) -> Client:
+def connect_server(
+    settings: RedisSettings, *, blocking: bool = False, max_connections: int = 64
+) -> Client:
+    """`connect`, for settings that cannot name a cluster (tools and tests that use what
+    only one server has: its one connection pool, its INFO), typed as such."""
+    if settings.cluster:
+        raise ValueError("connect_server: these settings name a Redis Cluster; use connect")
+    client = connect(settings, blocking=blocking, max_connections=max_connections)
+    assert isinstance(client, Client)
+    return client
+
+
+def sibling(
+    client: RedisClient, *, blocking: bool = False, max_connections: int = 64
+) -> RedisClient:
     """A new client to the same Redis as `client`, made from the same settings."""
     made_from = getattr(client, "made_from", None)
     if not isinstance(made_from, RedisSettings):
@@ -163,3 +207,40 @@ def _sentinel_client(
     client.made_from = settings
     client.sentinels = sentinel
     return client
+
+
+def _cluster_client(
+    settings: RedisSettings, common: dict[str, Any], max_connections: int
+) -> ClusterClient:
+    """A Redis Cluster client seeded by the URL's node. Its retries (the same policy as a
+    single server's) also cover CLUSTERDOWN and an uncovered slot, which a failover causes
+    for a moment; MOVED and ASK are followed without counting as retries."""
+    assert settings.url is not None, "RedisSettings.check requires a URL with REDIS_CLUSTER"
+    options: dict[str, Any] = dict(parse_url(settings.url))
+    options.pop("connection_class", None)  # chosen below
+    tls = settings.tls
+    options.pop("db", None)  # 0: RedisSettings.check refuses any other
+    options.update(common)
+    if tls:
+        options.update(ssl=True, **_tls_options(settings))
+    client = ClusterClient(max_connections=max_connections, **options)
+    # RedisCluster builds its node connections from one class of its own choosing; ours packs
+    # commands with hiredis, as every other client's does (shared/redis_connections.py). A
+    # demoted node answers MOVED in a cluster, which RedisCluster follows, so the
+    # READONLY handling of the other classes is not needed here.
+    packed = PackedClusterSSLConnection if tls else PackedClusterConnection
+    client.connection_kwargs["connection_class"] = packed
+    for node in client.startup_nodes:
+        node.connection_class = packed
+    client.made_from = settings
+    return client
+
+
+async def drop_connections(client: RedisClient) -> None:
+    """Close every connection `client` holds (each reconnects when next used): for a
+    connection that went silent. A cluster client holds connections per node."""
+    if isinstance(client, RedisCluster):
+        for node in client.get_nodes():
+            await node.disconnect()
+    else:
+        await client.connection_pool.disconnect()

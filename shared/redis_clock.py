@@ -7,10 +7,10 @@ and worker machines may drift apart, the server is the only clock all of them sh
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from shared.redis_types import RedisClient
 
 
-async def redis_now_ms(redis: Redis) -> int:
+async def redis_now_ms(redis: RedisClient) -> int:
     """Redis server time in milliseconds since the epoch."""
     seconds, micros = await redis.time()
     return int(seconds) * 1000 + int(micros) // 1000

@@ -13,7 +13,9 @@ their Sentinel-managed twins), so that a client behaves the same however it reac
   dropped and a ConnectionError raised, which every caller already treats as "Redis is
   unreachable for now, retry" (a worker does not fail its job over it). The retry opens a
   fresh connection: Sentinel names the new primary, a managed Redis's DNS name points at it.
-  redis-py's Sentinel connections do this themselves; plain ones do not.
+  redis-py's Sentinel connections do this themselves; plain ones do not. A Redis Cluster
+  node does neither: a demoted one answers MOVED, and RedisCluster follows it, so the
+  cluster classes add the packing only.
 """
 
 from __future__ import annotations
@@ -98,3 +100,12 @@ class PackedSentinelConnection(_Packed, SentinelManagedConnection):
 
 class PackedSentinelSSLConnection(_Packed, SentinelManagedSSLConnection):
     """TLS to whichever server Sentinel names."""
+
+
+class PackedClusterConnection(_Packed, Connection):
+    """TCP to one node of a Redis Cluster (a demoted node answers MOVED, which RedisCluster
+    follows: no READONLY handling)."""
+
+
+class PackedClusterSSLConnection(_Packed, SSLConnection):
+    """TLS to one node of a Redis Cluster."""

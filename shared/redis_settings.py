@@ -1,6 +1,6 @@
 """How hub and workers reach the fleet's Redis: declared once here, read the same by both.
 
-Three deployments, chosen by settings alone (`shared/redis_client.py` turns them into a
+Four deployments, chosen by settings alone (`shared/redis_client.py` turns them into a
 client):
 
 - **one server**: `HUB_REDIS_URL` (or `REDIS_URL`) = `redis://`, `rediss://` (TLS) or
@@ -16,6 +16,12 @@ client):
   sentinel.conf), which is usually not the data nodes'. We chose these variables over a
   `redis+sentinel://` URL because redis-py has no such scheme, and a password in a URL that
   lists several hosts is ambiguous (the sentinels' or the data nodes'?).
+- **Redis Cluster**: `REDIS_CLUSTER=true`. The URL names any one node (a seed: redis-py asks
+  it for the slot map and connects to the other nodes itself), with the user, password and
+  TLS settings every node shares. A cluster has database 0 only, and it fails over by itself,
+  so Sentinel does not apply. Every key of one pool must be in one slot, because the Lua
+  scripts touch a pool's keys together: REDIS_KEY_PREFIX needs a hash tag (`{emp}:`); see
+  shared/keys.py.
 
 The URL has two names. HUB_REDIS_URL is the fleet's own; REDIS_URL is the generic one that
 the hub documented first. When both are set, HUB_REDIS_URL wins, in the hub as in the
@@ -35,6 +41,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from shared.config import ConfigError
 from shared.redaction import redact_url
@@ -52,7 +59,9 @@ REDIS = Section(
     note="HUB_REDIS_URL wins when both are set. A worker needs a URL or REDIS_SENTINELS; a hub\n"
     "with neither starts its embedded Redis and prints the URL for workers.\n"
     "Sentinel: set REDIS_SENTINELS and REDIS_SENTINEL_MASTER; the URL then only gives the\n"
-    "scheme (rediss:// for TLS), user, password and database, e.g. redis://emp-worker:pw@/0.",
+    "scheme (rediss:// for TLS), user, password and database, e.g. redis://emp-worker:pw@/0.\n"
+    "Redis Cluster: REDIS_CLUSTER=true and the URL of any one node; every key prefix then\n"
+    "needs a hash tag, e.g. {emp}: (one pool, one slot).",
 )
 
 
@@ -167,6 +176,13 @@ class RedisSettings:
             secret=True,
         )
     )
+    cluster: bool = REDIS.field(
+        flag(
+            "REDIS_CLUSTER",
+            False,
+            doc="Redis Cluster: the URL names any one node; the client finds the others",
+        )
+    )
 
     @property
     def tls(self) -> bool:
@@ -174,6 +190,8 @@ class RedisSettings:
 
     def describe(self) -> str:
         """Where this connects, without credentials: for banners and the worker dashboard."""
+        if self.cluster:
+            return f"the Redis Cluster seeded by {redact_url(self.url or '')}"
         if not self.sentinels:
             return redact_url(self.url or "")
         where = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.sentinels)
@@ -205,6 +223,26 @@ class RedisSettings:
                     raise ConfigError(_name(name), f"needs a rediss:// URL in {url_name}")
         if self.tls_key_file is not None and self.tls_cert_file is None:
             raise ConfigError(_name("tls_key_file"), "needs REDIS_TLS_CERT_FILE")
+        if self.cluster:
+            # A cluster finds its own nodes and fails over by itself: Sentinel has no part in
+            # it. A cluster has one database (0) and no unix sockets between its nodes.
+            if self.sentinels:
+                raise ConfigError(_name("cluster"), "cannot be used with REDIS_SENTINELS")
+            if self.url is None:
+                raise ConfigError(
+                    HUB_REDIS_URL.name, "required with REDIS_CLUSTER (any one node; or REDIS_URL)"
+                )
+            if self.url.startswith("unix://"):
+                raise ConfigError(url_name, "unix:// cannot be used with REDIS_CLUSTER")
+            if _database(self.url) != 0:
+                raise ConfigError(url_name, "a Redis Cluster has database 0 only")
+
+
+def _database(url: str) -> int:
+    """The database a redis:// or rediss:// URL names (path or ?db=), 0 when none."""
+    parts = urlsplit(url)
+    named = parse_qs(parts.query).get("db", [""])[0] or parts.path.strip("/") or "0"
+    return int(named) if named.isdigit() else -1
 
 
 def _name(field_name: str) -> str:

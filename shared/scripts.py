@@ -7,22 +7,34 @@ the includes it needs, followed by the script. So the matcher and the queue help
 once, and each script sends only the code it uses. Scripts run with EVALSHA
 (`register_script` reloads them after a SCRIPT FLUSH or a server restart); Redis Functions
 are avoided so Redis 6.2 works too.
+
+On a Redis Cluster every call goes to the primary serving the pool's slot: the prefix has a
+hash tag, so KEYS[1] (`jobs:pending`) and every key a script derives from the prefix share
+one slot, and Redis 7 lets a script touch keys it did not declare as long as they are in
+the declared key's slot. redis-py's cluster client routes the EVALSHA by KEYS[1] and follows
+MOVED and ASK itself; the two things it cannot do for us are done here: loading a script
+after NOSCRIPT on the node that said it (not on every primary, one of which may be down),
+and WAIT on the connection that ran the scripts (shared/cluster_scripts.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, Final
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
+from shared.cluster_scripts import evalsha_then_wait
+from shared.config import ConfigError
 from shared.errors import EmpError
-from shared.keys import Keys
+from shared.keys import Keys, hash_tag
+from shared.redis_types import RedisClient
 from shared.replication import NotReplicated, Wait
 
 SCRIPT_NAMES: Final = (
@@ -140,7 +152,7 @@ class Scripts:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         *,
         events_max: int,
@@ -148,6 +160,14 @@ class Scripts:
         wait: Wait | None = None,
     ) -> None:
         self._redis = redis
+        self._cluster = redis if isinstance(redis, RedisCluster) else None
+        if self._cluster is not None and hash_tag(keys.prefix) is None:
+            # Without one the keys of a pool scatter over slots, and every script fails.
+            raise ConfigError(
+                "REDIS_KEY_PREFIX",
+                f"{keys.prefix!r} has no hash tag; on a Redis Cluster every key of a pool "
+                "must be in one slot: use a prefix such as {emp}:",
+            )
         self._keys = keys
         self._wait = wait or Wait()
         self._common: tuple[str | int, ...] = (keys.prefix, events_max, retention_ms)
@@ -156,7 +176,7 @@ class Scripts:
         }
 
     async def call(self, name: str, *args: str | int | float | bytes) -> Any:
-        if self._wait.replicas and name not in READ_ONLY:
+        if (self._wait.replicas and name not in READ_ONLY) or self._cluster is not None:
             return (await self.call_many(name, [args]))[0]
         return await self._scripts[name](keys=[self._keys.pending], args=[*self._common, *args])
 
@@ -167,13 +187,15 @@ class Scripts:
         order), followed by WAIT when replicas must acknowledge."""
         script = self._scripts[name]
         wait = self._wait.replicas > 0 and name not in READ_ONLY
-        replies = await self._pipeline(script.sha, calls, wait)
+        replies = await self._send(script, calls, wait)
         # NOSCRIPT: this server has not seen the script (a restart, a failover: scripts are
         # not replicated). Such a call changed nothing, so it is safe to send again.
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:
-            await self._redis.script_load(script.script)
-            again = await self._pipeline(script.sha, [calls[i] for i in missing], wait)
+        for everywhere in (False, True) if self._cluster is not None else (False,):
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if not missing:
+                break
+            await self._load(script, everywhere=everywhere)
+            again = await self._send(script, [calls[i] for i in missing], wait)
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         for reply in replies:
@@ -181,12 +203,52 @@ class Scripts:
                 raise reply
         return replies
 
-    async def _pipeline(
-        self, sha: str, calls: Sequence[Sequence[str | int | float | bytes]], wait: bool
+    async def _load(self, script: AsyncScript, *, everywhere: bool = False) -> None:
+        """Load `script` where a call met NOSCRIPT. On a cluster that is the primary serving
+        the pool's slot (redis-py has followed any MOVED, so its slot map names the node
+        that answered), or, `everywhere`, every primary: a slot being moved is served by
+        the importing node (ASK), which the slot map does not name yet. A primary that
+        cannot be reached then is skipped: it serves other pools."""
+        cluster = self._cluster
+        if cluster is None:
+            await self._redis.script_load(script.script)
+            return
+        await cluster.initialize()
+        owner = cluster.get_node_from_key(self._keys.pending)
+        assert owner is not None, "get_node_from_key returns a primary or raises"
+        if not everywhere:
+            await _load_on(cluster, owner, script)
+            return
+        loads = [_load_on(cluster, node, script) for node in cluster.get_primaries()]
+        results = await asyncio.gather(*loads, return_exceptions=True)
+        if all(isinstance(result, BaseException) for result in results):
+            raise next(r for r in results if isinstance(r, BaseException))
+
+    async def _send(
+        self, script: AsyncScript, calls: Sequence[Sequence[str | int | float | bytes]], wait: bool
     ) -> list[Any]:
+        """The replies to one EVALSHA of `script` per argument list (an error reply as its
+        exception), with WAIT after them when `wait`."""
+        key = self._keys.pending
+        cluster = self._cluster
+        if cluster is not None and wait:
+            return await evalsha_then_wait(
+                cluster,
+                key,
+                script.sha,
+                [[*self._common, *args] for args in calls],
+                self._wait,
+                lambda node: _load_on(cluster, node, script),
+            )
+        if cluster is not None and len(calls) == 1:
+            # One call needs no pipeline (a cluster pipeline costs more than a command).
+            try:
+                return [await cluster.evalsha(script.sha, 1, key, *self._common, *calls[0])]
+            except ResponseError as exc:
+                return [exc]
         async with self._redis.pipeline(transaction=False) as pipe:
             for args in calls:
-                pipe.execute_command("EVALSHA", sha, 1, self._keys.pending, *self._common, *args)
+                pipe.execute_command("EVALSHA", script.sha, 1, key, *self._common, *args)
             if wait:
                 pipe.execute_command("WAIT", self._wait.replicas, self._wait.timeout_ms)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
@@ -200,3 +262,7 @@ class Scripts:
         ):
             raise NotReplicated(int(acked), self._wait, replies)
         return replies
+
+
+async def _load_on(cluster: RedisCluster, node: ClusterNode, script: AsyncScript) -> None:
+    await cluster.execute_command("SCRIPT LOAD", script.script, target_nodes=node)

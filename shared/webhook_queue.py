@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
 import msgspec
-from redis.asyncio import Redis
 
 from shared.errors import BrokerError
 from shared.event_group import EventGroup
 from shared.job import ms_to_iso
 from shared.keys import Keys
+from shared.redis_types import RedisClient
 from shared.scripts import Scripts
 from shared.text import as_text
 
@@ -137,7 +137,7 @@ def _delivery(row: Sequence[Any]) -> Delivery | None:
 class WebhookQueue:
     """The Redis side of webhook delivery for one key prefix (`Broker.webhooks`)."""
 
-    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys, scripts: Scripts) -> None:
         self._redis = redis
         self._keys = keys
         self._scripts = scripts

@@ -29,12 +29,12 @@ import time
 from typing import Annotated
 
 import msgspec
-from redis.asyncio import Redis
 
 from shared.broker_replies import text
 from shared.capabilities import Capabilities, CustomerAccess, GeographicCapabilities
 from shared.errors import InvalidInput
 from shared.keys import Keys
+from shared.redis_types import RedisClient
 from shared.requirements import Isolation
 from shared.validation import CustomerList, NameList, ServiceType, WorkerId, convert
 
@@ -102,7 +102,7 @@ def worker_id_of(token: str) -> str | None:
 
 
 class GrantStore:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
 

@@ -18,7 +18,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from shared.broker import Broker
 from shared.embedded_redis import EmbeddedRedis
-from shared.redis_client import connect
+from shared.redis_client import connect_server
 from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from tests.redis_servers import (
@@ -80,7 +80,7 @@ def redis_url(redis_server_url: str) -> str:
 async def redis(redis_url: str) -> AsyncIterator[AsyncRedis]:
     # Made as the hub and the worker make theirs, so what needs a client of its own (the
     # event stream's reader) can open one from it; no read timeout, as tests block on purpose.
-    client = connect(RedisSettings(url=redis_url), blocking=True)
+    client = connect_server(RedisSettings(url=redis_url), blocking=True)
     try:
         yield client
     finally:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar, overload
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from shared.redis_types import RedisClient
 
 T = TypeVar("T")
 
@@ -87,14 +87,14 @@ def wait_until_sync(
         time.sleep(min(interval, deadline - now))
 
 
-async def redis_command(client: Redis, *args: str | bytes | int | float) -> object:
+async def redis_command(client: RedisClient, *args: str | bytes | int | float) -> object:
     """Send one command exactly as given: an ACL rule copied from a README, a command an ACL
     must refuse. redis-py leaves ``execute_command`` unannotated; this is its typed door."""
     send: Callable[..., Awaitable[object]] = client.execute_command
     return await send(*args)
 
 
-async def stream_fields(redis: Redis, key: str) -> list[dict[bytes | str, bytes | str]]:
+async def stream_fields(redis: RedisClient, key: str) -> list[dict[bytes | str, bytes | str]]:
     """The fields of every entry of the stream ``key``, oldest first (XRANGE - +). redis-py
     types a reply and each entry's fields as optional; an XRANGE entry always has fields."""
     out: list[dict[bytes | str, bytes | str]] = []

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import trustme
 from redis import Redis as SyncRedis
+from redis.crc import key_slot
 
 from shared.embedded_redis import free_port
 from shared.embedded_redis.binary import require_server_binary
@@ -486,3 +487,240 @@ def start_managed_like(root: Path) -> Server:
     server = Server(root, "managed", args)
     server.start()
     return server
+
+
+# -- Redis Cluster ---------------------------------------------------------------------------
+
+# How long a node is silent before the others call it failing. Not shorter, for the reason
+# DOWN_AFTER_MS gives: a busy 2-core box must not fail over a live primary. Tests that want
+# a takeover do not wait this long: `Cluster.wait_takeover` tells the replica to take over.
+CLUSTER_NODE_TIMEOUT_MS = 3000
+SLOTS = 16384
+
+
+@dataclass
+class Cluster:
+    """A Redis Cluster of `primaries` (as started; a takeover makes a replica a primary) and
+    their replicas, each a redis-server with `cluster-enabled yes`. Node identities live in
+    each node's `nodes.conf`, so a killed node started again rejoins as itself (as a replica
+    of whoever took over its slots)."""
+
+    nodes: list[Server]
+    bus_ports: dict[str, int]  # server name -> its cluster bus port
+    ids: dict[str, str] = field(default_factory=dict)  # server name -> cluster node id
+
+    # -- what a client needs ----------------------------------------------------------
+
+    def seed(self) -> Server:
+        """A live node: the one URL a client is given (it discovers the others)."""
+        return next(node for node in self.nodes if node.alive)
+
+    def settings(self) -> RedisSettings:
+        return RedisSettings(url=self.seed().url, cluster=True)
+
+    def env(self) -> dict[str, str]:
+        return {"REDIS_URL": self.seed().url, "REDIS_CLUSTER": "true"}
+
+    # -- the topology, as the nodes see it -------------------------------------------
+
+    def node(self, node_id: str) -> Server:
+        name = next(name for name, known in self.ids.items() if known == node_id)
+        return next(server for server in self.nodes if server.name == name)
+
+    def _shards(self, asked: Server) -> dict[int, str]:
+        """slot -> primary node id, from `asked`'s CLUSTER SLOTS. (Subcommands are sent as two
+        words throughout: redis-py then returns the reply as Redis sent it, unparsed.)"""
+        with asked.client() as client:
+            rows = client.execute_command("CLUSTER", "SLOTS")
+        owners: dict[int, str] = {}
+        for row in rows:
+            start, end, primary = int(row[0]), int(row[1]), row[2]
+            owner = primary[2].decode() if isinstance(primary[2], bytes) else str(primary[2])
+            for slot in range(start, end + 1):
+                owners[slot] = owner
+        return owners
+
+    def owner(self, slot: int) -> Server:
+        """The primary serving `slot`, as every live node agrees (ServerError otherwise)."""
+        seen = {self._shards(node).get(slot) for node in self.nodes if node.alive}
+        if len(seen) != 1 or None in seen:
+            raise ServerError(f"the nodes disagree on who serves slot {slot}: {seen}")
+        return self.node(str(seen.pop()))
+
+    def owner_of(self, key: str) -> Server:
+        return self.owner(key_slot(key.encode()))
+
+    def primaries(self) -> list[Server]:
+        return [node for node in self.nodes if node.alive and self.role(node) == "master"]
+
+    def role(self, node: Server) -> str:
+        return str(node.info("replication")["role"])
+
+    def replica_of(self, primary: Server) -> Server:
+        primary_id = self.ids[primary.name]
+        for node in self.nodes:
+            if not node.alive or node is primary:
+                continue
+            with node.client() as client:
+                myself = _myself(client.execute_command("CLUSTER", "NODES"))
+            if myself.get("master") == primary_id:
+                return node
+        raise ServerError(f"{primary.name} has no live replica")
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Every live node says cluster_state:ok, all of them map every slot to the same
+        primaries, and every replica's link to its primary is up."""
+
+        def settled() -> bool:
+            live = [node for node in self.nodes if node.alive]
+            maps = []
+            for node in live:
+                with node.client() as client:
+                    info = client.execute_command("CLUSTER", "INFO")
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                if "cluster_state:ok" not in text:
+                    return False
+                maps.append(self._shards(node))
+            if any(len(m) != SLOTS or m != maps[0] for m in maps):
+                return False
+            for node in live:
+                replication = node.info("replication")
+                if replication["role"] == "slave" and replication["master_link_status"] != "up":
+                    return False
+            return True
+
+        _wait(settled, "the cluster to agree on its slots and be ok", timeout)
+
+    # -- breaking it -----------------------------------------------------------------
+
+    def kill_primary(self, primary: Server) -> None:
+        """SIGKILL a primary, as a crashed host."""
+        primary.kill()
+
+    def wait_takeover(self, old: Server, replica: Server, timeout: float = 30) -> Server:
+        """Until `replica` serves `old`'s slots and every live node agrees. It is told to
+        take over (CLUSTER FAILOVER FORCE: an election among the live primaries, no wait for
+        the node timeout), which is what a crashed primary leads to anyway, seconds later."""
+        with replica.client() as client:
+            client.execute_command("CLUSTER FAILOVER FORCE")
+        _wait(lambda: self.role(replica) == "master", f"{replica.name} to be promoted", timeout)
+        self.wait_ok(timeout)
+        return replica
+
+    def restore(self, timeout: float = 30) -> None:
+        """Every node running again (a killed primary comes back as a replica of the node
+        that took its slots) and the cluster settled."""
+        for node in self.nodes:
+            if not node.alive:
+                node.start()
+        self.wait_ok(timeout)
+
+    def move_slot(self, slot: int, to: Server, timeout: float = 30) -> None:
+        """Hand `slot` and every key in it to the primary `to`, as `redis-cli --cluster
+        reshard` does, but with the keys moved in one MIGRATE sent in the same MULTI as
+        the MIGRATING mark. Redis moves a slot key by key; a Lua script that touches keys
+        it did not declare (ours derive every name from the prefix) and runs while some
+        keys are moved and some are not fails half-way ("non local key"), after its
+        earlier writes. In one transaction no script runs between the mark and the move,
+        and afterwards every key is on the target: scripts are redirected (ASK) whole."""
+        source = self.owner(slot)
+        if source is to:
+            return
+        source_id, target_id = self.ids[source.name], self.ids[to.name]
+        with to.client() as target, source.client() as origin:
+            target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+            while True:
+                keys = origin.execute_command("CLUSTER GETKEYSINSLOT", slot, 100_000)
+                pipe = origin.pipeline(transaction=True)
+                pipe.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+                if keys:
+                    pipe.execute_command(
+                        "MIGRATE", "127.0.0.1", to.port, "", 0, 10_000, "KEYS", *keys
+                    )
+                pipe.execute()
+                if not origin.execute_command("CLUSTER COUNTKEYSINSLOT", slot):
+                    break
+            target.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+            origin.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+        for node in self.nodes:
+            if node.alive and node not in (source, to) and self.role(node) == "master":
+                with node.client() as client:
+                    client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+        _wait(
+            lambda: self.owner(slot) is to, f"every node to see slot {slot} on {to.name}", timeout
+        )
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _myself(nodes: bytes | str) -> dict[str, str]:
+    """The `myself` line of CLUSTER NODES: id and, for a replica, its primary's id."""
+    text = nodes.decode() if isinstance(nodes, bytes) else nodes
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) > 3 and "myself" in parts[2].split(","):
+            return {"id": parts[0], "master": parts[3]}
+    raise ServerError(f"no 'myself' in CLUSTER NODES:\n{text}")
+
+
+def start_cluster(root: Path, primaries: int = 3, replicas_per_primary: int = 0) -> Cluster:
+    """`primaries` primaries sharing the 16384 slots evenly, each with
+    `replicas_per_primary` replicas; returns once the cluster is ok. Built by hand (ADDSLOTS,
+    MEET, REPLICATE) rather than with `redis-cli --cluster create`, which needs redis-cli
+    besides the server binary and waits in whole seconds."""
+    nodes: list[Server] = []
+    bus_ports: dict[str, int] = {}
+    for n in range(primaries * (1 + replicas_per_primary)):
+        role = f"primary-{n}" if n < primaries else f"replica-{n - primaries}"
+        server = Server(root, f"cluster-{role}")
+        bus_ports[server.name] = free_port()
+        server.args = [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS),
+            # The bus port defaults to port + 10000, which may be taken or past 65535.
+            "--cluster-port", str(bus_ports[server.name]),
+            # A replica may always take over, however long it was cut off (tests kill).
+            "--cluster-replica-validity-factor", "0",
+            "--cluster-allow-replica-migration", "no",
+        ]  # fmt: skip
+        nodes.append(server)
+    cluster = Cluster(nodes, bus_ports)
+    try:
+        for server in nodes:
+            server.start()
+        for epoch, server in enumerate(nodes, 1):
+            with server.client() as client:
+                cluster.ids[server.name] = str(client.execute_command("CLUSTER", "MYID").decode())
+                # Distinct epochs from the start: no collision to resolve before "ok".
+                client.execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)
+        for n, server in enumerate(nodes[:primaries]):
+            first, last = n * SLOTS // primaries, (n + 1) * SLOTS // primaries - 1
+            with server.client() as client:
+                client.execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))
+        with nodes[0].client() as client:
+            for server in nodes[1:]:
+                client.execute_command(
+                    "CLUSTER MEET", "127.0.0.1", server.port, bus_ports[server.name]
+                )
+
+        def everyone_met() -> bool:
+            for server in nodes:
+                with server.client() as client:
+                    known = client.execute_command("CLUSTER", "NODES").decode().splitlines()
+                if len(known) < len(nodes) or any("handshake" in line for line in known):
+                    return False
+            return True
+
+        _wait(everyone_met, "every node to know every other", 30)
+        for n, replica in enumerate(nodes[primaries:]):
+            primary = nodes[n % primaries]
+            with replica.client() as client:
+                client.execute_command("CLUSTER REPLICATE", cluster.ids[primary.name])
+        cluster.wait_ok()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from shared.broker import Broker
 from shared.broker_replies import CancelResult, Claim, FailOutcome, Fence, NoClaim, WorkerState
 from shared.capabilities import Capabilities
-from shared.redis_client import connect
+from shared.redis_client import connect, drop_connections
 from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from worker.control import ControlListener
@@ -131,7 +131,7 @@ class RedisLink:
         await listener.run()
 
     async def reset_waiter(self) -> None:
-        await self._blocking.connection_pool.disconnect()
+        await drop_connections(self._blocking)
 
     def for_heartbeat(self) -> WorkerLink:
         return RedisLink(self._connection, self._settings, self._worker_id, max_connections=2)

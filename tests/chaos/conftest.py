@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared.broker import Broker
-from shared.redis_client import connect
+from shared.redis_client import connect_server
 from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from tests.chaos.support import (
@@ -39,7 +39,7 @@ def pytest_runtest_makereport(
 async def chaos(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Chaos]:
     server = ChaosRedis(tmp_path / "redis")
     url = server.start()
-    redis = connect(RedisSettings(url=url))
+    redis = connect_server(RedisSettings(url=url))
     settings = BrokerSettings(
         lease_timeout=LEASE_TIMEOUT,
         heartbeat_interval=HEARTBEAT_INTERVAL,
@@ -72,7 +72,7 @@ async def chaos(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
 async def sentinel_chaos(
     tmp_path: Path, request: pytest.FixtureRequest, sentinel_set: SentinelSet
 ) -> AsyncIterator[SentinelChaos]:
-    redis = connect(sentinel_set.settings())
+    redis = connect_server(sentinel_set.settings())
     settings = BrokerSettings(
         lease_timeout=LEASE_TIMEOUT,
         heartbeat_interval=HEARTBEAT_INTERVAL,

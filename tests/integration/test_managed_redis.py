@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 
 from hub.maintenance import Maintenance
 from shared.broker import Broker
-from shared.redis_client import connect
+from shared.redis_client import connect, connect_server
 from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from tests.helpers import redis_command
@@ -26,7 +26,7 @@ from tests.worker_support import running_worker, worker_settings
 
 @pytest.fixture
 async def admin(managed_redis: Server) -> AsyncIterator[Redis]:
-    client = connect(RedisSettings(url=managed_redis.url))
+    client = connect_server(RedisSettings(url=managed_redis.url))
     try:
         yield client
     finally:

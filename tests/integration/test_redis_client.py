@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
-from shared.redis_client import connect
+from shared.redis_client import connect_server
 from shared.redis_connections import HiredisPackedConnection
 from shared.redis_settings import RedisSettings
 
@@ -39,7 +39,7 @@ def test_arguments_redis_py_refuses_are_still_refused(bad: Any) -> None:
 async def test_commands_scripts_and_pipelines_work_through_the_packed_client(
     redis_url: str,
 ) -> None:
-    client = connect(RedisSettings(url=redis_url))
+    client = connect_server(RedisSettings(url=redis_url))
     try:
         assert client.connection_pool.connection_class is HiredisPackedConnection
         await client.client_setname("emp-test")

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from shared.broker import Broker, Claim
 from shared.job import JobStatus
-from shared.redis_client import connect
+from shared.redis_client import connect, connect_server
 from shared.redis_connections import DemotedPrimary
 from shared.redis_settings import RedisSettings
 from shared.replication import NotReplicated
@@ -36,7 +36,7 @@ def waiting(broker_settings: BrokerSettings) -> BrokerSettings:
 
 @pytest.fixture
 async def client(replicated: Replicated) -> AsyncIterator[Redis]:
-    redis = connect(replicated.settings())
+    redis = connect_server(replicated.settings())
     try:
         yield redis
     finally:

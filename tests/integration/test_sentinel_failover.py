@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from shared.broker import Broker, Claim
 from shared.job import JobStatus
-from shared.redis_client import TRANSIENT_ERRORS, connect, sibling
+from shared.redis_client import TRANSIENT_ERRORS, connect_server, sibling
 from shared.settings import BrokerSettings
 from tests.factories import caps, job
 from tests.redis_servers import SentinelSet
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 async def client(sentinel_set: SentinelSet) -> AsyncIterator[Redis]:
-    redis = connect(sentinel_set.settings())
+    redis = connect_server(sentinel_set.settings())
     try:
         yield redis
     finally:

@@ -17,7 +17,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from shared.broker import Broker, Claim
 from shared.keys import Keys
-from shared.redis_client import connect
+from shared.redis_client import connect_server
 from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from shared.worker_grants import Grant, GrantStore
@@ -42,7 +42,9 @@ def readme_acl() -> list[str]:
 async def worker_redis(redis: Redis, redis_url: str) -> AsyncIterator[Redis]:
     await redis_command(redis, "ACL", *readme_acl())
     scheme, rest = redis_url.split("://", 1)
-    client = connect(RedisSettings(url=f"{scheme}://emp-worker:{PASSWORD}@{rest.split('@')[-1]}"))
+    client = connect_server(
+        RedisSettings(url=f"{scheme}://emp-worker:{PASSWORD}@{rest.split('@')[-1]}")
+    )
     try:
         yield client
     finally:

@@ -1,4 +1,4 @@
-"""TLS and Sentinel settings (shared/redis_settings.py): parsed the same by hub and worker,
+"""TLS, Sentinel and Cluster settings (shared/redis_settings.py): parsed the same by hub and worker,
 and every value or combination that cannot work stops the process with one line naming the
 setting. Every case runs against both processes."""
 
@@ -16,6 +16,7 @@ from worker.settings import WorkerSettings
 
 TOKENS = {"HUB_AUTH_TOKEN": "client-secret-1", "HUB_OPERATOR_TOKEN": "operator-secret-1"}
 SENTINEL = {"REDIS_SENTINELS": "s1:26379,s2:26380,[::1]", "REDIS_SENTINEL_MASTER": "emp"}
+CLUSTER = {"REDIS_CLUSTER": "true"}
 
 
 def hub(values: Mapping[str, str]) -> RedisSettings | None:
@@ -97,6 +98,16 @@ def test_with_sentinel_the_url_gives_scheme_and_credentials(redis_of: RedisOf) -
             {"HUB_REDIS_URL": "redis://h/0", "REDIS_TLS_VERIFY_HOSTNAME": "maybe"},
             "REDIS_TLS_VERIFY_HOSTNAME: expected true or false, got 'maybe'",
         ),
+        ({**SENTINEL, **CLUSTER}, "REDIS_CLUSTER: cannot be used with REDIS_SENTINELS"),
+        (
+            {**CLUSTER, "HUB_REDIS_URL": "unix:///run/redis.sock"},
+            "HUB_REDIS_URL: unix:// cannot be used with REDIS_CLUSTER",
+        ),
+        (
+            {**CLUSTER, "REDIS_URL": "redis://node-1:7000/2"},
+            "REDIS_URL: a Redis Cluster has database 0 only",
+        ),
+        (CLUSTER, "HUB_REDIS_URL: required with REDIS_CLUSTER (any one node; or REDIS_URL)"),
     ],
 )
 def test_a_setting_that_cannot_work_is_named(
@@ -137,6 +148,25 @@ def test_tls_settings_are_read_with_hostname_checks_on_by_default(
     off = redis_of({**values, "REDIS_TLS_VERIFY_HOSTNAME": "false"})
     assert off is not None
     assert not off.tls_verify_hostname
+
+
+@PROCESSES
+@pytest.mark.parametrize(
+    "url", ["redis://u:p@node-1:7000", "redis://node-1:7000/0", "rediss://node-1:7000/?db=0"]
+)
+def test_a_cluster_is_seeded_by_any_one_node(redis_of: RedisOf, url: str) -> None:
+    redis = redis_of({**CLUSTER, "REDIS_URL": url})
+    assert redis is not None
+    assert redis.cluster
+    assert redis.describe().startswith("the Redis Cluster seeded by ")
+    assert "u:p" not in redis.describe()
+
+
+@PROCESSES
+def test_no_cluster_unless_asked(redis_of: RedisOf) -> None:
+    redis = redis_of({"REDIS_URL": "redis://h/0"})
+    assert redis is not None
+    assert not redis.cluster
 
 
 def test_hub_and_worker_read_the_same_settings_the_same_way(pem: Path) -> None:

@@ -1,0 +1,144 @@
+"""Script calls on a Redis Cluster that redis-py's cluster client cannot make for us.
+
+**WAIT on the right connection.** `WAIT n ms` counts the replicas that acknowledged the
+*calling connection's* last write (shared/replication.py), so it must follow the scripts on
+the connection that ran them, on the primary that serves the pool's slot. redis-py's
+cluster client treats WAIT as a keyless command: it sends it to some node of its choosing,
+on some connection of that node, which acknowledges nothing we wrote. `evalsha_then_wait`
+sends the EVALSHAs and the WAIT in one pipeline on one connection of the slot's primary,
+and follows the cluster's redirects itself:
+
+- MOVED (the slot has another primary now: a failover or a finished slot move): the script
+  did not run; the slot map is patched and the call sent to the new primary.
+- ASK (the slot is being moved and its keys are on the importing node already): the call is
+  sent there once, after ASKING on the same connection.
+- TRYAGAIN, CLUSTERDOWN (a move or a failover in progress): the call did not run; it is
+  sent again after a short pause.
+- NOSCRIPT (scripts live in each server's memory: a restart, a failover, a slot moved to a
+  node that never ran the script): the script is loaded on the node that answered, and the
+  call sent again.
+
+None of those replies means a script ran, so sending the call again never runs it twice. A
+connection that breaks mid-call leaves that unknown: the error is raised (after asking for a
+fresh slot map), as a single server's does, and callers treat it as "Redis unreachable".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.replication import NotReplicated, Wait
+
+Arg = str | int | float | bytes
+
+# Redirects and pauses one call may go through before it gives up: what redis-py allows a
+# command (RedisCluster.RedisClusterRequestTTL).
+ATTEMPTS: Final = 16
+PAUSE: Final = 0.05  # seconds before sending again after TRYAGAIN or CLUSTERDOWN
+_NOT_RUN: Final = (MovedError, AskError, TryAgainError, ClusterDownError, NoScriptError)
+
+
+async def evalsha_then_wait(
+    cluster: RedisCluster,
+    key: str,
+    sha: str,
+    calls: Sequence[Sequence[Arg]],
+    wait: Wait,
+    load: Callable[[ClusterNode], Awaitable[None]],
+) -> list[Any]:
+    """`EVALSHA sha 1 key *args` for each of `calls`, in order, on the primary serving `key`'s
+    slot, each batch followed by WAIT on the same connection. Returns the replies (an
+    error reply as its exception, not raised); raises NotReplicated when a batch that ran
+    was acknowledged by fewer than `wait.replicas` replicas. `load(node)` loads the script
+    on a node that answered NOSCRIPT."""
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    acked = wait.replicas
+    ask: ClusterNode | None = None
+    for _ in range(ATTEMPTS):
+        if not todo:
+            break
+        node = ask or await _slot_primary(cluster, key)
+        commands = [PipelineCommand(-1, "ASKING")] if ask is not None else []
+        commands += [PipelineCommand(i, "EVALSHA", sha, 1, key, *calls[i]) for i in todo]
+        commands.append(PipelineCommand(-1, "WAIT", wait.replicas, wait.timeout_ms))
+        ask = None
+        try:
+            await node.execute_pipeline(commands)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            await _refresh(cluster)
+            raise
+        *sent, waited = commands[1:] if commands[0].args[0] == "ASKING" else commands
+        ran = [c for c in sent if not isinstance(c.result, _NOT_RUN)]
+        for command in ran:
+            if isinstance(command.result, (RedisConnectionError, RedisTimeoutError)):
+                await _refresh(cluster)  # the connection broke: did it run? unknown
+                raise command.result
+            replies[command.position] = command.result
+        if ran:
+            if isinstance(waited.result, Exception):
+                raise waited.result
+            acked = min(acked, int(waited.result))
+        todo = [c.position for c in sent if isinstance(c.result, _NOT_RUN)]
+        if not todo:
+            break
+        # Every call left has the same slot and the same script: the first one's reply
+        # says what to do for all of them.
+        first = next(c.result for c in sent if c.position == todo[0])
+        if isinstance(first, MovedError):  # before AskError: a MovedError is one too
+            await cluster.nodes_manager.move_slot(first)
+        elif isinstance(first, AskError):
+            ask = await _node_at(cluster, first)
+        elif isinstance(first, NoScriptError):
+            await load(node)
+        else:  # TRYAGAIN, CLUSTERDOWN
+            if isinstance(first, ClusterDownError):
+                await _refresh(cluster)
+            await asyncio.sleep(PAUSE)
+    else:
+        raise RedisConnectionError(
+            f"the slot of {key!r} kept moving: {ATTEMPTS} redirects without an answer"
+        )
+    if acked < wait.replicas:
+        raise NotReplicated(acked, wait, replies)
+    return replies
+
+
+async def _slot_primary(cluster: RedisCluster, key: str) -> ClusterNode:
+    await cluster.initialize()  # at once unless the client has no slot map yet
+    node = cluster.get_node_from_key(key)
+    assert node is not None, "get_node_from_key returns a primary or raises"
+    return node
+
+
+async def _node_at(cluster: RedisCluster, redirect: AskError) -> ClusterNode:
+    """The node an ASK names; one the slot map does not know yet is learnt first."""
+    node = cluster.get_node(host=redirect.host, port=redirect.port)
+    if node is None:
+        await _refresh(cluster)
+        node = cluster.get_node(host=redirect.host, port=redirect.port)
+    if node is None:
+        raise RedisConnectionError(f"ASK names {redirect.host}:{redirect.port}, not a node")
+    return node
+
+
+async def _refresh(cluster: RedisCluster) -> None:
+    """Read the slot map again (a failover, a node gone). Failing to is not this call's
+    error: the one that made it ask is raised, and the next call tries again."""
+    with contextlib.suppress(RedisError):
+        await cluster.nodes_manager.initialize()
