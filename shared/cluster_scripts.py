@@ -18,9 +18,11 @@ and follows the cluster's redirects itself:
   node that never ran the script): the script is loaded on the node that answered, and the
   call sent again.
 
-None of those replies means a script ran, so sending the call again never runs it twice. A
-connection that breaks mid-call leaves that unknown: the error is raised (after asking for a
-fresh slot map), as a single server's does, and callers treat it as "Redis unreachable".
+None of those replies means a script ran, so sending the call again never runs it twice. Nor
+does a node that cannot be reached (the call is sent again, a few times, to whichever node
+a fresh slot map names: a failover). A connection that breaks after the call was sent
+leaves unknown whether it ran: that error is raised, and callers treat it as "Redis
+unreachable for a moment", as they do with a single server.
 """
 
 from __future__ import annotations
@@ -50,7 +52,13 @@ Arg = str | int | float | bytes
 # command (RedisCluster.RedisClusterRequestTTL).
 ATTEMPTS: Final = 16
 PAUSE: Final = 0.05  # seconds before sending again after TRYAGAIN or CLUSTERDOWN
+# A node that cannot be reached: tried again this often, after a fresh slot map and a pause
+# growing from BACKOFF_BASE to BACKOFF_CAP seconds (shared.redis_client's retry policy).
+RETRIES: Final = 3
+BACKOFF_BASE: Final = 0.05
+BACKOFF_CAP: Final = 2.0
 _NOT_RUN: Final = (MovedError, AskError, TryAgainError, ClusterDownError, NoScriptError)
+_UNREACHABLE: Final = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 async def evalsha_then_wait(
@@ -70,9 +78,8 @@ async def evalsha_then_wait(
     todo = list(range(len(calls)))
     acked = wait.replicas
     ask: ClusterNode | None = None
+    unreachable = 0
     for _ in range(ATTEMPTS):
-        if not todo:
-            break
         node = ask or await _slot_primary(cluster, key)
         commands = [PipelineCommand(-1, "ASKING")] if ask is not None else []
         commands += [PipelineCommand(i, "EVALSHA", sha, 1, key, *calls[i]) for i in todo]
@@ -80,15 +87,26 @@ async def evalsha_then_wait(
         ask = None
         try:
             await node.execute_pipeline(commands)
-        except (RedisConnectionError, RedisTimeoutError, OSError):
+        except _UNREACHABLE:
+            # Not connected, or not sent: nothing ran. A dead primary's slots have
+            # another one after a failover; the fresh slot map names it.
             await _refresh(cluster)
-            raise
-        *sent, waited = commands[1:] if commands[0].args[0] == "ASKING" else commands
+            unreachable += 1
+            if unreachable > RETRIES:
+                raise
+            await asyncio.sleep(min(BACKOFF_CAP, BACKOFF_BASE * 2**unreachable))
+            continue
+        asked = commands[0].args[0] == "ASKING"
+        *sent, waited = commands[1:] if asked else commands
         ran = [c for c in sent if not isinstance(c.result, _NOT_RUN)]
-        for command in ran:
-            if isinstance(command.result, (RedisConnectionError, RedisTimeoutError)):
-                await _refresh(cluster)  # the connection broke: did it run? unknown
+        for command in [*ran, waited]:
+            if isinstance(command.result, _UNREACHABLE):
+                # The connection broke after the scripts were sent: whether they ran is
+                # unknown, so they are not sent again. Callers treat this as Redis
+                # being unreachable for a moment, as with a single server.
+                await _refresh(cluster)
                 raise command.result
+        for command in ran:
             replies[command.position] = command.result
         if ran:
             if isinstance(waited.result, Exception):
@@ -112,7 +130,7 @@ async def evalsha_then_wait(
             await asyncio.sleep(PAUSE)
     else:
         raise RedisConnectionError(
-            f"the slot of {key!r} kept moving: {ATTEMPTS} redirects without an answer"
+            f"the slot of {key!r} kept moving: no answer after {ATTEMPTS} redirects"
         )
     if acked < wait.replicas:
         raise NotReplicated(acked, wait, replies)

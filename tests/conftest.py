@@ -4,11 +4,16 @@
   ``EMP_TEST_ALLOW_6379=1``), else one :class:`EmbeddedRedis` on a free port for the whole run.
 - ``redis_url`` (function): the same URL, after ``FLUSHALL``, so tests are isolated.
 - ``redis`` (async, function): a client on ``redis_url`` from ``shared.redis_client.connect``.
+
+Other deployments (Sentinel, replication, TLS, a managed-like server, a Redis Cluster) are
+started once per session, when a test first asks for them (tests/redis_servers.py). The
+cluster is not emptied between tests: each takes a hash tag of its own (``cluster_prefix``).
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
@@ -18,16 +23,19 @@ from redis.asyncio import Redis as AsyncRedis
 
 from shared.broker import Broker
 from shared.embedded_redis import EmbeddedRedis
-from shared.redis_client import connect_server
+from shared.redis_client import connect, connect_server
 from shared.redis_settings import RedisSettings
+from shared.redis_types import RedisClient
 from shared.settings import BrokerSettings
 from tests.redis_servers import (
+    Cluster,
     NoTls,
     Replicated,
     SentinelSet,
     Server,
     TlsSentinel,
     TlsServer,
+    start_cluster,
     start_managed_like,
     start_replicated,
     start_sentinel_set,
@@ -201,3 +209,43 @@ def managed_redis(managed_servers: Server) -> Server:
     with managed_servers.client() as client:
         client.flushall()
     return managed_servers
+
+
+# -- Redis Cluster: three primaries, one replica each, shared by the whole session ---------
+
+
+@pytest.fixture(scope="session")
+def cluster_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Three primaries sharing the slots evenly, one replica each: started once (about 2 s)."""
+    servers = start_cluster(tmp_path_factory.mktemp("cluster"), primaries=3, replicas_per_primary=1)
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def redis_cluster(cluster_servers: Cluster) -> Iterator[Cluster]:
+    """The session's cluster with every node up and the slot map agreed, before and after
+    the test (a node the test killed is back, as a replica). Never emptied: tests keep
+    apart by their own hash tag (`cluster_prefix`). Slots a test moved stay moved."""
+    cluster_servers.restore()
+    yield cluster_servers
+    cluster_servers.restore()
+
+
+@pytest.fixture
+def cluster_prefix() -> str:
+    """A key prefix no other test uses, with a hash tag: a pool (one slot) of its own."""
+    return f"{{t-{uuid.uuid4().hex[:12]}}}:"
+
+
+@pytest.fixture
+async def cluster_redis(redis_cluster: Cluster) -> AsyncIterator[RedisClient]:
+    """A cluster client made as the hub's and worker's are (REDIS_CLUSTER=true), without a
+    read timeout, as the `redis` fixture."""
+    client = connect(redis_cluster.settings(), blocking=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()

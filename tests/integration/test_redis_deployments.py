@@ -1,4 +1,5 @@
-"""Hub and worker run unchanged over plain Redis, TLS and Sentinel, chosen by settings alone.
+"""Hub and worker run unchanged over plain Redis, TLS, Sentinel and Redis Cluster, chosen by
+settings alone.
 
 Each test runs once per deployment against real servers (tests/redis_servers.py): the
 broker's lifecycle with fencing and events, then a hub and a worker (in-process, with their
@@ -25,18 +26,23 @@ from shared.settings import BrokerSettings
 from tests.factories import caps, job
 from tests.helpers import wait_until
 from tests.hub_support import CLIENT, hub_client, hub_settings
-from tests.redis_servers import SentinelSet, TlsSentinel, TlsServer
+from tests.redis_servers import Cluster, SentinelSet, TlsSentinel, TlsServer
 from tests.worker_support import FAST, running_worker
 from worker.settings import WorkerSettings
 
-DEPLOYMENTS = ["plain", "tls", "sentinel", "sentinel-tls"]
+DEPLOYMENTS = ["plain", "tls", "sentinel", "sentinel-tls", "cluster"]
 
 
 @pytest.fixture(params=DEPLOYMENTS)
 def deployment(
     request: pytest.FixtureRequest, redis_url: str
 ) -> tuple[RedisSettings, dict[str, str]]:
-    """The settings object and the same settings as environment variables."""
+    """The settings object and the same settings as environment variables (on a cluster
+    with a hash-tagged REDIS_KEY_PREFIX: a pool of the test's own)."""
+    if request.param == "cluster":
+        cluster: Cluster = request.getfixturevalue("redis_cluster")
+        prefix: str = request.getfixturevalue("cluster_prefix")
+        return cluster.settings(), {**cluster.env(), "REDIS_KEY_PREFIX": prefix}
     if request.param == "plain":
         return RedisSettings(url=redis_url), {"HUB_REDIS_URL": redis_url}
     if request.param == "tls":
@@ -54,8 +60,9 @@ async def broker(
     deployment: tuple[RedisSettings, dict[str, str]], broker_settings: BrokerSettings
 ) -> AsyncIterator[Broker]:
     client = connect(deployment[0])
+    prefix = BrokerSettings.from_env(deployment[1]).prefix
     try:
-        yield Broker(client, broker_settings)
+        yield Broker(client, dataclasses.replace(broker_settings, prefix=prefix))
     finally:
         await client.aclose()
 
@@ -98,7 +105,7 @@ async def test_hub_and_worker_carry_a_job_from_rest_to_result(
     assert worker.redis == settings  # the same settings, read from the environment
     async with (
         running_worker(worker),
-        hub_client(hub_settings("", redis=settings)) as http,
+        hub_client(hub_settings("", BrokerSettings.from_env(env), redis=settings)) as http,
     ):
         created = await http.post(
             "/jobs",
@@ -145,9 +152,10 @@ async def test_create_app_runs_on_a_client_the_caller_made(
     """`create_app(settings, redis=client)`: the hub uses the caller's client, and opens the
     blocking clients it needs (event reader, gateway relay) from the settings that client
     was made from, Sentinel included."""
-    client = connect(deployment[0])
+    settings, env = deployment
+    client = connect(settings)
     try:
-        app = create_app(hub_settings("", redis=None), redis=client)
+        app = create_app(hub_settings("", BrokerSettings.from_env(env), redis=None), redis=client)
         async with (
             LifespanManager(app, startup_timeout=60) as manager,
             httpx.AsyncClient(
@@ -158,7 +166,7 @@ async def test_create_app_runs_on_a_client_the_caller_made(
                 "/jobs", headers=CLIENT, json={"service_type": "sim", "payload": {}}
             )
             assert created.status_code == 201, created.text
-            broker = Broker(client, BrokerSettings())
+            broker = Broker(client, BrokerSettings.from_env(env))
             claim = await broker.claim("w1", caps())
             assert isinstance(claim, Claim)
             await broker.complete("w1", claim.job.id, claim.token, {"ok": True})
