@@ -11,7 +11,7 @@ and follows the cluster's redirects itself:
 - MOVED (the slot has another primary now: a failover or a finished slot move): the script
   did not run; the slot map is patched and the call sent to the new primary.
 - ASK (the slot is being moved and its keys are on the importing node already): the call is
-  sent there once, after ASKING on the same connection.
+  sent there once, each EVALSHA after an ASKING on the same connection.
 - TRYAGAIN, CLUSTERDOWN (a move or a failover in progress): the call did not run; it is
   sent again after a short pause.
 - NOSCRIPT (scripts live in each server's memory: a restart, a failover, a slot moved to a
@@ -81,31 +81,35 @@ async def evalsha_then_wait(
     unreachable = 0
     for _ in range(ATTEMPTS):
         node = ask or await _slot_primary(cluster, key)
-        commands = [PipelineCommand(-1, "ASKING")] if ask is not None else []
-        commands += [PipelineCommand(i, "EVALSHA", sha, 1, key, *calls[i]) for i in todo]
-        commands.append(PipelineCommand(-1, "WAIT", wait.replicas, wait.timeout_ms))
+        sent = [PipelineCommand(i, "EVALSHA", sha, 1, key, *calls[i]) for i in todo]
+        waited = PipelineCommand(-1, "WAIT", wait.replicas, wait.timeout_ms)
+        pipeline = [waited]
+        for command in reversed(sent):
+            # ASKING lets the importing node serve the one command that follows it.
+            pipeline[:0] = [PipelineCommand(-1, "ASKING"), command] if ask else [command]
         ask = None
         try:
-            await node.execute_pipeline(commands)
-        except _UNREACHABLE:
-            # Not connected, or not sent: nothing ran. A dead primary's slots have
-            # another one after a failover; the fresh slot map names it.
+            await node.execute_pipeline(pipeline)
+        except _UNREACHABLE as exc:
+            broken: Exception | None = exc  # not connected, or not sent: no answers
+            answered = False
+        else:
+            broken = next((c.result for c in pipeline if isinstance(c.result, _UNREACHABLE)), None)
+            answered = any(not isinstance(c.result, (*_NOT_RUN, *_UNREACHABLE)) for c in sent)
+        if broken is not None:
+            # The node cannot be reached, or the connection broke: a dead primary's slots
+            # have another one after a failover, which a fresh slot map names. Calls
+            # without an answer are sent again, as redis-py sends a single server's
+            # pipeline again (the scripts are written to be run again: fencing tokens,
+            # idempotent submission). Calls that were answered are not: whether their
+            # changes reached the replicas is unknown, and the error says so.
             await _refresh(cluster)
             unreachable += 1
-            if unreachable > RETRIES:
-                raise
+            if unreachable > RETRIES or answered:
+                raise broken
             await asyncio.sleep(min(BACKOFF_CAP, BACKOFF_BASE * 2**unreachable))
             continue
-        asked = commands[0].args[0] == "ASKING"
-        *sent, waited = commands[1:] if asked else commands
         ran = [c for c in sent if not isinstance(c.result, _NOT_RUN)]
-        for command in [*ran, waited]:
-            if isinstance(command.result, _UNREACHABLE):
-                # The connection broke after the scripts were sent: whether they ran is
-                # unknown, so they are not sent again. Callers treat this as Redis
-                # being unreachable for a moment, as with a single server.
-                await _refresh(cluster)
-                raise command.result
         for command in ran:
             replies[command.position] = command.result
         if ran:

@@ -71,6 +71,7 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 COMMAND_TIMEOUT = 10.0  # seconds: a command client's read timeout (a dead link is noticed)
 CONNECT_TIMEOUT = 5.0
 SENTINEL_TIMEOUT = 2.0  # per sentinel asked: a dead one must not hold up the next
+TOPOLOGY_REFRESH_MIN_INTERVAL = 0.1  # seconds between two reads of a cluster's slot map
 
 
 class Client(Redis):
@@ -223,7 +224,14 @@ def _cluster_client(
     options.update(common)
     if tls:
         options.update(ssl=True, **_tls_options(settings))
-    client = ClusterClient(max_connections=max_connections, **options)
+    # After a connection error redis-py reads the slot map again, but by default at most
+    # once a second: a failover right after the last read would cost every command made in
+    # that second (three retries within a few hundred ms) an error.
+    client = ClusterClient(
+        max_connections=max_connections,
+        topology_refresh_min_interval=TOPOLOGY_REFRESH_MIN_INTERVAL,
+        **options,
+    )
     # RedisCluster builds its node connections from one class of its own choosing; ours packs
     # commands with hiredis, as every other client's does (shared/redis_connections.py). A
     # demoted node answers MOVED in a cluster, which RedisCluster follows, so the

@@ -117,9 +117,9 @@ class GrantStore:
                 pipe.hdel(self._keys.gateway_grants, text(old) or "")
             pipe.hset(self._keys.gateway_grants, digest, msgspec.json.encode(grant))
             pipe.hset(self._keys.gateway_workers, grant.worker_id, digest)
-            if old is not None:
-                pipe.publish(self._keys.gateway_revoked, grant.worker_id)
             await pipe.execute()
+        if old is not None:
+            await self._announce_revoked(grant.worker_id)
         return token, grant
 
     async def revoke(self, worker_id: str) -> bool:
@@ -129,9 +129,15 @@ class GrantStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hdel(self._keys.gateway_grants, text(digest) or "")
             pipe.hdel(self._keys.gateway_workers, worker_id)
-            pipe.publish(self._keys.gateway_revoked, worker_id)
             await pipe.execute()
+        await self._announce_revoked(worker_id)
         return True
+
+    async def _announce_revoked(self, worker_id: str) -> None:
+        """Tell every hub's gateway relay to close `worker_id`'s connections. Sent once the
+        revocation is stored, not inside its transaction: redis-py's Redis Cluster client
+        refuses PUBLISH in one, and a relay needs the notice only after the change."""
+        await self._redis.publish(self._keys.gateway_revoked, worker_id)
 
     async def lookup(self, token: str) -> Grant | None:
         """The grant behind a presented token, None when it is unknown or revoked."""

@@ -496,6 +496,16 @@ def start_managed_like(root: Path) -> Server:
 # a takeover do not wait this long: `Cluster.wait_takeover` tells the replica to take over.
 CLUSTER_NODE_TIMEOUT_MS = 3000
 SLOTS = 16384
+# Every key of slot ARGV[1] to ARGV[2]:ARGV[3] (timeout ARGV[4] ms), in one script: nothing
+# else runs on the node meanwhile. MIGRATE takes at most ~8000 keys per call (Lua's stack).
+MOVE_KEYS = """
+local keys = redis.call('CLUSTER', 'GETKEYSINSLOT', ARGV[1], 100000000)
+for i = 1, #keys, 1000 do
+  local last = math.min(i + 999, #keys)
+  redis.call('MIGRATE', ARGV[2], ARGV[3], '', 0, ARGV[4], 'KEYS', unpack(keys, i, last))
+end
+return #keys
+"""
 
 
 @dataclass
@@ -567,13 +577,28 @@ class Cluster:
                 return node
         raise ServerError(f"{primary.name} has no live replica")
 
+    def _roles(self, asked: Server) -> dict[str, str]:
+        """node id -> "master", or the id of the primary it replicates, for every node
+        `asked` knows (CLUSTER NODES: id, address, flags, primary id, ...)."""
+        with asked.client() as client:
+            raw = client.execute_command("CLUSTER", "NODES")
+        roles: dict[str, str] = {}
+        for line in (raw.decode() if isinstance(raw, bytes) else str(raw)).splitlines():
+            node_id, _, flags, primary, *_ = line.split()
+            if "handshake" not in flags.split(","):
+                roles[node_id] = "master" if primary == "-" else primary
+        return roles
+
     def wait_ok(self, timeout: float = 30) -> None:
-        """Every live node says cluster_state:ok, all of them map every slot to the same
-        primaries, and every replica's link to its primary is up."""
+        """Every live node says cluster_state:ok; all of them map every slot to the same
+        primaries, see every live node up and agree on who replicates whom (a replica that
+        others still take for a primary is refused their votes in a takeover); and every
+        replica's link to its primary is up."""
 
         def settled() -> bool:
             live = [node for node in self.nodes if node.alive]
-            maps = []
+            live_ids = {self.ids[node.name] for node in live}
+            maps, views = [], []
             for node in live:
                 with node.client() as client:
                     info = client.execute_command("CLUSTER", "INFO")
@@ -581,7 +606,12 @@ class Cluster:
                 if "cluster_state:ok" not in text:
                     return False
                 maps.append(self._shards(node))
+                views.append(self._roles(node))
             if any(len(m) != SLOTS or m != maps[0] for m in maps):
+                return False
+            # Only the live nodes' roles: a dead one is remembered as whatever it was.
+            views = [{n: role for n, role in v.items() if n in live_ids} for v in views]
+            if any(set(v) != live_ids or v != views[0] for v in views):
                 return False
             for node in live:
                 replication = node.info("replication")
@@ -617,29 +647,28 @@ class Cluster:
 
     def move_slot(self, slot: int, to: Server, timeout: float = 30) -> None:
         """Hand `slot` and every key in it to the primary `to`, as `redis-cli --cluster
-        reshard` does, but with the keys moved in one MIGRATE sent in the same MULTI as
-        the MIGRATING mark. Redis moves a slot key by key; a Lua script that touches keys
-        it did not declare (ours derive every name from the prefix) and runs while some
-        keys are moved and some are not fails half-way ("non local key"), after its
-        earlier writes. In one transaction no script runs between the mark and the move,
-        and afterwards every key is on the target: scripts are redirected (ASK) whole."""
+        reshard` does, but with every key moved at once, in the same transaction as the
+        MIGRATING mark (MOVE_KEYS).
+
+        Redis moves a slot key by key, and a Lua script that touches keys it did not declare
+        (ours derive every name from the prefix) fails half-way, after its first writes,
+        when it meets a key already moved ("non local key"), or works on half the state
+        when redirected to the importing node. Moved in one step, no script ever sees the
+        slot half-moved: before the transaction every key is on the old primary; after it
+        every key is on the new one, and scripts are redirected there whole (ASK, then
+        MOVED once the slot is handed over)."""
         source = self.owner(slot)
         if source is to:
             return
         source_id, target_id = self.ids[source.name], self.ids[to.name]
         with to.client() as target, source.client() as origin:
             target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
-            while True:
-                keys = origin.execute_command("CLUSTER GETKEYSINSLOT", slot, 100_000)
-                pipe = origin.pipeline(transaction=True)
-                pipe.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
-                if keys:
-                    pipe.execute_command(
-                        "MIGRATE", "127.0.0.1", to.port, "", 0, 10_000, "KEYS", *keys
-                    )
-                pipe.execute()
-                if not origin.execute_command("CLUSTER COUNTKEYSINSLOT", slot):
-                    break
+            pipe = origin.pipeline(transaction=True)
+            pipe.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+            pipe.eval(MOVE_KEYS, 0, slot, "127.0.0.1", to.port, 10_000)
+            pipe.execute()
+            if origin.execute_command("CLUSTER COUNTKEYSINSLOT", slot):
+                raise ServerError(f"slot {slot}: keys left on {source.name} after the move")
             target.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
             origin.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
         for node in self.nodes:
