@@ -29,7 +29,7 @@ class Reads:
 
     async def now_ms(self) -> int:
         """Redis server time (ms): the clock of every timestamp the scripts write."""
-        return await redis_now_ms(self._redis)
+        return await redis_now_ms(self._redis, self._keys.pending)
 
     def event_stream(self) -> EventStream:
         """A new tail of the `events` stream (each reader opens a connection of its own)."""

@@ -33,12 +33,14 @@ from tests.redis_servers import (
     Replicated,
     SentinelSet,
     Server,
+    TlsCluster,
     TlsSentinel,
     TlsServer,
     start_cluster,
     start_managed_like,
     start_replicated,
     start_sentinel_set,
+    start_tls_cluster,
     start_tls_sentinel,
     start_tls_server,
 )
@@ -249,3 +251,16 @@ async def cluster_redis(redis_cluster: Cluster) -> AsyncIterator[RedisClient]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def tls_cluster(
+    tmp_path_factory: pytest.TempPathFactory, tls_servers: TlsServer
+) -> Iterator[TlsCluster]:
+    """Three primaries, one replica each, over TLS (clients, bus, replication), with the TLS
+    server's certificates; like `cluster_servers`, never emptied."""
+    servers = start_tls_cluster(tmp_path_factory.mktemp("tls-cluster"), tls_servers)
+    try:
+        yield servers
+    finally:
+        servers.stop()

@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -694,11 +694,18 @@ def _myself(nodes: bytes | str) -> dict[str, str]:
     raise ServerError(f"no 'myself' in CLUSTER NODES:\n{text}")
 
 
-def start_cluster(root: Path, primaries: int = 3, replicas_per_primary: int = 0) -> Cluster:
+def start_cluster(
+    root: Path,
+    primaries: int = 3,
+    replicas_per_primary: int = 0,
+    *,
+    tls: Callable[[], list[str]] | None = None,
+) -> Cluster:
     """`primaries` primaries sharing the 16384 slots evenly, each with
     `replicas_per_primary` replicas; returns once the cluster is ok. Built by hand (ADDSLOTS,
     MEET, REPLICATE) rather than with `redis-cli --cluster create`, which needs redis-cli
-    besides the server binary and waits in whole seconds."""
+    besides the server binary and waits in whole seconds. `tls()` gives each node the
+    arguments of a TLS port of its own (the plain port stays, for the helpers here)."""
     nodes: list[Server] = []
     bus_ports: dict[str, int] = {}
     for n in range(primaries * (1 + replicas_per_primary)):
@@ -715,6 +722,8 @@ def start_cluster(root: Path, primaries: int = 3, replicas_per_primary: int = 0)
             "--cluster-replica-validity-factor", "0",
             "--cluster-allow-replica-migration", "no",
         ]  # fmt: skip
+        if tls is not None:
+            server.args += tls()
         nodes.append(server)
     cluster = Cluster(nodes, bus_ports)
     try:
@@ -753,3 +762,52 @@ def start_cluster(root: Path, primaries: int = 3, replicas_per_primary: int = 0)
         cluster.stop()
         raise
     return cluster
+
+
+@dataclass
+class TlsCluster:
+    """A Redis Cluster whose nodes also listen on TLS ports, with TLS between them (bus and
+    replication), certificates from `tls` (the TLS server's CA). The certificate names
+    localhost, but the nodes announce 127.0.0.1: clients turn the host name check off, as
+    with the TLS sentinel."""
+
+    cluster: Cluster
+    tls_ports: dict[str, int]  # server name -> its TLS port
+    tls: TlsServer
+
+    def settings(self) -> RedisSettings:
+        seed = self.cluster.seed()
+        return RedisSettings(
+            url=f"rediss://localhost:{self.tls_ports[seed.name]}/0",
+            cluster=True,
+            tls_ca_file=self.tls.ca_file,
+            tls_cert_file=self.tls.cert_file,
+            tls_key_file=self.tls.key_file,
+            tls_verify_hostname=False,
+        )
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+
+def start_tls_cluster(
+    root: Path, tls: TlsServer, primaries: int = 3, replicas_per_primary: int = 1
+) -> TlsCluster:
+    certs = tls.ca_file.parent
+    ports: list[int] = []
+
+    def tls_args() -> list[str]:
+        ports.append(free_port())
+        return [
+            "--tls-port", str(ports[-1]),
+            "--tls-cert-file", str(certs / "server.crt"),
+            "--tls-key-file", str(certs / "server.key"),
+            "--tls-ca-cert-file", str(tls.ca_file),
+            "--tls-auth-clients", "yes",
+            "--tls-cluster", "yes",
+            "--tls-replication", "yes",
+        ]  # fmt: skip
+
+    cluster = start_cluster(root, primaries, replicas_per_primary, tls=tls_args)
+    by_name = {node.name: port for node, port in zip(cluster.nodes, ports, strict=True)}
+    return TlsCluster(cluster, by_name, tls)

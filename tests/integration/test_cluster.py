@@ -32,7 +32,7 @@ from shared.settings import BrokerSettings
 from shared.worker_grants import Grant, GrantStore
 from tests.factories import caps, job
 from tests.helpers import wait_until
-from tests.redis_servers import Cluster, Server
+from tests.redis_servers import Cluster, Server, TlsCluster
 
 # As in test_replication_wait.py: an in-sync replica always answers well within this.
 WAIT_MS = 1000
@@ -435,3 +435,32 @@ async def test_a_pool_keeps_working_while_its_slot_moves_to_another_primary(
     assert Counter(load.completed) == Counter(load.submitted)
     assert set(Counter(load.completed).values()) == {1}
     assert errorstat(source_node, "MOVED") > moved_before
+
+
+async def test_a_cluster_over_tls(
+    tls_cluster: TlsCluster, cluster_prefix: str, broker_settings: BrokerSettings
+) -> None:
+    """rediss:// and the TLS settings reach every node: the seed, the nodes it names, the
+    blocking clients made from the same settings; WAIT runs over TLS too."""
+    client = connect(tls_cluster.settings())
+    settings = dataclasses.replace(
+        broker_settings, prefix=cluster_prefix, wait_replicas=1, wait_timeout_ms=WAIT_MS
+    )
+    broker = Broker(client, settings)
+    waiter = Broker(connect(tls_cluster.settings(), blocking=True), settings)
+    try:
+        await broker.submit(job(id="j"))
+        assert await waiter.wait_for_work(["sim"], timeout=5) is not None
+        claim = await waiter.claim("w", caps())
+        assert isinstance(claim, Claim)
+        assert await broker.complete("w", "j", claim.token, {"ok": True}) == "ok"
+        stream = broker.reads.event_stream()
+        stream.open()
+        try:
+            entries = await stream.read("0-0", count=10, block_ms=10)
+        finally:
+            await stream.close()
+        assert [f["type"] for _, f in entries] == ["accepted", "claimed", "completed"]
+    finally:
+        await client.aclose()
+        await waiter.redis.aclose()
