@@ -1,8 +1,9 @@
 """Real Redis deployments for the tests, on 127.0.0.1 only, from the binary the tests already
 use (shared.embedded_redis finds it): a primary with two replicas watched by three sentinels,
 a primary with one replica (no Sentinel), a TLS server with a CA and certificates made at
-test time (trustme), and a "managed" server with the commands managed services forbid
-disabled.
+test time (trustme), a "managed" server with the commands managed services forbid
+disabled, and a Redis Cluster (`start_cluster`: primaries, replicas, and helpers to find a
+slot's primary, kill it, have its replica take over, and move a slot), also over TLS.
 
 Each is started once per test session by a fixture in tests/conftest.py (they cost seconds,
 not milliseconds). Tests that break one (kill its primary, freeze its replica) leave it as
