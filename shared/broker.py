@@ -19,6 +19,7 @@ from typing import Any, Literal, cast
 import msgspec
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from shared.broker_replies import (
@@ -42,6 +43,7 @@ from shared.control_channel import ControlSubscription
 from shared.errors import BrokerError, InvalidInput
 from shared.job import MAX_EFFECTIVE_PRIORITY, Job, JobRequest
 from shared.keys import Keys
+from shared.pools import DEFAULT_POOL, pool_prefix, pooled_id
 from shared.reads import Reads
 from shared.replication import NotReplicated, Wait
 from shared.requirements import Requirements, requirement_class
@@ -75,12 +77,17 @@ def new_job_id() -> str:
 
 
 class Broker:
-    """Async, typed access to the job queue. Cheap to construct; share one per process."""
+    """Async, typed access to one pool's job queue (shared/pools.py; shared/pool_set.py
+    holds one per pool a process serves). Cheap to construct; share one per process."""
 
-    def __init__(self, redis: Redis, settings: BrokerSettings | None = None) -> None:
+    def __init__(
+        self, redis: Redis, settings: BrokerSettings | None = None, *, pool: str = DEFAULT_POOL
+    ) -> None:
         self.redis = redis
         self.settings = settings or BrokerSettings()
-        self.keys = Keys(self.settings.prefix)
+        self.pool = pool
+        cluster = isinstance(redis, RedisCluster)
+        self.keys = Keys(pool_prefix(self.settings.prefix, pool, cluster=cluster))
         self._scripts = Scripts(
             redis,
             self.keys,
@@ -113,7 +120,7 @@ class Broker:
         effective = priority if effective_priority is None else effective_priority
         if not 0 <= effective <= MAX_EFFECTIVE_PRIORITY:
             raise InvalidInput("priority", f"effective priority {effective} outside 0..1000")
-        job_id = request.id or new_job_id()
+        job_id = pooled_id(self.pool, request.id or new_job_id())
         idem = ""
         if idempotency_key:
             if len(idempotency_key) > 256:
