@@ -29,6 +29,7 @@ SCRIPT_NAMES: Final = (
     "submit",
     "submit_batch",
     "claim",
+    "peek",
     "heartbeat",
     "register",
     "deregister",
@@ -130,7 +131,7 @@ def source(name: str) -> str:
 
 
 # Scripts that change nothing: never worth waiting for replicas.
-READ_ONLY: Final = frozenset({"match"})
+READ_ONLY: Final = frozenset({"match", "peek"})
 
 
 class Scripts:
