@@ -16,14 +16,15 @@ from shared.text import as_text
 
 
 class ControlSubscription:
-    """One subscription on one connection; after `aclose()` make a new one to resubscribe."""
+    """One subscription on one connection; after `aclose()` make a new one to resubscribe.
+    A worker serving several pools listens on its channel in each (`more`)."""
 
-    def __init__(self, redis: Redis, channel: str) -> None:
+    def __init__(self, redis: Redis, channel: str, *more: str) -> None:
         self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
-        self._channel = channel
+        self._channels = (channel, *more)
 
     async def subscribe(self) -> None:
-        await self._pubsub.subscribe(self._channel)
+        await self._pubsub.subscribe(*self._channels)
 
     async def ping(self) -> None:
         """Ask for a pong: it arrives through `messages()` and proves the link alive."""
