@@ -27,7 +27,7 @@ with a floor: the best head among the other pools. The claim script takes its be
 if it ranks at least that high; otherwise (someone took the peeked job, and what is left
 there ranks lower) it takes nothing and answers with the rank of its new best, and the
 worker chooses again from what it now knows. An empty answer (the pool emptied) is the same.
-A tie goes to the pool listed first in POOLS.
+A tie in rank (same priority, same millisecond) goes to the pool listed first in POOLS.
 
 The bound on priority inversion. When this worker claims job J from pool A, then for every
 other pool B it serves, B's best job for this worker ranked no higher than J when the worker
@@ -342,18 +342,27 @@ async def _pop(
 
 
 def choose(looks: Mapping[str, Look], order: Sequence[str]) -> tuple[str, Rank | None] | None:
-    """Where to claim next, with which floor: a pool not looked at yet first (its claim's
-    floor is the best head seen elsewhere), else the pool with the best head (its floor, the
-    second best). Ties go to the pool listed first. None when no pool can have a job."""
+    """Where to claim next, with which floor: a pool not looked at yet first (its floor is
+    the best head seen elsewhere), else the pool with the best head (its floor, the second
+    best). None when no pool can have a job. A tie in rank goes to the pool listed first in
+    `order`: against a floor from a pool listed before it, a pool must rank strictly higher,
+    which in whole milliseconds is at least as high as one millisecond earlier."""
     ranked = sorted(
         (look, order.index(pool), pool) for pool, look in looks.items() if isinstance(look, Rank)
     )
     unknown = [pool for pool in order if pool in looks and looks[pool] is None]
     if unknown:
-        return unknown[0], ranked[0][0] if ranked else None
-    if not ranked:
+        target, rest = unknown[0], ranked
+    elif ranked:
+        target, rest = ranked[0][2], ranked[1:]
+    else:
         return None
-    return ranked[0][2], ranked[1][0] if len(ranked) > 1 else None
+    if not rest:
+        return target, None
+    floor, floor_index, _ = rest[0]
+    if floor_index < order.index(target):
+        floor = Rank(floor.neg_priority, floor.created_at - 1)
+    return target, floor
 
 
 def combined_state(states: Sequence[WorkerState]) -> WorkerState:
