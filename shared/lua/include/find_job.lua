@@ -92,10 +92,14 @@ local function find_best(worker_id, caps, running, budget, offset, now)
         if not mismatch(doc.s, doc.c, doc.r, caps, running) then
           local id = pick(class_id)
           if id then
-            best = { job = id, class = class_id, doc = doc,
-              score = tonumber(redis.call('ZSCORE', K.job_class(class_id), id)) }
-            settled = true
-            break
+            local job_score = tonumber(redis.call('ZSCORE', K.job_class(class_id), id))
+            if not best or job_score < best.score then
+              best = { job = id, class = class_id, doc = doc, score = job_score }
+            end
+            -- The class's head: nothing later in this index ranks higher. A job behind a
+            -- head this worker avoids may rank below the next classes' heads: go on until
+            -- a class's head ranks below it (the check above).
+            if job_score == score then settled = true; break end
           end
         end
       end
