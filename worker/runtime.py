@@ -151,6 +151,8 @@ class Worker:
             "worker_type": self.settings.worker_type,
             "concurrent_jobs": self.settings.concurrent_jobs,
             "connectors": sorted(self.connectors),
+            # Every pool lists the worker: this says which others it serves too.
+            "pools": list(self.settings.broker.pools),
             "dashboard_url": self.dashboard_url,
             "started_at": int(self.started * 1000),
             # The gateway registers this worker with its own lease timeout (hub/gateway.py).
