@@ -128,11 +128,12 @@ class Worker:
                 self.state = await self.broker.register_worker(self.id, self._caps, self._info())
                 REDIS_OUTAGE.recovered()
                 logger.info(
-                    "worker %s registered: services %s, %d GPU(s), state %s",
+                    "worker %s registered: services %s, %d GPU(s), state %s, pools %s",
                     self.id,
                     ",".join(self._caps.services) or "(none healthy)",
                     len(self._caps.hardware.gpus),
                     self.state,
+                    ",".join(self.settings.broker.pools),
                 )
                 return
             except (AuthenticationError, NoPermissionError) as exc:

@@ -38,5 +38,6 @@ async def test_a_worker_process_runs_the_jobs_of_every_pool_it_serves(
         assert proc.wait(timeout=20) == 0
         log = output_of(proc)
     assert "worker p1 registered" in log
+    assert "pools gpu-eu,gpu-us" in log
     for pool in (eu, us):
         assert await redis.zscore(pool.keys.workers, "p1") is None  # deregistered from both
