@@ -29,14 +29,19 @@ there ranks lower) it takes nothing and answers with the rank of its new best, a
 worker chooses again from what it now knows. An empty answer (the pool emptied) is the same.
 A tie in rank (same priority, same millisecond) goes to the pool listed first in POOLS.
 
-The bound on priority inversion. When this worker claims job J from pool A, then for every
-other pool B it serves, B's best job for this worker ranked no higher than J when the worker
-last looked at B; that look (a peek, or a claim's 'worse' or empty answer) is at most one
-round trip old. So a job of B that ranks above J can be passed over only if it became
-claimable in B within that round trip (submitted, released, reprioritized, or a retry that
-fell due), and only once: the next claim looks again. Within A the claim is exact as always.
-Not covered: a retry whose backoff ends is seen by a peek as if the claim had already moved
-it into its class, which is what the claim does (see peek.lua's one corner).
+The bound on priority inversion. Rank jobs by effective priority (higher first), then
+submission time in ms (earlier first), then the order of POOLS. When this worker claims job J
+from pool A, no other pool B it serves had, at the worker's last look at B, a job this worker
+could run ranked above J. Every look is part of the same claim: the peeks at its start, then
+the answer of each pool it tried (a 'worse' with that pool's new best, or empty), so a look
+is at most as old as the claim itself (two round trips; one more per race lost to another
+worker). A job of B ranked above J is passed over only if it became claimable in B after that
+look (submitted, released, reprioritized, a retry come due, or no longer blocked by customer
+isolation), and only once: the next claim looks again. Within A the order is exact as
+always. After 2 x pools + 2 lost races the claim gives up, taking nothing, and the worker
+claims again at once (reason 'contended'): it never takes a worse job to end the contest.
+The bound is off by one job only where peek.lua says the peek and the claim can differ (a
+class whose first 8 jobs the worker all avoids).
 
 After a job completes, the single-pool worker completes and claims in one call
 (complete_claim.lua). In one pool that is exact; across pools it would favour the pool that
