@@ -37,8 +37,8 @@ from worker.settings import WorkerSettings
 
 
 class WorkerBroker(Protocol):
-    """The broker calls a worker makes; `shared.broker.Broker` and `GatewayClient` both
-    provide them."""
+    """The broker calls a worker makes; `shared.broker.Broker` (one pool), `PooledBroker`
+    (several pools) and `GatewayClient` provide them."""
 
     async def register_worker(
         self, worker_id: str, caps: Capabilities, info: Mapping[str, Any] | None = None
