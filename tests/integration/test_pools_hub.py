@@ -15,6 +15,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from emp.cli import main as cli_main
 from hub.maintenance import Maintenance
 from hub.pool_routing import parse_rules
 from hub.settings import HubSettings
@@ -41,6 +42,7 @@ from tests.hub_support import (
     start_worker,
     ws_connect,
 )
+from tests.sdk_support import client
 
 POOLS = ("default", "gpu-eu", "llm", "acme")
 RULES = "region:eu=gpu-eu,service:llm=llm,customer:acme=acme"
@@ -526,3 +528,50 @@ async def test_maintaining_a_pool_from_two_hubs_recovers_its_job_once(
     job = await llm.get(job_id)
     assert job is not None
     assert (job.status, job.attempts, recovered) == ("pending", 1, 1)
+
+
+# -- the SDK, the CLI and the API document ----------------------------------------------
+
+
+async def test_the_sdk_and_the_cli_name_pools(
+    redis_url: str, pooled: BrokerSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with (
+        running_hub(settings_for(redis_url, pooled)) as hub,
+        client(hub.url) as sdk,
+        client(hub.url, OPERATOR_TOKEN) as ops,
+    ):
+        handle = await sdk.submit("comfyui", {"n": 1}, pool="llm")
+        assert handle.id.startswith("llm!")
+        assert handle.job.pool == "llm"
+        routed = await sdk.submit("comfyui", requirements=in_eu())
+        assert routed.job.pool == "gpu-eu"
+        assert [j.id async for j in sdk.jobs(pool="llm")] == [handle.id]
+        assert {j.pool async for j in sdk.jobs()} == {"llm", "gpu-eu"}
+        stats = await ops.stats(pool="gpu-eu")
+        assert stats.raw["jobs"]["pending"] == 1
+        assert (await ops.stats()).raw["pools"]["llm"]["jobs"]["pending"] == 1
+
+        def emp(*argv: str) -> int:  # the blocking CLI, off the loop that serves the hub
+            return cli_main([*argv, "--hub", hub.url, "--token", CLIENT_TOKEN])
+
+        capsys.readouterr()
+        assert await asyncio.to_thread(emp, "submit", "--service", "comfyui", "--pool", "acme") == 0
+        submitted = capsys.readouterr().out.strip()
+        assert submitted.startswith("acme!")
+        assert await asyncio.to_thread(emp, "jobs", "--pool", "acme", "--json") == 0
+        assert [j["id"] for j in orjson.loads(capsys.readouterr().out)] == [submitted]
+        assert await asyncio.to_thread(emp, "submit", "--service", "comfyui", "--pool", "mars") == 2
+        assert "pool" in capsys.readouterr().err
+
+
+async def test_the_api_document_describes_pool_and_the_pool_parameter(
+    api: httpx.AsyncClient,
+) -> None:
+    doc = (await api.get("/openapi.json")).json()
+    pool = doc["components"]["schemas"]["JobRequest"]["properties"]["pool"]
+    assert "HUB_POOL_RULES" in orjson.dumps(pool).decode()
+    for path in ("/jobs", "/stats", "/metrics", "/workers", "/dashboard/data"):
+        names = [p["name"] for p in doc["paths"][path]["get"].get("parameters", [])]
+        assert "pool" in names, path
+    assert "pool" in doc["info"]["description"]
