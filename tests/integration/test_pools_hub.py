@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 from redis.asyncio import Redis
+from starlette.responses import Response
 
 from emp.cli import main as cli_main
 from hub.maintenance import Maintenance
@@ -43,6 +44,7 @@ from tests.hub_support import (
     ws_connect,
 )
 from tests.sdk_support import client
+from tests.webhook_support import Delivery, Receiver, receiving, webhook_settings
 
 POOLS = ("default", "gpu-eu", "llm", "acme")
 RULES = "region:eu=gpu-eu,service:llm=llm,customer:acme=acme"
@@ -575,3 +577,23 @@ async def test_the_api_document_describes_pool_and_the_pool_parameter(
         names = [p["name"] for p in doc["paths"][path]["get"].get("parameters", [])]
         assert "pool" in names, path
     assert "pool" in doc["info"]["description"]
+
+
+async def test_webhooks_are_delivered_from_every_pool_and_retried_in_one_place(
+    redis_url: str, pooled: BrokerSettings
+) -> None:
+    async def fail_once(delivery: Delivery, attempt: int) -> Response:
+        return Response("busy", status_code=500 if attempt == 0 else 204)
+
+    settings = settings_for(redis_url, pooled, webhooks=webhook_settings())
+    async with receiving(Receiver(respond=fail_once)) as rx, hub_client(settings) as api:
+        hook = {"url": rx.url, "events": ["accepted"]}
+        jobs = [
+            (await submit(api, webhook=hook, pool=pool))["id"] for pool in ("default", "gpu-eu")
+        ]
+        await wait_until(lambda: len(rx.verified) == 4, message="two attempts per job")
+    firsts = {d.payload["data"]["job_id"]: d.id for d in rx.verified}
+    assert set(firsts) == set(jobs)
+    assert "!" not in firsts[jobs[0]]  # the default pool's delivery ids are as they were
+    assert firsts[jobs[1]].startswith("gpu-eu!")  # another pool's say which, like its jobs'
+    assert sorted(rx.ids().values()) == [2, 2]  # each retried once, under its own id
