@@ -84,7 +84,9 @@ class HubContext:
         return [self.pools.brokers[name] for name in selected_pools(pool, self.pools.names)]
 
     async def _load_fleet(self) -> dict[str, list[WorkerView]]:
-        return {broker.pool: await broker.reads.fleet.live() for broker in self.pools}
+        brokers = list(self.pools)
+        fleets = await asyncio.gather(*(b.reads.fleet.live() for b in brokers))
+        return {b.pool: fleet for b, fleet in zip(brokers, fleets, strict=True)}
 
     async def workers(self, pool: str | None = None) -> list[WorkerView]:
         """Live workers of one pool, or of every pool this hub serves (the union by worker
