@@ -152,21 +152,19 @@ class JobFilter:
 
 
 async def list_jobs(
-    pools: Mapping[str, JobReads] | JobReads,
+    pools: Mapping[str, JobReads],
     flt: JobFilter,
     *,
     limit: int,
     cursor: str | None,
     budget: int,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """A page of job summaries over `pools` (each pool's read model by name; one alone is
-    the default pool) and the cursor of the next page (None at the end).
+    """A page of job summaries over `pools` (each pool's read model by name, at least one)
+    and the cursor of the next page (None at the end).
 
     At most `budget` index entries are examined per call, so a selective filter over a
     long index returns short pages instead of one slow request.
     """
-    if isinstance(pools, JobReads):
-        pools = {"default": pools}
     names = list(pools)
     stages = (flt.status,) if flt.status else ALL_ORDER
     pos = Cursor.decode(cursor, first_pool=names[0])

@@ -117,11 +117,6 @@ async def timing_samples(jobs: JobReads) -> tuple[list[int], list[int]]:
     return waits, runs
 
 
-async def timings(jobs: JobReads) -> dict[str, dict[str, Any]]:
-    waits, runs = await timing_samples(jobs)
-    return {"wait_ms": percentiles(waits), "run_ms": percentiles(runs)}
-
-
 def worker_counts(workers: list[WorkerView]) -> dict[str, Any]:
     return {
         "total": len(workers),
@@ -178,20 +173,11 @@ def _sum_counts(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
 
 
 async def compute_stats(
-    pools: Mapping[str, Reads] | Reads,
-    workers: Mapping[str, list[WorkerView]] | list[WorkerView] | None = None,
+    pools: Mapping[str, Reads], workers: Mapping[str, list[WorkerView]]
 ) -> dict[str, Any]:
-    """The /stats document over `pools` (each pool's read model by name; one alone: the
-    default pool). `workers`: each pool's live workers, e.g. from the hub's FleetCache
-    (read here when None; a plain list counts for the one pool)."""
-    if not isinstance(pools, Mapping):
-        pools = {"default": pools}
+    """The /stats document over `pools` (each pool's read model by name, at least one).
+    `workers`: each pool's live workers (the hub's FleetCache)."""
     names = list(pools)
-    if workers is None:
-        fleets = await asyncio.gather(*(pools[n].fleet.live() for n in names))
-        workers = dict(zip(names, fleets, strict=True))
-    elif not isinstance(workers, Mapping):
-        workers = {names[0]: workers}
     now = await pools[names[0]].now_ms()
     figures = dict(
         zip(
