@@ -166,23 +166,22 @@ async def submit_batch(request: Request) -> Response:
         by_pool: dict[str, list[int]] = {}
         for i, broker in enumerate(brokers):
             by_pool.setdefault(broker.pool, []).append(i)
-        results: list[Submitted | None] = [None] * len(reqs)
+        answers: dict[int, Submitted] = {}
         for pool, indexes in by_pool.items():
             submitted = await hub.pools.brokers[pool].submit_many(
                 [reqs[i] for i in indexes],
                 effective_priorities=[effective[i] for i in indexes],
                 max_priority=principal.max_priority,
             )
-            for i, one in zip(indexes, submitted, strict=True):
-                results[i] = one
+            answers.update(zip(indexes, submitted, strict=True))
+        results = [answers[i] for i in range(len(reqs))]
     except (InvalidInput, ApiError):
         hub.metrics.rejected.inc()
         raise
-    done = [r for r in results if r is not None]
-    out = await _batch_view(hub, principal, done)
-    created = sum(1 for r in done if r.created)
+    out = await _batch_view(hub, principal, results)
+    created = sum(1 for r in results if r.created)
     hub.metrics.created.inc(created)
-    hub.metrics.duplicate.inc(len(done) - created)
+    hub.metrics.duplicate.inc(len(results) - created)
     return json_response({"jobs": out}, 201 if created else 200)
 
 
