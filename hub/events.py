@@ -217,11 +217,6 @@ class EventHub:
         # Every pool's reader is reading (/ready); kept as a plain attribute.
         self.healthy = False
 
-    @property
-    def last_id(self) -> str:
-        """The default (or only) pool's last entry id read."""
-        return self.last_ids.get(DEFAULT_POOL) or next(iter(self.last_ids.values()), "0-0")
-
     def _set_healthy(self, pool: str, ok: bool) -> None:
         self._healthy[pool] = ok
         self.healthy = all(self._healthy.values())
