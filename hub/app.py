@@ -112,7 +112,7 @@ def create_app(
             # Every pool's events are read (its own consumer group); retries and the dead
             # letter are the default pool's, like every key that belongs to no pool.
             hub.webhooks = Deliverer(
-                pools.default.webhooks,
+                pools.fleet_wide.webhooks,
                 settings.webhooks,
                 intake={b.pool: b.webhooks for b in pools},
             )

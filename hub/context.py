@@ -60,14 +60,14 @@ class HubContext:
 
     @property
     def broker(self) -> Broker:
-        """The default pool's Broker (the first of POOLS): where submissions no rule routes
-        go, and the keeper of the keys that belong to no pool (rate limits, gateway grants,
-        webhook retries and dead letters)."""
-        return self.pools.default
+        """The `default` pool's Broker, keeper of the keys that belong to no pool (rate
+        limits, gateway grants and gateway workers, webhook retries and dead letters).
+        Submissions that no rule routes go to `pools.default` (the first of POOLS)."""
+        return self.pools.fleet_wide
 
     @property
     def reads(self) -> Reads:
-        """The default pool's read model; reads of a job use `for_job`, reads of the whole
+        """The `default` pool's read model; reads of a job use `for_job`, reads of the whole
         hub `selected`: the hub holds no Redis client of its own."""
         return self.broker.reads
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from redis.asyncio import Redis
 
 from shared.broker import Broker
-from shared.pools import pool_of
+from shared.pools import DEFAULT_POOL, pool_of
 from shared.settings import BrokerSettings
 
 
@@ -22,9 +22,15 @@ class PoolSet:
         self.brokers: dict[str, Broker] = {
             pool: Broker(redis, settings, pool=pool) for pool in settings.pools
         }
-        # A hub's pool for submissions no routing rule claims; the keeper of fleet-wide
-        # keys that belong to no pool (rate limits, gateway grants, webhook deliveries).
+        # A hub's pool for submissions no routing rule claims (the first of POOLS).
         self.default: Broker = self.brokers[settings.pools[0]]
+        # The keeper of the keys that belong to no pool (rate limits, gateway grants and
+        # gateway workers, webhook retries and dead letters): always the pool named
+        # `default`, served or not, so every hub on one Redis finds them in one place
+        # whatever POOLS it lists first.
+        self.fleet_wide: Broker = self.brokers.get(DEFAULT_POOL) or Broker(
+            redis, settings, pool=DEFAULT_POOL
+        )
 
     def __iter__(self) -> Iterator[Broker]:
         return iter(self.brokers.values())

@@ -4,6 +4,7 @@ indexes into one reading order, and which stored ids a caller's id may mean."""
 from __future__ import annotations
 
 import pytest
+from redis.asyncio import Redis
 
 from hub.auth import Principal
 from hub.job_access import candidate_ids
@@ -12,7 +13,9 @@ from hub.pool_routing import check_rules, parse_rules, route, selected_pools
 from shared.config import ConfigError
 from shared.errors import InvalidInput
 from shared.job import JobRequest
+from shared.pool_set import PoolSet
 from shared.requirements import GeographicRequirement, Requirements
+from shared.settings import BrokerSettings
 
 POOLS = ("default", "gpu-eu", "llm", "acme")
 
@@ -96,3 +99,16 @@ def test_a_customers_own_id_keeps_its_pool_in_front() -> None:
     assert candidate_ids(acme, "order-1") == ["acme~order-1", "order-1"]
     assert candidate_ids(acme, "gpu-eu!acme~order-1") == ["gpu-eu!acme~order-1"]
     assert candidate_ids(anyone, "gpu-eu!order-1") == ["gpu-eu!order-1"]
+
+
+def test_keys_of_no_pool_live_under_the_default_pool_whatever_pools_come_first() -> None:
+    """Rate limits, grants and webhook retries: one place for every hub on a Redis, so a
+    hub listing `gpu-eu` first and one listing `default` first find the same grants."""
+    client = Redis()  # never connects: only key names are compared
+    eu_first = PoolSet(client, BrokerSettings(pools=("gpu-eu", "default")))
+    default_first = PoolSet(client, BrokerSettings(pools=("default", "gpu-eu")))
+    eu_only = PoolSet(client, BrokerSettings(pools=("gpu-eu",)))
+    assert eu_first.default.pool == "gpu-eu"
+    assert {p.fleet_wide.keys.gateway_grants for p in (eu_first, default_first, eu_only)} == {
+        default_first.default.keys.gateway_grants
+    }
