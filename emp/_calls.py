@@ -100,11 +100,13 @@ def list_jobs(
     customer_id: str | None,
     limit: int,
     cursor: str | None,
+    pool: str | None = None,
 ) -> Call[JobPage]:
     given = {
         "status": status,
         "service_type": service_type,
         "customer_id": customer_id,
+        "pool": pool,
         "limit": str(limit),
         "cursor": cursor,
     }
@@ -130,19 +132,26 @@ def retry(job_id: str) -> Call[Job]:
     return Call("POST", _job_path(job_id, "retry"), _job, body={})
 
 
-def workers() -> Call[list[Worker]]:
+def workers(pool: str | None = None) -> Call[list[Worker]]:
     return Call(
         "GET",
         "/workers",
         lambda body, _status: [
             Worker.from_json(w) for w in Fields(body, "workers").items("workers")
         ],
+        params={"pool": pool} if pool is not None else None,
         idempotent=True,
     )
 
 
-def stats() -> Call[Stats]:
-    return Call("GET", "/stats", lambda body, _status: Stats.from_json(body), idempotent=True)
+def stats(pool: str | None = None) -> Call[Stats]:
+    return Call(
+        "GET",
+        "/stats",
+        lambda body, _status: Stats.from_json(body),
+        params={"pool": pool} if pool is not None else None,
+        idempotent=True,
+    )
 
 
 def _job(body: Any, _status: int) -> Job:

@@ -94,9 +94,11 @@ class AsyncClient:
         deadline: datetime | None = None,
         tags: Sequence[str] = (),
         idempotency_key: str | None = None,
+        pool: str | None = None,
     ) -> AsyncJobHandle:
         """Queue a job and return its handle. A repeated `idempotency_key` (or `id`)
-        returns the job it first created (`handle.created` is then False)."""
+        returns the job it first created (`handle.created` is then False). `pool`: the
+        pool to queue it in (None: the one the hub's rules pick, else its default)."""
         request = JobRequest(
             service_type=service_type,
             payload=payload,
@@ -108,6 +110,7 @@ class AsyncClient:
             timeout_seconds=timeout_seconds,
             deadline=deadline,
             tags=tags,
+            pool=pool,
         )
         key = idempotency_key or str(uuid.uuid4())
         return AsyncJobHandle(self, await self._send(_calls.submit(request, key)))
@@ -138,6 +141,7 @@ class AsyncClient:
         deadline: datetime | None = None,
         tags: Sequence[str] = (),
         idempotency_key: str | None = None,
+        pool: str | None = None,
     ) -> Job:
         """Submit, wait for the end and return the finished job; raise JobFailed if it
         failed or was cancelled, WaitTimeout when `timeout` seconds pass first."""
@@ -153,6 +157,7 @@ class AsyncClient:
             deadline=deadline,
             tags=tags,
             idempotency_key=idempotency_key,
+            pool=pool,
         )
         return (await self.wait(handle.id, timeout=timeout)).raise_for_status()
 
@@ -194,11 +199,13 @@ class AsyncClient:
         status: JobStatus | str | None = None,
         service_type: str | None = None,
         customer_id: str | None = None,
+        pool: str | None = None,
         page_size: int = 100,
         limit: int | None = None,
     ) -> AsyncIterator[Job]:
         """Every matching job (summaries: no payload or result), fetched a page at a time
-        as you iterate: live work first, then finished jobs newest first."""
+        as you iterate: live work first, then finished jobs newest first; every pool the
+        hub serves, or only `pool`."""
         check_page(page_size)
         cursor: str | None = None
         given = 0
@@ -211,6 +218,7 @@ class AsyncClient:
                     customer_id=customer_id,
                     limit=size,
                     cursor=cursor,
+                    pool=pool,
                 )
             )
             for job in page.jobs[:size]:
@@ -235,13 +243,14 @@ class AsyncClient:
             _stream_async.events(self._config, selector, self._find)
         )
 
-    async def workers(self) -> list[Worker]:
-        """The live workers (operator)."""
-        return await self._send(_calls.workers())
+    async def workers(self, pool: str | None = None) -> list[Worker]:
+        """The live workers (operator): of every pool the hub serves, or of `pool`."""
+        return await self._send(_calls.workers(pool))
 
-    async def stats(self) -> Stats:
-        """Queue, job counts, throughput, timings and fleet counts (operator)."""
-        return await self._send(_calls.stats())
+    async def stats(self, pool: str | None = None) -> Stats:
+        """Queue, job counts, throughput, timings and fleet counts (operator): summed over
+        every pool the hub serves (each pool's in `raw["pools"]`), or of `pool` alone."""
+        return await self._send(_calls.stats(pool))
 
     # -- plumbing -------------------------------------------------------------------------
 

@@ -111,9 +111,11 @@ class Client:
         deadline: datetime | None = None,
         tags: Sequence[str] = (),
         idempotency_key: str | None = None,
+        pool: str | None = None,
     ) -> JobHandle:
         """Queue a job and return its handle. A repeated `idempotency_key` (or `id`)
-        returns the job it first created (`handle.created` is then False)."""
+        returns the job it first created (`handle.created` is then False). `pool`: the
+        pool to queue it in (None: the one the hub's rules pick, else its default)."""
         request = JobRequest(
             service_type=service_type,
             payload=payload,
@@ -125,6 +127,7 @@ class Client:
             timeout_seconds=timeout_seconds,
             deadline=deadline,
             tags=tags,
+            pool=pool,
         )
         key = idempotency_key or str(uuid.uuid4())
         return JobHandle(self, self._send(_calls.submit(request, key)))
@@ -155,6 +158,7 @@ class Client:
         deadline: datetime | None = None,
         tags: Sequence[str] = (),
         idempotency_key: str | None = None,
+        pool: str | None = None,
     ) -> Job:
         """Submit, wait for the end and return the finished job; raise JobFailed if it
         failed or was cancelled, WaitTimeout when `timeout` seconds pass first."""
@@ -170,6 +174,7 @@ class Client:
             deadline=deadline,
             tags=tags,
             idempotency_key=idempotency_key,
+            pool=pool,
         )
         return self.wait(handle.id, timeout=timeout).raise_for_status()
 
@@ -211,11 +216,13 @@ class Client:
         status: JobStatus | str | None = None,
         service_type: str | None = None,
         customer_id: str | None = None,
+        pool: str | None = None,
         page_size: int = 100,
         limit: int | None = None,
     ) -> Iterator[Job]:
         """Every matching job (summaries: no payload or result), fetched a page at a time
-        as you iterate: live work first, then finished jobs newest first."""
+        as you iterate: live work first, then finished jobs newest first; every pool the
+        hub serves, or only `pool`."""
         check_page(page_size)
         cursor: str | None = None
         given = 0
@@ -228,6 +235,7 @@ class Client:
                     customer_id=customer_id,
                     limit=size,
                     cursor=cursor,
+                    pool=pool,
                 )
             )
             yield from page.jobs[:size]
@@ -249,13 +257,14 @@ class Client:
         selector = Selector(job_id, customer_id, everything)
         return _stream_sync.EventStream(_stream_sync.events(self._config, selector, self._find))
 
-    def workers(self) -> list[Worker]:
-        """The live workers (operator)."""
-        return self._send(_calls.workers())
+    def workers(self, pool: str | None = None) -> list[Worker]:
+        """The live workers (operator): of every pool the hub serves, or of `pool`."""
+        return self._send(_calls.workers(pool))
 
-    def stats(self) -> Stats:
-        """Queue, job counts, throughput, timings and fleet counts (operator)."""
-        return self._send(_calls.stats())
+    def stats(self, pool: str | None = None) -> Stats:
+        """Queue, job counts, throughput, timings and fleet counts (operator): summed over
+        every pool the hub serves (each pool's in `raw["pools"]`), or of `pool` alone."""
+        return self._send(_calls.stats(pool))
 
     # -- plumbing -------------------------------------------------------------------------
 

@@ -79,6 +79,13 @@ class Job:
         return self.status.terminal
 
     @property
+    def pool(self) -> str:
+        """The pool the job is queued in, as its id says (`gpu-eu!job-...`; an id without
+        `!` is the default pool's)."""
+        pool, separator, _ = self.id.partition("!")
+        return pool if separator else "default"
+
+    @property
     def succeeded(self) -> bool:
         return self.status is JobStatus.COMPLETED
 
@@ -163,6 +170,7 @@ class JobRequest:
     timeout_seconds: float | None = None
     deadline: datetime | None = None
     tags: Sequence[str] = ()
+    pool: str | None = None  # the pool to queue it in; None: the hub's rules or its default
 
     def to_json(self) -> dict[str, Any]:
         """The POST /jobs body; unset fields are left out so the hub's defaults apply."""
@@ -178,6 +186,7 @@ class JobRequest:
             # A naive datetime goes as written; the hub refuses it and names `deadline`.
             "deadline": self.deadline.isoformat() if self.deadline is not None else None,
             "tags": list(self.tags) or None,
+            "pool": self.pool,
         }
         body.update((k, v) for k, v in optional.items() if v is not None)
         return body

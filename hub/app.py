@@ -44,7 +44,7 @@ from hub.request_log import RequestContextMiddleware, silence_frame_traces
 from hub.settings import HubSettings
 from hub.webhooks import routes as webhook_routes
 from hub.webhooks.deliverer import Deliverer
-from shared.broker import Broker
+from shared.pool_set import PoolSet
 from shared.redis_client import connect
 from shared.redis_settings import RedisSettings
 from shared.redis_types import RedisClient
@@ -85,23 +85,37 @@ def create_app(
         else:
             assert settings.redis is not None  # checked above
             client = redis_client(settings.redis)
-        broker = Broker(client, settings.broker)
+        pools = PoolSet(client, settings.broker)
         metrics = HubMetrics()
-        events = EventHub(broker.reads.event_stream())
+        # One reader per pool: on a cluster each pool's stream lives in its own slot.
+        events = EventHub({b.pool: b.reads.event_stream() for b in pools})
         events.add_listener(metrics.observe_event)
-        hub = HubContext(settings, broker, events, metrics, authenticator)
+        hub = HubContext(settings, pools, events, metrics, authenticator)
         try:
-            await publish_policy(broker)  # the fleet's job policy comes from the hubs
+            for broker in pools:  # the job policy comes from the hubs, in every pool
+                await publish_policy(broker)
         except (RedisError, OSError) as exc:  # maintenance publishes it again on every tick
             log.warning("could not publish the job policy yet: %s", type(exc).__name__)
         await events.start()
         await hub.gateway.start()
         tasks: list[asyncio.Task[None]] = []
         if run_maintenance:
-            loop = Maintenance(broker, settings)
-            tasks.append(asyncio.create_task(loop.run(hub.shutdown), name="emp-maintenance"))
+            # One loop per pool, each with its own jitter and intervals: every step is
+            # idempotent within its pool, so any number of hubs may run them at once.
+            for broker in pools:
+                loop = Maintenance(broker, settings)
+                task = asyncio.create_task(
+                    loop.run(hub.shutdown), name=f"emp-maintenance-{broker.pool}"
+                )
+                tasks.append(task)
         if settings.webhooks.enabled and deliver_webhooks:
-            hub.webhooks = Deliverer(broker.webhooks, settings.webhooks)
+            # Every pool's events are read (its own consumer group); retries and the dead
+            # letter are the default pool's, like every key that belongs to no pool.
+            hub.webhooks = Deliverer(
+                pools.fleet_wide.webhooks,
+                settings.webhooks,
+                intake={b.pool: b.webhooks for b in pools},
+            )
             await hub.webhooks.start()
         app.state.hub = hub
         try:

@@ -223,6 +223,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("HUB_AUTH=off: the hub runs WITHOUT authentication; use only for development")
     elif not settings.operator_tokens:
         log.warning("no HUB_OPERATOR_TOKEN: workers, stats, metrics and the dashboard are refused")
+    pools = settings.broker.pools
+    if len(pools) > 1 or pools[0] != "default":
+        # Said once at start-up: which pools this hub accepts, and where unrouted jobs go.
+        log.info(
+            "serving pools %s; submissions naming none go by HUB_POOL_RULES (%s), else to %s",
+            ",".join(pools),
+            ",".join(str(rule) for rule in settings.pool_rules) or "none",
+            pools[0],
+        )
     if args.check:
         print("emp-hub: configuration ok")
         return 0

@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import HTTPConnection
 
 from hub.auth import Authenticator, Principal
-from hub.errors import ApiError, forbidden
+from hub.errors import ApiError, forbidden, not_found
 from hub.events import EventHub
-from hub.fleet import FleetCache
+from hub.fleet import FleetCache, merge_workers
 from hub.gateway_relay import GatewayRelay
 from hub.metrics import HubMetrics
+from hub.pool_routing import selected_pools
 from hub.settings import HubSettings
+from hub.stats import compute_stats
 from hub.webhooks.deliverer import Deliverer
 from shared.broker import Broker
+from shared.pool_set import PoolSet
 from shared.reads import Reads
 from shared.worker_grants import GrantStore
+from shared.worker_view import WorkerView
 
 
 @dataclass
@@ -35,26 +40,69 @@ class LegacyRegistry:
 @dataclass
 class HubContext:
     settings: HubSettings
-    broker: Broker
+    # One Broker per pool this hub serves (POOLS): it accepts, lists and maintains them all.
+    pools: PoolSet
     events: EventHub
     metrics: HubMetrics
     authenticator: Authenticator
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     legacy: LegacyRegistry = field(default_factory=LegacyRegistry)
     webhooks: Deliverer | None = None  # this hub's webhook delivery, when it delivers
-    fleet: FleetCache = field(init=False)
+    fleet: FleetCache[dict[str, list[WorkerView]]] = field(init=False)
     grants: GrantStore = field(init=False)
     gateway: GatewayRelay = field(init=False)
 
     def __post_init__(self) -> None:
-        self.fleet = FleetCache(self.reads.fleet.live, self.settings.fleet_cache_seconds)
+        self.fleet = FleetCache(self._load_fleet, self.settings.fleet_cache_seconds)
+        # Gateway grants belong to no pool: they live under the default pool's keys.
         self.grants = GrantStore(self.broker.redis, self.broker.keys)
         self.gateway = GatewayRelay(self.broker.redis, self.broker.settings)
 
     @property
+    def broker(self) -> Broker:
+        """The `default` pool's Broker, keeper of the keys that belong to no pool (rate
+        limits, gateway grants and gateway workers, webhook retries and dead letters).
+        Submissions that no rule routes go to `pools.default` (the first of POOLS)."""
+        return self.pools.fleet_wide
+
+    @property
     def reads(self) -> Reads:
-        """Everything routes read: the hub holds no Redis client of its own."""
+        """The `default` pool's read model; reads of a job use `for_job`, reads of the whole
+        hub `selected`: the hub holds no Redis client of its own."""
         return self.broker.reads
+
+    def for_job(self, job_id: str) -> Broker:
+        """The Broker of the pool `job_id` names; 404 (as for an unknown job) when this hub
+        serves no such pool: the id alone says where a job is, no lookup needed."""
+        broker = self.pools.for_job(job_id)
+        if broker is None:
+            raise not_found()
+        return broker
+
+    def selected(self, pool: str | None) -> list[Broker]:
+        """The Brokers a read covers: `?pool=` (400 naming `pool` unless served), else all."""
+        return [self.pools.brokers[name] for name in selected_pools(pool, self.pools.names)]
+
+    async def _load_fleet(self) -> dict[str, list[WorkerView]]:
+        brokers = list(self.pools)
+        fleets = await asyncio.gather(*(b.reads.fleet.live() for b in brokers))
+        return {b.pool: fleet for b, fleet in zip(brokers, fleets, strict=True)}
+
+    async def workers(self, pool: str | None = None) -> list[WorkerView]:
+        """Live workers of one pool, or of every pool this hub serves (the union by worker
+        id: a worker registers in each pool it serves). Cached (HUB_FLEET_CACHE_SECONDS)."""
+        per_pool = await self.fleet.get()
+        if pool is not None:
+            return per_pool.get(pool, [])
+        return merge_workers(per_pool.values())
+
+    async def stats(self, pool: str | None = None) -> dict[str, Any]:
+        """The /stats document over `pool` (None: every pool this hub serves)."""
+        brokers = self.selected(pool)
+        fleet = await self.fleet.get()
+        return await compute_stats(
+            {b.pool: b.reads for b in brokers}, {b.pool: fleet.get(b.pool, []) for b in brokers}
+        )
 
     def begin_shutdown(self) -> None:
         """Tell long-lived streams (WebSocket, SSE, long-poll) to finish now, so a graceful

@@ -24,11 +24,13 @@ from starlette.templating import Jinja2Templates
 
 from hub.context import hub_of, require_operator
 from hub.errors import not_found
-from hub.fleet import why_waiting
+from hub.fleet import merge_workers, why_waiting
 from hub.http_helpers import json_response
+from hub.pool_reads import Ref, summaries
+from hub.pool_reads import heads as merged_heads
+from hub.pool_routing import pool_query
 from hub.queries import public_summary
 from hub.series import chart_series
-from hub.stats import compute_stats
 from hub.timeline import job_timeline
 
 HERE = Path(__file__).parent
@@ -74,32 +76,37 @@ async def favicon(request: Request) -> Response:
 
 
 async def data(request: Request) -> Response:
-    """Everything the dashboard shows: stats, workers, queue head, recent and failed jobs."""
+    """Everything the dashboard shows: stats, workers, queue head, recent and failed jobs,
+    over every pool (or one: `?pool=`), each list merged in its own order."""
     hub = hub_of(request)
     require_operator(request)
-    reads = hub.reads
+    pool = pool_query(request.query_params)
+    brokers = hub.selected(pool)
+    jobs = {b.pool: b.reads.jobs for b in brokers}
     recent = dict.fromkeys(("pending", "active", "completed", "cancelled"), RECENT)
-    heads = await reads.jobs.heads({**recent, "failed": RECENT * 2})
+    heads = await merged_heads(jobs, {**recent, "failed": RECENT * 2})
 
-    async def load(ids: list[str]) -> list[dict[str, Any]]:
-        jobs = await reads.jobs.summaries(ids)
-        return [public_summary(j) for j in jobs if j is not None]
+    async def load(refs: list[Ref]) -> list[dict[str, Any]]:
+        return [public_summary(j) for j in await summaries(jobs, refs) if j is not None]
 
     finished = await load(heads["completed"] + heads["cancelled"])
     finished.sort(key=lambda j: j.get("finished_at") or "", reverse=True)
-    now = await reads.now_ms()
-    workers = await hub.fleet.get()
+    now = await hub.reads.now_ms()
+    fleet = await hub.fleet.get()
+    workers = merge_workers(fleet.get(b.pool, []) for b in brokers)
     queue: list[dict[str, Any]] = []
-    waiting = await reads.jobs.summaries(heads["pending"])
-    for position, job in enumerate(waiting):  # ZRANGE from the head: index = position
+    waiting = await summaries(jobs, heads["pending"])
+    for ref, job in zip(heads["pending"], waiting, strict=True):
         if job is not None:
+            # ZRANGE from each pool's head: a job's index is its place in its pool's queue,
+            # and only its pool's workers can take it.
             out = public_summary(job)
-            out["queue_position"] = position
-            out["waiting"] = why_waiting(job, workers, position, now)  # the column's words
+            out["queue_position"] = ref.index
+            out["waiting"] = why_waiting(job, fleet.get(ref.pool, []), ref.index, now)
             queue.append(out)
     return json_response(
         {
-            "stats": await compute_stats(reads, workers),
+            "stats": await hub.stats(pool),
             "workers": [w.to_public(now) for w in workers],
             "pending": queue,
             "active": await load(heads["active"]),
@@ -110,21 +117,24 @@ async def data(request: Request) -> Response:
 
 
 async def series(request: Request) -> Response:
-    """The charts: the last hour per minute (hub/series.py)."""
+    """The charts: the last hour per minute (hub/series.py), over every pool or `?pool=`."""
     hub = hub_of(request)
     require_operator(request)
-    return json_response(await chart_series(hub.reads))
+    brokers = hub.selected(pool_query(request.query_params))
+    return json_response(await chart_series([b.reads for b in brokers]))
 
 
 async def timeline(request: Request) -> Response:
     """A job's events, for its page (hub/timeline.py). Operators see every job, so the
-    stored id is looked up as it is."""
+    stored id is looked up as it is, in the pool it names."""
     hub = hub_of(request)
     require_operator(request)
-    [job] = await hub.reads.jobs.summaries([request.path_params["job_id"]])
+    job_id = request.path_params["job_id"]
+    reads = hub.for_job(job_id).reads
+    [job] = await reads.jobs.summaries([job_id])
     if job is None:
         raise not_found()
-    return json_response(await job_timeline(hub.reads, job))
+    return json_response(await job_timeline(reads, job))
 
 
 routes = [

@@ -1,9 +1,13 @@
-"""Event fan-out: one reader of the Redis event stream per hub, many local subscribers.
+"""Event fan-out: one reader of each pool's Redis event stream per hub, many local subscribers.
 
-Every state change is a Lua script that also XADDs an event to `{prefix}events`, so the
-stream is the single, ordered history of the fleet, whichever hub or worker caused it. Each
-hub process runs ONE `XREAD BLOCK` loop and hands each event to the local subscribers whose
-filter matches (a job id, a customer, or everything). Subscribers never block the reader:
+Every state change is a Lua script that also XADDs an event to its pool's `events` stream,
+so each stream is the single, ordered history of its pool, whichever hub or worker caused
+it. Each hub process runs one `XREAD BLOCK` loop per pool it serves (on a Redis Cluster each
+pool's stream is in its own slot, often on its own primary, so one XREAD could not read
+them all) and hands each event to the local subscribers whose filter matches (a job id, a
+customer, or everything). The pools' events are merged as they arrive: a job lives in one
+pool, so each job's events still arrive in order; events of different pools have no order
+between them, and never had one to keep. Subscribers never block the reader:
 each has a bounded buffer, and one that falls behind is marked overflowed and must re-read
 the job (the followers below do that by themselves).
 
@@ -36,6 +40,7 @@ from shared.broker import Broker
 from shared.event_stream import EventStream
 from shared.job import Job
 from shared.outage import REDIS_OUTAGE
+from shared.pools import DEFAULT_POOL
 
 log = logging.getLogger("hub.events")
 
@@ -54,6 +59,7 @@ class Event:
     customer_id: str | None = None
     worker_id: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    pool: str = DEFAULT_POOL  # whose stream it came from (a job's is also in its id)
 
     @property
     def ts_ms(self) -> int:
@@ -64,7 +70,7 @@ class Event:
         return self.kind == "job" and self.type in TERMINAL_TYPES
 
     @classmethod
-    def from_fields(cls, entry_id: str, f: Mapping[str, str]) -> Event:
+    def from_fields(cls, entry_id: str, f: Mapping[str, str], pool: str = DEFAULT_POOL) -> Event:
         try:
             data = orjson.loads(f.get("data") or "{}")
         except orjson.JSONDecodeError:
@@ -80,6 +86,7 @@ class Event:
             customer_id=f.get("customer") or None,
             worker_id=f.get("worker") or data.get("worker_id") or None,
             data=data,
+            pool=pool,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -87,7 +94,9 @@ class Event:
         out: dict[str, Any] = {"id": self.id, "kind": self.kind, "event": self.type}
         if self.kind == "job":
             out.update(job_id=self.job_id, seq=self.seq, customer_id=self.customer_id)
-        out.update(worker_id=self.worker_id, data=self.data, ts=self.ts_ms)
+        # `pool`: a worker registers in every pool it serves, so its events come once per
+        # pool on a feed that covers several; this says which.
+        out.update(worker_id=self.worker_id, data=self.data, ts=self.ts_ms, pool=self.pool)
         return out
 
 
@@ -178,17 +187,21 @@ class Subscription:
 
 
 class EventHub:
-    """Tails the event stream and multiplexes it to this process's subscribers."""
+    """Tails every pool's event stream and multiplexes them to this process's subscribers."""
 
     def __init__(
         self,
-        stream: EventStream,
+        streams: Mapping[str, EventStream] | EventStream,
         *,
         block_ms: int = 5000,
         batch: int = 500,
         buffer: int = 2000,
     ) -> None:
-        self._stream = stream
+        """`streams`: each pool's stream by pool name (one stream alone: the default pool)."""
+        if isinstance(streams, Mapping):
+            self._streams = dict(streams)
+        else:
+            self._streams = {DEFAULT_POOL: streams}
         self._block_ms = block_ms
         self._batch = batch
         self._buffer = buffer
@@ -197,26 +210,40 @@ class EventHub:
         self._everything: set[Subscription] = set()
         self._subscribers: set[Subscription] = set()
         self._listeners: list[Callable[[Event], None]] = []
-        self._task: asyncio.Task[None] | None = None
-        self.last_id = "0-0"
+        self._tasks: list[asyncio.Task[None]] = []
+        # Per pool: the last entry id read, and whether its reader is reading.
+        self.last_ids: dict[str, str] = dict.fromkeys(self._streams, "0-0")
+        self._healthy: dict[str, bool] = dict.fromkeys(self._streams, False)
+        # Every pool's reader is reading (/ready); kept as a plain attribute.
         self.healthy = False
+
+    def _set_healthy(self, pool: str, ok: bool) -> None:
+        self._healthy[pool] = ok
+        self.healthy = all(self._healthy.values())
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Begin after the newest existing entry: the reader serves live events only."""
-        self.last_id = await self._stream.newest_id()
+        """Begin after each stream's newest entry: the readers serve live events only."""
+        for pool, stream in self._streams.items():
+            self.last_ids[pool] = await stream.newest_id()
+            self._healthy[pool] = True
         self.healthy = True
-        self._stream.open()
-        self._task = asyncio.create_task(self._run(), name="emp-event-reader")
+        for pool, stream in self._streams.items():
+            stream.open()
+            self._tasks.append(
+                asyncio.create_task(self._run(pool, stream), name=f"emp-event-reader-{pool}")
+            )
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._stream.close()
+        for stream in self._streams.values():
+            await stream.close()
         self.end_all()
 
     def end_all(self) -> None:
@@ -284,27 +311,27 @@ class EventHub:
 
     # -- the reader -------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _run(self, pool: str, stream: EventStream) -> None:
         delay = 0.05
         while True:
             try:
-                entries = await self._stream.read(
-                    self.last_id, count=self._batch, block_ms=self._block_ms
+                entries = await stream.read(
+                    self.last_ids[pool], count=self._batch, block_ms=self._block_ms
                 )
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
                 REDIS_OUTAGE.failed("event reader", exc)
-                self.healthy = False
+                self._set_healthy(pool, False)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            self.healthy = True
+            self._set_healthy(pool, True)
             REDIS_OUTAGE.recovered()
             delay = 0.05
             for entry_id, fields in entries:
-                self.last_id = entry_id
-                self.dispatch(Event.from_fields(entry_id, fields))
+                self.last_ids[pool] = entry_id
+                self.dispatch(Event.from_fields(entry_id, fields, pool))
 
 
 @dataclass(slots=True)

@@ -9,17 +9,20 @@ the claim.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
 
 from shared.job import Job, ms_to_iso
 from shared.matching import Demand, mismatch
 from shared.worker_view import WorkerView
 
+T = TypeVar("T")
 
-class FleetCache:
+
+class FleetCache(Generic[T]):
     """The live fleet, re-read at most every `max_age` seconds per hub.
 
     Reading the fleet costs two commands per worker; "why is my job waiting" on every
@@ -27,20 +30,18 @@ class FleetCache:
     of staleness is harmless for an explanation. Concurrent callers share one read.
     """
 
-    def __init__(
-        self, load: Callable[[], Awaitable[list[WorkerView]]], max_age: float = 1.0
-    ) -> None:
-        """`load` reads the live fleet (`FleetReads.live`)."""
+    def __init__(self, load: Callable[[], Awaitable[T]], max_age: float = 1.0) -> None:
+        """`load` reads the live fleet (`FleetReads.live`, or every pool's: the hub's)."""
         self._load = load
         self._max_age = max_age
-        self._value: list[WorkerView] = []
+        self._value: T | None = None
         self._at = float("-inf")
-        self._pending: asyncio.Future[list[WorkerView]] | None = None
+        self._pending: asyncio.Future[T] | None = None
 
-    async def get(self) -> list[WorkerView]:
+    async def get(self) -> T:
         if self._max_age <= 0:
             return await self._load()
-        if time.monotonic() - self._at < self._max_age:
+        if self._value is not None and time.monotonic() - self._at < self._max_age:
             return self._value
         if self._pending is not None:
             return await asyncio.shield(self._pending)
@@ -57,6 +58,30 @@ class FleetCache:
         self._value, self._at = value, time.monotonic()
         future.set_result(value)
         return value
+
+
+def merge_workers(pools: Iterable[Sequence[WorkerView]]) -> list[WorkerView]:
+    """The workers of several pools as one fleet: a worker registers in every pool it
+    serves, so it appears once, with the jobs it holds in each pool and its counters summed;
+    its status, state and capabilities are those of its freshest record."""
+    merged: dict[str, WorkerView] = {}
+    for views in pools:
+        for view in views:
+            seen = merged.get(view.id)
+            if seen is None:
+                merged[view.id] = dataclasses.replace(view, leases=list(view.leases))
+                continue
+            fresher = (view.last_heartbeat or 0) > (seen.last_heartbeat or 0)
+            base = view if fresher else seen
+            merged[view.id] = dataclasses.replace(
+                base,
+                alive=seen.alive or view.alive,
+                leases=seen.leases + list(view.leases),
+                claimed=seen.claimed + view.claimed,
+                completed=seen.completed + view.completed,
+                failed=seen.failed + view.failed,
+            )
+    return list(merged.values())
 
 
 def why_waiting(

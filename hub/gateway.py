@@ -16,6 +16,12 @@ in front:
 - a revoked token closes the worker's connections on every hub (pub/sub, and a grant check
   every GRANT_CHECK_SECONDS on each connection in case a message was missed), and its held
   jobs go back to the queue.
+
+Pools (shared/pools.py): a gateway worker registers, heartbeats, waits and claims in the
+hub's default pool (the first of its POOLS). Reports on a job (progress, complete, fail,
+release, cancel) go to the pool its id names, like every other use of a job id on the hub;
+one for a pool this hub does not serve answers `stale` (cancel: refused), as a report on a
+job the worker does not hold does.
 """
 
 from __future__ import annotations
@@ -224,10 +230,26 @@ class GatewaySession:
             return claim_to_wire(claimed)
         if isinstance(args, WaitArgs):
             return await self._wait(args)
+        if op == "deregister":
+            return await broker.deregister_worker(me)
+        return await self._report(op, args, me)
+
+    async def _report(self, op: str, args: Any, me: str) -> Any:
+        """A report on one job, to the Broker of the pool its id names."""
+        job_id = getattr(args, "job_id", None)
+        if not isinstance(job_id, str):
+            raise InvalidInput("op", f"unknown operation {op!r}")  # pragma: no cover
+        broker = self.hub.pools.for_job(job_id)
+        if broker is None:  # a pool this hub does not serve: no job this worker holds here
+            if isinstance(args, CancelArgs):
+                raise Refused(f"job {job_id} is not held by worker {me}")
+            if isinstance(args, CompleteClaimArgs):
+                return ["stale", claim_to_wire(NoClaim("limit", None))]
+            return "stale"
         if isinstance(args, ProgressArgs):
             return await broker.progress(me, args.job_id, args.token, args.progress, args.message)
         if isinstance(args, CompleteClaimArgs):
-            return await self._complete_and_claim(args)
+            return await self._complete_and_claim(broker, args)
         if isinstance(args, CompleteArgs):
             return await broker.complete(me, args.job_id, args.token, args.result)
         if isinstance(args, FailArgs):
@@ -241,12 +263,9 @@ class GatewaySession:
             if owner is None or owner.worker_id != me:
                 raise Refused(f"job {args.job_id} is not held by worker {me}")
             return (await broker.cancel(args.job_id, args.reason)).outcome
-        if op == "deregister":
-            return await broker.deregister_worker(me)
         raise InvalidInput("op", f"unknown operation {op!r}")  # pragma: no cover
 
-    async def _complete_and_claim(self, args: CompleteClaimArgs) -> Any:
-        broker = self.hub.broker
+    async def _complete_and_claim(self, broker: Broker, args: CompleteClaimArgs) -> Any:
         me = self.worker_id
         if args.caps is None:
             fence = await broker.complete(me, args.job_id, args.token, args.result)

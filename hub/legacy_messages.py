@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 from hub.context import HubContext
-from hub.stats import compute_stats
+from hub.pool_reads import heads as merged_heads
+from hub.pool_reads import summaries
 from shared.job import Job
 
 MAX_ACTIVE_JOBS = 100
@@ -43,10 +44,14 @@ def job_status_message(job: Job) -> dict[str, Any]:
 
 
 async def stats_broadcast(hub: HubContext) -> dict[str, Any]:
-    """The original monitor feed: connections, workers, subscriptions, system stats."""
-    workers = await hub.fleet.get()
-    stats = await compute_stats(hub.reads, workers)
-    heads = await hub.reads.jobs.heads(dict.fromkeys(("active", "pending"), MAX_ACTIVE_JOBS // 2))
+    """The original monitor feed: connections, workers, subscriptions, system stats, over
+    every pool this hub serves (the original protocol knows no pools)."""
+    workers = await hub.workers()
+    stats = await hub.stats()
+    jobs_reads = {b.pool: b.reads.jobs for b in hub.pools}
+    heads = await merged_heads(
+        jobs_reads, dict.fromkeys(("active", "pending"), MAX_ACTIVE_JOBS // 2)
+    )
     active_jobs = [
         {
             "id": j.id,
@@ -58,7 +63,7 @@ async def stats_broadcast(hub: HubContext) -> dict[str, Any]:
             "updated_at": seconds(j.claimed_at or j.created_at),
             "progress": j.progress,
         }
-        for j in await hub.reads.jobs.summaries(heads["active"] + heads["pending"])
+        for j in await summaries(jobs_reads, heads["active"] + heads["pending"])
         if j is not None
     ]
     jobs = stats["jobs"]

@@ -7,6 +7,10 @@ aging computes a pure function of the job and the Redis clock, so two hubs re-sc
 same job write the same value. Work per tick is bounded: reaping loops only while full
 batches come back (up to a cap), aging visits at most `aging_batch` pending jobs per pass
 and continues where it stopped on the next pass.
+
+One `Maintenance` looks after one pool (its Broker): a hub runs one loop per pool it serves
+(hub/app.py). The steps touch only their pool's keys, so they stay idempotent per pool, and
+hubs serving overlapping POOLS share the work of the pools they have in common safely.
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ Two kinds of numbers:
   event stream this hub already tails. Every hub sees every event, so these counters are
   fleet-wide per hub: aggregate them with max(), not sum(), across hubs.
 Submissions through this hub's API are this hub's own counter.
+
+Everything that belongs to a pool carries a `pool` label (shared/pools.py): the gauges are
+read per pool, the event counters count each pool's stream. A total is a sum over `pool`
+(`sum without (pool) (emp_jobs)`); no series holds a total itself, so summing never counts
+twice. `?pool=NAME` renders only that pool's series (and those that belong to no pool).
 """
 
 from __future__ import annotations
@@ -44,27 +49,41 @@ class HubMetrics:
             registry=r,
         )
         self.events = Counter(
-            "emp_events", "Job and worker events seen on the event stream", ["type"], registry=r
+            "emp_events",
+            "Job and worker events seen on the event streams",
+            ["type", "pool"],
+            registry=r,
         )
         self.wait = Histogram(
             "emp_job_wait_seconds",
             "Time from submission to claim",
+            ["pool"],
             buckets=SECONDS_BUCKETS,
             registry=r,
         )
         self.run = Histogram(
             "emp_job_run_seconds",
             "Time from claim to completion",
+            ["pool"],
             buckets=SECONDS_BUCKETS,
             registry=r,
         )
         self.queue_depth = Gauge(
-            "emp_queue_depth", "Pending jobs by service (claimable now)", ["service"], registry=r
+            "emp_queue_depth",
+            "Pending jobs by service (claimable now)",
+            ["service", "pool"],
+            registry=r,
         )
         self.jobs = Gauge(
-            "emp_jobs", "Jobs by status (finished ones within retention)", ["status"], registry=r
+            "emp_jobs",
+            "Jobs by status (finished ones within retention)",
+            ["status", "pool"],
+            registry=r,
         )
-        self.workers = Gauge("emp_workers", "Live workers by status", ["status"], registry=r)
+        # A worker serving several pools counts in each: its registration is per pool.
+        self.workers = Gauge(
+            "emp_workers", "Live workers by status", ["status", "pool"], registry=r
+        )
         self.connections = Gauge(
             "emp_hub_connections",
             "Open WebSocket/SSE connections on this hub",
@@ -75,47 +94,59 @@ class HubMetrics:
         self.created = self.submissions.labels("created")
         self.duplicate = self.submissions.labels("duplicate")
         self.rejected = self.submissions.labels("rejected")
-        self._event_counters: dict[str, Any] = {}
+        self._event_counters: dict[tuple[str, str], Any] = {}
         self._refresh_interval = refresh_interval
         self._refreshed = 0.0
 
     def observe_event(self, event: Event) -> None:
         """Event listener (see EventHub.add_listener): cheap, no I/O."""
-        counter = self._event_counters.get(event.type)
+        key = (event.type, event.pool)
+        counter = self._event_counters.get(key)
         if counter is None:
-            counter = self._event_counters[event.type] = self.events.labels(event.type)
+            counter = self._event_counters[key] = self.events.labels(*key)
         counter.inc()
         if event.type == "completed":
             run_ms = event.data.get("run_ms")
             if isinstance(run_ms, int | float):
-                self.run.observe(max(0.0, run_ms / 1000))
+                self.run.labels(event.pool).observe(max(0.0, run_ms / 1000))
         elif event.type == "claimed":
             wait_ms = event.data.get("wait_ms")
             if isinstance(wait_ms, int | float):
-                self.wait.observe(max(0.0, wait_ms / 1000))
+                self.wait.labels(event.pool).observe(max(0.0, wait_ms / 1000))
 
     def refresh(self, stats: dict[str, Any], offered: Collection[str]) -> None:
-        """Update the gauges from a /stats document. `offered`: the services some live
-        worker offers. Service names come from clients, so only those offered become
-        labels; every other pending job counts under `other` (each client-chosen name used
-        to become a label, and a series, of its own)."""
+        """Update the gauges from a /stats document (its per-pool figures). `offered`: the
+        services some live worker offers. Service names come from clients, so only those
+        offered become labels; every other pending job counts under `other` (each
+        client-chosen name used to become a label, and a series, of its own)."""
         self.queue_depth.clear()
-        depth: dict[str, int] = {}
-        for service, entry in stats["pending"]["by_service"].items():
-            label = service if service in offered else OTHER
-            depth[label] = depth.get(label, 0) + int(entry["total"])
-        for label, total in depth.items():
-            self.queue_depth.labels(label).set(total)
-        for status, count in stats["jobs"].items():
-            self.jobs.labels(status).set(count)
+        self.jobs.clear()
         self.workers.clear()
-        for status, count in stats["workers"]["by_status"].items():
-            self.workers.labels(status).set(count)
+        for pool, figures in stats["pools"].items():
+            depth: dict[str, int] = {}
+            for service, entry in figures["pending"]["by_service"].items():
+                label = service if service in offered else OTHER
+                depth[label] = depth.get(label, 0) + int(entry["total"])
+            for label, total in depth.items():
+                self.queue_depth.labels(label, pool).set(total)
+            for status, count in figures["jobs"].items():
+                self.jobs.labels(status, pool).set(count)
+            for status, count in figures["workers"]["by_status"].items():
+                self.workers.labels(status, pool).set(count)
         self._refreshed = time.monotonic()
 
     @property
     def stale(self) -> bool:
         return time.monotonic() - self._refreshed >= self._refresh_interval
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, pool: str | None = None) -> bytes:
+        """The exposition text; with `pool`, without the series of every other pool."""
+        text = generate_latest(self.registry)
+        if pool is None:
+            return text
+        # Label values are escaped in the text format, so a `pool="..."` label of another
+        # pool is recognisable on its line; the HELP and TYPE lines carry no labels.
+        mine = f'pool="{pool}"'.encode()
+        return b"".join(
+            line for line in text.splitlines(keepends=True) if b'pool="' not in line or mine in line
+        )

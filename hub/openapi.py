@@ -23,6 +23,8 @@ from starlette.templating import Jinja2Templates
 from hub.http_helpers import json_response
 from hub.request_models import BatchRequest, CancelRequest
 from shared.job import JobRequest, JobStatus
+from shared.pools import POOL_NAME
+from shared.validation import whole
 from shared.webhook import Webhook
 from shared.worker_grants import Grant
 
@@ -81,7 +83,7 @@ class JobList(msgspec.Struct):
 OPERATIONS: tuple[tuple[str, str, str, Role, type | None, str, type | None], ...] = (
     ("POST", "/jobs", "Submit a job (201 new, 200 existing id / Idempotency-Key)",
      "client", JobRequest, "201", JobView),
-    ("GET", "/jobs", "List jobs: status, service_type, customer_id, limit, cursor",
+    ("GET", "/jobs", "List jobs: status, service_type, customer_id, pool, limit, cursor",
      "client", None, "200", JobList),
     ("POST", "/jobs/batch", "Submit up to 1000 jobs, all validated before any is written",
      "client", BatchRequest, "201", None),
@@ -100,7 +102,8 @@ OPERATIONS: tuple[tuple[str, str, str, Role, type | None, str, type | None], ...
      "operator", None, "200", None),
     ("POST", "/workers/{worker_id}/drain", "Finish running jobs, claim no more",
      "operator", None, "200", None),
-    ("GET", "/stats", "Queue, throughput, timings and workers", "operator", None, "200", None),
+    ("GET", "/stats", "Queue, throughput, timings and workers: sums, and per pool in `pools`",
+     "operator", None, "200", None),
     ("GET", "/health", "The process is up", "public", None, "200", None),
     ("GET", "/ready", "Redis and the event stream are reachable", "public", None, "200", None),
     ("GET", "/metrics", "Prometheus metrics", "operator", None, "200", None),
@@ -127,6 +130,29 @@ OPERATIONS: tuple[tuple[str, str, str, Role, type | None, str, type | None], ...
      "Send a dead-lettered webhook delivery again (same webhook-id and body)",
      "operator", None, "200", None),
 )  # fmt: skip
+
+# Reads over pools (shared/pools.py): every pool the hub serves, or the one `?pool=` names.
+POOL_PARAMETER: dict[str, Any] = {
+    "name": "pool",
+    "in": "query",
+    "required": False,
+    "description": "Only this pool (one the hub serves, its POOLS; any other is a 400 "
+    "naming `pool`); absent: every pool the hub serves, merged",
+    "schema": {"type": "string", "pattern": whole(POOL_NAME.pattern)},
+}
+POOL_READS = frozenset(
+    {"/jobs", "/stats", "/metrics", "/workers", "/dashboard/data", "/dashboard/series"}
+)
+# Submissions (JobRequest.pool) and ids: documented once, in the document's description.
+POOLS_TEXT = (
+    "Pools: a job goes to the pool its submission names (`pool`), else to the one the hub's "
+    "HUB_POOL_RULES pick, else to the hub's default pool; its id then starts with its pool "
+    "(`gpu-eu!job-...`; the default pool's ids carry none), and every route that takes an "
+    "id finds the job in that pool (an id naming a pool the hub does not serve is a 404). "
+    "Listings, /stats, /metrics and the dashboard feeds cover every pool, or one with "
+    "`?pool=`; GET /jobs merges the pools' pages in one order, its cursor holding each "
+    "pool's offset."
+)
 
 WEBSOCKETS = (
     ("/ws", "Live events: subscribe to a job, a customer or everything (operator)"),
@@ -159,11 +185,14 @@ def build_document() -> dict[str, Any]:
     for method, path, summary, role, body, ok, ok_model in OPERATIONS:
         op: dict[str, Any] = {"summary": summary, "x-role": role}
         params = [p.strip("{}") for p in path.split("/") if p.startswith("{")]
-        if params:
-            op["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in params
-            ]
+        parameters: list[dict[str, Any]] = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in params
+        ]
+        if method == "GET" and path in POOL_READS:
+            parameters.append(POOL_PARAMETER)
+        if parameters:
+            op["parameters"] = parameters
         if body is not None:
             op["requestBody"] = {
                 "required": body is not CancelRequest,
@@ -185,7 +214,9 @@ def build_document() -> dict[str, Any]:
             "title": "emp-redis hub",
             "version": "0.1.0",
             "description": "Job submission, live events and fleet monitoring. WebSockets: "
-            + "; ".join(f"{p} ({d})" for p, d in WEBSOCKETS),
+            + "; ".join(f"{p} ({d})" for p, d in WEBSOCKETS)
+            + ". "
+            + POOLS_TEXT,
         },
         "paths": paths,
         "components": {

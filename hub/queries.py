@@ -8,22 +8,31 @@ read, with a bounded amount of work per request: a page may come back with fewer
 `limit` jobs and still a `next_cursor`, like Redis SCAN. Positions are offsets into the indexes, so
 a cursor is best effort while jobs move: a job may be seen twice or missed when it changes
 status between two pages.
+
+Over several pools (hub/pool_reads.py) a page is a merge of each pool's index in the one
+reading order, and the cursor holds one offset per pool: how far into its own index each
+pool has been read. A page never reads past the last entry it fetched from a pool that may
+have more, so no pool's later entry can belong before one already given.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
 import orjson
 
+from hub.pool_reads import merge, summaries
 from shared.broker import Submitted
 from shared.errors import InvalidInput
 from shared.job import Job, JobRequest, ms_to_iso
 from shared.job_reads import JobReads
+from shared.pools import POOL_NAME
 from shared.settings import BrokerSettings
 
 STATUSES: Final = ("pending", "active", "completed", "failed", "cancelled")
@@ -85,27 +94,47 @@ def created_view(
     }
 
 
+_BAD_CURSOR = "not a cursor returned by this API"
+
+
 @dataclass(frozen=True, slots=True)
 class Cursor:
+    """Where the next page starts: the stage (which index of the listing's order) and, per
+    pool, how far into that index it was read (a pool left out: from its start)."""
+
     stage: int
-    offset: int
+    offsets: Mapping[str, int] = field(default_factory=dict)
 
     def encode(self) -> str:
-        raw = orjson.dumps([self.stage, self.offset])
+        offsets = {pool: n for pool, n in self.offsets.items() if n}
+        raw = orjson.dumps([self.stage, offsets])
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
-    def decode(cls, text: str | None) -> Cursor:
+    def decode(cls, text: str | None, *, first_pool: str = "default") -> Cursor:
+        """`first_pool` takes the offset of a cursor from before pools, `[stage, offset]`,
+        which a client may still hold across an upgrade."""
         if not text:
-            return cls(0, 0)
+            return cls(0)
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            stage, offset = orjson.loads(raw)
+            stage, offsets = orjson.loads(raw)
         except (binascii.Error, ValueError, TypeError):
-            raise InvalidInput("cursor", "not a cursor returned by this API") from None
-        if not (isinstance(stage, int) and isinstance(offset, int)) or stage < 0 or offset < 0:
-            raise InvalidInput("cursor", "not a cursor returned by this API")
-        return cls(stage, offset)
+            raise InvalidInput("cursor", _BAD_CURSOR) from None
+        if isinstance(offsets, int) and not isinstance(offsets, bool):
+            offsets = {first_pool: offsets}
+        if not isinstance(stage, int) or isinstance(stage, bool) or stage < 0:
+            raise InvalidInput("cursor", _BAD_CURSOR)
+        if not isinstance(offsets, dict) or not all(
+            isinstance(pool, str)
+            and POOL_NAME.fullmatch(pool)
+            and isinstance(n, int)
+            and not isinstance(n, bool)
+            and n >= 0
+            for pool, n in offsets.items()
+        ):
+            raise InvalidInput("cursor", _BAD_CURSOR)
+        return cls(stage, offsets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,35 +152,58 @@ class JobFilter:
 
 
 async def list_jobs(
-    jobs: JobReads, flt: JobFilter, *, limit: int, cursor: str | None, budget: int
+    pools: Mapping[str, JobReads],
+    flt: JobFilter,
+    *,
+    limit: int,
+    cursor: str | None,
+    budget: int,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """A page of job summaries and the cursor of the next page (None at the end).
+    """A page of job summaries over `pools` (each pool's read model by name, at least one)
+    and the cursor of the next page (None at the end).
 
     At most `budget` index entries are examined per call, so a selective filter over a
     long index returns short pages instead of one slow request.
     """
+    names = list(pools)
     stages = (flt.status,) if flt.status else ALL_ORDER
-    pos = Cursor.decode(cursor)
+    pos = Cursor.decode(cursor, first_pool=names[0])
     out: list[dict[str, Any]] = []
     examined = 0
-    stage, offset = pos.stage, pos.offset
+    stage = pos.stage
+    offsets = {name: pos.offsets.get(name, 0) for name in names}
     while stage < len(stages) and len(out) < limit and examined < budget:
         status = stages[stage]
         chunk = min(max(limit - len(out), 50), budget - examined)
-        ids = await jobs.ids(status, offset, chunk)
-        if not ids:
-            stage, offset = stage + 1, 0
+        fetched = dict(
+            zip(
+                names,
+                await asyncio.gather(
+                    *(pools[n].scored_ids(status, offsets[n], chunk) for n in names)
+                ),
+                strict=True,
+            )
+        )
+        refs = merge(status, fetched)
+        if not refs:
+            stage, offsets = stage + 1, dict.fromkeys(names, 0)
             continue
+        # A pool that filled its chunk may have more entries: merging past its last one
+        # fetched could put a later entry of another pool before one of its own.
+        full = [n for n in names if len(fetched[n]) == chunk]
+        last = {ref.pool: i for i, ref in enumerate(refs)}
+        upto = min((last[n] for n in full), default=len(refs) - 1)
+        window = refs[: upto + 1]
         taken = 0
-        for job in await jobs.summaries(ids):
+        for ref, job in zip(window, await summaries(pools, window), strict=True):
             taken += 1
+            offsets[ref.pool] += 1
             if job is not None and flt.accepts(job) and job.status == status:
                 out.append(public_summary(job))
                 if len(out) >= limit:
                     break
         examined += taken
-        offset += taken
-        if len(ids) < chunk and taken == len(ids):
-            stage, offset = stage + 1, 0
+        if not full and taken == len(refs):
+            stage, offsets = stage + 1, dict.fromkeys(names, 0)
     more = stage < len(stages)
-    return out, Cursor(stage, offset).encode() if more else None
+    return out, Cursor(stage, offsets).encode() if more else None

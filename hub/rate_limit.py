@@ -48,6 +48,8 @@ class RateLimitMiddleware:
         wait_ms = 0
         if hub is not None:
             try:
+                # The default pool's Broker: a token's bucket belongs to no pool (it limits
+                # the token across all of them), so every hub must find it in one place.
                 wait_ms = await hub.broker.take_request(principal.bucket, self.rate, self.burst)
             except TRANSIENT_ERRORS as exc:
                 log.warning("rate limit not checked, Redis unavailable: %s", type(exc).__name__)

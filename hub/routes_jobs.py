@@ -3,6 +3,11 @@
 Every state change goes through the Broker API (one Lua script each); reads go through its
 read model (`Broker.reads`). A client token bound to a customer submits only as that
 customer and never learns that another customer's job exists (404, not 403).
+
+Pools (shared/pools.py): a submission goes to the pool it names, else the one
+HUB_POOL_RULES picks, else the hub's default (hub/pool_routing.py); the job's id then
+carries its pool, so every route that takes an id goes straight to that pool's Broker
+(`HubContext.for_job`). Listings cover every pool, or one with `?pool=`.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from hub.events import follow_job
 from hub.fleet import why_waiting
 from hub.http_helpers import decode_model, json_response, read_body
 from hub.job_access import visible_id
+from hub.pool_routing import route
 from hub.priority import deadline_ms, refuse_past_deadline
 from hub.queries import STATUSES, JobFilter, created_view, list_jobs, summary_with_position
 from hub.request_models import BatchRequest, CancelRequest
 from hub.sse import job_events
 from hub.webhooks.subscribe import check_subscription
-from shared.broker import Submitted
+from shared.broker import Broker, Submitted
 from shared.errors import InvalidInput
 from shared.job import Job, JobRequest, scoped_job_id
 from shared.logs import job_id_var
@@ -73,6 +79,12 @@ def _prepare(hub: HubContext, principal: Principal, req: JobRequest, field: str)
     return prepared
 
 
+def _pool(hub: HubContext, req: JobRequest, field: str) -> Broker:
+    """The Broker of the pool `req` goes to (400 naming `{field}pool` for one this hub
+    does not serve): checked before anything is written."""
+    return hub.pools.brokers[route(req, hub.settings.pool_rules, hub.pools.names, field)]
+
+
 def _effective(hub: HubContext, principal: Principal, req: JobRequest, now_ms: int) -> int:
     return hub.settings.priority.effective(
         req.priority if req.priority is not None else hub.settings.default_priority,
@@ -102,11 +114,12 @@ async def submit_job(request: Request) -> Response:
             request, hub.settings.max_request_bytes, hub.settings.body_timeout_seconds
         )
         req = _prepare(hub, principal, _decode(body, JobRequest), "")
+        broker = _pool(hub, req, "")
         now_ms = int(time.time() * 1000)
         refuse_past_deadline(req, now_ms)
         idem = _idempotency_key(request, req)
         effective = _effective(hub, principal, req, now_ms)
-        submitted = await hub.broker.submit(
+        submitted = await broker.submit(
             req,
             effective_priority=effective,
             idempotency_key=idem,
@@ -120,9 +133,9 @@ async def submit_job(request: Request) -> Response:
     headers = {"Location": f"/jobs/{job_id}"}
     if submitted.created:
         hub.metrics.created.inc()
-        view = created_view(req, submitted, effective, hub.broker.settings)
+        view = created_view(req, submitted, effective, broker.settings)
         return json_response(view, 201, headers)
-    job = await summary_with_position(hub.reads.jobs, job_id)
+    job = await summary_with_position(broker.reads.jobs, job_id)
     if job is None:  # finished and expired between the two calls: extremely unlikely
         job = {"id": job_id}
     elif not principal.can_see(job.get("customer_id")):
@@ -140,17 +153,28 @@ async def submit_batch(request: Request) -> Response:
         )
         batch = _decode(body, BatchRequest)
         reqs = [_prepare(hub, principal, r, f"jobs[{i}].") for i, r in enumerate(batch.jobs)]
+        brokers = [_pool(hub, r, f"jobs[{i}].") for i, r in enumerate(reqs)]
         limit = hub.broker.settings.max_payload_bytes
         for i, r in enumerate(reqs):  # name the failing job; the broker checks again
             check_document(r.payload, f"jobs[{i}].payload", max_bytes=limit)
         now_ms = int(time.time() * 1000)
         for i, r in enumerate(reqs):
             refuse_past_deadline(r, now_ms, f"jobs[{i}].")
-        results = await hub.broker.submit_many(
-            reqs,
-            effective_priorities=[_effective(hub, principal, r, now_ms) for r in reqs],
-            max_priority=principal.max_priority,
-        )
+        effective = [_effective(hub, principal, r, now_ms) for r in reqs]
+        # One submit_many per pool (each pool's scripts touch only its keys), each keeping
+        # its jobs' order; the answer keeps the request's.
+        by_pool: dict[str, list[int]] = {}
+        for i, broker in enumerate(brokers):
+            by_pool.setdefault(broker.pool, []).append(i)
+        answers: dict[int, Submitted] = {}
+        for pool, indexes in by_pool.items():
+            submitted = await hub.pools.brokers[pool].submit_many(
+                [reqs[i] for i in indexes],
+                effective_priorities=[effective[i] for i in indexes],
+                max_priority=principal.max_priority,
+            )
+            answers.update(zip(indexes, submitted, strict=True))
+        results = [answers[i] for i in range(len(reqs))]
     except (InvalidInput, ApiError):
         hub.metrics.rejected.inc()
         raise
@@ -166,7 +190,9 @@ async def _batch_view(
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for r in results:
-        view = await summary_with_position(hub.reads.jobs, r.job_id) or {"id": r.job_id}
+        view = await summary_with_position(hub.for_job(r.job_id).reads.jobs, r.job_id) or {
+            "id": r.job_id
+        }
         if not principal.can_see(view.get("customer_id")):
             view = {"id": r.job_id, "error": {"field": "id", "message": "id already in use"}}
         view["created"] = r.created
@@ -176,7 +202,7 @@ async def _batch_view(
 
 async def visible_stored_id(hub: HubContext, principal: Principal, job_id: str) -> str:
     """The stored id of a job the caller may see (hub/job_access.py), else 404."""
-    stored = await visible_id(hub.broker, principal, job_id)
+    stored = await visible_id(hub.pools, principal, job_id)
     job_id_var.set(stored or job_id)  # every log line of this request names the job
     if stored is None:
         raise not_found()
@@ -185,7 +211,8 @@ async def visible_stored_id(hub: HubContext, principal: Principal, job_id: str) 
 
 async def visible_job(hub: HubContext, principal: Principal, job_id: str) -> Job:
     """The job, loaded only once the caller is known to be allowed to see it."""
-    job = await hub.broker.get(await visible_stored_id(hub, principal, job_id))
+    stored = await visible_stored_id(hub, principal, job_id)
+    job = await hub.for_job(stored).get(stored)
     if job is None:  # expired between the two reads
         raise not_found()
     return job
@@ -205,13 +232,15 @@ def _wait_param(request: Request, cap: float) -> float:
 
 
 async def job_view(hub: HubContext, job: Job) -> dict[str, Any]:
-    """The full job; for a pending job its queue position and why it waits."""
+    """The full job; for a pending job its queue position in its pool and why it waits
+    (judged by the workers of its pool: only they can claim it)."""
     out = job.to_public()
     out["queue_position"] = None
     if job.status == "pending":
-        position = await hub.broker.queue_position(job.id)
-        workers = await hub.fleet.get()
-        now = await hub.reads.now_ms()
+        broker = hub.for_job(job.id)
+        position = await broker.queue_position(job.id)
+        workers = await hub.workers(broker.pool)
+        now = await broker.reads.now_ms()
         out["queue_position"] = position
         out["waiting"] = why_waiting(job, workers, position, now)
     return out
@@ -231,7 +260,8 @@ async def get_job(request: Request) -> Response:
 async def _long_poll(hub: HubContext, job_id: str, wait: float) -> Job | None:
     """Block until the job reaches a terminal state or `wait` seconds pass."""
     deadline = time.monotonic() + wait
-    async with follow_job(hub.events, hub.broker, job_id, ping=0.5) as (snapshot, updates):
+    broker = hub.for_job(job_id)
+    async with follow_job(hub.events, broker, job_id, ping=0.5) as (snapshot, updates):
         if snapshot is None or snapshot.status.terminal:
             return snapshot
         async for update in updates:
@@ -239,12 +269,12 @@ async def _long_poll(hub: HubContext, job_id: str, wait: float) -> Job | None:
                 break
             if time.monotonic() >= deadline or hub.shutdown.is_set():
                 break
-    return await hub.broker.get(job_id)
+    return await broker.get(job_id)
 
 
 def _list_params(request: Request, principal: Principal) -> tuple[JobFilter, int, str | None]:
     q = request.query_params
-    unknown = set(q.keys()) - {"status", "service_type", "customer_id", "limit", "cursor"}
+    unknown = set(q.keys()) - {"status", "service_type", "customer_id", "limit", "cursor", "pool"}
     if unknown:
         raise InvalidInput(sorted(unknown)[0], "unknown query parameter")
     status = q.get("status") or None
@@ -275,8 +305,9 @@ def _list_params(request: Request, principal: Principal) -> tuple[JobFilter, int
 async def get_jobs(request: Request) -> Response:
     hub = hub_of(request)
     flt, limit, cursor = _list_params(request, principal_of(request))
+    pools = {b.pool: b.reads.jobs for b in hub.selected(request.query_params.get("pool"))}
     budget = max(limit * 20, 2000)
-    jobs, nxt = await list_jobs(hub.reads.jobs, flt, limit=limit, cursor=cursor, budget=budget)
+    jobs, nxt = await list_jobs(pools, flt, limit=limit, cursor=cursor, budget=budget)
     return json_response({"jobs": jobs, "next_cursor": nxt})
 
 
@@ -291,7 +322,7 @@ async def cancel_job(request: Request) -> Response:
     job_id = request.path_params["job_id"]
     reason = decode_model(await _optional_body(request, hub), CancelRequest).reason
     stored = await visible_stored_id(hub, principal, job_id)
-    result = await hub.broker.cancel(stored, reason)
+    result = await hub.for_job(stored).cancel(stored, reason)
     if result.outcome == "missing":
         raise not_found()
     if result.outcome == "unchanged":
@@ -304,7 +335,7 @@ async def retry_job(request: Request) -> Response:
     hub = hub_of(request)
     principal = require_operator(request)
     job_id = request.path_params["job_id"]
-    outcome = await hub.broker.retry(job_id)
+    outcome = await hub.for_job(job_id).retry(job_id)
     if outcome == "missing":
         raise not_found()
     if outcome == "not_failed":

@@ -3,7 +3,8 @@
 /health answers as long as the process serves requests (for process supervisors);
 /ready also needs Redis and the event reader (for load balancers: a hub that cannot reach
 Redis should get no traffic). Both are public and reveal nothing about jobs. /stats and
-/metrics need the operator token.
+/metrics need the operator token; both cover every pool this hub serves, or one with
+`?pool=` (hub/stats.py, hub/metrics.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.routing import Route
 
 from hub.context import hub_of, require_operator
 from hub.http_helpers import json_response
-from hub.stats import compute_stats
+from hub.pool_routing import pool_query
 
 READY_TIMEOUT = 2.0
 
@@ -47,17 +48,19 @@ async def ready(request: Request) -> Response:
 async def stats(request: Request) -> Response:
     hub = hub_of(request)
     require_operator(request)
-    return json_response(await compute_stats(hub.reads, await hub.fleet.get()))
+    return json_response(await hub.stats(pool_query(request.query_params)))
 
 
 async def metrics(request: Request) -> Response:
     hub = hub_of(request)
     require_operator(request)
+    pool = pool_query(request.query_params)
+    hub.selected(pool)  # a pool this hub does not serve is a 400, as everywhere
     if hub.metrics.stale:
-        workers = await hub.fleet.get()
-        document = await compute_stats(hub.reads, workers)
+        workers = await hub.workers()
+        document = await hub.stats()
         hub.metrics.refresh(document, {s for w in workers for s in w.capabilities.services})
-    return Response(hub.metrics.render(), media_type=hub.metrics.content_type)
+    return Response(hub.metrics.render(pool), media_type=hub.metrics.content_type)
 
 
 routes = [

@@ -13,6 +13,7 @@ few services plus "(other)": neither a minute's hash nor the chart grows with th
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -46,6 +47,10 @@ def fold(depths: Mapping[str, int], keep: int) -> dict[str, int]:
 async def service_depths(jobs: JobReads) -> dict[str, int]:
     """Claimable pending jobs per service now (the requirement classes' sizes; retries
     backing off are in no class), folded to SAMPLED_SERVICES."""
+    return fold(await _depths(jobs), SAMPLED_SERVICES)
+
+
+async def _depths(jobs: JobReads) -> dict[str, int]:
     counts = await jobs.pending_counts(
         [band_scores(0, MAX_EFFECTIVE_PRIORITY)], max_classes=MAX_CLASSES
     )
@@ -53,7 +58,7 @@ async def service_depths(jobs: JobReads) -> dict[str, int]:
     for cls in counts.by_class:
         if cls.in_ranges[0]:
             depths[cls.service] = depths.get(cls.service, 0) + cls.in_ranges[0]
-    return fold(depths, SAMPLED_SERVICES)
+    return depths
 
 
 def depth_lines(samples: Sequence[dict[str, int] | None]) -> dict[str, Series]:
@@ -100,10 +105,19 @@ def build_series(
     }
 
 
-async def chart_series(reads: Reads) -> dict[str, Any]:
-    """The last MINUTES minutes, the current one included (GET /dashboard/series)."""
-    now = await reads.now_ms()
+async def chart_series(pools: Sequence[Reads]) -> dict[str, Any]:
+    """The last MINUTES minutes, the current one included (GET /dashboard/series), over
+    `pools` (each pool's read model). Each pool keeps its own minute hashes; they are
+    summed field by field, which is exact for counters and wait histograms alike, and a
+    minute's depth is the sum of the pools' samples."""
+    now = await pools[0].now_ms()
     current = now // 60_000
     minutes = range(current - MINUTES + 1, current + 1)
-    buckets = await reads.jobs.minute_counters(minutes)
-    return {"now": now, **build_series(minutes, buckets, await service_depths(reads.jobs))}
+    buckets: list[Counter[str]] = [Counter() for _ in minutes]
+    live: Counter[str] = Counter()
+    for reads in pools:
+        for total, bucket in zip(buckets, await reads.jobs.minute_counters(minutes), strict=True):
+            total.update(bucket)
+        live.update(await _depths(reads.jobs))
+    depth = fold(dict(live), SAMPLED_SERVICES)
+    return {"now": now, **build_series(minutes, [dict(b) for b in buckets], depth)}

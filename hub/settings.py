@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from hub.pool_routing import PoolRule, check_rules, parse_rules
 from hub.priority import AGING_AND_URGENCY, PriorityPolicy
 from hub.webhooks.settings import WEBHOOKS, WebhookSettings
 from shared.config import ConfigError
@@ -143,6 +144,10 @@ EMBEDDED_REDIS = Section("embedded Redis: used when neither HUB_REDIS_URL nor RE
 HTTP = Section("HTTP and WebSocket")
 AUTH = Section("authentication")
 PRIORITY = Section("priority")
+POOL_ROUTING = Section(
+    "pools: where submissions go (POOLS, among the broker settings, lists the pools this hub "
+    "serves; the first is its default)"
+)
 MAINTENANCE = Section("maintenance")
 
 # Variables combined into one value by from_env.
@@ -340,6 +345,18 @@ class HubSettings:
     )
     # CUSTOMER_TIERS, HUB_CUSTOMERS and the AGING_AND_URGENCY section.
     priority: PriorityPolicy = field(default_factory=PriorityPolicy)
+    pool_rules: tuple[PoolRule, ...] = POOL_ROUTING.field(
+        Setting(
+            "HUB_POOL_RULES",
+            (),
+            "Where a submission that names no pool goes: field:value=pool rules, comma-"
+            "separated, the first match wins, e.g. region:eu=gpu-eu,service:llm=llm,"
+            "customer:acme=acme (fields: service, customer, region: the job's service_type, "
+            "customer_id and requirements.geographic.region). No match: the first of POOLS. "
+            "Every pool named must be in POOLS",
+            parse_rules,
+        )
+    )
     maintenance: bool = MAINTENANCE.field(
         flag(
             "HUB_MAINTENANCE",
@@ -420,6 +437,8 @@ class HubSettings:
                 "no token configured: set HUB_AUTH_TOKEN (clients) and HUB_OPERATOR_TOKEN "
                 "(operators), or HUB_AUTH=off to run open for local development",
             )
+        # A rule to a pool this hub does not serve would turn submissions away at run time.
+        check_rules("HUB_POOL_RULES", self.pool_rules, self.broker.pools)
 
     @classmethod
     def from_env(
@@ -479,6 +498,7 @@ Generated from the declarations in hub/settings.py and shared/: after changing o
         AUTH,
         PRIORITY,
         AGING_AND_URGENCY,
+        POOL_ROUTING,
         MAINTENANCE,
         WEBHOOKS,
         BROKER,

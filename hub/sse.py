@@ -34,16 +34,17 @@ def frame(event: str, data: Any, event_id: int | None = None) -> bytes:
 async def job_events(request: Request) -> Response:
     hub = hub_of(request)
     principal = principal_of(request)
-    stored = await visible_id(hub.broker, principal, request.path_params["job_id"])
+    stored = await visible_id(hub.pools, principal, request.path_params["job_id"])
     if stored is None:
         raise not_found()
     job_id_var.set(stored)
     job_id = stored
+    broker = hub.for_job(job_id)
 
     async def stream() -> AsyncIterator[bytes]:
         hub.metrics.connections.labels("sse").inc()
         try:
-            async with follow_job(hub.events, hub.broker, job_id, ping=PING_SECONDS) as (
+            async with follow_job(hub.events, broker, job_id, ping=PING_SECONDS) as (
                 snapshot,
                 updates,
             ):

@@ -10,13 +10,21 @@ with a fixed number of round trips:
 - jobs by status: the cardinality of each index (finished ones within retention);
 - throughput: the per-minute `stats:{minute}` counters the scripts maintain;
 - wait and run percentiles: a sample of the most recently completed jobs.
+
+Each pool keeps all of these under its own keys (shared/pools.py). The document covers a
+selection of pools (all a hub serves, or one with `?pool=`): counts are summed, the
+percentiles come from the pools' samples together, the workers are counted once each
+(a worker registers in every pool it serves), and `pools` holds each pool's own figures.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from hub.fleet import merge_workers
 from shared.job import ms_to_iso
 from shared.job_reads import JobReads
 from shared.reads import Reads
@@ -95,7 +103,8 @@ async def throughput(jobs: JobReads, now_ms: int) -> dict[str, dict[str, int]]:
     return out
 
 
-async def timings(jobs: JobReads) -> dict[str, dict[str, Any]]:
+async def timing_samples(jobs: JobReads) -> tuple[list[int], list[int]]:
+    """The waits and run times (ms) of the SAMPLE most recently completed jobs."""
     ids = await jobs.ids("completed", 0, SAMPLE)
     rows = await jobs.fields(ids, ("created_at", "claimed_at", "finished_at"))
     waits: list[int] = []
@@ -105,7 +114,7 @@ async def timings(jobs: JobReads) -> dict[str, dict[str, Any]]:
             waits.append(max(0, int(claimed) - int(created)))
         if claimed and finished:
             runs.append(max(0, int(finished) - int(claimed)))
-    return {"wait_ms": percentiles(waits), "run_ms": percentiles(runs)}
+    return waits, runs
 
 
 def worker_counts(workers: list[WorkerView]) -> dict[str, Any]:
@@ -117,16 +126,87 @@ def worker_counts(workers: list[WorkerView]) -> dict[str, Any]:
     }
 
 
-async def compute_stats(reads: Reads, workers: list[WorkerView] | None = None) -> dict[str, Any]:
-    """The /stats document; `workers` may come from a FleetCache (read here when None)."""
-    now = await reads.now_ms()
-    if workers is None:
-        workers = await reads.fleet.live()
+async def _pool_figures(reads: Reads, now: int) -> dict[str, Any]:
+    waits, runs = await timing_samples(reads.jobs)
     return {
-        "now": ms_to_iso(now),
         "pending": await pending_breakdown(reads.jobs),
         "jobs": await reads.jobs.counts(),
         "throughput": await throughput(reads.jobs, now),
-        **await timings(reads.jobs),
-        "workers": worker_counts(workers),
+        "waits": waits,
+        "runs": runs,
+    }
+
+
+def _sum_pending(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _, _ in BANDS]
+    out: dict[str, Any] = {
+        "total": 0,
+        "claimable": 0,
+        "backing_off": 0,
+        "by_priority": dict.fromkeys(names, 0),
+        "by_service": {},
+        "classes": 0,
+        "truncated": False,
+    }
+    for part in parts:
+        for key in ("total", "claimable", "backing_off", "classes"):
+            out[key] += part[key]
+        out["truncated"] = out["truncated"] or part["truncated"]
+        for name in names:
+            out["by_priority"][name] += part["by_priority"][name]
+        for service, entry in part["by_service"].items():
+            mine = out["by_service"].setdefault(
+                service, {"total": 0, "by_priority": dict.fromkeys(names, 0)}
+            )
+            mine["total"] += entry["total"]
+            for name in names:
+                mine["by_priority"][name] += entry["by_priority"][name]
+    out["by_service"] = dict(sorted(out["by_service"].items()))
+    return out
+
+
+def _sum_counts(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    out: Counter[str] = Counter()
+    for part in parts:
+        out.update(part)
+    return dict(out)
+
+
+async def compute_stats(
+    pools: Mapping[str, Reads], workers: Mapping[str, list[WorkerView]]
+) -> dict[str, Any]:
+    """The /stats document over `pools` (each pool's read model by name, at least one).
+    `workers`: each pool's live workers (the hub's FleetCache)."""
+    names = list(pools)
+    now = await pools[names[0]].now_ms()
+    figures = dict(
+        zip(
+            names,
+            await asyncio.gather(*(_pool_figures(pools[n], now) for n in names)),
+            strict=True,
+        )
+    )
+    per_pool: dict[str, Any] = {}
+    for name, f in figures.items():
+        per_pool[name] = {
+            "pending": f["pending"],
+            "jobs": f["jobs"],
+            "throughput": f["throughput"],
+            "wait_ms": percentiles(f["waits"]),
+            "run_ms": percentiles(f["runs"]),
+            "workers": worker_counts(workers.get(name, [])),
+        }
+    windows = [f"{w}m" for w in WINDOWS]
+    return {
+        "now": ms_to_iso(now),
+        "pending": _sum_pending(f["pending"] for f in figures.values()),
+        "jobs": _sum_counts(f["jobs"] for f in figures.values()),
+        "throughput": {
+            w: {c: sum(f["throughput"][w][c] for f in figures.values()) for c in COUNTERS}
+            for w in windows
+        },
+        "wait_ms": percentiles([x for f in figures.values() for x in f["waits"]]),
+        "run_ms": percentiles([x for f in figures.values() for x in f["runs"]]),
+        "workers": worker_counts(merge_workers(workers.get(n, []) for n in names)),
+        "pools": per_pool,
     }

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from hub.events import Event
 from shared.job import Job
+from shared.pools import pool_of
 from shared.reads import Reads
 
 # Stream ids and `created_at` / `finished_at` come from the same Redis clock, but an id may
@@ -24,7 +25,8 @@ BUDGET: Final = 2000  # stream entries read from each end of the span at most
 
 
 async def job_timeline(reads: Reads, job: Job) -> dict[str, Any]:
-    """The events found for `job` and how many of its `event_seq` events were not."""
+    """The events found for `job` and how many of its `event_seq` events were not; `reads`
+    is the read model of the job's pool (its stream holds the job's events)."""
     until = job.finished_at + MARGIN_MS if job.status.terminal and job.finished_at else None
     entries = await reads.history.of_job(
         job.id,
@@ -33,7 +35,8 @@ async def job_timeline(reads: Reads, job: Job) -> dict[str, Any]:
         last_seq=job.event_seq,
         budget=BUDGET,
     )
-    events = [Event.from_fields(entry_id, fields).to_wire() for entry_id, fields in entries]
+    pool = pool_of(job.id)
+    events = [Event.from_fields(entry_id, f, pool).to_wire() for entry_id, f in entries]
     found = {e["seq"] for e in events}
     return {
         "job_id": job.id,

@@ -124,13 +124,13 @@ class Session:
             return
         # Rights first, before any subscription exists: a subscription registered for a job
         # this token may not see would queue that job's events until it was taken back.
-        job_id = await visible_id(self.hub.broker, self.principal, asked)
+        job_id = await visible_id(self.hub.pools, self.principal, asked)
         if job_id is None:
             await self.error("job_id", "no such job")
             return
         async with self.lock:
             self.sub.follow_job(job_id)  # before the read: nothing can fall in between
-            job = await self.hub.broker.get(job_id)
+            job = await self.hub.for_job(job_id).get(job_id)
             if job is None:  # expired since the check
                 self.sub.unfollow_job(job_id)
                 await self.error("job_id", "no such job")
@@ -187,7 +187,7 @@ class Session:
         await self.send({"type": "snapshot", "job": job.to_public()})
 
     async def _resnapshot(self, job_id: str) -> None:
-        job = await self.hub.broker.get(job_id)
+        job = await self.hub.for_job(job_id).get(job_id)
         if job is not None:
             self.last_seq[job_id] = job.event_seq
             await self.deliver_snapshot(job)

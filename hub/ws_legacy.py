@@ -30,11 +30,13 @@ from hub.context import HubContext, hub_of
 from hub.events import Event
 from hub.job_access import visible_id
 from hub.legacy_messages import job_status_message, legacy_status, stats_broadcast
+from hub.pool_routing import route
 from hub.priority import deadline_ms, refuse_past_deadline
 from hub.ws import Session, run_session
 from shared.broker import new_job_id
 from shared.errors import InvalidInput
 from shared.job import Job, JobRequest, scoped_job_id
+from shared.pools import pooled_id
 from shared.validation import ID_PATTERN, convert
 
 _ID_RE = re.compile(ID_PATTERN)
@@ -92,7 +94,8 @@ class LegacySession(Session):
                 }
             )
         elif event.type == "completed":
-            result = await self.hub.reads.jobs.result(event.job_id or "")
+            job_id = event.job_id or ""
+            result = await self.hub.for_job(job_id).reads.jobs.result(job_id)
             await self.send({"type": "complete_job", **base, "result": result})
         elif event.type in ("failed", "retrying"):
             await self.send(
@@ -183,7 +186,7 @@ class LegacySession(Session):
             "payload": payload,
             "id": job_id or new_job_id(),
         }
-        for key in ("requirements", "max_retries", "timeout_seconds", "tags", "deadline"):
+        for key in ("requirements", "max_retries", "timeout_seconds", "tags", "deadline", "pool"):
             if key in msg:
                 doc[key] = msg[key]
         if customer is not None:
@@ -194,23 +197,27 @@ class LegacySession(Session):
             req = msgspec.structs.replace(req, id=scoped_job_id(self.principal.customer_id, job_id))
         if req.id is None:  # pragma: no cover - set above
             raise InvalidInput("message_id", "missing")
+        broker = self.hub.pools.brokers[
+            route(req, self.hub.settings.pool_rules, self.hub.pools.names, "")
+        ]
+        stored_id = pooled_id(broker.pool, req.id)  # the id the pool's Broker will store
         now = int(time.time() * 1000)
         refuse_past_deadline(req, now)
         async with self.lock:
-            self.sub.follow_job(req.id)  # before the submit: no event can slip past
-            submitted = await self.hub.broker.submit(
+            self.sub.follow_job(stored_id)  # before the submit: no event can slip past
+            submitted = await broker.submit(
                 req,
                 effective_priority=self._effective(req, now),
                 max_priority=self.principal.max_priority,
             )
-            job = await self.hub.broker.get(submitted.job_id)
+            job = await broker.get(submitted.job_id)
             if job is None or not self.principal.can_see(job.customer_id):
-                self.sub.unfollow_job(req.id)
+                self.sub.unfollow_job(stored_id)
                 await self.fail(f"Job id {req.id} already in use")
                 return
             # Relay what happens after the accepted event (seq 1) for a new job.
             self.last_seq[job.id] = 1 if submitted.created else job.event_seq
-            position = await self.hub.broker.queue_position(job.id)
+            position = await broker.queue_position(job.id)
             await self.send(
                 {
                     "type": "job_accepted",
@@ -239,7 +246,7 @@ class LegacySession(Session):
         if not isinstance(job_id, str) or not job_id:
             await self.fail("Missing job_id")
             return None
-        stored = await visible_id(self.hub.broker, self.principal, job_id)
+        stored = await visible_id(self.hub.pools, self.principal, job_id)
         if stored is None:
             await self.fail(f"Job {job_id} not found")
         return stored
@@ -247,7 +254,7 @@ class LegacySession(Session):
     async def _follow(self, job_id: str) -> Job | None:
         async with self.lock:
             self.sub.follow_job(job_id)
-            job = await self.hub.broker.get(job_id)
+            job = await self.hub.for_job(job_id).get(job_id)
             if job is not None:
                 self.last_seq[job_id] = job.event_seq
             if job is None or job.status.terminal:
@@ -283,7 +290,7 @@ class LegacySession(Session):
         if job_id is None:
             return
         reason = str(msg.get("reason") or "Manually cancelled")[:1000]
-        result = await self.hub.broker.cancel(job_id, reason)
+        result = await self.hub.for_job(job_id).cancel(job_id, reason)
         if result.outcome != "cancelled":
             await self.fail(f"Job {job_id} is {result.was or 'gone'} and cannot be cancelled")
             return
@@ -303,9 +310,10 @@ class LegacySession(Session):
         job_id = await self._visible(msg)
         if job_id is None:
             return
-        outcome = await self.hub.broker.retry(job_id)
+        broker = self.hub.for_job(job_id)
+        outcome = await broker.retry(job_id)
         if outcome != "ok":
-            job = await self.hub.broker.get(job_id)
+            job = await broker.get(job_id)
             status = job.status if job is not None else "gone"
             await self.fail(f"Job {job_id} is {status}; only failed jobs can be retried")
             return

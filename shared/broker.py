@@ -18,6 +18,7 @@ from typing import Any, Literal, cast
 
 import msgspec
 import orjson
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from shared.broker_replies import (
@@ -25,14 +26,17 @@ from shared.broker_replies import (
     Claim,
     FailOutcome,
     Fence,
+    Head,
     JobOwner,
     NoClaim,
+    Rank,
     ReapReport,
     Submitted,
     WorkerState,
     claim_reply,
     fence,
     parse_job,
+    peek_reply,
     text,
     worker_state,
 )
@@ -41,6 +45,7 @@ from shared.control_channel import ControlSubscription
 from shared.errors import BrokerError, InvalidInput
 from shared.job import MAX_EFFECTIVE_PRIORITY, Job, JobRequest
 from shared.keys import Keys
+from shared.pools import DEFAULT_POOL, pool_prefix, pooled_id
 from shared.reads import Reads
 from shared.redis_types import RedisClient
 from shared.replication import NotReplicated, Wait
@@ -57,7 +62,9 @@ __all__ = [
     "Claim",
     "FailOutcome",
     "Fence",
+    "Head",
     "NoClaim",
+    "Rank",
     "ReapReport",
     "Submitted",
     "WorkerState",
@@ -74,13 +81,29 @@ def new_job_id() -> str:
     return f"job-{uuid.uuid4().hex}"
 
 
-class Broker:
-    """Async, typed access to the job queue. Cheap to construct; share one per process."""
+def _running_json(running: Sequence[tuple[str, str]]) -> str:
+    """(customer, isolation) pairs as the scripts read held leases: '' for none."""
+    if not running:
+        return ""
+    return orjson.dumps([{"customer": c, "isolation": i} for c, i in running]).decode()
 
-    def __init__(self, redis: RedisClient, settings: BrokerSettings | None = None) -> None:
+
+class Broker:
+    """Async, typed access to one pool's job queue (shared/pools.py; shared/pool_set.py
+    holds one per pool a process serves). Cheap to construct; share one per process."""
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        settings: BrokerSettings | None = None,
+        *,
+        pool: str = DEFAULT_POOL,
+    ) -> None:
         self.redis = redis
         self.settings = settings or BrokerSettings()
-        self.keys = Keys(self.settings.prefix)
+        self.pool = pool
+        cluster = isinstance(redis, RedisCluster)
+        self.keys = Keys(pool_prefix(self.settings.prefix, pool, cluster=cluster))
         self._scripts = Scripts(
             redis,
             self.keys,
@@ -113,7 +136,7 @@ class Broker:
         effective = priority if effective_priority is None else effective_priority
         if not 0 <= effective <= MAX_EFFECTIVE_PRIORITY:
             raise InvalidInput("priority", f"effective priority {effective} outside 0..1000")
-        job_id = request.id or new_job_id()
+        job_id = pooled_id(self.pool, request.id or new_job_id())
         idem = ""
         if idempotency_key:
             if len(idempotency_key) > 256:
@@ -300,11 +323,28 @@ class Broker:
     # -- claiming -----------------------------------------------------------------------
 
     async def claim(
-        self, worker_id: str, caps: Capabilities | bytes, *, hops: int = 0, max_leases: int = 0
+        self,
+        worker_id: str,
+        caps: Capabilities | bytes,
+        *,
+        hops: int = 0,
+        max_leases: int = 0,
+        elsewhere: Sequence[tuple[str, str]] = (),
+        floor: Rank | None = None,
     ) -> Claim | NoClaim:
         """Take the highest-priority, oldest pending job this worker can run; nothing
-        (reason 'limit') while it holds `max_leases` jobs (0: no cap)."""
+        (reason 'limit') while it holds `max_leases` jobs (0: no cap).
+
+        For a worker serving several pools (worker/pooled_broker.py): `elsewhere` lists the
+        (customer, isolation) of the jobs it holds in its other pools, which customer
+        isolation counts too; with `floor`, the job is taken only if it ranks no lower, else
+        NoClaim('worse') carries the rank of the job that was not taken."""
         encoded = caps if isinstance(caps, bytes) else self.encode_capabilities(caps)
+        extra: list[str | int] = []
+        if elsewhere or floor is not None:
+            extra.append(_running_json(elsewhere))
+        if floor is not None:
+            extra += [floor.priority, floor.created_at]
         offset = 0
         # Each call examines a bounded number of classes; a 'more' reply continues the scan
         # in a fresh call, so Redis is never blocked for long and a match deep in the
@@ -319,6 +359,7 @@ class Broker:
                     offset,
                     hops,
                     max_leases,
+                    *extra,
                 )
             except NotReplicated as exc:
                 result = claim_reply(exc.replies[0])
@@ -330,6 +371,28 @@ class Broker:
             if not isinstance(result, NoClaim) or result.reason != "more" or not result.offset:
                 return result
             offset, hops = result.offset, 0
+
+    async def peek(
+        self, worker_id: str, caps: bytes, *, elsewhere: Sequence[tuple[str, str]] = ()
+    ) -> Head | NoClaim:
+        """The job `claim` would take now for this worker, and its rank, taking nothing and
+        writing nothing (peek.lua); or why there is none ('empty', 'paused', 'draining', with
+        when the next retry is due). `elsewhere` as for `claim`."""
+        offset = 0
+        while True:
+            result = peek_reply(
+                await self._scripts.call(
+                    "peek",
+                    worker_id,
+                    caps,
+                    self.settings.claim_scan_budget,
+                    offset,
+                    _running_json(elsewhere),
+                )
+            )
+            if not isinstance(result, NoClaim) or result.reason != "more" or not result.offset:
+                return result
+            offset = result.offset
 
     async def wait_for_work(self, services: Sequence[str], timeout: float) -> int | None:
         """Block until a wake-up token for one of `services` arrives, or `timeout` passes.

@@ -45,15 +45,44 @@ class Claim:
     token: str
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class Rank:
+    """Where a job stands in the claim order, comparably across pools: the lower Rank is
+    claimed first (a higher effective priority, then the earlier submission, in ms). Within
+    one pool the claim order is exact by a per-pool sequence; across pools the submission
+    millisecond is the finest order there is."""
+
+    neg_priority: int
+    created_at: int
+
+    @classmethod
+    def of(cls, priority: int, created_at: int) -> Rank:
+        return cls(-priority, created_at)
+
+    @property
+    def priority(self) -> int:
+        return -self.neg_priority
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The job a claim would take next in one pool (Broker.peek): its id and its rank."""
+
+    job_id: str
+    rank: Rank
+
+
 @dataclass(frozen=True, slots=True)
 class NoClaim:
     """Nothing to claim: `reason` is 'empty', 'paused' or 'draining' ('more' only from
-    Broker.complete_and_claim: the scan stopped at `offset`); `next_due_ms` is when the next
-    backing-off retry becomes claimable (server time), if any."""
+    Broker.complete_and_claim and Broker.peek: the scan stopped at `offset`; 'worse' only
+    from a claim with a floor: the best job, ranked `head`, ranks below it); `next_due_ms`
+    is when the next backing-off retry becomes claimable (server time), if any."""
 
     reason: str
     next_due_ms: int | None
     offset: int | None = None
+    head: Rank | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +163,20 @@ def worker_state(value: bytes | str) -> WorkerState:
 
 
 def claim_reply(reply: Sequence[Any]) -> Claim | NoClaim:
-    """claim.lua's answer: {'job', token, field, value, ...} or {'none', reason, due, next}."""
+    """claim.lua's answer: {'job', token, field, value, ...} or {'none', reason, due, next}
+    (then the rank of the job not taken, for 'worse')."""
     if text(reply[0]) == "job":
         flat = reply[2:]
         job = parse_job(dict(zip(flat[::2], flat[1::2], strict=True)))
         return Claim(job=job, token=text(reply[1]) or "")
+    reason, due, nxt = text(reply[1]) or "", text(reply[2]), text(reply[3])
+    head = Rank.of(int(reply[4]), int(reply[5])) if reason == "worse" else None
+    return NoClaim(reason=reason, next_due_ms=opt_int(due), offset=opt_int(nxt), head=head)
+
+
+def peek_reply(reply: Sequence[Any]) -> Head | NoClaim:
+    """peek.lua's answer: {'job', id, priority, submitted_ms} or claim.lua's 'none' reply."""
+    if text(reply[0]) == "job":
+        return Head(text(reply[1]) or "", Rank.of(int(reply[2]), int(reply[3])))
     reason, due, nxt = text(reply[1]) or "", text(reply[2]), text(reply[3])
     return NoClaim(reason=reason, next_due_ms=opt_int(due), offset=opt_int(nxt))

@@ -15,16 +15,18 @@ from shared.text import as_text
 
 
 class ControlSubscription:
-    """One subscription on one connection; after `aclose()` make a new one to resubscribe."""
+    """One subscription on one connection; after `aclose()` make a new one to resubscribe.
+    A worker serving several pools listens on its channel in each (`more`)."""
 
-    def __init__(self, redis: RedisClient, channel: str) -> None:
+    def __init__(self, redis: RedisClient, channel: str, *more: str) -> None:
         # On a Redis Cluster PUBLISH reaches every node, so one SUBSCRIBE on any node hears
-        # the channel; redis-py's ClusterPubSub picks the node serving the channel's slot.
+        # every channel, of every pool; redis-py's ClusterPubSub picks the node serving the
+        # first channel's slot.
         self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
-        self._channel = channel
+        self._channels = (channel, *more)
 
     async def subscribe(self) -> None:
-        await self._pubsub.subscribe(self._channel)
+        await self._pubsub.subscribe(*self._channels)
 
     async def ping(self) -> None:
         """Ask for a pong: it arrives through `messages()` and proves the link alive."""

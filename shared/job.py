@@ -9,8 +9,9 @@ from typing import Annotated, Any
 import msgspec
 
 from shared.errors import InvalidInput
+from shared.pools import POOL_NAME
 from shared.requirements import Requirements
-from shared.validation import SCOPE_SEPARATOR, CustomerId, JobId, Name, ServiceType
+from shared.validation import SCOPE_SEPARATOR, CustomerId, JobId, Name, ServiceType, whole
 from shared.webhook import Webhook
 
 MAX_PRIORITY = 100
@@ -19,6 +20,17 @@ MAX_PRIORITY = 100
 MAX_EFFECTIVE_PRIORITY = 1000
 DEADLINE_MIN = datetime(1970, 1, 2, tzinfo=UTC)
 DEADLINE_MAX = datetime(9999, 12, 30, tzinfo=UTC)
+
+# A pool's name in a submission (shared/pools.py): where the job is queued. Which names a
+# hub accepts is its POOLS setting, checked by the hub, not here.
+PoolName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=whole(POOL_NAME.pattern),
+        description="The pool to queue the job in (one the hub serves, its POOLS); "
+        "absent: the hub's HUB_POOL_RULES, else its default pool",
+    ),
+]
 
 
 class JobStatus(enum.StrEnum):
@@ -47,6 +59,7 @@ class JobRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True,
     deadline: datetime | None = None
     tags: Annotated[list[Name], msgspec.Meta(max_length=16)] = []
     webhook: Webhook | None = None
+    pool: PoolName | None = None
 
     def check_customer(self) -> None:
         """Isolation needs to know whose job it is. Checked at submission rather than at

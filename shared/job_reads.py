@@ -117,6 +117,33 @@ class JobReads:
             ids = await self._redis.zrange(key, start, end)
         return [as_text(i) for i in ids]
 
+    async def scored_ids(self, status: str, start: int, count: int) -> list[tuple[str, float]]:
+        """`ids` with each entry's score: what merging several pools' indexes into one
+        reading order compares (queue score, execution deadline, finish time)."""
+        key = self._keys.status_index(status)
+        end = start + count - 1
+        rows: Any  # (member, score) pairs
+        if status in NEWEST_FIRST:
+            rows = await self._redis.zrevrange(key, start, end, withscores=True)
+        else:
+            rows = await self._redis.zrange(key, start, end, withscores=True)
+        return [(as_text(i), float(score)) for i, score in rows]
+
+    async def scored_heads(self, counts: Mapping[str, int]) -> dict[str, list[tuple[str, float]]]:
+        """`heads` with each entry's score, in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for status, count in counts.items():
+                key = self._keys.status_index(status)
+                if status in NEWEST_FIRST:
+                    pipe.zrevrange(key, 0, count - 1, withscores=True)
+                else:
+                    pipe.zrange(key, 0, count - 1, withscores=True)
+            replies = await pipe.execute()
+        return {
+            status: [(as_text(i), float(score)) for i, score in rows]
+            for status, rows in zip(counts, replies, strict=True)
+        }
+
     async def heads(self, counts: Mapping[str, int]) -> dict[str, list[str]]:
         """The first `counts[status]` ids of each status index, in reading order (as `ids`),
         all in one round trip."""

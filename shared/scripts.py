@@ -41,6 +41,7 @@ SCRIPT_NAMES: Final = (
     "submit",
     "submit_batch",
     "claim",
+    "peek",
     "heartbeat",
     "register",
     "deregister",
@@ -142,7 +143,7 @@ def source(name: str) -> str:
 
 
 # Scripts that change nothing: never worth waiting for replicas.
-READ_ONLY: Final = frozenset({"match"})
+READ_ONLY: Final = frozenset({"match", "peek"})
 
 
 class Scripts:
@@ -163,10 +164,12 @@ class Scripts:
         self._cluster = redis if isinstance(redis, RedisCluster) else None
         if self._cluster is not None and hash_tag(keys.prefix) is None:
             # Without one the keys of a pool scatter over slots, and every script fails.
+            # Pools tag their prefixes on a cluster (shared/pools.py); only a REDIS_KEY_PREFIX
+            # that spoils the tag gets here (an empty {} first: Redis hashes whole names).
             raise ConfigError(
                 "REDIS_KEY_PREFIX",
-                f"{keys.prefix!r} has no hash tag; on a Redis Cluster every key of a pool "
-                "must be in one slot: use a prefix such as {emp}:",
+                f"{keys.prefix!r} has no hash tag; on a Redis Cluster the keys of a pool must "
+                "share one slot (remove the empty {} from REDIS_KEY_PREFIX)",
             )
         self._keys = keys
         self._wait = wait or Wait()

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.config import ConfigError
-from shared.setting import integer, number, text
+from shared.pools import DEFAULT_POOL, check_pool_names
+from shared.setting import integer, items, number, text
 from shared.setting_section import Section, read_fields
 
 MIB = 1024 * 1024
@@ -46,7 +47,16 @@ class BrokerSettings:
         text(
             "REDIS_KEY_PREFIX",
             "",
-            doc="Prefix of every Redis key; with a hash tag such as {emp}: for Redis Cluster",
+            doc="Prefix of every Redis key; on Redis Cluster each pool adds its hash tag, "
+            "{pool}: (braces here would put every pool in one slot)",
+        )
+    )
+    pools: tuple[str, ...] = BROKER.field(
+        items(
+            "POOLS",
+            (DEFAULT_POOL,),
+            doc="The pools this process serves: a worker claims from them, a hub accepts, "
+            "lists and maintains them (shared/pools.py); the first is a hub's default",
         )
     )
     lease_timeout: float = BROKER.field(
@@ -167,6 +177,7 @@ class BrokerSettings:
     events_max: int = 100_000
 
     def __post_init__(self) -> None:
+        check_pool_names("POOLS", self.pools)
         if self.heartbeat_interval >= self.lease_timeout:
             raise ConfigError(
                 "HEARTBEAT_INTERVAL_SECONDS",

@@ -32,8 +32,9 @@ NAME_PATTERN: Final = whole(r"[\x21-\x7e]([\x20-\x7e]{0,126}[\x21-\x7e])?")
 # A customer-bound client's chosen id X is stored as `{customer}~{X}` (shared.job.scoped_job_id):
 # `~` is in no id a client may send, so nobody else can write into a customer's space.
 SCOPE_SEPARATOR: Final = "~"
-# Ids as stored: a client's id, a generated one, or a scoped one (customer + '~' + chosen).
-STORED_ID_PATTERN: Final = whole(r"[A-Za-z0-9][A-Za-z0-9._:@~-]{0,256}")
+# Ids as stored: a client's id, a generated one, or a scoped one (customer + '~' + chosen),
+# each after its pool and a '!' outside the default pool (shared/pools.py).
+STORED_ID_PATTERN: Final = whole(r"[A-Za-z0-9][A-Za-z0-9._:@~!-]{0,300}")
 
 MAX_LIST: Final = 64
 MAX_JSON_DEPTH: Final = 32

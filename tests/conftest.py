@@ -238,7 +238,8 @@ def redis_cluster(cluster_servers: Cluster) -> Iterator[Cluster]:
 
 @pytest.fixture
 def cluster_prefix() -> str:
-    """A key prefix no other test uses, with a hash tag: a pool (one slot) of its own."""
+    """A REDIS_KEY_PREFIX no other test uses, with a hash tag: it comes first in every key,
+    so every pool the test makes shares that one slot, of its own."""
     return f"{{t-{uuid.uuid4().hex[:12]}}}:"
 
 

@@ -561,6 +561,15 @@ class Cluster:
     def owner_of(self, key: str) -> Server:
         return self.owner(key_slot(key.encode()))
 
+    def subscribers(self, channel: str) -> int:
+        """Subscribers of `channel` on every live node: each node knows only its own."""
+        total = 0
+        for node in self.nodes:
+            if node.alive:
+                with node.client() as client:
+                    total += int(client.execute_command("PUBSUB", "NUMSUB", channel)[1])
+        return total
+
     def primaries(self) -> list[Server]:
         return [node for node in self.nodes if node.alive and self.role(node) == "master"]
 

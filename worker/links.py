@@ -5,10 +5,12 @@ calls a worker makes. Two kinds of link provide it:
 
 - `RedisLink` (REDIS_URL / HUB_REDIS_URL, or Sentinel): the worker holds Redis credentials,
   which grant everything in that Redis (see release/README.md, "Trust"). One command client, one
-  blocking client for waits and the control channel, as always.
+  blocking client for waits and the control channel, as always. A worker serving several
+  pools (POOLS) gets a `PooledBroker` (worker/pooled_broker.py), one pool a plain Broker.
 - `GatewayLink` (WORKER_GATEWAY_URL + WORKER_GATEWAY_TOKEN): the worker talks only to hubs,
   which run the same scripts on its behalf within its grant (hub/gateway.py). Waits and
-  cancel signals travel over the same WebSocket.
+  cancel signals travel over the same WebSocket. It serves the default pool only (POOLS
+  naming another is refused at startup, worker/settings.py).
 
 Each heartbeat thread opens a link of its own (`for_heartbeat`), so a busy event loop in the
 main thread never delays a heartbeat.
@@ -23,17 +25,20 @@ from typing import Any, Protocol
 from shared.broker import Broker
 from shared.broker_replies import CancelResult, Claim, FailOutcome, Fence, NoClaim, WorkerState
 from shared.capabilities import Capabilities
+from shared.control_channel import ControlSubscription
+from shared.pool_set import PoolSet
 from shared.redis_client import connect, drop_connections
 from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from worker.control import ControlListener
 from worker.gateway_client import GatewayClient
+from worker.pooled_broker import PooledBroker
 from worker.settings import WorkerSettings
 
 
 class WorkerBroker(Protocol):
-    """The broker calls a worker makes; `shared.broker.Broker` and `GatewayClient` both
-    provide them."""
+    """The broker calls a worker makes; `shared.broker.Broker` (one pool), `PooledBroker`
+    (several pools) and `GatewayClient` provide them."""
 
     async def register_worker(
         self, worker_id: str, caps: Capabilities, info: Mapping[str, Any] | None = None
@@ -112,18 +117,30 @@ class RedisLink:
         self._worker_id = worker_id
         self._keepalive = control_keepalive
         self._redis = connect(redis, max_connections=max_connections)
-        self._blocking = connect(redis, blocking=True, max_connections=4)
-        self.broker: WorkerBroker = Broker(self._redis, settings)
-        # Waits for work and the control channel share the client without a read timeout.
-        self._blocking_broker = Broker(self._blocking, settings)
-        self.waiter: WorkerBroker = self._blocking_broker
+        pools = settings.pools
+        # Waits for work and the control channel share the client without a read timeout;
+        # a wait per pool at once on a Redis Cluster (worker/pooled_broker.py).
+        self._blocking = connect(redis, blocking=True, max_connections=3 + len(pools))
+        self.broker: WorkerBroker
+        self.waiter: WorkerBroker
+        self._control: Callable[[str], ControlSubscription]
+        if len(pools) == 1:
+            # One pool: a plain Broker, each call exactly as it always was.
+            self.broker = Broker(self._redis, settings, pool=pools[0])
+            blocking = Broker(self._blocking, settings, pool=pools[0])
+            self.waiter, self._control = blocking, blocking.control_subscription
+        else:
+            pooled = PooledBroker(PoolSet(self._redis, settings), PoolSet(self._blocking, settings))
+            # One object: a claim passes on the wake-up of the pool its wait heard.
+            self.broker = self.waiter = pooled
+            self._control = pooled.control_subscription
 
     def describe(self) -> str:
         return "Redis"
 
     async def run_control(self, on_cancel: Callable[[str], None]) -> None:
         listener = ControlListener(
-            lambda: self._blocking_broker.control_subscription(self._worker_id),
+            lambda: self._control(self._worker_id),
             on_cancel,
             keepalive=self._keepalive,
             pong_deadline=min(5.0, self._keepalive),
@@ -134,7 +151,13 @@ class RedisLink:
         await drop_connections(self._blocking)
 
     def for_heartbeat(self) -> WorkerLink:
-        return RedisLink(self._connection, self._settings, self._worker_id, max_connections=2)
+        # A heartbeat goes to every pool at once: a connection each (the client refuses more).
+        return RedisLink(
+            self._connection,
+            self._settings,
+            self._worker_id,
+            max_connections=1 + len(self._settings.pools),
+        )
 
     async def aclose(self) -> None:
         await self._redis.aclose()

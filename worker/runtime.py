@@ -128,11 +128,12 @@ class Worker:
                 self.state = await self.broker.register_worker(self.id, self._caps, self._info())
                 REDIS_OUTAGE.recovered()
                 logger.info(
-                    "worker %s registered: services %s, %d GPU(s), state %s",
+                    "worker %s registered: services %s, %d GPU(s), state %s, pools %s",
                     self.id,
                     ",".join(self._caps.services) or "(none healthy)",
                     len(self._caps.hardware.gpus),
                     self.state,
+                    ",".join(self.settings.broker.pools),
                 )
                 return
             except (AuthenticationError, NoPermissionError) as exc:
@@ -151,6 +152,8 @@ class Worker:
             "worker_type": self.settings.worker_type,
             "concurrent_jobs": self.settings.concurrent_jobs,
             "connectors": sorted(self.connectors),
+            # Every pool lists the worker: this says which others it serves too.
+            "pools": list(self.settings.broker.pools),
             "dashboard_url": self.dashboard_url,
             "started_at": int(self.started * 1000),
             # The gateway registers this worker with its own lease timeout (hub/gateway.py).

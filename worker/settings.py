@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.config import ConfigError
+from shared.pools import DEFAULT_POOL
 from shared.redis_settings import REDIS, RedisSettings
 from shared.setting import (
     Setting,
@@ -315,6 +316,15 @@ class WorkerSettings:
             env=dict(values),
             **fields,
         )
+        if gateway and settings.broker.pools != (DEFAULT_POOL,):
+            # The gateway claims and reports in the default pool only (hub/gateway.py):
+            # a gateway worker told to serve other pools would silently serve none of them.
+            raise ConfigError(
+                "POOLS",
+                f"a gateway worker (WORKER_GATEWAY_URL) serves the {DEFAULT_POOL!r} pool only, "
+                f"got {','.join(settings.broker.pools)!r}: unset POOLS, or connect to Redis "
+                "directly (HUB_REDIS_URL) to serve other pools",
+            )
         if settings.customer_isolation == "strict" and not settings.allowed_customers:
             raise ConfigError("ALLOWED_CUSTOMERS", "required when CUSTOMER_ISOLATION=strict")
         if settings.denied_customers and settings.customer_isolation != "loose":

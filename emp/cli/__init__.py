@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable)",
     )
     p.add_argument("--customer", help="customer id")
+    p.add_argument(
+        "--pool", help="the pool to queue it in (default: the hub's HUB_POOL_RULES, else its own)"
+    )
     p.add_argument("--id", help="job id (default: the hub's)")
     p.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     p.add_argument("--max-retries", type=int)
@@ -98,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=[str(s) for s in JobStatus])
     p.add_argument("--service", help="service type")
     p.add_argument("--customer", help="customer id")
+    p.add_argument("--pool", help="only this pool (default: every pool the hub serves)")
     p.add_argument("--limit", type=_positive, default=50, help="at most this many (50)")
 
     p = command("cancel", commands.cancel, "cancel a pending or active job")
@@ -107,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("retry", commands.retry, "send a failed job back to the queue (operator)")
     p.add_argument("job_id", metavar="ID")
 
-    command("workers", commands.workers, "list live workers (operator)")
-    command("stats", commands.stats, "queue, throughput and timings (operator)")
+    p = command("workers", commands.workers, "list live workers (operator)")
+    p.add_argument("--pool", help="only this pool's (default: every pool the hub serves)")
+    p = command("stats", commands.stats, "queue, throughput and timings (operator)")
+    p.add_argument("--pool", help="only this pool (default: the sum over every pool)")
     p = command("top", commands.top, "a live view of the fleet (operator)")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between frames (2)")
     p.add_argument("--once", action="store_true", help="print one frame and exit")

@@ -65,6 +65,7 @@ def submit(client: Client, args: argparse.Namespace, out: Output) -> int:
         deadline=inputs.deadline(args.deadline),
         tags=args.tag,
         idempotency_key=args.idempotency_key,
+        pool=args.pool,
     )
     if not args.wait:
         if out.json:
@@ -95,6 +96,7 @@ def jobs(client: Client, args: argparse.Namespace, out: Output) -> int:
             status=args.status,
             service_type=args.service,
             customer_id=args.customer,
+            pool=args.pool,
             page_size=min(args.limit, 500),
             limit=args.limit,
         )
@@ -127,7 +129,7 @@ def retry(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def workers(client: Client, args: argparse.Namespace, out: Output) -> int:
-    found = client.workers()
+    found = client.workers(args.pool)
     if out.json:
         out.document([dict(w.raw) for w in found])
     elif found:
@@ -138,7 +140,7 @@ def workers(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def stats(client: Client, args: argparse.Namespace, out: Output) -> int:
-    found = client.stats()
+    found = client.stats(args.pool)
     if out.json:
         out.document(dict(found.raw))
     else:

@@ -3,19 +3,22 @@ hub that dies.
 
 Three loops share `HUB_WEBHOOK_CONCURRENCY` slots (attempts in flight):
 
-- **intake**: XREADGROUP on the `events` stream as this hub's consumer of the `webhooks`
-  group. Each job event goes to one hub of the fleet. Entries that make no delivery are
-  acknowledged at once; the others are attempted, and acknowledged only once every delivery
-  they make succeeded or was recorded for a retry (`WebhookQueue.defer`). Until then the
-  entry stays in the group's pending list, held by this hub.
-- **take-over**: every half HUB_WEBHOOK_CLAIM_IDLE_SECONDS, XAUTOCLAIM the entries any
-  consumer has held longer than that (a hub that died mid-delivery, or could not reach
+- **intake**: XREADGROUP on each pool's `events` stream as this hub's consumer of that
+  stream's `webhooks` group (one loop per pool). Each job event goes to one hub of the
+  fleet. Entries that make no delivery are acknowledged at once; the others are attempted,
+  and acknowledged only once every delivery they make succeeded or was recorded for a retry
+  (`WebhookQueue.defer`). Until then the entry stays in the group's pending list, held by
+  this hub.
+- **take-over**: per pool, every half HUB_WEBHOOK_CLAIM_IDLE_SECONDS, XAUTOCLAIM the entries
+  any consumer has held longer than that (a hub that died mid-delivery, or could not reach
   Redis to acknowledge) and deliver them as if new. Their ids and bodies are the same, so a
   receiver deduplicating by `webhook-id` sees each once; that is the only way a delivery is
   sent twice.
-- **retries**: deliveries whose next attempt is due (`webhooks:due`), taken under a lease
-  as long as the take-over threshold, so a hub that dies while retrying leaves them to the
-  others too. The schedule and the dead letter are the Lua scripts' (include/webhooks.lua).
+- **retries**: deliveries whose next attempt is due (`webhooks:due`, the default pool's:
+  retries and the dead letter belong to no pool, and a non-default pool's delivery ids
+  start with the pool, so they cannot collide), taken under a lease as long as the take-over
+  threshold, so a hub that dies while retrying leaves them to the others too. The schedule
+  and the dead letter are the Lua scripts' (include/webhooks.lua).
 
 Hubs compete for entries only through Redis, so any number of them deliver together.
 """
@@ -31,7 +34,7 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import msgspec
@@ -41,7 +44,9 @@ from hub.webhooks.messages import Message, Target, plan
 from hub.webhooks.sender import Outcome, Sender
 from hub.webhooks.settings import WebhookSettings
 from hub.webhooks.signing import Signer
+from shared.event_group import EventGroup
 from shared.event_stream import Entry
+from shared.pools import DEFAULT_POOL
 from shared.redaction import redact
 from shared.webhook import Webhook
 from shared.webhook_queue import DueDelivery, FailedAttempt, RetryPolicy, WebhookQueue
@@ -93,7 +98,11 @@ def _host(url: str) -> str:
 
 
 class Deliverer:
-    """Delivers webhooks from this hub; `start()` joins the group, `stop()` leaves it."""
+    """Delivers webhooks from this hub; `start()` joins the groups, `stop()` leaves them.
+
+    `queue` keeps the retries and the dead letter (the default pool's: they belong to no
+    pool); `intake` holds each pool's queue by pool name, whose stream and consumer group
+    the first attempts come from (default: `queue` alone, as the default pool's)."""
 
     def __init__(
         self,
@@ -102,10 +111,12 @@ class Deliverer:
         *,
         sender: Sender | None = None,
         consumer: str | None = None,
+        intake: Mapping[str, WebhookQueue] | None = None,
     ) -> None:
         if settings.secret is None:
             raise ValueError("webhook delivery needs HUB_WEBHOOK_SECRET")
         self._queue = queue
+        self._intake = dict(intake) if intake else {DEFAULT_POOL: queue}
         self._settings = settings
         self._signer = Signer(settings.secret)
         self._sender = sender or Sender(
@@ -115,7 +126,9 @@ class Deliverer:
             max_connections=settings.concurrency,
         )
         self.consumer = consumer or consumer_name()
-        self._group = queue.group(self.consumer)
+        self._groups: dict[str, EventGroup] = {
+            pool: q.group(self.consumer) for pool, q in self._intake.items()
+        }
         self._hub_target = (
             Target(settings.url, frozenset(settings.events)) if settings.url else None
         )
@@ -126,7 +139,7 @@ class Deliverer:
         )
         self._claim_idle_ms = int(settings.claim_idle * 1000)
         self._slots = Slots(settings.concurrency)
-        self._in_flight: set[str] = set()  # stream entries being attempted here
+        self._in_flight: set[tuple[str, str]] = set()  # (pool, stream entry) attempted here
         self._attempts: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._due = asyncio.Event()  # a retry may have become due sooner than expected
@@ -136,11 +149,20 @@ class Deliverer:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._group.ensure()
-        self._group.open()
+        for group in self._groups.values():
+            await group.ensure()
+            group.open()
+        # Intake and take-over per pool: each pool's stream is read on its own (on a
+        # cluster it lives in the pool's slot); the retries are one loop over one due set.
         self._loops = [
-            asyncio.create_task(self._intake(), name="emp-webhook-intake"),
-            asyncio.create_task(self._take_over_loop(), name="emp-webhook-takeover"),
+            *(
+                asyncio.create_task(self._read_loop(pool), name=f"emp-webhook-intake-{pool}")
+                for pool in self._groups
+            ),
+            *(
+                asyncio.create_task(self._take_over_loop(pool), name=f"emp-webhook-takeover-{pool}")
+                for pool in self._groups
+            ),
             asyncio.create_task(self._retry_loop(), name="emp-webhook-retries"),
         ]
 
@@ -162,7 +184,8 @@ class Deliverer:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        await self._group.close()
+        for group in self._groups.values():
+            await group.close()
         await self._sender.aclose()
 
     def wake(self) -> None:
@@ -171,15 +194,15 @@ class Deliverer:
 
     # -- the loops ----------------------------------------------------------------------
 
-    async def _intake(self) -> None:
-        await self._forever("reading the event stream", self._read_once)
+    async def _read_loop(self, pool: str) -> None:
+        async def once() -> None:
+            free = await self._slots.wait_free()
+            entries = await self._groups[pool].read_new(count=free, block_ms=BLOCK_MS)
+            await self._begin(pool, entries)
 
-    async def _read_once(self) -> None:
-        free = await self._slots.wait_free()
-        entries = await self._group.read_new(count=free, block_ms=BLOCK_MS)
-        await self._begin(entries)
+        await self._forever(f"reading pool {pool}'s event stream", once)
 
-    async def _take_over_loop(self) -> None:
+    async def _take_over_loop(self, pool: str) -> None:
         interval = min(self._settings.claim_idle / 2, 30.0)
         next_prune = time.monotonic() + PRUNE_INTERVAL_S
 
@@ -187,10 +210,10 @@ class Deliverer:
             nonlocal next_prune
             # A timer, not a synchronisation: the work is whatever has become idle by then.
             await asyncio.sleep(interval * random.uniform(0.8, 1.2))
-            await self.take_over()
+            await self.take_over(pool)
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + PRUNE_INTERVAL_S
-                await self._group.prune_consumers(PRUNE_IDLE_MS)
+                await self._groups[pool].prune_consumers(PRUNE_IDLE_MS)
 
         await self._forever("taking over idle deliveries", once)
 
@@ -222,12 +245,15 @@ class Deliverer:
 
     # -- first attempts -----------------------------------------------------------------
 
-    async def take_over(self) -> int:
-        """Take over every entry held longer than the claim threshold, as far as there is
-        room; returns how many were taken over."""
+    async def take_over(self, pool: str | None = None) -> int:
+        """Take over every entry of `pool`'s stream (None: every pool's) held longer than
+        the claim threshold, as far as there is room; returns how many were taken over."""
+        if pool is None:
+            return sum([await self.take_over(p) for p in self._groups])
+        group = self._groups[pool]
         start, taken = "0-0", 0
         while self._slots.free > 0:
-            entries, start, trimmed = await self._group.claim_idle(
+            entries, start, trimmed = await group.claim_idle(
                 min_idle_ms=self._claim_idle_ms, count=self._slots.free, start=start
             )
             if trimmed:
@@ -236,32 +262,34 @@ class Deliverer:
                     "webhooks: %d held event(s) were trimmed from the stream before delivery",
                     trimmed,
                 )
-            fresh = [entry for entry in entries if entry[0] not in self._in_flight]
+            fresh = [entry for entry in entries if (pool, entry[0]) not in self._in_flight]
             if fresh:
                 taken += len(fresh)
                 self.counts["taken_over"] += len(fresh)
                 log.info("webhooks: took over %d delivery event(s) held too long", len(fresh))
-                await self._begin(fresh)
+                await self._begin(pool, fresh)
             if start == "0-0":
                 break
         return taken
 
-    async def _begin(self, entries: Sequence[Entry]) -> None:
-        """Start the deliveries `entries` make; acknowledge those that make none."""
+    async def _begin(self, pool: str, entries: Sequence[Entry]) -> None:
+        """Start the deliveries `entries` of `pool`'s stream make; acknowledge those that
+        make none. The jobs' subscriptions are read from the pool's own job hashes."""
         jobs = [(i, f) for i, f in entries if f.get("kind") == "job"]
-        raw = await self._queue.subscriptions([f.get("job", "") for _, f in jobs])
+        raw = await self._intake[pool].subscriptions([f.get("job", "") for _, f in jobs])
         idle = [i for i, f in entries if f.get("kind") != "job"]
         for (entry_id, fields), stored in zip(jobs, raw, strict=True):
-            messages = plan(entry_id, fields, self._subscription(stored), self._hub_target)
+            subscription = self._subscription(stored)
+            messages = plan(entry_id, fields, subscription, self._hub_target, pool)
             if not messages:
                 idle.append(entry_id)
                 continue
             self._slots.take()
-            self._in_flight.add(entry_id)
-            task = asyncio.create_task(self._first_attempts(entry_id, messages))
+            self._in_flight.add((pool, entry_id))
+            task = asyncio.create_task(self._first_attempts(pool, entry_id, messages))
             self._attempts.add(task)
             task.add_done_callback(self._attempts.discard)
-        await self._group.ack(idle)
+        await self._groups[pool].ack(idle)
 
     @staticmethod
     def _subscription(stored: str | None) -> Webhook | None:
@@ -273,7 +301,7 @@ class Deliverer:
             log.warning("webhooks: a job's stored subscription does not parse; skipped")
             return None
 
-    async def _first_attempts(self, entry_id: str, messages: list[Message]) -> None:
+    async def _first_attempts(self, pool: str, entry_id: str, messages: list[Message]) -> None:
         try:
             outcomes = await asyncio.gather(*(self._attempt(m.id, m.url, m.body) for m in messages))
             failed = [
@@ -291,7 +319,7 @@ class Deliverer:
                     self._note_failure(f.delivery_id, f.url, f.error, result)
                 self.counts["deferred"] += len(failed)
                 self.wake()
-            await self._group.ack([entry_id])
+            await self._groups[pool].ack([entry_id])
         except (RedisError, OSError) as exc:
             log.warning(
                 "webhooks: could not record a delivery's outcome (%s); another hub takes "
@@ -299,7 +327,7 @@ class Deliverer:
                 type(exc).__name__,
             )
         finally:
-            self._in_flight.discard(entry_id)
+            self._in_flight.discard((pool, entry_id))
             self._slots.give()
 
     async def _attempt(self, msg_id: str, url: str, body: bytes) -> Outcome:

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from shared.job import ms_to_iso
+from shared.pools import DEFAULT_POOL, pooled_id
 from shared.webhook import Webhook
 
 
@@ -48,9 +49,11 @@ class Message:
     customer_id: str | None
 
 
-def delivery_id(entry_id: str, target: str) -> str:
-    """`{stream entry id}.{job|hub}`: unique per event and target, and stable across hubs."""
-    return f"{entry_id}.{target}"
+def delivery_id(entry_id: str, target: str, pool: str = DEFAULT_POOL) -> str:
+    """`{stream entry id}.{job|hub}`: unique per event and target, and stable across hubs.
+    Each pool has a stream of its own whose entry ids may equal another's, so outside the
+    default pool the id starts with the pool, as job ids do (`gpu-eu!1700000000000-0.job`)."""
+    return pooled_id(pool, f"{entry_id}.{target}")
 
 
 def body(entry_id: str, fields: Mapping[str, str]) -> bytes:
@@ -80,8 +83,10 @@ def plan(
     fields: Mapping[str, str],
     subscription: Webhook | None,
     hub_target: Target | None,
+    pool: str = DEFAULT_POOL,
 ) -> list[Message]:
-    """The deliveries one stream entry makes (none for anything but a job event)."""
+    """The deliveries one stream entry of `pool`'s stream makes (none for anything but a
+    job event)."""
     if fields.get("kind") != "job":
         return []
     etype = fields.get("type", "")
@@ -97,6 +102,6 @@ def plan(
     job_id = fields.get("job", "")
     customer = fields.get("customer") or None
     return [
-        Message(delivery_id(entry_id, name), url, payload, etype, job_id, customer)
+        Message(delivery_id(entry_id, name, pool), url, payload, etype, job_id, customer)
         for name, url in targets
     ]

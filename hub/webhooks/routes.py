@@ -7,6 +7,11 @@ GET  /webhooks/deliveries?status=failed|retrying&limit=&cursor=
 POST /webhooks/deliveries/{delivery_id}/redeliver
      send a dead-lettered delivery again: same id and body, due at once, with a fresh
      retry horizon (409 while it is still being retried)
+
+Retries and dead letters of every pool's deliveries are kept together under the default
+pool's keys (they belong to no pool; hub/webhooks/deliverer.py), so these routes read one
+place. A delivery from a pool other than the default has an id that starts with the pool
+(`gpu-eu!1700000000000-0.job`), like its job's.
 """
 
 from __future__ import annotations

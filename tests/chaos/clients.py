@@ -15,7 +15,8 @@ import httpx
 import orjson
 import websockets
 
-from tests.chaos.support import CLIENT, OPERATOR_TOKEN, ChaosBase, as_text, unfinished
+from shared.text import as_text
+from tests.chaos.support import CLIENT, OPERATOR_TOKEN, ChaosBase, unfinished
 from tests.helpers import wait_until
 
 

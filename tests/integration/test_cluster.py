@@ -24,6 +24,7 @@ from shared.broker import Broker, Claim
 from shared.config import ConfigError
 from shared.event_group import EventGroup
 from shared.job import JobStatus
+from shared.pool_set import PoolSet
 from shared.redis_client import connect, drop_connections
 from shared.redis_types import RedisClient
 from shared.replication import NotReplicated
@@ -33,6 +34,7 @@ from shared.worker_grants import Grant, GrantStore
 from tests.factories import caps, job
 from tests.helpers import wait_until
 from tests.redis_servers import Cluster, Server, TlsCluster
+from worker.links import RedisLink
 
 # As in test_replication_wait.py: an in-sync replica always answers well within this.
 WAIT_MS = 1000
@@ -75,40 +77,48 @@ def broker(
     return Broker(cluster_redis, settings_for(cluster_prefix, broker_settings))
 
 
-async def run_a_job(broker: Broker, job_id: str) -> None:
-    await broker.submit(job(id=job_id))
+async def run_a_job(broker: Broker, job_id: str) -> str:
+    """Submit, claim and complete one job; its id as stored (a named pool's carries it)."""
+    stored = (await broker.submit(job(id=job_id))).job_id
     claim = await broker.claim("w", caps())
     assert isinstance(claim, Claim)
-    assert claim.job.id == job_id
-    assert await broker.complete("w", job_id, claim.token, {"ok": True}) == "ok"
+    assert claim.job.id == stored
+    assert await broker.complete("w", stored, claim.token, {"ok": True}) == "ok"
+    return stored
 
 
 # -- one pool, one slot, one primary ------------------------------------------------------
 
 
-async def test_three_tagged_pools_land_on_three_primaries(
+async def test_three_pools_land_on_three_primaries(
     redis_cluster: Cluster, cluster_redis: RedisClient, broker_settings: BrokerSettings
 ) -> None:
-    """{p1}, {p2} and {p3} hash to slots 11819, 7752 and 3689: one in each third of the
-    slots, so each pool is served by a different primary, and each pool's keys are all on
-    its own."""
+    """Pools p1, p2 and p3 have the prefixes {p1}:, {p2}: and {p3}: on a cluster, which hash
+    to slots 11819, 7752 and 3689: one in each third of the slots, so each pool is served by
+    a different primary, which holds every key of its pool."""
+    settings = dataclasses.replace(broker_settings, pools=("p1", "p2", "p3"))
+    pools = PoolSet(cluster_redis, settings)
     owners = {
-        prefix: redis_cluster.owner(slot_of(prefix)) for prefix in ("{p1}:", "{p2}:", "{p3}:")
+        broker.keys.prefix: redis_cluster.owner(slot_of(broker.keys.prefix)) for broker in pools
     }
+    assert list(owners) == ["{p1}:", "{p2}:", "{p3}:"]
     assert len({owner.name for owner in owners.values()}) == 3
-    for prefix, owner in owners.items():
-        broker = Broker(cluster_redis, settings_for(prefix, broker_settings))
-        job_id = f"j-{uuid.uuid4().hex}"
-        await run_a_job(broker, job_id)
+    for broker in pools:
+        owner = owners[broker.keys.prefix]
+        job_id = await run_a_job(broker, f"j-{uuid.uuid4().hex}")
         with owner.client() as direct:  # a plain client: only the owner holds the key
             assert direct.hget(broker.keys.job(job_id), "status") == b"completed"
             assert direct.zscore(broker.keys.finished("completed"), job_id) is not None
 
 
-def test_a_prefix_without_a_hash_tag_is_refused_on_a_cluster(cluster_redis: RedisClient) -> None:
-    for prefix in ("", "emp:", "{}:", "{emp:"):
-        with pytest.raises(ConfigError, match="REDIS_KEY_PREFIX"):
-            Broker(cluster_redis, BrokerSettings(prefix=prefix))
+def test_every_pool_has_a_hash_tag_of_its_own_on_a_cluster(cluster_redis: RedisClient) -> None:
+    """shared/pools.py tags a pool's prefix with the pool's name on a cluster, the default
+    pool's too, so REDIS_KEY_PREFIX needs no tag. One that spoils the tag (an empty `{}`
+    first: Redis would hash whole key names) is refused, naming the setting."""
+    assert Broker(cluster_redis, BrokerSettings()).keys.prefix == "{default}:"
+    assert Broker(cluster_redis, BrokerSettings(prefix="emp:"), pool="a").keys.prefix == "emp:{a}:"
+    with pytest.raises(ConfigError, match=r"REDIS_KEY_PREFIX: '\{\}:\{default\}:' has no hash tag"):
+        Broker(cluster_redis, BrokerSettings(prefix="{}:"))
 
 
 async def test_concurrent_claimers_each_get_distinct_jobs(
@@ -197,6 +207,51 @@ async def test_the_event_stream_is_tailed_and_shared_out(broker: Broker) -> None
     finally:
         await tail.close()
         await group.close()
+
+
+async def test_a_worker_serving_two_pools_on_two_primaries(
+    redis_cluster: Cluster,
+    cluster_redis: RedisClient,
+    broker_settings: BrokerSettings,
+) -> None:
+    """A worker link with POOLS=p1,p2 (worker/links.py) on a cluster: the pools' keys are on
+    two primaries, so it waits with one BLPOP per pool, and its one subscription spans the
+    control channels of both (SUBSCRIBE takes channels of any slot: PUBLISH is broadcast)."""
+    settings = dataclasses.replace(
+        broker_settings, prefix=f"t{uuid.uuid4().hex[:12]}:", pools=("p1", "p2")
+    )
+    hub = PoolSet(cluster_redis, settings)
+    slots = [slot_of(broker.keys.prefix) for broker in hub]
+    assert redis_cluster.owner(slots[0]) is not redis_cluster.owner(slots[1])
+    link = RedisLink(redis_cluster.settings(), settings, "w1")
+    cancelled: list[str] = []
+    control = asyncio.create_task(link.run_control(cancelled.append))
+    try:
+        woken = asyncio.create_task(link.waiter.wait_for_work(["sim"], timeout=10))
+        submitted = await hub.brokers["p2"].submit(job(id="j2"))
+        assert await asyncio.wait_for(woken, 5) is not None
+        await hub.brokers["p1"].submit(job(id="j1"))
+        claimed = []
+        while isinstance(claim := await link.broker.claim("w1", caps()), Claim):
+            claimed.append(claim.job.id)
+        assert sorted(claimed) == sorted([submitted.job_id, "p1!j1"])
+        channels = [broker.keys.control("w1") for broker in hub]
+
+        def subscribed() -> bool:
+            # Counted on each node: a subscriber is known only to the node it is on.
+            return all(redis_cluster.subscribers(channel) > 0 for channel in channels)
+
+        await wait_until(subscribed, timeout=5, message="the worker listens in both pools")
+        for job_id in claimed:
+            owner = hub.for_job(job_id)
+            assert owner is not None
+            assert (await owner.cancel(job_id)).outcome == "cancelled"
+        await wait_until(lambda: len(cancelled) == 2, timeout=5, message="both cancels heard")
+        assert sorted(cancelled) == sorted(claimed)
+    finally:
+        control.cancel()
+        await asyncio.gather(control, return_exceptions=True)
+        await link.aclose()
 
 
 async def test_reads_transactions_and_the_clock_work_within_a_pool(broker: Broker) -> None:

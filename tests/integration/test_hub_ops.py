@@ -82,7 +82,7 @@ async def test_metrics_text(api: httpx.AsyncClient, broker: Broker) -> None:
     await finish_jobs(api, broker)
     hub = hub_of_client(api)
     await wait_until(
-        lambda: hub.metrics.events.labels("completed")._value.get() == 2,
+        lambda: hub.metrics.events.labels("completed", "default")._value.get() == 2,
         message="event reader saw the completions",
     )
     response = await api.get("/metrics", headers=OPERATOR)
@@ -90,14 +90,15 @@ async def test_metrics_text(api: httpx.AsyncClient, broker: Broker) -> None:
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
     # No live worker offers a1111: its pending job counts under `other`, not a label of its own.
-    assert 'emp_queue_depth{service="other"} 1.0' in text
-    assert 'emp_jobs{status="completed"} 2.0' in text
-    assert 'emp_events_total{type="completed"} 2.0' in text
-    assert 'emp_events_total{type="failed"} 1.0' in text
+    # Everything that belongs to a pool says which (the hub serves only `default` here).
+    assert 'emp_queue_depth{pool="default",service="other"} 1.0' in text
+    assert 'emp_jobs{pool="default",status="completed"} 2.0' in text
+    assert 'emp_events_total{pool="default",type="completed"} 2.0' in text
+    assert 'emp_events_total{pool="default",type="failed"} 1.0' in text
     assert 'emp_hub_submissions_total{outcome="created"} 4.0' in text
-    assert 'emp_workers{status="idle"} 1.0' in text
-    assert "emp_job_run_seconds_count 2.0" in text
-    assert re.search(r"emp_job_wait_seconds_count [34]\.0", text)
+    assert 'emp_workers{pool="default",status="idle"} 1.0' in text
+    assert 'emp_job_run_seconds_count{pool="default"} 2.0' in text
+    assert re.search(r'emp_job_wait_seconds_count\{pool="default"\} [34]\.0', text)
 
 
 async def test_openapi_lists_every_route_and_is_valid_json(api: httpx.AsyncClient) -> None:

@@ -47,8 +47,8 @@ async def test_metrics_label_only_services_some_worker_offers(
         text = (await api.get("/metrics", headers=OPERATOR)).text
     depth = [line for line in text.splitlines() if line.startswith("emp_queue_depth{")]
     assert sorted(depth) == [
-        'emp_queue_depth{service="comfyui"} 3.0',
-        'emp_queue_depth{service="other"} 200.0',
+        'emp_queue_depth{pool="default",service="comfyui"} 3.0',
+        'emp_queue_depth{pool="default",service="other"} 200.0',
     ]
     assert "made-up" not in text
 

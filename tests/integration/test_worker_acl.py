@@ -8,6 +8,8 @@ run with the caller's rights. The last one is why untrusted boxes use the gatewa
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -38,6 +40,13 @@ def readme_acl() -> list[str]:
     return line.replace(">change-me", f">{PASSWORD}").split()[1:]
 
 
+def readme_pool_patterns() -> list[str]:
+    """The extra patterns release/README.md gives for the pool `gpu-eu`."""
+    found = re.search(r"`(~\{gpu-eu\}:job:\*.*?)`", README.read_text("utf-8"), re.DOTALL)
+    assert found, "release/README.md gives no key patterns for a named pool"
+    return found[1].split()
+
+
 @pytest.fixture
 async def worker_redis(redis: Redis, redis_url: str) -> AsyncIterator[Redis]:
     await redis_command(redis, "ACL", *readme_acl())
@@ -56,6 +65,23 @@ async def test_the_acl_runs_everything_a_worker_does(
     worker_redis: Redis, broker: Broker, broker_settings: BrokerSettings
 ) -> None:
     await run_everything_a_worker_does(Broker(worker_redis, broker_settings), broker)
+
+
+async def test_the_acl_with_a_pools_patterns_runs_everything_a_worker_does_in_that_pool(
+    redis: Redis, redis_url: str, broker_settings: BrokerSettings
+) -> None:
+    """The README's recipe for a named pool: the same patterns under `{gpu-eu}:`."""
+    await redis_command(redis, "ACL", *readme_acl(), *readme_pool_patterns())
+    scheme, rest = redis_url.split("://", 1)
+    url = f"{scheme}://emp-worker:{PASSWORD}@{rest.split('@')[-1]}"
+    client = connect_server(RedisSettings(url=url))
+    settings = dataclasses.replace(broker_settings, pools=("gpu-eu",))
+    try:
+        hub = Broker(redis, settings, pool="gpu-eu")
+        await run_everything_a_worker_does(Broker(client, settings, pool="gpu-eu"), hub)
+    finally:
+        await client.aclose()
+        await redis_command(redis, "ACL", "DELUSER", "emp-worker")
 
 
 async def run_everything_a_worker_does(worker: Broker, broker: Broker) -> None:

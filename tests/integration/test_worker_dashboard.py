@@ -259,6 +259,7 @@ async def test_status_describes_the_worker(client: httpx.AsyncClient, fake: Fake
     assert 3725 <= worker["uptime_seconds"] <= round(time.time() - fake.started, 1)
     assert (worker["heartbeat_age_seconds"], worker["heartbeat_late"]) == (0.4, False)
     assert worker["slots"] == {"total": 2, "busy": 1}
+    assert worker["pools"] == ["default"]  # POOLS: the pools it claims from
     assert body["controls"] == {"enabled": True, "reason": None}
     [running] = body["running"]
     assert running["job_id"] == "job-1"

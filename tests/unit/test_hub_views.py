@@ -98,8 +98,10 @@ def test_percentiles() -> None:
 
 
 def test_cursor_round_trip_and_garbage() -> None:
-    assert Cursor.decode(Cursor(2, 40).encode()) == Cursor(2, 40)
-    assert Cursor.decode(None) == Cursor(0, 0)
+    assert Cursor.decode(Cursor(2, {"default": 40}).encode()) == Cursor(2, {"default": 40})
+    two = Cursor(1, {"default": 3, "gpu-eu": 7})
+    assert Cursor.decode(two.encode()) == two
+    assert Cursor.decode(None) == Cursor(0)
     for bad in ("!!", "e30", "WyJhIiwxXQ", "Wy0xLDBd"):
         with pytest.raises(InvalidInput) as info:
             Cursor.decode(bad)

@@ -128,6 +128,22 @@ def test_a_gateway_worker_takes_its_id_from_the_token_and_needs_no_redis() -> No
     assert "s3cr3t" not in repr(s)
 
 
+@pytest.mark.parametrize("pools", ["gpu-eu", "default,gpu-eu", "gpu-eu,default"])
+def test_a_gateway_worker_refuses_pools_other_than_the_default(pools: str) -> None:
+    """The gateway claims in the default pool only: a gateway worker told to serve another
+    pool would serve none of it, so it does not start."""
+    with pytest.raises(ConfigError) as refused:
+        WorkerSettings.from_env({**GATEWAY, "POOLS": pools})
+    assert refused.value.name == "POOLS"
+    assert "gateway" in str(refused.value)
+    assert WorkerSettings.from_env({**GATEWAY, "POOLS": "default"}).broker.pools == ("default",)
+
+
+def test_a_direct_worker_serves_the_pools_it_names() -> None:
+    settings = WorkerSettings.from_env({**BASE, "POOLS": "gpu-eu,gpu-us"})
+    assert settings.broker.pools == ("gpu-eu", "gpu-us")
+
+
 @pytest.mark.parametrize(
     ("extra", "named"),
     [

@@ -155,6 +155,7 @@ def snapshot(
             "heartbeat_late": age is None or age > 3 * settings.broker.heartbeat_interval,
             "slots": {"total": settings.concurrent_jobs, "busy": len(running)},
             "services": list(settings.services),
+            "pools": list(settings.broker.pools),
             "redis": "" if settings.through_gateway else settings.redis.describe(),
             "gateway": ", ".join(settings.gateway_urls),
             "dashboard_url": worker.dashboard_url,

@@ -5,88 +5,25 @@
 --- @include "matching"
 --- @include "events"
 --- @include "queue"
-
--- Leases a worker holds, as {customer=, isolation=} entries (for customer isolation; the
--- lease format is in leases.lua). Only the claim reads leases this way.
-local function running_of(lease_key)
-  local out = {}
-  local flat = redis.call('HGETALL', lease_key)
-  for i = 2, #flat, 2 do
-    local f = split(flat[i], '|')
-    out[#out + 1] = { customer = f[2] or '', isolation = f[3] or 'none' }
-  end
-  return out
-end
+--- @include "find_job"
 
 -- Take the best pending job `worker_id` can run, under a lease. Returns {'job', token,
--- field1, value1, ...} or {'none', reason, next_due_ms, next_offset}; claim.lua's header
--- states the contract and the invariants.
-local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases)
-  local state = redis.call('HGET', K.worker(worker_id), 'state')
-  if state == 'paused' or state == 'draining' then return { 'none', state, '', '' } end
-  -- A gateway worker's grant caps the leases it holds (0: no cap). Checked here, in the
-  -- claim itself, so two claims at once (through two hubs) cannot both pass the cap.
-  -- (Absent, as from a caller that predates it: no cap.)
-  if (max_leases or 0) > 0 and redis.call('HLEN', K.leases(worker_id)) >= max_leases then
-    return { 'none', 'limit', '', '' }
-  end
+-- field1, value1, ...} or {'none', reason, next_due_ms, next_offset[, priority,
+-- created_at]}; claim.lua's header states the contract and the invariants. `elsewhere`,
+-- `floor_priority` and `floor_created` are claim.lua's ARGV[10..12] (nil: none).
+local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases, elsewhere,
+    floor_priority, floor_created)
+  local barrier = claim_barrier(worker_id, max_leases)
+  if barrier then return { 'none', barrier, '', '' } end
 
   local now = now_ms()
-  promote_due(now, 100)
+  promote_due(now, DUE_PER_CLAIM)
   local caps = prepare_caps(caps_json)
   local lease_key = K.leases(worker_id)
-  local running = running_of(lease_key)
+  local running = running_of(lease_key, elsewhere)
+  local best, truncated = find_best(worker_id, caps, running, budget, offset, now)
 
-  -- Customers whose classes are worth scanning: a loose-isolation job locks the worker to
-  -- its customer; a strict worker serves only its allow-list; anyone else scans by service.
-  local customers = nil
-  for _, r in ipairs(running) do
-    if r.isolation == 'loose' then customers = { r.customer } end
-  end
-  if not customers and caps.isolation == 'strict' then customers = caps.allowed_list end
-
-  -- The first job of a class this worker may take: a worker that just failed a job is
-  -- passed over while its avoidance window lasts.
-  local function pick(class_id)
-    local ids = redis.call('ZRANGE', K.job_class(class_id), 0, 7)
-    for _, id in ipairs(ids) do
-      local a = redis.call('HMGET', K.job(id), 'avoid_worker', 'avoid_until')
-      if a[1] ~= worker_id or tonumber(a[2] or '0') <= now then return id end
-    end
-    return nil
-  end
-
-  local best_score, best_job, best_class, best_doc = nil, nil, nil, nil
-  local truncated = false
-  for _, svc in ipairs(caps.services) do
-    local indexes = {}
-    if customers then
-      for _, c in ipairs(customers) do indexes[#indexes + 1] = K.service_classes(svc, c) end
-    else
-      indexes[1] = K.service_classes(svc)
-    end
-    for _, index in ipairs(indexes) do
-      local entries = redis.call('ZRANGE', index, offset, offset + budget - 1, 'WITHSCORES')
-      local settled = false
-      for i = 1, #entries, 2 do
-        local class_id, score = entries[i], tonumber(entries[i + 1])
-        if best_score and score >= best_score then settled = true; break end
-        local doc = class_doc(class_id)
-        if not mismatch(doc.s, doc.c, doc.r, caps, running) then
-          local id = pick(class_id)
-          if id then
-            best_score = tonumber(redis.call('ZSCORE', K.job_class(class_id), id))
-            best_job, best_class, best_doc = id, class_id, doc
-            settled = true
-            break
-          end
-        end
-      end
-      if not settled and #entries == 2 * budget then truncated = true end
-    end
-  end
-
-  if not best_job then
+  if not best then
     if hops > 0 then
       -- Woken for work this worker cannot do: pass the wake-up on to another idle worker.
       for _, svc in ipairs(caps.services) do
@@ -96,6 +33,18 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
     local due = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
     if truncated then return { 'none', 'more', due[2] or '', int(offset + budget) } end
     return { 'none', 'empty', due[2] or '', '' }
+  end
+
+  local best_job, best_class, best_doc = best.job, best.class, best.doc
+  if floor_priority then
+    -- A worker serving several pools takes this pool's best only if it ranks at least as
+    -- high as the best job it saw in its other pools (worker/pooled_broker.py); otherwise
+    -- it learns this pool's best instead, to choose again.
+    local priority, created = rank_of(best_job)
+    if priority < floor_priority or (priority == floor_priority and created > floor_created) then
+      local due = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+      return { 'none', 'worse', due[2] or '', '', int(priority), int(created) }
+    end
   end
 
   local job_key = K.job(best_job)

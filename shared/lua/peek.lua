@@ -1,0 +1,62 @@
+-- peek.lua: name the job claim.lua would take next for this worker, taking nothing.
+--
+-- KEYS[1]  jobs:pending
+-- ARGV[1..3] common (include/common.lua)
+-- ARGV[4]  worker id
+-- ARGV[5]  the worker's capabilities (JSON), as for claim.lua
+-- ARGV[6]  scan budget, as for claim.lua
+-- ARGV[7]  scan offset: 0, or the `next_offset` of a previous 'more' reply
+-- ARGV[8]  the leases the worker holds in its other pools, as claim.lua's ARGV[10]
+-- Returns  {'job', job_id, effective_priority, submitted_ms}: the job a claim would take,
+--          ranked so that pools compare (the score's FIFO part is a per-pool sequence;
+--          these are not), or claim.lua's {'none', reason, next_due_ms, next_offset} with
+--          reason 'empty', 'more', 'paused' or 'draining'.
+-- Invariants:
+--  * Read-only: it writes no key, does not move due retries into their classes (claim.lua
+--    does, through promote_due), and never rings or passes on a doorbell: a worker may peek
+--    every pool it serves before choosing one, and the peeks it does not act on cost nothing
+--    else.
+--  * It agrees with claim.lua: both search with find_best (include/find_job.lua). A retry
+--    whose backoff is over, which the claim would first move into its class, is judged here
+--    where it waits, by the same match, avoidance and score. One corner differs: a class
+--    whose first 8 jobs all avoid this worker (it just failed them) hides its 9th from both,
+--    and a due retry moved in front can push a job out of those 8 for the claim only.
+--  * next_due_ms is the one the claim would report: the first retry still backing off once
+--    the due ones (at most DUE_PER_CLAIM, as the claim moves) are counted as moved.
+
+--- @include "common"
+--- @include "keys"
+--- @include "matching"
+--- @include "find_job"
+
+local worker_id = ARGV[4]
+local budget, offset = tonumber(ARGV[6]), tonumber(ARGV[7])
+local barrier = claim_barrier(worker_id, 0)
+if barrier then return { 'none', barrier, '', '' } end
+
+local now = now_ms()
+local caps = prepare_caps(ARGV[5])
+local running = running_of(K.leases(worker_id), ARGV[8])
+local best, truncated = find_best(worker_id, caps, running, budget, offset, now)
+local best_job, best_score = best and best.job, best and best.score
+
+-- Due retries, judged where they wait: the claim would first move these into their classes.
+local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, DUE_PER_CLAIM)
+for _, id in ipairs(due) do
+  local f = redis.call('HMGET', K.job(id), 'status', 'score', 'service_type', 'customer_id',
+    'requirements')
+  local score = tonumber(f[2])
+  if f[1] == 'pending' and score and (not best_score or score < best_score)
+      and not avoids(worker_id, id, now)
+      and not mismatch(f[3], f[4] or '', cjson.decode(f[5] or '{}'), caps, running) then
+    best_job, best_score = id, score
+  end
+end
+
+if not best_job then
+  local next_due = redis.call('ZRANGE', K.delayed, #due, #due, 'WITHSCORES')
+  if truncated then return { 'none', 'more', next_due[2] or '', int(offset + budget) } end
+  return { 'none', 'empty', next_due[2] or '', '' }
+end
+local priority, created = rank_of(best_job)
+return { 'job', best_job, int(priority), int(created) }
