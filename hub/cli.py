@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedded: EmbeddedRedis | None = None
     if settings.redis is not None:
         redis_url = settings.redis.url
-        if settings.redis.sentinels or redis_url is None:
+        if settings.redis.sentinels or settings.redis.cluster or redis_url is None:
             redis_line = worker_line = settings.redis.describe()
         else:
             redis_line = mask_url(redis_url)
