@@ -28,6 +28,7 @@ BENCHMARKS = {
     "hub": "hub POST /jobs submissions/s and latency",
     "pyz": "worker.pyz: size, start-to-registered time, idle memory",
     "webhooks": "webhook deliveries/s through 1 and 2 hubs, event-to-delivery latency",
+    "scale": "Redis load of 3 pools over a 3-primary cluster vs 1 pool on one Redis",
 }
 
 

@@ -175,6 +175,7 @@ IDLE_FLEET = Target("<", 1000.0, "< 1,000 cmd/s")
 PYZ_SIZE = Target("<", 20.0, "< 20 MB")
 START = Target("<", 2.0, "< 2 s")
 RSS = Target("<", 80e6 / 2**20, "< 80 MB (76.3 MiB)")
+EVEN_SPLIT = Target("<", 15.0, "< 15 % off an even share")
 FLEET_SIZE = 1000
 CLAIM_DEPTHS = (100_000, 1_000_000)  # the depths the targets name
 
@@ -347,6 +348,35 @@ def _webhooks(tables: list[Table]) -> list[Line]:
     ]
 
 
+def _scale(tables: list[Table]) -> list[Line]:
+    """How far the busiest or idlest cluster primary's Redis CPU is from 1/N of the total,
+    in % of 1/N, and the computed capacity of 3 primaries."""
+    shares = [
+        share
+        for t, row in _rows(tables, lambda first: first.startswith("cluster"))
+        if (share := _cell(t, row, "CPU share %")) is not None
+    ]
+    even = 100 / len(shares) if shares else 0.0
+    worst = max((abs(share - even) / even * 100 for share in shares), default=None)
+    return [
+        Line(
+            "scale-out: the primary furthest from an even share of Redis CPU",
+            worst,
+            "% off",
+            EVEN_SPLIT,
+            source="scale",
+        ),
+        Line(
+            "claims/s 3 primaries can serve (computed)",
+            value_of(tables, "3", "claims/s (computed)"),
+            "per s",
+            None,
+            "computed from the Redis time per claim",
+            source="scale",
+        ),
+    ]
+
+
 EXTRACTORS: dict[str, Callable[[list[Table]], list[Line]]] = {
     "claim": _claim,
     "broker": _broker,
@@ -354,6 +384,7 @@ EXTRACTORS: dict[str, Callable[[list[Table]], list[Line]]] = {
     "hub": _hub,
     "pyz": _pyz,
     "webhooks": _webhooks,
+    "scale": _scale,
 }
 
 

@@ -20,8 +20,8 @@ client):
   it for the slot map and connects to the other nodes itself), with the user, password and
   TLS settings every node shares. A cluster has database 0 only, and it fails over by itself,
   so Sentinel does not apply. Every key of one pool must be in one slot, because the Lua
-  scripts touch a pool's keys together: REDIS_KEY_PREFIX needs a hash tag (`{emp}:`); see
-  shared/keys.py.
+  scripts touch a pool's keys together: each pool's prefix carries its own hash tag
+  (`{gpu-eu}:`, shared/pools.py), so REDIS_KEY_PREFIX must hold no braces of its own.
 
 The URL has two names. HUB_REDIS_URL is the fleet's own; REDIS_URL is the generic one that
 the hub documented first. When both are set, HUB_REDIS_URL wins, in the hub as in the

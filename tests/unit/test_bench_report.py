@@ -102,6 +102,25 @@ event -> delivered, p50              1.92     ms
 event -> delivered, p99              12.0     ms
 deliveries, 2 hub(s), 2,000 events    965  per s
 """
+SCALE = """\
+scale: Redis load per primary, 9,000 jobs drained by 3 worker processes (measured; target: each primary within +-15% of 1/3: met)
+---------------------------------------------------------------------------------------------------------------------------------
+setup                          primary            pools    claims  claim share %  redis us/claim  redis CPU s  CPU share %  end-to-end claims/s
+-----------------------------  -----------------  -------  ------  -------------  --------------  -----------  -----------  -------------------
+single Redis, 1 pool                       redis  default   9,015            100            71.8         0.78          100                5,660
+cluster, 3 primaries, 3 pools  cluster-primary-0   pool-1   3,007           33.3            91.5         0.33         33.8                6,358
+cluster, 3 primaries, 3 pools  cluster-primary-1   pool-0   3,007           33.3            94.8         0.34         34.7                6,358
+cluster, 3 primaries, 3 pools  cluster-primary-2   pool-2   3,007           33.3            96.7         0.31         31.5                6,358
+
+scale: claims/s N primaries can serve (COMPUTED from the measured Redis time per claim, one core per primary, pools spread evenly; not measured end to end)
+-----------------------------------------------------------------------------------------------------------------------------------------------------------
+primaries  us/claim measured on  redis us/claim  claims/s (computed)
+---------  --------------------  --------------  -------------------
+1                  single Redis            71.8               13,931
+3                       cluster            94.3               31,807
+6                       cluster            94.3               63,614
+12                      cluster            94.3              127,227
+"""
 OUTPUTS = {
     "claim": CLAIM,
     "broker": BROKER,
@@ -109,6 +128,7 @@ OUTPUTS = {
     "hub": HUB,
     "pyz": PYZ,
     "webhooks": WEBHOOKS,
+    "scale": SCALE,
 }
 WHEN = datetime(2026, 11, 29, 20, 23, tzinfo=UTC)
 
@@ -167,6 +187,8 @@ def test_every_table_of_a_run_is_found_with_or_without_blank_lines_between() -> 
         "hub POST /jobs",
         "pyz",
         "webhooks",
+        "scale",
+        "scale",
     ]
     assert spaced == packed
 
@@ -220,6 +242,8 @@ def test_the_summary_of_a_real_quick_run() -> None:
         "pyz RSS idle, dashboard on": "met",
         "webhook deliveries (1 hub(s), 2,000 events)": "—",  # no target
         "webhook event -> delivered, p50": "—",
+        "scale-out: the primary furthest from an even share of Redis CPU": "met",
+        "claims/s 3 primaries can serve (computed)": "—",
     }
     values = {ln.what: ln.value for ln in lines}
     assert values["webhook deliveries (1 hub(s), 2,000 events)"] == 1508  # the best row
@@ -233,6 +257,10 @@ def test_the_summary_of_a_real_quick_run() -> None:
     assert values["worker.pyz size"] == 2.85
     assert values["pyz start -> registered, later runs (median)"] == 0.232
     assert values["pyz RSS idle, dashboard on"] == 50.7
+    # 31.5 % of the Redis CPU where an even split is 33.3 %: 5.5 % off (34.7 % is 4.1 % off)
+    furthest = values["scale-out: the primary furthest from an even share of Redis CPU"]
+    assert furthest == pytest.approx(5.5, abs=0.05)
+    assert values["claims/s 3 primaries can serve (computed)"] == 31807
 
 
 def test_targets_are_strict_bounds() -> None:
@@ -353,6 +381,7 @@ def test_markdown_shape() -> None:
         "### hub (12 s)",
         "### pyz (12 s)",
         "### webhooks (12 s)",
+        "### scale (12 s)",
     ]
     assert "- Date: 2026-11-29 20:23 UTC" in md
     assert "- Machine: Linux x86_64, 2 CPUs (x86_64), 24 GiB RAM, Python 3.11.7" in md
@@ -374,7 +403,7 @@ def test_markdown_shape() -> None:
         "- submit, batched (500): measured 16,654 jobs/s, target > 30,000 jobs/s.",
         "- claim p99, 1,000,000 pending (1% match): not measured (this run measured 1,000, 10,000, 100,000 pending).",
     ]
-    assert (md.count("```text"), md.count("```")) == (6, 6)  # each opened and closed
+    assert (md.count("```text"), md.count("```")) == (7, 7)  # each opened and closed
     body = "\n".join(md)
     for text in OUTPUTS.values():
         assert text.rstrip("\n") in body  # every full table, verbatim
