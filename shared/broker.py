@@ -41,7 +41,6 @@ from shared.broker_replies import (
     worker_state,
 )
 from shared.capabilities import Capabilities
-from shared.config import ConfigError
 from shared.control_channel import ControlSubscription
 from shared.errors import BrokerError, InvalidInput
 from shared.job import MAX_EFFECTIVE_PRIORITY, Job, JobRequest
@@ -104,14 +103,6 @@ class Broker:
         self.settings = settings or BrokerSettings()
         self.pool = pool
         cluster = isinstance(redis, RedisCluster)
-        if cluster and "{" in self.settings.prefix:
-            # Redis hashes the first {...} of a name: a tag in the base prefix would put
-            # every pool's keys in one slot, on one primary, and nothing would scale out.
-            raise ConfigError(
-                "REDIS_KEY_PREFIX",
-                f"{self.settings.prefix!r} holds braces; on a Redis Cluster each pool adds its "
-                "own hash tag, so leave braces out",
-            )
         self.keys = Keys(pool_prefix(self.settings.prefix, pool, cluster=cluster))
         self._scripts = Scripts(
             redis,
