@@ -1,7 +1,8 @@
 """Every Redis key and channel emp-redis uses, in one place.
 
-An optional prefix precedes all names. With a Redis Cluster hash tag in it (`{emp}:`) every
-key of one pool lands in one slot, which the Lua scripts need: they derive per-job and
+A prefix precedes all names: REDIS_KEY_PREFIX, then the pool's Redis Cluster hash tag
+(`{gpu-eu}:`, shared/pools.py), so every key of one pool lands in one slot, which the Lua
+scripts need: they derive per-job and
 per-worker key names from the prefix (passed as ARGV[1]) and touch them in one call. The
 scripts build every name with the table in `shared/lua/include/keys.lua`, which mirrors this
 class member for member; `tests/integration/test_lua_keys.py` holds the two equal.
