@@ -295,7 +295,8 @@ HEADER = """\
 # Reliability: the chaos matrix
 
 Real processes under failure: a Redis server with AOF (or, for the Sentinel scenarios, a
-primary with two replicas and three sentinels), one or two hubs (`python -m hub`), several
+primary with two replicas and three sentinels; for `cluster_failover`, a Redis Cluster of
+three primaries with one replica each), one or two hubs (`python -m hub`), several
 workers (`python -m worker`, simulation connector), jobs submitted over the REST API. Each
 scenario ends with an exact accounting of every accepted job, read from Redis itself (job
 hashes, leases, the `events` stream):
@@ -313,8 +314,8 @@ Every scenario asserts lost = 0 and completed_twice = 0, plus what its row says.
 `IDLE_POLL_SECONDS=1`. Durability: the chaos Redis runs with `appendfsync always`, so even
 `kill -9` loses no acknowledged write; the hub's embedded Redis defaults to `everysec`, which
 may lose about the last second of acknowledged submissions on a crash of the Redis host
-(a clean stop loses nothing). In the Sentinel scenarios a killed primary's data is gone with
-it: what survives is what a replica held. With `REDIS_WAIT_REPLICAS=1` nothing is
+(a clean stop loses nothing). In the Sentinel and cluster scenarios a killed primary's data is
+gone with it: what survives is what a replica held. With `REDIS_WAIT_REPLICAS=1` nothing is
 acknowledged before a replica holds it; with 0 (the default) a failover can lose what the
 replicas had not received yet, which `sentinel_failover_without_wait` measures (not run in
 CI: `EMP_CHAOS_MEASURE=1`).

@@ -494,7 +494,8 @@ def start_managed_like(root: Path) -> Server:
 
 # How long a node is silent before the others call it failing. Not shorter, for the reason
 # DOWN_AFTER_MS gives: a busy 2-core box must not fail over a live primary. Tests that want
-# a takeover do not wait this long: `Cluster.wait_takeover` tells the replica to take over.
+# a takeover do not wait this long: `Cluster.wait_takeover` tells the replica to take over
+# (the cluster_failover chaos scenario waits, to see the failover a crash really causes).
 CLUSTER_NODE_TIMEOUT_MS = 3000
 SLOTS = 16384
 # Every key of slot ARGV[1] to ARGV[2]:ARGV[3] (timeout ARGV[4] ms), in one script: nothing
@@ -637,12 +638,17 @@ class Cluster:
         """SIGKILL a primary, as a crashed host."""
         primary.kill()
 
-    def wait_takeover(self, old: Server, replica: Server, timeout: float = 30) -> Server:
+    def wait_takeover(
+        self, old: Server, replica: Server, timeout: float = 30, *, force: bool = True
+    ) -> Server:
         """Until `replica` serves `old`'s slots and every live node agrees. It is told to
         take over (CLUSTER FAILOVER FORCE: an election among the live primaries, no wait for
-        the node timeout), which is what a crashed primary leads to anyway, seconds later."""
-        with replica.client() as client:
-            client.execute_command("CLUSTER FAILOVER FORCE")
+        the node timeout), which is what a crashed primary leads to anyway, seconds later;
+        `force=False` waits for that instead: the others call `old` failing after
+        CLUSTER_NODE_TIMEOUT_MS, and its replica is elected on its own, as in production."""
+        if force:
+            with replica.client() as client:
+                client.execute_command("CLUSTER FAILOVER FORCE")
         _wait(lambda: self.role(replica) == "master", f"{replica.name} to be promoted", timeout)
         self.wait_ok(timeout)
         return replica

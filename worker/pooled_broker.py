@@ -62,6 +62,17 @@ one round trip per claim, as always. Serving several pools a claim costs two rou
 each heartbeat one call per pool (at once). Peeking runs the same search as the claim, so
 Redis does about twice the matching work for each claimed job.
 
+A pool that cannot be reached. On a Redis Cluster each pool may live on a primary of its
+own, and when one primary fails its pools have no primary for seconds (until a replica is
+elected) while the others' are fine. One such pool must not stop the worker in the others:
+a peek, a claim or a wait for work that cannot reach a pool leaves that pool out (its look
+is NoClaim('unreachable')) and goes on with the rest, and the pool is left out of claims
+for UNREACHABLE_RETRY seconds, then looked at again; a completion's report never fails
+because another pool's peek did. Only when no pool can be reached does the call raise, as
+with one pool, and the worker backs off as for any outage. Each pool logs its own outage
+(one line when it begins, one when it ends). Heartbeats still go to every pool and raise if
+one failed (the others have their beat all the same: asyncio.gather lets them finish).
+
 A wake-up passed on: a claim with hops passes a wake-up this worker cannot use on to another
 idle worker. Here, when no pool has a job for this worker and the wake-up came from pool W,
 W's claim is called with the hops (it claims if a job arrived since the peek, else it passes
@@ -74,9 +85,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
@@ -97,8 +109,18 @@ from shared.capabilities import Capabilities
 from shared.control_channel import ControlSubscription
 from shared.errors import BrokerError
 from shared.job import Job
+from shared.outage import Outage
 from shared.pool_set import PoolSet
 from shared.pools import pool_of
+from shared.redis_client import TRANSIENT_ERRORS
+
+logger = logging.getLogger(__name__)
+
+UNREACHABLE: Final = "unreachable"  # a NoClaim reason: the pool's Redis did not answer
+# How long a pool that could not be reached is left out of claims: a dead node then costs one
+# failed attempt (a refused connect and redis-py's retries, a few hundred ms) per interval
+# and pool, not one per claim, and a pool back after a failover is looked at within it.
+UNREACHABLE_RETRY: Final = 1.0
 
 # What one pool's last look said: its best job's rank, why it has none (NoClaim), or
 # nothing yet (None: not looked at since the worker's last claim).
@@ -121,6 +143,9 @@ class PooledBroker:
             isinstance(first.redis, RedisCluster) if per_pool_waits is None else per_pool_waits
         )
         self._claiming = asyncio.Lock()
+        # Pools that could not be reached: until when (time.monotonic()) claims leave them out.
+        self._down: dict[str, float] = {}
+        self._outages = {name: Outage(f"Redis (pool {name})", logger) for name in self.pools.names}
         # Jobs this worker holds, by id: (customer, isolation), for the claims in other pools.
         self._held: dict[str, tuple[str, str]] = {}
         # The pool whose doorbell ended the last wait, for passing a wasted wake-up on.
@@ -207,10 +232,18 @@ class PooledBroker:
         self, worker_id: str, caps: Capabilities | bytes, *, hops: int = 0
     ) -> Claim | NoClaim:
         encoded = caps if isinstance(caps, bytes) else Broker.encode_capabilities(caps)
+        names = self.pools.names
+        errors: list[Exception] = []
         async with self._claiming:
-            looks = await self._peek(worker_id, encoded, self.pools.names)
+            # Every pool left out would leave nothing to try: try them all, so that the
+            # error raised below is this call's own.
+            skip = not all(self._left_out(name) for name in names)
+            looks = await self._peek(worker_id, encoded, names, errors, skip_down=skip)
             woken = self._woken if hops > 0 else None
-            return await self._claim_across(worker_id, encoded, looks, woken, hops)
+            result = await self._claim_across(worker_id, encoded, looks, woken, hops, errors)
+        if isinstance(result, NoClaim) and errors and all(map(_is_unreachable, looks.values())):
+            raise errors[0]  # no pool answered: Redis is unreachable, as with one pool
+        return result
 
     async def complete_and_claim(
         self, worker_id: str, job_id: str, token: str, result: Any, caps: bytes
@@ -223,33 +256,93 @@ class PooledBroker:
         async with self._claiming:
             # The job is over for this worker whatever the fence says: not held elsewhere.
             held = self._held.pop(job_id, None)
+            errors: list[Exception] = []
             try:
+                # Only the completion can fail this call (and be retried): _peek raises
+                # nothing for a pool it cannot reach.
                 fence, looks = await asyncio.gather(
                     finishing.complete(worker_id, job_id, token, result),
-                    self._peek(worker_id, caps, others),
+                    self._peek(worker_id, caps, others, errors, skip_down=True),
                 )
             except BaseException:
                 if held is not None:
                     self._held[job_id] = held  # not delivered: the caller retries
                 raise
             looks[finishing.pool] = None
-            return fence, await self._claim_across(worker_id, caps, looks, None, 0)
+            return fence, await self._claim_across(worker_id, caps, looks, None, 0, errors)
 
-    async def _peek(self, worker_id: str, caps: bytes, names: Sequence[str]) -> dict[str, Look]:
+    async def _peek(
+        self,
+        worker_id: str,
+        caps: bytes,
+        names: Sequence[str],
+        errors: list[Exception],
+        *,
+        skip_down: bool,
+    ) -> dict[str, Look]:
         """Every pool in `names` at once: the rank of the job a claim would take there, or
-        why there is none."""
-        brokers = [self.pools.brokers[name] for name in names]
+        why there is none. A pool that does not answer (or, with `skip_down`, was left out
+        for that lately) is NoClaim('unreachable'); its error is added to `errors`."""
+        looks: dict[str, Look] = {}
+        brokers = []
+        for name in names:
+            left_out = self._left_out(name) if skip_down else None
+            if left_out is not None:
+                looks[name] = left_out
+            else:
+                brokers.append(self.pools.brokers[name])
         heads = await asyncio.gather(
-            *(b.peek(worker_id, caps, elsewhere=self._elsewhere(b.pool)) for b in brokers)
+            *(b.peek(worker_id, caps, elsewhere=self._elsewhere(b.pool)) for b in brokers),
+            return_exceptions=True,
         )
-        return {
-            b.pool: head.rank if isinstance(head, Head) else head
-            for b, head in zip(brokers, heads, strict=True)
-        }
+        for b, head in zip(brokers, heads, strict=True):
+            if isinstance(head, TRANSIENT_ERRORS):
+                looks[b.pool] = self._unreachable(b.pool, "peek", head, errors)
+            elif isinstance(head, BaseException):
+                raise head
+            else:
+                self._reached(b.pool)
+                looks[b.pool] = head.rank if isinstance(head, Head) else head
+        return looks
+
+    def _left_out(self, pool: str) -> NoClaim | None:
+        """NoClaim('unreachable') while `pool` is left out of claims, else None."""
+        until = self._down.get(pool)
+        if until is None:
+            return None
+        left = until - time.monotonic()
+        if left <= 0:
+            return None
+        return NoClaim(UNREACHABLE, int((time.time() + left) * 1000))
+
+    def _unreachable(
+        self, pool: str, who: str, exc: BaseException, errors: list[Exception]
+    ) -> NoClaim:
+        """`pool` did not answer: leave it out of claims for UNREACHABLE_RETRY seconds. Its
+        NoClaim says when to look again (local time, as 'contended')."""
+        assert isinstance(exc, Exception)  # TRANSIENT_ERRORS are all Exceptions
+        errors.append(exc)
+        self._outages[pool].failed(who, exc)
+        self._down[pool] = time.monotonic() + UNREACHABLE_RETRY
+        return NoClaim(UNREACHABLE, int((time.time() + UNREACHABLE_RETRY) * 1000))
+
+    def _reached(self, pool: str) -> None:
+        if self._down.pop(pool, None) is not None:
+            self._outages[pool].recovered()
 
     async def _claim_across(
-        self, worker_id: str, caps: bytes, looks: dict[str, Look], woken: str | None, hops: int
+        self,
+        worker_id: str,
+        caps: bytes,
+        looks: dict[str, Look],
+        woken: str | None,
+        hops: int,
+        errors: list[Exception],
     ) -> Claim | NoClaim:
+        """Claim by the `looks` (updated as pools answer). A pool whose claim cannot reach
+        it is marked unreachable in `looks` (its error added to `errors`) and the others are
+        tried: a claim that broke after it was sent may have taken a job, which the next
+        heartbeat hands back as orphaned, as after any lost reply."""
         # Each retry follows another worker's claim in the pool chosen (it took the job seen
         # there), so the loop ends; the bound keeps one busy pool from holding a claim long.
         for _ in range(2 * len(looks) + 2):
@@ -257,9 +350,14 @@ class PooledBroker:
             if choice is None:
                 break
             pool, floor = choice
-            result = await self.pools.brokers[pool].claim(
-                worker_id, caps, elsewhere=self._elsewhere(pool), floor=floor
-            )
+            try:
+                result = await self.pools.brokers[pool].claim(
+                    worker_id, caps, elsewhere=self._elsewhere(pool), floor=floor
+                )
+            except TRANSIENT_ERRORS as exc:
+                looks[pool] = self._unreachable(pool, "claim", exc, errors)
+                continue
+            self._reached(pool)
             if isinstance(result, Claim):
                 self._hold(result.job)
                 return result
@@ -267,12 +365,15 @@ class PooledBroker:
         else:
             # Lost every race: come back at once rather than wait for a doorbell.
             return NoClaim("contended", int(time.time() * 1000))
-        if woken is not None:
+        if woken is not None and not _is_unreachable(looks.get(woken)):
             # Woken for work no pool has for this worker: W's claim passes the wake-up on
             # (or takes a job that arrived since the peek; nothing else can rank above it).
-            result = await self.pools.brokers[woken].claim(
-                worker_id, caps, hops=hops, elsewhere=self._elsewhere(woken)
-            )
+            try:
+                result = await self.pools.brokers[woken].claim(
+                    worker_id, caps, hops=hops, elsewhere=self._elsewhere(woken)
+                )
+            except TRANSIENT_ERRORS as exc:
+                result = self._unreachable(woken, "claim", exc, errors)
             if isinstance(result, Claim):
                 self._hold(result.job)
                 return result
@@ -304,10 +405,16 @@ class PooledBroker:
         return int(text(popped[1]) or "0")
 
     async def _wait_each(self, services: Sequence[str], timeout: float) -> int | None:
-        """One BLPOP per pool, at once (a Redis Cluster: each pool's keys are in one slot)."""
+        """One BLPOP per pool, at once (a Redis Cluster: each pool's keys are in one slot).
+        A wait that fails (its pool unreachable: a failover) leaves the others waiting; the
+        error is raised only when every wait failed."""
         waits = [asyncio.create_task(_pop(b, services, timeout)) for b in self.waits]
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            pending: set[asyncio.Task[Any]] = set(waits)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if any(t.exception() is None and t.result() is not None for t in done):
+                    break
         finally:
             for task in waits:
                 task.cancel()
@@ -316,9 +423,9 @@ class PooledBroker:
         answered = [t for t in waits if t.done() and not t.cancelled()]
         popped = [token for t in answered if t.exception() is None and (token := t.result())]
         if not popped:
-            for task in answered:
-                if (error := task.exception()) is not None:
-                    raise error
+            failed = [error for t in answered if (error := t.exception()) is not None]
+            if failed and len(failed) == len(waits):
+                raise failed[0]
             return None
         (broker, _, hops), *extra = popped
         for other, key, value in extra:
@@ -344,6 +451,10 @@ async def _pop(
     if popped is None:
         return None
     return broker, text(popped[0]) or "", popped[1]
+
+
+def _is_unreachable(look: Look) -> bool:
+    return isinstance(look, NoClaim) and look.reason == UNREACHABLE
 
 
 def choose(looks: Mapping[str, Look], order: Sequence[str]) -> tuple[str, Rank | None] | None:

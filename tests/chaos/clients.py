@@ -15,8 +15,9 @@ import httpx
 import orjson
 import websockets
 
+from shared.pools import DEFAULT_POOL, pooled_id
 from shared.text import as_text
-from tests.chaos.support import CLIENT, OPERATOR_TOKEN, ChaosBase, unfinished
+from tests.chaos.support import CLIENT, OPERATOR_TOKEN, ChaosBase
 from tests.helpers import wait_until
 
 
@@ -43,12 +44,12 @@ async def submit_batch(http: httpx.AsyncClient, jobs: list[dict[str, Any]]) -> l
 
 async def wait_all_finished(chaos: ChaosBase, ids: list[str], timeout: float) -> None:
     async def done() -> bool:
-        return not await unfinished(chaos.redis, chaos.keys, ids)
+        return not await chaos.unfinished(ids)
 
     try:
         await wait_until(done, timeout=timeout, interval=0.1, message="every job finishes")
     except AssertionError:
-        left = await unfinished(chaos.redis, chaos.keys, ids)
+        left = await chaos.unfinished(ids)
         states = await job_states(chaos, left[:5])
         raise AssertionError(f"{len(left)} job(s) unfinished, e.g. {states}") from None
 
@@ -57,7 +58,7 @@ async def job_states(chaos: ChaosBase, ids: list[str]) -> dict[str, dict[str, st
     """What Redis holds of each job (a failure message says why it is unfinished)."""
     found: dict[str, dict[str, str]] = {}
     for job_id in ids:
-        fields = await chaos.redis.hgetall(chaos.keys.job(job_id))
+        fields = await chaos.redis.hgetall(chaos.keys_of(job_id).job(job_id))
         found[job_id] = {
             as_text(k): as_text(v)[:80]
             for k, v in fields.items()
@@ -70,7 +71,8 @@ class Submitter:
     """Submits jobs one at a time (client-chosen ids) through any of several hubs, retrying
     each until a hub acknowledges it: 201 created, or 200 when an earlier attempt that got
     no answer had in fact been written. A transport error moves on to the next hub; a 503
-    (Redis unreachable) retries after a short backoff."""
+    (Redis unreachable) retries after a short backoff. A job that names a `pool` is
+    recorded under the id the hub gives it there, `pool!id` (shared/pools.py)."""
 
     def __init__(self, urls: list[str]) -> None:
         self.clients = [
@@ -93,6 +95,7 @@ class Submitter:
 
     async def submit(self, job: dict[str, Any], hub: int = 0, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
+        job_id = pooled_id(str(job.get("pool") or DEFAULT_POOL), str(job["id"]))
         attempt = 0
         while True:
             index = (hub + attempt) % len(self.clients)
@@ -104,19 +107,19 @@ class Submitter:
                 self.failures[type(exc).__name__] += 1
                 response = None
             if response is not None and response.status_code in (200, 201):
-                assert response.json()["id"] == job["id"]
-                self.acked.append(job["id"])
+                assert response.json()["id"] == job_id
+                self.acked.append(job_id)
                 if response.status_code == 200:
-                    self.replayed.append(job["id"])
+                    self.replayed.append(job_id)
                 self.served[index] += 1
-                self.acked_by[job["id"]] = index
-                self.sent_at[job["id"]] = sent
-                self.acked_at[job["id"]] = time.time()
+                self.acked_by[job_id] = index
+                self.sent_at[job_id] = sent
+                self.acked_at[job_id] = time.time()
                 return
             if response is not None:
                 assert response.status_code == 503, response.text
                 self.failures["503"] += 1
-            assert time.monotonic() < deadline, f"{job['id']} never acknowledged"
+            assert time.monotonic() < deadline, f"{job_id} never acknowledged"
             await asyncio.sleep(0.05)  # retry pacing while a hub or Redis is down
 
     async def run(

@@ -30,15 +30,17 @@ from typing import Any
 
 import httpx
 import orjson
-from redis.asyncio import Redis
+from redis.crc import key_slot
 
 from shared.broker import Broker
 from shared.embedded_redis import EmbeddedRedis, free_port
 from shared.keys import Keys
+from shared.pools import pool_of
 from shared.redis_clock import redis_now_ms
+from shared.redis_types import RedisClient
 from shared.text import as_text
 from tests.helpers import wait_until
-from tests.redis_servers import SentinelSet
+from tests.redis_servers import Cluster, SentinelSet, Server
 from tests.tcp_proxy import PausableProxy
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -341,7 +343,7 @@ class JobEvent:
         return worker if isinstance(worker, str) else None
 
 
-async def read_events(redis: Redis, keys: Keys) -> dict[str, list[JobEvent]]:
+async def read_events(redis: RedisClient, keys: Keys) -> dict[str, list[JobEvent]]:
     """Every job event in the `events` stream, grouped by job, in stream order."""
     out: dict[str, list[JobEvent]] = defaultdict(list)
     start = "-"
@@ -391,6 +393,19 @@ class Accounting:
             f"lost={self.lost} completed_twice={self.completed_twice}"
         )
 
+    def add(self, other: Accounting) -> None:
+        """Count `other`'s jobs too (another pool's, say)."""
+        self.submitted += other.submitted
+        self.completed += other.completed
+        self.failed += other.failed
+        self.cancelled += other.cancelled
+        self.waiting += other.waiting
+        self.lost += other.lost
+        self.completed_twice += other.completed_twice
+        self.outcome_twice += other.outcome_twice
+        self.lost_ids += other.lost_ids
+        self.twice_ids += other.twice_ids
+
     def check(self, *, all_finished: bool = True) -> None:
         assert self.lost == 0, f"lost jobs: {self.lost_ids[:10]}"
         assert self.completed_twice == 0, f"completed twice: {self.twice_ids[:10]}"
@@ -400,13 +415,14 @@ class Accounting:
 
 
 async def account(
-    redis: Redis,
+    redis: RedisClient,
     keys: Keys,
     scenario: str,
     job_ids: Collection[str],
     events: Mapping[str, list[JobEvent]] | None = None,
 ) -> Accounting:
-    """Classify every accepted job from Redis itself (job hashes, leases, event stream)."""
+    """Classify every accepted job of one pool (`keys`) from Redis itself (job hashes,
+    leases, event stream)."""
     if events is None:
         events = await read_events(redis, keys)
     acc = Accounting(scenario, submitted=len(job_ids))
@@ -418,7 +434,11 @@ async def account(
         replies = await pipe.execute()
     live = {
         as_text(w)
-        for w in await redis.zrangebyscore(keys.workers, await redis_now_ms(redis), "+inf")
+        # Heartbeats are stamped by the clock of the pool's primary (one of several on a
+        # cluster): ask that one.
+        for w in await redis.zrangebyscore(
+            keys.workers, await redis_now_ms(redis, keys.workers), "+inf"
+        )
     }
     for i, job_id in enumerate(ids):
         status_raw, worker_raw = replies[2 * i]
@@ -449,7 +469,7 @@ async def account(
     return acc
 
 
-async def unfinished(redis: Redis, keys: Keys, job_ids: Iterable[str]) -> list[str]:
+async def unfinished(redis: RedisClient, keys: Keys, job_ids: Iterable[str]) -> list[str]:
     ids = list(job_ids)
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in ids:
@@ -489,11 +509,13 @@ class ChaosBase:
     """What every chaos fixture gives a scenario: a direct client and broker on its Redis
     (to observe, never to drive the scenario) and the process fleet, torn down after the
     test. `scenario` is the test's name without `test_`, used in the ACCOUNTING and
-    MEASURED lines."""
+    MEASURED lines. `broker` is the pool the fleet serves; a scenario over several pools
+    (`pools`) counts, waits and reads events per pool through the methods below, which
+    find each job's pool from its id."""
 
     scenario: str
     root: Path
-    redis: Redis
+    redis: RedisClient
     broker: Broker
     fleet: Fleet
     started: float = field(default_factory=time.monotonic)
@@ -501,6 +523,35 @@ class ChaosBase:
     @property
     def keys(self) -> Keys:
         return self.broker.keys
+
+    @property
+    def pools(self) -> dict[str, Broker]:
+        """Every pool the fleet serves, by name: `broker`'s alone unless a fixture says more."""
+        return {self.broker.pool: self.broker}
+
+    def keys_of(self, job_id: str) -> Keys:
+        """The keys of the pool that holds `job_id` (a job id names its pool)."""
+        return self.pools[pool_of(job_id)].keys
+
+    def by_pool(self, job_ids: Iterable[str]) -> dict[str, list[str]]:
+        """`job_ids` grouped by pool, in order; every pool has an entry."""
+        groups: dict[str, list[str]] = {pool: [] for pool in self.pools}
+        for job_id in job_ids:
+            groups[pool_of(job_id)].append(job_id)
+        return groups
+
+    async def events(self) -> dict[str, list[JobEvent]]:
+        """Every pool's job events, grouped by job (ids name their pool: no two collide)."""
+        out: dict[str, list[JobEvent]] = {}
+        for broker in self.pools.values():
+            out.update(await read_events(self.redis, broker.keys))
+        return out
+
+    async def unfinished(self, job_ids: Iterable[str]) -> list[str]:
+        left: list[str] = []
+        for pool, ids in self.by_pool(job_ids).items():
+            left += await unfinished(self.redis, self.pools[pool].keys, ids)
+        return left
 
     @property
     def elapsed(self) -> float:
@@ -523,8 +574,17 @@ class ChaosBase:
 
         await wait_until(check, timeout=timeout, interval=0.05, message=f"{worker_ids} register")
 
-    async def account(self, job_ids: Collection[str], **kwargs: Any) -> Accounting:
-        return await account(self.redis, self.keys, self.scenario, job_ids, **kwargs)
+    async def account(
+        self, job_ids: Collection[str], events: Mapping[str, list[JobEvent]] | None = None
+    ) -> Accounting:
+        """`account`, pool by pool, summed."""
+        if events is None:
+            events = await self.events()
+        total = Accounting(self.scenario)
+        for pool, ids in self.by_pool(job_ids).items():
+            keys = self.pools[pool].keys
+            total.add(await account(self.redis, keys, self.scenario, ids, events))
+        return total
 
     def report(self, acc: Accounting, **measured: object) -> None:
         report(acc, duration_s=self.elapsed, **measured)
@@ -550,3 +610,40 @@ class SentinelChaos(ChaosBase):
     kills; `redis` and `broker` follow the primary too."""
 
     servers: SentinelSet
+
+
+@dataclass(kw_only=True)
+class ClusterChaos(ChaosBase):
+    """The `cluster_chaos` fixture: a private Redis Cluster (three primaries, one replica
+    each) whose nodes the scenario kills and restarts, and pools (`POOLS` of every process
+    unless a process is given its own) that `pools_on_primaries` put on three different
+    primaries. `redis` is a cluster client; `brokers` observe each pool; `broker` is the
+    first pool's."""
+
+    servers: Cluster
+    brokers: dict[str, Broker]
+
+    @property
+    def pools(self) -> dict[str, Broker]:
+        return self.brokers
+
+    def primary_of(self, pool: str) -> Server:
+        """The primary that serves `pool` now (the one slot of its hash tag)."""
+        return self.servers.owner(pool_slot(pool))
+
+
+def pool_slot(pool: str) -> int:
+    """The slot of every key of `pool` on a cluster: that of its hash tag (shared/pools.py)."""
+    return key_slot(f"{{{pool}}}".encode())
+
+
+def pools_on_primaries(cluster: Cluster, count: int) -> list[str]:
+    """The first `count` of the names p1, p2, ... whose slots belong to `count` different
+    primaries, in that order."""
+    found: dict[str, str] = {}  # primary's name -> pool
+    for n in range(1, 1000):
+        pool = f"p{n}"
+        found.setdefault(cluster.owner(pool_slot(pool)).name, pool)
+        if len(found) == count:
+            return sorted(found.values(), key=lambda name: int(name[1:]))
+    raise AssertionError(f"no {count} pools on {count} different primaries")

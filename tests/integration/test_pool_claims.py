@@ -12,17 +12,21 @@ import asyncio
 import dataclasses
 import functools
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared.broker import Broker, Claim, Head, NoClaim, Rank
 from shared.control_channel import ControlSubscription
+from shared.embedded_redis import free_port
 from shared.job import Job, JobRequest, JobStatus
 from shared.pool_set import PoolSet
 from shared.pools import pool_of
+from shared.redis_client import connect_server
+from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from tests.factories import caps, job
 from tests.helpers import wait_until
@@ -432,6 +436,78 @@ async def test_reports_and_cancels_go_to_the_pool_of_the_job(
     assert (await stored(pools, "gpu-us!j")).status == JobStatus.FAILED
     assert (await stored(pools, "j")).status == JobStatus.CANCELLED
     assert await worker.release("w", default.job.id, default.token) == "cancelled"
+
+
+# -- a pool that cannot be reached ------------------------------------------------------------
+
+
+@pytest.fixture
+async def nowhere() -> AsyncIterator[Redis]:
+    """A client of a Redis that is not there (a port nobody listens on): every call fails,
+    connection refused after the client's retries, as with a primary that just died."""
+    client = connect_server(RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0"))
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def cut_off(redis: Redis, settings: BrokerSettings, nowhere: Redis, *names: str) -> PoolSet:
+    """The pools with `names` on `nowhere`: as on a Redis Cluster where each pool has a
+    primary of its own and those pools' primary has failed, the others' not."""
+    pools = PoolSet(redis, settings)
+    for name in names:
+        pools.brokers[name] = Broker(nowhere, settings, pool=name)
+    return pools
+
+
+@pytest.mark.parametrize("chained", [False, True], ids=["claim", "complete_and_claim"])
+async def test_a_pool_that_cannot_be_reached_holds_up_none_of_the_others(
+    redis: Redis, settings: BrokerSettings, pools: PoolSet, nowhere: Redis, chained: bool
+) -> None:
+    """Its peek and its claim fail; the worker claims and completes the other pools' jobs
+    all the same (a completion's report does not fail for another pool's peek), and with
+    nothing left it idles, to look at the lost pool again within a second."""
+    worker = PooledBroker(cut_off(redis, settings, nowhere, "gpu-us"))
+    for name in ("gpu-eu", "default"):
+        await pool(pools, name).register_worker("w", OFFER)
+    ids = [
+        await submit(pools, name, job(id=f"j{n}"))
+        for n, name in enumerate(["gpu-eu", "default"] * 3)
+    ]
+    assert sorted(await drain(worker, chained=chained)) == sorted(ids)
+    nothing = await worker.claim("w", CAPS)
+    assert isinstance(nothing, NoClaim)
+    assert nothing.reason == "empty"
+    assert nothing.next_due_ms is not None
+
+
+async def test_a_claim_raises_when_no_pool_can_be_reached(
+    redis: Redis, settings: BrokerSettings, nowhere: Redis
+) -> None:
+    """As with one pool: the worker's claim loop then backs off, as for any outage. The
+    second claim, while every pool is left out after the first, tries them all again."""
+    worker = PooledBroker(cut_off(redis, settings, nowhere, *POOLS))
+    for _ in range(2):
+        with pytest.raises(RedisConnectionError):
+            await worker.claim("w", CAPS)
+
+
+async def test_a_wait_per_pool_outlives_a_pool_that_cannot_be_reached(
+    redis: Redis, settings: BrokerSettings, pools: PoolSet, nowhere: Redis
+) -> None:
+    """The failed pool's wait ends at once (connection refused, after its retries, well
+    within the timeout); the others wait on: a timeout is None, not that error, and a
+    submission to a live pool still wakes the worker. Every pool failing raises."""
+    waiter = PooledBroker(cut_off(redis, settings, nowhere, "gpu-us"), per_pool_waits=True)
+    assert await waiter.wait_for_work(["sim"], timeout=2) is None
+    wait = asyncio.create_task(waiter.wait_for_work(["sim"], timeout=30))
+    await wait_until(lambda: blocked_clients(redis), message="the waiter blocks")
+    await submit(pools, "gpu-eu", job())
+    assert await asyncio.wait_for(wait, timeout=5) is not None
+    lost = PooledBroker(cut_off(redis, settings, nowhere, *POOLS), per_pool_waits=True)
+    with pytest.raises(RedisConnectionError):
+        await lost.wait_for_work(["sim"], timeout=30)
 
 
 # -- wake-ups ---------------------------------------------------------------------------------
