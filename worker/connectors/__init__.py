@@ -20,6 +20,7 @@ from shared.setting_section import Section
 from worker.connectors.a1111 import A1111, A1111Connector
 from worker.connectors.base import Connector, ConnectorFactory
 from worker.connectors.comfyui import COMFYUI, ComfyUIConnector
+from worker.connectors.output_store import OUTPUTS
 from worker.connectors.rest import REST_ASYNC, REST_SYNC, RestAsyncConnector, RestSyncConnector
 from worker.connectors.simulation import SIMULATION, SimulationConnector
 
@@ -42,8 +43,16 @@ BUILTIN: Final[Mapping[str, ConnectorFactory]] = {
     "rest_sync": RestSyncConnector,
     "rest_async": RestAsyncConnector,
 }
-# The built-ins' settings, in the order of BUILTIN (plugins document their own).
-BUILTIN_SETTINGS: Final[tuple[Section, ...]] = (SIMULATION, COMFYUI, A1111, REST_SYNC, REST_ASYNC)
+# The built-ins' settings, in the order of BUILTIN (plugins document their own); the output
+# store's, which ComfyUI and A1111 share, after theirs.
+BUILTIN_SETTINGS: Final[tuple[Section, ...]] = (
+    SIMULATION,
+    COMFYUI,
+    A1111,
+    OUTPUTS,
+    REST_SYNC,
+    REST_ASYNC,
+)
 
 
 class UnknownConnector(EmpError, LookupError):

@@ -17,7 +17,9 @@ is checked against `/sdapi/v1/sd-models` and sent as the checkpoint override.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -38,6 +40,7 @@ from worker.connectors.base import (
     ProgressFn,
 )
 from worker.connectors.httpcommon import HttpService, body_excerpt, response_json
+from worker.connectors.output_store import OutputStore, StoreError, bytes_source, inline
 from worker.connectors.setting_kinds import http_url
 from worker.connectors.util import bad_payload, payload_mapping, shorten
 
@@ -100,6 +103,7 @@ class A1111Connector(Connector):
         self._models: list[Mapping[str, Any]] | None = None
         self._in_flight: set[str] = set()
         self._interrupted: set[str] = set()
+        self.store = OutputStore.from_env(values)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -138,6 +142,8 @@ class A1111Connector(Connector):
 
     async def close(self) -> None:
         await self.http.aclose()
+        if self.store is not None:
+            await self.store.aclose()
 
     async def interrupt(self, job_id: str) -> None:
         # /interrupt stops whatever A1111 is generating: only send it for our own request.
@@ -195,7 +201,11 @@ class A1111Connector(Connector):
 
         if response.status_code != 200:
             raise _failure(response)
-        return _result(response)
+        result = _result(response)
+        if self.store is not None and isinstance(result, dict) and result.get("images"):
+            await progress(99.0, f"storing {len(result['images'])} image(s)")
+            result["images"] = await store_images(self.store, job, result["images"])
+        return result
 
     async def _poll_progress(self, progress: ProgressFn) -> None:
         last: tuple[float, str] | None = None
@@ -394,3 +404,40 @@ def _failure(response: httpx.Response) -> JobFailed:
         )
     text = body_excerpt(response) if body is None else shorten(json.dumps(body, default=str))
     return JobFailed(f"A1111 answered {status}: {text}", retryable=status >= 500, details=details)
+
+
+IMAGE_KINDS: Final = (
+    (b"\x89PNG", "image/png", "png"),
+    (b"\xff\xd8", "image/jpeg", "jpg"),
+    (b"RIFF", "image/webp", "webp"),
+    (b"GIF8", "image/gif", "gif"),
+)
+
+
+async def store_images(store: OutputStore, job: JobContext, images: list[Any]) -> list[Any]:
+    """A1111's base64 images to the store, as `{n}-image.<ext>`; anything that is not base64
+    text is kept as it came."""
+    entries: list[Any] = []
+    budget = store.inline_max
+    for n, image in enumerate(images):
+        try:
+            data = base64.b64decode(image, validate=True) if isinstance(image, str) else None
+        except ValueError:
+            data = None
+        if data is None:
+            entries.append(image)
+            continue
+        content_type, extension = next(
+            ((kind, ext) for magic, kind, ext in IMAGE_KINDS if data.startswith(magic)),
+            ("application/octet-stream", "bin"),
+        )
+        name = f"image.{extension}"
+        key = store.key_for(job.customer_id, job.job_id, n, name)
+        try:
+            stored = await store.put(key, functools.partial(bytes_source, data), content_type)
+        except StoreError as exc:
+            raise store.failure(f"{n}-{name}", exc) from exc
+        entry = store.describe(stored)
+        budget -= inline(entry, stored, budget)
+        entries.append(entry)
+    return entries

@@ -52,6 +52,7 @@ from worker.connectors.comfyui_transfer import (
     WS_ERRORS,
     ComfySocket,
     fetch_outputs,
+    store_outputs,
 )
 from worker.connectors.httpcommon import (
     HttpService,
@@ -60,6 +61,7 @@ from worker.connectors.httpcommon import (
     response_json,
     status_failure,
 )
+from worker.connectors.output_store import OutputStore
 from worker.connectors.setting_kinds import http_url
 from worker.connectors.util import bad_payload, until_cancelled, wait_cancelled
 
@@ -140,6 +142,9 @@ class ComfyUIConnector(Connector):
             "ComfyUI", self.base_url, timeout=self.timeout, headers=self._headers
         )
         self._runs: dict[str, _Run] = {}
+        # With OUTPUT_STORE set, outputs go there and COMFYUI_MAX_INLINE_BYTES no longer applies
+        # (OUTPUT_INLINE_MAX_BYTES does).
+        self.store = OutputStore.from_env(values)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -162,6 +167,8 @@ class ComfyUIConnector(Connector):
 
     async def close(self) -> None:
         await self.http.aclose()
+        if self.store is not None:
+            await self.store.aclose()
 
     async def interrupt(self, job_id: str) -> None:
         run = self._runs.get(job_id)
@@ -199,7 +206,7 @@ class ComfyUIConnector(Connector):
             finished = await self._follow(run, tracker, stream, progress, cancel)
             run.ended = True
             await stream.close()
-            return await self._conclude(run, tracker, finished, progress, cancel)
+            return await self._conclude(job, run, tracker, finished, progress, cancel)
         except JobCancelled:
             if run.submitted:
                 await self._stop(run)
@@ -337,6 +344,7 @@ class ComfyUIConnector(Connector):
 
     async def _conclude(
         self,
+        job: JobContext,
         run: _Run,
         tracker: ComfyRunTracker,
         finished: RunFinished,
@@ -361,6 +369,12 @@ class ComfyUIConnector(Connector):
         if not isinstance(outputs, Mapping):
             outputs = tracker.outputs  # what `executed` told us, if history is unavailable
         files = list(output_files(outputs))
+        if files and self.store is not None:
+            await progress(99.0, f"storing {len(files)} output file(s) in {self.store.store.name}")
+            images = await until_cancelled(
+                store_outputs(self.http.client, self.store, job, files), cancel
+            )
+            return {"prompt_id": run.prompt_id, "outputs": dict(outputs), "images": images}
         if files:
             await progress(99.0, f"fetching {len(files)} output file(s)")
         images = await until_cancelled(

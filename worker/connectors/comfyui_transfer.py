@@ -1,4 +1,5 @@
-"""ComfyUI I/O the connector delegates: the job's WebSocket, and output file downloads."""
+"""ComfyUI I/O the connector delegates: the job's WebSocket, output file downloads, and their
+upload to the output store."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import base64
 import contextlib
 import mimetypes
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -14,9 +15,10 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from worker.connectors.base import JobFailed
+from worker.connectors.base import JobContext, JobFailed
 from worker.connectors.comfyui_protocol import OutputFile
 from worker.connectors.httpcommon import status_failure
+from worker.connectors.output_store import READ_CHUNK, OutputStore, StoreError, inline
 
 # Preview frames can be large images; the socket is a trusted local service.
 WS_MAX_FRAME: Final = 64 * 1024 * 1024
@@ -121,3 +123,53 @@ def _content_length(response: httpx.Response) -> int | None:
         return int(response.headers["content-length"])
     except (KeyError, ValueError):
         return None
+
+
+async def store_outputs(
+    client: httpx.AsyncClient,
+    store: OutputStore,
+    job: JobContext,
+    files: list[OutputFile],
+) -> list[dict[str, Any]]:
+    """Stream every output from `/view` into the store, in order: `{n}-{filename}` keys, so
+    the next attempt of the job finds what this one already stored."""
+    images = []
+    budget = store.inline_max
+    for n, file in enumerate(files):
+        params = {"filename": file.filename, "subfolder": file.subfolder, "type": file.type}
+        content_type = mimetypes.guess_type(file.filename)[0] or "application/octet-stream"
+
+        def source(params: dict[str, str] = params) -> AsyncIterator[bytes]:
+            return _view_bytes(client, params)
+
+        key = store.key_for(job.customer_id, job.job_id, n, file.filename)
+        try:
+            stored = await store.put(key, source, content_type)
+        except StoreError as exc:
+            raise store.failure(file.filename, exc) from exc
+        entry: dict[str, Any] = {
+            "node": file.node,
+            "filename": file.filename,
+            "subfolder": file.subfolder,
+            "type": file.type,
+            **store.describe(stored),
+        }
+        budget -= inline(entry, stored, budget)
+        images.append(entry)
+    return images
+
+
+async def _view_bytes(client: httpx.AsyncClient, params: dict[str, str]) -> AsyncIterator[bytes]:
+    try:
+        async with client.stream("GET", "/view", params=params) as response:
+            if response.status_code != 200:
+                await response.aread()
+                failure = status_failure("ComfyUI", response, f"download of {params['filename']}")
+                failure.retryable = True  # the run succeeded; the file may come back
+                raise failure
+            async for chunk in response.aiter_bytes(READ_CHUNK):
+                yield chunk
+    except httpx.TransportError as exc:
+        raise JobFailed(
+            f"cannot download {params['filename']} from ComfyUI: {exc}", retryable=True
+        ) from exc
