@@ -18,6 +18,7 @@ from hub.events import EventHub
 from hub.fleet import FleetCache, merge_workers
 from hub.gateway_relay import GatewayRelay
 from hub.metrics import HubMetrics
+from hub.output_urls import Signer, signer_of
 from hub.pool_routing import selected_pools
 from hub.settings import HubSettings
 from hub.stats import compute_stats
@@ -51,12 +52,15 @@ class HubContext:
     fleet: FleetCache[dict[str, list[WorkerView]]] = field(init=False)
     grants: GrantStore = field(init=False)
     gateway: GatewayRelay = field(init=False)
+    # Signs fresh URLs for expired stored outputs (hub/output_urls.py); None: not configured.
+    output_signer: Signer | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.fleet = FleetCache(self._load_fleet, self.settings.fleet_cache_seconds)
         # Gateway grants belong to no pool: they live under the default pool's keys.
         self.grants = GrantStore(self.broker.redis, self.broker.keys)
         self.gateway = GatewayRelay(self.broker.redis, self.broker.settings)
+        self.output_signer = signer_of(self.settings)
 
     @property
     def broker(self) -> Broker:

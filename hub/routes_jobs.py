@@ -12,6 +12,7 @@ carries its pool, so every route that takes an id goes straight to that pool's B
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from hub.events import follow_job
 from hub.fleet import why_waiting
 from hub.http_helpers import decode_model, json_response, read_body
 from hub.job_access import visible_id
+from hub.output_urls import refresh_urls
 from hub.pool_routing import route
 from hub.priority import deadline_ms, refuse_past_deadline
 from hub.queries import STATUSES, JobFilter, created_view, list_jobs, summary_with_position
@@ -235,6 +237,8 @@ async def job_view(hub: HubContext, job: Job) -> dict[str, Any]:
     """The full job; for a pending job its queue position in its pool and why it waits
     (judged by the workers of its pool: only they can claim it)."""
     out = job.to_public()
+    if out.get("result") is not None:
+        out["result"] = refresh_urls(out["result"], hub.output_signer, dt.datetime.now(dt.UTC))
     out["queue_position"] = None
     if job.status == "pending":
         broker = hub.for_job(job.id)

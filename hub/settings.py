@@ -22,6 +22,7 @@ from hub.webhooks.settings import WEBHOOKS, WebhookSettings
 from shared.config import ConfigError
 from shared.job import MAX_EFFECTIVE_PRIORITY
 from shared.redis_settings import REDIS, RedisSettings
+from shared.s3 import MAX_PRESIGN_SECONDS, endpoint_setting, store_url_setting
 from shared.setting import (
     Setting,
     choice,
@@ -149,6 +150,13 @@ POOL_ROUTING = Section(
     "serves; the first is its default)"
 )
 MAINTENANCE = Section("maintenance")
+OUTPUT_STORE = Section(
+    "output store: re-signing the expired URLs of stored job outputs",
+    note="Workers with OUTPUT_STORE return presigned URLs that expire. With these set, GET\n"
+    "/jobs/{id} signs a fresh URL for an expired one; without, it returns the key and says so.\n"
+    "Credentials: HUB_OUTPUT_STORE_ACCESS_KEY_ID and HUB_OUTPUT_STORE_SECRET_ACCESS_KEY, else\n"
+    "the standard AWS variables or profile. Read-only (GetObject) credentials suffice.",
+)
 
 # Variables combined into one value by from_env.
 HUB_AUTH_TOKEN = AUTH.add(
@@ -426,6 +434,42 @@ class HubSettings:
             "(0: always read Redis)",
         )
     )
+    output_store: str | None = OUTPUT_STORE.field(
+        store_url_setting(
+            "HUB_OUTPUT_STORE",
+            doc="The workers' OUTPUT_STORE, s3://<bucket>/<prefix>; empty: expired URLs are "
+            "not re-signed",
+        )
+    )
+    output_store_endpoint: str | None = OUTPUT_STORE.field(
+        endpoint_setting(
+            "HUB_OUTPUT_STORE_ENDPOINT_URL",
+            doc="The workers' OUTPUT_STORE_ENDPOINT_URL; empty: AWS S3",
+        )
+    )
+    output_store_region: str = OUTPUT_STORE.field(
+        text("HUB_OUTPUT_STORE_REGION", "us-east-1", doc="The bucket's region (R2: auto)")
+    )
+    output_store_path_style: bool = OUTPUT_STORE.field(
+        flag("HUB_OUTPUT_STORE_PATH_STYLE", False, doc="The workers' OUTPUT_STORE_PATH_STYLE")
+    )
+    output_url_ttl: int = OUTPUT_STORE.field(
+        integer(
+            "HUB_OUTPUT_URL_TTL_SECONDS",
+            3600,
+            lo=1,
+            hi=MAX_PRESIGN_SECONDS,
+            doc="How long a URL the hub re-signs stays valid",
+        )
+    )
+    output_store_access_key: str | None = OUTPUT_STORE.field(
+        optional_text("HUB_OUTPUT_STORE_ACCESS_KEY_ID", doc="Access key id for re-signing")
+    )
+    output_store_secret_key: str | None = OUTPUT_STORE.field(
+        optional_text(
+            "HUB_OUTPUT_STORE_SECRET_ACCESS_KEY", doc="Its secret access key", secret=True
+        )
+    )
     # The WEBHOOKS section (hub/webhooks/settings.py).
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
@@ -500,6 +544,7 @@ Generated from the declarations in hub/settings.py and shared/: after changing o
         AGING_AND_URGENCY,
         POOL_ROUTING,
         MAINTENANCE,
+        OUTPUT_STORE,
         WEBHOOKS,
         BROKER,
     ),

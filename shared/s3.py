@@ -27,6 +27,7 @@ from typing import Final
 from urllib.parse import quote, urlsplit
 
 from shared.config import ConfigError
+from shared.setting import Setting
 
 ALGORITHM: Final = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD: Final = "UNSIGNED-PAYLOAD"
@@ -228,3 +229,28 @@ def presigned_expiry(url: str) -> dt.datetime | None:
 def environ() -> Mapping[str, str]:
     """The process environment, where credentials are read from (tests pass their own)."""
     return os.environ
+
+
+# --- setting kinds (the worker's OUTPUT_STORE*, the hub's HUB_OUTPUT_STORE*) -------------------
+
+
+def store_url_setting(name: str, *, doc: str) -> Setting[str | None]:
+    """An optional `s3://bucket/prefix`, checked at start-up."""
+
+    def parse(setting: str, value: str) -> str:
+        parse_store_url(setting, value)
+        return value
+
+    return Setting(name, None, doc, parse)
+
+
+def endpoint_setting(name: str, *, doc: str) -> Setting[str | None]:
+    """An optional http(s) endpoint URL, without its trailing slash."""
+
+    def parse(setting: str, value: str) -> str:
+        value = value.rstrip("/")
+        if not re.match(r"^https?://[^/\s]+$", value):
+            raise ConfigError(setting, f"expected http(s)://host[:port], got {value!r}")
+        return value
+
+    return Setting(name, None, doc, parse)

@@ -41,14 +41,15 @@ from shared.s3 import (
     Credentials,
     Store,
     credentials_from_env,
+    endpoint_setting,
     parse_store_url,
     presign_get,
     sign_headers,
+    store_url_setting,
 )
-from shared.setting import Setting, flag, integer, number, text
+from shared.setting import flag, integer, number, text
 from shared.setting_section import Section
 from worker.connectors.base import JobFailed
-from worker.connectors.setting_kinds import _http_url
 
 log = logging.getLogger(__name__)
 
@@ -65,31 +66,18 @@ OUTPUTS = Section(
 )
 
 
-def _store_url(name: str, value: str) -> str:
-    parse_store_url(name, value)
-    return value
-
-
-def _optional_url(name: str, value: str) -> str | None:
-    return _http_url(name, value)
-
-
-OUTPUT_STORE: Final[Setting[str | None]] = OUTPUTS.add(
-    Setting(
+OUTPUT_STORE: Final = OUTPUTS.add(
+    store_url_setting(
         "OUTPUT_STORE",
-        None,
-        "Where outputs go, s3://<bucket>/<prefix>; empty: outputs are returned inline or as "
-        "URLs of the local service",
-        _store_url,
+        doc="Where outputs go, s3://<bucket>/<prefix>; empty: outputs are returned inline or "
+        "as URLs of the local service",
     )
 )
-OUTPUT_STORE_ENDPOINT_URL: Final[Setting[str | None]] = OUTPUTS.add(
-    Setting(
+OUTPUT_STORE_ENDPOINT_URL: Final = OUTPUTS.add(
+    endpoint_setting(
         "OUTPUT_STORE_ENDPOINT_URL",
-        None,
-        "The store's endpoint for R2, MinIO and the like, e.g. "
+        doc="The store's endpoint for R2, MinIO and the like, e.g. "
         "https://<account>.r2.cloudflarestorage.com; empty: AWS S3",
-        _optional_url,
     )
 )
 OUTPUT_STORE_REGION: Final = OUTPUTS.add(
