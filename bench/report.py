@@ -377,6 +377,28 @@ def _scale(tables: list[Table]) -> list[Line]:
     ]
 
 
+def _outputs(tables: list[Table]) -> list[Line]:
+    no_target = "no target (moto on loopback bounds it)"
+    return [
+        Line(
+            "output store: 2 MB PNG per job, throughput",
+            first_with(tables, "2 MB PNG, one per job", "MB/s"),
+            "MB/s",
+            None,
+            no_target,
+            source="outputs",
+        ),
+        Line(
+            "output store: 2 MB PNG per job, time per job p50",
+            first_with(tables, "2 MB PNG, one per job", "ms per job p50"),
+            "ms",
+            None,
+            no_target,
+            source="outputs",
+        ),
+    ]
+
+
 EXTRACTORS: dict[str, Callable[[list[Table]], list[Line]]] = {
     "claim": _claim,
     "broker": _broker,
@@ -385,6 +407,7 @@ EXTRACTORS: dict[str, Callable[[list[Table]], list[Line]]] = {
     "pyz": _pyz,
     "webhooks": _webhooks,
     "scale": _scale,
+    "outputs": _outputs,
 }
 
 

@@ -121,6 +121,16 @@ primaries  us/claim measured on  redis us/claim  claims/s (computed)
 6                       cluster            94.3               63,614
 12                      cluster            94.3              127,227
 """
+STORE = """\
+outputs: storing job outputs in an S3-compatible store (moto on loopback)
+-------------------------------------------------------------------------
+case                                     MB/s  ms per job p50  ms per job p99
+---------------------------------------  ----  --------------  --------------
+2 MB PNG, one per job (20 jobs)           122            13.3            71.9
+32 MiB file, multipart (8 MiB parts)     90.4             371             371
+2 MB PNG, next attempt (already stored)   258            7.76            7.76
+"""
+
 OUTPUTS = {
     "claim": CLAIM,
     "broker": BROKER,
@@ -129,6 +139,7 @@ OUTPUTS = {
     "pyz": PYZ,
     "webhooks": WEBHOOKS,
     "scale": SCALE,
+    "outputs": STORE,
 }
 WHEN = datetime(2026, 11, 29, 20, 23, tzinfo=UTC)
 
@@ -189,6 +200,7 @@ def test_every_table_of_a_run_is_found_with_or_without_blank_lines_between() -> 
         "webhooks",
         "scale",
         "scale",
+        "outputs",
     ]
     assert spaced == packed
 
@@ -244,8 +256,12 @@ def test_the_summary_of_a_real_quick_run() -> None:
         "webhook event -> delivered, p50": "—",
         "scale-out: the primary furthest from an even share of Redis CPU": "met",
         "claims/s 3 primaries can serve (computed)": "—",
+        "output store: 2 MB PNG per job, throughput": "—",
+        "output store: 2 MB PNG per job, time per job p50": "—",
     }
     values = {ln.what: ln.value for ln in lines}
+    assert values["output store: 2 MB PNG per job, throughput"] == 122
+    assert values["output store: 2 MB PNG per job, time per job p50"] == 13.3
     assert values["webhook deliveries (1 hub(s), 2,000 events)"] == 1508  # the best row
     assert values["webhook event -> delivered, p50"] == 1.92
     assert values["claim p99, 100,000 pending (1% match)"] == 0.797
@@ -382,6 +398,7 @@ def test_markdown_shape() -> None:
         "### pyz (12 s)",
         "### webhooks (12 s)",
         "### scale (12 s)",
+        "### outputs (12 s)",
     ]
     assert "- Date: 2026-11-29 20:23 UTC" in md
     assert "- Machine: Linux x86_64, 2 CPUs (x86_64), 24 GiB RAM, Python 3.11.7" in md
@@ -403,7 +420,7 @@ def test_markdown_shape() -> None:
         "- submit, batched (500): measured 16,654 jobs/s, target > 30,000 jobs/s.",
         "- claim p99, 1,000,000 pending (1% match): not measured (this run measured 1,000, 10,000, 100,000 pending).",
     ]
-    assert (md.count("```text"), md.count("```")) == (7, 7)  # each opened and closed
+    assert (md.count("```text"), md.count("```")) == (8, 8)  # each opened and closed
     body = "\n".join(md)
     for text in OUTPUTS.values():
         assert text.rstrip("\n") in body  # every full table, verbatim
