@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import hashlib
 import json
 import logging
@@ -102,6 +103,36 @@ async def test_comfyui_outputs_land_in_the_store_and_download_by_url(
         "height": int.from_bytes(original[20:24], "big"),
     }
     assert "X-Amz-Expires=86400" in image["url"]
+
+
+async def test_every_output_of_a_job_is_stored_numbered_in_order(
+    connector: ComfyUIConnector, s3: LoopbackS3
+) -> None:
+    graph = copy.deepcopy(WORKFLOW)
+    graph["4"] = {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["2", 0], "filename_prefix": "second"},
+    }
+    context = JobContext(
+        job_id="job-2", service_type="comfyui", payload={"workflow": graph}, customer_id="cust-1"
+    )
+    result = await run(connector, context)
+
+    images = sorted(result["images"], key=lambda image: image["key"])
+    names = sorted(image["filename"] for image in images)
+    assert names == ["fixture_success_8bcd41_00001_.png", "second_00001_.png"]
+    prefix = f"{request_prefix(connector)}/cust-1/job-2/"
+    assert s3.keys(prefix) == [image["key"] for image in images]
+    assert sorted(key.removeprefix(prefix)[:2] for key in s3.keys(prefix)) == ["0-", "1-"]
+    for image in images:
+        data = download(image["url"])
+        assert hashlib.sha256(data).hexdigest() == image["sha256"]
+        assert image["key"].endswith("-" + image["filename"])
+
+
+def request_prefix(connector: ComfyUIConnector) -> str:
+    assert connector.store is not None
+    return connector.store.store.prefix
 
 
 async def test_inline_copies_only_with_an_inline_budget(comfy: FakeComfyUI, s3: LoopbackS3) -> None:
