@@ -21,6 +21,7 @@ from shared.logs import job_id_var
 from shared.outage import REDIS_OUTAGE
 from shared.redis_client import TRANSIENT_ERRORS
 from worker.connectors.base import Connector, JobCancelled, JobContext, JobFailed
+from worker.connectors.output_store import stored_image_urls
 from worker.links import WorkerBroker
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class Outcome:
     error: str | None
     seconds: float
     finished: float = field(default_factory=time.time)
+    # Presigned URLs of the images it stored (OUTPUT_STORE), for the dashboard's thumbnails.
+    images: tuple[str, ...] = ()
     # The worker's next job, claimed in the same call that completed this one.
     next_claim: Claim | None = field(default=None, repr=False)
 
@@ -164,7 +167,14 @@ class JobRunner:
             return await self._fail(held, f"result rejected: {exc.message}", retryable=False)
         status = "completed" if fence == "ok" else fence
         self._log_end(held, status, None)
-        return Outcome(held.job.id, status, None, time.time() - held.started, next_claim=follow_up)
+        return Outcome(
+            held.job.id,
+            status,
+            None,
+            time.time() - held.started,
+            images=stored_image_urls(result) if status == "completed" else (),
+            next_claim=follow_up,
+        )
 
     async def _fail(self, held: HeldJob, error: str, *, retryable: bool) -> Outcome:
         outcome = await self._deliver(

@@ -31,6 +31,7 @@ import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
 import httpx
@@ -516,6 +517,39 @@ def _jpeg_size(head: bytes) -> tuple[int, int] | None:
             return width, height
         at += 2 + length
     return None
+
+
+def store_origin(env: Mapping[str, str]) -> str | None:
+    """The origin the store's URLs point at (for the worker dashboard's img-src), or None."""
+    url = OUTPUT_STORE.read(env)
+    if url is None:
+        return None
+    bucket, prefix = parse_store_url(OUTPUT_STORE.name, url)
+    store = Store(
+        bucket,
+        prefix,
+        OUTPUT_STORE_REGION.read(env),
+        OUTPUT_STORE_ENDPOINT_URL.read(env),
+        OUTPUT_STORE_PATH_STYLE.read(env),
+    )
+    parts = urlsplit(store.url("x"))
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def stored_image_urls(result: Any, limit: int = 4) -> tuple[str, ...]:
+    """The URLs of the stored images in a job's result (the dashboard's thumbnails)."""
+    images = result.get("images") if isinstance(result, Mapping) else None
+    if not isinstance(images, list):
+        return ()
+    urls = [
+        image["url"]
+        for image in images
+        if isinstance(image, Mapping)
+        and isinstance(image.get("url"), str)
+        and "sha256" in image
+        and str(image.get("content_type", "")).startswith("image/")
+    ]
+    return tuple(urls[:limit])
 
 
 async def bytes_source(data: bytes) -> AsyncIterator[bytes]:

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from shared import __version__
 from shared.redaction import redact_url
 from shared.redis_client import TRANSIENT_ERRORS
+from worker.connectors.output_store import store_origin
 from worker.dashboard.http_helpers import (
     AllowedHosts,
     SecurityHeaders,
@@ -74,6 +75,9 @@ def create_app(worker: DashboardWorker) -> Starlette:
     sampler = UtilizationSampler(worker.utilization)
     page = template_environment().get_template("dashboard.html")
     static = load_static()
+    # Thumbnails of stored outputs load from the output store (OUTPUT_STORE), and only there.
+    origin = store_origin(settings.env)
+    image_origins = (origin,) if origin else ()
 
     def detail(request: Request) -> bool | Response:
         """Whether this request may see job and customer ids: no token reads the open view,
@@ -155,7 +159,7 @@ def create_app(worker: DashboardWorker) -> Starlette:
         ],
         exception_handlers={HTTPException: http_error},
         middleware=[
-            Middleware(SecurityHeaders),
+            Middleware(SecurityHeaders, image_origins=image_origins),
             Middleware(
                 AllowedHosts, hosts=allowed_hosts(settings.dashboard_hosts, settings.dashboard_host)
             ),

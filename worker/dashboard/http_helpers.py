@@ -31,16 +31,24 @@ logger = logging.getLogger("worker.dashboard_api")
 
 TOKEN_FIELD = "Authorization"
 NO_TOKEN_MESSAGE = "actions are disabled: HUB_OPERATOR_TOKEN must be set for this worker"
-SECURITY_HEADERS = [
-    (
-        b"content-security-policy",
-        b"default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
-        b"frame-ancestors 'none'",
-    ),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-]
+
+
+def security_headers(image_origins: tuple[str, ...] = ()) -> list[tuple[bytes, bytes]]:
+    """The headers of every answer; `image_origins` (the output store's) may serve images."""
+    img_src = " ".join(("'self'", "data:", *image_origins))
+    csp = (
+        f"default-src 'self'; img-src {img_src}; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    return [
+        (b"content-security-policy", csp.encode("latin-1")),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+    ]
+
+
+SECURITY_HEADERS = security_headers()
 
 
 def json_response(
@@ -90,8 +98,9 @@ class SecurityHeaders:
     """Pure ASGI middleware (not BaseHTTPMiddleware, which breaks contextvars): every answer
     forbids framing, sniffing and off-origin scripts."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, image_origins: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.headers = security_headers(image_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,7 +109,7 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                message["headers"] = [*message.get("headers", []), *self.headers]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -96,6 +96,7 @@ def _outcome_view(o: Outcome) -> dict[str, Any]:
         "error": _clip(o.error),
         "seconds": round(o.seconds, 3),
         "finished_at": _iso(o.finished),
+        "images": list(o.images),
     }
 
 
@@ -120,7 +121,8 @@ def _open_view(doc: dict[str, Any]) -> None:
     for job in doc["running"]:
         job.update(job_id=None, customer_id=None, message=None)
     for outcome in doc["history"]:
-        outcome.update(job_id=None, error=None)
+        # The URLs open a customer's outputs: operators only.
+        outcome.update(job_id=None, error=None, images=[])
     access = doc["capabilities"].get("customer_access") or {}
     for names in ("allowed_customers", "denied_customers"):
         if names in access:

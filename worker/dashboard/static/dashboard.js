@@ -196,8 +196,11 @@
       el("td", { class: "mono" }, o.job_id || "–"),
       el("td", {}, badge(o.status, `outcome-${o.status}`)),
       el("td", {}, duration(o.seconds)),
-      el("td", { class: "error" }, o.error || "")));
-    if (!rows.length) rows.push(emptyRow(5, "No job finished yet."));
+      el("td", { class: "error" }, o.error || ""),
+      el("td", {}, ...(o.images || []).map((url, i) => el("a",
+        { href: url, target: "_blank", rel: "noopener noreferrer" },
+        el("img", { class: "thumb", src: url, alt: `output ${i + 1}`, loading: "lazy" }))))));
+    if (!rows.length) rows.push(emptyRow(6, "No job finished yet."));
     $("history").tBodies[0].replaceChildren(...rows);
   }
 
