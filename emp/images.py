@@ -5,6 +5,10 @@
   (base64) while the job's inline budget lasts, else only a reference with the URL of
   ComfyUI's `/view` on the worker's side (which may not be reachable from the client).
 - AUTOMATIC1111 (`worker/connectors/a1111.py`): `result.images` is a list of base64 PNGs.
+- Either, with the worker's OUTPUT_STORE set (`worker/connectors/output_store.py`): objects
+  `{url, key, bytes, sha256, content_type, width?, height?}` (+ ComfyUI's node, filename ...),
+  `url` a presigned GET of the object store that any HTTP client can fetch until it expires
+  (GET /jobs/{id} signs a fresh one when the hub can).
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ class Image:
     node: str | None = None  # the ComfyUI node that produced it
     subfolder: str = ""
     type: str = "output"
+    key: str | None = None  # its key in the output store, when the worker stored it there
+    sha256: str | None = None  # of the stored bytes, to check a download against
+    width: int | None = None
+    height: int | None = None
 
     @property
     def inline(self) -> bool:
@@ -65,8 +73,10 @@ def _image(entry: Any, index: int) -> Image:
     f = Fields(entry, f"result.images[{index}]")
     encoded = f.opt_text("base64")
     data = _decode(encoded, index) if encoded is not None else None
+    key = f.opt_text("key")
+    stored_name = key.rsplit("/", 1)[-1] if key else None
     return Image(
-        filename=f.text("filename", f"image-{index}"),
+        filename=f.text("filename", stored_name or f"image-{index}"),
         content_type=f.opt_text("content_type"),
         data=data,
         url=f.opt_text("url"),
@@ -74,6 +84,10 @@ def _image(entry: Any, index: int) -> Image:
         node=f.opt_text("node"),
         subfolder=f.text("subfolder"),
         type=f.text("type", "output"),
+        key=key,
+        sha256=f.opt_text("sha256"),
+        width=f.opt_integer("width"),
+        height=f.opt_integer("height"),
     )
 
 
