@@ -19,11 +19,15 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.broker import Broker
 from shared.config import ConfigError
+from shared.job import JobStatus
+from tests.factories import job as factory_job
 from tests.fakes.a1111 import FakeA1111
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.comfyui_validation import load_recording
 from tests.s3_support import SECRET_KEY, LoopbackS3, loopback_s3
+from tests.worker_support import make_worker, worker_settings
 from worker.connectors.a1111 import A1111Connector
 from worker.connectors.base import JobContext, JobFailed
 from worker.connectors.comfyui import ComfyUIConnector
@@ -69,6 +73,13 @@ async def no_progress(percent: float, message: str) -> None:
 
 async def run(connector: ComfyUIConnector | A1111Connector, context: JobContext) -> Any:
     return await connector.run(context, no_progress, asyncio.Event())
+
+
+def dead_endpoint() -> str:
+    """The URL of a loopback port nothing listens on: a store that is down."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
 
 
 def download(url: str) -> bytes:
@@ -172,9 +183,7 @@ async def test_a_retried_job_sends_no_file_again(
 async def test_a_store_that_is_down_fails_the_job_retryably_naming_store_and_file(
     comfy: FakeComfyUI, s3: LoopbackS3, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    dead = dead_endpoint()
     env = {**s3.env("down"), "OUTPUT_STORE_ENDPOINT_URL": dead, "OUTPUT_STORE_ATTEMPTS": "3"}
     connector = ComfyUIConnector({"COMFYUI_URL": comfy.url, **FAST, **env})
     caplog.set_level(logging.DEBUG)
@@ -192,6 +201,26 @@ async def test_a_store_that_is_down_fails_the_job_retryably_naming_store_and_fil
     assert "(3 tries)" in message
     assert caplog.text.count("retrying in") == 2
     assert SECRET_KEY not in message + caplog.text + json.dumps(failed.value.details)
+
+
+async def test_a_worker_retries_a_job_whose_store_is_down_then_fails_it_saying_why(
+    broker: Broker, redis_url: str, comfy: FakeComfyUI, s3: LoopbackS3
+) -> None:
+    dead = dead_endpoint()
+    job_id = (
+        await broker.submit(factory_job("comfyui", max_retries=1, payload={"workflow": WORKFLOW}))
+    ).job_id
+    env = {**s3.env("down"), "OUTPUT_STORE_ENDPOINT_URL": dead, "OUTPUT_STORE_ATTEMPTS": "2"}
+    settings = worker_settings(redis_url, SERVICES="comfyui", COMFYUI_URL=comfy.url, **FAST, **env)
+    await make_worker(settings, burst=True).run()
+
+    failed = await broker.get(job_id)
+    assert failed is not None
+    assert (failed.status, failed.attempts) == (JobStatus.FAILED, 2)
+    assert failed.error is not None
+    assert failed.error.startswith(
+        f"could not store output 'fixture_success_8bcd41_00001_.png' in s3://{s3.bucket}/down at {dead}"
+    )
 
 
 async def test_a_refusal_is_not_retried_and_says_why(comfy: FakeComfyUI, s3: LoopbackS3) -> None:
