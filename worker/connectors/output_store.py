@@ -355,8 +355,11 @@ class OutputStore:
     # --- requests ------------------------------------------------------------------------
 
     async def _head_etag(self, key: str) -> str | None:
-        answer = await self._send("HEAD", key, {}, b"", {}, expect=(200, 404))
-        if answer.status_code == 404:
+        # S3 answers 403, not 404, for a missing key to credentials without s3:ListBucket
+        # (PutObject and GetObject are all an uploader needs): unknown, so upload. Credentials
+        # that are wrong fail on the PUT, which says so.
+        answer = await self._send("HEAD", key, {}, b"", {}, expect=(200, 403, 404))
+        if answer.status_code != 200:
             return None
         return answer.headers.get("etag", "").strip('"') or None
 
