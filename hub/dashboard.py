@@ -26,6 +26,7 @@ from hub.context import hub_of, require_operator
 from hub.errors import not_found
 from hub.fleet import merge_workers, why_waiting
 from hub.http_helpers import json_response
+from hub.output_urls import store_origin
 from hub.pool_reads import Ref, summaries
 from hub.pool_reads import heads as merged_heads
 from hub.pool_routing import pool_query
@@ -52,7 +53,10 @@ def csp(image_origins: tuple[str, ...]) -> str:
 
 
 def _page(request: Request, template: str, context: dict[str, Any]) -> Response:
-    origins = hub_of(request).settings.dashboard_image_origins
+    settings = hub_of(request).settings
+    # The output store the hub re-signs URLs for is an image origin without being listed.
+    store = store_origin(settings)
+    origins = settings.dashboard_image_origins + ((store,) if store else ())
     headers = {
         "Content-Security-Policy": csp(origins),
         "X-Content-Type-Options": "nosniff",

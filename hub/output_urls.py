@@ -14,6 +14,7 @@ import datetime as dt
 import os
 from collections.abc import Mapping
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from hub.settings import HubSettings
 from shared.s3 import (
@@ -66,6 +67,22 @@ def signer_of(settings: HubSettings, env: Mapping[str, str] | None = None) -> Si
         settings.output_store_path_style,
     )
     return Signer(store, credentials, settings.output_url_ttl)
+
+
+def store_origin(settings: HubSettings) -> str | None:
+    """The origin of HUB_OUTPUT_STORE's URLs (for the dashboard's img-src), or None."""
+    if settings.output_store is None:
+        return None
+    bucket, _ = parse_store_url("HUB_OUTPUT_STORE", settings.output_store)
+    store = Store(
+        bucket,
+        "",
+        settings.output_store_region,
+        settings.output_store_endpoint,
+        settings.output_store_path_style,
+    )
+    parts = urlsplit(store.url("x"))
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def refresh_urls(value: Any, signer: Signer | None, now: dt.datetime, depth: int = 0) -> Any:
