@@ -17,6 +17,32 @@ from hub.pool_reads import summaries
 from shared.job import Job
 
 MAX_ACTIVE_JOBS = 100
+# The client id the original gave jobs submitted over REST; here, every job not submitted
+# through a legacy client socket (the new REST API, /ws, the /api aliases).
+REST_CLIENT_ID = "rest-api-client"
+# A legacy client socket's id travels with its jobs as this tag, so any hub can name the
+# submitter on monitor relays (the original kept it in the job hash as `client_id`).
+CLIENT_TAG_PREFIX = "emp-client:"
+
+
+def client_tag(conn_id: str) -> str:
+    return f"{CLIENT_TAG_PREFIX}{conn_id}"
+
+
+def legacy_client_id(job: Job | None) -> str:
+    """The legacy client that submitted `job`, or REST_CLIENT_ID."""
+    for tag in job.tags if job is not None else ():
+        if tag.startswith(CLIENT_TAG_PREFIX):
+            return tag.removeprefix(CLIENT_TAG_PREFIX)
+    return REST_CLIENT_ID
+
+
+def legacy_progress(value: object) -> int:
+    """Progress as the original's models type it: an int from -1 to 100 (pydantic refuses a
+    float with a fraction, so 66.67 must become 67)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return max(-1, min(100, round(value)))
 
 
 def legacy_status(status: str) -> str:
@@ -32,7 +58,7 @@ def job_status_message(job: Job) -> dict[str, Any]:
         "type": "response_job_status",
         "job_id": job.id,
         "status": legacy_status(job.status),
-        "progress": job.progress,
+        "progress": legacy_progress(job.progress),
         "worker_id": job.worker_id,
         "started_at": seconds(job.claimed_at),
         "completed_at": seconds(job.finished_at),
@@ -80,7 +106,7 @@ async def stats_broadcast(hub: HubContext) -> dict[str, Any]:
                 "status": w.status,
                 "connection_status": "connected",
                 "is_accepting_jobs": w.state == "active" and not w.busy,
-                "capabilities": w.raw_capabilities,
+                "capabilities": legacy_capabilities(w.raw_capabilities, w.capabilities.services),
                 "supported_job_types": list(w.capabilities.services),
             }
             for w in workers
@@ -106,3 +132,11 @@ async def stats_broadcast(hub: HubContext) -> dict[str, Any]:
             },
         },
     }
+
+
+def legacy_capabilities(document: Any, services: list[str]) -> dict[str, Any]:
+    """The worker's capability document with `supported_job_types` (its services) inside,
+    where the original page looks for it (`workers[id].capabilities.supported_job_types`)."""
+    caps = dict(document) if isinstance(document, dict) else {}
+    caps["supported_job_types"] = list(services)
+    return caps

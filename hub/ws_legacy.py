@@ -29,7 +29,15 @@ from hub.auth import Principal
 from hub.context import HubContext, hub_of
 from hub.events import Event
 from hub.job_access import visible_id
-from hub.legacy_messages import job_status_message, legacy_status, stats_broadcast
+from hub.legacy_messages import (
+    REST_CLIENT_ID,
+    client_tag,
+    job_status_message,
+    legacy_client_id,
+    legacy_progress,
+    legacy_status,
+    stats_broadcast,
+)
 from hub.pool_routing import route
 from hub.priority import deadline_ms, refuse_past_deadline
 from hub.ws import Session, run_session
@@ -40,6 +48,8 @@ from shared.pools import pooled_id
 from shared.validation import ID_PATTERN, convert
 
 _ID_RE = re.compile(ID_PATTERN)
+MAX_CACHED_JOBS = 10_000
+MAX_TAGS = 16  # JobRequest.tags
 
 
 class LegacySession(Session):
@@ -52,6 +62,10 @@ class LegacySession(Session):
         self.conn_id = conn_id
         self.monitor = monitor
         self.channels: set[str] | None = None
+        # Per followed job: the worker holding it and the client that submitted it, so
+        # relays carry them as the original's models require (read once per job).
+        self.job_workers: dict[str, str] = {}
+        self.job_clients: dict[str, str] = {}
         if monitor:
             self.sub.follow_everything()
 
@@ -68,7 +82,6 @@ class LegacySession(Session):
 
     async def deliver(self, event: Event) -> None:
         d = event.data
-        base = {"job_id": event.job_id, "worker_id": event.worker_id}
         if event.kind == "worker":
             if self.monitor and self._wants("worker_status"):
                 status = {"worker_up": "idle", "worker_down": "disconnected"}.get(
@@ -83,40 +96,43 @@ class LegacySession(Session):
                     }
                 )
             return
+        job_id = event.job_id or ""
+        if event.type in ("claimed", "released", "completed") and event.worker_id:
+            self._remember(self.job_workers, job_id, event.worker_id)
+        message: dict[str, Any] | None = None
         if event.type == "progress":
-            await self.send(
-                {
-                    "type": "update_job_progress",
-                    **base,
-                    "status": "processing",
-                    "progress": d.get("progress", 0),
-                    "message": d.get("message", ""),
-                }
-            )
+            message = {
+                "type": "update_job_progress",
+                "status": "processing",
+                "progress": legacy_progress(d.get("progress")),
+                "message": d.get("message", ""),
+            }
         elif event.type == "completed":
-            job_id = event.job_id or ""
             result = await self.hub.for_job(job_id).reads.jobs.result(job_id)
-            await self.send({"type": "complete_job", **base, "result": result})
+            message = {"type": "complete_job", "result": result}
         elif event.type in ("failed", "retrying"):
-            await self.send(
-                {
-                    "type": "fail_job",
-                    **base,
-                    "error": d.get("error", ""),
-                    "retrying": event.type == "retrying",
-                    "attempts": d.get("attempts"),
-                }
-            )
+            message = {
+                "type": "fail_job",
+                "error": d.get("error", ""),
+                "retrying": event.type == "retrying",
+                "attempts": d.get("attempts"),
+            }
         elif event.type in ("claimed", "cancelled", "released"):
             status = {"claimed": "processing", "released": "pending"}.get(event.type, event.type)
-            await self.send(
-                {
-                    "type": "response_job_status",
-                    **base,
-                    "status": status,
-                    "message": d.get("reason", ""),
-                }
-            )
+            message = {
+                "type": "response_job_status",
+                "status": status,
+                "message": d.get("reason", ""),
+            }
+        if message is not None:
+            # The original's models require a string worker_id on every relay; monitors
+            # also got the submitting client's id (the page shows it on each job).
+            worker_id, client_id = await self._owners(job_id, event.worker_id)
+            relay = {"type": message.pop("type"), "job_id": job_id, "worker_id": worker_id}
+            relay.update(message)
+            if self.monitor:
+                relay["client_id"] = client_id
+            await self.send(relay)
         if event.terminal:
             # The original protocol has no unsubscribe: a job that reached its end stops
             # counting against HUB_MAX_SUBSCRIPTIONS, so a long-lived submitter never fills
@@ -127,6 +143,32 @@ class LegacySession(Session):
         if job_id is not None:
             self.sub.unfollow_job(job_id)
             self.last_seq.pop(job_id, None)
+            self.job_workers.pop(job_id, None)
+            self.job_clients.pop(job_id, None)
+
+    @staticmethod
+    def _remember(cache: dict[str, str], job_id: str, value: str) -> None:
+        # A monitor follows every job and never releases the ones it only saw part of:
+        # the caches are bounded, a forgotten entry is read again from the job.
+        if len(cache) >= MAX_CACHED_JOBS and job_id not in cache:
+            cache.clear()
+        cache[job_id] = value
+
+    async def _owners(self, job_id: str, worker_id: str | None) -> tuple[str, str]:
+        """(worker id, client id) of a job for a relay: the event's worker, else the one
+        remembered from its claim, else the job's; "" when no worker ever held it."""
+        worker = worker_id or self.job_workers.get(job_id)
+        client = self.job_clients.get(job_id)
+        if worker is None or (client is None and self.monitor):
+            job = await self.hub.for_job(job_id).get(job_id)
+            if worker is None:
+                worker = (job.worker_id if job is not None else None) or ""
+                if worker:
+                    self._remember(self.job_workers, job_id, worker)
+            if client is None:
+                client = legacy_client_id(job)
+                self._remember(self.job_clients, job_id, client)
+        return worker, client or REST_CLIENT_ID
 
     async def too_many(self, cap: int) -> None:
         await self.fail(
@@ -191,6 +233,11 @@ class LegacySession(Session):
                 doc[key] = msg[key]
         if customer is not None:
             doc["customer_id"] = customer
+        tags = doc.get("tags", [])
+        if isinstance(tags, list) and len(tags) < MAX_TAGS:
+            # Who submitted it, for monitor relays on any hub (hub/legacy_messages.py); a
+            # job already carrying the most tags allowed is relayed as a REST client's.
+            doc["tags"] = [*tags, client_tag(self.conn_id)]
         req = convert(doc, JobRequest)
         if job_id is not None and self.principal.customer_id is not None:
             # The customer's own space of ids, as on REST (hub/job_access.py).
@@ -294,6 +341,10 @@ class LegacySession(Session):
         if result.outcome != "cancelled":
             await self.fail(f"Job {job_id} is {result.was or 'gone'} and cannot be cancelled")
             return
+        if self.sub.everything or job_id in self.sub.jobs:
+            # The `cancelled` relay of the followed job is the reply: the original sent
+            # one response_job_status, not an ack and then a relay.
+            return
         await self.send(
             {
                 "type": "response_job_status",
@@ -362,6 +413,9 @@ class LegacySession(Session):
         await self.send(
             {
                 "type": "subscription_confirmed",
+                # The original sent none here, but its SubscriptionConfirmedMessage requires
+                # a job_id; "monitor" names the subscription, as "stats" does for clients.
+                "job_id": "monitor",
                 "monitor_id": self.conn_id,
                 "channels": sorted(self.channels or []),
             }

@@ -1,0 +1,163 @@
+"""Drop-in compatibility with existing emp-redis clients (issue 15), over a real socket and
+a real Redis. The expected shapes are written down from the original protocol
+(docs/PROTOCOL-LEGACY.md and the original's message models: `UpdateJobProgressMessage`,
+`FailJobMessage`, `CompleteJobMessage`, `SubscriptionConfirmedMessage`, ...), not from
+this hub's output."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from shared.broker import Broker
+from shared.settings import BrokerSettings
+from tests.hub_support import (
+    CLIENT_TOKEN,
+    OPERATOR_TOKEN,
+    RunningHub,
+    claim,
+    recv_json,
+    recv_until,
+    running_hub,
+    start_worker,
+    ws_connect,
+)
+
+
+@pytest.fixture
+async def hub(redis_url: str, broker_settings: BrokerSettings) -> AsyncIterator[RunningHub]:
+    from tests.hub_support import hub_settings
+
+    async with running_hub(hub_settings(redis_url, broker_settings)) as h:
+        yield h
+
+
+async def send(ws: ClientConnection, **message: Any) -> None:
+    await ws.send(orjson.dumps(message).decode())
+
+
+async def connected(ws: ClientConnection) -> None:
+    assert (await recv_json(ws))["type"] == "connection_established"
+
+
+def is_original_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def is_original_progress(value: Any) -> bool:
+    # `progress: int` with the validator -1 <= v <= 100; a bool is no progress.
+    return isinstance(value, int) and not isinstance(value, bool) and -1 <= value <= 100
+
+
+# -- items 2 and 5: relays carry worker_id, an integer progress, and client_id for monitors
+
+
+async def test_progress_and_failure_relays_fit_the_original_models(
+    hub: RunningHub, broker: Broker
+) -> None:
+    async with (
+        ws_connect(f"{hub.ws_url}/ws/client/c1?token={CLIENT_TOKEN}") as client,
+        ws_connect(f"{hub.ws_url}/ws/monitor/m1?token={OPERATOR_TOKEN}") as monitor,
+    ):
+        await connected(client)
+        await connected(monitor)
+        await send(client, type="submit_job", job_type="comfyui", payload={}, message_id="j-2")
+        assert (await recv_json(client))["type"] == "job_accepted"
+        caps = await start_worker(broker, "w1")
+        got = await claim(broker, "w1", caps)
+        await broker.progress("w1", got.job.id, got.token, 66.6667, "two thirds")
+        await broker.fail("w1", got.job.id, got.token, "CUDA out of memory")
+
+        for ws, role in ((client, "client"), (monitor, "monitor")):
+            progress, _ = await recv_until(ws, lambda m: m["type"] == "update_job_progress")
+            assert progress["job_id"] == "j-2"
+            assert is_original_str(progress["worker_id"])
+            assert progress["worker_id"] == "w1"
+            assert is_original_progress(progress["progress"])
+            assert progress["progress"] == 67
+            assert progress["status"] == "processing"
+            assert progress["message"] == "two thirds"
+            failed, _ = await recv_until(ws, lambda m: m["type"] == "fail_job")
+            assert failed["job_id"] == "j-2"
+            assert is_original_str(failed["worker_id"])
+            assert failed["worker_id"] == "w1"
+            assert failed["error"] == "CUDA out of memory"
+            # Monitors are told who submitted the job ("Client: c1" on the page); a
+            # client's own relays are as the original sent them to the subscriber.
+            if role == "monitor":
+                assert progress["client_id"] == "c1"
+                assert failed["client_id"] == "c1"
+            else:
+                assert "client_id" not in progress
+                assert "client_id" not in failed
+
+
+async def test_monitors_name_rest_submitted_jobs_as_the_original_did(
+    hub: RunningHub, broker: Broker
+) -> None:
+    async with ws_connect(f"{hub.ws_url}/ws/monitor/m1?token={OPERATOR_TOKEN}") as monitor:
+        await connected(monitor)
+        async with hub.client() as http:
+            response = await http.post(
+                "/jobs",
+                json={"service_type": "comfyui", "id": "r-1"},
+                headers={"Authorization": f"Bearer {CLIENT_TOKEN}"},
+            )
+        assert response.status_code == 201, response.text
+        caps = await start_worker(broker, "w1")
+        got = await claim(broker, "w1", caps)
+        await broker.complete("w1", got.job.id, got.token, {"ok": True})
+        done, _ = await recv_until(monitor, lambda m: m["type"] == "complete_job")
+        assert (done["job_id"], done["worker_id"], done["result"]) == ("r-1", "w1", {"ok": True})
+        assert done["client_id"] == "rest-api-client"
+
+
+# -- item 6: a monitor's `subscribe` is confirmed with a job_id
+
+
+async def test_monitor_subscribe_confirmation_fits_the_original_model(hub: RunningHub) -> None:
+    async with ws_connect(f"{hub.ws_url}/ws/monitor/m1?token={OPERATOR_TOKEN}") as monitor:
+        await connected(monitor)
+        await send(monitor, type="subscribe", channels=["worker_status", "stats_broadcast"])
+        confirmed, _ = await recv_until(monitor, lambda m: m["type"] == "subscription_confirmed")
+        # SubscriptionConfirmedMessage: job_id (str, required), monitor_id, channels.
+        assert is_original_str(confirmed["job_id"])
+        assert confirmed["monitor_id"] == "m1"
+        assert confirmed["channels"] == ["stats_broadcast", "worker_status"]
+
+
+# -- item 11: a cancel is answered with one response_job_status
+
+
+@pytest.mark.parametrize("follows", [True, False], ids=["submitter", "stranger"])
+async def test_cancel_is_answered_once(hub: RunningHub, follows: bool) -> None:
+    async with (
+        ws_connect(f"{hub.ws_url}/ws/client/c1?token={CLIENT_TOKEN}") as owner,
+        ws_connect(f"{hub.ws_url}/ws/client/c2?token={CLIENT_TOKEN}") as other,
+    ):
+        await connected(owner)
+        await connected(other)
+        await send(owner, type="submit_job", job_type="comfyui", payload={}, message_id="k-1")
+        assert (await recv_json(owner))["type"] == "job_accepted"
+        canceller = owner if follows else other
+        await send(canceller, type="cancel_job", job_id="k-1", reason="not needed")
+        # A fence for relays: a job this socket follows, cancelled after k-1; its relay
+        # comes after anything about k-1 in the event stream.
+        await send(canceller, type="submit_job", job_type="comfyui", payload={}, message_id="k-2")
+        async with hub.client() as http:
+            response = await http.post(
+                "/jobs/k-2/cancel", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+            )
+        assert response.status_code == 200, response.text
+        _, seen = await recv_until(
+            canceller, lambda m: m["type"] == "response_job_status" and m["job_id"] == "k-2"
+        )
+        cancelled = [m for m in seen if m["type"] == "response_job_status"]
+        assert len(cancelled) == 1, seen
+        assert cancelled[0]["job_id"] == "k-1"
+        assert cancelled[0]["status"] == "cancelled"
+        assert cancelled[0]["message"] == "not needed"
