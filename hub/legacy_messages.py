@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
+
 from hub.context import HubContext
 from hub.pool_reads import heads as merged_heads
 from hub.pool_reads import summaries
@@ -140,3 +142,23 @@ def legacy_capabilities(document: Any, services: list[str]) -> dict[str, Any]:
     caps = dict(document) if isinstance(document, dict) else {}
     caps["supported_job_types"] = list(services)
     return caps
+
+
+def stats_fingerprint(doc: dict[str, Any]) -> bytes:
+    """What a `stats_broadcast` says, less what changes without anything happening (its
+    timestamp, workers' heartbeat times): equal fingerprints mean nothing changed."""
+    system = doc.get("system", {})
+    workers = [
+        {k: v for k, v in w.items() if k != "last_heartbeat"}
+        for w in system.get("workers", {}).get("active_workers", [])
+    ]
+    return orjson.dumps(
+        {k: v for k, v in doc.items() if k not in ("timestamp", "system")}
+        | {
+            "system": {
+                **system,
+                "workers": {**system.get("workers", {}), "active_workers": workers},
+            }
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )

@@ -413,7 +413,18 @@ class HubSettings:
             5.0,
             lo=0.1,
             hi=3600,
-            doc="How often clients of the seed's WebSocket protocol are sent queue statistics",
+            doc="How often monitors of the seed's WebSocket protocol are sent queue "
+            "statistics (stats_broadcast), changed or not",
+        )
+    )
+    stats_change_interval: float = MAINTENANCE.field(
+        number(
+            "HUB_STATS_CHANGE_SECONDS",
+            1.0,
+            lo=0.05,
+            hi=3600,
+            doc="How often monitors of the seed's WebSocket protocol are sent statistics "
+            "while they change (the seed's 1 s); each monitor reads them this often",
         )
     )
     fleet_cache_seconds: float = MAINTENANCE.field(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import time
 from typing import Any
@@ -37,6 +38,7 @@ from hub.legacy_messages import (
     legacy_progress,
     legacy_status,
     stats_broadcast,
+    stats_fingerprint,
 )
 from hub.pool_routing import route
 from hub.priority import deadline_ms, refuse_past_deadline
@@ -430,11 +432,24 @@ class LegacySession(Session):
             await self.send(await stats_broadcast(self.hub))
 
     async def stats_loop(self) -> None:
-        """Monitors get `stats_broadcast` on connect and every HUB_STATS_INTERVAL_SECONDS."""
+        """`stats_broadcast` as the original timed it: on connect, every
+        HUB_STATS_CHANGE_SECONDS (1 s) while something changed, and every
+        HUB_STATS_INTERVAL_SECONDS (5 s) regardless. No `ack` follows: the original page
+        only logs acks, and matches them to requests it sent, never to broadcasts."""
+        settings = self.hub.settings
+        tick = min(settings.stats_change_interval, settings.stats_interval)
+        last: bytes | None = None
+        sent_at = -math.inf
         while not self.sub.closed:
-            await self.broadcast_stats()
+            if self._wants("stats_broadcast"):
+                doc = await stats_broadcast(self.hub)
+                seen = stats_fingerprint(doc)
+                now = time.monotonic()
+                if seen != last or now - sent_at >= settings.stats_interval:
+                    await self.send(doc)
+                    last, sent_at = seen, now
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.hub.shutdown.wait(), self.hub.settings.stats_interval)
+                await asyncio.wait_for(self.hub.shutdown.wait(), tick)
 
 
 async def _legacy_endpoint(ws: WebSocket, monitor: bool) -> None:

@@ -161,3 +161,56 @@ async def test_cancel_is_answered_once(hub: RunningHub, follows: bool) -> None:
         assert cancelled[0]["job_id"] == "k-1"
         assert cancelled[0]["status"] == "cancelled"
         assert cancelled[0]["message"] == "not needed"
+
+
+# -- items 3 and 4: stats_broadcast as the original page reads it, when things change
+
+
+@pytest.fixture
+async def slow_stats_hub(
+    redis_url: str, broker_settings: BrokerSettings
+) -> AsyncIterator[RunningHub]:
+    """A hub whose regular broadcast never comes during a test: any broadcast after the
+    first was sent because something changed."""
+    from tests.hub_support import hub_settings
+
+    settings = hub_settings(
+        redis_url, broker_settings, stats_interval=3600, stats_change_interval=0.05
+    )
+    async with running_hub(settings) as h:
+        yield h
+
+
+async def test_stats_broadcast_follows_changes_with_capabilities_in_the_original_place(
+    slow_stats_hub: RunningHub, broker: Broker
+) -> None:
+    hub = slow_stats_hub
+    async with ws_connect(f"{hub.ws_url}/ws/monitor/m1?token={OPERATOR_TOKEN}") as monitor:
+        await connected(monitor)
+        first = await recv_json(monitor)
+        assert first["type"] == "stats_broadcast"
+        assert first["workers"] == {}
+        await start_worker(broker, "w1")
+        stats, _ = await recv_until(
+            monitor, lambda m: m["type"] == "stats_broadcast" and "w1" in m["workers"]
+        )
+        # The page reads workers[id].capabilities.supported_job_types (a list of job
+        # types) for its worker cards and its job-type menu.
+        worker = stats["workers"]["w1"]
+        assert worker["capabilities"]["supported_job_types"] == ["comfyui"]
+        assert worker["supported_job_types"] == ["comfyui"]
+        assert worker["connection_status"] == "connected"
+        assert worker["is_accepting_jobs"] is True
+        async with hub.client() as http:
+            response = await http.post(
+                "/jobs",
+                json={"service_type": "comfyui"},
+                headers={"Authorization": f"Bearer {CLIENT_TOKEN}"},
+            )
+        assert response.status_code == 201, response.text
+        stats, seen = await recv_until(
+            monitor,
+            lambda m: m["type"] == "stats_broadcast" and m["system"]["queues"]["total"] == 1,
+        )
+        # The original sent no ack that the page uses after a broadcast; none is sent.
+        assert all(m["type"] != "ack" for m in seen)
