@@ -316,6 +316,17 @@ class HubSettings:
             doc="Operator tokens (workers, stats, metrics, dashboard), comma-separated",
         ).map(lambda tokens: tuple(t.token for t in tokens))
     )
+    legacy_shared_token: bool = AUTH.field(
+        flag(
+            "HUB_LEGACY_SHARED_TOKEN",
+            False,
+            doc="Migration from the seed: on the seed's WebSocket endpoints and /api routes, "
+            "a client token not bound to a customer may also do what the seed's one shared "
+            "token did (open /ws/monitor, request_stats, force_retry_job), so monitors keep "
+            "working until they get HUB_OPERATOR_TOKEN; such a monitor sees every job "
+            "(logged as a warning)",
+        )
+    )
     rate_limit_per_second: float = AUTH.field(
         number(
             "HUB_RATE_LIMIT_PER_SECOND",

@@ -42,6 +42,7 @@ from hub.legacy_messages import (
 )
 from hub.pool_routing import route
 from hub.priority import deadline_ms, refuse_past_deadline
+from hub.settings import HubSettings
 from hub.ws import Session, run_session
 from shared.broker import new_job_id
 from shared.errors import InvalidInput
@@ -52,6 +53,16 @@ from shared.validation import ID_PATTERN, convert
 _ID_RE = re.compile(ID_PATTERN)
 MAX_CACHED_JOBS = 10_000
 MAX_TAGS = 16  # JobRequest.tags
+
+
+def legacy_operator(settings: HubSettings, principal: Principal) -> bool:
+    """Whether `principal` may do, on the legacy endpoints, what needs the operator token:
+    an operator, or with HUB_LEGACY_SHARED_TOKEN any client token not bound to a customer
+    (the original's one shared token did everything; a customer-bound token never sees
+    other customers' jobs)."""
+    if principal.operator:
+        return True
+    return settings.legacy_shared_token and principal.customer_id is None
 
 
 class LegacySession(Session):
@@ -184,6 +195,13 @@ class LegacySession(Session):
 
     async def deliver_snapshot(self, job: Job) -> None:
         await self.send(job_status_message(job))
+
+    def may_receive(self, event: Event) -> bool:
+        # A monitor admitted by HUB_LEGACY_SHARED_TOKEN gets worker_status, as the
+        # original's did.
+        if event.kind == "worker":
+            return self.monitor and legacy_operator(self.hub.settings, self.principal)
+        return super().may_receive(event)
 
     def _wants(self, message_type: str) -> bool:
         return self.channels is None or message_type in self.channels
@@ -357,7 +375,7 @@ class LegacySession(Session):
         )
 
     async def on_force_retry_job(self, msg: dict[str, Any]) -> None:
-        if not self.principal.operator:
+        if not legacy_operator(self.hub.settings, self.principal):
             await self.fail("force_retry_job needs the operator token")
             return
         job_id = await self._visible(msg)
@@ -393,7 +411,7 @@ class LegacySession(Session):
         )
 
     async def on_request_stats(self, msg: dict[str, Any]) -> None:
-        if not self.principal.operator:
+        if not legacy_operator(self.hub.settings, self.principal):
             await self.fail("request_stats needs the operator token")
             return
         full = await stats_broadcast(self.hub)
@@ -459,7 +477,7 @@ async def _legacy_endpoint(ws: WebSocket, monitor: bool) -> None:
     await ws.accept()
     if not isinstance(principal, Principal):
         reason: str | None = "Invalid token"
-    elif monitor and not principal.operator:
+    elif monitor and not legacy_operator(hub.settings, principal):
         reason = "not allowed (monitors need the operator token)"
     elif not _ID_RE.fullmatch(conn_id):
         reason = "invalid connection id"

@@ -6,6 +6,7 @@ this hub's output."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from websockets.asyncio.client import ClientConnection
 from shared.broker import Broker
 from shared.settings import BrokerSettings
 from tests.hub_support import (
+    ACME_TOKEN,
     CLIENT_TOKEN,
     OPERATOR_TOKEN,
     RunningHub,
@@ -214,3 +216,93 @@ async def test_stats_broadcast_follows_changes_with_capabilities_in_the_original
         )
         # The original sent no ack that the page uses after a broadcast; none is sent.
         assert all(m["type"] != "ack" for m in seen)
+
+
+# -- item 1: the shared token, as a migration setting
+
+
+@pytest.fixture
+async def shared_token_hub(
+    redis_url: str, broker_settings: BrokerSettings
+) -> AsyncIterator[RunningHub]:
+    from tests.hub_support import hub_settings
+
+    settings = hub_settings(redis_url, broker_settings, legacy_shared_token=True)
+    async with running_hub(settings) as h:
+        yield h
+
+
+async def test_shared_token_is_refused_for_monitors_by_default(hub: RunningHub) -> None:
+    async with ws_connect(f"{hub.ws_url}/ws/monitor/m1?token={CLIENT_TOKEN}") as monitor:
+        refused = await recv_json(monitor)
+        assert refused == {
+            "type": "error",
+            "error": "Authentication failed: not allowed (monitors need the operator token)",
+        }
+    async with ws_connect(f"{hub.ws_url}/ws/client/c1?token={CLIENT_TOKEN}") as client:
+        await connected(client)
+        await send(client, type="request_stats", message_id="q1")
+        assert (await recv_json(client))["error"] == "request_stats needs the operator token"
+
+
+async def test_migration_setting_lets_the_shared_token_do_what_the_original_allowed(
+    shared_token_hub: RunningHub, broker: Broker
+) -> None:
+    hub = shared_token_hub
+    async with (
+        ws_connect(f"{hub.ws_url}/ws/monitor/m1?token={CLIENT_TOKEN}") as monitor,
+        ws_connect(f"{hub.ws_url}/ws/client/c1?token={CLIENT_TOKEN}") as client,
+    ):
+        await connected(monitor)
+        stats, _ = await recv_until(monitor, lambda m: m["type"] == "stats_broadcast")
+        assert set(stats) >= {"connections", "workers", "subscriptions", "system"}
+        await start_worker(broker, "w1")
+        status, _ = await recv_until(monitor, lambda m: m["type"] == "worker_status")
+        assert (status["worker_id"], status["status"]) == ("w1", "idle")
+
+        await connected(client)
+        await send(client, type="request_stats", message_id="q1")
+        response = await recv_json(client)
+        assert response["type"] == "response_stats"
+        assert set(response["stats"]) == {"queues", "jobs", "workers"}
+        ack = await recv_json(client)
+        assert (ack["type"], ack["original_id"], ack["original_type"]) == (
+            "ack", "q1", "request_stats"
+        )  # fmt: skip
+
+        await send(client, type="submit_job", job_type="comfyui", payload={}, message_id="f-1")
+        assert (await recv_json(client))["type"] == "job_accepted"
+        caps = await start_worker(broker, "w2")
+        got = await claim(broker, "w2", caps)
+        await broker.fail("w2", got.job.id, got.token, "boom", retryable=False)
+        await recv_until(client, lambda m: m["type"] == "fail_job")
+        await send(client, type="force_retry_job", job_id="f-1")
+        retried, _ = await recv_until(client, lambda m: m.get("message") == "retry requested")
+        assert (retried["type"], retried["job_id"], retried["status"]) == (
+            "response_job_status", "f-1", "pending"
+        )  # fmt: skip
+
+
+async def test_customer_bound_tokens_never_act_as_the_shared_token(
+    shared_token_hub: RunningHub,
+) -> None:
+    url = f"{shared_token_hub.ws_url}/ws/monitor/m1?token={ACME_TOKEN}"
+    async with ws_connect(url) as monitor:
+        refused = await recv_json(monitor)
+        assert refused["error"].startswith("Authentication failed: not allowed")
+
+
+async def test_migration_setting_is_off_by_default_and_warned_about_when_on(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hub.settings import HubSettings
+    from tests.hub_support import hub_client, hub_settings
+
+    token = {"HUB_AUTH_TOKEN": "a-client-token"}
+    assert HubSettings.from_env(token).legacy_shared_token is False
+    on = HubSettings.from_env(token | {"HUB_LEGACY_SHARED_TOKEN": "true"})
+    assert on.legacy_shared_token is True
+    caplog.set_level(logging.WARNING, logger="hub")
+    async with hub_client(hub_settings(redis_url, legacy_shared_token=True)):
+        pass
+    assert any("HUB_LEGACY_SHARED_TOKEN is on" in r.getMessage() for r in caplog.records)
