@@ -16,7 +16,9 @@ import orjson
 from hub.context import HubContext
 from hub.pool_reads import heads as merged_heads
 from hub.pool_reads import summaries
-from shared.job import Job
+from shared.broker import Broker
+from shared.job import Job, JobStatus
+from shared.text import as_text
 
 MAX_ACTIVE_JOBS = 100
 # The client id the original gave jobs submitted over REST; here, every job not submitted
@@ -162,3 +164,23 @@ def stats_fingerprint(doc: dict[str, Any]) -> bytes:
         },
         option=orjson.OPT_SORT_KEYS,
     )
+
+
+async def type_position(broker: Broker, job: Job) -> int | None:
+    """The original's `job_accepted.position`: 1-based among the pending jobs of the same
+    job type, by queue order; None once the job is no longer waiting to be claimed. Counted
+    with ZCOUNT over the service's requirement classes, so no job is read."""
+    if job.status != JobStatus.PENDING:
+        return None
+    keys, redis = broker.keys, broker.redis
+    score = await redis.zscore(keys.pending, job.id)
+    if score is None:
+        return None
+    class_ids = [
+        as_text(c) for c in await redis.zrange(keys.service_classes(job.service_type), 0, -1)
+    ]
+    async with redis.pipeline(transaction=False) as pipe:
+        for class_id in class_ids:
+            pipe.zcount(keys.job_class(class_id), "-inf", f"({score!r}")
+        ahead = await pipe.execute()
+    return sum(int(n) for n in ahead) + 1

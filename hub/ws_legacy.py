@@ -39,6 +39,7 @@ from hub.legacy_messages import (
     legacy_status,
     stats_broadcast,
     stats_fingerprint,
+    type_position,
 )
 from hub.pool_routing import route
 from hub.priority import deadline_ms, refuse_past_deadline
@@ -53,6 +54,7 @@ from shared.validation import ID_PATTERN, convert
 _ID_RE = re.compile(ID_PATTERN)
 MAX_CACHED_JOBS = 10_000
 MAX_TAGS = 16  # JobRequest.tags
+LEGACY_PRIORITY_SCALE = 10  # the original's 0-10 onto the broker's 0-100
 
 
 def legacy_operator(settings: HubSettings, principal: Principal) -> bool:
@@ -244,7 +246,7 @@ class LegacySession(Session):
         customer = self.principal.customer_id or msg.get("customer_id")
         doc: dict[str, Any] = {
             "service_type": msg.get("job_type"),
-            "priority": msg.get("priority", self.hub.settings.default_priority),
+            "priority": self._priority(msg),
             "payload": payload,
             "id": job_id or new_job_id(),
         }
@@ -284,17 +286,27 @@ class LegacySession(Session):
                 return
             # Relay what happens after the accepted event (seq 1) for a new job.
             self.last_seq[job.id] = 1 if submitted.created else job.event_seq
-            position = await broker.queue_position(job.id)
             await self.send(
                 {
                     "type": "job_accepted",
                     "job_id": job.id,
                     "status": legacy_status(job.status),
-                    "position": position + 1 if position is not None else None,
+                    "position": await type_position(broker, job),
                     "estimated_start": None,
                     "notified_workers": 0,
                 }
             )
+
+    def _priority(self, msg: dict[str, Any]) -> int:
+        """The original's 0-10 priority on the broker's 0-100 scale (times 10), so a
+        legacy "Emergency (10)" job ranks with REST jobs of priority 100, not below every
+        default one (50). Absent: DEFAULT_JOB_PRIORITY, unscaled."""
+        if "priority" not in msg:
+            return self.hub.settings.default_priority
+        value = msg["priority"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
+            raise InvalidInput("priority", "must be an integer from 0 to 10 (the original scale)")
+        return value * LEGACY_PRIORITY_SCALE
 
     def _effective(self, req: JobRequest, now: int) -> int:
         return self.hub.settings.priority.effective(

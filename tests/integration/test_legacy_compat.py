@@ -306,3 +306,84 @@ async def test_migration_setting_is_off_by_default_and_warned_about_when_on(
     async with hub_client(hub_settings(redis_url, legacy_shared_token=True)):
         pass
     assert any("HUB_LEGACY_SHARED_TOKEN is on" in r.getMessage() for r in caplog.records)
+
+
+# -- item 9: the original's 0-10 priorities on the broker's 0-100 scale
+
+
+@pytest.mark.parametrize(("legacy", "stored"), [(0, 0), (5, 50), (10, 100)])
+async def test_legacy_priorities_are_scaled_onto_the_rest_scale(
+    hub: RunningHub, broker: Broker, legacy: int, stored: int
+) -> None:
+    async with ws_connect(f"{hub.ws_url}/ws/client/c1?token={CLIENT_TOKEN}") as client:
+        await connected(client)
+        await send(client, type="submit_job", job_type="comfyui", payload={},
+                   priority=legacy, message_id="p-1")  # fmt: skip
+        assert (await recv_json(client))["type"] == "job_accepted"
+    job = await broker.get("p-1")
+    assert job is not None
+    assert job.priority == stored
+
+
+async def test_an_emergency_legacy_job_ranks_above_default_rest_jobs(
+    hub: RunningHub, broker: Broker
+) -> None:
+    async with hub.client() as http:
+        response = await http.post(
+            "/jobs",
+            json={"service_type": "comfyui", "id": "rest-default"},
+            headers={"Authorization": f"Bearer {CLIENT_TOKEN}"},
+        )
+        assert response.status_code == 201, response.text
+    async with ws_connect(f"{hub.ws_url}/ws/client/c1?token={CLIENT_TOKEN}") as client:
+        await connected(client)
+        await send(client, type="submit_job", job_type="comfyui", payload={}, priority=10,
+                   message_id="emergency")  # fmt: skip
+        accepted = await recv_json(client)
+        assert (accepted["job_id"], accepted["position"]) == ("emergency", 1)
+        await send(client, type="submit_job", job_type="comfyui", payload={}, message_id="plain")
+        assert (await recv_json(client))["position"] == 3  # absent: the REST default, 50
+    caps = await start_worker(broker, "w1")
+    assert (await claim(broker, "w1", caps)).job.id == "emergency"
+
+
+@pytest.mark.parametrize("priority", [11, -1, 2.5, "5", True])
+async def test_priorities_off_the_original_scale_are_refused_naming_the_field(
+    hub: RunningHub, broker: Broker, priority: Any
+) -> None:
+    async with ws_connect(f"{hub.ws_url}/ws/client/c1?token={CLIENT_TOKEN}") as client:
+        await connected(client)
+        await send(client, type="submit_job", job_type="comfyui", payload={},
+                   priority=priority, message_id="bad-p")  # fmt: skip
+        refused = await recv_json(client)
+        assert refused["type"] == "error"
+        assert refused["details"] == {"field": "priority"}
+        assert "0 to 10" in refused["error"]
+    assert await broker.get("bad-p") is None
+
+
+# -- item 10: job_accepted.position counts the pending jobs of the same job type
+
+
+async def test_position_is_one_based_among_pending_jobs_of_the_same_type(
+    hub: RunningHub,
+) -> None:
+    async with hub.client() as http:
+        for n, service in enumerate(["a1111", "a1111", "comfyui"]):
+            response = await http.post(
+                "/jobs",
+                json={"service_type": service, "id": f"other-{n}"},
+                headers={"Authorization": f"Bearer {CLIENT_TOKEN}"},
+            )
+            assert response.status_code == 201, response.text
+    async with ws_connect(f"{hub.ws_url}/ws/client/c1?token={CLIENT_TOKEN}") as client:
+        await connected(client)
+        positions = []
+        for message_id, job_type in [("c-1", "comfyui"), ("s-1", "simulation"), ("c-2", "comfyui")]:
+            await send(client, type="submit_job", job_type=job_type, payload={},
+                       message_id=message_id)  # fmt: skip
+            accepted = await recv_json(client)
+            assert accepted["type"] == "job_accepted"
+            positions.append((accepted["job_id"], accepted["position"]))
+        # Each behind the pending jobs of its own type only (two a1111 jobs are not).
+        assert positions == [("c-1", 2), ("s-1", 1), ("c-2", 3)]
