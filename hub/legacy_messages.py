@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from hub.context import HubContext
+from hub.legacy_ids import unescape
 from hub.pool_reads import heads as merged_heads
 from hub.pool_reads import summaries
 from shared.broker import Broker
@@ -84,7 +85,7 @@ async def stats_broadcast(hub: HubContext) -> dict[str, Any]:
     )
     active_jobs = [
         {
-            "id": j.id,
+            "id": unescape(j.id),
             "job_type": j.service_type,
             "status": legacy_status(j.status),
             "priority": j.priority,
@@ -129,7 +130,7 @@ async def stats_broadcast(hub: HubContext) -> dict[str, Any]:
                         "connected_at": seconds(w.registered_at),
                         "jobs_processed": w.completed,
                         "last_heartbeat": seconds(w.last_heartbeat),
-                        "current_job_id": w.leases[0].job_id if w.leases else None,
+                        "current_job_id": unescape(w.leases[0].job_id) if w.leases else None,
                     }
                     for w in workers
                 ],

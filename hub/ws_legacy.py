@@ -30,6 +30,7 @@ from hub.auth import Principal
 from hub.context import HubContext, hub_of
 from hub.events import Event
 from hub.job_access import visible_id
+from hub.legacy_ids import escape, unescape
 from hub.legacy_messages import (
     REST_CLIENT_ID,
     client_tag,
@@ -55,6 +56,17 @@ _ID_RE = re.compile(ID_PATTERN)
 MAX_CACHED_JOBS = 10_000
 MAX_TAGS = 16  # JobRequest.tags
 LEGACY_PRIORITY_SCALE = 10  # the original's 0-10 onto the broker's 0-100
+
+
+def legacy_job_id(message_id: object) -> str | None:
+    """The id to store for a legacy `message_id`: None (a generated id) when absent or
+    empty, as in the original; its escaped form otherwise (hub/legacy_ids.py), never
+    silently replaced."""
+    if message_id is None or message_id == "":
+        return None
+    if not isinstance(message_id, str):
+        raise InvalidInput("message_id", "must be a string")
+    return escape(message_id)
 
 
 def legacy_operator(settings: HubSettings, principal: Principal) -> bool:
@@ -85,6 +97,9 @@ class LegacySession(Session):
             self.sub.follow_everything()
 
     async def send(self, message: dict[str, Any]) -> None:
+        job_id = message.get("job_id")
+        if isinstance(job_id, str):  # as the client named it (hub/legacy_ids.py)
+            message["job_id"] = unescape(job_id)
         message.setdefault("timestamp", time.time())
         await super().send(message)
 
@@ -239,10 +254,7 @@ class LegacySession(Session):
                 payload = orjson.loads(payload)
             except orjson.JSONDecodeError:
                 payload = {"raw_payload": payload}
-        message_id = msg.get("message_id")
-        job_id = (
-            message_id if isinstance(message_id, str) and _ID_RE.fullmatch(message_id) else None
-        )
+        job_id = legacy_job_id(msg.get("message_id"))
         customer = self.principal.customer_id or msg.get("customer_id")
         doc: dict[str, Any] = {
             "service_type": msg.get("job_type"),
@@ -282,7 +294,7 @@ class LegacySession(Session):
             job = await broker.get(submitted.job_id)
             if job is None or not self.principal.can_see(job.customer_id):
                 self.sub.unfollow_job(stored_id)
-                await self.fail(f"Job id {req.id} already in use")
+                await self.fail(f"Job id {msg['message_id']} already in use")
                 return
             # Relay what happens after the accepted event (seq 1) for a new job.
             self.last_seq[job.id] = 1 if submitted.created else job.event_seq
@@ -325,7 +337,13 @@ class LegacySession(Session):
         if not isinstance(job_id, str) or not job_id:
             await self.fail("Missing job_id")
             return None
-        stored = await visible_id(self.hub.pools, self.principal, job_id)
+        # The escaped form of a legacy id first (hub/legacy_ids.py), then the id as
+        # written: an operator may name a stored id, scoped (`acme~m-1`) or pooled.
+        stored = None
+        for asked in dict.fromkeys((escape(job_id, "job_id"), job_id)):
+            stored = await visible_id(self.hub.pools, self.principal, asked)
+            if stored is not None:
+                break
         if stored is None:
             await self.fail(f"Job {job_id} not found")
         return stored

@@ -387,3 +387,62 @@ async def test_position_is_one_based_among_pending_jobs_of_the_same_type(
             positions.append((accepted["job_id"], accepted["position"]))
         # Each behind the pending jobs of its own type only (two a1111 jobs are not).
         assert positions == [("c-1", 2), ("s-1", 1), ("c-2", 3)]
+
+
+# -- item 7: message_id is the job id, whatever string the original accepted
+
+
+@pytest.mark.parametrize(
+    "message_id", ["my job 1", "a/b?c#d", "üñï 画像", "esc.looks-escaped", "acme~x!y", "m-1"]
+)
+async def test_any_message_id_is_the_job_id_on_every_legacy_frame(
+    hub: RunningHub, broker: Broker, redis: Any, message_id: str
+) -> None:
+    async with (
+        ws_connect(f"{hub.ws_url}/ws/client/c1?token={CLIENT_TOKEN}") as client,
+        ws_connect(f"{hub.ws_url}/ws/client/c2?token={CLIENT_TOKEN}") as other,
+        ws_connect(f"{hub.ws_url}/ws/monitor/m1?token={OPERATOR_TOKEN}") as monitor,
+    ):
+        for ws in (client, other, monitor):
+            await connected(ws)
+        await send(client, type="submit_job", job_type="comfyui", payload={},
+                   message_id=message_id)  # fmt: skip
+        accepted = await recv_json(client)
+        assert accepted["type"] == "job_accepted"
+        assert accepted["job_id"] == message_id
+        # Others name it by the same id: status, subscription.
+        await send(other, type="request_job_status", job_id=message_id)
+        status = await recv_json(other)
+        assert (status["type"], status["job_id"], status["status"]) == (
+            "response_job_status", message_id, "pending"
+        )  # fmt: skip
+        stats, _ = await recv_until(
+            monitor,
+            lambda m: m["type"] == "stats_broadcast" and m["system"]["jobs"]["active_jobs"],
+        )
+        assert [j["id"] for j in stats["system"]["jobs"]["active_jobs"]] == [message_id]
+        caps = await start_worker(broker, "w1")
+        got = await claim(broker, "w1", caps)
+        await broker.complete("w1", got.job.id, got.token, {"ok": True})
+        for ws in (client, other, monitor):
+            done, _ = await recv_until(ws, lambda m: m["type"] == "complete_job")
+            assert done["job_id"] == message_id
+    # Stored under a key with nothing a key, URL or lease record cannot hold.
+    assert all(b" " not in k and b"/" not in k for k in await redis.keys("*"))
+
+
+@pytest.mark.parametrize(
+    ("message_id", "problem"), [(12, "must be a string"), ("é" * 50, "too long")]
+)
+async def test_message_ids_it_cannot_keep_are_refused_naming_the_field(
+    hub: RunningHub, redis: Any, message_id: Any, problem: str
+) -> None:
+    async with ws_connect(f"{hub.ws_url}/ws/client/c1?token={CLIENT_TOKEN}") as client:
+        await connected(client)
+        await send(client, type="submit_job", job_type="comfyui", payload={},
+                   message_id=message_id)  # fmt: skip
+        refused = await recv_json(client)
+        assert refused["type"] == "error"
+        assert refused["details"] == {"field": "message_id"}
+        assert problem in refused["error"]
+    assert not await redis.keys("*job:*")
