@@ -21,7 +21,6 @@ import re
 import time
 from typing import Any
 
-import msgspec
 import orjson
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
@@ -33,7 +32,6 @@ from hub.job_access import visible_id
 from hub.legacy_ids import escape, unescape
 from hub.legacy_messages import (
     REST_CLIENT_ID,
-    client_tag,
     job_status_message,
     legacy_client_id,
     legacy_progress,
@@ -42,31 +40,18 @@ from hub.legacy_messages import (
     stats_fingerprint,
     type_position,
 )
+from hub.legacy_submit import effective_priority, legacy_request
 from hub.pool_routing import route
-from hub.priority import deadline_ms, refuse_past_deadline
+from hub.priority import refuse_past_deadline
 from hub.settings import HubSettings
 from hub.ws import Session, run_session
-from shared.broker import new_job_id
 from shared.errors import InvalidInput
-from shared.job import Job, JobRequest, scoped_job_id
+from shared.job import Job
 from shared.pools import pooled_id
-from shared.validation import ID_PATTERN, convert
+from shared.validation import ID_PATTERN
 
 _ID_RE = re.compile(ID_PATTERN)
 MAX_CACHED_JOBS = 10_000
-MAX_TAGS = 16  # JobRequest.tags
-LEGACY_PRIORITY_SCALE = 10  # the original's 0-10 onto the broker's 0-100
-
-
-def legacy_job_id(message_id: object) -> str | None:
-    """The id to store for a legacy `message_id`: None (a generated id) when absent or
-    empty, as in the original; its escaped form otherwise (hub/legacy_ids.py), never
-    silently replaced."""
-    if message_id is None or message_id == "":
-        return None
-    if not isinstance(message_id, str):
-        raise InvalidInput("message_id", "must be a string")
-    return escape(message_id)
 
 
 def legacy_operator(settings: HubSettings, principal: Principal) -> bool:
@@ -248,35 +233,10 @@ class LegacySession(Session):
     async def on_submit_job(self, msg: dict[str, Any]) -> None:
         if not await self.room_for(False):  # checked before anything is written
             return
-        payload = msg.get("payload", {})
-        if isinstance(payload, str):
-            try:
-                payload = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                payload = {"raw_payload": payload}
-        job_id = legacy_job_id(msg.get("message_id"))
-        customer = self.principal.customer_id or msg.get("customer_id")
-        doc: dict[str, Any] = {
-            "service_type": msg.get("job_type"),
-            "priority": self._priority(msg),
-            "payload": payload,
-            "id": job_id or new_job_id(),
-        }
-        for key in ("requirements", "max_retries", "timeout_seconds", "tags", "deadline", "pool"):
-            if key in msg:
-                doc[key] = msg[key]
-        if customer is not None:
-            doc["customer_id"] = customer
-        tags = doc.get("tags", [])
-        if isinstance(tags, list) and len(tags) < MAX_TAGS:
-            # Who submitted it, for monitor relays on any hub (hub/legacy_messages.py); a
-            # job already carrying the most tags allowed is relayed as a REST client's.
-            doc["tags"] = [*tags, client_tag(self.conn_id)]
-        req = convert(doc, JobRequest)
-        if job_id is not None and self.principal.customer_id is not None:
-            # The customer's own space of ids, as on REST (hub/job_access.py).
-            req = msgspec.structs.replace(req, id=scoped_job_id(self.principal.customer_id, job_id))
-        if req.id is None:  # pragma: no cover - set above
+        req = legacy_request(
+            self.hub, self.principal, msg, client_id=self.conn_id, id_field="message_id"
+        )
+        if req.id is None:  # pragma: no cover - legacy_request always sets one
             raise InvalidInput("message_id", "missing")
         broker = self.hub.pools.brokers[
             route(req, self.hub.settings.pool_rules, self.hub.pools.names, "")
@@ -288,7 +248,7 @@ class LegacySession(Session):
             self.sub.follow_job(stored_id)  # before the submit: no event can slip past
             submitted = await broker.submit(
                 req,
-                effective_priority=self._effective(req, now),
+                effective_priority=effective_priority(self.hub, self.principal, req, now),
                 max_priority=self.principal.max_priority,
             )
             job = await broker.get(submitted.job_id)
@@ -308,27 +268,6 @@ class LegacySession(Session):
                     "notified_workers": 0,
                 }
             )
-
-    def _priority(self, msg: dict[str, Any]) -> int:
-        """The original's 0-10 priority on the broker's 0-100 scale (times 10), so a
-        legacy "Emergency (10)" job ranks with REST jobs of priority 100, not below every
-        default one (50). Absent: DEFAULT_JOB_PRIORITY, unscaled."""
-        if "priority" not in msg:
-            return self.hub.settings.default_priority
-        value = msg["priority"]
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
-            raise InvalidInput("priority", "must be an integer from 0 to 10 (the original scale)")
-        return value * LEGACY_PRIORITY_SCALE
-
-    def _effective(self, req: JobRequest, now: int) -> int:
-        return self.hub.settings.priority.effective(
-            req.priority or 0,
-            req.customer_id,
-            deadline_ms=deadline_ms(req),
-            created_ms=now,
-            now_ms=now,
-            ceiling=self.principal.max_priority,
-        )
 
     async def _visible(self, msg: dict[str, Any]) -> str | None:
         """The stored id of the job `msg` names, if this token may see it (checked before
