@@ -12,6 +12,7 @@ import orjson
 
 from hub.auth import Principal
 from hub.context import HubContext
+from hub.job_access import visible_id
 from hub.legacy_ids import escape
 from hub.legacy_messages import client_tag
 from hub.priority import deadline_ms
@@ -104,3 +105,14 @@ def effective_priority(hub: HubContext, principal: Principal, req: JobRequest, n
         now_ms=now,
         ceiling=principal.max_priority,
     )
+
+
+async def visible_legacy_id(hub: HubContext, principal: Principal, asked: str) -> str | None:
+    """The stored id of the job a legacy client names `asked`, if it may see it: the
+    escaped form of a legacy id first (hub/legacy_ids.py), then the id as written (an
+    operator may name a stored id, scoped `acme~m-1` or pooled)."""
+    for candidate in dict.fromkeys((escape(asked, "job_id"), asked)):
+        stored = await visible_id(hub.pools, principal, candidate)
+        if stored is not None:
+            return stored
+    return None

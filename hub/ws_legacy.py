@@ -28,8 +28,7 @@ from starlette.websockets import WebSocket
 from hub.auth import Principal
 from hub.context import HubContext, hub_of
 from hub.events import Event
-from hub.job_access import visible_id
-from hub.legacy_ids import escape, unescape
+from hub.legacy_ids import unescape
 from hub.legacy_messages import (
     REST_CLIENT_ID,
     job_status_message,
@@ -40,7 +39,7 @@ from hub.legacy_messages import (
     stats_fingerprint,
     type_position,
 )
-from hub.legacy_submit import effective_priority, legacy_request
+from hub.legacy_submit import effective_priority, legacy_request, visible_legacy_id
 from hub.pool_routing import route
 from hub.priority import refuse_past_deadline
 from hub.settings import HubSettings
@@ -276,13 +275,7 @@ class LegacySession(Session):
         if not isinstance(job_id, str) or not job_id:
             await self.fail("Missing job_id")
             return None
-        # The escaped form of a legacy id first (hub/legacy_ids.py), then the id as
-        # written: an operator may name a stored id, scoped (`acme~m-1`) or pooled.
-        stored = None
-        for asked in dict.fromkeys((escape(job_id, "job_id"), job_id)):
-            stored = await visible_id(self.hub.pools, self.principal, asked)
-            if stored is not None:
-                break
+        stored = await visible_legacy_id(self.hub, self.principal, job_id)
         if stored is None:
             await self.fail(f"Job {job_id} not found")
         return stored

@@ -6,6 +6,7 @@ this hub's output."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +17,7 @@ from websockets.asyncio.client import ClientConnection
 
 from shared.broker import Broker
 from shared.settings import BrokerSettings
+from tests.helpers import wait_until
 from tests.hub_support import (
     ACME_TOKEN,
     CLIENT_TOKEN,
@@ -446,3 +448,106 @@ async def test_message_ids_it_cannot_keep_are_refused_naming_the_field(
         assert refused["details"] == {"field": "message_id"}
         assert problem in refused["error"]
     assert not await redis.keys("*job:*")
+
+
+# -- item 12: the original REST routes
+
+
+async def test_rest_submit_and_status_as_the_original_served_them(
+    hub: RunningHub, broker: Broker
+) -> None:
+    async with hub.client() as http:
+        # No token: refused in the original's (FastAPI's) error shape.
+        refused = await http.post("/api/jobs", json={"job_type": "comfyui", "payload": {}})
+        assert refused.status_code == 401
+        assert set(refused.json()) == {"detail"}
+        # The token in the query string, as on the legacy sockets.
+        response = await http.post(
+            f"/api/jobs?token={CLIENT_TOKEN}",
+            json={"job_type": "comfyui", "payload": {"p": 1}, "priority": 10,
+                  "job_id": "my rest job"},
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "success": True,
+            "job_id": "my rest job",
+            "message": "Job submitted successfully with ID: my rest job",
+        }
+        generated = await http.post(
+            "/api/jobs",
+            json={"job_type": "comfyui", "payload": {}},
+            headers={"Authorization": f"Bearer {CLIENT_TOKEN}"},
+        )
+        assert generated.status_code == 200, generated.text
+        assert generated.json()["job_id"].startswith("job-rest-")
+
+        status = await http.get(f"/api/jobs/my%20rest%20job?token={CLIENT_TOKEN}")
+        assert status.status_code == 200, status.text
+        body = status.json()
+        # JobStatusResponse, field by field.
+        assert set(body) == {
+            "job_id", "status", "job_type", "client_id", "worker_id", "created_at",
+            "claimed_at", "completed_at", "position", "display_position", "progress",
+            "result", "error", "position_description", "payload", "failures",
+        }  # fmt: skip
+        assert body["job_id"] == "my rest job"
+        assert body["status"] == "pending"
+        assert body["job_type"] == "comfyui"
+        assert body["client_id"] == "rest-api-client"
+        assert body["worker_id"] is None
+        assert isinstance(body["created_at"], str)
+        assert float(body["created_at"]) > 0
+        assert (body["claimed_at"], body["completed_at"]) == (None, None)
+        # Priority 10 (100 on the new scale) outranks the default job behind it.
+        assert (body["position"], body["display_position"]) == (0, 1)
+        assert body["position_description"] == "Next in queue"
+        assert body["progress"] == 0.0
+        assert (body["result"], body["error"]) == (None, None)
+        assert body["payload"] == {"p": 1}
+        assert body["failures"] == 0
+
+        missing = await http.get(f"/api/jobs/nope?token={CLIENT_TOKEN}")
+        assert missing.status_code == 404
+        assert missing.json() == {"detail": "Job with ID nope not found"}
+        bad = await http.post(
+            f"/api/jobs?token={CLIENT_TOKEN}", json={"job_type": "comfyui", "payload": "x"}
+        )
+        assert bad.status_code == 422
+        assert bad.json()["field"] == "payload"
+
+
+async def test_rest_submit_can_wait_for_the_result(hub: RunningHub, broker: Broker) -> None:
+    async def run() -> None:
+        caps = await start_worker(broker, "w1")
+        # A condition with a deadline: the job exists once the request below submitted it.
+        await wait_until(lambda: broker.get("sync-1"))
+        got = await claim(broker, "w1", caps)
+        await broker.complete("w1", got.job.id, got.token, {"images": ["a.png"]})
+
+    worker = asyncio.create_task(run())
+    async with hub.client() as http:
+        response = await http.post(
+            f"/api/jobs?token={CLIENT_TOKEN}",
+            json={"job_type": "comfyui", "payload": {}, "job_id": "sync-1", "wait": True,
+                  "timeout": 30},
+        )  # fmt: skip
+    await worker
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["job_id"], body["status"], body["worker_id"]) == ("sync-1", "completed", "w1")
+    assert body["result"] == {"images": ["a.png"]}
+    assert body["error"] is None
+    assert isinstance(body["completed_at"], str)
+
+
+async def test_rest_wait_that_runs_out_says_so_as_the_original_did(hub: RunningHub) -> None:
+    async with hub.client() as http:
+        response = await http.post(
+            f"/api/jobs?token={CLIENT_TOKEN}",
+            json={"job_type": "comfyui", "payload": {}, "job_id": "slow-1", "wait": True,
+                  "timeout": 0},
+        )  # fmt: skip
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["job_id"], body["status"]) == ("slow-1", "pending")
+    assert body["error"] == "Timeout: Job did not complete within 0 seconds"
