@@ -89,7 +89,12 @@ def legacy_request(
     if client_id is not None and isinstance(tags, list) and len(tags) < MAX_TAGS:
         # A job already carrying the most tags allowed is relayed as a REST client's.
         doc["tags"] = [*tags, client_tag(client_id)]
-    req = convert(doc, JobRequest)
+    try:
+        req = convert(doc, JobRequest)
+    except InvalidInput as exc:
+        if exc.field != "service_type":
+            raise
+        raise InvalidInput("job_type", exc.message) from None  # the name the client sent
     if job_id is not None and principal.customer_id is not None:
         # The customer's own space of ids, as on REST (hub/job_access.py).
         req = msgspec.structs.replace(req, id=scoped_job_id(principal.customer_id, job_id))

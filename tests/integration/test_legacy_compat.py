@@ -23,6 +23,7 @@ from tests.hub_support import (
     CLIENT_TOKEN,
     OPERATOR_TOKEN,
     RunningHub,
+    capabilities,
     claim,
     recv_json,
     recv_until,
@@ -551,3 +552,52 @@ async def test_rest_wait_that_runs_out_says_so_as_the_original_did(hub: RunningH
     body = response.json()
     assert (body["job_id"], body["status"]) == ("slow-1", "pending")
     assert body["error"] == "Timeout: Job did not complete within 0 seconds"
+
+
+# -- item 8: job types are case-insensitive, kept in lower case
+
+
+async def test_job_types_match_workers_whatever_their_case(hub: RunningHub, broker: Broker) -> None:
+    async with ws_connect(f"{hub.ws_url}/ws/client/c1?token={CLIENT_TOKEN}") as client:
+        await connected(client)
+        await send(client, type="submit_job", job_type="ComfyUI", payload={}, message_id="ci-1")
+        accepted = await recv_json(client)
+        assert (accepted["type"], accepted["job_id"]) == ("job_accepted", "ci-1")
+    async with hub.client() as http:
+        response = await http.post(
+            "/jobs",
+            json={"service_type": "COMFYUI", "id": "ci-2"},
+            headers={"Authorization": f"Bearer {CLIENT_TOKEN}"},
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["service_type"] == "comfyui"
+        listed = await http.get(
+            "/jobs?service_type=ComfyUI", headers={"Authorization": f"Bearer {CLIENT_TOKEN}"}
+        )
+        assert listed.status_code == 200, listed.text
+        assert sorted(j["id"] for j in listed.json()["jobs"]) == ["ci-1", "ci-2"]
+    for job_id in ("ci-1", "ci-2"):
+        job = await broker.get(job_id)
+        assert job is not None
+        assert job.service_type == "comfyui"
+    # A worker that names its service in another case serves the same jobs.
+    caps = capabilities(services=["ComfyUI"])
+    assert caps.services == ["comfyui"]
+    await start_worker(broker, "w1", caps)
+    assert {(await claim(broker, "w1", caps)).job.id for _ in range(2)} == {"ci-1", "ci-2"}
+    async with hub.client() as http:
+        listed = await http.get("/workers", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+    assert listed.status_code == 200, listed.text
+    assert [w["capabilities"]["services"] for w in listed.json()["workers"]] == [["comfyui"]]
+
+
+async def test_a_job_type_no_worker_could_name_is_refused_naming_job_type(
+    hub: RunningHub, redis: Any
+) -> None:
+    async with ws_connect(f"{hub.ws_url}/ws/client/c1?token={CLIENT_TOKEN}") as client:
+        await connected(client)
+        await send(client, type="submit_job", job_type="Comfy UI", payload={}, message_id="x-1")
+        refused = await recv_json(client)
+        assert refused["type"] == "error"
+        assert refused["details"] == {"field": "job_type"}
+    assert not await redis.keys("*job:*")

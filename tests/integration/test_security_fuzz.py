@@ -289,7 +289,10 @@ async def assert_submission_readable(
             assert job["id"] == request["id"]
         for field in SAME_AS_SENT:
             if request.get(field) is not None:
-                assert job[field] == request[field], field
+                sent_value = request[field]
+                if field == "service_type":  # case-insensitive, kept in lower case
+                    sent_value = sent_value.lower()
+                assert job[field] == sent_value, field
         assert job["payload"] == request.get("payload", {})
         assert job["status"] == "pending"
 

@@ -77,7 +77,7 @@ CASES = [
     ("list customer_id", "GET /jobs", {"customer_id": "acme\n"}, "customer_id"),
     ("legacy connection id", "legacy connect", "c1\n", "connection id"),
     ("legacy message_id", "legacy submit", {"message_id": "m-1\n"}, "message_id"),
-    ("legacy job_type", "legacy submit", {"job_type": "comfyui\n"}, "service_type"),
+    ("legacy job_type", "legacy submit", {"job_type": "comfyui\n"}, "job_type"),
 ]
 
 
