@@ -6,8 +6,9 @@ clients and monitors keep working. Workers are not served here: they use the pul
 
 What differs from the original, on purpose: a job's status reads `processing` while a
 worker holds it (the original stored `claimed`), every subscriber of a job gets its updates
-(the original's subscriptions were broken), positions are global, monitors need the
-operator token and `force_retry_job` too; the full list, with the reasons, is
+(the original's subscriptions were broken), monitors need the operator token and
+`force_retry_job` too (unless HUB_LEGACY_SHARED_TOKEN), ids the broker cannot store as
+written are stored escaped (hub/legacy_ids.py); the full list, with the reasons, is
 docs/PROTOCOL-LEGACY.md#differences-from-the-original. Authentication failures are reported
 the original way: the socket is accepted, an `error` message sent, then it is closed.
 """
