@@ -93,6 +93,11 @@ async def test_progress_and_failure_relays_fit_the_original_models(
             assert failed["error"] == "CUDA out of memory"
             # Monitors are told who submitted the job ("Client: c1" on the page); a
             # client's own relays are as the original sent them to the subscriber.
+            if role == "client":
+                # A status read mid-run has the same integer progress.
+                await send(ws, type="request_job_status", job_id="j-2")
+                status, _ = await recv_until(ws, lambda m: m["type"] == "response_job_status")
+                assert type(status["progress"]) is int
             if role == "monitor":
                 assert progress["client_id"] == "c1"
                 assert failed["client_id"] == "c1"
