@@ -158,6 +158,9 @@ async def test_cancel_is_answered_once(hub: RunningHub, follows: bool) -> None:
         # A fence for relays: a job this socket follows, cancelled after k-1; its relay
         # comes after anything about k-1 in the event stream.
         await send(canceller, type="submit_job", job_type="comfyui", payload={}, message_id="k-2")
+        _, before = await recv_until(
+            canceller, lambda m: m["type"] == "job_accepted" and m["job_id"] == "k-2"
+        )
         async with hub.client() as http:
             response = await http.post(
                 "/jobs/k-2/cancel", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}
@@ -166,7 +169,7 @@ async def test_cancel_is_answered_once(hub: RunningHub, follows: bool) -> None:
         _, seen = await recv_until(
             canceller, lambda m: m["type"] == "response_job_status" and m["job_id"] == "k-2"
         )
-        cancelled = [m for m in seen if m["type"] == "response_job_status"]
+        cancelled = [m for m in before + seen if m["type"] == "response_job_status"]
         assert len(cancelled) == 1, seen
         assert cancelled[0]["job_id"] == "k-1"
         assert cancelled[0]["status"] == "cancelled"
