@@ -28,6 +28,7 @@ from hub import (
     openapi,
     routes_gateway,
     routes_jobs,
+    routes_legacy,
     routes_ops,
     routes_workers,
     ws,
@@ -91,6 +92,12 @@ def create_app(
         events = EventHub({b.pool: b.reads.event_stream() for b in pools})
         events.add_listener(metrics.observe_event)
         hub = HubContext(settings, pools, events, metrics, authenticator)
+        if settings.legacy_shared_token:
+            log.warning(
+                "HUB_LEGACY_SHARED_TOKEN is on: client tokens open /ws/monitor and may use "
+                "request_stats and force_retry_job on the legacy endpoints, seeing every job; "
+                "give monitors HUB_OPERATOR_TOKEN and turn it off once migrated"
+            )
         try:
             for broker in pools:  # the job policy comes from the hubs, in every pool
                 await publish_policy(broker)
@@ -162,6 +169,7 @@ def create_app(
             *openapi.routes,
             *ws.routes,
             *ws_legacy.routes,
+            *routes_legacy.routes,
             *gateway.routes,
             *routes_gateway.routes,
             *webhook_routes.routes,

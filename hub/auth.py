@@ -14,6 +14,7 @@ read `request.auth` / `websocket.auth` and only decide what the role may do.
 - The legacy sockets (`/ws/client/...`, `/ws/monitor/...`) are let through without a valid
   token: the original protocol accepts the socket and then reports the failure in a
   message, which its clients expect; those endpoints check `websocket.auth` themselves.
+  So are the original REST routes (`/api/...`), which answer 401 in the original's shape.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ Role = Literal["client", "operator"]
 PUBLIC_PATHS = frozenset({"/", "/health", "/ready", "/openapi.json", "/docs", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/", "/ui/")
 LEGACY_PREFIXES = ("/ws/client/", "/ws/monitor/")
+# The original REST routes (hub/routes_legacy.py) take the legacy sockets' rules: `?token=`
+# too, and a missing or wrong token answered by the route, in the original's error shape.
+LEGACY_REST_PREFIX = "/api/"
 # Gateway workers present gateway tokens, which are not client or operator tokens: the
 # gateway endpoint checks them itself (against the grants in Redis), so no role applies.
 GATEWAY_PATHS = frozenset({GATEWAY_PATH})
@@ -124,7 +128,11 @@ def _is_public(path: str) -> bool:
 
 def _query_token_allowed(scope: Scope) -> bool:
     path: str = scope["path"]
-    return scope["type"] == "websocket" or path.endswith("/events")
+    return (
+        scope["type"] == "websocket"
+        or path.endswith("/events")
+        or path.startswith(LEGACY_REST_PREFIX)
+    )
 
 
 class AuthMiddleware:
@@ -152,6 +160,9 @@ class AuthMiddleware:
                 await self.app(scope, receive, send)
                 return
             await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
+            return
+        if path.startswith(LEGACY_REST_PREFIX):
+            await self.app(scope, receive, send)
             return
         if scope.get("method") == "OPTIONS":  # CORS preflight carries no credentials
             await self.app(scope, receive, send)

@@ -95,6 +95,10 @@ OPERATIONS: tuple[tuple[str, str, str, Role, type | None, str, type | None], ...
      "operator", None, "200", JobView),
     ("GET", "/jobs/{job_id}/events", "The job's events as Server-Sent Events (?token= allowed)",
      "client", None, "200", None),
+    ("POST", "/api/jobs", "Original emp-redis submit (job_type, payload, priority 0-10, job_id, "
+     "wait, timeout; ?token= allowed): docs/PROTOCOL-LEGACY.md", "client", None, "200", None),
+    ("GET", "/api/jobs/{job_id}", "Original emp-redis job status (?token= allowed)",
+     "client", None, "200", None),
     ("GET", "/workers", "Live workers", "operator", None, "200", None),
     ("GET", "/workers/{worker_id}", "One worker, live or offline", "operator", None, "200", None),
     ("POST", "/workers/{worker_id}/pause", "Stop a worker claiming", "operator", None, "200", None),

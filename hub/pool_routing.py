@@ -23,13 +23,13 @@ from shared.config import ConfigError
 from shared.errors import InvalidInput
 from shared.job import JobRequest
 from shared.pools import POOL_NAME, check_pool_name
-from shared.validation import ID_PATTERN, NAME_PATTERN, SERVICE_PATTERN
+from shared.validation import ID_PATTERN, NAME_PATTERN, SERVICE_INPUT_PATTERN, normalise_service
 
 RuleField = Literal["service", "customer", "region"]
 # What each rule field may hold: exactly what a submission's field may hold, so a rule that
 # could never match is refused at start-up rather than silently ignored.
 _VALUE_PATTERNS: Final[dict[str, re.Pattern[str]]] = {
-    "service": re.compile(SERVICE_PATTERN),
+    "service": re.compile(SERVICE_INPUT_PATTERN),
     "customer": re.compile(ID_PATTERN),
     "region": re.compile(NAME_PATTERN),
 }
@@ -76,6 +76,8 @@ def parse_rules(name: str, value: str) -> tuple[PoolRule, ...]:
         if not _VALUE_PATTERNS[field].fullmatch(rule_value):
             raise ConfigError(name, f"rule {item!r}: {rule_value!r} is not a valid {field}")
         check_pool_name(name, pool)
+        if field == "service":  # compared with submissions' service, kept in lower case
+            rule_value = normalise_service(rule_value)
         out.append(PoolRule(field, rule_value, pool))  # type: ignore[arg-type]
     return tuple(out)
 

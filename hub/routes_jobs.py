@@ -40,7 +40,7 @@ from shared.broker import Broker, Submitted
 from shared.errors import InvalidInput
 from shared.job import Job, JobRequest, scoped_job_id
 from shared.logs import job_id_var
-from shared.validation import CustomerId, ServiceType, check_document
+from shared.validation import CustomerId, ServiceType, check_document, normalise_service
 
 MAX_LIST_LIMIT = 500
 
@@ -284,7 +284,7 @@ def _list_params(request: Request, principal: Principal) -> tuple[JobFilter, int
     status = q.get("status") or None
     if status is not None and status not in STATUSES:
         raise InvalidInput("status", f"expected one of {', '.join(STATUSES)}")
-    service = q.get("service_type") or None
+    service = normalise_service(q["service_type"]) if q.get("service_type") else None
     customer = q.get("customer_id") or None
     try:
         if service is not None:

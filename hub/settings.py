@@ -324,6 +324,17 @@ class HubSettings:
             doc="Operator tokens (workers, stats, metrics, dashboard), comma-separated",
         ).map(lambda tokens: tuple(t.token for t in tokens))
     )
+    legacy_shared_token: bool = AUTH.field(
+        flag(
+            "HUB_LEGACY_SHARED_TOKEN",
+            False,
+            doc="Migration from the seed: on the seed's WebSocket endpoints and /api routes, "
+            "a client token not bound to a customer may also do what the seed's one shared "
+            "token did (open /ws/monitor, request_stats, force_retry_job), so monitors keep "
+            "working until they get HUB_OPERATOR_TOKEN; such a monitor sees every job "
+            "(logged as a warning)",
+        )
+    )
     rate_limit_per_second: float = AUTH.field(
         number(
             "HUB_RATE_LIMIT_PER_SECOND",
@@ -421,7 +432,18 @@ class HubSettings:
             5.0,
             lo=0.1,
             hi=3600,
-            doc="How often clients of the seed's WebSocket protocol are sent queue statistics",
+            doc="How often monitors of the seed's WebSocket protocol are sent queue "
+            "statistics (stats_broadcast), changed or not",
+        )
+    )
+    stats_change_interval: float = MAINTENANCE.field(
+        number(
+            "HUB_STATS_CHANGE_SECONDS",
+            1.0,
+            lo=0.05,
+            hi=3600,
+            doc="How often monitors of the seed's WebSocket protocol are sent statistics "
+            "while they change (the seed's 1 s); each monitor reads them this often",
         )
     )
     fleet_cache_seconds: float = MAINTENANCE.field(

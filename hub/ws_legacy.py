@@ -6,8 +6,9 @@ clients and monitors keep working. Workers are not served here: they use the pul
 
 What differs from the original, on purpose: a job's status reads `processing` while a
 worker holds it (the original stored `claimed`), every subscriber of a job gets its updates
-(the original's subscriptions were broken), positions are global, monitors need the
-operator token and `force_retry_job` too; the full list, with the reasons, is
+(the original's subscriptions were broken), monitors need the operator token and
+`force_retry_job` too (unless HUB_LEGACY_SHARED_TOKEN), ids the broker cannot store as
+written are stored escaped (hub/legacy_ids.py); the full list, with the reasons, is
 docs/PROTOCOL-LEGACY.md#differences-from-the-original. Authentication failures are reported
 the original way: the socket is accepted, an `error` message sent, then it is closed.
 """
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import time
 from typing import Any
 
-import msgspec
 import orjson
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
@@ -28,18 +29,39 @@ from starlette.websockets import WebSocket
 from hub.auth import Principal
 from hub.context import HubContext, hub_of
 from hub.events import Event
-from hub.job_access import visible_id
-from hub.legacy_messages import job_status_message, legacy_status, stats_broadcast
+from hub.legacy_ids import unescape
+from hub.legacy_messages import (
+    REST_CLIENT_ID,
+    job_status_message,
+    legacy_client_id,
+    legacy_progress,
+    legacy_status,
+    stats_broadcast,
+    stats_fingerprint,
+    type_position,
+)
+from hub.legacy_submit import effective_priority, legacy_request, visible_legacy_id
 from hub.pool_routing import route
-from hub.priority import deadline_ms, refuse_past_deadline
+from hub.priority import refuse_past_deadline
+from hub.settings import HubSettings
 from hub.ws import Session, run_session
-from shared.broker import new_job_id
 from shared.errors import InvalidInput
-from shared.job import Job, JobRequest, scoped_job_id
+from shared.job import Job
 from shared.pools import pooled_id
-from shared.validation import ID_PATTERN, convert
+from shared.validation import ID_PATTERN
 
 _ID_RE = re.compile(ID_PATTERN)
+MAX_CACHED_JOBS = 10_000
+
+
+def legacy_operator(settings: HubSettings, principal: Principal) -> bool:
+    """Whether `principal` may do, on the legacy endpoints, what needs the operator token:
+    an operator, or with HUB_LEGACY_SHARED_TOKEN any client token not bound to a customer
+    (the original's one shared token did everything; a customer-bound token never sees
+    other customers' jobs)."""
+    if principal.operator:
+        return True
+    return settings.legacy_shared_token and principal.customer_id is None
 
 
 class LegacySession(Session):
@@ -52,10 +74,17 @@ class LegacySession(Session):
         self.conn_id = conn_id
         self.monitor = monitor
         self.channels: set[str] | None = None
+        # Per followed job: the worker holding it and the client that submitted it, so
+        # relays carry them as the original's models require (read once per job).
+        self.job_workers: dict[str, str] = {}
+        self.job_clients: dict[str, str] = {}
         if monitor:
             self.sub.follow_everything()
 
     async def send(self, message: dict[str, Any]) -> None:
+        job_id = message.get("job_id")
+        if isinstance(job_id, str):  # as the client named it (hub/legacy_ids.py)
+            message["job_id"] = unescape(job_id)
         message.setdefault("timestamp", time.time())
         await super().send(message)
 
@@ -68,7 +97,6 @@ class LegacySession(Session):
 
     async def deliver(self, event: Event) -> None:
         d = event.data
-        base = {"job_id": event.job_id, "worker_id": event.worker_id}
         if event.kind == "worker":
             if self.monitor and self._wants("worker_status"):
                 status = {"worker_up": "idle", "worker_down": "disconnected"}.get(
@@ -83,40 +111,43 @@ class LegacySession(Session):
                     }
                 )
             return
+        job_id = event.job_id or ""
+        if event.type in ("claimed", "released", "completed") and event.worker_id:
+            self._remember(self.job_workers, job_id, event.worker_id)
+        message: dict[str, Any] | None = None
         if event.type == "progress":
-            await self.send(
-                {
-                    "type": "update_job_progress",
-                    **base,
-                    "status": "processing",
-                    "progress": d.get("progress", 0),
-                    "message": d.get("message", ""),
-                }
-            )
+            message = {
+                "type": "update_job_progress",
+                "status": "processing",
+                "progress": legacy_progress(d.get("progress")),
+                "message": d.get("message", ""),
+            }
         elif event.type == "completed":
-            job_id = event.job_id or ""
             result = await self.hub.for_job(job_id).reads.jobs.result(job_id)
-            await self.send({"type": "complete_job", **base, "result": result})
+            message = {"type": "complete_job", "result": result}
         elif event.type in ("failed", "retrying"):
-            await self.send(
-                {
-                    "type": "fail_job",
-                    **base,
-                    "error": d.get("error", ""),
-                    "retrying": event.type == "retrying",
-                    "attempts": d.get("attempts"),
-                }
-            )
+            message = {
+                "type": "fail_job",
+                "error": d.get("error", ""),
+                "retrying": event.type == "retrying",
+                "attempts": d.get("attempts"),
+            }
         elif event.type in ("claimed", "cancelled", "released"):
             status = {"claimed": "processing", "released": "pending"}.get(event.type, event.type)
-            await self.send(
-                {
-                    "type": "response_job_status",
-                    **base,
-                    "status": status,
-                    "message": d.get("reason", ""),
-                }
-            )
+            message = {
+                "type": "response_job_status",
+                "status": status,
+                "message": d.get("reason", ""),
+            }
+        if message is not None:
+            # The original's models require a string worker_id on every relay; monitors
+            # also got the submitting client's id (the page shows it on each job).
+            worker_id, client_id = await self._owners(job_id, event.worker_id)
+            relay = {"type": message.pop("type"), "job_id": job_id, "worker_id": worker_id}
+            relay.update(message)
+            if self.monitor:
+                relay["client_id"] = client_id
+            await self.send(relay)
         if event.terminal:
             # The original protocol has no unsubscribe: a job that reached its end stops
             # counting against HUB_MAX_SUBSCRIPTIONS, so a long-lived submitter never fills
@@ -127,6 +158,32 @@ class LegacySession(Session):
         if job_id is not None:
             self.sub.unfollow_job(job_id)
             self.last_seq.pop(job_id, None)
+            self.job_workers.pop(job_id, None)
+            self.job_clients.pop(job_id, None)
+
+    @staticmethod
+    def _remember(cache: dict[str, str], job_id: str, value: str) -> None:
+        # A monitor follows every job and never releases the ones it only saw part of:
+        # the caches are bounded, a forgotten entry is read again from the job.
+        if len(cache) >= MAX_CACHED_JOBS and job_id not in cache:
+            cache.clear()
+        cache[job_id] = value
+
+    async def _owners(self, job_id: str, worker_id: str | None) -> tuple[str, str]:
+        """(worker id, client id) of a job for a relay: the event's worker, else the one
+        remembered from its claim, else the job's; "" when no worker ever held it."""
+        worker = worker_id or self.job_workers.get(job_id)
+        client = self.job_clients.get(job_id)
+        if worker is None or (client is None and self.monitor):
+            job = await self.hub.for_job(job_id).get(job_id)
+            if worker is None:
+                worker = (job.worker_id if job is not None else None) or ""
+                if worker:
+                    self._remember(self.job_workers, job_id, worker)
+            if client is None:
+                client = legacy_client_id(job)
+                self._remember(self.job_clients, job_id, client)
+        return worker, client or REST_CLIENT_ID
 
     async def too_many(self, cap: int) -> None:
         await self.fail(
@@ -140,6 +197,13 @@ class LegacySession(Session):
 
     async def deliver_snapshot(self, job: Job) -> None:
         await self.send(job_status_message(job))
+
+    def may_receive(self, event: Event) -> bool:
+        # A monitor admitted by HUB_LEGACY_SHARED_TOKEN gets worker_status, as the
+        # original's did.
+        if event.kind == "worker":
+            return self.monitor and legacy_operator(self.hub.settings, self.principal)
+        return super().may_receive(event)
 
     def _wants(self, message_type: str) -> bool:
         return self.channels is None or message_type in self.channels
@@ -169,33 +233,10 @@ class LegacySession(Session):
     async def on_submit_job(self, msg: dict[str, Any]) -> None:
         if not await self.room_for(False):  # checked before anything is written
             return
-        payload = msg.get("payload", {})
-        if isinstance(payload, str):
-            try:
-                payload = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                payload = {"raw_payload": payload}
-        message_id = msg.get("message_id")
-        job_id = (
-            message_id if isinstance(message_id, str) and _ID_RE.fullmatch(message_id) else None
+        req = legacy_request(
+            self.hub, self.principal, msg, client_id=self.conn_id, id_field="message_id"
         )
-        customer = self.principal.customer_id or msg.get("customer_id")
-        doc: dict[str, Any] = {
-            "service_type": msg.get("job_type"),
-            "priority": msg.get("priority", self.hub.settings.default_priority),
-            "payload": payload,
-            "id": job_id or new_job_id(),
-        }
-        for key in ("requirements", "max_retries", "timeout_seconds", "tags", "deadline", "pool"):
-            if key in msg:
-                doc[key] = msg[key]
-        if customer is not None:
-            doc["customer_id"] = customer
-        req = convert(doc, JobRequest)
-        if job_id is not None and self.principal.customer_id is not None:
-            # The customer's own space of ids, as on REST (hub/job_access.py).
-            req = msgspec.structs.replace(req, id=scoped_job_id(self.principal.customer_id, job_id))
-        if req.id is None:  # pragma: no cover - set above
+        if req.id is None:  # pragma: no cover - legacy_request always sets one
             raise InvalidInput("message_id", "missing")
         broker = self.hub.pools.brokers[
             route(req, self.hub.settings.pool_rules, self.hub.pools.names, "")
@@ -207,37 +248,26 @@ class LegacySession(Session):
             self.sub.follow_job(stored_id)  # before the submit: no event can slip past
             submitted = await broker.submit(
                 req,
-                effective_priority=self._effective(req, now),
+                effective_priority=effective_priority(self.hub, self.principal, req, now),
                 max_priority=self.principal.max_priority,
             )
             job = await broker.get(submitted.job_id)
             if job is None or not self.principal.can_see(job.customer_id):
                 self.sub.unfollow_job(stored_id)
-                await self.fail(f"Job id {req.id} already in use")
+                await self.fail(f"Job id {msg['message_id']} already in use")
                 return
             # Relay what happens after the accepted event (seq 1) for a new job.
             self.last_seq[job.id] = 1 if submitted.created else job.event_seq
-            position = await broker.queue_position(job.id)
             await self.send(
                 {
                     "type": "job_accepted",
                     "job_id": job.id,
                     "status": legacy_status(job.status),
-                    "position": position + 1 if position is not None else None,
+                    "position": await type_position(broker, job),
                     "estimated_start": None,
                     "notified_workers": 0,
                 }
             )
-
-    def _effective(self, req: JobRequest, now: int) -> int:
-        return self.hub.settings.priority.effective(
-            req.priority or 0,
-            req.customer_id,
-            deadline_ms=deadline_ms(req),
-            created_ms=now,
-            now_ms=now,
-            ceiling=self.principal.max_priority,
-        )
 
     async def _visible(self, msg: dict[str, Any]) -> str | None:
         """The stored id of the job `msg` names, if this token may see it (checked before
@@ -246,7 +276,7 @@ class LegacySession(Session):
         if not isinstance(job_id, str) or not job_id:
             await self.fail("Missing job_id")
             return None
-        stored = await visible_id(self.hub.pools, self.principal, job_id)
+        stored = await visible_legacy_id(self.hub, self.principal, job_id)
         if stored is None:
             await self.fail(f"Job {job_id} not found")
         return stored
@@ -294,6 +324,10 @@ class LegacySession(Session):
         if result.outcome != "cancelled":
             await self.fail(f"Job {job_id} is {result.was or 'gone'} and cannot be cancelled")
             return
+        if self.sub.everything or job_id in self.sub.jobs:
+            # The `cancelled` relay of the followed job is the reply: the original sent
+            # one response_job_status, not an ack and then a relay.
+            return
         await self.send(
             {
                 "type": "response_job_status",
@@ -304,7 +338,7 @@ class LegacySession(Session):
         )
 
     async def on_force_retry_job(self, msg: dict[str, Any]) -> None:
-        if not self.principal.operator:
+        if not legacy_operator(self.hub.settings, self.principal):
             await self.fail("force_retry_job needs the operator token")
             return
         job_id = await self._visible(msg)
@@ -340,7 +374,7 @@ class LegacySession(Session):
         )
 
     async def on_request_stats(self, msg: dict[str, Any]) -> None:
-        if not self.principal.operator:
+        if not legacy_operator(self.hub.settings, self.principal):
             await self.fail("request_stats needs the operator token")
             return
         full = await stats_broadcast(self.hub)
@@ -362,6 +396,9 @@ class LegacySession(Session):
         await self.send(
             {
                 "type": "subscription_confirmed",
+                # The original sent none here, but its SubscriptionConfirmedMessage requires
+                # a job_id; "monitor" names the subscription, as "stats" does for clients.
+                "job_id": "monitor",
                 "monitor_id": self.conn_id,
                 "channels": sorted(self.channels or []),
             }
@@ -376,11 +413,24 @@ class LegacySession(Session):
             await self.send(await stats_broadcast(self.hub))
 
     async def stats_loop(self) -> None:
-        """Monitors get `stats_broadcast` on connect and every HUB_STATS_INTERVAL_SECONDS."""
+        """`stats_broadcast` as the original timed it: on connect, every
+        HUB_STATS_CHANGE_SECONDS (1 s) while something changed, and every
+        HUB_STATS_INTERVAL_SECONDS (5 s) regardless. No `ack` follows: the original page
+        only logs acks, and matches them to requests it sent, never to broadcasts."""
+        settings = self.hub.settings
+        tick = min(settings.stats_change_interval, settings.stats_interval)
+        last: bytes | None = None
+        sent_at = -math.inf
         while not self.sub.closed:
-            await self.broadcast_stats()
+            if self._wants("stats_broadcast"):
+                doc = await stats_broadcast(self.hub)
+                seen = stats_fingerprint(doc)
+                now = time.monotonic()
+                if seen != last or now - sent_at >= settings.stats_interval:
+                    await self.send(doc)
+                    last, sent_at = seen, now
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.hub.shutdown.wait(), self.hub.settings.stats_interval)
+                await asyncio.wait_for(self.hub.shutdown.wait(), tick)
 
 
 async def _legacy_endpoint(ws: WebSocket, monitor: bool) -> None:
@@ -390,7 +440,7 @@ async def _legacy_endpoint(ws: WebSocket, monitor: bool) -> None:
     await ws.accept()
     if not isinstance(principal, Principal):
         reason: str | None = "Invalid token"
-    elif monitor and not principal.operator:
+    elif monitor and not legacy_operator(hub.settings, principal):
         reason = "not allowed (monitors need the operator token)"
     elif not _ID_RE.fullmatch(conn_id):
         reason = "invalid connection id"

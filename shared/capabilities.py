@@ -13,7 +13,7 @@ from typing import Annotated
 import msgspec
 
 from shared.requirements import ComputeCapability, Isolation
-from shared.validation import CustomerList, NameList, ServiceType
+from shared.validation import CustomerList, NameList, ServiceType, normalise_services
 
 
 class _CapabilitySection(msgspec.Struct, frozen=True):
@@ -66,3 +66,8 @@ class Capabilities(_CapabilitySection, frozen=True):
     performance: PerformanceCapabilities = PerformanceCapabilities()
     geographic: GeographicCapabilities = GeographicCapabilities()
     cost: CostCapabilities = CostCapabilities()
+
+    def __post_init__(self) -> None:
+        services = normalise_services(self.services)
+        if services != self.services:  # case-insensitive (shared/validation.py)
+            msgspec.structs.force_setattr(self, "services", services)

@@ -25,7 +25,7 @@ import msgspec
 from shared.broker_replies import Claim, NoClaim
 from shared.capabilities import Capabilities
 from shared.job import Job
-from shared.validation import ServiceType, StoredJobId
+from shared.validation import ServiceType, StoredJobId, normalise_services
 
 PATH = "/gateway/worker"
 MAX_IN_FLIGHT = 64  # requests one connection may have outstanding; more wait to be read
@@ -68,6 +68,9 @@ class ClaimArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class WaitArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     services: Annotated[list[ServiceType], msgspec.Meta(max_length=64)]
     timeout: Annotated[float, msgspec.Meta(ge=0, le=300)]
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "services", normalise_services(self.services))
 
 
 class ProgressArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -11,7 +11,15 @@ import msgspec
 from shared.errors import InvalidInput
 from shared.pools import POOL_NAME
 from shared.requirements import Requirements
-from shared.validation import SCOPE_SEPARATOR, CustomerId, JobId, Name, ServiceType, whole
+from shared.validation import (
+    SCOPE_SEPARATOR,
+    CustomerId,
+    JobId,
+    Name,
+    ServiceType,
+    normalise_service,
+    whole,
+)
 from shared.webhook import Webhook
 
 MAX_PRIORITY = 100
@@ -69,6 +77,9 @@ class JobRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True,
             raise InvalidInput("customer_id", f"required when customer_isolation is {iso!r}")
 
     def __post_init__(self) -> None:
+        service = normalise_service(self.service_type)
+        if service != self.service_type:  # case-insensitive (shared/validation.py)
+            msgspec.structs.force_setattr(self, "service_type", service)
         if self.deadline is not None:
             if self.deadline.tzinfo is None:
                 raise InvalidInput("deadline", "must carry a UTC offset, e.g. 2026-01-01T12:00:00Z")

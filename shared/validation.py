@@ -25,7 +25,11 @@ def whole(body: str) -> str:
 
 
 ID_PATTERN: Final = whole(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+# Service names are case-insensitive: accepted in any case (SERVICE_INPUT_PATTERN), kept in
+# lower case (SERVICE_PATTERN) by normalise_service wherever one comes in, so "ComfyUI" from
+# an original emp-redis client and "comfyui" from a worker's SERVICES are the same service.
 SERVICE_PATTERN: Final = whole(r"[a-z0-9][a-z0-9_.-]{0,63}")
+SERVICE_INPUT_PATTERN: Final = whole(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Names that are compared as written: model files, regions, compliance tags, quality levels.
 NAME_PATTERN: Final = whole(r"[\x21-\x7e]([\x20-\x7e]{0,126}[\x21-\x7e])?")
 
@@ -46,8 +50,24 @@ StoredJobId = Annotated[str, msgspec.Meta(pattern=STORED_ID_PATTERN)]
 CustomerId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 WorkerId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 ServiceType = Annotated[
-    str, msgspec.Meta(pattern=SERVICE_PATTERN, description="lower-case service name, e.g. comfyui")
+    str,
+    msgspec.Meta(
+        pattern=SERVICE_INPUT_PATTERN,
+        description="service name, e.g. comfyui; case-insensitive, kept in lower case",
+    ),
 ]
+
+
+def normalise_service(name: str) -> str:
+    """A service name as kept and compared: lower case (ASCII: the pattern allows no other)."""
+    return name.lower()
+
+
+def normalise_services(names: list[str]) -> list[str]:
+    """Service names in lower case, each once, in their first order."""
+    return list(dict.fromkeys(map(normalise_service, names)))
+
+
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 NameList = Annotated[list[Name], msgspec.Meta(max_length=MAX_LIST)]
 CustomerList = Annotated[list[CustomerId], msgspec.Meta(max_length=4096)]

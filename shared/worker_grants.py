@@ -36,7 +36,14 @@ from shared.errors import InvalidInput
 from shared.keys import Keys
 from shared.redis_types import RedisClient
 from shared.requirements import Isolation
-from shared.validation import CustomerList, NameList, ServiceType, WorkerId, convert
+from shared.validation import (
+    CustomerList,
+    NameList,
+    ServiceType,
+    WorkerId,
+    convert,
+    normalise_services,
+)
 
 TOKEN_PREFIX = "egw"
 MAX_CONCURRENCY = 1024
@@ -54,6 +61,9 @@ class Grant(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
     issued_at: int = 0  # epoch ms, set when the token is issued
 
     def __post_init__(self) -> None:
+        services = normalise_services(self.services)
+        if services != self.services:  # case-insensitive (shared/validation.py)
+            msgspec.structs.force_setattr(self, "services", services)
         if self.isolation == "strict" and not self.customers:
             raise InvalidInput("customers", "strict isolation needs the customers it serves")
         if self.isolation != "strict" and self.customers:

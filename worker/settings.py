@@ -34,7 +34,7 @@ from shared.setting import (
 from shared.setting_catalog import Catalog
 from shared.setting_section import Section, read_fields
 from shared.settings import BROKER, BrokerSettings
-from shared.validation import ID_PATTERN, SERVICE_PATTERN
+from shared.validation import ID_PATTERN, SERVICE_INPUT_PATTERN, normalise_service
 from shared.worker_grants import worker_id_of
 from worker.connectors import BUILTIN_SETTINGS
 
@@ -63,9 +63,10 @@ def _worker_id(name: str, value: str) -> str:
 def _services(name: str, value: str) -> tuple[str, ...]:
     services = tuple(part.strip() for part in value.split(",") if part.strip())
     for service in services:
-        if not re.fullmatch(SERVICE_PATTERN, service):
+        if not re.fullmatch(SERVICE_INPUT_PATTERN, service):
             raise ConfigError(name, f"{service!r} is not a valid service name")
-    return services
+    # Case-insensitive, kept in lower case (shared/validation.py): "ComfyUI" is comfyui.
+    return tuple(dict.fromkeys(map(normalise_service, services)))
 
 
 # Unset, it is derived from the host (default_worker_id), and checked the same way.

@@ -167,7 +167,7 @@ def test_a_rule_routing_to_a_pool_not_in_pools_stops_the_hub_at_start_up() -> No
         HubSettings.from_env(env)
     assert refused.value.name == "HUB_POOL_RULES"
     assert "mars" in str(refused.value)
-    for bad in ("region=gpu-eu", "colour:red=gpu-eu", "service:LLM=gpu-eu", "region:eu=GPU"):
+    for bad in ("region=gpu-eu", "colour:red=gpu-eu", "service:L M=gpu-eu", "region:eu=GPU"):
         with pytest.raises(ConfigError) as malformed:
             HubSettings.from_env({**env, "HUB_POOL_RULES": bad})
         assert malformed.value.name == "HUB_POOL_RULES", bad

@@ -106,6 +106,12 @@ SOCKETS = {
     ("WS", "/ws/monitor/{conn_id}"),  # ... and needs the operator token
     ("WS", "/gateway/worker"),  # gateway tokens only (tests/integration/test_gateway_*.py)
 }
+# The original emp-redis REST routes (hub/routes_legacy.py): client routes with the legacy
+# sockets' rules (?token= too) and the original's error shape.
+LEGACY_REST = {
+    ("POST", "/api/jobs"),
+    ("GET", "/api/jobs/{job_id}"),
+}
 PROTECTED = CLIENT_ROUTES | OPERATOR_ROUTES
 SSE = ("GET", "/jobs/{job_id}/events")  # the one HTTP route that takes ?token=
 
@@ -128,7 +134,7 @@ HUB_ROUTES = route_keys(create_app(hub_settings("redis://127.0.0.1:1/0")).routes
 
 
 def test_every_hub_route_is_classified() -> None:
-    classes = [PUBLIC, CLIENT_ROUTES, OPERATOR_ROUTES, SOCKETS]
+    classes = [PUBLIC, CLIENT_ROUTES, OPERATOR_ROUTES, SOCKETS, LEGACY_REST]
     unclassified = HUB_ROUTES - set().union(*classes)
     assert unclassified == set(), f"classify these routes in {__name__}: {unclassified}"
     stale = set().union(*classes) - HUB_ROUTES
@@ -139,7 +145,7 @@ def test_every_hub_route_is_classified() -> None:
 
 
 def test_the_api_document_advertises_the_same_roles() -> None:
-    roles = {"public": PUBLIC, "client": CLIENT_ROUTES, "operator": OPERATOR_ROUTES}
+    roles = {"public": PUBLIC, "client": CLIENT_ROUTES | LEGACY_REST, "operator": OPERATOR_ROUTES}
     for path, methods in build_document()["paths"].items():
         for method, op in methods.items():
             assert (method.upper(), path) in roles[op["x-role"]], (method, path, op["x-role"])
@@ -236,6 +242,37 @@ def cases_for(key: tuple[str, str]) -> list[Credential]:
     cases = [c for c in BAD_CREDENTIALS if c[3] == 401 or key in OPERATOR_ROUTES]
     # The SSE stream may take ?token= (EventSource cannot send headers); nothing else may.
     return cases if key == SSE else [*cases, QUERY_TOKEN]
+
+
+@pytest.mark.parametrize("key", sorted(LEGACY_REST), ids=" ".join)
+async def test_legacy_rest_routes_refuse_every_wrong_credential_the_original_way(
+    api: httpx.AsyncClient, redis: Redis, key: tuple[str, str]
+) -> None:
+    method, template = key
+    url = template.replace("{job_id}", PENDING)
+    body = {"job_type": "comfyui", "payload": {"prompt": "a cat"}} if method == "POST" else None
+    before = await state(redis)
+    wrong: dict[str, Any] = {}
+    for name, headers, query, status in BAD_CREDENTIALS:
+        if status != 401:
+            continue
+        response = await api.request(
+            method,
+            f"{url}?{query}" if query else url,
+            headers=httpx.Headers(as_bytes([*headers, ("Content-Type", "application/json")])),
+            content=orjson.dumps(body) if body is not None else None,
+        )
+        if response.status_code != 401 or set(response.json()) != {"detail"}:
+            wrong[name] = (response.status_code, response.text[:200])
+    assert wrong == {}
+    assert await state(redis) == before, "a refused request changed Redis"
+    ok = await api.request(
+        method,
+        f"{url}?token={CLIENT_TOKEN}",
+        headers={"Content-Type": "application/json"},
+        content=orjson.dumps(body) if body is not None else None,
+    )
+    assert ok.status_code == 200, ok.text
 
 
 @pytest.mark.parametrize("key", sorted(HUB_ROUTES & PROTECTED), ids=" ".join)

@@ -148,8 +148,12 @@ async def test_hammering_legacy_submit_with_a_foreign_id_receives_none_of_its_ev
         # acme's ids are its own (`acme~...`): the resubmissions above made acme a job of
         # its own under the foreign id, so this one outranks it to be claimed first.
         own_id = "acme~acme-own-1"
-        own = {"type": "submit_job", "job_type": "comfyui", "message_id": "acme-own-1",
-               "priority": 100}  # fmt: skip
+        own = {
+            "type": "submit_job",
+            "job_type": "comfyui",
+            "message_id": "acme-own-1",
+            "priority": 10,
+        }  # fmt: skip  (the original's 0-10: the top, 100)
         await ws.send(orjson.dumps(own).decode())
         frames = await frames_until(
             ws, lambda f: f.get("type") == "job_accepted" and f["job_id"] == own_id

@@ -101,7 +101,7 @@ async def test_a_past_deadline_is_refused_on_the_legacy_socket(
         ws_connect(f"{hub.ws_url}/ws/client/c1?token={CLIENT_TOKEN}") as ws,
     ):
         await recv_json(ws)
-        message = {"type": "submit_job", "job_type": "comfyui", "priority": 100,
+        message = {"type": "submit_job", "job_type": "comfyui", "priority": 10,
                    "deadline": PAST, "message_id": "legacy-past"}  # fmt: skip
         await ws.send(orjson.dumps(message).decode())
         reply = await recv_json(ws)

@@ -41,7 +41,7 @@ def test_rules_parse_field_value_and_pool_with_colons_and_equals_in_the_value() 
         "eu=gpu-eu",
         "region:eu",
         "zone:eu=gpu-eu",
-        "service:Upper=llm",
+        "service:Comfy UI=llm",  # not a service name (case does not matter: upper is fine)
         "region:eu=Bad!",
         "service:=x",
     ],

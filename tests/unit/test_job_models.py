@@ -18,7 +18,7 @@ VALID = {"service_type": "comfyui", "customer_id": "customer-123", "priority": 7
     ("body", "field"),
     [
         ({}, "service_type"),
-        ({"service_type": "ComfyUI"}, "service_type"),
+        ({"service_type": "Comfy UI"}, "service_type"),  # "ComfyUI" is comfyui (any case)
         ({"service_type": "a" * 65}, "service_type"),
         ({**VALID, "priority": 101}, "priority"),
         ({**VALID, "priority": -1}, "priority"),

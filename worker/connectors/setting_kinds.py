@@ -11,7 +11,7 @@ import re
 
 from shared.config import ConfigError
 from shared.setting import Setting
-from shared.validation import SERVICE_PATTERN
+from shared.validation import SERVICE_INPUT_PATTERN, normalise_service
 
 
 def service_name(name: str, default: str, *, doc: str) -> Setting[str]:
@@ -36,11 +36,9 @@ def optional_path(name: str, *, doc: str) -> Setting[str | None]:
 
 
 def _service_name(name: str, value: str) -> str:
-    if not re.fullmatch(SERVICE_PATTERN, value):
-        raise ConfigError(
-            name, f"expected a lower-case service name (a-z, 0-9, _ . -), got {value!r}"
-        )
-    return value
+    if not re.fullmatch(SERVICE_INPUT_PATTERN, value):
+        raise ConfigError(name, f"expected a service name (A-Z, a-z, 0-9, _ . -), got {value!r}")
+    return normalise_service(value)  # case-insensitive, kept in lower case
 
 
 def _http_url(name: str, value: str) -> str:
