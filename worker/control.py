@@ -15,6 +15,7 @@ at shutdown) is reliable; a read inside redis-py's own timeout is not, on Python
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from shared.outage import REDIS_OUTAGE
 from shared.redis_client import TRANSIENT_ERRORS
 
 logger = logging.getLogger(__name__)
+CLOSE_TIMEOUT = 2.0  # seconds for a subscription's connection to close
 
 
 class SilentLink(ConnectionError):
@@ -62,7 +64,10 @@ class ControlListener:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             finally:
-                await channel.aclose()
+                # Bounded: redis-py's pub/sub close can hang on Python 3.11, and a shutdown
+                # must not wait on it; an unclosed connection dies with the process.
+                with contextlib.suppress(TimeoutError, *TRANSIENT_ERRORS):
+                    await asyncio.wait_for(channel.aclose(), CLOSE_TIMEOUT)
 
     async def _watch(self, channel: ControlSubscription) -> None:
         """Run the reader; return or raise when it ends, raise SilentLink when a ping goes

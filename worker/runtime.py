@@ -38,6 +38,7 @@ from worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 HISTORY = 100
+BACKGROUND_STOP_SECONDS = 5.0  # the control listener and health loop, once cancelled
 # Seconds past a blocking call's own timeout after which its connection counts as dead.
 SILENT_LINK_MARGIN = 5.0
 # Seconds between claims while the broker is unreachable: doubling, so a long outage costs
@@ -179,7 +180,16 @@ class Worker:
         await self._wait_for_jobs(10.0)
         for task in background:
             task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        # Bounded: a background task stuck in its teardown (redis-py's pub/sub close can
+        # hang on Python 3.11) must not keep the heartbeat thread beating, and the worker
+        # registered, after it was told to stop.
+        _, stuck = await asyncio.wait(background, timeout=BACKGROUND_STOP_SECONDS)
+        if stuck:
+            logger.warning(
+                "%s did not stop within %gs; going on without it",
+                ", ".join(sorted(task.get_name() for task in stuck)),
+                BACKGROUND_STOP_SECONDS,
+            )
         # The heartbeat thread stops first: a beat landing after the deregistration would
         # register the worker again (status 'stopping', live until its lease runs out).
         await asyncio.to_thread(self._heartbeat.stop)

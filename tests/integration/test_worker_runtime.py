@@ -234,3 +234,31 @@ async def test_complete_and_claim_answers_like_complete_then_claim(broker: Broke
     await broker.set_worker_state("w1", "paused")
     fence, paused = await broker.complete_and_claim("w1", second, nxt.token, {}, offer)
     assert (fence, paused) == ("ok", NoClaim(reason="paused", next_due_ms=None))
+
+
+async def test_a_stuck_control_listener_cannot_keep_a_stopped_worker_registered(
+    broker: Broker, redis_url: str, monkeypatch: Any
+) -> None:
+    """A background task that ignores its cancellation (as redis-py's pub/sub close can hang
+    on Python 3.11) is left behind after a bounded wait: the worker still stops its
+    heartbeat and deregisters, instead of beating on as a ghost."""
+    worker = make_worker(worker_settings(redis_url))
+    release = asyncio.Event()
+
+    async def stuck_control(on_cancel: Any) -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue  # swallowed: this task will not stop when asked
+
+    monkeypatch.setattr(worker.link, "run_control", stuck_control)
+    monkeypatch.setattr("worker.runtime.BACKGROUND_STOP_SECONDS", 0.2)
+    task = asyncio.create_task(worker.run())
+    await wait_until(lambda: worker.status == "idle", timeout=10)
+    worker.stop()
+    try:
+        await asyncio.wait_for(task, timeout=10)
+        assert await broker.redis.zscore(broker.keys.workers, "w1") is None
+    finally:
+        release.set()
