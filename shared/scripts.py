@@ -4,9 +4,11 @@ A script names the library code it needs with `--- @include "name"` lines (as Bu
 each naming `shared/lua/include/name.lua`; includes name their own includes the same way.
 The text EVALSHA runs is every include the script needs, transitively, each once and after
 the includes it needs, followed by the script. So the matcher and the queue helpers exist
-once, and each script sends only the code it uses. Scripts run with EVALSHA
-(`register_script` reloads them after a SCRIPT FLUSH or a server restart); Redis Functions
-are avoided so Redis 6.2 works too.
+once, and each script sends only the code it uses. Scripts run with EVALSHA (a NOSCRIPT
+answer, after a SCRIPT FLUSH or a server restart, loads the script and sends the call
+again); Redis Functions are avoided so Redis 6.2 works too. A single call on a plain client
+goes straight to a pooled connection (`Scripts._direct`): it is the cost every submit,
+claim and complete pays.
 
 On a Redis Cluster every call goes to the primary serving the pool's slot: the prefix has a
 hash tag, so KEYS[1] (`jobs:pending`) and every key a script derives from the prefix share
