@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 
+from shared.broker import new_job_id
 from shared.errors import InvalidInput, PayloadTooLarge
 from shared.job import Job, JobRequest, JobStatus
 from shared.requirements import Requirements, requirement_class
@@ -116,3 +118,14 @@ def test_public_job_uses_the_seed_field_names_and_iso_times() -> None:
         assert name in public
     assert public["created_at"] == "2025-11-29T19:11:00.123Z"
     assert public["status"] == "pending"
+
+
+def test_generated_job_ids_are_version_4_uuids() -> None:
+    ids = {new_job_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for job_id in ids:
+        assert job_id.startswith("job-")
+        parsed = uuid.UUID(job_id.removeprefix("job-"))
+        assert parsed.hex == job_id.removeprefix("job-")
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
