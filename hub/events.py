@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -393,3 +394,20 @@ async def follow_job(
         yield job, updates()
     finally:
         sub.close()
+
+
+async def until_finished(
+    hub: EventHub, broker: Broker, job_id: str, wait: float, stop: asyncio.Event
+) -> Job | None:
+    """The job once it reaches a terminal state, or as it is after `wait` seconds (or when
+    `stop` is set: the hub is shutting down); None when it does not exist. A long poll."""
+    deadline = time.monotonic() + wait
+    async with follow_job(hub, broker, job_id, ping=0.5) as (snapshot, updates):
+        if snapshot is None or snapshot.status.terminal:
+            return snapshot
+        async for update in updates:
+            if update is not None and update.terminal:
+                break
+            if time.monotonic() >= deadline or stop.is_set():
+                break
+    return await broker.get(job_id)

@@ -14,7 +14,6 @@ import datetime as dt
 import os
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from hub.settings import HubSettings
 from shared.s3 import (
@@ -46,11 +45,25 @@ class Signer:
         return presign_get(self._credentials, self.store.region, url, self.ttl, now=now)
 
 
-def signer_of(settings: HubSettings, env: Mapping[str, str] | None = None) -> Signer | None:
-    """The hub's signer, or None without HUB_OUTPUT_STORE or without credentials."""
+def store_of(settings: HubSettings) -> Store | None:
+    """HUB_OUTPUT_STORE's bucket and addressing, or None when it is not set."""
     if settings.output_store is None:
         return None
     bucket, _ = parse_store_url("HUB_OUTPUT_STORE", settings.output_store)
+    return Store(
+        bucket,
+        "",
+        settings.output_store_region,
+        settings.output_store_endpoint,
+        settings.output_store_path_style,
+    )
+
+
+def signer_of(settings: HubSettings, env: Mapping[str, str] | None = None) -> Signer | None:
+    """The hub's signer, or None without HUB_OUTPUT_STORE or without credentials."""
+    store = store_of(settings)
+    if store is None:
+        return None
     if settings.output_store_access_key and settings.output_store_secret_key:
         credentials: Credentials | None = Credentials(
             settings.output_store_access_key, settings.output_store_secret_key
@@ -59,30 +72,13 @@ def signer_of(settings: HubSettings, env: Mapping[str, str] | None = None) -> Si
         credentials = credentials_from_env(os.environ if env is None else env)
     if credentials is None:
         return None
-    store = Store(
-        bucket,
-        "",
-        settings.output_store_region,
-        settings.output_store_endpoint,
-        settings.output_store_path_style,
-    )
     return Signer(store, credentials, settings.output_url_ttl)
 
 
 def store_origin(settings: HubSettings) -> str | None:
     """The origin of HUB_OUTPUT_STORE's URLs (for the dashboard's img-src), or None."""
-    if settings.output_store is None:
-        return None
-    bucket, _ = parse_store_url("HUB_OUTPUT_STORE", settings.output_store)
-    store = Store(
-        bucket,
-        "",
-        settings.output_store_region,
-        settings.output_store_endpoint,
-        settings.output_store_path_style,
-    )
-    parts = urlsplit(store.url("x"))
-    return f"{parts.scheme}://{parts.netloc}"
+    store = store_of(settings)
+    return None if store is None else store.origin
 
 
 def refresh_urls(value: Any, signer: Signer | None, now: dt.datetime, depth: int = 0) -> Any:

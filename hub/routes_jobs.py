@@ -25,7 +25,7 @@ from starlette.routing import Route
 from hub.auth import Principal
 from hub.context import HubContext, hub_of, principal_of, require_operator
 from hub.errors import ApiError, not_found
-from hub.events import follow_job
+from hub.events import until_finished
 from hub.fleet import why_waiting
 from hub.http_helpers import decode_model, json_response, read_body
 from hub.job_access import visible_id
@@ -257,23 +257,10 @@ async def get_job(request: Request) -> Response:
     wait = _wait_param(request, hub.settings.max_wait_seconds)
     job = await visible_job(hub, principal, job_id)
     if wait > 0 and not job.status.terminal:
-        job = await _long_poll(hub, job.id, wait) or job
+        job = (
+            await until_finished(hub.events, hub.for_job(job.id), job.id, wait, hub.shutdown) or job
+        )
     return json_response(await job_view(hub, job))
-
-
-async def _long_poll(hub: HubContext, job_id: str, wait: float) -> Job | None:
-    """Block until the job reaches a terminal state or `wait` seconds pass."""
-    deadline = time.monotonic() + wait
-    broker = hub.for_job(job_id)
-    async with follow_job(hub.events, broker, job_id, ping=0.5) as (snapshot, updates):
-        if snapshot is None or snapshot.status.terminal:
-            return snapshot
-        async for update in updates:
-            if update is not None and update.terminal:
-                break
-            if time.monotonic() >= deadline or hub.shutdown.is_set():
-                break
-    return await broker.get(job_id)
 
 
 def _list_params(request: Request, principal: Principal) -> tuple[JobFilter, int, str | None]:

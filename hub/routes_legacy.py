@@ -21,7 +21,7 @@ from starlette.routing import Route
 from hub.auth import Principal
 from hub.context import HubContext, hub_of
 from hub.errors import ApiError
-from hub.events import follow_job
+from hub.events import until_finished
 from hub.http_helpers import json_response, read_body
 from hub.legacy_ids import unescape
 from hub.legacy_messages import legacy_client_id, legacy_status
@@ -148,28 +148,13 @@ async def submit_job(request: Request) -> Response:
             }
         )
     timeout = min(float(doc.get("timeout", DEFAULT_TIMEOUT)), hub.settings.max_wait_seconds)
-    job = await _wait_for_end(hub, job, timeout) or job
+    if not job.status.terminal and timeout > 0:
+        broker = hub.for_job(job.id)
+        job = await until_finished(hub.events, broker, job.id, timeout, hub.shutdown) or job
     out = await job_status_response(hub, job)
     if not job.status.terminal:
         out["error"] = f"Timeout: Job did not complete within {timeout:g} seconds"
     return json_response(out)
-
-
-async def _wait_for_end(hub: HubContext, job: Job, timeout: float) -> Job | None:
-    """The job once it finished, or as it is after `timeout` seconds."""
-    if job.status.terminal or timeout <= 0:
-        return job
-    broker = hub.for_job(job.id)
-    deadline = time.monotonic() + timeout
-    async with follow_job(hub.events, broker, job.id, ping=0.5) as (snapshot, updates):
-        if snapshot is None or snapshot.status.terminal:
-            return snapshot
-        async for update in updates:
-            if update is not None and update.terminal:
-                break
-            if time.monotonic() >= deadline or hub.shutdown.is_set():
-                break
-    return await broker.get(job.id)
 
 
 async def get_job(request: Request) -> Response:

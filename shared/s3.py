@@ -96,6 +96,12 @@ class Store:
             return f"{parts.scheme}://{parts.netloc}/{self.bucket}{path}"
         return f"{parts.scheme}://{self.bucket}.{parts.netloc}{path}"
 
+    @property
+    def origin(self) -> str:
+        """Scheme and host of the objects' URLs (a dashboard's img-src allows it)."""
+        parts = urlsplit(self.url("x"))
+        return f"{parts.scheme}://{parts.netloc}"
+
 
 def parse_store_url(name: str, value: str) -> tuple[str, str]:
     """`s3://bucket/prefix` -> (bucket, prefix); a bad value is a ConfigError naming `name`."""

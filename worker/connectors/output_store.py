@@ -31,7 +31,6 @@ import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
 import httpx
@@ -232,15 +231,8 @@ class OutputStore:
                 "needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
                 "AWS_PROFILE (a profile in ~/.aws/credentials or AWS_SHARED_CREDENTIALS_FILE)",
             )
-        store = Store(
-            bucket,
-            prefix,
-            OUTPUT_STORE_REGION.read(env),
-            OUTPUT_STORE_ENDPOINT_URL.read(env),
-            OUTPUT_STORE_PATH_STYLE.read(env),
-        )
         return cls(
-            store,
+            _store(env, bucket, prefix),
             credentials,
             ttl=OUTPUT_URL_TTL_SECONDS.read(env),
             inline_max=OUTPUT_INLINE_MAX_BYTES.read(env),
@@ -527,16 +519,17 @@ def store_origin(env: Mapping[str, str]) -> str | None:
     url = OUTPUT_STORE.read(env)
     if url is None:
         return None
-    bucket, prefix = parse_store_url(OUTPUT_STORE.name, url)
-    store = Store(
+    return _store(env, *parse_store_url(OUTPUT_STORE.name, url)).origin
+
+
+def _store(env: Mapping[str, str], bucket: str, prefix: str) -> Store:
+    return Store(
         bucket,
         prefix,
         OUTPUT_STORE_REGION.read(env),
         OUTPUT_STORE_ENDPOINT_URL.read(env),
         OUTPUT_STORE_PATH_STYLE.read(env),
     )
-    parts = urlsplit(store.url("x"))
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 def stored_image_urls(result: Any, limit: int = 4) -> tuple[str, ...]:
