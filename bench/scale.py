@@ -29,18 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from redis import Redis as SyncRedis
-from redis.crc import key_slot
 
 from bench.common import private_redis, table
 from shared.broker import Broker, Claim
 from shared.capabilities import Capabilities
 from shared.job import JobRequest
-from shared.pools import DEFAULT_POOL, pool_prefix
+from shared.pools import DEFAULT_POOL
 from shared.redis_client import connect
 from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from shared.validation import convert
-from tests.redis_servers import Cluster, Server, start_cluster
+from tests.redis_servers import start_cluster
 
 POOLS = 3
 REQUEST = convert(
@@ -140,22 +139,6 @@ def _measure(
     return loads, seconds
 
 
-def pools_on_distinct_primaries(cluster: Cluster, count: int) -> dict[str, Server]:
-    """`count` pool names whose hash tags land on `count` different primaries."""
-    chosen: dict[str, Server] = {}
-    taken: set[str] = set()
-    for n in range(1000):
-        name = f"pool-{n}"
-        # The slot of `{name}`: every key of the pool hashes by its tag alone.
-        owner = cluster.owner(key_slot(pool_prefix("", name, cluster=True).encode()))
-        if owner.name not in taken:
-            chosen[name] = owner
-            taken.add(owner.name)
-        if len(chosen) == count:
-            return chosen
-    raise RuntimeError(f"no {count} pools on distinct primaries among 1000 names")
-
-
 async def run(quick: bool) -> str:
     jobs_per_pool = 3_000 if quick else 20_000
     total = jobs_per_pool * POOLS
@@ -199,7 +182,7 @@ async def run(quick: bool) -> str:
     with tempfile.TemporaryDirectory(prefix="emp-bench-cluster-") as tmp:
         cluster = start_cluster(Path(tmp), primaries=POOLS)
         try:
-            placed = pools_on_distinct_primaries(cluster, POOLS)
+            placed = cluster.pools_on_distinct_primaries(POOLS)
             settings = cluster.settings()
             await _fill(settings, list(placed), jobs_per_pool)
             pools_of: dict[str, list[str]] = {}

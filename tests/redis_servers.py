@@ -562,6 +562,22 @@ class Cluster:
     def owner_of(self, key: str) -> Server:
         return self.owner(key_slot(key.encode()))
 
+    def owner_of_pool(self, pool: str) -> Server:
+        """The primary serving every key of `pool`: the slot of its hash tag (shared/pools.py)."""
+        return self.owner_of(f"{{{pool}}}")
+
+    def pools_on_distinct_primaries(self, count: int) -> dict[str, Server]:
+        """The first `count` of the pool names p1, p2, ... whose slots belong to `count`
+        different primaries, in that order, each with its primary."""
+        found: dict[str, Server] = {}
+        for n in range(1, 1000):
+            pool, owner = f"p{n}", self.owner_of_pool(f"p{n}")
+            if all(owner is not taken for taken in found.values()):
+                found[pool] = owner
+            if len(found) == count:
+                return found
+        raise ServerError(f"no {count} pools on {count} different primaries")
+
     def subscribers(self, channel: str) -> int:
         """Subscribers of `channel` on every live node: each node knows only its own."""
         total = 0

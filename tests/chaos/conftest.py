@@ -25,7 +25,6 @@ from tests.chaos.support import (
     ClusterChaos,
     Fleet,
     SentinelChaos,
-    pools_on_primaries,
 )
 from tests.redis_servers import SentinelSet, start_cluster
 
@@ -114,7 +113,7 @@ async def cluster_chaos(
     pools on three different primaries."""
     servers = await asyncio.to_thread(start_cluster, tmp_path / "cluster", 3, 1)
     redis = connect(servers.settings())
-    pools = pools_on_primaries(servers, CLUSTER_POOLS)
+    pools = list(servers.pools_on_distinct_primaries(CLUSTER_POOLS))
     settings = BrokerSettings(
         lease_timeout=LEASE_TIMEOUT,
         heartbeat_interval=HEARTBEAT_INTERVAL,

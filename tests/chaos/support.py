@@ -30,7 +30,6 @@ from typing import Any
 
 import httpx
 import orjson
-from redis.crc import key_slot
 
 from shared.broker import Broker
 from shared.embedded_redis import EmbeddedRedis, free_port
@@ -616,7 +615,7 @@ class SentinelChaos(ChaosBase):
 class ClusterChaos(ChaosBase):
     """The `cluster_chaos` fixture: a private Redis Cluster (three primaries, one replica
     each) whose nodes the scenario kills and restarts, and pools (`POOLS` of every process
-    unless a process is given its own) that `pools_on_primaries` put on three different
+    unless a process is given its own) that `Cluster.pools_on_distinct_primaries` put on three different
     primaries. `redis` is a cluster client; `brokers` observe each pool; `broker` is the
     first pool's."""
 
@@ -629,21 +628,4 @@ class ClusterChaos(ChaosBase):
 
     def primary_of(self, pool: str) -> Server:
         """The primary that serves `pool` now (the one slot of its hash tag)."""
-        return self.servers.owner(pool_slot(pool))
-
-
-def pool_slot(pool: str) -> int:
-    """The slot of every key of `pool` on a cluster: that of its hash tag (shared/pools.py)."""
-    return key_slot(f"{{{pool}}}".encode())
-
-
-def pools_on_primaries(cluster: Cluster, count: int) -> list[str]:
-    """The first `count` of the names p1, p2, ... whose slots belong to `count` different
-    primaries, in that order."""
-    found: dict[str, str] = {}  # primary's name -> pool
-    for n in range(1, 1000):
-        pool = f"p{n}"
-        found.setdefault(cluster.owner(pool_slot(pool)).name, pool)
-        if len(found) == count:
-            return sorted(found.values(), key=lambda name: int(name[1:]))
-    raise AssertionError(f"no {count} pools on {count} different primaries")
+        return self.servers.owner_of_pool(pool)

@@ -98,9 +98,7 @@ async def test_three_pools_land_on_three_primaries(
     a different primary, which holds every key of its pool."""
     settings = dataclasses.replace(broker_settings, pools=("p1", "p2", "p3"))
     pools = PoolSet(cluster_redis, settings)
-    owners = {
-        broker.keys.prefix: redis_cluster.owner(slot_of(broker.keys.prefix)) for broker in pools
-    }
+    owners = {broker.keys.prefix: redis_cluster.owner_of(broker.keys.prefix) for broker in pools}
     assert list(owners) == ["{p1}:", "{p2}:", "{p3}:"]
     assert len({owner.name for owner in owners.values()}) == 3
     for broker in pools:
@@ -152,7 +150,7 @@ async def test_an_idle_worker_wakes_when_a_job_arrives(
     """BLPOP on the pool's notify keys (one slot, so one node) from a blocking client."""
     blocking = connect(redis_cluster.settings(), blocking=True)
     waiter = Broker(blocking, broker.settings)
-    owner = redis_cluster.owner(slot_of(broker.settings.prefix))
+    owner = redis_cluster.owner_of(broker.settings.prefix)
     try:
         before = blocked_clients(owner)
         woken = asyncio.create_task(waiter.wait_for_work(["sim", "other"], timeout=10))
@@ -309,7 +307,7 @@ async def test_a_flushed_script_is_loaded_again_on_the_pools_primary_only(
     broker = Broker(
         cluster_redis, dataclasses.replace(broker.settings, wait_replicas=wait_replicas)
     )
-    owner = redis_cluster.owner(slot_of(broker.settings.prefix))
+    owner = redis_cluster.owner_of(broker.settings.prefix)
     primaries = redis_cluster.primaries()
     for node in primaries:
         with node.client() as direct:
@@ -328,7 +326,7 @@ async def test_with_wait_replicas_a_change_is_on_the_replica_when_the_call_retur
         cluster_redis,
         dataclasses.replace(broker.settings, wait_replicas=1, wait_timeout_ms=WAIT_MS),
     )
-    replica = redis_cluster.replica_of(redis_cluster.owner(slot_of(broker.settings.prefix)))
+    replica = redis_cluster.replica_of(redis_cluster.owner_of(broker.settings.prefix))
     with replica.client() as direct:
         direct.execute_command("READONLY")  # a cluster replica serves reads only when asked
         for n in range(20):
@@ -350,7 +348,7 @@ async def test_wait_counts_the_replicas_of_the_pools_own_primary(
     waiting = Broker(
         cluster_redis, dataclasses.replace(broker.settings, wait_replicas=1, wait_timeout_ms=300)
     )
-    owner = redis_cluster.owner(slot_of(broker.settings.prefix))
+    owner = redis_cluster.owner_of(broker.settings.prefix)
     other = next(node for node in redis_cluster.primaries() if node is not owner)
     await waiting.submit(job(id="warm-up"))  # scripts loaded, connections open
     with frozen(redis_cluster.replica_of(other)):
@@ -376,11 +374,11 @@ async def test_an_acknowledged_job_survives_its_primarys_crash(
     )
     submitted = [f"j{n}" for n in range(30)]
     await waiting.submit_many([job(id=job_id) for job_id in submitted])
-    owner = redis_cluster.owner(slot_of(broker.settings.prefix))
+    owner = redis_cluster.owner_of(broker.settings.prefix)
     replica = redis_cluster.replica_of(owner)
     redis_cluster.kill_primary(owner)
     assert redis_cluster.wait_takeover(owner, replica) is replica
-    assert redis_cluster.owner(slot_of(broker.settings.prefix)) is replica
+    assert redis_cluster.owner_of(broker.settings.prefix) is replica
     # The new primary has no replica until the old one is back: claims do not wait.
     claimed = []
     while isinstance(claim := await broker.claim("w", caps()), Claim):
