@@ -89,7 +89,8 @@ async def test_the_hub_dashboard_shows_each_customers_fair_share(
     for customer in ("acme", "beta"):
         await broker.submit(job(customer_id=customer))
         taken = await claim(broker, "w", offer)
-        assert await broker.release("w", taken.job.id, taken.token) == "ok"  # charged
+        assert taken.job.customer_id == customer
+        assert await broker.complete("w", taken.job.id, taken.token, None) == "ok"  # charged
     # The hub publishes the weights of its tiers (FAIR_SHARE_WEIGHTS) when it starts.
     tiers = PriorityPolicy(
         tier_bonus={"premium": 0}, customer_tiers={"acme": "premium"}, tier_weight={"premium": 3}
