@@ -24,10 +24,10 @@
 -- Invariants:
 --  * Order (no scheduling policy): among the classes this worker matches, the job with the
 --    lowest score (highest priority, then oldest) wins. Classes are indexed per service by
---    their head job's score, so the scan stops at the first matching class: cost grows with the number of
---    non-matching classes ranked ahead, never with the number of jobs in them. (Where the
---    worker avoids a class's head, having just failed it, the class offers a later job, and
---    the scan goes on while other classes' heads rank above that job.)
+--    their head job's score, so the scan stops at the first matching class: cost grows with
+--    the number of non-matching classes ranked ahead, never with the number of jobs in
+--    them. (Where the worker avoids a class's head, having just failed it, the class offers
+--    a later job, and the scan goes on while other classes' heads rank above that job.)
 --  * Bounded work: at most budget classes per index (one index per offered service, or per
 --    allowed customer for strict / loose-locked workers). Past the bound the reply is
 --    'more' and the caller continues from next_offset in a new call; ordering across
