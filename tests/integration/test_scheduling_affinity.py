@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from redis.asyncio import Redis
 
 from shared.broker import Broker, Claim
@@ -167,3 +168,21 @@ async def test_warm_work_arriving_all_the_time_delays_a_cold_job_only_until_its_
     assert all(at < deadline for job_id, at in claimed_at.items() if job_id != "cold")
     assert claimed_at["cold"] >= deadline
     assert len(claimed_at) >= 2
+
+
+@pytest.mark.parametrize(("scan", "first"), [(3, "c0"), (4, "warm")])
+async def test_a_claim_examines_at_most_scheduling_scan_classes_beyond_strict_order(
+    redis: Redis, broker_settings: BrokerSettings, scan: int, first: str
+) -> None:
+    settings = replace(
+        broker_settings, scheduling_policies=("affinity",), scheduling_scan_classes=scan
+    )
+    broker = Broker(redis, settings)
+    models = ["m0", "m1", "m2", "m3"]
+    for i, model in enumerate(models):  # four cold classes, the first found by strict order
+        await broker.submit(job(id=f"c{i}", requirements={"models": [model]}))
+    await broker.submit(job(id="warm", requirements={"models": ["sdxl"]}))
+    offer = caps(models=[*models, "sdxl"], warm_models=["sdxl"])
+    taken = await broker.claim("w", offer)
+    assert isinstance(taken, Claim)
+    assert taken.job.id == first
