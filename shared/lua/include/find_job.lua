@@ -234,7 +234,10 @@ local function find_best(worker_id, caps, running, budget, offset, now, sched, e
   if sched.on.fair and #candidates > 0 then
     local seen, customers = {}, {}
     for _, c in ipairs(candidates) do
-      if not seen[c.customer] then seen[c.customer] = true; customers[#customers + 1] = c.customer end
+      if not seen[c.customer] then
+        seen[c.customer] = true
+        customers[#customers + 1] = c.customer
+      end
     end
     loads = customer_loads(customers, now, sched.half_life_ms)
   end
