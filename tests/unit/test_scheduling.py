@@ -69,6 +69,11 @@ def test_policies_set_in_code_are_checked_and_ordered_too() -> None:
     )
     with pytest.raises(ConfigError):
         replace(BrokerSettings(), scheduling_policies=("nope",))
+    text: object = "fair,affinity"  # a string, as a caller might pass one
+    assert replace(BrokerSettings(), scheduling_policies=text).scheduling_policies == (  # type: ignore[arg-type]
+        "fair",
+        "affinity",
+    )
 
 
 def test_fair_share_weights_come_from_the_tiers() -> None:
