@@ -186,29 +186,3 @@ async def test_a_claim_examines_at_most_scheduling_scan_classes_beyond_strict_or
     taken = await broker.claim("w", offer)
     assert isinstance(taken, Claim)
     assert taken.job.id == first
-
-
-async def test_a_policy_delays_the_queue_behind_a_held_job_by_its_bound_at_most(
-    redis: Redis, broker_settings: BrokerSettings
-) -> None:
-    # Two cold jobs queued first: once the first is taken at its bound, the second, which
-    # strict order would have given out right after it, has waited as long: it goes next.
-    broker = affinity_broker(redis, broker_settings, affinity_max_delay=0.2)
-    await broker.submit_many(
-        [job(id=f"cold{i}", priority=50, requirements={"models": ["flux"]}) for i in range(2)]
-    )
-    taken: list[str] = []
-
-    async def next_claim() -> bool:
-        await broker.submit(
-            job(id=f"warm{len(taken)}", priority=50, requirements={"models": ["sdxl"]})
-        )
-        claim = await broker.claim("w", SDXL_WARM)
-        assert isinstance(claim, Claim)
-        taken.append(claim.job.id)
-        await broker.complete("w", claim.job.id, claim.token, None)
-        return claim.job.id == "cold1"
-
-    await wait_until(next_claim, message="both cold jobs claimed")
-    assert taken[-2:] == ["cold0", "cold1"]
-    assert taken[0] == "warm0"

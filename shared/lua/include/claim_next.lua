@@ -9,14 +9,13 @@
 --- @include "choose"
 --- @include "fit"
 
--- Mark job `job_id` held back by bounded `policy` since `since` (ms): its deadline is
--- since + `bound` ms, or an earlier one it has already (the earlier start when it has one),
--- indexed in K.held so that find_job.lua mark_overdue finds it once it passed.
-local function hold(job_id, policy, since, bound, now)
+-- Mark job `job_id` passed over now by bounded `policy`: held since its first such pass-over
+-- (now, if this is it), until that plus `bound` ms or an earlier deadline it has already,
+-- indexed in K.held so that find_job.lua mark_overdue finds it once that passed.
+local function hold(job_id, policy, bound, now)
   local key = K.job(job_id)
   local f = redis.call('HMGET', key, 'held_since', 'held_until')
-  local first = tonumber(f[1] or '')
-  if first and first < since then since = first end
+  local since = tonumber(f[1] or '') or now
   local deadline = since + bound
   local before = tonumber(f[2] or '')
   if before and before < deadline then deadline = before end
@@ -25,47 +24,21 @@ local function hold(job_id, policy, since, bound, now)
   redis.call('ZADD', K.held, deadline, job_id)
 end
 
--- The job strict order would give `worker_id` after `chosen` among this claim's candidates:
--- the next job of its own class or the job of the best candidate ranked behind it (nil:
--- none).
-local function next_in_order(worker_id, chosen, candidates, now)
-  local after = nil
-  for _, c in ipairs(candidates) do
-    if c ~= chosen and c.score > chosen.score and (not after or c.score < after.score) then
-      after = c
-    end
-  end
-  local second = redis.call('ZRANGE', K.job_class(chosen.class), 1, 1, 'WITHSCORES')
-  if second[1] and (not after or tonumber(second[2]) < after.score) then return second[1] end
-  return after and resolve(worker_id, after, now)
-end
-
--- The scheduling bookkeeping of a claim by `worker_id` that took `chosen` (policies on),
--- O(1) per claim, so that no job waits more than a bound longer than strict order would
--- have made it wait:
---  * the strict-order best, if a policy passed it over, records that policy and, for a
---    bounded one, the deadline by which it must be taken: its first bounded pass-over
---    (when strict order would have given it out) plus the bound, the earlier one when
---    several policies held it; choose.lua's rule 1 forces it from then on. Only that one
---    job is marked; the next becomes the strict-order best once it is taken.
---  * a held job taken passes its start on to the job strict order would give out next:
---    that job was delayed as long (it queued behind), so its own bound counts from there,
---    and a policy cannot push the queue back further than its bound.
---  * idle workers that fit left jobs to are woken.
-local function record_decision(worker_id, chosen, decision, sched, now)
-  local taken = redis.call('HMGET', K.job(chosen.job), 'held_by', 'held_since')
-  local taken_since = tonumber(taken[2] or '')
-  local taken_bound = taken_since and sched.bound_ms[taken[1]]
-  if taken_bound then
-    local after = next_in_order(worker_id, chosen, decision.candidates, now)
-    if after then hold(after, taken[1], taken_since, taken_bound, now) end
-  end
+-- The scheduling bookkeeping of a claim that took `chosen` (policies on),
+-- O(1) per claim: the strict-order best, if a policy passed it over, records that policy
+-- and, for a bounded one, the deadline by which it must be taken: its first bounded
+-- pass-over (when strict order would have given it out) plus the bound, the earlier one
+-- when several policies held it; choose.lua's rule 1 forces it from then on. Only that one
+-- job is marked; the next becomes the strict-order best once it is taken, and its own
+-- bound counts from its first pass-over as such (as in delay scheduling). Idle workers
+-- that fit left jobs to are woken.
+local function record_decision(chosen, decision, sched, now)
   local strict = decision.strict
   local policy = decision.held[strict]
   if strict ~= chosen and policy and strict.job then
     local bound = sched.bound_ms[policy]
     if bound then
-      hold(strict.job, policy, now, bound, now)
+      hold(strict.job, policy, bound, now)
     else
       redis.call('HSET', K.job(strict.job), 'held_by', policy, 'held_at', int(now))
     end
@@ -133,7 +106,7 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
   local job_key = K.job(best_job)
   local svc, customer = best_doc.s, best_doc.c
   if decision then
-    record_decision(worker_id, best, decision, sched, now)
+    record_decision(best, decision, sched, now)
     redis.call('ZREM', K.held, best_job)
     if sched.on.fair then
       redis.call('HSET', job_key, 'fair_charge',
