@@ -72,6 +72,9 @@ class JobView(msgspec.Struct, kw_only=True):
     queue_position: int | None = None
     waiting: dict[str, Any] | None = None
     webhook: Webhook | None = None
+    # requirements.models, else the models its payload names: a preference for a worker
+    # that has them warm, never a requirement (README, Warm models).
+    preferred_models: list[str] = []
 
 
 class JobList(msgspec.Struct):

@@ -116,6 +116,9 @@ class Job(msgspec.Struct, kw_only=True):
     effective_priority: int
     payload: Any = None
     requirements: Requirements = Requirements()
+    # The models a worker with them warm should take it for (shared/model_refs.py): its
+    # requirements.models, else those its payload names. A preference, never a requirement.
+    preferred_models: list[str] = []
     status: JobStatus
     progress: float = 0.0
     message: str | None = None
