@@ -45,7 +45,6 @@ from shared.control_channel import ControlSubscription
 from shared.errors import BrokerError, InvalidInput
 from shared.job import MAX_EFFECTIVE_PRIORITY, Job, JobRequest
 from shared.keys import Keys
-from shared.model_refs import payload_models
 from shared.pools import DEFAULT_POOL, pool_prefix, pooled_id
 from shared.reads import Reads
 from shared.redis_types import RedisClient
@@ -104,15 +103,6 @@ def _class_id(request: JobRequest, encoded_requirements: bytes, preferred: tuple
             request.service_type, request.customer_id, request.requirements, preferred
         )
     return found
-
-
-def preferred_models(request: JobRequest) -> tuple[str, ...]:
-    """The models a job prefers a warm worker for: its `requirements.models` when it gives
-    some, else those its payload names (shared/model_refs.py). A preference only: the matcher
-    never reads them."""
-    if request.requirements.models:
-        return tuple(dict.fromkeys(request.requirements.models))
-    return tuple(payload_models(request.service_type, request.payload))
 
 
 def _running_json(running: Sequence[tuple[str, str]]) -> str:
@@ -201,7 +191,7 @@ class Broker:
         if request.webhook is not None:
             # Stored with the job so any hub can deliver its events (shared/webhook.py).
             fields += ["webhook", msgspec.json.encode(request.webhook).decode()]
-        preferred = preferred_models(request)
+        preferred = request.preferred_models()
         if preferred:
             # The class document's `p` (include/queue.lua), rebuilt from here on retries.
             fields += ["preferred_models", orjson.dumps(preferred)]

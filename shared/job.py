@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import msgspec
 
 from shared.errors import InvalidInput
+from shared.model_refs import payload_models
 from shared.pools import POOL_NAME
 from shared.requirements import Requirements
 from shared.validation import (
@@ -75,6 +76,14 @@ class JobRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True,
         iso = self.requirements.customer_isolation
         if iso != "none" and not self.customer_id:
             raise InvalidInput("customer_id", f"required when customer_isolation is {iso!r}")
+
+    def preferred_models(self) -> tuple[str, ...]:
+        """The models it prefers a worker with them warm for: its `requirements.models` when
+        it gives some, else those its payload names (shared/model_refs.py). A preference
+        only: the matcher never reads them."""
+        if self.requirements.models:
+            return tuple(dict.fromkeys(self.requirements.models))
+        return tuple(payload_models(self.service_type, self.payload))
 
     def __post_init__(self) -> None:
         service = normalise_service(self.service_type)
