@@ -192,7 +192,7 @@ function workerRow(w) {
     actions.appendChild(b);
   }
   const tr = row([w.id, w.status, w.state, (caps.services || []).join(", "), gpus.join("; "),
-    w.current_jobs.join(", "), w.heartbeat_age_seconds === null ? "" : w.heartbeat_age_seconds.toFixed(1) + " s",
+    (w.warm_models || []).join(", "), w.current_jobs.join(", "), w.heartbeat_age_seconds === null ? "" : w.heartbeat_age_seconds.toFixed(1) + " s",
     w.counters.completed + " / " + w.counters.failed, actions]);
   tr.dataset.workerId = w.id;
   return tr;

@@ -137,7 +137,13 @@ async def test_operator_signs_in_once_and_sees_the_queue_and_the_workers(
 ) -> None:
     page = tab.page
     await start_worker(
-        broker, "gpu-box-1", capabilities(services=("simulation", "comfyui"), gpu_gb=(141.0,))
+        broker,
+        "gpu-box-1",
+        capabilities(
+            services=("simulation", "comfyui"),
+            gpu_gb=(141.0,),
+            warm_models=["flux1-dev.safetensors", "ae.safetensors"],
+        ),
     )
     for priority in (90, 80, 10):
         await broker.submit(job_request("simulation", priority=priority))
@@ -171,6 +177,7 @@ async def test_operator_signs_in_once_and_sees_the_queue_and_the_workers(
     await expect(worker).to_contain_text("NVIDIA H200 141 GB")
     await expect(worker.locator("td").nth(1)).to_have_text("idle")
     await expect(worker.locator("td").nth(2)).to_have_text("active")
+    await expect(worker.locator("td").nth(5)).to_have_text("flux1-dev.safetensors, ae.safetensors")
     await expect(page.locator("#live-table tbody tr")).to_have_count(4)
 
     # The token is kept for the browser session: a reload does not ask for it again.
