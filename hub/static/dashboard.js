@@ -244,6 +244,7 @@ function renderJob(job) {
   $("job-service").textContent = job.service_type;
   $("job-customer").textContent = job.customer_id || "";
   $("job-priority").textContent = job.priority + " (effective " + job.effective_priority + ")";
+  $("job-preferred-models").textContent = (job.preferred_models || []).join(", ") || "none";
   $("job-worker").textContent = job.worker_id || "";
   $("job-attempts").textContent = job.attempts + " of " + (job.max_retries + 1);
   $("job-message").textContent = job.message || "";
