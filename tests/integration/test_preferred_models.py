@@ -146,3 +146,20 @@ async def test_a_batch_and_a_released_job_keep_the_preference(
 
     # Back in its class, whose document is written again from the job hash.
     assert await class_of(broker, job_id) == (class_id, document)
+
+
+async def test_the_original_rest_route_finds_them_too(
+    api: httpx.AsyncClient, broker: Broker
+) -> None:
+    # The original emp-redis connector sent the workflow as `prompt`.
+    response = await api.post(
+        "/api/jobs",
+        json={"job_type": "ComfyUI", "payload": {"prompt": sdxl_workflow("sdxl.st")}},
+        headers=CLIENT,
+    )
+    assert response.status_code == 200, response.text
+    job = await broker.get(response.json()["job_id"])
+    assert job is not None
+    assert job.preferred_models == ["sdxl.st"]
+    _, document = await class_of(broker, job.id)
+    assert document == {"s": "comfyui", "c": "", "r": {}, "p": ["sdxl.st"]}
