@@ -1,8 +1,11 @@
-"""compose.yaml: Redis with AOF, a volume and the password from .env.hub; the hub built from the
+"""The container files, read as files. Containerfile: what the image promises operators
+(version label, base argument, unprivileged PID 1, /data, ports, health, no baked settings).
+compose.yaml: Redis with AOF, a volume and the password from .env.hub; the hub built from the
 Containerfile; two simulation workers under the `workers` profile. The shell each service runs
 is run here, with sh and stand-ins for redis-server, emp-hub and emp-worker that report what
-they were given. (tests/e2e/test_container.py runs the image itself; the whole stack is not
-started here: these machines reach no registry for the redis image.)"""
+they were given. (tests/e2e/test_container.py builds and runs the image itself; the compose
+stack is not started: these machines reach no registry for the redis image, and containers on
+a podman network here cannot resolve each other's names.)"""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from shared import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIABLE = re.compile(r"\$\{(\w+):-([^}]*)\}")
@@ -123,3 +128,38 @@ def test_two_simulation_workers_start_only_with_the_workers_profile(
     assert {w["environment"]["SERVICES"] for w in workers.values()} == {"simulation"}
     assert len({w["environment"]["WORKER_ID"] for w in workers.values()}) == 2
     assert {interpolate(w["image"]) for w in workers.values()} == {"emp-redis-hub:latest"}
+
+
+def containerfile() -> str:
+    return (ROOT / "Containerfile").read_text(encoding="utf-8")
+
+
+def instructions(name: str) -> list[str]:
+    """The arguments of every `name` instruction, continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", containerfile())
+    return [line.split(None, 1)[1] for line in text.splitlines() if line.startswith(f"{name} ")]
+
+
+def test_the_image_label_carries_this_release_s_version() -> None:
+    assert f"VERSION={__version__}" in instructions("ARG")
+
+
+def test_the_base_is_a_build_argument_used_by_both_stages() -> None:
+    assert any(arg.startswith("BASE_IMAGE=") for arg in instructions("ARG"))
+    assert [f.split()[0] for f in instructions("FROM")] == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
+
+
+def test_the_hub_runs_as_pid_1_unprivileged_with_its_data_in_a_volume() -> None:
+    assert instructions("USER") == ["emp"]
+    assert instructions("VOLUME") == ["/data"]
+    assert instructions("EXPOSE") == ["3001 3002"]
+    (entrypoint,) = instructions("ENTRYPOINT")
+    assert entrypoint.startswith('["emp-hub"')  # exec form: no shell between SIGTERM and the hub
+    (healthcheck,) = instructions("HEALTHCHECK")
+    assert "/ready" in healthcheck
+
+
+def test_no_setting_is_baked_in_but_where_it_listens_and_keeps_data() -> None:
+    names = set(re.findall(r"\b([A-Z][A-Z0-9_]*)=", " ".join(instructions("ENV"))))
+    settings = {n for n in names if n.startswith(("HUB_", "REDIS", "WS_", "WORKER_"))}
+    assert settings == {"HUB_DATA_DIR", "HUB_HOST"}
