@@ -53,7 +53,8 @@ TRIM = (
 )
 BASE_RECIPE = f"debootstrap --variant=minbase --include={','.join(PACKAGES)} {SUITE}; trim {TRIM}"
 BASE_IMAGE = f"localhost/emp-test-base:{hashlib.sha256(BASE_RECIPE.encode()).hexdigest()[:12]}"
-HUB_IMAGE = "localhost/emp-redis-hub:test"
+# One tag per test process, so sessions on one machine never run each other's build.
+HUB_IMAGE = f"localhost/emp-redis-hub:test-{os.getpid()}"
 BUILD_TIMEOUT = 600  # seconds: debootstrap downloads about 40 MB on a fresh machine
 
 
@@ -132,3 +133,8 @@ def build_hub_image(base: str) -> str:
         timeout=BUILD_TIMEOUT,
     )  # fmt: skip
     return HUB_IMAGE
+
+
+def remove_image(image: str) -> None:
+    """Untag a test build; its layers stay in Podman's storage as the next build's cache."""
+    podman("rmi", image, check=False)

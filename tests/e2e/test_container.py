@@ -27,6 +27,7 @@ from tests.container_support import (
     build_hub_image,
     ensure_base_image,
     podman,
+    remove_image,
     require_podman,
 )
 from tests.helpers import wait_until
@@ -40,9 +41,11 @@ STOP_GRACE = 30  # seconds before `podman stop` would resort to SIGKILL (exit co
 
 
 @pytest.fixture(scope="module")
-def hub_image() -> str:
+def hub_image() -> Iterator[str]:
     require_podman()
-    return build_hub_image(ensure_base_image())
+    image = build_hub_image(ensure_base_image())
+    yield image
+    remove_image(image)
 
 
 class HubContainer:
@@ -82,7 +85,7 @@ def hub_container(image: str, *args: str, **env: str) -> Iterator[HubContainer]:
     try:
         yield HubContainer(name, port)
     finally:
-        podman("rm", "--force", "--time", "0", name, check=False)
+        podman("rm", "--force", "--volumes", "--time", "0", name, check=False)
 
 
 @asynccontextmanager
