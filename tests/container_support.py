@@ -10,8 +10,8 @@ Everything specific to the machines the tests run on lives here, and only here:
   `debootstrap --variant=minbase` with python3 and python3-venv, trimmed and imported with
   `podman import`. It is tagged with a digest of how it was made (BASE_RECIPE), so Podman's
   storage keeps it between runs and it is rebuilt only when the recipe changes.
-- The hub's dependencies come from build/wheelhouse/ (scripts/wheelhouse.py, for the base's
-  Python), so the build itself needs no network.
+- The hub's dependencies come from build/wheelhouse-tests/ (scripts/wheelhouse.py, for the
+  base's Python), so the build itself needs no network.
 
 The tests skip, saying why, only where they cannot run at all: not Linux, not root, or no
 podman/runc/debootstrap (`python3 dev.py test` installs them as root on Debian), or no Debian
@@ -54,6 +54,9 @@ TRIM = (
 BASE_RECIPE = f"debootstrap --variant=minbase --include={','.join(PACKAGES)} {SUITE}; trim {TRIM}"
 BASE_IMAGE = f"localhost/emp-test-base:{hashlib.sha256(BASE_RECIPE.encode()).hexdigest()[:12]}"
 # One tag per test process, so sessions on one machine never run each other's build.
+# The tests' own wheelhouse (the Containerfile's WHEELHOUSE argument), so a developer's
+# build/wheelhouse/, made for another Python, is left alone.
+WHEELHOUSE = "build/wheelhouse-tests"
 HUB_IMAGE = f"localhost/emp-redis-hub:test-{os.getpid()}"
 BUILD_TIMEOUT = 600  # seconds: debootstrap downloads about 40 MB on a fresh machine
 
@@ -115,10 +118,10 @@ def ensure_base_image() -> str:
 
 
 def fill_wheelhouse() -> None:
-    """build/wheelhouse/ for the base's Python, pinned to the dev lock (as `dev.py wheelhouse`)."""
+    """WHEELHOUSE for the base's Python, pinned to the dev lock (as `dev.py wheelhouse`)."""
     done = subprocess.run(
         [sys.executable, "-m", "scripts.wheelhouse", "--python", BASE_PYTHON,
-         "--constraint", str(ROOT / "requirements" / "dev.lock")],
+         "--constraint", str(ROOT / "requirements" / "dev.lock"), "--out", str(ROOT / WHEELHOUSE)],
         cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False,
     )  # fmt: skip
     assert done.returncode == 0, f"scripts.wheelhouse failed:\n{done.stderr[-3000:]}"
@@ -129,6 +132,7 @@ def build_hub_image(base: str) -> str:
     fill_wheelhouse()
     podman(
         "build", "--format", "docker", *RUN_LIMITS, "--build-arg", f"BASE_IMAGE={base}",
+        "--build-arg", f"WHEELHOUSE={WHEELHOUSE}",
         "--file", str(ROOT / "Containerfile"), "--tag", HUB_IMAGE, str(ROOT),
         timeout=BUILD_TIMEOUT,
     )  # fmt: skip
