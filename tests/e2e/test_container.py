@@ -120,7 +120,7 @@ async def test_the_image_serves_a_job_and_stops_on_sigterm_without_losing_one(
                 await registered(redis, broker, "ctr-w1")
                 served = await submit(http, SIMULATION)
                 done = await http.get(f"/jobs/{served}?wait=20")
-            waiting = await submit(http, {**SIMULATION, "customer_id": "after-the-worker"})
+            waiting = await submit(http, SIMULATION)
         assert hub.stop() == 0, hub.logs()
 
     finished = await broker.get(served)
