@@ -267,6 +267,23 @@ def ensure_container_tools() -> None:
         say("could not install podman: the container tests will skip")
 
 
+def start_container_base(python: Path) -> subprocess.Popen[bytes] | None:
+    """Start making the container tests' Debian base image (debootstrap: a minute or two on a
+    fresh machine, mostly waiting on the mirror) while lint runs; the test waits for it.
+    None where the container tests will skip anyway."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return None
+    if any(shutil.which(tool) is None for tool in CONTAINER_TOOLS):
+        return None
+    (ROOT / "build").mkdir(exist_ok=True)
+    log = (ROOT / "build" / "container-base.log").open("wb")
+    say("making the container tests' base image in the background (build/container-base.log)")
+    return subprocess.Popen(
+        [str(python), "-m", "tests.container_support", "base"], cwd=ROOT, stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
 def cmd_setup(args: list[str]) -> int:
     setup()
     return 0
@@ -288,10 +305,14 @@ def cmd_test(args: list[str]) -> int:
     if args[:1] == ["--latest"]:
         return test_latest(args[1:])
     python = setup()
+    ensure_container_tools()
+    base = start_container_base(python)
     lint_steps(python)
     ensure_browser()
-    ensure_container_tools()
     code = run([python, "-m", "pytest", *COVERAGE, *args])
+    if base is not None and base.poll() is None:
+        base.terminate()  # pytest did not need it (the container tests were deselected)
+        base.wait()
     report_coverage(python)
     return pytest_outcome(code)
 

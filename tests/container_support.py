@@ -20,6 +20,7 @@ mirror for debootstrap. A build or a container that fails is a failure.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -59,6 +60,10 @@ BASE_IMAGE = f"localhost/emp-test-base:{hashlib.sha256(BASE_RECIPE.encode()).hex
 WHEELHOUSE = "build/wheelhouse-tests"
 HUB_IMAGE = f"localhost/emp-redis-hub:test-{os.getpid()}"
 BUILD_TIMEOUT = 600  # seconds: debootstrap downloads about 40 MB on a fresh machine
+# Held while the base image is made: `dev.py test` starts making it in the background before
+# lint (`python -m tests.container_support base`), and the test then waits on this lock
+# instead of running a second debootstrap.
+BASE_LOCK = Path(tempfile.gettempdir()) / "emp-test-base.lock"
 
 
 def podman(
@@ -91,6 +96,12 @@ def require_podman() -> None:
 
 def ensure_base_image() -> str:
     """The Debian base image, made once per recipe and kept in Podman's storage."""
+    with BASE_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_base_image()
+
+
+def _ensure_base_image() -> str:
     if podman("image", "exists", BASE_IMAGE, check=False).returncode == 0:
         return BASE_IMAGE
     with tempfile.TemporaryDirectory(prefix="emp-rootfs-") as scratch:
@@ -142,3 +153,22 @@ def build_hub_image(base: str) -> str:
 def remove_image(image: str) -> None:
     """Untag a test build; its layers stay in Podman's storage as the next build's cache."""
     podman("rmi", image, check=False)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m tests.container_support base`: make the base image ahead of the tests (what
+    `dev.py test` runs in the background while it lints, since debootstrap takes a minute or
+    two on a fresh machine and mostly waits on the mirror)."""
+    if argv != ["base"]:
+        print("usage: python -m tests.container_support base", file=sys.stderr)
+        return 2
+    try:
+        print(ensure_base_image())
+    except pytest.skip.Exception as skipped:
+        print(f"no base image: {skipped.msg}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
