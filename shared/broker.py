@@ -420,19 +420,29 @@ class Broker:
                 return result
             offset = result.offset
 
-    async def wait_for_work(self, services: Sequence[str], timeout: float) -> int | None:
+    async def wait_for_work(
+        self, services: Sequence[str], timeout: float, *, worker_id: str = ""
+    ) -> int | None:
         """Block until a wake-up token for one of `services` arrives, or `timeout` passes.
+        With `worker_id`, a token on that worker's own doorbell wakes it too: the `fit`
+        policy wakes the idle worker it leaves a job to (include/idle_workers.lua).
 
         Returns the token's hop count (pass it to `claim`), or None on timeout. The
         connection used must not have a socket timeout shorter than `timeout`."""
         if not services:
             return None
         popped = await self.redis.blpop(
-            [self.keys.notify(s) for s in services], timeout=max(timeout, 0.01)
+            self.wake_keys(services, worker_id), timeout=max(timeout, 0.01)
         )
         if popped is None:
             return None
         return int(text(popped[1]) or "0")
+
+    def wake_keys(self, services: Sequence[str], worker_id: str = "") -> list[str]:
+        """The lists a worker waiting for work blocks on: its services' doorbells, then its
+        own (all under the pool's prefix, so one slot on a Redis Cluster)."""
+        keys = [self.keys.notify(s) for s in services]
+        return [*keys, self.keys.wake(worker_id)] if worker_id else keys
 
     def control_subscription(self, worker_id: str) -> ControlSubscription:
         """A subscription to `worker_id`'s cancel signals; the client must not have a socket

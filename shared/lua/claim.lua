@@ -35,6 +35,9 @@
 --  * A job is claimed by at most one worker: it leaves jobs:pending and its class in the
 --    same call that writes the lease (jobs:active:{worker}) and sets status 'active'.
 --  * A paused or draining worker (operator state) claims nothing.
+--  * The idle-worker index (include/idle_workers.lua): an 'empty' reply indexes the worker
+--    as idle under each service it offers, with the capabilities it claimed with; a
+--    claimed job, or a 'paused', 'draining' or 'limit' reply, takes it out.
 --  * The job taken is the one peek.lua names for the same worker and queue (both search
 --    with find_best in include/find_job.lua).
 

@@ -6,6 +6,7 @@
 --- @include "events"
 --- @include "queue"
 --- @include "find_job"
+--- @include "idle_workers"
 
 -- Take the best pending job `worker_id` can run, under a lease. Returns {'job', token,
 -- field1, value1, ...} or {'none', reason, next_due_ms, next_offset[, priority,
@@ -14,7 +15,11 @@
 local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases, elsewhere,
     floor_priority, floor_created)
   local barrier = claim_barrier(worker_id, max_leases)
-  if barrier then return { 'none', barrier, '', '' } end
+  if barrier then
+    -- Paused, draining or at its lease cap: it could not take a job left for it.
+    clear_idle(worker_id)
+    return { 'none', barrier, '', '' }
+  end
 
   local now = now_ms()
   promote_due(now, DUE_PER_CLAIM)
@@ -32,6 +37,7 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
     end
     local due = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
     if truncated then return { 'none', 'more', due[2] or '', int(offset + budget) } end
+    mark_idle(worker_id, caps, caps_json, now)
     return { 'none', 'empty', due[2] or '', '' }
   end
 
@@ -47,6 +53,7 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
     end
   end
 
+  clear_idle(worker_id)
   local job_key = K.job(best_job)
   local svc, customer = best_doc.s, best_doc.c
   redis.call('ZREM', K.job_class(best_class), best_job)
