@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
 import pytest
@@ -19,6 +19,7 @@ from shared.settings import BrokerSettings
 from shared.text import as_text
 from tests.factories import caps, gpu, job
 from tests.helpers import wait_until
+from tests.worker_support import finished, running_worker, sim, worker_settings
 
 BIG = caps(hardware={"gpus": [gpu(80, "NVIDIA H100")]}, cost={"per_hour": 2.5})
 SMALL = caps(hardware={"gpus": [gpu(24)]}, cost={"per_hour": 0.4})
@@ -210,3 +211,31 @@ async def test_peek_agrees_with_the_claim_that_leaves_the_job(
     peeked = await broker.peek("big", Broker.encode_capabilities(BIG))
     held_until = int(await redis.hget(broker.keys.job("small-job"), "held_until") or 0)
     assert peeked == NoClaim("empty", held_until)
+
+
+async def test_running_workers_leave_the_small_job_to_the_small_worker(
+    broker: Broker, redis: Redis, redis_url: str
+) -> None:
+    """Real worker loops. The big worker waits first, so the submission's doorbell wakes it
+    (Redis serves the longest-blocked client first); it leaves the 8 GB job and wakes the
+    small worker, which runs it. The 40 GB job is the big worker's."""
+    fit = {"SCHEDULING_POLICIES": "fit", "FIT_MAX_DELAY_SECONDS": "60", "GPU_COUNT": "1",
+           "SIMULATION_SERVICE_NAME": "sim", "IDLE_POLL_SECONDS": "60"}  # fmt: skip
+    small = worker_settings(redis_url, "small", GPU_MEMORY_GB="24", **fit)
+    big = worker_settings(redis_url, "big", GPU_MEMORY_GB="80", **fit)
+
+    def idle_are(*ids: str) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            found = await redis.zrange(broker.keys.idle_workers("sim"), 0, -1)
+            return {as_text(w) for w in found} == set(ids)
+
+        return check
+
+    async with running_worker(big):
+        await wait_until(idle_are("big"), timeout=10)
+        async with running_worker(small):
+            await wait_until(idle_are("big", "small"), timeout=10)
+            await broker.submit(job(id="small-job", payload=sim(), requirements=NEEDS_8))
+            assert (await finished(broker, "small-job")).worker_id == "small"
+            await broker.submit(job(id="big-job", payload=sim(), requirements=NEEDS_40))
+            assert (await finished(broker, "big-job")).worker_id == "big"
