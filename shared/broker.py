@@ -10,6 +10,7 @@ in shared/reads.py, which the Broker exposes as `reads`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import random
@@ -103,6 +104,13 @@ def _class_id(request: JobRequest, encoded_requirements: bytes) -> str:
             request.service_type, request.customer_id, request.requirements
         )
     return found
+
+
+def _sooner_due(result: NoClaim, due: int | None) -> NoClaim:
+    """`result` with `due` as its next_due_ms when that is sooner."""
+    if due is None or (result.next_due_ms is not None and result.next_due_ms <= due):
+        return result
+    return dataclasses.replace(result, next_due_ms=due)
 
 
 def _running_json(running: Sequence[tuple[str, str]]) -> str:
@@ -379,6 +387,7 @@ class Broker:
         if scheduling:
             extra.append(scheduling)
         offset = 0
+        due: int | None = None
         # Each call examines a bounded number of classes; a 'more' reply continues the scan
         # in a fresh call, so Redis is never blocked for long and a match deep in the
         # index is still found.
@@ -401,8 +410,12 @@ class Broker:
                     raise
                 reply = exc.replies[0]  # nothing was claimed: nothing to lose
             result = claim_reply(reply)
-            if not isinstance(result, NoClaim) or result.reason != "more" or not result.offset:
+            if not isinstance(result, NoClaim):
                 return result
+            if result.reason != "more" or not result.offset:
+                return _sooner_due(result, due)
+            # A page may have held a job back (fit): its deadline is a time to look again.
+            due = _sooner_due(result, due).next_due_ms
             offset, hops = result.offset, 0
 
     async def peek(

@@ -128,6 +128,21 @@ async def test_no_job_waits_longer_than_the_bound_though_smaller_workers_stay_id
     assert await claimed(broker, "big", BIG) == "small-job"
 
 
+async def test_a_scan_in_pages_keeps_the_held_jobs_deadline(
+    redis: Redis, broker_settings: BrokerSettings
+) -> None:
+    # One class per call: the first page holds the small job back, the second finds only a
+    # job the big worker cannot run. The answer still says when to look again.
+    broker = fit_broker(redis, replace(broker_settings, claim_scan_budget=1))
+    await idle(broker, "big", BIG)
+    await idle(broker, "small", SMALL)
+    await broker.submit(job(id="small-job", requirements=NEEDS_8))
+    await broker.submit(job(id="other", requirements={"models": ["not-here"]}))
+    left = await broker.claim("big", BIG)
+    held_until = int(await redis.hget(broker.keys.job("small-job"), "held_until") or 0)
+    assert left == NoClaim("empty", held_until)
+
+
 async def test_a_job_only_the_big_worker_can_run_is_taken_at_once(
     redis: Redis, broker_settings: BrokerSettings
 ) -> None:
