@@ -592,11 +592,15 @@ class Broker:
             timed_out=[(tmo[i], tmo[i + 1]) for i in range(0, len(tmo), 2)],
         )
 
-    async def publish_policy(self, publisher: str) -> dict[str, str] | None:
+    async def publish_policy(
+        self, publisher: str, weights: Mapping[str, float] | None = None
+    ) -> dict[str, str] | None:
         """Publish this process's job policy (retention, retry backoff, avoid window) as the
-        fleet's: every script follows it, whichever worker runs it (hubs call this). Returns
-        what was published before, None when nothing was."""
+        fleet's: every script follows it, whichever worker runs it (hubs call this), with
+        the fair-share `weights` (customer -> weight, "*" for the rest; none: everyone
+        weighs 1). Returns what was published before, None when nothing was."""
         s = self.settings
+        pairs = [x for customer, w in (weights or {}).items() for x in (customer, f"{w:g}")]
         before = await self._scripts.call(
             "publish_policy",
             s.retention_ms,
@@ -604,6 +608,7 @@ class Broker:
             int(s.retry_backoff_cap * 1000),
             int(s.avoid_window * 1000),
             publisher,
+            *pairs,
         )
         names = ("retention_ms", "backoff_ms", "backoff_max_ms", "avoid_ms", "by")
         found = {n: text(v) for n, v in zip(names, before, strict=True) if v is not None}

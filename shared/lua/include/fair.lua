@@ -14,6 +14,13 @@ local function decayed(stored, now, half_life_ms)
   return (tonumber(f[1]) or 0) * 2 ^ (-elapsed / half_life_ms)
 end
 
+-- Replace the published weights with the customer, weight pairs in `args` from `first` on
+-- (publish_policy.lua).
+local function publish_weights(args, first)
+  redis.call('DEL', K.fair_weights)
+  if #args >= first + 1 then redis.call('HSET', K.fair_weights, unpack(args, first)) end
+end
+
 -- customer -> usage / weight for the (distinct, non-empty list of) `customers`. A customer
 -- without a published weight has the weight of '*' (customers in no tier), else 1.
 local function customer_loads(customers, now, half_life_ms)
