@@ -67,6 +67,16 @@ async def test_the_acl_runs_everything_a_worker_does(
     await run_everything_a_worker_does(Broker(worker_redis, broker_settings), broker)
 
 
+async def test_the_acl_runs_everything_a_worker_does_with_every_scheduling_policy(
+    worker_redis: Redis, redis: Redis, broker_settings: BrokerSettings
+) -> None:
+    """The policies' keys (the idle-worker index, holds, fair-share usage) are in reach."""
+    settings = dataclasses.replace(
+        broker_settings, scheduling_policies=("affinity", "fit", "fair")
+    )
+    await run_everything_a_worker_does(Broker(worker_redis, settings), Broker(redis, settings))
+
+
 async def test_the_acl_with_a_pools_patterns_runs_everything_a_worker_does_in_that_pool(
     redis: Redis, redis_url: str, broker_settings: BrokerSettings
 ) -> None:
