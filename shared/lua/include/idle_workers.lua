@@ -114,13 +114,13 @@ end
 -- looked at but never blocks: it can only let the claimant take the job. Writes nothing
 -- (peek.lua may call it).
 local function smaller_idle_match(svc, doc, size, now)
-  local at = svc .. '|' .. int(size)
-  local ids = idle_smaller[at]
-  if not ids then
-    ids = redis.call('ZREVRANGEBYSCORE', K.idle_workers(svc), '(' .. int(size), '-inf',
-      'LIMIT', 0, FIT_LOOK)
-    idle_smaller[at] = ids
+  local known = idle_smaller[svc]
+  if not known or known.size ~= size then
+    known = { size = size, ids = redis.call('ZREVRANGEBYSCORE', K.idle_workers(svc),
+      '(' .. int(size), '-inf', 'LIMIT', 0, FIT_LOOK) }
+    idle_smaller[svc] = known
   end
+  local ids = known.ids
   for _, id in ipairs(ids) do
     local w = idle_worker(id, now)
     if w and not mismatch(doc.s, doc.c, doc.r, w.caps, w.running) then return id end
