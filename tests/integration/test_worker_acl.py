@@ -71,9 +71,7 @@ async def test_the_acl_runs_everything_a_worker_does_with_every_scheduling_polic
     worker_redis: Redis, redis: Redis, broker_settings: BrokerSettings
 ) -> None:
     """The policies' keys (the idle-worker index, holds, fair-share usage) are in reach."""
-    settings = dataclasses.replace(
-        broker_settings, scheduling_policies=("affinity", "fit", "fair")
-    )
+    settings = dataclasses.replace(broker_settings, scheduling_policies=("affinity", "fit", "fair"))
     await run_everything_a_worker_does(Broker(worker_redis, settings), Broker(redis, settings))
 
 

@@ -128,13 +128,13 @@ local function smaller_idle_match(svc, doc, size, now)
   return nil
 end
 
--- Wake `worker_id` for a job held back for it. It leaves the idle index at once: it is
--- about to claim, and no other job is held back for it meanwhile (it runs one at a time;
--- its claim indexes it again if it finds nothing). Its token carries no hops: a worker
--- woken for one job does not pass the wake-up on.
+-- Wake `worker_id` for a job held back for it. It stays in the index until its own claim
+-- (taking a job clears it, finding none indexes it again): a claim by the big worker right
+-- after this one (a worker whose complete-and-claim found nothing claims again at once)
+-- must leave the job to it too, or it would race the worker it just woke. Its token
+-- carries no hops: a worker woken for one job does not pass the wake-up on; tokens left
+-- over are dropped by its next successful claim (clear_idle).
 local function ring_worker(worker_id)
-  clear_idle(worker_id)
-  idle_seen[worker_id] = false
   local key = K.wake(worker_id)
   if redis.call('LPUSH', key, '0') > WAKE_CAP then redis.call('LTRIM', key, 0, WAKE_CAP - 1) end
 end
