@@ -4,6 +4,7 @@ rule on hand-picked cases, and the words "why is my job waiting" uses for a hold
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -69,6 +70,9 @@ def test_policies_set_in_code_are_checked_and_ordered_too() -> None:
     )
     with pytest.raises(ConfigError):
         replace(BrokerSettings(), scheduling_policies=("nope",))
+    text: Any = "fair,affinity"  # a string, as a caller might pass one
+    from_text = replace(BrokerSettings(), scheduling_policies=text)
+    assert from_text.scheduling_policies == ("fair", "affinity")
 
 
 def test_fair_share_weights_come_from_the_tiers() -> None:

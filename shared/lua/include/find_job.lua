@@ -173,7 +173,9 @@ end
 local DOCS_PER_READ = 16
 local function gather(caps, running, budget, offset, now, sched, extra)
   local out, truncated, top = {}, false, nil
-  local left = sched.scan
+  -- Classes left to examine once the scan found a candidate (peek's extra ones do not
+  -- count: the claim finds them in their classes).
+  local left, found = sched.scan, false
   local function add(c)
     out[#out + 1] = c
     if not top or c.priority > top then top = c.priority end
@@ -191,7 +193,7 @@ local function gather(caps, running, budget, offset, now, sched, extra)
       if top and (score_priority(score) < top - sched.window or left <= 0) then
         settled = true; break
       end
-      if top then left = left - 1 end
+      if found then left = left - 1 end
       local n = (i + 1) / 2
       if not docs[n] then
         local ids = {}
@@ -204,6 +206,7 @@ local function gather(caps, running, budget, offset, now, sched, extra)
       local doc = cjson.decode(docs[n])
       if not mismatch(doc.s, doc.c, doc.r, caps, running) then
         add(candidate(class_id, doc, score, caps, now, sched))
+        found = true
       end
     end
     if not settled and #entries == 2 * budget then truncated = true end
@@ -232,7 +235,10 @@ local function find_best(worker_id, caps, running, budget, offset, now, sched, e
   if sched.on.fair and #candidates > 0 then
     local seen, customers = {}, {}
     for _, c in ipairs(candidates) do
-      if not seen[c.customer] then seen[c.customer] = true; customers[#customers + 1] = c.customer end
+      if not seen[c.customer] then
+        seen[c.customer] = true
+        customers[#customers + 1] = c.customer
+      end
     end
     loads = customer_loads(customers, now, sched.half_life_ms)
   end
