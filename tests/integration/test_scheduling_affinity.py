@@ -186,3 +186,17 @@ async def test_a_claim_examines_at_most_scheduling_scan_classes_beyond_strict_or
     taken = await broker.claim("w", offer)
     assert isinstance(taken, Claim)
     assert taken.job.id == first
+
+
+async def test_a_peek_writes_nothing_and_a_claim_tidies_holds_no_longer_pending(
+    redis: Redis, broker_settings: BrokerSettings
+) -> None:
+    broker = affinity_broker(redis, broker_settings, affinity_max_delay=0.0)
+    await submit_cold_then_warm(broker)
+    assert await take(broker, "w", SDXL_WARM) == "warm0"  # "cold" is held, its bound 0
+    assert (await broker.cancel("cold")).outcome == "cancelled"
+    assert await redis.zscore(broker.keys.held, "cold") is not None
+    await broker.peek("w", Broker.encode_capabilities(SDXL_WARM))
+    assert await redis.zscore(broker.keys.held, "cold") is not None
+    assert await take(broker, "w", SDXL_WARM) == "warm1"
+    assert await redis.zscore(broker.keys.held, "cold") is None

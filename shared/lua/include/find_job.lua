@@ -145,9 +145,10 @@ local OVERDUE_PER_CLAIM = 32
 
 -- Mark the candidates whose class holds a job a bounded policy passed over and whose bound
 -- has run out (held_until <= now; K.held indexes them, claim_next.lua record_decision):
--- choose.lua's rule 1 takes them first. One ZRANGEBYSCORE when none is overdue. Entries of
--- jobs no longer held (claimed, cancelled, expired) are dropped here.
-local function mark_overdue(candidates, now)
+-- choose.lua's rule 1 takes them first. One ZRANGEBYSCORE when none is overdue. With
+-- `tidy` (a claim; a peek writes nothing) entries of jobs no longer held (claimed by a
+-- worker without policies, cancelled, expired) are dropped.
+local function mark_overdue(candidates, now, tidy)
   local ids = redis.call('ZRANGEBYSCORE', K.held, '-inf', now, 'LIMIT', 0, OVERDUE_PER_CLAIM)
   if #ids == 0 then return end
   local by_class = {}
@@ -155,7 +156,7 @@ local function mark_overdue(candidates, now)
   for _, id in ipairs(ids) do
     local f = redis.call('HMGET', K.job(id), 'status', 'class_id', 'held_until')
     if f[1] ~= 'pending' or not f[3] then
-      redis.call('ZREM', K.held, id)
+      if tidy then redis.call('ZREM', K.held, id) end
     elseif by_class[f[2]] then
       -- The class's head is the held job, or ranks before it: strict order takes it first.
       by_class[f[2]].held_until = tonumber(f[3])
@@ -211,7 +212,7 @@ local function gather(caps, running, budget, offset, now, sched, extra)
     end
     if not settled and #entries == 2 * budget then truncated = true end
   end
-  mark_overdue(out, now)
+  mark_overdue(out, now, not extra)  -- a peek (which passes `extra`, maybe empty) writes nothing
   return out, truncated
 end
 
