@@ -226,7 +226,7 @@ class BrokerSettings:
     )
     orphan_grace: float = 15.0
     claim_scan_budget: int = 64
-    scheduling_scan_classes: int = 16
+    scheduling_scan_classes: int = 8
     events_max: int = 100_000
 
     def __post_init__(self) -> None:
