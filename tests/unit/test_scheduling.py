@@ -162,15 +162,21 @@ def test_fair_share_picks_the_lightest_customer_then_strict_order() -> None:
     assert (choice.chosen.job, choice.held) == ("l0", {"h0": "fair"})
 
 
-def test_fit_leaves_jobs_to_smaller_idle_workers_unless_nothing_would_be_left() -> None:
+def test_fit_leaves_jobs_to_smaller_idle_workers_even_when_nothing_is_left() -> None:
     small = cand("small", 50, 1, fit_blocker="w-24gb")
     big = cand("big", 50, 2)
     choice = choose([small, big], Context(frozenset({"fit"}), 10, 0))
     assert choice is not None
-    assert (choice.chosen.job, choice.held) == ("big", {"small": "fit"})
+    assert (choice.chosen.job, choice.held, choice.nothing_taken) == (
+        "big",
+        {"small": "fit"},
+        False,
+    )
+    # Only jobs a smaller idle worker can run: this worker takes none of them (the claim
+    # answers 'empty' until the strict-order best's bound), and they all count as held.
     alone = choose([small], Context(frozenset({"fit"}), 10, 0))
     assert alone is not None
-    assert alone.chosen.job == "small"
+    assert (alone.chosen.job, alone.held, alone.nothing_taken) == ("small", {"small": "fit"}, True)
 
 
 # -- why is my job waiting ---------------------------------------------------------------

@@ -227,7 +227,8 @@ end
 -- choose for `worker_id`, scanning as find_strict does. Returns the chosen candidate ({job=,
 -- class=, doc=, score=, ...}) or nil, whether the budget cut the scan short, and (policies
 -- on, a job found) the decision: {strict=the strict-order best candidate, held=candidate ->
--- policy that passed it over, candidates=all of them}. `extra`: as for gather.
+-- policy that passed it over, candidates=all of them}; with no chosen candidate but a
+-- decision, fit left every candidate to smaller idle workers. `extra`: as for gather.
 local function find_best(worker_id, caps, running, budget, offset, now, sched, extra)
   if not sched then return find_strict(worker_id, caps, running, budget, offset, now) end
   local candidates, truncated = gather(caps, running, budget, offset, now, sched, extra)
@@ -246,6 +247,13 @@ local function find_best(worker_id, caps, running, budget, offset, now, sched, e
   -- drop it and choose again (rare; at most once per candidate).
   while #candidates > 0 do
     local chosen, held = choose(candidates, sched, now, loads)
+    if not chosen then
+      -- Fit left every candidate to smaller idle workers: nothing is taken here. The
+      -- strict-order best is settled so that the claim can record its bound.
+      local strict = strict_best(candidates)
+      resolve(worker_id, strict, now)
+      return nil, truncated, { strict = strict, held = held, candidates = candidates }
+    end
     if resolve(worker_id, chosen, now) then
       local strict = strict_best(candidates)
       if strict ~= chosen and held[strict] then resolve(worker_id, strict, now) end
