@@ -30,7 +30,14 @@ BENCHMARKS = {
     "webhooks": "webhook deliveries/s through 1 and 2 hubs, event-to-delivery latency",
     "scale": "Redis load of 3 pools over a 3-primary cluster vs 1 pool on one Redis",
     "outputs": "output store: MB/s and time per job to store a 2 MB PNG (moto on loopback)",
+    "peers": "side by side with seven Python job queues and BullMQ (../shared/bench-peers)",
 }
+# bench-peers builds its venvs on a first run and takes 15-25 minutes with 3 repetitions.
+LIMIT_PEERS_S = 2400.0
+PEERS_SKIPPED_QUICK = (
+    "peers: skipped: not part of `all --quick` unless --peers is given "
+    "(bench-peers takes minutes even with --reps 1)"
+)
 
 
 def _run(name: str, quick: bool, limit: float | None = None) -> str:
@@ -41,10 +48,13 @@ def _run(name: str, quick: bool, limit: float | None = None) -> str:
     return asyncio.run(asyncio.wait_for(run(quick), limit))
 
 
-def run_all(quick: bool, output: Path, command: str, limit: float) -> int:
+def run_all(
+    quick: bool, output: Path, command: str, limit: float, *, peers: bool = False
+) -> int:
     """Every benchmark (one that fails or hangs past `limit` seconds is reported, the others
-    still run), the summary, and the report file. Exit status 1 when a benchmark failed;
-    missed targets are not errors."""
+    still run), the summary, and the report file. `peers` (bench-peers, minutes long) runs
+    in a full run, and in a quick one only when `peers` is set. Exit status 1 when a
+    benchmark failed; missed targets are not errors."""
     from bench.common import machine, measure_machine_speed
     from bench.report import Outcome, markdown, summarize, summary_table
 
@@ -56,7 +66,10 @@ def run_all(quick: bool, output: Path, command: str, limit: float) -> int:
         text: str | None = None
         error: str | None = None
         try:
-            text = _run(name, quick, limit)
+            if name == "peers" and quick and not peers:
+                text = PEERS_SKIPPED_QUICK
+            else:
+                text = _run(name, quick, max(limit, LIMIT_PEERS_S) if name == "peers" else limit)
         except TimeoutError:
             error = f"TimeoutError: did not finish within {limit:g} s (stopped; a hang?)"
         except Exception as exc:  # one broken benchmark must not lose every other number
@@ -99,10 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         help="with `all`: stop a benchmark that runs longer than this many seconds and "
         f"report it as failed (default: {LIMIT_QUICK_S:g} with --quick, else {LIMIT_FULL_S:g})",
     )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="with `all --quick`: run the peers benchmark too (a full `all` always runs it); "
+        "its options: $EMP_BENCH_PEERS_ARGS, e.g. '--reps 1 --only emp,huey,dramatiq --no-w0'",
+    )
     args = parser.parse_args(argv)
     if args.name == "all":
         limit = args.limit or (LIMIT_QUICK_S if args.quick else LIMIT_FULL_S)
-        return run_all(args.quick, args.output, " ".join(["python -m bench", *argv]), limit)
+        command = " ".join(["python -m bench", *argv])
+        return run_all(args.quick, args.output, command, limit, peers=args.peers)
     print(_run(args.name, args.quick), flush=True)
     print()
     return 0
