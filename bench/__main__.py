@@ -48,9 +48,7 @@ def _run(name: str, quick: bool, limit: float | None = None) -> str:
     return asyncio.run(asyncio.wait_for(run(quick), limit))
 
 
-def run_all(
-    quick: bool, output: Path, command: str, limit: float, *, peers: bool = False
-) -> int:
+def run_all(quick: bool, output: Path, command: str, limit: float, *, peers: bool = False) -> int:
     """Every benchmark (one that fails or hangs past `limit` seconds is reported, the others
     still run), the summary, and the report file. `peers` (bench-peers, minutes long) runs
     in a full run, and in a quick one only when `peers` is set. Exit status 1 when a

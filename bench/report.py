@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Final, Literal
 
 from bench.common import fmt, table
+from bench.peers import RAW_HEADING
 
 Status = Literal["met", "MISSED", "n/a", "—"]
 NA: Final = "n/a"
@@ -125,14 +126,19 @@ def first_with(tables: Iterable[Table], prefix: str, column: str = "value") -> f
 
 @dataclass(frozen=True)
 class Target:
-    """`op limit`, e.g. < 2 (ms): the measured value must be strictly below/above `limit`."""
+    """`op limit`, e.g. < 2 (ms): the measured value must be below/above `limit` (strictly,
+    except with <= and >=)."""
 
-    op: Literal["<", ">"]
+    op: Literal["<", ">", "<=", ">="]
     limit: float
     text: str
 
     def met(self, value: float) -> bool:
-        return value < self.limit if self.op == "<" else value > self.limit
+        if self.op == "<":
+            return value < self.limit
+        if self.op == ">":
+            return value > self.limit
+        return value <= self.limit if self.op == "<=" else value >= self.limit
 
 
 @dataclass(frozen=True)
@@ -399,6 +405,34 @@ def _outputs(tables: list[Table]) -> list[Line]:
     ]
 
 
+# Issue 16's targets: emp-redis / the best Python peer of one bench-peers run (bench/peers.py
+# writes the ratios; its measure labels are the row labels read here).
+PEER_TARGETS: Final = (
+    ("W1 enqueue one at a time, jobs/s", Target(">=", 1.2, ">= 1.2x")),
+    ("W1b batched enqueue, jobs/s", Target(">=", 2.0, ">= 2x")),
+    ("W2 drain, 10 slots, jobs/s", Target(">=", 2.0, ">= 2x")),
+    ("W2 drain, 1 slot, jobs/s", Target(">=", 1.3, ">= 1.3x")),
+    ("W3 submit -> result p50, ms", Target("<=", 0.8, "<= 0.8x")),
+    ("W3 submit -> result p99, ms", Target("<=", 1.0, "<= 1x")),
+)
+
+
+def _peers(tables: list[Table]) -> list[Line]:
+    """emp-redis's ratio to the best Python peer, per bench-peers measure."""
+    missing = "no bench-peers table in this run (see the peers section)"
+    return [
+        Line(
+            f"vs best Python peer: {label}",
+            value_of(tables, label, "ratio"),
+            "x",
+            target,
+            source="peers",
+            missing=missing,
+        )
+        for label, target in PEER_TARGETS
+    ]
+
+
 EXTRACTORS: dict[str, Callable[[list[Table]], list[Line]]] = {
     "claim": _claim,
     "broker": _broker,
@@ -408,6 +442,7 @@ EXTRACTORS: dict[str, Callable[[list[Table]], list[Line]]] = {
     "webhooks": _webhooks,
     "scale": _scale,
     "outputs": _outputs,
+    "peers": _peers,
 }
 
 
@@ -507,5 +542,14 @@ def markdown(
     out += ["", "## Full tables"]
     for o in outcomes:
         if o.text is not None:
-            out += ["", f"### {o.name} ({o.seconds:.0f} s)", "", *_fence(o.text)]
+            out += ["", f"### {o.name} ({o.seconds:.0f} s)", "", *_section(o.text)]
     return "\n".join(out) + "\n"
+
+
+def _section(text: str) -> list[str]:
+    """A benchmark's text as text; a markdown table that follows the line RAW_HEADING (the
+    peers benchmark copies bench-peers' own table so) stays markdown."""
+    head, sep, raw = text.partition(RAW_HEADING)
+    if not sep:
+        return _fence(text)
+    return [*_fence(head), "", RAW_HEADING, "", raw.strip("\n")]

@@ -17,6 +17,7 @@ import pytest
 import bench.__main__ as bench_main
 from bench.common import table
 from bench.report import (
+    PEER_TARGETS,
     Line,
     Outcome,
     Target,
@@ -26,6 +27,8 @@ from bench.report import (
     summarize,
     summary_table,
 )
+
+PEER_ROWS = [label for label, _ in PEER_TARGETS]
 
 CLAIM = """\
 claim: cost vs queue depth (1% of pending jobs match; target p99 < 2 ms)
@@ -258,6 +261,8 @@ def test_the_summary_of_a_real_quick_run() -> None:
         "claims/s 3 primaries can serve (computed)": "—",
         "output store: 2 MB PNG per job, throughput": "—",
         "output store: 2 MB PNG per job, time per job p50": "—",
+        # that quick run had no peers section (bench-peers is opt-in with --quick)
+        **{f"vs best Python peer: {row}": "n/a" for row in PEER_ROWS},
     }
     values = {ln.what: ln.value for ln in lines}
     assert values["output store: 2 MB PNG per job, throughput"] == 122
@@ -419,6 +424,10 @@ def test_markdown_shape() -> None:
         "- submit, one at a time (1 client): measured 5,098 jobs/s, target > 10,000 jobs/s.",
         "- submit, batched (500): measured 16,654 jobs/s, target > 30,000 jobs/s.",
         "- claim p99, 1,000,000 pending (1% match): not measured (this run measured 1,000, 10,000, 100,000 pending).",
+        *(
+            f"- vs best Python peer: {row}: not measured (the peers benchmark did not run)."
+            for row in PEER_ROWS
+        ),
     ]
     assert (md.count("```text"), md.count("```")) == (8, 8)  # each opened and closed
     body = "\n".join(md)
