@@ -100,7 +100,7 @@ def create_app(
             )
         try:
             for broker in pools:  # the job policy comes from the hubs, in every pool
-                await publish_policy(broker)
+                await publish_policy(broker, settings.priority)
         except (RedisError, OSError) as exc:  # maintenance publishes it again on every tick
             log.warning("could not publish the job policy yet: %s", type(exc).__name__)
         await events.start()

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from shared.job import Job, ms_to_iso
 from shared.matching import Demand, mismatch
+from shared.scheduling.hold import describe_hold
 from shared.worker_view import WorkerView
 
 T = TypeVar("T")
@@ -91,15 +92,28 @@ def why_waiting(
 
     Codes: backing_off (a retry waits out its backoff), no_workers, no_capable_worker
     (no registered worker could ever run it; the message names the unmet requirement),
-    workers_paused, workers_busy (capable workers exist and are all busy: how many), queued
-    (capable workers are idle; it will be claimed shortly).
+    workers_paused, workers_busy (capable workers exist and are all busy: how many),
+    held_by_policy (capable workers are idle, but a scheduling policy passed it over: `held`
+    names the policy and its bound, shared/scheduling/hold.py), queued (capable workers are
+    idle; it will be claimed shortly). `held` is set whatever the code when a policy holds
+    the job back, and its sentence ends the message.
     """
     svc = job.service_type
     live = [w for w in workers if w.alive]
     counts: dict[str, int] = {"live": len(live), "offering": 0, "capable": 0, "busy": 0, "idle": 0}
+    held = describe_hold(job, now_ms)
 
     def answer(reason: str, message: str) -> dict[str, Any]:
-        return {"reason": reason, "message": message, "workers": counts, "jobs_ahead": ahead}
+        if held is not None:
+            reason = "held_by_policy" if reason == "queued" else reason
+            message = f"{message}; {held['message']}"
+        return {
+            "reason": reason,
+            "message": message,
+            "workers": counts,
+            "jobs_ahead": ahead,
+            "held": held,
+        }
 
     if job.retry_at is not None and job.retry_at > now_ms:
         return answer(

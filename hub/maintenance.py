@@ -45,12 +45,13 @@ AGING_FIELDS = (
 )  # fmt: skip
 
 
-async def publish_policy(broker: Broker) -> None:
-    """Publish this hub's job policy (retention, retry backoff, avoid window) for every
-    script to follow (publish_policy.lua), and say so when another hub had published
-    different values: the last to publish wins, so hubs must agree."""
+async def publish_policy(broker: Broker, priority: PriorityPolicy) -> None:
+    """Publish this hub's job policy (retention, retry backoff, avoid window) and the
+    fair-share weights of its customer tiers for every script to follow
+    (publish_policy.lua), and say so when another hub had published different values: the
+    last to publish wins, so hubs must agree."""
     me = socket.gethostname()
-    before = await broker.publish_policy(me)
+    before = await broker.publish_policy(me, priority.fair_share_weights())
     if before is None:
         return
     theirs = {k: v for k, v in before.items() if k != "by"}
@@ -101,7 +102,7 @@ class Maintenance:
 
     async def tick(self, *, force: bool = False) -> dict[str, Any]:
         """One pass: reap always; retention and aging when their interval is due."""
-        await publish_policy(self.broker)  # back at once if Redis lost it
+        await publish_policy(self.broker, self.policy)  # back at once if Redis lost it
         report: dict[str, Any] = {"reaped": await self.reap()}
         report["depth_sampled"] = await self.sample_depth()
         if self.settings.max_pending_seconds > 0:

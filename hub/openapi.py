@@ -45,7 +45,9 @@ class Error(msgspec.Struct):
 class JobView(msgspec.Struct, kw_only=True):
     """A job as the API shows it. Timestamps are ISO-8601 UTC; `queue_position` is the number
     of pending jobs ahead of it (pending jobs only); `waiting` explains a pending job's wait
-    (GET /jobs/{id} only); list and submit answers omit `payload` and `result`."""
+    (GET /jobs/{id} only; `waiting.held` names a scheduling policy holding it back, with its
+    bound); `held_*` are that policy's record on the job; list and submit answers omit
+    `payload` and `result`."""
 
     id: str
     service_type: str
@@ -72,6 +74,10 @@ class JobView(msgspec.Struct, kw_only=True):
     queue_position: int | None = None
     waiting: dict[str, Any] | None = None
     webhook: Webhook | None = None
+    held_by: str | None = None
+    held_at: str | None = None
+    held_since: str | None = None
+    held_until: str | None = None
 
 
 class JobList(msgspec.Struct):

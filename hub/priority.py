@@ -55,6 +55,9 @@ class PriorityPolicy:
 
     tier_bonus: Mapping[str, int] = field(default_factory=dict)
     customer_tiers: Mapping[str, str] = field(default_factory=dict)
+    # Fair share's weight per tier (FAIR_SHARE_WEIGHTS; a tier absent weighs 1): not part
+    # of the formula, but the same tiers, so it lives with them.
+    tier_weight: Mapping[str, float] = field(default_factory=dict)
     aging_points_per_minute: float = AGING_AND_URGENCY.field(
         number(
             "HUB_AGING_POINTS_PER_MINUTE",
@@ -91,6 +94,15 @@ class PriorityPolicy:
         if customer_id and customer_id in self.customer_tiers:
             return self.customer_tiers[customer_id]
         return DEFAULT_TIER if DEFAULT_TIER in self.tier_bonus else None
+
+    def fair_share_weights(self) -> dict[str, float]:
+        """customer -> fair-share weight for every customer with a tier, plus "*": the
+        weight of any other customer (the 'default' tier's, else 1). Published for the
+        claim to read (publish_policy.lua; shared/scheduling/chooser.py uses them)."""
+        out = {c: self.tier_weight.get(t, 1.0) for c, t in self.customer_tiers.items()}
+        default = self.tier_of(None)
+        out["*"] = self.tier_weight.get(default, 1.0) if default is not None else 1.0
+        return out
 
     def bonus(self, customer_id: str | None) -> int:
         tier = self.tier_of(customer_id)

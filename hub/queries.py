@@ -90,6 +90,10 @@ def created_view(
         "retry_at": None,
         "event_seq": 1,
         "webhook": msgspec.to_builtins(req.webhook) if req.webhook is not None else None,
+        "held_by": None,
+        "held_at": None,
+        "held_since": None,
+        "held_until": None,
         "queue_position": rank,
     }
 

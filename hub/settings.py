@@ -186,6 +186,14 @@ HUB_CUSTOMERS = PRIORITY.add(
         doc="Customers' tiers, e.g. acme=premium,lab=batch (tiers must be in CUSTOMER_TIERS)",
     )
 )
+FAIR_SHARE_WEIGHTS = PRIORITY.add(
+    _pairs(
+        "FAIR_SHARE_WEIGHTS",
+        doc="Fair-share weight per tier, e.g. premium=4,batch=1 (tiers must be in "
+        "CUSTOMER_TIERS; a tier not named weighs 1): with SCHEDULING_POLICIES=fair, customers "
+        "share contended GPUs in proportion to their weights",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -362,7 +370,7 @@ class HubSettings:
             "DEFAULT_JOB_PRIORITY", 50, lo=0, hi=100, doc="Priority of jobs submitted without one"
         )
     )
-    # CUSTOMER_TIERS, HUB_CUSTOMERS and the AGING_AND_URGENCY section.
+    # CUSTOMER_TIERS, HUB_CUSTOMERS, FAIR_SHARE_WEIGHTS and the AGING_AND_URGENCY section.
     priority: PriorityPolicy = field(default_factory=PriorityPolicy)
     pool_rules: tuple[PoolRule, ...] = POOL_ROUTING.field(
         Setting(
@@ -542,8 +550,26 @@ def _priority_policy(values: Mapping[str, str]) -> PriorityPolicy:
     for customer, tier in customers.items():
         if tier not in bonuses:
             raise ConfigError("HUB_CUSTOMERS", f"customer {customer!r} has unknown tier {tier!r}")
+    weights: dict[str, float] = {}
+    for tier, weight_text in FAIR_SHARE_WEIGHTS.read(values).items():
+        if tier not in bonuses:
+            raise ConfigError(
+                "FAIR_SHARE_WEIGHTS", f"unknown tier {tier!r} (not in CUSTOMER_TIERS)"
+            )
+        try:
+            weight = float(weight_text)
+        except ValueError:
+            raise ConfigError(
+                "FAIR_SHARE_WEIGHTS", f"weight of tier {tier!r} is not a number"
+            ) from None
+        if not 0 < weight <= 1_000_000:
+            raise ConfigError("FAIR_SHARE_WEIGHTS", f"weight of tier {tier!r} outside (0, 1e6]")
+        weights[tier] = weight
     return PriorityPolicy(
-        tier_bonus=bonuses, customer_tiers=customers, **read_fields(PriorityPolicy, values)
+        tier_bonus=bonuses,
+        customer_tiers=customers,
+        tier_weight=weights,
+        **read_fields(PriorityPolicy, values),
     )
 
 

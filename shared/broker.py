@@ -135,6 +135,8 @@ class Broker:
             retention_ms=self.settings.retention_ms,
             wait=Wait(self.settings.wait_replicas, self.settings.wait_timeout_ms),
         )
+        # The scheduling policies' ARGV for the claim scripts, built once ('': strict order).
+        self._scheduling = self.settings.scheduling_argument
         # Reads that are not state transitions (listings, stats, fleet, clock, events).
         self.reads = Reads(redis, self.keys)
         # Webhook deliveries: the stream's consumer group, retries, dead letter.
@@ -366,11 +368,16 @@ class Broker:
         isolation counts too; with `floor`, the job is taken only if it ranks no lower, else
         NoClaim('worse') carries the rank of the job that was not taken."""
         encoded = caps if isinstance(caps, bytes) else self.encode_capabilities(caps)
+        scheduling = self._scheduling
         extra: list[str | int] = []
-        if elsewhere or floor is not None:
+        if elsewhere or floor is not None or scheduling:
             extra.append(_running_json(elsewhere))
         if floor is not None:
             extra += [floor.priority, floor.created_at]
+        elif scheduling:
+            extra += ["", ""]
+        if scheduling:
+            extra.append(scheduling)
         offset = 0
         # Each call examines a bounded number of classes; a 'more' reply continues the scan
         # in a fresh call, so Redis is never blocked for long and a match deep in the
@@ -414,6 +421,7 @@ class Broker:
                     self.settings.claim_scan_budget,
                     offset,
                     _running_json(elsewhere),
+                    self._scheduling,
                 )
             )
             if not isinstance(result, NoClaim) or result.reason != "more" or not result.offset:
@@ -479,6 +487,7 @@ class Broker:
                 caps,
                 self.settings.claim_scan_budget,
                 max_leases,
+                self._scheduling,
             )
         except NotReplicated as exc:
             follow_up = claim_reply(exc.replies[0][1:])
@@ -560,11 +569,15 @@ class Broker:
             timed_out=[(tmo[i], tmo[i + 1]) for i in range(0, len(tmo), 2)],
         )
 
-    async def publish_policy(self, publisher: str) -> dict[str, str] | None:
+    async def publish_policy(
+        self, publisher: str, weights: Mapping[str, float] | None = None
+    ) -> dict[str, str] | None:
         """Publish this process's job policy (retention, retry backoff, avoid window) as the
-        fleet's: every script follows it, whichever worker runs it (hubs call this). Returns
-        what was published before, None when nothing was."""
+        fleet's: every script follows it, whichever worker runs it (hubs call this), with
+        the fair-share `weights` (customer -> weight, "*" for the rest; none: everyone
+        weighs 1). Returns what was published before, None when nothing was."""
         s = self.settings
+        pairs = [x for customer, w in (weights or {}).items() for x in (customer, f"{w:g}")]
         before = await self._scripts.call(
             "publish_policy",
             s.retention_ms,
@@ -572,6 +585,7 @@ class Broker:
             int(s.retry_backoff_cap * 1000),
             int(s.avoid_window * 1000),
             publisher,
+            *pairs,
         )
         names = ("retention_ms", "backoff_ms", "backoff_max_ms", "avoid_ms", "by")
         found = {n: text(v) for n, v in zip(names, before, strict=True) if v is not None}

@@ -145,6 +145,10 @@ def parse_job(raw: Mapping[Any, Any]) -> Job:
         retry_at=opt_int(h.get("retry_at")),
         event_seq=int(h.get("event_seq") or 0),
         webhook=msgspec.json.decode(h["webhook"], type=Webhook) if h.get("webhook") else None,
+        held_by=h.get("held_by") or None,
+        held_at=opt_int(h.get("held_at")),
+        held_since=opt_int(h.get("held_since")),
+        held_until=opt_int(h.get("held_until")),
     )
 
 

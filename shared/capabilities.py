@@ -62,6 +62,9 @@ class Capabilities(_CapabilitySection, frozen=True):
     services: Annotated[list[ServiceType], msgspec.Meta(max_length=64)] = []
     hardware: HardwareCapabilities = HardwareCapabilities()
     models: Annotated[list[str], msgspec.Meta(max_length=4096)] = []
+    # Models loaded now (a subset of `models` in practice): the claim prefers jobs whose
+    # models are all warm here (SCHEDULING_POLICIES=affinity); never a requirement.
+    warm_models: Annotated[list[str], msgspec.Meta(max_length=4096)] = []
     customer_access: CustomerAccess = CustomerAccess()
     performance: PerformanceCapabilities = PerformanceCapabilities()
     geographic: GeographicCapabilities = GeographicCapabilities()

@@ -133,10 +133,20 @@ class Job(msgspec.Struct, kw_only=True):
     retry_at: int | None = None
     event_seq: int = 0
     webhook: Webhook | None = None
+    # A scheduling policy passed this pending job over (shared/scheduling/chooser.py):
+    # which, when it last did, and for a bounded one (affinity, fit) since when and the
+    # time from which the claim must take it first.
+    held_by: str | None = None
+    held_at: int | None = None
+    held_since: int | None = None
+    held_until: int | None = None
 
     def to_public(self) -> dict[str, Any]:
         """The JSON shape clients see: the seed's field names, ISO-8601 UTC timestamps."""
         out: dict[str, Any] = msgspec.to_builtins(self)
-        for field in ("created_at", "claimed_at", "finished_at", "retry_at", "deadline"):
+        for field in (
+            "created_at", "claimed_at", "finished_at", "retry_at", "deadline",
+            "held_at", "held_since", "held_until",
+        ):  # fmt: skip
             out[field] = ms_to_iso(out.get(field))
         return out

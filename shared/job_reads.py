@@ -26,7 +26,7 @@ SUMMARY_FIELDS: Final = (
     "id", "service_type", "customer_id", "priority", "effective_priority", "requirements",
     "status", "progress", "message", "error", "worker_id", "attempts", "max_retries",
     "timeout_ms", "deadline", "tags", "created_at", "claimed_at", "finished_at", "retry_at",
-    "event_seq", "webhook",
+    "event_seq", "webhook", "held_by", "held_at", "held_since", "held_until",
 )  # fmt: skip
 # Finished registries are scored by finish time; they are read newest first.
 NEWEST_FIRST: Final = frozenset({"completed", "failed", "cancelled"})

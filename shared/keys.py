@@ -86,6 +86,16 @@ class Keys:
         the hub's settings apply whichever worker finishes a job."""
         return f"{self.prefix}fleet"
 
+    @property
+    def fair_usage(self) -> str:
+        """Each customer's decayed GPU-seconds (fair share), charged when a lease ends."""
+        return f"{self.prefix}fair:usage"
+
+    @property
+    def fair_weights(self) -> str:
+        """Each customer's fair-share weight, published by the hubs from the tiers."""
+        return f"{self.prefix}fair:weights"
+
     def leases(self, worker_id: str) -> str:
         return f"{self.prefix}jobs:active:{worker_id}"
 

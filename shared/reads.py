@@ -1,7 +1,8 @@
 """Everything the hub reads without changing state, in one place: the read model.
 
 State changes only through the Broker's scripts; reads that are not part of a transition
-(listings, statistics, the fleet, the server clock, the event stream, a job's past events)
+(listings, statistics, the fleet, fair-share state, the server clock, the event stream, a
+job's past events)
 come through here. The Broker exposes one as `broker.reads`, so hub modules never hold a
 Redis client: they ask, then shape the answer for HTTP or WebSocket. With every key taken
 from shared.keys, this is also the one place that will route reads per pool when Redis
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from shared.event_history import EventHistory
 from shared.event_stream import EventStream
+from shared.fair_reads import FairShareReads
 from shared.fleet_reads import FleetReads
 from shared.job_reads import JobReads
 from shared.keys import Keys
@@ -25,6 +27,7 @@ class Reads:
         self._keys = keys
         self.jobs = JobReads(redis, keys)
         self.fleet = FleetReads(redis, keys)
+        self.fair = FairShareReads(redis, keys)
         self.history = EventHistory(redis, keys.events)
 
     async def now_ms(self) -> int:

@@ -59,6 +59,7 @@ SCRIPT_NAMES: Final = (
     "cleanup",
     "worker_state",
     "match",
+    "choose_eval",
     "reprioritize",
     "expire_unclaimed",
     "rate_limit",
@@ -146,7 +147,7 @@ def source(name: str) -> str:
 
 
 # Scripts that change nothing: never worth waiting for replicas.
-READ_ONLY: Final = frozenset({"match", "peek"})
+READ_ONLY: Final = frozenset({"match", "choose_eval", "peek"})
 
 
 class Scripts:

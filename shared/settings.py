@@ -12,7 +12,9 @@ job last" (docs/ARCHITECTURE.md#fleet-settings-one-source-each):
   and MAX_PAYLOAD_BYTES is checked there; REAPER_INTERVAL_SECONDS is the hub's alone;
 - each worker's own, recorded with it: LEASE_TIMEOUT_SECONDS with HEARTBEAT_INTERVAL_SECONDS
   (the interval must fit in the lease; a gateway worker's too), IDLE_POLL_SECONDS, and
-  MAX_RESULT_BYTES for the results it stores (the hub's for gateway workers);
+  MAX_RESULT_BYTES for the results it stores (the hub's for gateway workers), and the
+  scheduling policies its claims apply (SCHEDULING_POLICIES and their bounds;
+  shared/scheduling/), except the fair-share weights, which the hubs publish;
 - REDIS_KEY_PREFIX, which must simply be equal everywhere.
 """
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 from shared.config import ConfigError
 from shared.pools import DEFAULT_POOL, check_pool_names
+from shared.scheduling.policies import canonical_policies, claim_argument, policies_setting
 from shared.setting import integer, items, number, text
 from shared.setting_section import Section, read_fields
 
@@ -172,12 +175,65 @@ class BrokerSettings:
             "hub answers 503 and the worker retries (the change stays on the primary)",
         )
     )
+    scheduling_policies: tuple[str, ...] = BROKER.field(
+        policies_setting(
+            "SCHEDULING_POLICIES",
+            doc="Scheduling policies a worker's claims apply, comma-separated: affinity (warm "
+            "models first), fit (leave small jobs to idle smaller workers), fair (weighted "
+            "fair share between customers); empty: strict priority then FIFO order",
+        )
+    )
+    affinity_window: int = BROKER.field(
+        integer(
+            "AFFINITY_PRIORITY_WINDOW",
+            10,
+            lo=0,
+            hi=1000,
+            doc="Points of effective priority below the best matching job within which the "
+            "policies may choose another job (0: only jobs of the best priority)",
+        )
+    )
+    affinity_max_delay: float = BROKER.field(
+        number(
+            "AFFINITY_MAX_DELAY_SECONDS",
+            30.0,
+            lo=0,
+            hi=3600,
+            doc="Longest a job waits beyond strict order because affinity passed it over",
+        )
+    )
+    fit_max_delay: float = BROKER.field(
+        number(
+            "FIT_MAX_DELAY_SECONDS",
+            10.0,
+            lo=0,
+            hi=3600,
+            doc="Longest a job waits beyond strict order because fit left it to a smaller "
+            "idle worker",
+        )
+    )
+    fair_share_half_life: float = BROKER.field(
+        number(
+            "FAIR_SHARE_HALF_LIFE_SECONDS",
+            300.0,
+            lo=1,
+            hi=7 * 24 * 3600,
+            doc="Half-life of the GPU-seconds fair share counts per customer",
+        )
+    )
     orphan_grace: float = 15.0
     claim_scan_budget: int = 64
     events_max: int = 100_000
 
     def __post_init__(self) -> None:
         check_pool_names("POOLS", self.pools)
+        # Set in code too (the fleet bench: replace(settings, scheduling_policies=(...))):
+        # validated and put in canonical order either way.
+        object.__setattr__(
+            self,
+            "scheduling_policies",
+            canonical_policies("SCHEDULING_POLICIES", tuple(self.scheduling_policies)),
+        )
         if self.heartbeat_interval >= self.lease_timeout:
             raise ConfigError(
                 "HEARTBEAT_INTERVAL_SECONDS",
@@ -188,6 +244,17 @@ class BrokerSettings:
     @classmethod
     def from_env(cls, values: Mapping[str, str]) -> BrokerSettings:
         return cls(**read_fields(cls, values))
+
+    @property
+    def scheduling_argument(self) -> str:
+        """The claim scripts' scheduling ARGV ('' with no policy on: strict order)."""
+        return claim_argument(
+            self.scheduling_policies,
+            window=self.affinity_window,
+            affinity_max_delay=self.affinity_max_delay,
+            fit_max_delay=self.fit_max_delay,
+            half_life=self.fair_share_half_life,
+        )
 
     @property
     def retention_ms(self) -> int:

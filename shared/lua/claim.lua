@@ -35,6 +35,15 @@
 --  * A job is claimed by at most one worker: it leaves jobs:pending and its class in the
 --    same call that writes the lease (jobs:active:{worker}) and sets status 'active'.
 --  * A paused or draining worker (operator state) claims nothing.
+--  * Scheduling (ARGV[13] names policies): the scan goes on past the first match, down to
+--    `window` points below the best match's priority (still at most budget classes per
+--    index), and include/choose.lua picks among those candidates (the rule is in
+--    shared/scheduling/chooser.py). A bounded policy (affinity, fit) that passes over the
+--    strict-order best records on it held_by / held_since / held_until in the same call;
+--    from held_until on it is taken before anything else it competes with. A claim with
+--    fair share on marks the job (fair_charge) so that its lease's GPU-seconds are charged
+--    to its customer where the lease ends (include/fair.lua). With no policy the scan and
+--    its result are exactly strict order's.
 --  * The job taken is the one peek.lua names for the same worker and queue (both search
 --    with find_best in include/find_job.lua).
 
@@ -42,4 +51,4 @@
 
 return claim_next(ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]),
   tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10], tonumber(ARGV[11] or ''),
-  tonumber(ARGV[12] or ''))
+  tonumber(ARGV[12] or ''), ARGV[13])

@@ -7,6 +7,7 @@
 -- ARGV[6]  scan budget, as for claim.lua
 -- ARGV[7]  scan offset: 0, or the `next_offset` of a previous 'more' reply
 -- ARGV[8]  the leases the worker holds in its other pools, as claim.lua's ARGV[10]
+-- ARGV[9]  scheduling policies, as claim.lua's ARGV[13] ('' or absent: strict order)
 -- Returns  {'job', job_id, effective_priority, submitted_ms}: the job a claim would take,
 --          ranked so that pools compare (the score's FIFO part is a per-pool sequence;
 --          these are not), or claim.lua's {'none', reason, next_due_ms, next_offset} with
@@ -21,6 +22,8 @@
 --    where it waits, by the same match, avoidance and score. One corner differs: a class
 --    whose first 8 jobs all avoid this worker (it just failed them) hides its 9th from both,
 --    and a due retry moved in front can push a job out of those 8 for the claim only.
+--  * With scheduling policies the due retries that match are candidates of the same
+--    chooser (include/choose.lua) as the classes' jobs, as they will be in the claim.
 --  * next_due_ms is the one the claim would report: the first retry still backing off once
 --    the due ones (at most DUE_PER_CLAIM, as the claim moves) are counted as moved.
 
@@ -28,6 +31,7 @@
 --- @include "keys"
 --- @include "matching"
 --- @include "find_job"
+--- @include "choose"
 
 local worker_id = ARGV[4]
 local budget, offset = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -37,19 +41,29 @@ if barrier then return { 'none', barrier, '', '' } end
 local now = now_ms()
 local caps = prepare_caps(ARGV[5])
 local running = running_of(K.leases(worker_id), ARGV[8])
-local best, truncated = find_best(worker_id, caps, running, budget, offset, now)
-local best_job, best_score = best and best.job, best and best.score
+local sched = parse_scheduling(ARGV[9])
 
--- Due retries, judged where they wait: the claim would first move these into their classes.
+-- Due retries this worker may take, judged where they wait: the claim would first move
+-- these into their classes.
 local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, DUE_PER_CLAIM)
+local due_matching = {}
 for _, id in ipairs(due) do
   local f = redis.call('HMGET', K.job(id), 'status', 'score', 'service_type', 'customer_id',
-    'requirements')
+    'requirements', 'class_id')
   local score = tonumber(f[2])
-  if f[1] == 'pending' and score and (not best_score or score < best_score)
-      and not avoids(worker_id, id, now)
-      and not mismatch(f[3], f[4] or '', cjson.decode(f[5] or '{}'), caps, running) then
-    best_job, best_score = id, score
+  local doc = { s = f[3], c = f[4] or '', r = cjson.decode(f[5] or '{}') }
+  if f[1] == 'pending' and score and not avoids(worker_id, id, now)
+      and not mismatch(doc.s, doc.c, doc.r, caps, running) then
+    due_matching[#due_matching + 1] = { id = id, class = f[6], doc = doc, score = score }
+  end
+end
+
+local best, truncated = find_best(worker_id, caps, running, budget, offset, now, sched,
+  due_matching)
+local best_job, best_score = best and best.job, best and best.score
+if not sched then
+  for _, d in ipairs(due_matching) do
+    if not best_score or d.score < best_score then best_job, best_score = d.id, d.score end
   end
 end
 

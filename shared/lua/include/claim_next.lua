@@ -6,13 +6,57 @@
 --- @include "events"
 --- @include "queue"
 --- @include "find_job"
+--- @include "choose"
+--- @include "fit"
+
+-- The scheduling bookkeeping of a claim that took `chosen` (policies on): the strict-order
+-- best, if a policy passed it over, records that policy and, for a bounded one, the
+-- deadline by which it must be taken (its first bounded pass-over, when strict order would
+-- have given it out, plus the bound; the earlier one when several policies held it):
+-- choose.lua's rule 1 then forces it. O(1): only that one job is marked; the next becomes
+-- the strict-order best once it is taken. Idle workers that fit left jobs to are woken.
+local function record_decision(chosen, decision, sched, now)
+  local strict = decision.strict
+  local policy = decision.held[strict.job]
+  if strict.job ~= chosen.job and policy then
+    local key = K.job(strict.job)
+    local bound = sched.bound_ms[policy]
+    if bound then
+      local f = redis.call('HMGET', key, 'held_since', 'held_until')
+      local since = tonumber(f[1] or '') or now
+      local deadline = since + bound
+      local before = tonumber(f[2] or '')
+      if before and before < deadline then deadline = before end
+      redis.call('HSET', key, 'held_by', policy, 'held_at', int(now), 'held_since', int(since),
+        'held_until', int(deadline))
+    else
+      redis.call('HSET', key, 'held_by', policy, 'held_at', int(now))
+    end
+  end
+  local woken = {}
+  for _, c in ipairs(decision.candidates) do
+    if decision.held[c.job] == 'fit' and c.fit_blocker and not woken[c.fit_blocker] then
+      woken[c.fit_blocker] = true
+      wake_worker(c.fit_blocker)
+    end
+  end
+end
+
+-- The GPUs a job of class document `doc` holds (its GPU requirement's count, else 1), for
+-- fair share's usage.
+local function gpus_of(doc)
+  local hw = val(doc.r.hardware)
+  local gpu = hw and val(hw.gpu)
+  return (gpu and val(gpu.count)) or 1
+end
 
 -- Take the best pending job `worker_id` can run, under a lease. Returns {'job', token,
 -- field1, value1, ...} or {'none', reason, next_due_ms, next_offset[, priority,
 -- created_at]}; claim.lua's header states the contract and the invariants. `elsewhere`,
--- `floor_priority` and `floor_created` are claim.lua's ARGV[10..12] (nil: none).
+-- `floor_priority` and `floor_created` are claim.lua's ARGV[10..12] (nil: none);
+-- `scheduling` its ARGV[13] (choose.lua parse_scheduling; nil or '': strict order).
 local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases, elsewhere,
-    floor_priority, floor_created)
+    floor_priority, floor_created, scheduling)
   local barrier = claim_barrier(worker_id, max_leases)
   if barrier then return { 'none', barrier, '', '' } end
 
@@ -21,7 +65,9 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
   local caps = prepare_caps(caps_json)
   local lease_key = K.leases(worker_id)
   local running = running_of(lease_key, elsewhere)
-  local best, truncated = find_best(worker_id, caps, running, budget, offset, now)
+  local sched = parse_scheduling(scheduling)
+  local best, truncated, decision = find_best(worker_id, caps, running, budget, offset, now,
+    sched)
 
   if not best then
     if hops > 0 then
@@ -49,6 +95,13 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
 
   local job_key = K.job(best_job)
   local svc, customer = best_doc.s, best_doc.c
+  if decision then
+    record_decision(best, decision, sched, now)
+    if sched.on.fair then
+      redis.call('HSET', job_key, 'fair_charge',
+        gpus_of(best_doc) .. '|' .. int(sched.half_life_ms))
+    end
+  end
   redis.call('ZREM', K.job_class(best_class), best_job)
   redis.call('ZREM', K.pending, best_job)
   redis.call('ZREM', K.unclaimed, best_job)
@@ -57,7 +110,8 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
   local isolation = val(best_doc.r.customer_isolation) or 'none'
   redis.call('HSET', job_key, 'status', 'active', 'worker_id', worker_id, 'token', token,
     'claimed_at', int(now), 'progress', '0', 'message', '')
-  redis.call('HDEL', job_key, 'avoid_worker', 'avoid_until', 'retry_at')
+  redis.call('HDEL', job_key, 'avoid_worker', 'avoid_until', 'retry_at', 'held_by', 'held_at',
+    'held_since', 'held_until')
   redis.call('HSET', lease_key, best_job, token .. '|' .. customer .. '|' .. isolation .. '|' .. int(now))
   local timeout_ms = tonumber(redis.call('HGET', job_key, 'timeout_ms') or '1800000')
   redis.call('ZADD', K.active, now + timeout_ms, best_job)

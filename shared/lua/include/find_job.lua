@@ -6,6 +6,9 @@
 --- @include "keys"
 --- @include "matching"
 --- @include "queue"
+--- @include "choose"
+--- @include "fair"
+--- @include "fit"
 
 -- How many due retries one claim moves into their classes (promote_due), and so how many a
 -- peek judges where they wait: the same bound keeps the two answers the same.
@@ -51,62 +54,144 @@ local function avoids(worker_id, id, now)
   return a[1] == worker_id and tonumber(a[2] or '0') > now
 end
 
--- The best claimable job `worker_id` can run (caps: prepare_caps; running: running_of),
--- scanning at most `budget` classes per index from `offset`. Returns {job=, class=, doc=,
--- score=} or nil, and whether some index was cut short by the budget. claim.lua's header
--- states the order and the bounds.
-local function find_best(worker_id, caps, running, budget, offset, now)
-  -- Customers whose classes are worth scanning: a loose-isolation job locks the worker to
-  -- its customer; a strict worker serves only its allow-list; anyone else scans by service.
+-- The indexes of classes worth scanning for this worker: a loose-isolation job locks the
+-- worker to its customer; a strict worker serves only its allow-list; anyone else scans by
+-- service.
+local function scan_indexes(caps, running)
   local customers = nil
   for _, r in ipairs(running) do
     if r.isolation == 'loose' then customers = { r.customer } end
   end
   if not customers and caps.isolation == 'strict' then customers = caps.allowed_list end
-
-  -- The first job of a class this worker may take.
-  local function pick(class_id)
-    local ids = redis.call('ZRANGE', K.job_class(class_id), 0, 7)
-    for _, id in ipairs(ids) do
-      if not avoids(worker_id, id, now) then return id end
-    end
-    return nil
-  end
-
-  local best = nil
-  local truncated = false
+  local indexes = {}
   for _, svc in ipairs(caps.services) do
-    local indexes = {}
     if customers then
       for _, c in ipairs(customers) do indexes[#indexes + 1] = K.service_classes(svc, c) end
     else
-      indexes[1] = K.service_classes(svc)
-    end
-    for _, index in ipairs(indexes) do
-      local entries = redis.call('ZRANGE', index, offset, offset + budget - 1, 'WITHSCORES')
-      local settled = false
-      for i = 1, #entries, 2 do
-        local class_id, score = entries[i], tonumber(entries[i + 1])
-        if best and score >= best.score then settled = true; break end
-        local doc = class_doc(class_id)
-        if not mismatch(doc.s, doc.c, doc.r, caps, running) then
-          local id = pick(class_id)
-          if id then
-            local job_score = tonumber(redis.call('ZSCORE', K.job_class(class_id), id))
-            if not best or job_score < best.score then
-              best = { job = id, class = class_id, doc = doc, score = job_score }
-            end
-            -- The class's head: nothing later in this index ranks higher. A job behind a
-            -- head this worker avoids may rank below the next classes' heads: go on until
-            -- a class's head ranks below it (the check above).
-            if job_score == score then settled = true; break end
-          end
-        end
-      end
-      if not settled and #entries == 2 * budget then truncated = true end
+      indexes[#indexes + 1] = K.service_classes(svc)
     end
   end
+  return indexes
+end
+
+-- The first job of a class `worker_id` may take (not one it is avoiding), or nil.
+local function pick(worker_id, class_id, now)
+  local ids = redis.call('ZRANGE', K.job_class(class_id), 0, 7)
+  for _, id in ipairs(ids) do
+    if not avoids(worker_id, id, now) then return id end
+  end
+  return nil
+end
+
+-- The best claimable job `worker_id` can run in strict order (caps: prepare_caps; running:
+-- running_of), scanning at most `budget` classes per index from `offset`. Returns {job=,
+-- class=, doc=, score=} or nil, and whether some index was cut short by the budget.
+-- claim.lua's header states the order and the bounds.
+local function find_strict(worker_id, caps, running, budget, offset, now)
+  local best = nil
+  local truncated = false
+  for _, index in ipairs(scan_indexes(caps, running)) do
+    local entries = redis.call('ZRANGE', index, offset, offset + budget - 1, 'WITHSCORES')
+    local settled = false
+    for i = 1, #entries, 2 do
+      local class_id, score = entries[i], tonumber(entries[i + 1])
+      if best and score >= best.score then settled = true; break end
+      local doc = class_doc(class_id)
+      if not mismatch(doc.s, doc.c, doc.r, caps, running) then
+        local id = pick(worker_id, class_id, now)
+        if id then
+          local job_score = tonumber(redis.call('ZSCORE', K.job_class(class_id), id))
+          if not best or job_score < best.score then
+            best = { job = id, class = class_id, doc = doc, score = job_score }
+          end
+          -- The class's head: nothing later in this index ranks higher. A job behind a
+          -- head this worker avoids may rank below the next classes' heads: go on until
+          -- a class's head ranks below it (the check above).
+          if job_score == score then settled = true; break end
+        end
+      end
+    end
+    if not settled and #entries == 2 * budget then truncated = true end
+  end
   return best, truncated
+end
+
+-- The effective priority a queue score encodes (submit_job.lua: (1000 - priority) * 2^43 +
+-- the submission sequence), so the scan reads no job hash to learn it.
+local function score_priority(score)
+  return 1000 - math.floor(score / 8796093022208)
+end
+
+-- Job `id` of class `class_id` (document `doc`, score `score`) as a chooser candidate
+-- (include/choose.lua) for the worker with `caps`.
+local function candidate(id, class_id, doc, score, caps, now, sched)
+  local models = val(doc.p) or val(doc.r.models) or {}
+  local warm = #models > 0
+  for _, m in ipairs(models) do
+    if not caps.warm[m] then warm = false; break end
+  end
+  local blocker = nil
+  if sched.on.fit then blocker = fit_blocker(doc.s, class_id, doc, caps, now) end
+  return { job = id, class = class_id, doc = doc, score = score,
+    priority = score_priority(score), customer = doc.c, warm = warm, fit_blocker = blocker,
+    held_until = tonumber(redis.call('HGET', K.job(id), 'held_until') or '') }
+end
+
+-- The candidates for the chooser: per matching class its next job, down each index to
+-- sched.window points below the best priority seen (at most `budget` classes per index,
+-- as for find_strict), plus `extra` ({id=, class=, doc=, score=} the caller judged already:
+-- peek's due retries). Returns them and whether some index was cut short by the budget.
+local function gather(worker_id, caps, running, budget, offset, now, sched, extra)
+  local out, truncated, top = {}, false, nil
+  local function add(c)
+    out[#out + 1] = c
+    if not top or c.priority > top then top = c.priority end
+  end
+  for _, e in ipairs(extra or {}) do
+    add(candidate(e.id, e.class, e.doc, e.score, caps, now, sched))
+  end
+  for _, index in ipairs(scan_indexes(caps, running)) do
+    local entries = redis.call('ZRANGE', index, offset, offset + budget - 1, 'WITHSCORES')
+    local settled = false
+    for i = 1, #entries, 2 do
+      local class_id, score = entries[i], tonumber(entries[i + 1])
+      -- Heads are in score order: every later class ranks below the window too.
+      if top and score_priority(score) < top - sched.window then settled = true; break end
+      local doc = class_doc(class_id)
+      if not mismatch(doc.s, doc.c, doc.r, caps, running) then
+        local id = pick(worker_id, class_id, now)
+        if id then
+          add(candidate(id, class_id, doc,
+            tonumber(redis.call('ZSCORE', K.job_class(class_id), id)), caps, now, sched))
+        end
+      end
+    end
+    if not settled and #entries == 2 * budget then truncated = true end
+  end
+  return out, truncated
+end
+
+-- The job the scheduling policies `sched` (choose.lua parse_scheduling; nil: strict order)
+-- choose for `worker_id`, scanning as find_strict does. Returns the chosen candidate ({job=,
+-- class=, doc=, score=, ...}) or nil, whether the budget cut the scan short, and (policies
+-- on, a job found) the decision: {strict=the strict-order best candidate, held=job id ->
+-- policy that passed it over, candidates=all of them}. `extra`: as for gather.
+local function find_best(worker_id, caps, running, budget, offset, now, sched, extra)
+  if not sched then return find_strict(worker_id, caps, running, budget, offset, now) end
+  local candidates, truncated = gather(worker_id, caps, running, budget, offset, now, sched,
+    extra)
+  if #candidates == 0 then return nil, truncated end
+  local loads = {}
+  if sched.on.fair then
+    local seen, customers = {}, {}
+    for _, c in ipairs(candidates) do
+      if not seen[c.customer] then seen[c.customer] = true; customers[#customers + 1] = c.customer end
+    end
+    loads = customer_loads(customers, now, sched.half_life_ms)
+  end
+  local chosen, held = choose(candidates, sched, now, loads)
+  return chosen, truncated,
+    { strict = strict_best(candidates), held = held, candidates = candidates }
 end
 
 -- A job's rank across pools: its effective priority and its submission time (ms). Unlike

@@ -69,6 +69,8 @@ local function prepare_caps(json)
     cpu_cores = val(hw.cpu_cores) or 0,
     ram_gb = val(hw.ram_gb) or 0,
     models = set_of(val(c.models)),
+    -- Models loaded now (a scheduling preference, never a requirement: see choose.lua).
+    warm = set_of(val(c.warm_models)),
     isolation = val(acc.isolation) or 'none',
     allowed = set_of(val(acc.allowed_customers)),
     allowed_list = val(acc.allowed_customers) or {},

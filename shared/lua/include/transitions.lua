@@ -7,9 +7,11 @@
 --- @include "events"
 --- @include "queue"
 --- @include "policy"
+--- @include "fair"
 
 -- Finish a job for good: status, timestamps, registry, retention TTL (the fleet's policy).
 local function finish(job_key, job_id, status, now)
+  charge_usage(job_key)
   redis.call('HSET', job_key, 'status', status, 'finished_at', int(now))
   redis.call('HDEL', job_key, 'token', 'retry_at')
   redis.call('ZREM', K.active, job_id)
@@ -29,6 +31,7 @@ local function retry_or_fail(job_key, job_id, now, err, retryable, base_ms, cap_
   local f = redis.call('HMGET', job_key, 'attempts', 'max_retries', 'score')
   local attempts = tonumber(f[1] or '0') + 1
   redis.call('HSET', job_key, 'attempts', attempts, 'error', err)
+  charge_usage(job_key)
   redis.call('HDEL', job_key, 'token')
   redis.call('ZREM', K.active, job_id)
   if not retryable or attempts > tonumber(f[2] or '0') then
@@ -57,6 +60,7 @@ end
 -- Return an active job to pending without an attempt penalty (graceful stop, lost claim
 -- reply). The caller has checked that `worker_id` holds it and removes the lease itself.
 local function put_back(job_key, job_id, worker_id, reason)
+  charge_usage(job_key)
   redis.call('HSET', job_key, 'status', 'pending', 'progress', '0', 'message', '')
   redis.call('HDEL', job_key, 'token')
   redis.call('ZREM', K.active, job_id)

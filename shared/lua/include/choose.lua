@@ -1,0 +1,92 @@
+-- choose.lua: the scheduling rule, which of the matching jobs a claim takes. The same rule
+-- as shared/scheduling/chooser.py (the specification, whose docstring states it);
+-- tests/integration/test_choose_agreement.py holds the two equal. Pure: reads no key, so
+-- choose_eval.lua can evaluate it on given candidates.
+--
+-- A candidate is {job=, score=, priority=, customer=, warm=, fit_blocker=, held_until=}
+-- (find_job.lua adds class= and doc= for the claim). warm: it has at least one model and
+-- every one is in the worker's warm_models; fit_blocker: an idle smaller worker that can
+-- run it, or nil; held_until: the deadline a bounded policy set when it passed it over, ms.
+
+--- @include "common"
+
+-- The scheduling ARGV (shared/scheduling/policies.py claim_argument):
+-- 'policies|window|affinity_ms|fit_ms|half_life_ms', or ''/nil for strict order (nil).
+local function parse_scheduling(arg)
+  if not arg or arg == '' then return nil end
+  local f = split(arg, '|')
+  local on = {}
+  for _, name in ipairs(split(f[1], ',')) do
+    if name ~= '' then on[name] = true end
+  end
+  return {
+    on = on,
+    window = tonumber(f[2]) or 0,
+    bound_ms = { affinity = tonumber(f[3]) or 0, fit = tonumber(f[4]) or 0 },
+    half_life_ms = tonumber(f[5]) or 0,
+  }
+end
+
+-- The candidate strict order takes: the lowest score (the first of equals).
+local function strict_best(list)
+  local best = list[1]
+  for i = 2, #list do
+    if list[i].score < best.score then best = list[i] end
+  end
+  return best
+end
+
+-- The candidates of the customer with the lowest load; on a tie, of the customer whose
+-- best candidate ranks first.
+local function lightest_customer(pool, loads)
+  local first = pool[1]
+  for i = 2, #pool do
+    local c = pool[i]
+    local load, first_load = loads[c.customer] or 0, loads[first.customer] or 0
+    if load < first_load or (load == first_load and c.score < first.score) then first = c end
+  end
+  local out = {}
+  for _, c in ipairs(pool) do
+    if c.customer == first.customer then out[#out + 1] = c end
+  end
+  return out
+end
+
+-- The rule: returns the chosen candidate, a table job id -> the policy that passed it over,
+-- and whether a bound forced the choice; nil with no candidate. `loads`: customer ->
+-- usage / weight (fair share).
+local function choose(candidates, sched, now, loads)
+  if #candidates == 0 then return nil end
+  local top = strict_best(candidates)
+  local band, overdue = {}, {}
+  for _, c in ipairs(candidates) do
+    if c.priority >= top.priority - sched.window then
+      band[#band + 1] = c
+      if c.held_until and now >= c.held_until then overdue[#overdue + 1] = c end
+    end
+  end
+  if #overdue > 0 then return strict_best(overdue), {}, true end
+
+  local held, pool = {}, band
+  local function keep(policy, kept)
+    if #kept == 0 or #kept == #pool then return end
+    local ids = {}
+    for _, c in ipairs(kept) do ids[c.job] = true end
+    for _, c in ipairs(pool) do
+      if not ids[c.job] then held[c.job] = policy end
+    end
+    pool = kept
+  end
+  local function where(test)
+    local out = {}
+    for _, c in ipairs(pool) do
+      if test(c) then out[#out + 1] = c end
+    end
+    return out
+  end
+
+  if sched.on.fit then keep('fit', where(function(c) return not c.fit_blocker end)) end
+  if sched.on.fair then keep('fair', lightest_customer(pool, loads)) end
+  if sched.on.affinity then keep('affinity', where(function(c) return c.warm end)) end
+  return strict_best(pool), held, false
+end
