@@ -30,6 +30,7 @@ BENCHMARKS = {
     "webhooks": "webhook deliveries/s through 1 and 2 hubs, event-to-delivery latency",
     "scale": "Redis load of 3 pools over a 3-primary cluster vs 1 pool on one Redis",
     "outputs": "output store: MB/s and time per job to store a 2 MB PNG (moto on loopback)",
+    "fleet": "scheduling policies on a replayed arrival trace, a simulated fleet, the real broker",
 }
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.fleet.fleet import build_fleet, describe_fleet
+from bench.fleet.fleet import build_fleet, describe_fleet, unrunnable
 from bench.fleet.gpu import COLD_LOAD_S_PER_GB
 from bench.fleet.metrics import measure, wait_s
 from bench.fleet.plot import wait_cdf_png
@@ -21,7 +21,7 @@ from bench.fleet.table import (
     target_checks,
     targets_table,
 )
-from bench.fleet.trace import TraceJob, describe_mapping, load_trace
+from bench.fleet.trace import TraceJob, customer_weights, describe_mapping, load_trace
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DOCS = ROOT / "docs"
@@ -67,6 +67,8 @@ async def compare(config: Config) -> Comparison:
     jobs = select(load_trace(limit=config.rows), config)
     by_row = {j.row: j for j in jobs}
     fleet = build_fleet(config.workers)
+    if stuck := unrunnable(fleet, jobs):
+        raise ValueError(f"no worker of the fleet can run {stuck[0]} ({len(stuck)} jobs)")
     results: list[PolicyResult] = []
     waits: dict[str, list[float]] = {}
     finished_once: dict[str, bool] = {}
@@ -99,7 +101,7 @@ async def compare(config: Config) -> Comparison:
             started_s=run.started_s,
             workers=len(fleet),
             claim_usec=run.claim_usec,
-            weights={},
+            weights=customer_weights(),
             baseline_waits=baseline_waits,
         )
         if name == "baseline":

@@ -1,7 +1,8 @@
 """The simulated fleet: which cards, which services, which models each worker can load.
 
 A mix of 24, 48 and 80 GB cards (`CARDS`). Each worker serves two of the three services
-(fixed by a hash of its index, so model sets differ between workers of one size) and can
+(the one it skips rotates with its index, so model sets differ between workers of one size
+and any three workers of a size cover every service) and can
 load every model of those services that fits its card with room for the largest context.
 It starts with one of its most popular models warm, the same one in every run.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.fleet.trace import KV_GB_LARGE, MODELS, SERVICES, unit
+from bench.fleet.trace import KV_GB_LARGE, MODELS, SERVICES, TraceJob, unit
 
 # (name, memory GB, share of the fleet)
 CARDS: tuple[tuple[str, float, float], ...] = (
@@ -52,7 +53,7 @@ def build_fleet(count: int) -> list[CardSpec]:
     fleet = []
     for index in range(count):
         card, memory = _card(index, count)
-        skipped = SERVICES[int(unit(index, "fleet-service") * len(SERVICES))]
+        skipped = SERVICES[index % len(SERVICES)]
         services = tuple(s for s in SERVICES if s != skipped)
         models = tuple(
             m.name for m in MODELS if m.service in services and m.size_gb + KV_GB_LARGE <= memory
@@ -60,6 +61,20 @@ def build_fleet(count: int) -> list[CardSpec]:
         first = models[int(unit(index, "fleet-warm") * min(3, len(models)))]
         fleet.append(CardSpec(f"sim-{index:03d}", card, memory, services, models, (first,)))
     return fleet
+
+
+def can_run(worker: CardSpec, job: TraceJob) -> bool:
+    """What the broker's matcher will check: the service, the model, the memory."""
+    return (
+        job.service in worker.services
+        and job.model in worker.models
+        and job.memory_gb <= worker.memory_gb
+    )
+
+
+def unrunnable(fleet: list[CardSpec], jobs: list[TraceJob]) -> list[TraceJob]:
+    """The jobs no worker of `fleet` can run (they would wait forever)."""
+    return [j for j in jobs if not any(can_run(w, j) for w in fleet)]
 
 
 def describe_fleet(fleet: list[CardSpec]) -> str:

@@ -12,8 +12,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-# A 14 GB model loads in 280 s of trace time: ten times the median job (about 28 s).
-COLD_LOAD_S_PER_GB = 20.0
+# A 14 GB model loads in 70 s of trace time: ten times the median job (about 7 s).
+COLD_LOAD_S_PER_GB = 5.0
 
 
 @dataclass(frozen=True)

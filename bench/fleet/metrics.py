@@ -6,12 +6,12 @@ Waits are reported in trace seconds (the measured wait times the compression fac
 they read as the trace's own hour would have felt.
 
 Fairness is Jain's index (Jain, Chiu, Hawe 1984) of x_i = served_i / fair_i over the
-customers with work during the contention window: from the start of the heavy customer's
-burst until its last burst job is claimed (at least the burst's end). served_i is the work
-(GPU-seconds, trace time) of customer i's jobs claimed in the window; fair_i is its weighted
-max-min share of what the window served in all (water-filling over each customer's demand,
-the work of its jobs that were waiting at some point in the window). 1.0 means every
-customer got its fair share; a heavy customer crowding the others out lowers it.
+customers with work waiting during the heavy customer's burst (trace.BURST). served_i is
+the work (GPU-seconds, trace time) of customer i's jobs claimed in the burst; fair_i is its
+weighted max-min share of what the burst served in all (water-filling over each customer's
+demand: the work of its jobs that were waiting at some point in the burst). 1.0 means every
+customer got its fair share; a heavy customer crowding the others out lowers it. Work left
+waiting when the burst ends is the contention: without any, everyone got all it asked.
 """
 
 from __future__ import annotations
@@ -59,22 +59,10 @@ def water_fill(
 
 @dataclass(frozen=True)
 class Window:
+    """The heavy customer's burst, in Redis milliseconds."""
+
     start_ms: float
     end_ms: float
-
-
-def contention_window(
-    records: Iterable[JobRecord],
-    jobs: Mapping[int, TraceJob],
-    burst_start_ms: float,
-    burst_end_ms: float,
-) -> Window:
-    heavy_claims = [
-        r.claimed_ms
-        for r in records
-        if jobs[r.row].customer == HEAVY_CUSTOMER and BURST[0] <= jobs[r.row].arrival_s < BURST[1]
-    ]
-    return Window(burst_start_ms, max([burst_end_ms, *heavy_claims]))
 
 
 def burst_fairness(
@@ -156,13 +144,9 @@ def measure(
     by_priority: dict[int, list[float]] = {}
     for r in records:
         by_priority.setdefault(jobs[r.row].priority, []).append(waits[r.row])
-    window = contention_window(
-        records,
-        jobs,
-        (started_s + BURST[0] / factor) * 1000,
-        (started_s + BURST[1] / factor) * 1000,
-    )
-    span = max((r.finished_s for r in records), default=started_s) - started_s
+    window = Window((started_s + BURST[0] / factor) * 1000, (started_s + BURST[1] / factor) * 1000)
+    first_s = min((r.created_ms / 1000 for r in records), default=started_s)
+    span = max((r.finished_s for r in records), default=first_s) - first_s
     busy = sum(r.cold_load_s + r.work_s for r in records) / factor
     worst, worst_light = extra_delays(waits, baseline_waits, jobs)
     return RunMetrics(

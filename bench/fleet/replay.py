@@ -42,7 +42,7 @@ class Replay:
     """What one run produced."""
 
     records: list[JobRecord]
-    started_s: float  # epoch seconds of arrival 0
+    started_s: float  # epoch seconds of trace second 0 (compressed), replayed or not
     claim_usec: list[float]  # Redis's own time of each claim call it logged
 
 
@@ -94,6 +94,7 @@ class SlowlogClaims:
 
 
 async def _submit_all(broker: Broker, jobs: Sequence[TraceJob], factor: float, t0: float) -> None:
+    """Submit each job at `t0` plus its arrival (trace seconds) divided by `factor`."""
     requests = [job_request(job) for job in jobs]
     i = 0
     while i < len(jobs):
@@ -160,7 +161,8 @@ async def replay(
 
                 await _until(registered, "the fleet registering", 60)
                 await slowlog.start()
-                t0 = time.time()
+                # Trace second 0 in epoch seconds: the first job arrives right away.
+                t0 = time.time() - (jobs[0].arrival_s / factor if jobs else 0.0)
                 submit = asyncio.create_task(_submit_all(broker, jobs, factor, t0))
                 completed_key = broker.keys.finished("completed")
 
@@ -169,7 +171,7 @@ async def replay(
                     await slowlog.collect()
                     return int(await redis.zcard(completed_key)) >= len(jobs)
 
-                span = (jobs[-1].arrival_s if jobs else 0.0) / factor
+                span = (jobs[-1].arrival_s - jobs[0].arrival_s if jobs else 0.0) / factor
                 await _until(all_completed, "every job completing", span + 300, SLOWLOG_POLL_S)
                 await submit
                 await slowlog.collect()

@@ -61,9 +61,9 @@ MODELS: tuple[Model, ...] = (
 MODEL_BY_NAME = {m.name: m for m in MODELS}
 SERVICES: tuple[str, ...] = ("code", "chat", "image")
 
-WORK_BASE_S = 12.0
-WORK_PER_GENERATED_S = 1.0
-WORK_PER_CONTEXT_S = 0.002
+WORK_BASE_S = 3.0
+WORK_PER_GENERATED_S = 0.25
+WORK_PER_CONTEXT_S = 0.0005
 KV_CONTEXT_TOKENS = 4096
 KV_GB_SMALL = 2.0
 KV_GB_LARGE = 6.0
@@ -72,10 +72,13 @@ KV_GB_LARGE = 6.0
 PRIORITIES: tuple[tuple[int, float], ...] = ((80, 0.15), (50, 0.70), (20, 0.15))
 
 CUSTOMERS = 30
-HEAVY_CUSTOMER = "cust-00"
+HEAVY_CUSTOMER = "cust-00"  # customer_name(0)
 BURST = (840.0, 960.0)  # trace seconds 14:00-16:00: the trace's busiest two minutes
 HEAVY_SHARE_IN_BURST = 0.8
 HEAVY_SHARE_ELSEWHERE = 0.03
+# Tiers (FAIR_SHARE_WEIGHTS): the first few customers after the heavy one are premium.
+PREMIUM_CUSTOMERS = 5
+PREMIUM_WEIGHT = 2.0
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,20 @@ def _customer(row: int, arrival_s: float) -> str:
     )
     if unit(row, "heavy") < heavy_share:
         return HEAVY_CUSTOMER
-    return f"cust-{1 + int(unit(row, 'customer') * (CUSTOMERS - 1)):02d}"
+    return customer_name(1 + int(unit(row, "customer") * (CUSTOMERS - 1)))
+
+
+def customer_name(index: int) -> str:
+    return f"cust-{index:02d}"
+
+
+def customer_weights() -> dict[str, float]:
+    """Each customer's fair-share weight, as a hub publishes it from the customer tiers:
+    premium weighs PREMIUM_WEIGHT, everyone else (the heavy customer too) 1."""
+    return {
+        customer_name(i): PREMIUM_WEIGHT if 1 <= i <= PREMIUM_CUSTOMERS else 1.0
+        for i in range(CUSTOMERS)
+    }
 
 
 def map_row(row: int, arrival_s: float, context_tokens: int, generated_tokens: int) -> TraceJob:
@@ -205,5 +221,7 @@ def describe_mapping(jobs: Sequence[TraceJob]) -> list[str]:
         f"customer: {CUSTOMERS} customers; the heavy one ({HEAVY_CUSTOMER}) has "
         f"{HEAVY_SHARE_IN_BURST:.0%} of the rows in its burst (trace s {BURST[0]:g}-"
         f"{BURST[1]:g}: {heavy_burst:,} of {in_burst:,}) and {HEAVY_SHARE_ELSEWHERE:.0%} "
-        f"elsewhere ({heavy:,} rows in all); the others share the rest evenly",
+        f"elsewhere ({heavy:,} rows in all); the others share the rest evenly; fair-share "
+        f"weights: {customer_name(1)}..{customer_name(PREMIUM_CUSTOMERS)} premium "
+        f"({PREMIUM_WEIGHT:g}), the rest 1",
     ]

@@ -99,9 +99,13 @@ async def _run_loops(
     loop = asyncio.get_running_loop()
     stopped = loop.create_future()
 
+    def set_stopped() -> None:
+        if not stopped.done():
+            stopped.set_result(None)
+
     def wait_for_stop() -> None:
         stop.wait()
-        loop.call_soon_threadsafe(lambda: stopped.done() or stopped.set_result(None))
+        loop.call_soon_threadsafe(set_stopped)
 
     threading.Thread(target=wait_for_stop, daemon=True).start()
     tasks = [asyncio.create_task(_worker_loop(s, broker, factor, records)) for s in specs]
