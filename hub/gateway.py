@@ -287,7 +287,8 @@ class GatewaySession:
         try:
             # The server answers a BLPOP by its timeout; a silent link must not hold the
             # worker's wait forever.
-            return await asyncio.wait_for(waiter.wait_for_work(services, timeout), timeout + 5)
+            wait = waiter.wait_for_work(services, timeout, worker_id=self.worker_id)
+            return await asyncio.wait_for(wait, timeout + 5)
         except TimeoutError:
             return None
 

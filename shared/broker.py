@@ -10,6 +10,7 @@ in shared/reads.py, which the Broker exposes as `reads`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import random
@@ -103,6 +104,13 @@ def _class_id(request: JobRequest, encoded_requirements: bytes) -> str:
             request.service_type, request.customer_id, request.requirements
         )
     return found
+
+
+def _sooner_due(result: NoClaim, due: int | None) -> NoClaim:
+    """`result` with `due` as its next_due_ms when that is sooner."""
+    if due is None or (result.next_due_ms is not None and result.next_due_ms <= due):
+        return result
+    return dataclasses.replace(result, next_due_ms=due)
 
 
 def _running_json(running: Sequence[tuple[str, str]]) -> str:
@@ -379,6 +387,7 @@ class Broker:
         if scheduling:
             extra.append(scheduling)
         offset = 0
+        due: int | None = None
         # Each call examines a bounded number of classes; a 'more' reply continues the scan
         # in a fresh call, so Redis is never blocked for long and a match deep in the
         # index is still found.
@@ -401,8 +410,12 @@ class Broker:
                     raise
                 reply = exc.replies[0]  # nothing was claimed: nothing to lose
             result = claim_reply(reply)
-            if not isinstance(result, NoClaim) or result.reason != "more" or not result.offset:
+            if not isinstance(result, NoClaim):
                 return result
+            if result.reason != "more" or not result.offset:
+                return _sooner_due(result, due)
+            # A page may have held a job back (fit): its deadline is a time to look again.
+            due = _sooner_due(result, due).next_due_ms
             offset, hops = result.offset, 0
 
     async def peek(
@@ -428,19 +441,29 @@ class Broker:
                 return result
             offset = result.offset
 
-    async def wait_for_work(self, services: Sequence[str], timeout: float) -> int | None:
+    async def wait_for_work(
+        self, services: Sequence[str], timeout: float, *, worker_id: str = ""
+    ) -> int | None:
         """Block until a wake-up token for one of `services` arrives, or `timeout` passes.
+        With `worker_id`, a token on that worker's own doorbell wakes it too: the `fit`
+        policy wakes the idle worker it leaves a job to (include/idle_workers.lua).
 
         Returns the token's hop count (pass it to `claim`), or None on timeout. The
         connection used must not have a socket timeout shorter than `timeout`."""
         if not services:
             return None
         popped = await self.redis.blpop(
-            [self.keys.notify(s) for s in services], timeout=max(timeout, 0.01)
+            self.wake_keys(services, worker_id), timeout=max(timeout, 0.01)
         )
         if popped is None:
             return None
         return int(text(popped[1]) or "0")
+
+    def wake_keys(self, services: Sequence[str], worker_id: str = "") -> list[str]:
+        """The lists a worker waiting for work blocks on: its services' doorbells, then its
+        own (all under the pool's prefix, so one slot on a Redis Cluster)."""
+        keys = [self.keys.notify(s) for s in services]
+        return [*keys, self.keys.wake(worker_id)] if worker_id else keys
 
     def control_subscription(self, worker_id: str) -> ControlSubscription:
         """A subscription to `worker_id`'s cancel signals; the client must not have a socket

@@ -24,8 +24,12 @@ classes                       HASH    class id -> {"s": service, "c": customer, 
 classes:{service}             ZSET    class ids of a service, scored by their head job
 classes:{service}:{customer}  ZSET    the same, per customer (strict, loose-locked workers)
 workers                       ZSET    worker id -> liveness deadline ms (heartbeat renews it)
-worker:{workerId}             HASH    capabilities, status, state, timestamps, counters
+worker:{workerId}             HASH    capabilities, status, state, timestamps, counters; while
+                                      idle, idle_in (services, JSON) and idle_caps (JSON)
 notify:{service}              LIST    wake-up tokens idle workers block on (BLPOP)
+idle:{service}                ZSET    idle workers offering the service, by size (the `fit`
+                                      policy; shared/lua/include/idle_workers.lua)
+wake:{workerId}               LIST    wake-up tokens for one worker (BLPOP beside notify:*)
 idem:{sha256(key)}            STRING  idempotency key -> job id (expires with retention)
 events                        STREAM  every job and worker event (capped)
 stats:{minute}                HASH    per-minute counters, wait histogram, depth sample
@@ -131,6 +135,16 @@ class Keys:
 
     def notify(self, service: str) -> str:
         return f"{self.prefix}notify:{service}"
+
+    def idle_workers(self, service: str) -> str:
+        """The workers whose last claim found nothing, offering `service`, scored by their
+        size (shared/scheduling/fit.py): the `fit` policy leaves a job to a smaller one."""
+        return f"{self.prefix}idle:{service}"
+
+    def wake(self, worker_id: str) -> str:
+        """One worker's own doorbell: it blocks on it beside its services' `notify` lists,
+        so a script can wake that worker rather than any idle one."""
+        return f"{self.prefix}wake:{worker_id}"
 
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}idem:{key}"

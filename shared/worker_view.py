@@ -60,6 +60,10 @@ class WorkerView:
     claimed: int = 0
     completed: int = 0
     failed: int = 0
+    # In the idle-worker index (shared/lua/include/idle_workers.lua): its last claim found
+    # nothing, so the `fit` policy may leave jobs to it. Set by the scripts at once, while
+    # `status` is what the worker's last heartbeat reported.
+    idle: bool = False
 
     @property
     def slots(self) -> int:
@@ -91,6 +95,7 @@ class WorkerView:
             "capabilities": self.raw_capabilities,
             "info": self.info,
             "current_jobs": [lease.job_id for lease in self.leases],
+            "idle": self.idle,
             "heartbeat_age_seconds": round(age, 3) if age is not None else None,
             "last_heartbeat": ms_to_iso(self.last_heartbeat),
             "registered_at": ms_to_iso(self.registered_at),
@@ -141,4 +146,5 @@ def parse_worker(
         claimed=_opt_int(h.get("claimed")) or 0,
         completed=_opt_int(h.get("completed")) or 0,
         failed=_opt_int(h.get("failed")) or 0,
+        idle=alive and "idle_in" in h,
     )

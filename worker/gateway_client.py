@@ -249,7 +249,11 @@ class GatewayClient:
     ) -> Claim | NoClaim:
         return claim_from_wire(await self.call("claim", {"caps": _caps(caps), "hops": hops}))
 
-    async def wait_for_work(self, services: Sequence[str], timeout: float) -> int | None:
+    async def wait_for_work(
+        self, services: Sequence[str], timeout: float, *, worker_id: str = ""
+    ) -> int | None:
+        """`worker_id` is implied: the hub waits on the doorbell of the worker its grant
+        names (hub/gateway.py)."""
         if not services:
             return None
         args = {"services": list(services), "timeout": timeout}

@@ -61,7 +61,9 @@ class WorkerBroker(Protocol):
         self, worker_id: str, caps: Capabilities | bytes, *, hops: int = 0
     ) -> Claim | NoClaim: ...
 
-    async def wait_for_work(self, services: Sequence[str], timeout: float) -> int | None: ...
+    async def wait_for_work(
+        self, services: Sequence[str], timeout: float, *, worker_id: str = ""
+    ) -> int | None: ...
 
     async def progress(
         self, worker_id: str, job_id: str, token: str, progress: float, message: str = ""

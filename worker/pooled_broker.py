@@ -389,14 +389,17 @@ class PooledBroker:
 
     # -- waiting for work ---------------------------------------------------------------
 
-    async def wait_for_work(self, services: Sequence[str], timeout: float) -> int | None:
-        """Block until a wake-up token for one of `services` arrives in any pool, or
-        `timeout` passes; the token's hop count, or None on timeout."""
+    async def wait_for_work(
+        self, services: Sequence[str], timeout: float, *, worker_id: str = ""
+    ) -> int | None:
+        """Block until a wake-up token for one of `services`, or for `worker_id` itself,
+        arrives in any pool, or `timeout` passes; the token's hop count, or None on
+        timeout."""
         if not services:
             return None
         if self._per_pool_waits:
-            return await self._wait_each(services, timeout)
-        pool_of_key = {b.keys.notify(s): b.pool for b in self.waits for s in services}
+            return await self._wait_each(services, timeout, worker_id)
+        pool_of_key = {k: b.pool for b in self.waits for k in b.wake_keys(services, worker_id)}
         any_redis = next(iter(self.waits)).redis
         popped = await any_redis.blpop(list(pool_of_key), timeout=max(timeout, 0.01))
         if popped is None:
@@ -404,11 +407,13 @@ class PooledBroker:
         self._woken = pool_of_key[text(popped[0]) or ""]
         return int(text(popped[1]) or "0")
 
-    async def _wait_each(self, services: Sequence[str], timeout: float) -> int | None:
+    async def _wait_each(
+        self, services: Sequence[str], timeout: float, worker_id: str
+    ) -> int | None:
         """One BLPOP per pool, at once (a Redis Cluster: each pool's keys are in one slot).
         A wait that fails (its pool unreachable: a failover) leaves the others waiting; the
         error is raised only when every wait failed."""
-        waits = [asyncio.create_task(_pop(b, services, timeout)) for b in self.waits]
+        waits = [asyncio.create_task(_pop(b, services, timeout, worker_id)) for b in self.waits]
         try:
             pending: set[asyncio.Task[Any]] = set(waits)
             while pending:
@@ -442,11 +447,11 @@ class PooledBroker:
 
 
 async def _pop(
-    broker: Broker, services: Sequence[str], timeout: float
+    broker: Broker, services: Sequence[str], timeout: float, worker_id: str
 ) -> tuple[Broker, str, bytes | str] | None:
     """One pool's BLPOP: (the pool's broker, the key, the token), or None on timeout."""
     popped = await broker.redis.blpop(
-        [broker.keys.notify(s) for s in services], timeout=max(timeout, 0.01)
+        broker.wake_keys(services, worker_id), timeout=max(timeout, 0.01)
     )
     if popped is None:
         return None

@@ -277,7 +277,9 @@ class Worker:
         timeout = self.settings.broker.idle_poll
         if next_due_ms is not None:
             timeout = max(0.01, min(timeout, next_due_ms / 1000 - time.time()))
-        wait = asyncio.create_task(self._waiter.wait_for_work(self._caps.services, timeout))
+        wait = asyncio.create_task(
+            self._waiter.wait_for_work(self._caps.services, timeout, worker_id=self.id)
+        )
         stop = asyncio.create_task(self._stopping.wait())
         try:
             # The server answers a BLPOP by its timeout at the latest; past that plus a margin

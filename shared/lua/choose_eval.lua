@@ -10,7 +10,7 @@
 -- ARGV[6]  now, ms
 -- ARGV[7]  loads JSON: {"customer": usage / weight, ...}
 -- Returns  {chosen job id, held JSON {"job": "policy", ...}, overdue 1/0}, or {} with no
---          candidate.
+--          candidate; the chosen job id is '' when fit left every candidate to others.
 -- Invariants: read-only (writes no key); the decision is exactly the one claim.lua makes
 -- on the same candidates, since both call choose() in include/choose.lua.
 
@@ -25,7 +25,7 @@ for _, c in ipairs(cjson.decode(ARGV[4])) do
 end
 local sched = parse_scheduling(ARGV[5]) or parse_scheduling('|0|0|0|0')
 local chosen, held, overdue = choose(candidates, sched, tonumber(ARGV[6]), cjson.decode(ARGV[7]))
-if not chosen then return {} end
+if not held then return {} end
 local held_json = '{}'
 if next(held) then held_json = cjson.encode(held) end
-return { chosen.job, held_json, overdue and 1 or 0 }
+return { chosen and chosen.job or '', held_json, overdue and 1 or 0 }

@@ -44,6 +44,9 @@
 --    fair share on marks the job (fair_charge) so that its lease's GPU-seconds are charged
 --    to its customer where the lease ends (include/fair.lua). With no policy the scan and
 --    its result are exactly strict order's.
+--  * The idle-worker index (include/idle_workers.lua): an 'empty' reply indexes the worker
+--    as idle under each service it offers, with the capabilities it claimed with; a
+--    claimed job, or a 'paused', 'draining' or 'limit' reply, takes it out.
 --  * The job taken is the one peek.lua names for the same worker and queue (both search
 --    with find_best in include/find_job.lua).
 

@@ -6,7 +6,8 @@
 -- Returns  the number of jobs put back.
 -- Invariants: no attempt penalty for jobs put back (a graceful stop is not a failure);
 -- the worker record stays, marked offline, until the retention TTL (the fleet's policy,
--- include/policy.lua) removes it.
+-- include/policy.lua) removes it. It leaves the idle-worker index
+-- (include/idle_workers.lua), and its own doorbell is dropped.
 
 --- @include "common"
 --- @include "keys"
@@ -14,6 +15,7 @@
 --- @include "leases"
 --- @include "transitions"
 --- @include "policy"
+--- @include "idle_workers"
 
 local worker_id = ARGV[4]
 local now = now_ms()
@@ -29,6 +31,7 @@ for i = 1, #flat, 2 do
   end
 end
 redis.call('DEL', lease_key)
+clear_idle(worker_id)
 redis.call('ZREM', K.workers, worker_id)
 local worker_key = K.worker(worker_id)
 redis.call('HSET', worker_key, 'status', 'offline', 'stopped_at', int(now))

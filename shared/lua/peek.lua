@@ -25,7 +25,9 @@
 --  * With scheduling policies the due retries that match are candidates of the same
 --    chooser (include/choose.lua) as the classes' jobs, as they will be in the claim.
 --  * next_due_ms is the one the claim would report: the first retry still backing off once
---    the due ones (at most DUE_PER_CLAIM, as the claim moves) are counted as moved.
+--    the due ones (at most DUE_PER_CLAIM, as the claim moves) are counted as moved, or,
+--    when fit leaves every candidate to smaller idle workers ('empty'), the held job's
+--    deadline if that is sooner (the one the claim records for it).
 
 --- @include "common"
 --- @include "keys"
@@ -58,8 +60,8 @@ for _, id in ipairs(due) do
   end
 end
 
-local best, truncated = find_best(worker_id, caps, running, budget, offset, now, sched,
-  due_matching)
+local best, truncated, decision = find_best(worker_id, caps, running, budget, offset, now,
+  sched, due_matching)
 local best_job, best_score = best and best.job, best and best.score
 if not sched then
   for _, d in ipairs(due_matching) do
@@ -68,9 +70,17 @@ if not sched then
 end
 
 if not best_job then
-  local next_due = redis.call('ZRANGE', K.delayed, #due, #due, 'WITHSCORES')
-  if truncated then return { 'none', 'more', next_due[2] or '', int(offset + budget) } end
-  return { 'none', 'empty', next_due[2] or '', '' }
+  local next_due = redis.call('ZRANGE', K.delayed, #due, #due, 'WITHSCORES')[2]
+  if decision then
+    -- Fit left everything to smaller idle workers: the claim would record this deadline.
+    local f = redis.call('HMGET', K.job(decision.strict.job), 'held_since', 'held_until')
+    local held_until = (tonumber(f[1] or '') or now) + sched.bound_ms.fit
+    local before = tonumber(f[2] or '')
+    if before and before < held_until then held_until = before end
+    if not next_due or held_until < tonumber(next_due) then next_due = int(held_until) end
+  end
+  if truncated then return { 'none', 'more', next_due or '', int(offset + budget) } end
+  return { 'none', 'empty', next_due or '', '' }
 end
 local priority, created = rank_of(best_job)
 return { 'job', best_job, int(priority), int(created) }

@@ -15,7 +15,8 @@
 -- a second call finds nothing left to do). Only a worker whose liveness deadline passed
 -- loses its leases: a slow job on a live worker is never taken away. A lost lease costs
 -- one attempt and is claimable again at once; a timeout is a failure with backoff, and
--- the worker is told to interrupt the job.
+-- the worker is told to interrupt the job. A dead worker leaves the idle-worker index
+-- (include/idle_workers.lua) and its doorbell is dropped, so no job is held back for it.
 
 --- @include "common"
 --- @include "keys"
@@ -24,6 +25,7 @@
 --- @include "leases"
 --- @include "transitions"
 --- @include "policy"
+--- @include "idle_workers"
 
 local now = now_ms()
 local limit = tonumber(ARGV[4])
@@ -49,6 +51,7 @@ for _, worker_id in ipairs(dead) do
     end
   end
   redis.call('DEL', lease_key)
+  clear_idle(worker_id)
   redis.call('ZREM', K.workers, worker_id)
   local worker_key = K.worker(worker_id)
   if redis.call('EXISTS', worker_key) == 1 then

@@ -10,15 +10,19 @@
 -- Returns  the operator state the worker must honour ('active', 'paused' or 'draining').
 -- Invariants: the operator state survives restarts (set only when absent); a worker that
 -- restarts under the same id keeps its counters. Leases left by a previous run of this id
--- stay until the heartbeat's orphan reconciliation returns them to pending.
+-- stay until the heartbeat's orphan reconciliation returns them to pending. A worker that
+-- registers is not idle (include/idle_workers.lua) until a claim of its finds nothing: an
+-- entry its previous run left, perhaps with other capabilities, is dropped.
 
 --- @include "common"
 --- @include "keys"
 --- @include "events"
+--- @include "idle_workers"
 
 local worker_id = ARGV[4]
 local now = now_ms()
 local worker_key = K.worker(worker_id)
+clear_idle(worker_id)
 redis.call('HSET', worker_key, 'id', worker_id, 'capabilities', ARGV[6], 'info', ARGV[7],
   'status', 'idle', 'registered_at', int(now), 'last_heartbeat', int(now), 'lease_ms', ARGV[5])
 redis.call('HSETNX', worker_key, 'state', 'active')

@@ -8,15 +8,19 @@
 -- Invariants: the claim script refuses paused and draining workers, so the state takes
 -- effect on the worker's next claim whatever the worker itself does. Resuming rings the
 -- doorbell of each service the worker offers, so an idle paused worker claims at once.
+-- Pausing or draining takes the worker out of the idle-worker index
+-- (include/idle_workers.lua): no job is held back for a worker that will not claim it.
 
 --- @include "common"
 --- @include "keys"
 --- @include "events"
 --- @include "queue"
+--- @include "idle_workers"
 
 local worker_key = K.worker(ARGV[4])
 if redis.call('EXISTS', worker_key) == 0 then return 0 end
 redis.call('HSET', worker_key, 'state', ARGV[5])
+if ARGV[5] ~= 'active' then clear_idle(ARGV[4]) end
 local caps = redis.call('HGET', worker_key, 'capabilities')
 if ARGV[5] == 'active' and caps then
   for _, svc in ipairs(val(cjson.decode(caps).services) or {}) do notify(svc, 3) end

@@ -12,7 +12,13 @@ below the best one's effective priority. The rule then applies, lexicographicall
    FIT_MAX_DELAY_SECONDS; the smaller when both held it). Once now >= held_until it is
    overdue: the overdue candidates are taken first, in strict order, whatever the policies.
 2. Fit (`fit`): candidates that an idle worker smaller than this one can run are left to
-   it (the claim wakes that worker), unless that would leave nothing.
+   it (the claim wakes that worker). When that leaves nothing, this worker takes nothing:
+   every candidate is held by fit, the claim answers 'empty' with the strict-order best's
+   deadline as the time to look again (so the worker blocks instead of spinning), and the
+   woken smaller worker claims the job; if it does not, rule 1 gives the job to whoever
+   claims once the bound has run out. A job no smaller idle worker can run (it needs this
+   worker's GPU memory, a model or a compliance tag only it has) is never held back, so a
+   big worker ends up preferring the jobs only it can run (shared/scheduling/fit.py).
 3. Fair share (`fair`): only the candidates of the customer with the lowest load (decayed
    GPU-seconds / weight, shared/scheduling/usage.py) remain; a tie goes to the customer
    whose best candidate ranks first. The band fair share decides within is the window: all
@@ -67,10 +73,11 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class Choice:
-    """chosen: the candidate to take. held: job id -> the policy that passed it over.
-    overdue: the choice was forced by a bound (rule 1)."""
+    """chosen: the candidate to take; None when fit left every candidate to smaller idle
+    workers (rule 2). held: job id -> the policy that passed it over. overdue: the choice
+    was forced by a bound (rule 1)."""
 
-    chosen: Candidate
+    chosen: Candidate | None
     held: dict[str, str]
     overdue: bool = False
 
@@ -112,6 +119,8 @@ def choose(candidates: Sequence[Candidate], context: Context) -> Choice | None:
         pool = kept
 
     if FIT in context.policies:
+        if all(c.fit_blocker is not None for c in pool):
+            return Choice(None, {c.job: FIT for c in pool})
         keep(FIT, [c for c in pool if c.fit_blocker is None])
     if FAIR in context.policies:
         keep(FAIR, _lightest_customer(pool, context.loads))

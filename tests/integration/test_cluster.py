@@ -167,6 +167,22 @@ async def test_an_idle_worker_wakes_when_a_job_arrives(
         await blocking.aclose()
 
 
+async def test_a_worker_wakes_on_its_own_doorbell(redis_cluster: Cluster, broker: Broker) -> None:
+    """The worker's own doorbell is a key of the pool: one BLPOP covers it and the services'
+    doorbells on one node (keys of several slots would be refused: CROSSSLOT)."""
+    blocking = connect(redis_cluster.settings(), blocking=True)
+    waiter = Broker(blocking, broker.settings)
+    owner = redis_cluster.owner_of(broker.settings.prefix)
+    try:
+        before = blocked_clients(owner)
+        woken = asyncio.create_task(waiter.wait_for_work(["sim", "other"], 10, worker_id="w"))
+        await wait_until(lambda: blocked_clients(owner) > before, timeout=5)
+        await broker.redis.lpush(broker.keys.wake("w"), "0")
+        assert await asyncio.wait_for(woken, timeout=5) == 0
+    finally:
+        await blocking.aclose()
+
+
 async def test_a_worker_hears_its_cancel_on_the_control_channel(
     cluster_redis: RedisClient, broker: Broker
 ) -> None:

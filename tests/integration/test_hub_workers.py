@@ -107,3 +107,15 @@ async def test_fleet_cache_rereads_at_most_once_per_interval(broker: Broker) -> 
     assert await cache.get() == []  # still fresh
     fresh = FleetCache(broker.reads.fleet.live, max_age=0)
     assert [w.id for w in await fresh.get()] == ["w1"]
+
+
+async def test_a_worker_is_shown_idle_from_the_claim_that_finds_nothing_to_its_next_claim(
+    api: httpx.AsyncClient, broker: Broker
+) -> None:
+    caps = await start_worker(broker, "gpu-1")
+    assert (await api.get("/workers/gpu-1", headers=OPERATOR)).json()["idle"] is False
+    assert await broker.claim("gpu-1", caps) == NoClaim("empty", None)
+    assert (await api.get("/workers/gpu-1", headers=OPERATOR)).json()["idle"] is True
+    await api.post("/jobs", json={"service_type": "comfyui"}, headers=OPERATOR)
+    await claim(broker, "gpu-1", caps)
+    assert (await api.get("/workers/gpu-1", headers=OPERATOR)).json()["idle"] is False

@@ -526,6 +526,19 @@ async def test_a_submission_to_any_pool_wakes_a_waiting_multi_pool_worker(
         assert hops is not None, name
 
 
+@pytest.mark.parametrize("per_pool", [False, True], ids=["one-blpop", "blpop-per-pool"])
+async def test_a_multi_pool_worker_wakes_on_its_own_doorbell_in_any_pool(
+    redis: Redis, settings: BrokerSettings, pools: PoolSet, per_pool: bool
+) -> None:
+    """The fit policy rings one worker's doorbell in the pool whose job it leaves to it."""
+    waiter = PooledBroker(PoolSet(redis, settings), per_pool_waits=per_pool)
+    for name in POOLS:
+        wait = asyncio.create_task(waiter.wait_for_work(["sim"], timeout=30, worker_id="w"))
+        await wait_until(lambda: blocked_clients(redis), message="the waiter blocks")
+        await redis.lpush(pool(pools, name).keys.wake("w"), "0")
+        assert await asyncio.wait_for(wait, timeout=5) == 0, name
+
+
 async def blocked_clients(redis: Redis) -> bool:
     info = await redis.info("clients")
     return int(info["blocked_clients"]) > 0

@@ -53,8 +53,9 @@ local function lightest_customer(pool, loads)
 end
 
 -- The rule: returns the chosen candidate, a table job id -> the policy that passed it over,
--- and whether a bound forced the choice; nil with no candidate. `loads`: customer ->
--- usage / weight (fair share).
+-- and whether a bound forced the choice; nil with no candidate. The chosen candidate is nil
+-- (and every candidate held by fit) when fit leaves them all to smaller idle workers.
+-- `loads`: customer -> usage / weight (fair share).
 local function choose(candidates, sched, now, loads)
   if #candidates == 0 then return nil end
   local top = strict_best(candidates)
@@ -85,7 +86,14 @@ local function choose(candidates, sched, now, loads)
     return out
   end
 
-  if sched.on.fit then keep('fit', where(function(c) return not c.fit_blocker end)) end
+  if sched.on.fit then
+    local fitting = where(function(c) return not c.fit_blocker end)
+    if #fitting == 0 then
+      for _, c in ipairs(pool) do held[c.job] = 'fit' end
+      return nil, held, false
+    end
+    keep('fit', fitting)
+  end
   if sched.on.fair then keep('fair', lightest_customer(pool, loads)) end
   if sched.on.affinity then keep('affinity', where(function(c) return c.warm end)) end
   return strict_best(pool), held, false

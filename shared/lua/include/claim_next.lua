@@ -8,23 +8,26 @@
 --- @include "find_job"
 --- @include "choose"
 --- @include "fit"
+--- @include "idle_workers"
 
--- The scheduling bookkeeping of a claim that took `chosen` (policies on): the strict-order
--- best, if a policy passed it over, records that policy and, for a bounded one, the
--- deadline by which it must be taken (its first bounded pass-over, when strict order would
--- have given it out, plus the bound; the earlier one when several policies held it):
--- choose.lua's rule 1 then forces it. O(1): only that one job is marked; the next becomes
--- the strict-order best once it is taken. Idle workers that fit left jobs to are woken.
+-- The scheduling bookkeeping of a claim that took `chosen` (policies on; nil: fit left every
+-- candidate to smaller idle workers): the strict-order best, if a policy passed it over,
+-- records that policy and, for a bounded one, the deadline by which it must be taken (its
+-- first bounded pass-over, when strict order would have given it out, plus the bound; the
+-- earlier one when several policies held it): choose.lua's rule 1 then forces it. O(1):
+-- only that one job is marked; the next becomes the strict-order best once it is taken.
+-- Idle workers that fit left jobs to are woken. Returns that deadline (nil: none set).
 local function record_decision(chosen, decision, sched, now)
   local strict = decision.strict
   local policy = decision.held[strict.job]
-  if strict.job ~= chosen.job and policy then
+  local deadline = nil
+  if (not chosen or strict.job ~= chosen.job) and policy then
     local key = K.job(strict.job)
     local bound = sched.bound_ms[policy]
     if bound then
       local f = redis.call('HMGET', key, 'held_since', 'held_until')
       local since = tonumber(f[1] or '') or now
-      local deadline = since + bound
+      deadline = since + bound
       local before = tonumber(f[2] or '')
       if before and before < deadline then deadline = before end
       redis.call('HSET', key, 'held_by', policy, 'held_at', int(now), 'held_since', int(since),
@@ -40,6 +43,7 @@ local function record_decision(chosen, decision, sched, now)
       wake_worker(c.fit_blocker)
     end
   end
+  return deadline
 end
 
 -- The GPUs a job of class document `doc` holds (its GPU requirement's count, else 1), for
@@ -58,7 +62,11 @@ end
 local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases, elsewhere,
     floor_priority, floor_created, scheduling)
   local barrier = claim_barrier(worker_id, max_leases)
-  if barrier then return { 'none', barrier, '', '' } end
+  if barrier then
+    -- Paused, draining or at its lease cap: it could not take a job left for it.
+    clear_idle(worker_id)
+    return { 'none', barrier, '', '' }
+  end
 
   local now = now_ms()
   promote_due(now, DUE_PER_CLAIM)
@@ -70,15 +78,23 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
     sched)
 
   if not best then
-    if hops > 0 then
+    -- With a decision but no job, fit left every candidate to smaller idle workers and woke
+    -- them: this worker answers 'empty' and waits until the held job's deadline at most.
+    local held_until = decision and record_decision(nil, decision, sched, now)
+    if hops > 0 and not decision then
       -- Woken for work this worker cannot do: pass the wake-up on to another idle worker.
       for _, svc in ipairs(caps.services) do
         if redis.call('ZCARD', K.service_classes(svc)) > 0 then notify(svc, hops - 1) end
       end
     end
     local due = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
-    if truncated then return { 'none', 'more', due[2] or '', int(offset + budget) } end
-    return { 'none', 'empty', due[2] or '', '' }
+    local next_due = due[2]
+    if held_until and (not next_due or held_until < tonumber(next_due)) then
+      next_due = int(held_until)
+    end
+    if truncated then return { 'none', 'more', next_due or '', int(offset + budget) } end
+    mark_idle(worker_id, caps, caps_json, now)
+    return { 'none', 'empty', next_due or '', '' }
   end
 
   local best_job, best_class, best_doc = best.job, best.class, best.doc
@@ -93,6 +109,7 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
     end
   end
 
+  clear_idle(worker_id)
   local job_key = K.job(best_job)
   local svc, customer = best_doc.s, best_doc.c
   if decision then

@@ -1,14 +1,19 @@
 -- fit.lua: the `fit` policy's view of the fleet, as the claim's chooser needs it
--- (include/choose.lua, include/find_job.lua). Called only when fit is on. (Stubs until
--- the idle-worker index lands: nothing is left to another worker, nobody is woken.)
+-- (include/choose.lua, include/find_job.lua). Called only when fit is on. The index it
+-- reads, and the doorbell it rings, are include/idle_workers.lua's.
+
+--- @include "idle_workers"
 
 -- The id of an idle worker smaller than the claiming one that can run class `class_id`
 -- (svc: its service; doc: its class document {s=, c=, r=, p=}; caps: prepare_caps of the
--- claiming worker), or nil: the job is then not left to anyone.
+-- claiming worker), or nil: the job is then not left to anyone. A job that needs what only
+-- the claimant has (its GPU memory, a model, a compliance tag) finds no such worker, so a
+-- big worker ends up preferring the jobs only it can run.
 local function fit_blocker(svc, class_id, doc, caps, now)
-  return nil
+  return smaller_idle_match(svc, doc, idle_size(caps), now)
 end
 
 -- Wake `worker_id` (idle, blocked waiting for work): fit left it a job.
 local function wake_worker(worker_id)
+  ring_worker(worker_id)
 end

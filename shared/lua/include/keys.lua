@@ -35,6 +35,8 @@ local K = {
   end,
   worker = function(worker_id) return P .. 'worker:' .. worker_id end,
   notify = function(svc) return P .. 'notify:' .. svc end,
+  idle_workers = function(svc) return P .. 'idle:' .. svc end,
+  wake = function(worker_id) return P .. 'wake:' .. worker_id end,
   idempotency = function(digest) return P .. 'idem:' .. digest end,
   stats = function(minute) return P .. 'stats:' .. minute end,
   control = function(worker_id) return P .. 'control:' .. worker_id end,
