@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import median
 from bench.fleet.fleet import build_fleet, describe_fleet, unrunnable
 from bench.fleet.gpu import COLD_LOAD_S_PER_GB
 from bench.fleet.metrics import measure, wait_s
@@ -110,11 +111,12 @@ async def compare(config: Config) -> Comparison:
         results.append(PolicyResult(name, metrics, bounds_s(policies)))
         lines.append(f"run {name}: {seconds:.0f} s wall, {metrics.claims:,} claims logged")
     span = (jobs[-1].arrival_s - jobs[0].arrival_s) if jobs else 0.0
+    median_work = median([j.work_s for j in jobs])
     lines += [
         f"time compression: {config.factor:g}x (trace {span:,.0f} s replayed in "
         f"{span / config.factor:,.0f} s); waits, work and bounds below are trace seconds",
         f"cold load: {COLD_LOAD_S_PER_GB:g} s per GB of the model (a 14 GB model: "
-        f"{14 * COLD_LOAD_S_PER_GB:g} s, ten times the median job); idle poll "
+        f"{14 * COLD_LOAD_S_PER_GB:g} s; the median job: {median_work:.1f} s); idle poll "
         f"{IDLE_POLL_S:g} s wall",
     ]
     title = (

@@ -61,8 +61,8 @@ MODELS: tuple[Model, ...] = (
 MODEL_BY_NAME = {m.name: m for m in MODELS}
 SERVICES: tuple[str, ...] = ("code", "chat", "image")
 
-WORK_BASE_S = 3.0
-WORK_PER_GENERATED_S = 0.25
+WORK_BASE_S = 3.5
+WORK_PER_GENERATED_S = 0.3
 WORK_PER_CONTEXT_S = 0.0005
 KV_CONTEXT_TOKENS = 4096
 KV_GB_SMALL = 2.0

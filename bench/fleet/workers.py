@@ -3,8 +3,9 @@
 Each loop does what worker/runtime.py does with one slot: claim with its capability
 document (its warm models read from its simulated GPU at that moment), run the job
 (sleep its cold load and its work, compressed), complete it, claim again; with nothing to
-claim, block on the broker's wake-up (BLPOP on the service doorbells, `wait_for_work`) for
-at most IDLE_POLL_SECONDS, as a real worker does, and pass its hop count to the next claim.
+claim, block on the broker's wake-up (BLPOP on the service doorbells and its own,
+`wait_for_work`) for at most IDLE_POLL_SECONDS or until the next due time the claim named,
+as a real worker does, and pass its hop count to the next claim.
 Nothing polls faster than a real worker would.
 
 A process runs its loops until the parent sets `stop`, then writes one `JobRecord` per job
@@ -65,7 +66,13 @@ async def _worker_loop(
         result = await broker.claim(spec.worker_id, caps, hops=hops)
         hops = 0
         if not isinstance(result, Claim):
-            hops = await broker.wait_for_work(spec.services, idle_poll) or 0
+            # As worker/runtime.py: wake for a held job's deadline (fit) if sooner, and on
+            # this worker's own doorbell too (fit wakes the idle worker it leaves a job to).
+            timeout = idle_poll
+            if result.next_due_ms is not None:
+                timeout = max(0.01, min(timeout, result.next_due_ms / 1000 - time.time()))
+            woken = await broker.wait_for_work(spec.services, timeout, worker_id=spec.worker_id)
+            hops = woken or 0
             continue
         job = result.job
         payload: dict[str, Any] = job.payload
