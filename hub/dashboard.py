@@ -13,6 +13,7 @@ by static/charts.js, so the page works offline and stays light.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,13 @@ from hub.pool_routing import pool_query
 from hub.queries import public_summary
 from hub.series import chart_series
 from hub.timeline import job_timeline
+from shared.broker import Broker
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 RECENT = 25
+FAIR_SHARE_ROWS = 30  # customers per pool in the fair-share table, heaviest first
 
 
 def csp(image_origins: tuple[str, ...]) -> str:
@@ -116,8 +119,19 @@ async def data(request: Request) -> Response:
             "active": await load(heads["active"]),
             "recent": finished[:RECENT],
             "failed": await load(heads["failed"]),
+            "fair_share": await fair_share(brokers),
         }
     )
+
+
+async def fair_share(brokers: Sequence[Broker]) -> list[dict[str, Any]]:
+    """Fair share per pool and customer (shared/fair_reads.py), heaviest load first, at most
+    FAIR_SHARE_ROWS per pool: what SCHEDULING_POLICIES=fair ranks customers by."""
+    out: list[dict[str, Any]] = []
+    for b in brokers:
+        shares = await b.reads.fair.shares(b.settings.fair_share_half_life)
+        out += [{"pool": b.pool, **s.to_public()} for s in shares[:FAIR_SHARE_ROWS]]
+    return out
 
 
 async def series(request: Request) -> Response:

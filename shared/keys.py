@@ -96,6 +96,12 @@ class Keys:
         return f"{self.prefix}fair:usage"
 
     @property
+    def held(self) -> str:
+        """Jobs a bounded scheduling policy (affinity, fit) passed over, by their deadline:
+        the claim takes one first once its deadline passed (shared/scheduling/chooser.py)."""
+        return f"{self.prefix}sched:held"
+
+    @property
     def fair_weights(self) -> str:
         """Each customer's fair-share weight, published by the hubs from the tiers."""
         return f"{self.prefix}fair:weights"

@@ -43,7 +43,9 @@ class BrokerSettings:
 
     orphan_grace: a lease the worker does not report as running is returned after this.
     claim_scan_budget: requirement classes examined per index in one claim call.
-    Those two and events_max are not settings: tests shorten them.
+    scheduling_scan_classes: with scheduling policies on, the most classes a claim examines
+    beyond those strict order examines (their cost per claim; the fleet bench tunes it).
+    Those and events_max are not settings: tests shorten them.
     """
 
     prefix: str = BROKER.field(
@@ -223,6 +225,7 @@ class BrokerSettings:
     )
     orphan_grace: float = 15.0
     claim_scan_budget: int = 64
+    scheduling_scan_classes: int = 16
     events_max: int = 100_000
 
     def __post_init__(self) -> None:
@@ -254,6 +257,7 @@ class BrokerSettings:
             affinity_max_delay=self.affinity_max_delay,
             fit_max_delay=self.fit_max_delay,
             half_life=self.fair_share_half_life,
+            scan=self.scheduling_scan_classes,
         )
 
     @property

@@ -118,6 +118,9 @@ async function refresh() {
     tr.className = "status-" + j.status;
     return tr;
   }));
+  fill("fair-table", (data.fair_share || []).map((f) => row([f.pool, f.customer || "(none)",
+    f.usage_gpu_seconds.toFixed(1), f.weight, (100 * f.share).toFixed(1) + "%",
+    (100 * f.entitled).toFixed(1) + "%"])));
   fill("recent-table", data.recent.map((j) => {
     const tr = row([jobLink(j.id), j.service_type, j.customer_id, j.status,
       ms(j.claimed_at, j.finished_at), j.worker_id, j.finished_at]);

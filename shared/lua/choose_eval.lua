@@ -27,5 +27,9 @@ local sched = parse_scheduling(ARGV[5]) or parse_scheduling('|0|0|0|0')
 local chosen, held, overdue = choose(candidates, sched, tonumber(ARGV[6]), cjson.decode(ARGV[7]))
 if not held then return {} end
 local held_json = '{}'
-if next(held) then held_json = cjson.encode(held) end
+if next(held) then
+  local by_job = {}
+  for c, policy in pairs(held) do by_job[c.job] = policy end
+  held_json = cjson.encode(by_job)
+end
 return { chosen and chosen.job or '', held_json, overdue and 1 or 0 }

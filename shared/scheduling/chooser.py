@@ -73,13 +73,15 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class Choice:
-    """chosen: the candidate to take; None when fit left every candidate to smaller idle
-    workers (rule 2). held: job id -> the policy that passed it over. overdue: the choice
-    was forced by a bound (rule 1)."""
+    """chosen: the candidate to take. held: job id -> the policy that passed it over.
+    overdue: the choice was forced by a bound (rule 1). nothing_taken: fit left every
+    candidate to smaller idle workers (rule 2): the claim takes nothing, and `chosen` is the
+    strict-order best, on which it records the bound."""
 
-    chosen: Candidate | None
+    chosen: Candidate
     held: dict[str, str]
     overdue: bool = False
+    nothing_taken: bool = False
 
 
 def strict_best(candidates: Sequence[Candidate]) -> Candidate:
@@ -120,7 +122,7 @@ def choose(candidates: Sequence[Candidate], context: Context) -> Choice | None:
 
     if FIT in context.policies:
         if all(c.fit_blocker is not None for c in pool):
-            return Choice(None, {c.job: FIT for c in pool})
+            return Choice(strict_best(pool), {c.job: FIT for c in pool}, nothing_taken=True)
         keep(FIT, [c for c in pool if c.fit_blocker is None])
     if FAIR in context.policies:
         keep(FAIR, _lightest_customer(pool, context.loads))

@@ -55,9 +55,11 @@ def claim_argument(
     affinity_max_delay: float,
     fit_max_delay: float,
     half_life: float,
+    scan: int = 16,
 ) -> str:
     """The claim scripts' scheduling ARGV: '' with no policy on (strict order), else
-    'policies|window|affinity_ms|fit_ms|half_life_ms' (include/choose.lua reads it)."""
+    'policies|window|affinity_ms|fit_ms|half_life_ms|scan' (include/choose.lua reads it;
+    scan: the most classes a claim examines beyond those strict order examines)."""
     if not policies:
         return ""
     return "|".join(
@@ -67,5 +69,6 @@ def claim_argument(
             str(int(affinity_max_delay * 1000)),
             str(int(fit_max_delay * 1000)),
             str(int(half_life * 1000)),
+            str(scan),
         )
     )

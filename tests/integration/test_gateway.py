@@ -276,6 +276,22 @@ async def test_a_wait_ends_when_work_arrives(gateway: GatewayClient, broker: Bro
     assert got.job.id == "wake"
 
 
+async def test_a_wait_ends_when_the_worker_is_rung_on_its_own_doorbell(
+    gateway: GatewayClient, broker: Broker
+) -> None:
+    """The hub waits on the doorbell of the worker its grant names (the fit policy rings it),
+    whatever id the worker would pass."""
+    await gateway.register_worker("gw-1", capabilities(), {})
+    waiting = asyncio.create_task(gateway.wait_for_work(["comfyui"], 30, worker_id="other"))
+    await wait_until(lambda: _blocked(broker), timeout=10, message="the hub blocks for gw-1")
+    await broker.redis.lpush(broker.keys.wake("gw-1"), "0")
+    assert await asyncio.wait_for(waiting, 20) == 0
+
+
+async def _blocked(broker: Broker) -> bool:
+    return int((await broker.redis.info("clients"))["blocked_clients"]) > 0
+
+
 async def test_a_worker_process_runs_jobs_through_the_gateway(
     hub: RunningHub, redis_url: str, broker: Broker
 ) -> None:

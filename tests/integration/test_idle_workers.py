@@ -255,10 +255,10 @@ async def test_ringing_a_worker_wakes_that_worker_only(fleet: Fleet, blocking: R
     woken = asyncio.create_task(waiter.wait_for_work(["sim"], 10, worker_id="small"))
     await wait_until(lambda: _blocked(fleet.redis), timeout=5)
     await fleet.ring("small")
-    # A ring carries no hops (a worker woken for one job does not pass the wake-up on), and
-    # the rung worker leaves the index: it is about to claim.
+    # A ring carries no hops (a worker woken for one job does not pass the wake-up on); the
+    # rung worker stays idle until its own claim says otherwise.
     assert await asyncio.wait_for(woken, 5) == 0
-    assert await fleet.idle_ids() == ["other"]
+    assert await fleet.idle_ids() == ["small", "other"]
     assert await fleet.broker.wait_for_work(["sim"], 0.01, worker_id="other") is None
 
 

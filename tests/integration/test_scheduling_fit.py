@@ -112,20 +112,41 @@ async def _past(redis: Redis, ms: int | None) -> bool:
     return ms is not None and await redis_ms(redis) >= ms
 
 
-async def test_no_job_waits_longer_than_the_bound_though_smaller_workers_stay_idle(
+async def test_no_job_waits_longer_than_the_bound_though_the_small_worker_stays_idle(
     redis: Redis, broker_settings: BrokerSettings
 ) -> None:
     broker = fit_broker(redis, broker_settings, max_delay=0.3)
     await idle(broker, "big", BIG)
-    for n in range(3):
-        await idle(broker, f"small-{n}", SMALL)
+    await idle(broker, "small", SMALL)
     await broker.submit(job(id="small-job", requirements=NEEDS_8))
-    assert isinstance(await broker.claim("big", BIG), NoClaim)  # left to one small worker
+    assert await claimed(broker, "big", BIG) is None  # left to the small worker
     held_until = int(await redis.hget(broker.keys.job("small-job"), "held_until") or 0)
     await wait_until(lambda: _past(redis, held_until), timeout=5)
-    # Two smaller workers are still idle and could run it, yet the bound is over: taken.
-    assert len(await redis.zrange(broker.keys.idle_workers("sim"), 0, -1)) == 3  # 2 + big
+    # The small worker is still idle and could run it, yet the bound is over: taken.
+    assert await redis.zscore(broker.keys.idle_workers("sim"), "small") is not None
     assert await claimed(broker, "big", BIG) == "small-job"
+
+
+async def test_a_busy_big_worker_claiming_again_at_once_still_leaves_the_job(
+    redis: Redis, broker_settings: BrokerSettings
+) -> None:
+    """A worker whose complete-and-claim found nothing claims again at once (its slot is
+    free): that claim must not race the small worker it just woke."""
+    broker = fit_broker(redis, broker_settings)
+    await idle(broker, "small", SMALL)
+    await broker.register_worker("big", BIG)
+    await broker.submit(job(id="big-job", requirements=NEEDS_40))
+    first = await broker.claim("big", BIG)
+    assert isinstance(first, Claim)
+    await broker.submit(job(id="small-job", requirements=NEEDS_8))
+    fence, follow_up = await broker.complete_and_claim(
+        "big", "big-job", first.token, None, Broker.encode_capabilities(BIG)
+    )
+    assert fence == "ok"
+    assert isinstance(follow_up, NoClaim)
+    assert await claimed(broker, "big", BIG) is None
+    assert await claimed(broker, "small", SMALL) == "small-job"
+    assert await redis.llen(broker.keys.wake("small")) == 0  # its spare wake-up is dropped
 
 
 async def test_a_scan_in_pages_keeps_the_held_jobs_deadline(

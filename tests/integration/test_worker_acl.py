@@ -67,6 +67,14 @@ async def test_the_acl_runs_everything_a_worker_does(
     await run_everything_a_worker_does(Broker(worker_redis, broker_settings), broker)
 
 
+async def test_the_acl_runs_everything_a_worker_does_with_every_scheduling_policy(
+    worker_redis: Redis, redis: Redis, broker_settings: BrokerSettings
+) -> None:
+    """The policies' keys (the idle-worker index, holds, fair-share usage) are in reach."""
+    settings = dataclasses.replace(broker_settings, scheduling_policies=("affinity", "fit", "fair"))
+    await run_everything_a_worker_does(Broker(worker_redis, settings), Broker(redis, settings))
+
+
 async def test_the_acl_with_a_pools_patterns_runs_everything_a_worker_does_in_that_pool(
     redis: Redis, redis_url: str, broker_settings: BrokerSettings
 ) -> None:
@@ -91,7 +99,7 @@ async def run_everything_a_worker_does(worker: Broker, broker: Broker) -> None:
         await broker.submit(job_request("comfyui", id=f"acl-{n}"))
     caps = capabilities()
     await worker.register_worker("acl-w", caps, {"host": "box"})
-    assert await worker.wait_for_work(["comfyui"], 0.05) is not None
+    assert await worker.wait_for_work(["comfyui"], 0.05, worker_id="acl-w") is not None
     first = await worker.claim("acl-w", caps)
     assert isinstance(first, Claim)
     assert await worker.progress("acl-w", first.job.id, first.token, 50, "half") == "ok"
@@ -105,6 +113,10 @@ async def run_everything_a_worker_does(worker: Broker, broker: Broker) -> None:
     third = await worker.claim("acl-w", caps)
     assert isinstance(third, Claim)
     assert await worker.release("acl-w", third.job.id, third.token, "stopping") == "ok"
+    # Claims that find nothing index the worker as idle (include/idle_workers.lua).
+    while isinstance(last := await worker.claim("acl-w", caps), Claim):
+        assert await worker.complete("acl-w", last.job.id, last.token, None) == "ok"
+    assert last.reason == "empty"
     replicas = await redis_command(worker_redis, "WAIT", 0, 10)  # REDIS_WAIT_REPLICAS
     assert isinstance(replicas, int)
     assert replicas >= 0

@@ -46,7 +46,7 @@ API_KEY = "sk-live-abcdef"
 PAGE_IDS = (
     "status", "state", "uptime", "heartbeat", "slots", "success-rate", "p50", "p95", "jobs-count",
     "pause", "resume", "token-form", "token", "notice", "running-jobs", "history", "resources",
-    "cpu", "ram", "gpus", "connectors", "capabilities", "updated",
+    "cpu", "ram", "gpus", "connectors", "capabilities", "updated", "scheduling",
 )  # fmt: skip
 ACTIONS = [
     ("/api/jobs/job-1/cancel", "cancel_job", ["job-1"]),
@@ -271,6 +271,23 @@ async def test_status_describes_the_worker(client: httpx.AsyncClient, fake: Fake
     assert [c["ok"] for c in body["connectors"]] == [False, True]
     assert body["capabilities"]["models"] == ["sdxl"]
     assert body["hardware"]["gpus"][0]["name"] == "NVIDIA H200"
+
+
+async def test_the_scheduling_policies_in_force_are_shown(fake: FakeWorker) -> None:
+    broker = BrokerSettings(scheduling_policies=("affinity", "fair"), affinity_max_delay=45.0)
+    fake.settings = dataclasses.replace(fake.settings, broker=broker)
+    async with app_client(fake) as client:
+        scheduling = (await client.get("/api/status")).json()["worker"]["scheduling"]
+        html = (await client.get("/")).text
+    assert scheduling["policies"] == ["fair", "affinity"]  # the order they apply in
+    assert scheduling["affinity_max_delay_seconds"] == 45.0
+    assert '<span id="scheduling" title="priority window 10 points; affinity at most 45.0 s' in html
+    assert ">fair, affinity</span>" in html
+
+
+async def test_a_worker_without_policies_shows_strict_order(client: httpx.AsyncClient) -> None:
+    scheduling = (await client.get("/api/status")).json()["worker"]["scheduling"]
+    assert (scheduling["policies"], scheduling["summary"]) == ([], "strict order")
 
 
 async def test_status_keeps_the_last_100_jobs_with_their_statistics(

@@ -18,6 +18,7 @@ import msgspec
 
 from shared import __version__
 from shared.redaction import scrub
+from shared.settings import BrokerSettings
 from worker.dashboard.http_helpers import NO_TOKEN_MESSAGE
 from worker.dashboard.worker_view import DashboardWorker
 from worker.hardware.info import HardwareInfo
@@ -114,6 +115,19 @@ def _resources(utilization: Mapping[str, Any], hardware: HardwareInfo) -> dict[s
     }
 
 
+def _scheduling_view(broker: BrokerSettings) -> dict[str, Any]:
+    """The scheduling policies this worker's claims apply, with their bounds (none: strict
+    priority then FIFO order)."""
+    return {
+        "policies": list(broker.scheduling_policies),
+        "summary": ", ".join(broker.scheduling_policies) or "strict order",
+        "priority_window": broker.affinity_window,
+        "affinity_max_delay_seconds": broker.affinity_max_delay,
+        "fit_max_delay_seconds": broker.fit_max_delay,
+        "fair_share_half_life_seconds": broker.fair_share_half_life,
+    }
+
+
 def _open_view(doc: dict[str, Any]) -> None:
     """Blank what names a job or a customer, for a reader without the operator's token:
     ids, and the messages and errors that clients and AI services write (they may quote
@@ -158,6 +172,7 @@ def snapshot(
             "slots": {"total": settings.concurrent_jobs, "busy": len(running)},
             "services": list(settings.services),
             "pools": list(settings.broker.pools),
+            "scheduling": _scheduling_view(settings.broker),
             "redis": "" if settings.through_gateway else settings.redis.describe(),
             "gateway": ", ".join(settings.gateway_urls),
             "dashboard_url": worker.dashboard_url,

@@ -3,15 +3,16 @@
 -- tests/integration/test_choose_agreement.py holds the two equal. Pure: reads no key, so
 -- choose_eval.lua can evaluate it on given candidates.
 --
--- A candidate is {job=, score=, priority=, customer=, warm=, fit_blocker=, held_until=}
--- (find_job.lua adds class= and doc= for the claim). warm: it has at least one model and
+-- A candidate is {score=, priority=, customer=, warm=, fit_blocker=, held_until=} (find_job.lua
+-- adds class=, doc= and, once settled, job= for the claim; choose_eval.lua job=). warm: it has at least one model and
 -- every one is in the worker's warm_models; fit_blocker: an idle smaller worker that can
 -- run it, or nil; held_until: the deadline a bounded policy set when it passed it over, ms.
 
 --- @include "common"
 
 -- The scheduling ARGV (shared/scheduling/policies.py claim_argument):
--- 'policies|window|affinity_ms|fit_ms|half_life_ms', or ''/nil for strict order (nil).
+-- 'policies|window|affinity_ms|fit_ms|half_life_ms|scan', or ''/nil for strict order (nil).
+-- scan: the most classes a claim examines beyond strict order's (find_job.lua gather).
 local function parse_scheduling(arg)
   if not arg or arg == '' then return nil end
   local f = split(arg, '|')
@@ -24,6 +25,7 @@ local function parse_scheduling(arg)
     window = tonumber(f[2]) or 0,
     bound_ms = { affinity = tonumber(f[3]) or 0, fit = tonumber(f[4]) or 0 },
     half_life_ms = tonumber(f[5]) or 0,
+    scan = tonumber(f[6]) or 16,
   }
 end
 
@@ -52,10 +54,10 @@ local function lightest_customer(pool, loads)
   return out
 end
 
--- The rule: returns the chosen candidate, a table job id -> the policy that passed it over,
--- and whether a bound forced the choice; nil with no candidate. The chosen candidate is nil
--- (and every candidate held by fit) when fit leaves them all to smaller idle workers.
--- `loads`: customer -> usage / weight (fair share).
+-- The rule: returns the chosen candidate, a table candidate -> the policy that passed it
+-- over, and whether a bound forced the choice; nil with no candidate. The chosen candidate
+-- is nil (and every candidate held by fit) when fit leaves them all to smaller idle
+-- workers. `loads`: customer -> usage / weight (fair share).
 local function choose(candidates, sched, now, loads)
   if #candidates == 0 then return nil end
   local top = strict_best(candidates)
@@ -71,10 +73,10 @@ local function choose(candidates, sched, now, loads)
   local held, pool = {}, band
   local function keep(policy, kept)
     if #kept == 0 or #kept == #pool then return end
-    local ids = {}
-    for _, c in ipairs(kept) do ids[c.job] = true end
+    local kept_set = {}
+    for _, c in ipairs(kept) do kept_set[c] = true end
     for _, c in ipairs(pool) do
-      if not ids[c.job] then held[c.job] = policy end
+      if not kept_set[c] then held[c] = policy end
     end
     pool = kept
   end
@@ -89,7 +91,7 @@ local function choose(candidates, sched, now, loads)
   if sched.on.fit then
     local fitting = where(function(c) return not c.fit_blocker end)
     if #fitting == 0 then
-      for _, c in ipairs(pool) do held[c.job] = 'fit' end
+      for _, c in ipairs(pool) do held[c] = 'fit' end
       return nil, held, false
     end
     keep('fit', fitting)

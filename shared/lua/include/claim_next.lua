@@ -14,14 +14,15 @@
 -- candidate to smaller idle workers): the strict-order best, if a policy passed it over,
 -- records that policy and, for a bounded one, the deadline by which it must be taken (its
 -- first bounded pass-over, when strict order would have given it out, plus the bound; the
--- earlier one when several policies held it): choose.lua's rule 1 then forces it. O(1):
--- only that one job is marked; the next becomes the strict-order best once it is taken.
--- Idle workers that fit left jobs to are woken. Returns that deadline (nil: none set).
+-- earlier one when several policies held it), indexed in K.held so that find_job.lua
+-- mark_overdue finds it: choose.lua's rule 1 then forces it. O(1): only that one job is
+-- marked; the next becomes the strict-order best once it is taken. Idle workers that fit
+-- left jobs to are woken. Returns that deadline (nil: none set).
 local function record_decision(chosen, decision, sched, now)
   local strict = decision.strict
-  local policy = decision.held[strict.job]
+  local policy = decision.held[strict]
   local deadline = nil
-  if (not chosen or strict.job ~= chosen.job) and policy then
+  if strict ~= chosen and policy and strict.job then
     local key = K.job(strict.job)
     local bound = sched.bound_ms[policy]
     if bound then
@@ -32,13 +33,14 @@ local function record_decision(chosen, decision, sched, now)
       if before and before < deadline then deadline = before end
       redis.call('HSET', key, 'held_by', policy, 'held_at', int(now), 'held_since', int(since),
         'held_until', int(deadline))
+      redis.call('ZADD', K.held, deadline, strict.job)
     else
       redis.call('HSET', key, 'held_by', policy, 'held_at', int(now))
     end
   end
   local woken = {}
   for _, c in ipairs(decision.candidates) do
-    if decision.held[c.job] == 'fit' and c.fit_blocker and not woken[c.fit_blocker] then
+    if decision.held[c] == 'fit' and c.fit_blocker and not woken[c.fit_blocker] then
       woken[c.fit_blocker] = true
       wake_worker(c.fit_blocker)
     end
@@ -114,6 +116,7 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
   local svc, customer = best_doc.s, best_doc.c
   if decision then
     record_decision(best, decision, sched, now)
+    redis.call('ZREM', K.held, best_job)
     if sched.on.fair then
       redis.call('HSET', job_key, 'fair_charge',
         gpus_of(best_doc) .. '|' .. int(sched.half_life_ms))

@@ -122,9 +122,12 @@ local function score_priority(score)
   return 1000 - math.floor(score / 8796093022208)
 end
 
--- Job `id` of class `class_id` (document `doc`, score `score`) as a chooser candidate
--- (include/choose.lua) for the worker with `caps`.
-local function candidate(id, class_id, doc, score, caps, now, sched)
+-- Class `class_id` (document `doc`, head score `score`) as a chooser candidate
+-- (include/choose.lua) for the worker with `caps`. Built from the class alone, reading no
+-- job: which job it offers is settled only for the chosen class (resolve), so the cost
+-- that policies add per class scanned is the class document's read, as for strict order.
+-- `job`: the job, where the caller knows it already (peek's due retries).
+local function candidate(class_id, doc, score, caps, now, sched, job)
   local models = val(doc.p) or val(doc.r.models) or {}
   local warm = #models > 0
   for _, m in ipairs(models) do
@@ -132,66 +135,130 @@ local function candidate(id, class_id, doc, score, caps, now, sched)
   end
   local blocker = nil
   if sched.on.fit then blocker = fit_blocker(doc.s, class_id, doc, caps, now) end
-  return { job = id, class = class_id, doc = doc, score = score,
-    priority = score_priority(score), customer = doc.c, warm = warm, fit_blocker = blocker,
-    held_until = tonumber(redis.call('HGET', K.job(id), 'held_until') or '') }
+  return { job = job, class = class_id, doc = doc, score = score,
+    priority = score_priority(score), customer = doc.c, warm = warm, fit_blocker = blocker }
 end
 
--- The candidates for the chooser: per matching class its next job, down each index to
--- sched.window points below the best priority seen (at most `budget` classes per index,
--- as for find_strict), plus `extra` ({id=, class=, doc=, score=} the caller judged already:
--- peek's due retries). Returns them and whether some index was cut short by the budget.
-local function gather(worker_id, caps, running, budget, offset, now, sched, extra)
+-- How many overdue holds one claim looks at (rule 1 of the chooser). A job is overdue only
+-- until the next claim able to run it, so few are at any time.
+local OVERDUE_PER_CLAIM = 32
+
+-- Mark the candidates whose class holds a job a bounded policy passed over and whose bound
+-- has run out (held_until <= now; K.held indexes them, claim_next.lua record_decision):
+-- choose.lua's rule 1 takes them first. One ZRANGEBYSCORE when none is overdue. Entries of
+-- jobs no longer held (claimed, cancelled, expired) are dropped here.
+local function mark_overdue(candidates, now)
+  local ids = redis.call('ZRANGEBYSCORE', K.held, '-inf', now, 'LIMIT', 0, OVERDUE_PER_CLAIM)
+  if #ids == 0 then return end
+  local by_class = {}
+  for _, c in ipairs(candidates) do by_class[c.class] = c end
+  for _, id in ipairs(ids) do
+    local f = redis.call('HMGET', K.job(id), 'status', 'class_id', 'held_until')
+    if f[1] ~= 'pending' or not f[3] then
+      redis.call('ZREM', K.held, id)
+    elseif by_class[f[2]] then
+      -- The class's head is the held job, or ranks before it: strict order takes it first.
+      by_class[f[2]].held_until = tonumber(f[3])
+    end
+  end
+end
+
+-- The candidates for the chooser: per matching class one, down each index to sched.window
+-- points below the best priority seen, examining at most sched.scan classes (matching or
+-- not) once the first candidate is found and at most `budget` per index (as find_strict),
+-- plus `extra` ({id=, class=, doc=, score=} the caller judged already: peek's due retries).
+-- So policies add at most sched.scan class reads to what strict order reads. Class documents
+-- are read DOCS_PER_READ at a time. Returns them and whether some index was cut short by
+-- the budget.
+local DOCS_PER_READ = 16
+local function gather(caps, running, budget, offset, now, sched, extra)
   local out, truncated, top = {}, false, nil
+  local left = sched.scan
   local function add(c)
     out[#out + 1] = c
     if not top or c.priority > top then top = c.priority end
   end
   for _, e in ipairs(extra or {}) do
-    add(candidate(e.id, e.class, e.doc, e.score, caps, now, sched))
+    add(candidate(e.class, e.doc, e.score, caps, now, sched, e.id))
   end
   for _, index in ipairs(scan_indexes(caps, running)) do
     local entries = redis.call('ZRANGE', index, offset, offset + budget - 1, 'WITHSCORES')
     local settled = false
+    local docs = {}
     for i = 1, #entries, 2 do
       local class_id, score = entries[i], tonumber(entries[i + 1])
       -- Heads are in score order: every later class ranks below the window too.
-      if top and score_priority(score) < top - sched.window then settled = true; break end
-      local doc = class_doc(class_id)
-      if not mismatch(doc.s, doc.c, doc.r, caps, running) then
-        local id = pick(worker_id, class_id, now)
-        if id then
-          add(candidate(id, class_id, doc,
-            tonumber(redis.call('ZSCORE', K.job_class(class_id), id)), caps, now, sched))
+      if top and (score_priority(score) < top - sched.window or left <= 0) then
+        settled = true; break
+      end
+      if top then left = left - 1 end
+      local n = (i + 1) / 2
+      if not docs[n] then
+        local ids = {}
+        for j = i, math.min(#entries, i + 2 * DOCS_PER_READ - 2), 2 do
+          ids[#ids + 1] = entries[j]
         end
+        local read = redis.call('HMGET', K.classes, unpack(ids))
+        for k = 1, #read do docs[n + k - 1] = read[k] end
+      end
+      local doc = cjson.decode(docs[n])
+      if not mismatch(doc.s, doc.c, doc.r, caps, running) then
+        add(candidate(class_id, doc, score, caps, now, sched))
       end
     end
     if not settled and #entries == 2 * budget then truncated = true end
   end
+  mark_overdue(out, now)
   return out, truncated
+end
+
+-- The job candidate `c` offers `worker_id`: the one the caller named, else its class's
+-- first job the worker does not avoid (nil: none).
+local function resolve(worker_id, c, now)
+  if not c.job then c.job = pick(worker_id, c.class, now) end
+  return c.job
 end
 
 -- The job the scheduling policies `sched` (choose.lua parse_scheduling; nil: strict order)
 -- choose for `worker_id`, scanning as find_strict does. Returns the chosen candidate ({job=,
 -- class=, doc=, score=, ...}) or nil, whether the budget cut the scan short, and (policies
--- on, a job found) the decision: {strict=the strict-order best candidate, held=job id ->
--- policy that passed it over, candidates=all of them}. `extra`: as for gather.
+-- on, a job found) the decision: {strict=the strict-order best candidate, held=candidate ->
+-- policy that passed it over, candidates=all of them}; with no chosen candidate but a
+-- decision, fit left every candidate to smaller idle workers. `extra`: as for gather.
 local function find_best(worker_id, caps, running, budget, offset, now, sched, extra)
   if not sched then return find_strict(worker_id, caps, running, budget, offset, now) end
-  local candidates, truncated = gather(worker_id, caps, running, budget, offset, now, sched,
-    extra)
-  if #candidates == 0 then return nil, truncated end
+  local candidates, truncated = gather(caps, running, budget, offset, now, sched, extra)
   local loads = {}
-  if sched.on.fair then
+  if sched.on.fair and #candidates > 0 then
     local seen, customers = {}, {}
     for _, c in ipairs(candidates) do
       if not seen[c.customer] then seen[c.customer] = true; customers[#customers + 1] = c.customer end
     end
     loads = customer_loads(customers, now, sched.half_life_ms)
   end
-  local chosen, held = choose(candidates, sched, now, loads)
-  return chosen, truncated,
-    { strict = strict_best(candidates), held = held, candidates = candidates }
+  -- A class whose first jobs this worker all avoids (it just failed them) offers nothing:
+  -- drop it and choose again (rare; at most once per candidate).
+  while #candidates > 0 do
+    local chosen, held = choose(candidates, sched, now, loads)
+    if not chosen then
+      -- Fit left every candidate to smaller idle workers: nothing is taken here. The
+      -- strict-order best is settled so that the claim can record its bound.
+      local strict = strict_best(candidates)
+      resolve(worker_id, strict, now)
+      return nil, truncated, { strict = strict, held = held, candidates = candidates }
+    end
+    if resolve(worker_id, chosen, now) then
+      local strict = strict_best(candidates)
+      if strict ~= chosen and held[strict] then resolve(worker_id, strict, now) end
+      return chosen, truncated, { strict = strict, held = held, candidates = candidates }
+    end
+    local rest = {}
+    for _, c in ipairs(candidates) do
+      if c ~= chosen then rest[#rest + 1] = c end
+    end
+    candidates = rest
+  end
+  return nil, truncated
 end
 
 -- A job's rank across pools: its effective priority and its submission time (ms). Unlike

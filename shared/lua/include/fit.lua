@@ -4,13 +4,18 @@
 
 --- @include "idle_workers"
 
+-- The claimant's size, computed once per script call (one claimant per claim) rather than
+-- per candidate.
+local sized_caps, claimant_size = nil, nil
+
 -- The id of an idle worker smaller than the claiming one that can run class `class_id`
 -- (svc: its service; doc: its class document {s=, c=, r=, p=}; caps: prepare_caps of the
 -- claiming worker), or nil: the job is then not left to anyone. A job that needs what only
 -- the claimant has (its GPU memory, a model, a compliance tag) finds no such worker, so a
 -- big worker ends up preferring the jobs only it can run.
 local function fit_blocker(svc, class_id, doc, caps, now)
-  return smaller_idle_match(svc, doc, idle_size(caps), now)
+  if caps ~= sized_caps then sized_caps, claimant_size = caps, idle_size(caps) end
+  return smaller_idle_match(svc, doc, claimant_size, now)
 end
 
 -- Wake `worker_id` (idle, blocked waiting for work): fit left it a job.

@@ -114,13 +114,13 @@ end
 -- looked at but never blocks: it can only let the claimant take the job. Writes nothing
 -- (peek.lua may call it).
 local function smaller_idle_match(svc, doc, size, now)
-  local at = svc .. '|' .. int(size)
-  local ids = idle_smaller[at]
-  if not ids then
-    ids = redis.call('ZREVRANGEBYSCORE', K.idle_workers(svc), '(' .. int(size), '-inf',
-      'LIMIT', 0, FIT_LOOK)
-    idle_smaller[at] = ids
+  local known = idle_smaller[svc]
+  if not known or known.size ~= size then
+    known = { size = size, ids = redis.call('ZREVRANGEBYSCORE', K.idle_workers(svc),
+      '(' .. int(size), '-inf', 'LIMIT', 0, FIT_LOOK) }
+    idle_smaller[svc] = known
   end
+  local ids = known.ids
   for _, id in ipairs(ids) do
     local w = idle_worker(id, now)
     if w and not mismatch(doc.s, doc.c, doc.r, w.caps, w.running) then return id end
@@ -128,13 +128,13 @@ local function smaller_idle_match(svc, doc, size, now)
   return nil
 end
 
--- Wake `worker_id` for a job held back for it. It leaves the idle index at once: it is
--- about to claim, and no other job is held back for it meanwhile (it runs one at a time;
--- its claim indexes it again if it finds nothing). Its token carries no hops: a worker
--- woken for one job does not pass the wake-up on.
+-- Wake `worker_id` for a job held back for it. It stays in the index until its own claim
+-- (taking a job clears it, finding none indexes it again): a claim by the big worker right
+-- after this one (a worker whose complete-and-claim found nothing claims again at once)
+-- must leave the job to it too, or it would race the worker it just woke. Its token
+-- carries no hops: a worker woken for one job does not pass the wake-up on; tokens left
+-- over are dropped by its next successful claim (clear_idle).
 local function ring_worker(worker_id)
-  clear_idle(worker_id)
-  idle_seen[worker_id] = false
   local key = K.wake(worker_id)
   if redis.call('LPUSH', key, '0') > WAKE_CAP then redis.call('LTRIM', key, 0, WAKE_CAP - 1) end
 end

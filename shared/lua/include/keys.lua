@@ -19,6 +19,7 @@ local K = {
   fleet = P .. 'fleet',
   fair_usage = P .. 'fair:usage',
   fair_weights = P .. 'fair:weights',
+  held = P .. 'sched:held',
   classes = P .. 'classes',
   workers = P .. 'workers',
   events = P .. 'events',
