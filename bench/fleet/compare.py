@@ -21,6 +21,7 @@ from bench.fleet.table import (
     priority_table,
     target_checks,
     targets_table,
+    why_missed,
 )
 from bench.fleet.trace import TraceJob, customer_weights, describe_mapping, load_trace
 
@@ -123,7 +124,8 @@ async def compare(config: Config) -> Comparison:
         f"fleet: {len(jobs):,} trace rows on {len(fleet)} simulated workers, per policy "
         f"(waits, extra delay and bounds in trace seconds, {config.factor:g}x compressed)"
     )
-    checks = target_checks({r.name: r for r in results})
+    by_name = {r.name: r for r in results}
+    checks = target_checks(by_name)
     text = "\n".join(
         [
             *lines,
@@ -133,6 +135,8 @@ async def compare(config: Config) -> Comparison:
             priority_table(results),
             "",
             targets_table(checks),
+            "",
+            *why_missed(checks, by_name),
         ]
     )
     return Comparison(text, results, waits, finished_once)

@@ -161,3 +161,61 @@ def targets_table(checks: list[Check]) -> str:
         ["target", "baseline", "all", "need", "status"],
         [[c.what, c.baseline, c.measured, c.target, c.status] for c in checks],
     )
+
+
+def _fewer(base: RunMetrics, other: RunMetrics) -> float:
+    return 100 * (1 - other.cold_per_1000 / base.cold_per_1000) if base.cold_per_1000 else 0.0
+
+
+def why_missed(checks: list[Check], by_name: Mapping[str, PolicyResult]) -> list[str]:
+    """A line per missed target saying what the runs of the same invocation show about why."""
+    runs = {name: r.metrics for name, r in by_name.items() if r.metrics is not None}
+    base, every = runs.get("baseline"), runs.get("all")
+    if base is None or every is None:
+        return []
+    lines = []
+    for check in checks:
+        if check.passed is not False:
+            continue
+        if check.what.startswith("cold loads"):
+            alone = runs.get("affinity")
+            also = (
+                f"; affinity alone: {_fewer(base, alone):.0f}% fewer" if alone is not None else ""
+            )
+            lines.append(
+                f"MISS cold loads: `all` has {_fewer(base, every):.0f}% fewer{also}. The rule "
+                "applies fit, then fair, then affinity: fair keeps only the lightest customer's "
+                "candidates and fit drops those a smaller idle card can run, so affinity "
+                "chooses among fewer warm jobs."
+            )
+        elif check.what.startswith("p95"):
+            each = ", ".join(
+                f"{n} {m.wait.p95:.0f} s" for n, m in runs.items() if n not in ("baseline", "all")
+            )
+            lines.append(
+                f"MISS p95 wait: `all` {every.wait.p95:.0f} s against baseline "
+                f"{base.wait.p95:.0f} s (each policy alone: {each}): the jobs passed over "
+                "waited longer than the cold loads saved."
+            )
+        elif check.what.startswith("Jain"):
+            fair = runs.get("fair")
+            fair_text = f", fair alone {fair.jain_burst:.3f}" if fair is not None else ""
+            lines.append(
+                f"MISS fairness: Jain's index in the burst: `all` {every.jain_burst:.3f}"
+                f"{fair_text}, baseline {base.jain_burst:.3f}. Fair share chooses the customer "
+                "only among the candidates in the priority window, after fit."
+            )
+        elif check.what.startswith("Redis time"):
+            lines.append(
+                "MISS Redis time per claim: with policies on, a claim examines the candidate "
+                "classes in the priority window beyond strict order's first match (and fit "
+                "looks up smaller idle workers for each)."
+            )
+        elif check.what.startswith("worst extra"):
+            lines.append(
+                "MISS worst extra delay: the bounds limit how long a policy holds back the "
+                "job strict order would take next; a different schedule also changes every "
+                "later wait (other jobs queue behind different ones, cold loads differ), so "
+                "a row's end-to-end delay against baseline is not bounded by them."
+            )
+    return lines
