@@ -6,12 +6,14 @@ Waits are reported in trace seconds (the measured wait times the compression fac
 they read as the trace's own hour would have felt.
 
 Fairness is Jain's index (Jain, Chiu, Hawe 1984) of x_i = served_i / fair_i over the
-customers with work waiting during the heavy customer's burst (trace.BURST). served_i is
-the work (GPU-seconds, trace time) of customer i's jobs claimed in the burst; fair_i is its
-weighted max-min share of what the burst served in all (water-filling over each customer's
-demand: the work of its jobs that were waiting at some point in the burst). 1.0 means every
-customer got its fair share; a heavy customer crowding the others out lowers it. Work left
-waiting when the burst ends is the contention: without any, everyone got all it asked.
+customers with work waiting during the heavy customer's burst (trace.BURST), within each
+priority band (fair share divides a band; a higher priority goes first whoever submits it),
+averaged over the bands by the work each served. served_i is the work (GPU-seconds, trace
+time) of customer i's jobs claimed in the burst; fair_i is its weighted max-min share of
+what the band served in the burst (water-filling over each customer's demand: the work of
+its jobs that were waiting at some point in the burst). 1.0 means every customer got its
+fair share; a heavy customer crowding the others out lowers it. Work left waiting when the
+burst ends is the contention: without any, everyone got all it asked.
 """
 
 from __future__ import annotations
@@ -65,23 +67,42 @@ class Window:
     end_ms: float
 
 
+def _band_fairness(
+    demand: Mapping[str, float], served: Mapping[str, float], weights: Mapping[str, float]
+) -> float:
+    fair = water_fill(demand, weights, sum(served.values()))
+    return jain([served.get(c, 0.0) / share for c, share in fair.items() if share > 0])
+
+
 def burst_fairness(
     records: Iterable[JobRecord],
     jobs: Mapping[int, TraceJob],
     window: Window,
     weights: Mapping[str, float],
 ) -> float:
-    demand: dict[str, float] = {}
-    served: dict[str, float] = {}
+    """Jain's index of served against fair shares in `window`, per priority band (fair
+    share divides a band; a higher priority goes first whoever submits it), averaged over
+    the bands weighted by the work each served."""
+    demand: dict[int, dict[str, float]] = {}
+    served: dict[int, dict[str, float]] = {}
     for r in records:
         if r.created_ms > window.end_ms or r.claimed_ms < window.start_ms:
             continue
         job = jobs[r.row]
-        demand[job.customer] = demand.get(job.customer, 0.0) + job.work_s
+        band = demand.setdefault(job.priority, {})
+        band[job.customer] = band.get(job.customer, 0.0) + job.work_s
         if r.claimed_ms <= window.end_ms:
-            served[job.customer] = served.get(job.customer, 0.0) + job.work_s
-    fair = water_fill(demand, weights, sum(served.values()))
-    return jain([served.get(c, 0.0) / share for c, share in fair.items() if share > 0])
+            got = served.setdefault(job.priority, {})
+            got[job.customer] = got.get(job.customer, 0.0) + job.work_s
+    total, weighted = 0.0, 0.0
+    for priority, band in demand.items():
+        got = served.get(priority, {})
+        index = _band_fairness(band, got, weights)
+        work = sum(got.values())
+        if not math.isnan(index) and work > 0:
+            total += work
+            weighted += index * work
+    return weighted / total if total else float("nan")
 
 
 def wait_s(record: JobRecord, factor: float) -> float:

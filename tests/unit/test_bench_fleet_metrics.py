@@ -19,8 +19,8 @@ from bench.fleet.trace import HEAVY_CUSTOMER, TraceJob
 from bench.fleet.workers import JobRecord
 
 
-def job(row: int, customer: str, work_s: float = 10.0) -> TraceJob:
-    return TraceJob(row, 0.0, 100, 10, work_s, "code-7b", "code", 16.0, 50, customer)
+def job(row: int, customer: str, work_s: float = 10.0, priority: int = 50) -> TraceJob:
+    return TraceJob(row, 0.0, 100, 10, work_s, "code-7b", "code", 16.0, priority, customer)
 
 
 def record(row: int, created_ms: int, claimed_ms: int) -> JobRecord:
@@ -54,6 +54,15 @@ def test_a_burst_that_crowds_the_others_out_is_unfair() -> None:
     shared = [record(0, 0, 10), record(1, 0, 3000), record(2, 5, 20)]
     assert burst_fairness(crowded, jobs, window, {}) < 0.9
     assert burst_fairness(shared, jobs, window, {}) == pytest.approx(1.0)
+
+
+def test_fairness_is_within_a_priority_band() -> None:
+    # The heavy customer's urgent job goes first by priority, not by crowding anyone out.
+    jobs = {0: job(0, HEAVY_CUSTOMER, priority=80), 1: job(1, "cust-01"), 2: job(2, "cust-02")}
+    served = [record(0, 0, 10), record(1, 0, 20), record(2, 0, 30)]
+    assert burst_fairness(served, jobs, Window(0, 1000), {}) == pytest.approx(1.0)
+    late = [record(0, 0, 10), record(1, 0, 20), record(2, 0, 2000)]
+    assert burst_fairness(late, jobs, Window(0, 1000), {}) < 1.0
 
 
 def test_jobs_outside_the_burst_do_not_count() -> None:
