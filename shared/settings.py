@@ -182,7 +182,8 @@ class BrokerSettings:
             "SCHEDULING_POLICIES",
             doc="Scheduling policies a worker's claims apply, comma-separated: affinity (warm "
             "models first), fit (leave small jobs to idle smaller workers), fair (weighted "
-            "fair share between customers); empty: strict priority then FIFO order",
+            "fair share between customers); empty: strict priority then FIFO order (the hub's "
+            "apply to gateway workers)",
         )
     )
     affinity_window: int = BROKER.field(
@@ -225,17 +226,17 @@ class BrokerSettings:
     )
     orphan_grace: float = 15.0
     claim_scan_budget: int = 64
-    scheduling_scan_classes: int = 16
+    scheduling_scan_classes: int = 8
     events_max: int = 100_000
 
     def __post_init__(self) -> None:
         check_pool_names("POOLS", self.pools)
-        # Set in code too (the fleet bench: replace(settings, scheduling_policies=(...))):
-        # validated and put in canonical order either way.
+        # Set in code too (the fleet bench: replace(settings, scheduling_policies=(...)), a
+        # "a,b" string accepted): validated and put in canonical order either way.
+        given: str | tuple[str, ...] = self.scheduling_policies
+        names = tuple(given.split(",")) if isinstance(given, str) else tuple(given)
         object.__setattr__(
-            self,
-            "scheduling_policies",
-            canonical_policies("SCHEDULING_POLICIES", tuple(self.scheduling_policies)),
+            self, "scheduling_policies", canonical_policies("SCHEDULING_POLICIES", names)
         )
         if self.heartbeat_interval >= self.lease_timeout:
             raise ConfigError(

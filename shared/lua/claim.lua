@@ -22,12 +22,12 @@
 --          the best job ranks below the floor (its rank follows; nothing was taken);
 --          next_due_ms is when the next backing-off retry becomes claimable ('' if none).
 -- Invariants:
---  * Order: among the classes this worker matches, the job with the lowest score (highest
---    priority, then oldest) wins. Classes are indexed per service by their head job's
---    score, so the scan stops at the first matching class: cost grows with the number of
---    non-matching classes ranked ahead, never with the number of jobs in them. (Where the
---    worker avoids a class's head, having just failed it, the class offers a later job, and
---    the scan goes on while other classes' heads rank above that job.)
+--  * Order (no scheduling policy): among the classes this worker matches, the job with the
+--    lowest score (highest priority, then oldest) wins. Classes are indexed per service by
+--    their head job's score, so the scan stops at the first matching class: cost grows with
+--    the number of non-matching classes ranked ahead, never with the number of jobs in
+--    them. (Where the worker avoids a class's head, having just failed it, the class offers
+--    a later job, and the scan goes on while other classes' heads rank above that job.)
 --  * Bounded work: at most budget classes per index (one index per offered service, or per
 --    allowed customer for strict / loose-locked workers). Past the bound the reply is
 --    'more' and the caller continues from next_offset in a new call; ordering across
@@ -36,14 +36,18 @@
 --    same call that writes the lease (jobs:active:{worker}) and sets status 'active'.
 --  * A paused or draining worker (operator state) claims nothing.
 --  * Scheduling (ARGV[13] names policies): the scan goes on past the first match, down to
---    `window` points below the best match's priority (still at most budget classes per
---    index), and include/choose.lua picks among those candidates (the rule is in
---    shared/scheduling/chooser.py). A bounded policy (affinity, fit) that passes over the
---    strict-order best records on it held_by / held_since / held_until in the same call;
---    from held_until on it is taken before anything else it competes with. A claim with
---    fair share on marks the job (fair_charge) so that its lease's GPU-seconds are charged
---    to its customer where the lease ends (include/fair.lua). With no policy the scan and
---    its result are exactly strict order's.
+--    `window` points below the best match's priority, examining at most `scan` classes
+--    beyond those strict order examines (and still at most budget per index); the
+--    candidates are classes (no job is read per class), and include/choose.lua picks one
+--    (the rule: shared/scheduling/chooser.py). A policy that passes over the strict-order
+--    best records held_by / held_at on it and, for a bounded one (affinity, fit),
+--    held_since / held_until, indexed in sched:held; from held_until on, the claim takes it
+--    before anything else it competes with. A claim with fair share on marks its job
+--    (fair_charge) so that its lease's GPU-seconds are charged to its customer where the
+--    lease ends (include/fair.lua). With no policy, the scan and its result are exactly
+--    strict order's.
+--    When fit leaves every candidate to smaller idle workers, nothing is taken: the reply
+--    is 'empty' with the strict-order best's held_until as next_due_ms (no spinning).
 --  * The idle-worker index (include/idle_workers.lua): an 'empty' reply indexes the worker
 --    as idle under each service it offers, with the capabilities it claimed with; a
 --    claimed job, or a 'paused', 'draining' or 'limit' reply, takes it out.

@@ -23,7 +23,9 @@
 --    whose first 8 jobs all avoid this worker (it just failed them) hides its 9th from both,
 --    and a due retry moved in front can push a job out of those 8 for the claim only.
 --  * With scheduling policies the due retries that match are candidates of the same
---    chooser (include/choose.lua) as the classes' jobs, as they will be in the claim.
+--    chooser (include/choose.lua) as the classes, as they will be in the claim (in their
+--    classes there: the same corner as above applies, and a due retry that would head a
+--    class of its own is one candidate here where the claim sees its class).
 --  * next_due_ms is the one the claim would report: the first retry still backing off once
 --    the due ones (at most DUE_PER_CLAIM, as the claim moves) are counted as moved, or,
 --    when fit leaves every candidate to smaller idle workers ('empty'), the held job's

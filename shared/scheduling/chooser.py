@@ -2,9 +2,11 @@
 shared/lua/include/choose.lua is the same rule inside the claim, and
 tests/integration/test_choose_agreement.py holds the two equal).
 
-The claim gathers candidates: per matching class, the job it would take from that class
-(include/find_job.lua), as far down the class indexes as AFFINITY_PRIORITY_WINDOW points
-below the best one's effective priority. The rule then applies, lexicographically:
+The claim gathers candidates (include/find_job.lua): one per matching requirement class,
+ranked by its head job's score, as far down the class indexes as AFFINITY_PRIORITY_WINDOW
+points below the best one's effective priority (and at most `scheduling_scan_classes`
+classes beyond those strict order reads); the chosen class then gives its first job. The
+rule applies, lexicographically:
 
 1. Bounds first. A candidate that a bounded policy (affinity, fit) passed over carries a
    deadline, `held_until`: the first time it was passed over (when strict order would have

@@ -1,11 +1,14 @@
 """The Lua scheduling rule inside the claim (shared/lua/include/choose.lua) agrees with the
 Python reference (shared/scheduling/chooser.py): the same candidates and context give the
-same chosen job, the same policies holding the same jobs, the same overdue flag."""
+same chosen job, the same policies holding the same jobs, the same overdue flag. And with
+policies on, the peek still names the job the claim takes."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -13,11 +16,16 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from redis import Redis as SyncRedis
+from redis.asyncio import Redis
 
+from shared.broker import Broker, Claim
+from shared.broker_replies import Head
 from shared.keys import Keys
 from shared.scheduling.chooser import Candidate, Context, choose
 from shared.scheduling.policies import POLICY_NAMES, claim_argument
 from shared.scripts import source
+from shared.settings import BrokerSettings
+from tests.factories import caps, job
 
 NOW = 1_700_000_000_000
 CUSTOMERS = ["", "acme", "beta", "gamma"]
@@ -102,3 +110,58 @@ def test_lua_chooser_agrees_with_python(
         expected.held,
         expected.overdue,
     ), (candidates, ordered, window, customer_loads)
+
+
+queued_jobs = st.lists(
+    st.tuples(
+        st.sampled_from([40, 48, 50, 55]),
+        st.sampled_from(["a", "b", "c"]),
+        st.lists(st.sampled_from(["m1", "m2", "m3"]), max_size=2, unique=True),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    jobs=queued_jobs,
+    policies=st.lists(st.sampled_from(["affinity", "fair"]), unique=True, min_size=1),
+    warm_models=st.lists(st.sampled_from(["m1", "m2", "m3"]), unique=True),
+    window=st.integers(0, 12),
+)
+def test_peek_names_the_job_the_claim_takes_under_policies(
+    redis_url: str,
+    jobs: list[tuple[int, str, list[str]]],
+    policies: list[str],
+    warm_models: list[str],
+    window: int,
+) -> None:
+    async def scenario() -> None:
+        client = Redis.from_url(redis_url)
+        try:
+            await client.flushdb()
+            settings = replace(
+                BrokerSettings(), scheduling_policies=tuple(policies), affinity_window=window
+            )
+            broker = Broker(client, settings)
+            await broker.submit_many(
+                [job(priority=p, customer_id=c, requirements={"models": m}) for p, c, m in jobs]
+            )
+            offer = caps(models=["m1", "m2", "m3"], warm_models=warm_models)
+            encoded = Broker.encode_capabilities(offer)
+            for _ in range(len(jobs)):
+                head = await broker.peek("w", encoded)
+                taken = await broker.claim("w", encoded)
+                assert isinstance(head, Head)
+                assert isinstance(taken, Claim)
+                assert head.job_id == taken.job.id
+                await broker.complete("w", taken.job.id, taken.token, None)
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())

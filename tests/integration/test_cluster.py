@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis.crc import key_slot
 
-from shared.broker import Broker, Claim
+from shared.broker import Broker, Claim, NoClaim
 from shared.config import ConfigError
 from shared.event_group import EventGroup
 from shared.job import JobStatus
@@ -181,6 +181,25 @@ async def test_a_worker_wakes_on_its_own_doorbell(redis_cluster: Cluster, broker
         assert await asyncio.wait_for(woken, timeout=5) == 0
     finally:
         await blocking.aclose()
+
+
+async def test_fit_leaves_a_job_to_an_idle_smaller_worker_on_a_cluster(broker: Broker) -> None:
+    """The idle-worker index and the doorbells are keys of the pool: the claim that leaves a
+    job and rings a worker touches no key of another slot."""
+    fit = Broker(broker.redis, dataclasses.replace(broker.settings, scheduling_policies=("fit",)))
+    big = caps(hardware={"gpus": [{"memory_gb": 80}]})
+    small = caps(hardware={"gpus": [{"memory_gb": 24}]})
+    for worker_id, offer in (("big", big), ("small", small)):
+        await fit.register_worker(worker_id, offer)
+        assert await fit.claim(worker_id, offer) == NoClaim("empty", None)
+    await fit.submit(job(id="j", requirements={"hardware": {"gpu": {"memory_gb": 8}}}))
+    hops = await fit.wait_for_work(["sim"], 1, worker_id="big")  # the submission's doorbell
+    left = await fit.claim("big", big, hops=hops or 0)
+    assert isinstance(left, NoClaim)
+    assert await fit.wait_for_work(["sim"], 1, worker_id="small") == 0  # its own doorbell
+    taken = await fit.claim("small", small)
+    assert isinstance(taken, Claim)
+    assert taken.job.id == "j"
 
 
 async def test_a_worker_hears_its_cancel_on_the_control_channel(

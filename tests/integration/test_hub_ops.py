@@ -163,7 +163,9 @@ async def test_dashboard_pages_render(api: httpx.AsyncClient) -> None:
 async def test_dashboard_feed(api: httpx.AsyncClient, broker: Broker) -> None:
     await finish_jobs(api, broker)
     data = (await api.get("/dashboard/data", headers=OPERATOR)).json()
-    assert set(data) == {"stats", "workers", "pending", "active", "recent", "failed"}
+    assert set(data) == {
+        "stats", "workers", "pending", "active", "recent", "failed", "fair_share",
+    }  # fmt: skip
     assert [w["id"] for w in data["workers"]] == ["w1"]
     assert len(data["recent"]) == 2
     assert data["failed"][0]["error"] == "oops"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from redis.asyncio import Redis
 
 from shared.broker import Broker, Claim
@@ -13,6 +14,7 @@ from shared.broker_replies import Head
 from shared.capabilities import Capabilities
 from shared.settings import BrokerSettings
 from tests.factories import caps, job
+from tests.helpers import wait_until
 
 SDXL_WARM = caps(models=["sdxl", "flux"], warm_models=["sdxl"])
 
@@ -138,3 +140,63 @@ async def test_within_its_bound_a_job_keeps_its_first_pass_over_time(
     # would have given the job out.
     assert await redis.hmget(broker.keys.job("cold"), "held_since", "held_until") == first
     assert int(first[1] or 0) - int(first[0] or 0) == 3_600_000
+
+
+async def test_warm_work_arriving_all_the_time_delays_a_cold_job_only_until_its_bound(
+    redis: Redis, broker_settings: BrokerSettings
+) -> None:
+    broker = affinity_broker(redis, broker_settings, affinity_max_delay=0.2)
+    await broker.submit(job(id="cold", priority=50, requirements={"models": ["flux"]}))
+    claimed_at: dict[str, int] = {}
+
+    async def next_claim() -> str | None:
+        n = len(claimed_at)
+        await broker.submit(job(id=f"warm{n}", priority=50, requirements={"models": ["sdxl"]}))
+        claim = await broker.claim("w", SDXL_WARM)
+        assert isinstance(claim, Claim)
+        claimed_at[claim.job.id] = claim.job.claimed_at or 0
+        await broker.complete("w", claim.job.id, claim.token, None)
+        return claim.job.id if claim.job.id == "cold" else None
+
+    held = await redis.hmget(broker.keys.job("cold"), "held_until")
+    assert held == [None]
+    await wait_until(next_claim, message="the cold job claimed")
+    # The first claim passed it over and started its clock; every claim before its bound
+    # ran out took warm work, and the first claim at or after it took the cold job.
+    first = min(claimed_at.values())
+    deadline = first + 200
+    assert all(at < deadline for job_id, at in claimed_at.items() if job_id != "cold")
+    assert claimed_at["cold"] >= deadline
+    assert len(claimed_at) >= 2
+
+
+@pytest.mark.parametrize(("scan", "first"), [(3, "c0"), (4, "warm")])
+async def test_a_claim_examines_at_most_scheduling_scan_classes_beyond_strict_order(
+    redis: Redis, broker_settings: BrokerSettings, scan: int, first: str
+) -> None:
+    settings = replace(
+        broker_settings, scheduling_policies=("affinity",), scheduling_scan_classes=scan
+    )
+    broker = Broker(redis, settings)
+    models = ["m0", "m1", "m2", "m3"]
+    for i, model in enumerate(models):  # four cold classes, the first found by strict order
+        await broker.submit(job(id=f"c{i}", requirements={"models": [model]}))
+    await broker.submit(job(id="warm", requirements={"models": ["sdxl"]}))
+    offer = caps(models=[*models, "sdxl"], warm_models=["sdxl"])
+    taken = await broker.claim("w", offer)
+    assert isinstance(taken, Claim)
+    assert taken.job.id == first
+
+
+async def test_a_peek_writes_nothing_and_a_claim_tidies_holds_no_longer_pending(
+    redis: Redis, broker_settings: BrokerSettings
+) -> None:
+    broker = affinity_broker(redis, broker_settings, affinity_max_delay=0.0)
+    await submit_cold_then_warm(broker)
+    assert await take(broker, "w", SDXL_WARM) == "warm0"  # "cold" is held, its bound 0
+    assert (await broker.cancel("cold")).outcome == "cancelled"
+    assert await redis.zscore(broker.keys.held, "cold") is not None
+    await broker.peek("w", Broker.encode_capabilities(SDXL_WARM))
+    assert await redis.zscore(broker.keys.held, "cold") is not None
+    assert await take(broker, "w", SDXL_WARM) == "warm1"
+    assert await redis.zscore(broker.keys.held, "cold") is None

@@ -16,6 +16,7 @@ from hub.priority import PriorityPolicy
 from shared.broker import Broker
 from shared.settings import BrokerSettings
 from tests.factories import job
+from tests.helpers import wait_until
 from tests.hub_support import (
     CLIENT,
     OPERATOR,
@@ -40,6 +41,15 @@ async def api(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with hub_client(hub_settings(redis_url, affinity_settings)) as client:
         yield client
+
+
+async def ran_for(broker: Broker, since_ms: int, ms: int) -> None:
+    """Wait until `ms` of Redis time (the clock usage is charged by) passed `since_ms`."""
+
+    async def elapsed() -> bool:
+        return await broker.reads.now_ms() >= since_ms + ms
+
+    await wait_until(elapsed, message=f"{ms} ms of Redis time")
 
 
 def iso_ms(text: str) -> int:
@@ -90,6 +100,7 @@ async def test_the_hub_dashboard_shows_each_customers_fair_share(
         await broker.submit(job(customer_id=customer))
         taken = await claim(broker, "w", offer)
         assert taken.job.customer_id == customer
+        await ran_for(broker, taken.job.claimed_at or 0, 20)
         assert await broker.complete("w", taken.job.id, taken.token, None) == "ok"  # charged
     # The hub publishes the weights of its tiers (FAIR_SHARE_WEIGHTS) when it starts.
     tiers = PriorityPolicy(

@@ -67,14 +67,6 @@ async def test_the_acl_runs_everything_a_worker_does(
     await run_everything_a_worker_does(Broker(worker_redis, broker_settings), broker)
 
 
-async def test_the_acl_runs_everything_a_worker_does_with_every_scheduling_policy(
-    worker_redis: Redis, redis: Redis, broker_settings: BrokerSettings
-) -> None:
-    """The policies' keys (the idle-worker index, holds, fair-share usage) are in reach."""
-    settings = dataclasses.replace(broker_settings, scheduling_policies=("affinity", "fit", "fair"))
-    await run_everything_a_worker_does(Broker(worker_redis, settings), Broker(redis, settings))
-
-
 async def test_the_acl_with_a_pools_patterns_runs_everything_a_worker_does_in_that_pool(
     redis: Redis, redis_url: str, broker_settings: BrokerSettings
 ) -> None:
@@ -90,6 +82,18 @@ async def test_the_acl_with_a_pools_patterns_runs_everything_a_worker_does_in_th
     finally:
         await client.aclose()
         await redis_command(redis, "ACL", "DELUSER", "emp-worker")
+
+
+async def test_the_acl_runs_a_worker_whose_claims_apply_scheduling_policies(
+    worker_redis: Redis, broker: Broker, broker_settings: BrokerSettings
+) -> None:
+    """Fair share charges usage and reads the published weights; a bounded policy's holds
+    are indexed: the ACL covers those keys too."""
+    await broker.publish_policy("hub", {"*": 1})
+    policies = ("fit", "fair", "affinity")
+    settings = dataclasses.replace(broker_settings, scheduling_policies=policies)
+    await run_everything_a_worker_does(Broker(worker_redis, settings), broker)
+    assert await broker.reads.fair.shares(300)  # the worker's jobs were charged
 
 
 async def run_everything_a_worker_does(worker: Broker, broker: Broker) -> None:

@@ -4,6 +4,7 @@ rule on hand-picked cases, and the words "why is my job waiting" uses for a hold
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -50,7 +51,7 @@ def test_policies_are_read_case_insensitively_in_the_order_they_apply() -> None:
         {"SCHEDULING_POLICIES": "Affinity, fair,fit", "AFFINITY_MAX_DELAY_SECONDS": "12.5"}
     )
     assert settings.scheduling_policies == ("fit", "fair", "affinity")
-    assert settings.scheduling_argument == "fit,fair,affinity|10|12500|10000|300000|16"
+    assert settings.scheduling_argument == "fit,fair,affinity|10|12500|10000|300000|8"
 
 
 def test_an_unknown_policy_names_the_setting() -> None:
@@ -69,6 +70,9 @@ def test_policies_set_in_code_are_checked_and_ordered_too() -> None:
     )
     with pytest.raises(ConfigError):
         replace(BrokerSettings(), scheduling_policies=("nope",))
+    text: Any = "fair,affinity"  # a string, as a caller might pass one
+    from_text = replace(BrokerSettings(), scheduling_policies=text)
+    assert from_text.scheduling_policies == ("fair", "affinity")
 
 
 def test_fair_share_weights_come_from_the_tiers() -> None:

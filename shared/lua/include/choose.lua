@@ -3,10 +3,11 @@
 -- tests/integration/test_choose_agreement.py holds the two equal. Pure: reads no key, so
 -- choose_eval.lua can evaluate it on given candidates.
 --
--- A candidate is {score=, priority=, customer=, warm=, fit_blocker=, held_until=} (find_job.lua
--- adds class=, doc= and, once settled, job= for the claim; choose_eval.lua job=). warm: it has at least one model and
--- every one is in the worker's warm_models; fit_blocker: an idle smaller worker that can
--- run it, or nil; held_until: the deadline a bounded policy set when it passed it over, ms.
+-- A candidate is {score=, priority=, customer=, warm=, fit_blocker=, held_until=}
+-- (find_job.lua adds class=, doc= and, once settled, job= for the claim; choose_eval.lua
+-- job=). warm: it has at least one model and every one is in the worker's warm_models;
+-- fit_blocker: an idle smaller worker that can run it, or nil; held_until: the deadline a
+-- bounded policy set when it passed it over, ms.
 
 --- @include "common"
 
@@ -25,7 +26,7 @@ local function parse_scheduling(arg)
     window = tonumber(f[2]) or 0,
     bound_ms = { affinity = tonumber(f[3]) or 0, fit = tonumber(f[4]) or 0 },
     half_life_ms = tonumber(f[5]) or 0,
-    scan = tonumber(f[6]) or 16,
+    scan = tonumber(f[6]) or 8,
   }
 end
 

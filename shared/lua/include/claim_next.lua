@@ -10,32 +10,42 @@
 --- @include "fit"
 --- @include "idle_workers"
 
--- The scheduling bookkeeping of a claim that took `chosen` (policies on; nil: fit left every
--- candidate to smaller idle workers): the strict-order best, if a policy passed it over,
--- records that policy and, for a bounded one, the deadline by which it must be taken (its
--- first bounded pass-over, when strict order would have given it out, plus the bound; the
--- earlier one when several policies held it), indexed in K.held so that find_job.lua
--- mark_overdue finds it: choose.lua's rule 1 then forces it. O(1): only that one job is
--- marked; the next becomes the strict-order best once it is taken. Idle workers that fit
--- left jobs to are woken. Returns that deadline (nil: none set).
+-- Mark job `job_id` passed over now by bounded `policy`: held since its first such pass-over
+-- (now, if this is it), until that plus `bound` ms or an earlier deadline it has already,
+-- indexed in K.held so that find_job.lua mark_overdue finds it once that passed. Returns
+-- the deadline.
+local function hold(job_id, policy, bound, now)
+  local key = K.job(job_id)
+  local f = redis.call('HMGET', key, 'held_since', 'held_until')
+  local since = tonumber(f[1] or '') or now
+  local deadline = since + bound
+  local before = tonumber(f[2] or '')
+  if before and before < deadline then deadline = before end
+  redis.call('HSET', key, 'held_by', policy, 'held_at', int(now), 'held_since', int(since),
+    'held_until', int(deadline))
+  redis.call('ZADD', K.held, deadline, job_id)
+  return deadline
+end
+
+-- The scheduling bookkeeping of a claim that took `chosen` (policies on; nil: fit left
+-- every candidate to smaller idle workers), O(1) per claim: the strict-order best, if a
+-- policy passed it over, records that policy and, for a bounded one, the deadline by which
+-- it must be taken: its first bounded pass-over (when strict order would have given it
+-- out) plus the bound, the earlier one when several policies held it; choose.lua's rule 1
+-- forces it from then on. Only that one job is marked; the next becomes the strict-order
+-- best once it is taken, and its own bound counts from its first pass-over as such (as in
+-- delay scheduling). Idle workers that fit left jobs to are woken. Returns the deadline
+-- set (nil: none).
 local function record_decision(chosen, decision, sched, now)
   local strict = decision.strict
   local policy = decision.held[strict]
   local deadline = nil
   if strict ~= chosen and policy and strict.job then
-    local key = K.job(strict.job)
     local bound = sched.bound_ms[policy]
     if bound then
-      local f = redis.call('HMGET', key, 'held_since', 'held_until')
-      local since = tonumber(f[1] or '') or now
-      deadline = since + bound
-      local before = tonumber(f[2] or '')
-      if before and before < deadline then deadline = before end
-      redis.call('HSET', key, 'held_by', policy, 'held_at', int(now), 'held_since', int(since),
-        'held_until', int(deadline))
-      redis.call('ZADD', K.held, deadline, strict.job)
+      deadline = hold(strict.job, policy, bound, now)
     else
-      redis.call('HSET', key, 'held_by', policy, 'held_at', int(now))
+      redis.call('HSET', K.job(strict.job), 'held_by', policy, 'held_at', int(now))
     end
   end
   local woken = {}

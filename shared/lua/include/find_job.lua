@@ -145,9 +145,10 @@ local OVERDUE_PER_CLAIM = 32
 
 -- Mark the candidates whose class holds a job a bounded policy passed over and whose bound
 -- has run out (held_until <= now; K.held indexes them, claim_next.lua record_decision):
--- choose.lua's rule 1 takes them first. One ZRANGEBYSCORE when none is overdue. Entries of
--- jobs no longer held (claimed, cancelled, expired) are dropped here.
-local function mark_overdue(candidates, now)
+-- choose.lua's rule 1 takes them first. One ZRANGEBYSCORE when none is overdue. With
+-- `tidy` (a claim; a peek writes nothing) entries of jobs no longer held (claimed by a
+-- worker without policies, cancelled, expired) are dropped.
+local function mark_overdue(candidates, now, tidy)
   local ids = redis.call('ZRANGEBYSCORE', K.held, '-inf', now, 'LIMIT', 0, OVERDUE_PER_CLAIM)
   if #ids == 0 then return end
   local by_class = {}
@@ -155,7 +156,7 @@ local function mark_overdue(candidates, now)
   for _, id in ipairs(ids) do
     local f = redis.call('HMGET', K.job(id), 'status', 'class_id', 'held_until')
     if f[1] ~= 'pending' or not f[3] then
-      redis.call('ZREM', K.held, id)
+      if tidy then redis.call('ZREM', K.held, id) end
     elseif by_class[f[2]] then
       -- The class's head is the held job, or ranks before it: strict order takes it first.
       by_class[f[2]].held_until = tonumber(f[3])
@@ -173,7 +174,9 @@ end
 local DOCS_PER_READ = 16
 local function gather(caps, running, budget, offset, now, sched, extra)
   local out, truncated, top = {}, false, nil
-  local left = sched.scan
+  -- Classes left to examine once the scan found a candidate (peek's extra ones do not
+  -- count: the claim finds them in their classes).
+  local left, found = sched.scan, false
   local function add(c)
     out[#out + 1] = c
     if not top or c.priority > top then top = c.priority end
@@ -191,7 +194,7 @@ local function gather(caps, running, budget, offset, now, sched, extra)
       if top and (score_priority(score) < top - sched.window or left <= 0) then
         settled = true; break
       end
-      if top then left = left - 1 end
+      if found then left = left - 1 end
       local n = (i + 1) / 2
       if not docs[n] then
         local ids = {}
@@ -204,11 +207,12 @@ local function gather(caps, running, budget, offset, now, sched, extra)
       local doc = cjson.decode(docs[n])
       if not mismatch(doc.s, doc.c, doc.r, caps, running) then
         add(candidate(class_id, doc, score, caps, now, sched))
+        found = true
       end
     end
     if not settled and #entries == 2 * budget then truncated = true end
   end
-  mark_overdue(out, now)
+  mark_overdue(out, now, not extra)  -- a peek (which passes `extra`, maybe empty) writes nothing
   return out, truncated
 end
 
@@ -232,7 +236,10 @@ local function find_best(worker_id, caps, running, budget, offset, now, sched, e
   if sched.on.fair and #candidates > 0 then
     local seen, customers = {}, {}
     for _, c in ipairs(candidates) do
-      if not seen[c.customer] then seen[c.customer] = true; customers[#customers + 1] = c.customer end
+      if not seen[c.customer] then
+        seen[c.customer] = true
+        customers[#customers + 1] = c.customer
+      end
     end
     loads = customer_loads(customers, now, sched.half_life_ms)
   end
