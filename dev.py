@@ -8,6 +8,9 @@
                                       releases that pyproject's ranges allow (not run in CI)
     python3 dev.py run [ARGS]         setup, then run the demo: hub + embedded Redis + 3 workers
     python3 dev.py build [ARGS]       setup, then build.py: release/worker.pyz (--all: the matrix)
+    python3 dev.py wheelhouse [ARGS]  setup, then fill build/wheelhouse/ with the hub image's
+                                      locked wheels (--python X.Y: the base image's Python), so
+                                      `docker build -f Containerfile .` needs no PyPI
     python3 dev.py lock [UV ARGS]     regenerate requirements/dev.lock with uv, keeping the pins
                                       it can (--upgrade: the newest releases the ranges allow)
     python3 dev.py lint               ruff check + ruff format --check + mypy
@@ -20,7 +23,9 @@ When the lock or pyproject changes, .venv is rebuilt from scratch.
 Environment: EMP_ALLOW_NO_TESTS=1 makes "pytest collected no tests" (exit 5) count as success.
 Before pytest, `test` installs Debian's chromium for the browser tests when it is missing and
 this is root on Debian (best effort: the browser tests skip, saying why, if it cannot). Setting
-EMP_BROWSER (a Chromium to use instead) or EMP_NO_BROWSER_INSTALL=1 turns that off.
+EMP_BROWSER (a Chromium to use instead) or EMP_NO_BROWSER_INSTALL=1 turns that off. In the
+same way it installs podman, runc and debootstrap for the container tests (tests/e2e/
+test_container.py build the hub image and run it); EMP_NO_CONTAINER_INSTALL=1 turns that off.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ LOCK_COMMAND = [
 MIN_PYTHON = (3, 11)
 PYTEST_NO_TESTS = 5
 BROWSER = Path("/usr/bin/chromium")  # Debian's package; tests/browser_support.py drives it
+# Debian's packages for tests/container_support.py: the engine and the runtime it is run with,
+# debootstrap for the base image (no registry is reachable), and what rootful podman needs.
+CONTAINER_PACKAGES = ("podman", "runc", "debootstrap", "uidmap", "slirp4netns", "fuse-overlayfs")
+CONTAINER_TOOLS = ("podman", "runc", "debootstrap")
 APT_TIMEOUTS = {"update": 300, "install": 900}  # seconds
 
 
@@ -235,6 +244,46 @@ def ensure_browser() -> None:
         say("could not install chromium: the browser tests will skip")
 
 
+def ensure_container_tools() -> None:
+    """Best effort, as ensure_browser: Debian's podman, runc and debootstrap for the container
+    tests, which skip and say why without them."""
+    if os.environ.get("EMP_NO_CONTAINER_INSTALL") == "1" or not sys.platform.startswith("linux"):
+        return
+    missing = [tool for tool in CONTAINER_TOOLS if shutil.which(tool) is None]
+    if not missing:
+        return
+    if not Path("/etc/debian_version").exists() or shutil.which("apt-get") is None:
+        say(f"no {', '.join(missing)} and no apt-get here: the container tests will skip")
+        return
+    if os.geteuid() != 0:
+        say(f"no {', '.join(missing)}; the container tests need root and will skip")
+        return
+    say(f"no {', '.join(missing)}: installing Debian's packages for the container tests")
+    if apt_get(["update"], APT_TIMEOUTS["update"]) and apt_get(
+        ["install", "-y", "--no-install-recommends", *CONTAINER_PACKAGES], APT_TIMEOUTS["install"]
+    ):
+        say("installed " + " ".join(CONTAINER_PACKAGES))
+    else:
+        say("could not install podman: the container tests will skip")
+
+
+def start_container_base(python: Path) -> subprocess.Popen[bytes] | None:
+    """Start making the container tests' Debian base image (debootstrap: a minute or two on a
+    fresh machine, mostly waiting on the mirror) while lint runs; the test waits for it.
+    None where the container tests will skip anyway."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return None
+    if any(shutil.which(tool) is None for tool in CONTAINER_TOOLS):
+        return None
+    (ROOT / "build").mkdir(exist_ok=True)
+    log = (ROOT / "build" / "container-base.log").open("wb")
+    say("making the container tests' base image in the background (build/container-base.log)")
+    return subprocess.Popen(
+        [str(python), "-m", "tests.container_support", "base"], cwd=ROOT, stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
 def cmd_setup(args: list[str]) -> int:
     setup()
     return 0
@@ -256,9 +305,14 @@ def cmd_test(args: list[str]) -> int:
     if args[:1] == ["--latest"]:
         return test_latest(args[1:])
     python = setup()
+    ensure_container_tools()
+    base = start_container_base(python)
     lint_steps(python)
     ensure_browser()
     code = run([python, "-m", "pytest", *COVERAGE, *args])
+    if base is not None and base.poll() is None:
+        base.terminate()  # pytest did not need it (the container tests were deselected)
+        base.wait()
     report_coverage(python)
     return pytest_outcome(code)
 
@@ -274,6 +328,7 @@ def test_latest(args: list[str]) -> int:
     env["RUFF_CACHE_DIR"] = str(caches / "ruff")
     failed = [" ".join(step) for step in LINTERS if run([python, "-m", *step], env) != 0]
     ensure_browser()
+    ensure_container_tools()
     code = pytest_outcome(run([python, "-m", "pytest", *COVERAGE, *args], env))
     report_coverage(python, env)
     report_drift(python)
@@ -321,6 +376,13 @@ def cmd_build(args: list[str]) -> int:
     return 0
 
 
+def cmd_wheelhouse(args: list[str]) -> int:
+    """scripts/wheelhouse.py with the dev environment, pinned to the dev lock."""
+    python = setup()
+    check([python, "-m", "scripts.wheelhouse", "--constraint", LOCK, *args])
+    return 0
+
+
 def cmd_lock(args: list[str]) -> int:
     python = setup() if LOCK.exists() else fresh_venv(VENV, "no lock yet")
     if not LOCK.exists():  # the first lock: uv comes from PyPI, unpinned, this once
@@ -349,6 +411,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "test": cmd_test,
     "run": cmd_run,
     "build": cmd_build,
+    "wheelhouse": cmd_wheelhouse,
     "lock": cmd_lock,
     "lint": cmd_lint,
     "fmt": cmd_fmt,

@@ -32,6 +32,8 @@ class Worker:
     services: list[str] = field(default_factory=list)
     gpus: list[Gpu] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
+    # Loaded now, most recently used first (the hub's README, Warm models).
+    warm_models: list[str] = field(default_factory=list)
     region: str | None = None
     current_jobs: list[str] = field(default_factory=list)
     heartbeat_age_seconds: float | None = None
@@ -57,6 +59,7 @@ class Worker:
             services=caps.texts("services"),
             gpus=[_gpu(g, i) for i, g in enumerate(hardware.items("gpus"))],
             models=caps.texts("models"),
+            warm_models=caps.texts("warm_models"),
             region=geographic.opt_text("region"),
             current_jobs=f.texts("current_jobs"),
             heartbeat_age_seconds=f.opt_number("heartbeat_age_seconds"),

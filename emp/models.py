@@ -65,6 +65,9 @@ class Job:
     timeout_seconds: float | None = None
     deadline: datetime | None = None
     tags: list[str] = field(default_factory=list)
+    # requirements.models, else the models its payload names: a preference for a worker
+    # that has them warm, never a requirement.
+    preferred_models: list[str] = field(default_factory=list)
     created_at: datetime | None = None
     claimed_at: datetime | None = None
     finished_at: datetime | None = None
@@ -121,6 +124,7 @@ class Job:
             timeout_seconds=f.opt_number("timeout_seconds"),
             deadline=f.time("deadline"),
             tags=f.texts("tags"),
+            preferred_models=f.texts("preferred_models"),
             created_at=f.time("created_at"),
             claimed_at=f.time("claimed_at"),
             finished_at=f.time("finished_at"),

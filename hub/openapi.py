@@ -74,6 +74,9 @@ class JobView(msgspec.Struct, kw_only=True):
     queue_position: int | None = None
     waiting: dict[str, Any] | None = None
     webhook: Webhook | None = None
+    # requirements.models, else the models its payload names: a preference for a worker
+    # that has them warm, never a requirement (README, Warm models).
+    preferred_models: list[str] = []
     held_by: str | None = None
     held_at: str | None = None
     held_since: str | None = None

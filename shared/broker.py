@@ -87,21 +87,21 @@ def new_job_id() -> str:
     return f"job-{raw.hex()}"
 
 
-# Requirement class ids by (service, customer, encoded requirements): most submissions repeat a
-# handful of documents, and the id (a sorted re-encoding and a SHA-1) is a function of exactly
-# these. Bounded: when full it is emptied rather than tracked per entry.
-_CLASS_IDS: dict[tuple[str, str, bytes], str] = {}
+# Requirement class ids by (service, customer, encoded requirements, preferred models): most
+# submissions repeat a handful of documents, and the id (a sorted re-encoding and a SHA-1) is
+# a function of exactly these. Bounded: when full it is emptied rather than tracked per entry.
+_CLASS_IDS: dict[tuple[str, str, bytes, tuple[str, ...]], str] = {}
 _CLASS_IDS_MAX = 4096
 
 
-def _class_id(request: JobRequest, encoded_requirements: bytes) -> str:
-    key = (request.service_type, request.customer_id or "", encoded_requirements)
+def _class_id(request: JobRequest, encoded_requirements: bytes, preferred: tuple[str, ...]) -> str:
+    key = (request.service_type, request.customer_id or "", encoded_requirements, preferred)
     found = _CLASS_IDS.get(key)
     if found is None:
         if len(_CLASS_IDS) >= _CLASS_IDS_MAX:
             _CLASS_IDS.clear()
         found = _CLASS_IDS[key] = requirement_class(
-            request.service_type, request.customer_id, request.requirements
+            request.service_type, request.customer_id, request.requirements, preferred
         )
     return found
 
@@ -201,7 +201,11 @@ class Broker:
         if request.webhook is not None:
             # Stored with the job so any hub can deliver its events (shared/webhook.py).
             fields += ["webhook", msgspec.json.encode(request.webhook).decode()]
-        return [job_id, idem, _class_id(request, requirements), effective, *fields]
+        preferred = request.preferred_models()
+        if preferred:
+            # The class document's `p` (include/queue.lua), rebuilt from here on retries.
+            fields += ["preferred_models", orjson.dumps(preferred)]
+        return [job_id, idem, _class_id(request, requirements, preferred), effective, *fields]
 
     async def submit(
         self,

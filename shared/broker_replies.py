@@ -128,6 +128,7 @@ def parse_job(raw: Mapping[Any, Any]) -> Job:
         effective_priority=int(h.get("effective_priority") or 0),
         payload=orjson.loads(h["payload"]) if h.get("payload") else None,
         requirements=msgspec.json.decode(h.get("requirements") or "{}", type=Requirements),
+        preferred_models=orjson.loads(h["preferred_models"]) if h.get("preferred_models") else [],
         status=JobStatus(h["status"]),
         progress=float(h.get("progress") or 0),
         message=h.get("message") or None,

@@ -8,12 +8,15 @@ meets a missing value.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Final
 
 import msgspec
 
 from shared.requirements import ComputeCapability, Isolation
 from shared.validation import CustomerList, NameList, ServiceType, normalise_services
+
+# Model names a worker may list, loadable or warm.
+MAX_MODELS: Final = 4096
 
 
 class _CapabilitySection(msgspec.Struct, frozen=True):
@@ -61,10 +64,10 @@ class CostCapabilities(_CapabilitySection, frozen=True):
 class Capabilities(_CapabilitySection, frozen=True):
     services: Annotated[list[ServiceType], msgspec.Meta(max_length=64)] = []
     hardware: HardwareCapabilities = HardwareCapabilities()
-    models: Annotated[list[str], msgspec.Meta(max_length=4096)] = []
-    # Models loaded now (a subset of `models` in practice): the claim prefers jobs whose
-    # models are all warm here (SCHEDULING_POLICIES=affinity); never a requirement.
-    warm_models: Annotated[list[str], msgspec.Meta(max_length=4096)] = []
+    models: Annotated[list[str], msgspec.Meta(max_length=MAX_MODELS)] = []
+    # The models loaded right now, most recently used first: a claim may prefer the jobs
+    # that want them (README, Warm models); the matcher never reads them.
+    warm_models: Annotated[list[str], msgspec.Meta(max_length=MAX_MODELS)] = []
     customer_access: CustomerAccess = CustomerAccess()
     performance: PerformanceCapabilities = PerformanceCapabilities()
     geographic: GeographicCapabilities = GeographicCapabilities()

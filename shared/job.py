@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import msgspec
 
 from shared.errors import InvalidInput
+from shared.model_refs import payload_models
 from shared.pools import POOL_NAME
 from shared.requirements import Requirements
 from shared.validation import (
@@ -76,6 +77,14 @@ class JobRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True,
         if iso != "none" and not self.customer_id:
             raise InvalidInput("customer_id", f"required when customer_isolation is {iso!r}")
 
+    def preferred_models(self) -> tuple[str, ...]:
+        """The models it prefers a worker with them warm for: its `requirements.models` when
+        it gives some, else those its payload names (shared/model_refs.py). A preference
+        only: the matcher never reads them."""
+        if self.requirements.models:
+            return tuple(dict.fromkeys(self.requirements.models))
+        return tuple(payload_models(self.service_type, self.payload))
+
     def __post_init__(self) -> None:
         service = normalise_service(self.service_type)
         if service != self.service_type:  # case-insensitive (shared/validation.py)
@@ -116,6 +125,9 @@ class Job(msgspec.Struct, kw_only=True):
     effective_priority: int
     payload: Any = None
     requirements: Requirements = Requirements()
+    # The models a worker with them warm should take it for (shared/model_refs.py): its
+    # requirements.models, else those its payload names. A preference, never a requirement.
+    preferred_models: list[str] = []
     status: JobStatus
     progress: float = 0.0
     message: str | None = None

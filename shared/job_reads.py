@@ -24,9 +24,10 @@ from shared.text import as_text
 # A job hash without `payload` and `result`, which may be large: enough for every listing.
 SUMMARY_FIELDS: Final = (
     "id", "service_type", "customer_id", "priority", "effective_priority", "requirements",
-    "status", "progress", "message", "error", "worker_id", "attempts", "max_retries",
-    "timeout_ms", "deadline", "tags", "created_at", "claimed_at", "finished_at", "retry_at",
-    "event_seq", "webhook", "held_by", "held_at", "held_since", "held_until",
+    "preferred_models", "status", "progress", "message", "error", "worker_id", "attempts",
+    "max_retries", "timeout_ms", "deadline", "tags", "created_at", "claimed_at",
+    "finished_at", "retry_at", "event_seq", "webhook", "held_by", "held_at", "held_since",
+    "held_until",
 )  # fmt: skip
 # Finished registries are scored by finish time; they are read newest first.
 NEWEST_FIRST: Final = frozenset({"completed", "failed", "cancelled"})

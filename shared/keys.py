@@ -20,7 +20,8 @@ fleet                         HASH    the fleet's job policy as the hubs publish
 jobs:{completed,failed,cancelled}
                               ZSET    finished job ids by finish time (failed = dead letter)
 class:{classId}               ZSET    the claimable jobs of one requirement class, by score
-classes                       HASH    class id -> {"s": service, "c": customer, "r": reqs}
+classes                       HASH    class id -> {"s": service, "c": customer, "r": reqs,
+                                      "p": preferred models, when the jobs prefer some}
 classes:{service}             ZSET    class ids of a service, scored by their head job
 classes:{service}:{customer}  ZSET    the same, per customer (strict, loose-locked workers)
 workers                       ZSET    worker id -> liveness deadline ms (heartbeat renews it)

@@ -8,6 +8,7 @@ error: a typo such as `gpu_memory` must not silently turn into "no requirement".
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import msgspec
@@ -69,12 +70,25 @@ class Requirements(_RequirementSection, frozen=True):
 
 
 def requirement_class(
-    service_type: ServiceType, customer_id: CustomerId | None, req: Requirements
+    service_type: ServiceType,
+    customer_id: CustomerId | None,
+    req: Requirements,
+    preferred_models: Sequence[str] = (),
 ) -> str:
     """Identify the matching class of a job.
 
     Jobs with the same service, customer and requirement document match exactly the same
-    workers, so the broker queues them together and checks the class once per claim.
+    workers, so the broker queues them together and checks the class once per claim. Jobs
+    that prefer different models (found in their payloads, shared/model_refs.py) are kept
+    apart too, so a claim can prefer a class whose models are warm on the worker. A job that
+    gives `models` prefers exactly those, which its document already holds: its id, like
+    that of a job that prefers nothing, is what it always was.
     """
-    doc = {"s": service_type, "c": customer_id or "", "r": msgspec.to_builtins(req)}
+    doc: dict[str, object] = {
+        "s": service_type,
+        "c": customer_id or "",
+        "r": msgspec.to_builtins(req),
+    }
+    if not req.models and preferred_models:
+        doc["p"] = list(preferred_models)
     return hashlib.sha1(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:20]

@@ -93,6 +93,8 @@ class WorkerView:
             "status": self.status if self.alive else "offline",
             "state": self.state,
             "capabilities": self.raw_capabilities,
+            # Loaded on the worker now, most recently used first (README, Warm models).
+            "warm_models": list(self.capabilities.warm_models),
             "info": self.info,
             "current_jobs": [lease.job_id for lease in self.leases],
             "idle": self.idle,

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 from redis.exceptions import AuthenticationError, NoPermissionError
 
 from shared import __version__
@@ -26,7 +27,7 @@ from shared.capabilities import Capabilities
 from shared.config import ConfigError
 from shared.outage import REDIS_OUTAGE
 from shared.redis_client import TRANSIENT_ERRORS
-from worker.capabilities import build_capabilities
+from worker.capabilities import build_capabilities, merge_warm_models
 from worker.connectors.base import Connector, Health
 from worker.hardware.info import HardwareInfo
 from worker.hardware.report import to_report
@@ -327,6 +328,7 @@ class Worker:
             follow_up = outcome.next_claim
         finally:
             self.running.pop(held.job.id, None)
+            self._refresh_warm_models()
             if follow_up is not None and not self._stopping.is_set():
                 self._start(follow_up)  # the slot passes straight to the next job
             else:
@@ -339,6 +341,8 @@ class Worker:
         """Claim the next job while completing one only while plain claiming would."""
         if self._stopping.is_set() or self.state != "active":
             return None
+        # The job just run may have loaded models: the next claim should know them.
+        self._refresh_warm_models()
         return self._caps_bytes
 
     # -- control ------------------------------------------------------------------------
@@ -413,9 +417,20 @@ class Worker:
             self.hardware,
             healthy,
             [c.capabilities() for c in self.connectors.values()],
+            self._warm_models(),
         )
         if caps != self._caps:
             self._set_caps(caps)
+
+    def _warm_models(self) -> list[str]:
+        return merge_warm_models(c.warm_models() for c in self.connectors.values())
+
+    def _refresh_warm_models(self) -> None:
+        """Take the connectors' warm models into the capabilities after a job. Encoded again
+        only when they changed, so claims keep sending the same prepared bytes."""
+        warm = self._warm_models()
+        if warm != self._caps.warm_models:
+            self._set_caps(msgspec.structs.replace(self._caps, warm_models=warm))
 
     def _set_caps(self, caps: Capabilities) -> None:
         self._caps = caps

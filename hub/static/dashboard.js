@@ -195,7 +195,7 @@ function workerRow(w) {
     actions.appendChild(b);
   }
   const tr = row([w.id, w.status, w.state, (caps.services || []).join(", "), gpus.join("; "),
-    w.current_jobs.join(", "), w.heartbeat_age_seconds === null ? "" : w.heartbeat_age_seconds.toFixed(1) + " s",
+    (w.warm_models || []).join(", "), w.current_jobs.join(", "), w.heartbeat_age_seconds === null ? "" : w.heartbeat_age_seconds.toFixed(1) + " s",
     w.counters.completed + " / " + w.counters.failed, actions]);
   tr.dataset.workerId = w.id;
   return tr;
@@ -247,6 +247,7 @@ function renderJob(job) {
   $("job-service").textContent = job.service_type;
   $("job-customer").textContent = job.customer_id || "";
   $("job-priority").textContent = job.priority + " (effective " + job.effective_priority + ")";
+  $("job-preferred-models").textContent = (job.preferred_models || []).join(", ") || "none";
   $("job-worker").textContent = job.worker_id || "";
   $("job-attempts").textContent = job.attempts + " of " + (job.max_retries + 1);
   $("job-message").textContent = job.message || "";

@@ -53,9 +53,10 @@ local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, DUE_
 local due_matching = {}
 for _, id in ipairs(due) do
   local f = redis.call('HMGET', K.job(id), 'status', 'score', 'service_type', 'customer_id',
-    'requirements', 'class_id')
+    'requirements', 'class_id', 'preferred_models')
   local score = tonumber(f[2])
   local doc = { s = f[3], c = f[4] or '', r = cjson.decode(f[5] or '{}') }
+  if f[7] and f[7] ~= '' then doc.p = cjson.decode(f[7]) end
   if f[1] == 'pending' and score and not avoids(worker_id, id, now)
       and not mismatch(doc.s, doc.c, doc.r, caps, running) then
     due_matching[#due_matching + 1] = { id = id, class = f[6], doc = doc, score = score }

@@ -4,15 +4,17 @@
 -- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  job id
 -- ARGV[5]  idempotency key digest, '' for none
--- ARGV[6]  requirement class id
+-- ARGV[6]  requirement class id (shared/requirements.py: service, customer, requirements and
+--          the preferred models)
 -- ARGV[7]  effective priority, integer 0..1000 (higher runs first)
--- ARGV[8..] job hash fields as name, value pairs (structured values already JSON)
+-- ARGV[8..] job hash fields as name, value pairs (structured values already JSON); the
+--          optional `preferred_models` (a JSON list) also becomes the class document's "p"
 -- Returns  {1, job_id, created_at_ms, queue_position} when created (position: 0-based rank
 --          in jobs:pending), {0, existing_job_id} when the id or idempotency key already
 --          names a job (nothing changes then; submit_job.lua says why it still writes).
 -- Invariants: the job hash, jobs:pending, its class ZSET and the class indexes are written
 -- together; a job id is never written twice; equal priorities are FIFO (submit_job in
--- include/submit_job.lua).
+-- include/submit_job.lua); preferred models never restrict which worker may claim.
 
 --- @include "common"
 --- @include "events"

@@ -5,7 +5,7 @@
 -- ARGV[4]  number of jobs N
 -- ARGV[5..] N groups, one per job: job id, idempotency key digest ('' for none), requirement
 --          class id, effective priority, number of hash-field arguments F, then F arguments
---          (name, value pairs as in submit.lua)
+--          (name, value pairs as in submit.lua, `preferred_models` included)
 -- Returns  a flat list of N groups of four: 1, job_id, created_at_ms, queue_position for a
 --          job created; 0, existing_job_id, '', '' for a job whose id or key already named
 --          a job (nothing changes for that one).

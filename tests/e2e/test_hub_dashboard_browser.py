@@ -137,7 +137,13 @@ async def test_operator_signs_in_once_and_sees_the_queue_and_the_workers(
 ) -> None:
     page = tab.page
     await start_worker(
-        broker, "gpu-box-1", capabilities(services=("simulation", "comfyui"), gpu_gb=(141.0,))
+        broker,
+        "gpu-box-1",
+        capabilities(
+            services=("simulation", "comfyui"),
+            gpu_gb=(141.0,),
+            warm_models=["flux1-dev.safetensors", "ae.safetensors"],
+        ),
     )
     for priority in (90, 80, 10):
         await broker.submit(job_request("simulation", priority=priority))
@@ -171,6 +177,7 @@ async def test_operator_signs_in_once_and_sees_the_queue_and_the_workers(
     await expect(worker).to_contain_text("NVIDIA H200 141 GB")
     await expect(worker.locator("td").nth(1)).to_have_text("idle")
     await expect(worker.locator("td").nth(2)).to_have_text("active")
+    await expect(worker.locator("td").nth(5)).to_have_text("flux1-dev.safetensors, ae.safetensors")
     await expect(page.locator("#live-table tbody tr")).to_have_count(4)
 
     # The token is kept for the browser session: a reload does not ask for it again.
@@ -201,7 +208,9 @@ async def test_submit_form_live_progress_and_job_detail_with_image(
     # Submit with the form.
     await page.locator("#submit-customer").fill("acme")
     await page.locator("#submit-priority").fill("80")
-    await page.locator("#submit-payload").fill('{"steps": 3, "prompt": "a red fox"}')
+    await page.locator("#submit-payload").fill(
+        '{"steps": 3, "prompt": "a red fox", "models": ["sdxl"]}'
+    )
     await page.locator("#submit-button").click()
     await expect(page.locator("#submit-result")).to_contain_text("submitted")
     job_id = await page.locator("#submit-result a.job-link").inner_text()
@@ -213,7 +222,7 @@ async def test_submit_form_live_progress_and_job_detail_with_image(
         "acme",
         80,
     )
-    assert job.payload == {"steps": 3, "prompt": "a red fox"}
+    assert job.payload == {"steps": 3, "prompt": "a red fox", "models": ["sdxl"]}
     row = live_row(page, job_id)
     await expect(row.locator("td").nth(3)).to_have_text("pending")
     await expect(page.locator("#stat-pending")).to_have_text("1")
@@ -236,6 +245,7 @@ async def test_submit_form_live_progress_and_job_detail_with_image(
     await page.wait_for_url(f"**/ui/jobs/{job_id}")
     await expect(page.locator("#app")).to_be_visible()  # the token was not asked again
     await expect(page.locator("#job-status")).to_have_text("active")
+    await expect(page.locator("#job-preferred-models")).to_have_text("sdxl")  # from the payload
     await expect(page.locator("#job-progress-text")).to_have_text("70%")
     await expect(page.locator("#conn-status")).to_have_text("live")
     await mark_page(page)

@@ -164,6 +164,15 @@ async def test_status_live_progress_and_cancel_with_the_token(
     await expect(page.locator("#status")).to_have_text("idle")
     await assert_not_reloaded(page)
 
+    # A job that loads a model: the capabilities card lists it as warm, live.
+    warm = page.locator('#capabilities dt:has-text("Warm models") + dd')
+    await expect(warm).to_have_text("none")
+    loads = job_request("simulation", payload=sim(steps=1, step_ms=1, models=["sdxl"]))
+    loaded_id = (await broker.submit(loads)).job_id
+    assert (await finished(broker, loaded_id)).status == JobStatus.COMPLETED
+    await expect(warm).to_have_text("sdxl")
+    await assert_not_reloaded(page)
+
     # Nothing secret is shown: the token is only in this tab's sessionStorage.
     assert TOKEN not in await page.content()
     status = await page.request.get(url + "/api/status")

@@ -1,6 +1,6 @@
 """The broker's specification, run again on a Redis Cluster (three primaries, one replica
 each): the ordering, matching, lease and fencing, and lifecycle tests of the single-server
-suite, imported as they are, with `redis`, `broker` and `fast` here made from a cluster
+suite (and the scheduling policies'), imported as they are, with `redis`, `broker` and `fast` here made from a cluster
 client and a hash-tagged prefix of the test's own (a pool in one slot of the shared
 cluster).
 
@@ -59,11 +59,26 @@ from tests.integration.test_broker_ordering import (
     test_queue_position,
     test_reprioritize_moves_a_job_and_keeps_fifo,
 )
+from tests.integration.test_scheduling_affinity import (
+    test_a_passed_over_job_is_taken_once_its_bound_ran_out,
+    test_a_worker_takes_the_jobs_warm_on_it_first,
+)
+from tests.integration.test_scheduling_fair import (
+    test_a_lease_given_back_is_charged_too,
+    test_a_waiting_customer_goes_before_a_burst_that_used_the_gpus,
+)
 
 
 @pytest.fixture
 def redis(cluster_redis: RedisClient) -> RedisClient:
     return cluster_redis
+
+
+@pytest.fixture
+def broker_settings(broker_settings: BrokerSettings, cluster_prefix: str) -> BrokerSettings:
+    """The suite's settings in this test's own slot: the scheduling tests build their brokers
+    from them."""
+    return dataclasses.replace(broker_settings, prefix=cluster_prefix)
 
 
 @pytest.fixture

@@ -200,3 +200,15 @@ async def test_a_peek_writes_nothing_and_a_claim_tidies_holds_no_longer_pending(
     assert await redis.zscore(broker.keys.held, "cold") is not None
     assert await take(broker, "w", SDXL_WARM) == "warm1"
     assert await redis.zscore(broker.keys.held, "cold") is None
+
+
+async def test_models_a_payload_names_count_as_the_jobs_models(
+    redis: Redis, broker_settings: BrokerSettings
+) -> None:
+    """A job without requirements.models is warm by the models its payload names (its
+    preferred models, the class document's p), and the worker needs none of them loaded."""
+    broker = affinity_broker(redis, broker_settings)
+    await broker.submit(job(id="cold", payload={"models": ["flux"]}))
+    await broker.submit(job(id="warm", payload={"models": ["sdxl"]}))
+    offer = caps(warm_models=["sdxl"])  # it offers no models at all: preferences only
+    assert await drain(broker, "w", offer) == ["warm", "cold"]

@@ -126,7 +126,8 @@ class FakeWorker:
             {
                 "services": ["simulation"],
                 "hardware": {"cpu_cores": 16, "ram_gb": 128.0},
-                "models": ["sdxl"],
+                "models": ["sdxl", "flux"],
+                "warm_models": ["sdxl"],
             },
             Capabilities,
         )
@@ -204,6 +205,7 @@ async def test_page_renders_the_worker_with_stable_ids(
     assert "model exploded" in html
     assert "NVIDIA H200" in html
     assert "1h 02m" in html  # uptime
+    assert '<dt title="loaded now, most recently used first">Warm models</dt><dd>sdxl</dd>' in html
     assert "/static/dashboard.js" in html
 
 
@@ -269,7 +271,8 @@ async def test_status_describes_the_worker(client: httpx.AsyncClient, fake: Fake
     assert body["resources"]["gpus"][0]["name"] == "NVIDIA H200"
     assert [c["name"] for c in body["connectors"]] == ["comfyui", "simulation"]
     assert [c["ok"] for c in body["connectors"]] == [False, True]
-    assert body["capabilities"]["models"] == ["sdxl"]
+    assert body["capabilities"]["models"] == ["sdxl", "flux"]
+    assert body["capabilities"]["warm_models"] == ["sdxl"]  # loaded now
     assert body["hardware"]["gpus"][0]["name"] == "NVIDIA H200"
 
 

@@ -61,6 +61,10 @@ def test_a_job_reads_what_the_hub_shows() -> None:
     assert job.finished_at is None
     assert job.event_seq == 9
     assert job.tags == ["a"]
+    assert job.preferred_models == []
+    assert Job.from_json(hub_job(preferred_models=["sdxl"]).to_public()).preferred_models == [
+        "sdxl"
+    ]
     assert not job.terminal
 
 
@@ -133,7 +137,8 @@ def test_a_worker_reads_what_the_hub_shows() -> None:
         hardware=HardwareCapabilities(
             gpus=[GpuCapability(memory_gb=80, name="NVIDIA H100", index=i) for i in range(2)]
         ),
-        models=["sdxl.safetensors"],
+        models=["sdxl.safetensors", "flux.safetensors"],
+        warm_models=["flux.safetensors"],
     )
     view = WorkerView(
         id="w1",
@@ -153,7 +158,8 @@ def test_a_worker_reads_what_the_hub_shows() -> None:
         ("NVIDIA H100", 80.0, 0),
         ("NVIDIA H100", 80.0, 1),
     ]
-    assert worker.models == ["sdxl.safetensors"]
+    assert worker.models == ["sdxl.safetensors", "flux.safetensors"]
+    assert worker.warm_models == ["flux.safetensors"]
     assert worker.services == ["comfyui"]
     assert worker.current_jobs == ["job-1"]
     assert worker.heartbeat_age_seconds == 2.0

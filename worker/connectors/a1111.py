@@ -12,6 +12,11 @@ Payload, as the original emp-redis connector took it:
 endpoint and method are optional (txt2img, POST); without a "payload" object the remaining
 fields are the body. A top-level "model" (or the body's override_settings.sd_model_checkpoint)
 is checked against `/sdapi/v1/sd-models` and sent as the checkpoint override.
+
+Warm models: the checkpoint A1111 has loaded, `sd_model_checkpoint` of `GET
+/sdapi/v1/options`, read by every health check and after every generation (an override is
+restored afterwards by default, so the job's own checkpoint is not assumed), reported in
+the spellings a job may use for it (title, short name, file name).
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import httpx
 
 from shared.config import ConfigError
+from shared.model_refs import bounded
 from shared.setting import Setting, number
 from shared.setting_section import Section
 from worker.connectors.base import (
@@ -101,6 +107,7 @@ class A1111Connector(Connector):
             "A1111", self.base_url, timeout=self.timeout, auth=A1111_AUTH.read(values)
         )
         self._models: list[Mapping[str, Any]] | None = None
+        self._warm: list[str] = []  # the loaded checkpoint's spellings
         self._in_flight: set[str] = set()
         self._interrupted: set[str] = set()
         self.store = OutputStore.from_env(values)
@@ -130,7 +137,7 @@ class A1111Connector(Connector):
         if response.status_code != 200:
             return Health(ok=False, detail=_failure(response).message)
         body = response_json(response)
-        model = body.get("sd_model_checkpoint") if isinstance(body, Mapping) else None
+        model = self._note_options(body)
         if model is None:
             return Health(ok=True, detail="A1111 answers")
         return Health(ok=True, detail=f"model {model}", info={"model": model})
@@ -139,6 +146,27 @@ class A1111Connector(Connector):
         if not self._models:
             return {}
         return {"models": _model_names(self._models)}
+
+    def warm_models(self) -> Sequence[str]:
+        return self._warm
+
+    def _note_options(self, options: Any) -> str | None:
+        """Take the loaded checkpoint from an options body; None when it names none."""
+        model = options.get("sd_model_checkpoint") if isinstance(options, Mapping) else None
+        if not isinstance(model, str) or not model:
+            return None
+        self._warm = _loaded_spellings(model, self._models or [])
+        return model
+
+    async def _read_loaded_model(self) -> None:
+        """Best effort: a failure leaves the last known checkpoint (the health check
+        corrects it)."""
+        with contextlib.suppress(JobFailed):
+            response = await self.http.request(
+                "GET", "/sdapi/v1/options", request_timeout=PROBE_TIMEOUT
+            )
+            if response.status_code == 200:
+                self._note_options(response_json(response))
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -199,6 +227,7 @@ class A1111Connector(Connector):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
+        await self._read_loaded_model()
         if response.status_code != 200:
             raise _failure(response)
         result = _result(response)
@@ -312,6 +341,18 @@ def _spellings(model: Mapping[str, Any]) -> set[str]:
         names.update({filename, filename.rsplit(".", 1)[0]})
     names.discard("")
     return names
+
+
+def _loaded_spellings(checkpoint: str, models: list[Mapping[str, Any]]) -> list[str]:
+    """The names a job may give the loaded checkpoint: its title as the options give it,
+    the short name of its model entry, and the title without its hash (the file name)."""
+    names = {checkpoint: None}
+    entry = next((m for m in models if m.get("title") == checkpoint), None)
+    if entry is not None and entry.get("model_name"):
+        names[str(entry["model_name"])] = None
+    bare = re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", checkpoint)  # "x.safetensors [6ce0161689]"
+    names[bare] = None
+    return [name for name in bounded(names) if name]
 
 
 def _model_names(models: list[Mapping[str, Any]]) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,12 @@ class Connector(abc.ABC):
     def capabilities(self) -> Mapping[str, Any]:
         """What this connector adds to the worker's capabilities, e.g. {"models": [...]}."""
         return {}
+
+    def warm_models(self) -> Sequence[str]:
+        """The models its service holds loaded right now, most recently used first, as far
+        as the connector knows (worker/connectors/warm.py). The worker reads this after every
+        job and health check, so it must be cheap: no I/O here."""
+        return ()
 
     @abc.abstractmethod
     async def run(self, job: JobContext, progress: ProgressFn, cancel: asyncio.Event) -> Any:

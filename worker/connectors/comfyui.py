@@ -10,6 +10,12 @@ Settings: the COMFYUI section below (listed in release/.env.worker.example).
 
 Payload: {"workflow": {...}} (also accepted: "prompt", or the bare graph), optional
 "extra_data" passed through to ComfyUI (extra_pnginfo, API-node keys).
+
+Warm models: ComfyUI has no endpoint that says which models it holds (neither
+`/system_stats`, which gives only free VRAM, nor `/object_info`, which lists the files it
+could load), so the connector reports the files the loader nodes of its latest successful
+workflows named (shared/model_refs.py), at most COMFYUI_WARM_MODELS, the latest first, and
+forgets them all when ComfyUI stops answering (a restarted ComfyUI holds nothing).
 """
 
 from __future__ import annotations
@@ -19,13 +25,14 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
 from websockets.exceptions import ConnectionClosed
 
+from shared.model_refs import comfyui_models
 from shared.setting import integer, number, optional_text
 from shared.setting_section import Section
 from worker.connectors.base import (
@@ -64,6 +71,7 @@ from worker.connectors.httpcommon import (
 from worker.connectors.output_store import OutputStore
 from worker.connectors.setting_kinds import http_url
 from worker.connectors.util import bad_payload, until_cancelled, wait_cancelled
+from worker.connectors.warm import WarmModels
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +114,15 @@ COMFYUI_RECONNECT_SECONDS = COMFYUI.add(
         doc="How long a dropped WebSocket may take to come back before the job fails",
     )
 )
+COMFYUI_WARM_MODELS = COMFYUI.add(
+    integer(
+        "COMFYUI_WARM_MODELS",
+        8,
+        lo=0,
+        hi=4096,
+        doc="Models of the latest workflows' loader nodes reported warm (loaded); 0: none",
+    )
+)
 COMFYUI_CANCEL_GRACE_SECONDS = COMFYUI.add(
     number(
         "COMFYUI_CANCEL_GRACE_SECONDS",
@@ -142,6 +159,7 @@ class ComfyUIConnector(Connector):
             "ComfyUI", self.base_url, timeout=self.timeout, headers=self._headers
         )
         self._runs: dict[str, _Run] = {}
+        self._warm = WarmModels(COMFYUI_WARM_MODELS.read(values))
         # With OUTPUT_STORE set, outputs go there and COMFYUI_MAX_INLINE_BYTES no longer applies
         # (OUTPUT_INLINE_MAX_BYTES does).
         self.store = OutputStore.from_env(values)
@@ -159,11 +177,16 @@ class ComfyUIConnector(Connector):
         try:
             response = await self.http.request("GET", "/system_stats")
         except JobFailed as exc:
+            self._warm.clear()
             return Health(ok=False, detail=exc.message)
         if response.status_code != 200:
+            self._warm.clear()
             return Health(ok=False, detail=f"/system_stats answered {response.status_code}")
         info = system_info(response_json(response))
         return Health(ok=True, detail=f"ComfyUI {info.get('version') or '?'}", info=info)
+
+    def warm_models(self) -> Sequence[str]:
+        return self._warm.names()
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -205,6 +228,8 @@ class ComfyUIConnector(Connector):
             tracker = ComfyRunTracker(run.prompt_id, workflow)
             finished = await self._follow(run, tracker, stream, progress, cancel)
             run.ended = True
+            if finished.status == "success":
+                self._warm.used(comfyui_models(workflow))
             await stream.close()
             return await self._conclude(job, run, tracker, finished, progress, cancel)
         except JobCancelled:

@@ -11,14 +11,19 @@ Payload (every field optional):
   fail_retryable bool, default true
   fail_at_step   int: fail at the start of this step (1-based) instead of after the last one
   result         any JSON: echoed back in the result
+  models         list of model names: the models the job "loads"; once it ran they are warm
+                 on this worker (SIMULATION_WARM_MODELS of them, the latest first), and at
+                 submission they are the job's preferred models (shared/model_refs.py)
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from shared.model_refs import listed_models
+from shared.setting import integer
 from shared.setting_section import Section
 from worker.connectors.base import Connector, JobCancelled, JobContext, JobFailed, ProgressFn
 from worker.connectors.setting_kinds import service_name
@@ -29,6 +34,7 @@ from worker.connectors.util import (
     payload_number,
     wait_cancelled,
 )
+from worker.connectors.warm import WarmModels
 
 MAX_STEPS: Final = 1_000_000
 MAX_STEP_MS: Final = 3_600_000.0
@@ -45,13 +51,27 @@ SIMULATION_SERVICE_NAME = SIMULATION.add(
         doc="Service name the simulation connector registers as",
     )
 )
+SIMULATION_WARM_MODELS = SIMULATION.add(
+    integer(
+        "SIMULATION_WARM_MODELS",
+        8,
+        lo=0,
+        hi=4096,
+        doc="Models of the latest jobs' payloads reported warm (loaded), most recent first",
+    )
+)
 
 
 class SimulationConnector(Connector):
     name = "simulation"
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        self.name = SIMULATION_SERVICE_NAME.read(env or {})
+        values = env or {}
+        self.name = SIMULATION_SERVICE_NAME.read(values)
+        self._warm = WarmModels(SIMULATION_WARM_MODELS.read(values))
+
+    def warm_models(self) -> Sequence[str]:
+        return self._warm.names()
 
     async def run(self, job: JobContext, progress: ProgressFn, cancel: asyncio.Event) -> Any:
         payload = job.payload
@@ -77,6 +97,8 @@ class SimulationConnector(Connector):
 
         if cancel.is_set():
             raise JobCancelled("cancelled after the last step")
+        # Loaded by the steps, whatever their outcome below: the next job may use them warm.
+        self._warm.used(listed_models(payload))
         if fail is not None:
             raise JobFailed(fail, retryable=retryable, details={"step": steps})
         return {"steps": steps, "result": payload.get("result"), "worker_service": self.name}

@@ -38,14 +38,19 @@ end
 
 -- Make a pending job claimable (submit, retry, release, promotion of a due retry). The
 -- class document is (re)written here because an emptied class drops its document while
--- a retry of one of its jobs may still be backing off. Returns the job's service.
-local function enqueue_in_class(job_id, score, class_id, svc, customer, requirements)
+-- a retry of one of its jobs may still be backing off. `preferred` is the job's
+-- preferred_models field (a JSON list, or nil/false/'' for none): the document's "p",
+-- which claims may prefer and the matcher never reads. Returns the job's service.
+local function enqueue_in_class(job_id, score, class_id, svc, customer, requirements,
+                                preferred)
   redis.call('ZADD', K.job_class(class_id), score, job_id)
   local by_service = K.service_classes(svc)
   local best = redis.call('ZSCORE', by_service, class_id)
   if not best then
+    local p = ''
+    if preferred and preferred ~= '' then p = ',"p":' .. preferred end
     redis.call('HSETNX', K.classes, class_id, '{"s":' .. cjson.encode(svc) .. ',"c":'
-      .. cjson.encode(customer) .. ',"r":' .. requirements .. '}')
+      .. cjson.encode(customer) .. ',"r":' .. requirements .. p .. '}')
   end
   if not best or tonumber(best) > tonumber(score) then
     redis.call('ZADD', by_service, score, class_id)
@@ -56,8 +61,8 @@ end
 
 local function enqueue_claimable(job_key, job_id)
   local f = redis.call('HMGET', job_key, 'score', 'class_id', 'service_type', 'customer_id',
-    'requirements')
-  return enqueue_in_class(job_id, f[1], f[2], f[3], f[4] or '', f[5])
+    'requirements', 'preferred_models')
+  return enqueue_in_class(job_id, f[1], f[2], f[3], f[4] or '', f[5], f[6])
 end
 
 -- Take a job out of every pending structure (claimable or backing off).

@@ -52,7 +52,8 @@ local function submit_job(job_id, idem, class_id, priority, first, last, now)
   redis.call('HSET', job_key, unpack(fields))
   redis.call('ZADD', K.pending, score, job_id)
   redis.call('ZADD', K.unclaimed, int(now), job_id)  -- until a worker first claims it
-  enqueue_in_class(job_id, score, class_id, svc, customer, given['requirements'])
+  enqueue_in_class(job_id, score, class_id, svc, customer, given['requirements'],
+    given['preferred_models'])
   if idem ~= '' then
     redis.call('SET', K.idempotency(idem), job_id, 'PX', retention_ms())
   end

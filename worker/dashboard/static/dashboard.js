@@ -182,6 +182,7 @@
       ["GPUs", c.hardware.gpus.length],
       ["CPU / RAM", `${c.hardware.cpu_cores} cores / ${c.hardware.ram_gb} GB`],
       ["Models", c.models.length],
+      ["Warm models", c.warm_models.join(", ") || "none"],
       ["Quality", c.performance.quality_levels.join(", ") || "–"],
       ["Region", c.geographic.region || "–"],
       ["Isolation", c.customer_access.isolation],
