@@ -4,7 +4,7 @@ each, then the tables, the targets, the wait-CDF plot and docs/bench-fleet.md.""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,7 +207,3 @@ async def run_fleet(quick: bool, docs: Path = DOCS) -> str:
     command = "python -m bench fleet" + (" --quick" if quick else "")
     plot = write_docs(comparison, docs, command, quick)
     return f"{comparison.text}\n\nwrote {docs / 'bench-fleet.md'} and {plot}"
-
-
-def checks_passed(results: Mapping[str, PolicyResult]) -> bool:
-    return all(c.passed is not False for c in target_checks(results))
