@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 from bench.common import table
 from bench.fleet.metrics import RunMetrics
+from shared.settings import BrokerSettings
 
 NOT_AVAILABLE = "not available"
+SCAN_CLASSES = BrokerSettings().scheduling_scan_classes
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,9 @@ def why_missed(checks: list[Check], by_name: Mapping[str, PolicyResult]) -> list
             lines.append(
                 f"MISS fairness: Jain's index in the burst: `all` {every.jain_burst:.3f}"
                 f"{fair_text}, baseline {base.jain_burst:.3f}. Fair share chooses the customer "
-                "only among the candidates in the priority window, after fit."
+                "only among the classes a claim examines: those within the priority window, "
+                f"at most {SCAN_CLASSES} beyond strict order's (scheduling_scan_classes), "
+                "while the heavy customer's burst spans a class per model and memory size."
             )
         elif check.what.startswith("Redis time"):
             lines.append(
