@@ -13,7 +13,15 @@ from bench.fleet.fleet import build_fleet, describe_fleet, unrunnable
 from bench.fleet.gpu import COLD_LOAD_S_PER_GB
 from bench.fleet.metrics import measure, wait_s
 from bench.fleet.plot import wait_cdf_png
-from bench.fleet.policies import IDLE_POLL_S, RUNS, bounds_s, broker_settings, prepare_run
+from bench.fleet.policies import (
+    BOUNDS_S,
+    HALF_LIFE_S,
+    IDLE_POLL_S,
+    RUNS,
+    bounds_s,
+    broker_settings,
+    prepare_run,
+)
 from bench.fleet.replay import replay
 from bench.fleet.table import (
     PolicyResult,
@@ -24,10 +32,13 @@ from bench.fleet.table import (
     why_missed,
 )
 from bench.fleet.trace import TraceJob, customer_weights, describe_mapping, load_trace
+from shared.scheduling.policies import AFFINITY, FIT
+from shared.settings import BrokerSettings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DOCS = ROOT / "docs"
 PLOT_NAME = "bench-fleet-wait-cdf.png"
+DEFAULTS = BrokerSettings()
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,11 @@ async def compare(config: Config) -> Comparison:
         f"cold load: {COLD_LOAD_S_PER_GB:g} s per GB of the model (a 14 GB model: "
         f"{14 * COLD_LOAD_S_PER_GB:g} s; the median job: {median_work:.1f} s); idle poll "
         f"{IDLE_POLL_S:g} s wall",
+        f"policy settings (trace seconds; the broker gets them divided by the compression): "
+        f"AFFINITY_MAX_DELAY_SECONDS {BOUNDS_S[AFFINITY]:g}, FIT_MAX_DELAY_SECONDS "
+        f"{BOUNDS_S[FIT]:g}, FAIR_SHARE_HALF_LIFE_SECONDS {HALF_LIFE_S:g}; "
+        f"AFFINITY_PRIORITY_WINDOW {DEFAULTS.affinity_window}, scheduling_scan_classes "
+        f"{DEFAULTS.scheduling_scan_classes} (the defaults)",
     ]
     title = (
         f"fleet: {len(jobs):,} trace rows on {len(fleet)} simulated workers, per policy "
@@ -179,8 +195,9 @@ priority, then FIFO), affinity, fit, fair, and all three.
 - idle GB*s: GPU memory held but not needed (the card's memory minus the job's need) times
   the time the job held it (cold load and work), trace seconds.
 - Jain in burst: Jain's index of the customers' served work against their weighted fair
-  share (water-filling over their demand) from the start of the heavy customer's burst to
-  its last burst job's claim; 1 is perfectly fair.
+  share (water-filling over their demand) during the heavy customer's burst, within each
+  priority band (fair share divides a band), averaged over the bands by the work each
+  served; 1 is perfectly fair (bench/fleet/metrics.py).
 - worst extra: the largest increase of any row's wait against the baseline run; "others"
   leaves out the heavy customer's rows (fair share delays those on purpose, unbounded).
   bound: the sum of the bounds of the run's bounded policies (AFFINITY_MAX_DELAY_SECONDS,
