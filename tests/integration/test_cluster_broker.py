@@ -1,8 +1,8 @@
 """The broker's specification, run again on a Redis Cluster (three primaries, one replica
-each): the ordering, matching, lease and fencing, and lifecycle tests of the single-server
-suite (and the scheduling policies'), imported as they are, with `redis`, `broker` and `fast` here made from a cluster
-client and a hash-tagged prefix of the test's own (a pool in one slot of the shared
-cluster).
+each): the ordering, matching, lease and fencing, lifecycle and scheduling-policy tests of
+the single-server suite, imported as they are, with `redis`, `broker` and `fast` here made
+from a cluster client and a hash-tagged prefix of the test's own (a pool in one slot of the
+shared cluster).
 
 Not imported: the tests that open plain Redis clients from `redis_url` or read one server's
 INFO (their cluster counterparts are in test_cluster.py), and the head-of-line test, whose

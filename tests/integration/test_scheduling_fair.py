@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from redis.asyncio import Redis
 
 from shared.broker import Broker, Claim
 from shared.capabilities import Capabilities
+from shared.scheduling.usage import Usage
 from shared.settings import BrokerSettings
 from tests.factories import caps, job
 from tests.helpers import wait_until
@@ -119,3 +121,21 @@ async def test_a_lease_given_back_is_charged_too(
     (acme,) = await broker.reads.fair.shares(300)
     assert acme.customer == "acme"
     assert acme.usage >= 0.2  # two GPUs for at least 100 ms
+
+
+@pytest.mark.parametrize(("older_usage", "first"), [(10.0, "a0"), (14.0, "b0")])
+async def test_usage_decays_by_half_every_half_life(
+    redis: Redis, broker_settings: BrokerSettings, older_usage: float, first: str
+) -> None:
+    """Customer a's usage was recorded one half-life ago, b's now: the claim weighs a's at
+    half (the same arithmetic as shared/scheduling/usage.py)."""
+    broker = fair_broker(redis, broker_settings)  # half-life 300 s
+    now = await broker.reads.now_ms()
+    await redis.hset(
+        broker.keys.fair_usage,
+        mapping={"a": f"{older_usage}|{now - 300_000}", "b": f"6|{now}"},
+    )
+    assert Usage(older_usage, now - 300_000).at(now, 300_000) == older_usage / 2
+    await broker.submit(job(id="a0", customer_id="a"))
+    await broker.submit(job(id="b0", customer_id="b"))
+    assert await drain(broker) == [first, "b0" if first == "a0" else "a0"]
