@@ -1,6 +1,6 @@
 """`python -m bench fleet`: the scheduling policies (issue 13) proven on a replayed trace.
 
-A real arrival trace (bench/data/) is submitted at its compressed arrival times to a fresh
+A real arrival trace (bench/traces/) is submitted at its compressed arrival times to a fresh
 private Redis through the real Broker, and a simulated fleet of about 200 GPU workers in a
 few processes claims from it with real claim calls, once per policy set: baseline (strict
 order), affinity, fit, fair and all three. One module per idea:

@@ -1,6 +1,6 @@
 """The arrival trace and how each of its rows becomes a job.
 
-The trace (bench/data/README.md: source, licence, citation) gives only an arrival time and
+The trace (bench/traces/README.md: source, licence, citation) gives only an arrival time and
 two token counts per request. Everything else a GPU job has is derived from the row's index
 with a keyed hash, so the same row is the same job in every run, on every machine:
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-TRACE_PATH = Path(__file__).resolve().parent.parent / "data" / "azure-llm-2023-code.csv"
+TRACE_PATH = Path(__file__).resolve().parent.parent / "traces" / "azure-llm-2023-code.csv"
 
 
 @dataclass(frozen=True)
