@@ -31,6 +31,7 @@ BENCHMARKS = {
     "scale": "Redis load of 3 pools over a 3-primary cluster vs 1 pool on one Redis",
     "outputs": "output store: MB/s and time per job to store a 2 MB PNG (moto on loopback)",
     "peers": "side by side with seven Python job queues and BullMQ (../shared/bench-peers)",
+    "fleet": "scheduling policies on a replayed arrival trace, a simulated fleet, the real broker",
 }
 # bench-peers builds its venvs on a first run and takes 15-25 minutes with 3 repetitions.
 LIMIT_PEERS_S = 2400.0

@@ -433,6 +433,62 @@ def _peers(tables: list[Table]) -> list[Line]:
     ]
 
 
+FLEET_COLD = Target(">=", 50.0, ">= 50 % fewer (issue 13)")
+FLEET_P95 = Target("<=", 1.0, "<= 1x baseline")
+FLEET_JAIN = Target(">=", 0.9, ">= 0.9")
+FLEET_CLAIM = Target("<=", 1.5, "<= 1.5x baseline")
+
+
+def _fleet(tables: list[Table]) -> list[Line]:
+    """The issue 13 targets of SCHEDULING_POLICIES=affinity,fit,fair (the `all` row)
+    against the baseline row of the same run (n/a where `all` was not available)."""
+
+    def both(column: str) -> tuple[float | None, float | None]:
+        return value_of(tables, "baseline", column), value_of(tables, "all", column)
+
+    def ratio(column: str) -> float | None:
+        base, every = both(column)
+        return every / base if base and every is not None else None
+
+    base_cold, all_cold = both("cold loads/1000")
+    fewer = 100 * (1 - all_cold / base_cold) if base_cold and all_cold is not None else None
+    missing = "the `all` run was not available (policies not in this build)"
+    return [
+        Line(
+            "fleet replay: cold loads, all policies vs baseline",
+            fewer,
+            "% fewer",
+            FLEET_COLD,
+            source="fleet",
+            missing=missing,
+        ),
+        Line(
+            "fleet replay: p95 queue wait, all policies vs baseline",
+            ratio("wait p95 s"),
+            "x",
+            FLEET_P95,
+            source="fleet",
+            missing=missing,
+        ),
+        Line(
+            "fleet replay: Jain's index in the heavy customer's burst, all policies",
+            both("Jain in burst")[1],
+            "",
+            FLEET_JAIN,
+            source="fleet",
+            missing=missing,
+        ),
+        Line(
+            "fleet replay: Redis time per claim, all policies vs baseline",
+            ratio("redis us/claim"),
+            "x",
+            FLEET_CLAIM,
+            source="fleet",
+            missing=missing,
+        ),
+    ]
+
+
 EXTRACTORS: dict[str, Callable[[list[Table]], list[Line]]] = {
     "claim": _claim,
     "broker": _broker,
@@ -443,6 +499,7 @@ EXTRACTORS: dict[str, Callable[[list[Table]], list[Line]]] = {
     "scale": _scale,
     "outputs": _outputs,
     "peers": _peers,
+    "fleet": _fleet,
 }
 
 
@@ -472,6 +529,12 @@ class Outcome:
     text: str | None
     error: str | None
     seconds: float
+
+
+# Figures a benchmark writes, shown under its tables (paths relative to the repository).
+FIGURES: dict[str, tuple[str, str]] = {
+    "fleet": ("queue wait CDF per scheduling policy", "docs/bench-fleet-wait-cdf.png"),
+}
 
 
 def _md(cell: str) -> str:
@@ -543,6 +606,9 @@ def markdown(
     for o in outcomes:
         if o.text is not None:
             out += ["", f"### {o.name} ({o.seconds:.0f} s)", "", *_section(o.text)]
+            if o.name in FIGURES:
+                alt, path = FIGURES[o.name]
+                out += ["", f"![{alt}]({path})"]
     return "\n".join(out) + "\n"
 
 

@@ -134,6 +134,48 @@ case                                     MB/s  ms per job p50  ms per job p99
 2 MB PNG, next attempt (already stored)   258            7.76            7.76
 """
 
+FLEET = """\
+fleet: 1,073 trace rows on 100 simulated workers, per policy (waits, extra delay and bounds in trace seconds, 60x compressed)
+-----------------------------------------------------------------------------------------------------------------------------
+policy    jobs   wait p50 s  wait p95 s  wait p99 s  cold loads/1000  idle GB*s  Jain in burst  worst extra s  worst extra, others s  bound s  jobs/s  util %  redis us/claim
+--------  -----  ----------  ----------  ----------  ---------------  ---------  -------------  -------------  ---------------------  -------  ------  ------  --------------
+baseline  1,073        38.5         252         503              582  1,148,745          0.818              -                      -        -    46.5    56.1             141
+affinity  1,073         8.2        87.9         144              357    882,732          0.966            130                    130     30.0    61.6    52.3             119
+fit       1,073        42.4         244         553              596  1,216,159          0.808            212                    172     10.0    49.3    60.6             172
+fair      1,073        40.9         365         614              611  1,252,414          0.904            478                    209        -    44.9    55.9             162
+all       1,073        20.8         136         208              449    995,325           0.91            134                    134     40.0    58.2    58.1             146
+
+fleet: queue wait per priority (trace seconds)
+----------------------------------------------
+policy, priority       p50 s  p95 s  p99 s
+---------------------  -----  -----  -----
+baseline, priority 80    1.8   22.7   49.3
+baseline, priority 50   40.0    155    285
+baseline, priority 20    164    524    884
+affinity, priority 80    0.5    7.7   51.1
+affinity, priority 50   10.8   76.9    140
+affinity, priority 20   36.4    134    346
+fit, priority 80         1.8   17.8   91.0
+fit, priority 50        44.0    225    331
+fit, priority 20         138    564    665
+fair, priority 80        1.5   39.2   95.3
+fair, priority 50       44.2    247    559
+fair, priority 20        154    614    980
+all, priority 80         1.1   13.7   64.2
+all, priority 50        25.1    132    191
+all, priority 20        70.7    194    411
+
+fleet: targets, `all` against baseline in the same run
+------------------------------------------------------
+target                                          baseline  all                need                        status
+----------------------------------------------  --------  -----------------  --------------------------  ------
+cold loads per 1,000 jobs                            582  449.2 (23% fewer)  >= 50% fewer than baseline    MISS
+p95 queue wait, s                                    252                136                 <= baseline    PASS
+Jain's index during the heavy customer's burst     0.818               0.91                      >= 0.9    PASS
+Redis time per claim, us                             141      146.3 (1.03x)            <= 1.5x baseline    PASS
+worst extra delay vs baseline, others' jobs, s         -                134          <= 40 (the bounds)    MISS
+"""
+
 OUTPUTS = {
     "claim": CLAIM,
     "broker": BROKER,
@@ -143,6 +185,7 @@ OUTPUTS = {
     "webhooks": WEBHOOKS,
     "scale": SCALE,
     "outputs": STORE,
+    "fleet": FLEET,
 }
 WHEN = datetime(2026, 11, 29, 20, 23, tzinfo=UTC)
 
@@ -204,6 +247,9 @@ def test_every_table_of_a_run_is_found_with_or_without_blank_lines_between() -> 
         "scale",
         "scale",
         "outputs",
+        "fleet",
+        "fleet",
+        "fleet",
     ]
     assert spaced == packed
 
@@ -263,6 +309,10 @@ def test_the_summary_of_a_real_quick_run() -> None:
         "output store: 2 MB PNG per job, time per job p50": "—",
         # that quick run had no peers section (bench-peers is opt-in with --quick)
         **{f"vs best Python peer: {row}": "n/a" for row in PEER_ROWS},
+        "fleet replay: cold loads, all policies vs baseline": "MISSED",  # 23% fewer
+        "fleet replay: p95 queue wait, all policies vs baseline": "met",
+        "fleet replay: Jain's index in the heavy customer's burst, all policies": "met",
+        "fleet replay: Redis time per claim, all policies vs baseline": "met",
     }
     values = {ln.what: ln.value for ln in lines}
     assert values["output store: 2 MB PNG per job, throughput"] == 122
@@ -404,6 +454,7 @@ def test_markdown_shape() -> None:
         "### webhooks (12 s)",
         "### scale (12 s)",
         "### outputs (12 s)",
+        "### fleet (12 s)",
     ]
     assert "- Date: 2026-11-29 20:23 UTC" in md
     assert "- Machine: Linux x86_64, 2 CPUs (x86_64), 24 GiB RAM, Python 3.11.7" in md
@@ -423,13 +474,17 @@ def test_markdown_shape() -> None:
         "- submit -> result visible, p99: measured 2.06 ms, target < 2 ms.",
         "- submit, one at a time (1 client): measured 5,098 jobs/s, target > 10,000 jobs/s.",
         "- submit, batched (500): measured 16,654 jobs/s, target > 30,000 jobs/s.",
+        "- fleet replay: cold loads, all policies vs baseline: measured 22.9 % fewer, "
+        "target >= 50 % fewer (issue 13).",
         "- claim p99, 1,000,000 pending (1% match): not measured (this run measured 1,000, 10,000, 100,000 pending).",
         *(
             f"- vs best Python peer: {row}: not measured (the peers benchmark did not run)."
             for row in PEER_ROWS
         ),
     ]
-    assert (md.count("```text"), md.count("```")) == (8, 8)  # each opened and closed
+    assert (md.count("```text"), md.count("```")) == (9, 9)  # each opened and closed
+    # The fleet benchmark's figure follows its tables.
+    assert md[-1] == "![queue wait CDF per scheduling policy](docs/bench-fleet-wait-cdf.png)"
     body = "\n".join(md)
     for text in OUTPUTS.values():
         assert text.rstrip("\n") in body  # every full table, verbatim
@@ -523,3 +578,18 @@ def test_the_machine_speed_line_lets_runs_of_different_days_be_compared() -> Non
     ).splitlines()
     assert f"- Machine speed at the start of the run: {speed}" in md
     assert not any("Machine speed" in ln for ln in render(outcomes, lines).splitlines())
+
+
+def test_fleet_targets_are_not_measured_when_the_all_run_was_not_available() -> None:
+    # As compare.py prints a run whose policies this build lacks.
+    without_all = "\n".join(
+        "all       not available" if line.startswith("all  ") else line
+        for line in FLEET.splitlines()
+    )
+    lines = [ln for ln in summarize({"fleet": without_all}) if ln.source == "fleet"]
+    assert [ln.status for ln in lines] == ["n/a"] * 4
+    md = render([ok("fleet", without_all)], lines)
+    assert (
+        "- fleet replay: cold loads, all policies vs baseline: not measured (the `all` run "
+        "was not available (policies not in this build))." in md
+    )
