@@ -4,12 +4,15 @@ Everything specific to the machines the tests run on lives here, and only here:
 
 - Podman runs only as `podman --cgroup-manager=cgroupfs --runtime runc` with explicit
   open-file and process limits (the defaults fail on rlimits and cgroups in these sandboxes);
-  PODMAN and RUN_LIMITS hold those flags. Nothing of it belongs in the Containerfile or in
-  what the README tells operators.
+  PODMAN and RUN_LIMITS hold those flags, CONTAINERS_CONF the same as a containers.conf for
+  podman-compose. Nothing of it belongs in the Containerfile, compose.yaml or in what the
+  README tells operators.
 - No public registry can be reached, so the base image is made from Debian's packages:
   `debootstrap --variant=minbase` with python3 and python3-venv, trimmed and imported with
   `podman import`. It is tagged with a digest of how it was made (BASE_RECIPE), so Podman's
   storage keeps it between runs and it is rebuilt only when the recipe changes.
+- The Redis image compose.yaml runs (REDIS_IMAGE, its EMP_REDIS_IMAGE) is made the same way,
+  from Debian's redis-server.
 - The hub's dependencies come from build/wheelhouse-tests/ (scripts/wheelhouse.py, for the
   base's Python), so the build itself needs no network.
 
@@ -38,6 +41,17 @@ RUN_LIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096")
 # hand (`podman healthcheck run`), and there is no systemd here.
 RUN_FLAGS = (*RUN_LIMITS, "--health-interval", "disable")
 TOOLS = ("podman", "runc", "debootstrap")
+# The same flags as a containers.conf, for what runs podman itself (podman-compose): pointing
+# CONTAINERS_CONF at a file holding this lets compose.yaml run unchanged. The health checks'
+# systemd timers cannot start here; podman logs that and runs the container anyway.
+CONTAINERS_CONF = """\
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+
+[engine]
+cgroup_manager = "cgroupfs"
+runtime = "runc"
+"""
 
 SUITE = "bookworm"  # Debian 12: python3 is 3.11, the oldest CPython the project supports
 BASE_PYTHON = "3.11"
@@ -52,8 +66,20 @@ TRIM = (
     "usr/share/info",
     "usr/share/locale",
 )
-BASE_RECIPE = f"debootstrap --variant=minbase --include={','.join(PACKAGES)} {SUITE}; trim {TRIM}"
-BASE_IMAGE = f"localhost/emp-test-base:{hashlib.sha256(BASE_RECIPE.encode()).hexdigest()[:12]}"
+
+
+def debian_image(name: str, packages: tuple[str, ...]) -> str:
+    """The tag of a debootstrapped image of `packages`: a digest of how it is made."""
+    recipe = f"debootstrap --variant=minbase --include={','.join(packages)} {SUITE}; trim {TRIM}"
+    return f"localhost/{name}:{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+
+
+BASE_IMAGE = debian_image("emp-test-base", PACKAGES)
+# The Redis image compose.yaml runs in tests/e2e/test_container.py (its EMP_REDIS_IMAGE):
+# Debian's redis-server and redis-cli (the healthcheck's) on minbase, in place of the
+# registry's redis image. compose.yaml runs it as `sh -c ... exec redis-server -`.
+REDIS_PACKAGES = ("redis-server",)
+REDIS_IMAGE = debian_image("emp-test-redis", REDIS_PACKAGES)
 # One tag per test process, so sessions on one machine never run each other's build.
 # The tests' own wheelhouse (the Containerfile's WHEELHOUSE argument), so a developer's
 # build/wheelhouse/, made for another Python, is left alone.
@@ -96,18 +122,29 @@ def require_podman() -> None:
 
 def ensure_base_image() -> str:
     """The Debian base image, made once per recipe and kept in Podman's storage."""
+    return ensure_debian_image(BASE_IMAGE, PACKAGES)
+
+
+def ensure_redis_image() -> str:
+    """The Redis image, made (and kept) as the base image is."""
+    return ensure_debian_image(REDIS_IMAGE, REDIS_PACKAGES)
+
+
+def ensure_debian_image(image: str, packages: tuple[str, ...]) -> str:
+    """`image` (a debian_image tag) made of `packages` unless Podman's storage holds it."""
     with BASE_LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _ensure_base_image()
+        if podman("image", "exists", image, check=False).returncode == 0:
+            return image
+        _debootstrap_image(image, packages)
+        return image
 
 
-def _ensure_base_image() -> str:
-    if podman("image", "exists", BASE_IMAGE, check=False).returncode == 0:
-        return BASE_IMAGE
+def _debootstrap_image(image: str, packages: tuple[str, ...]) -> None:
     with tempfile.TemporaryDirectory(prefix="emp-rootfs-") as scratch:
         rootfs = Path(scratch) / "rootfs"
         debootstrap = subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE,
+            ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", SUITE,
              str(rootfs), MIRROR],
             capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False,
         )  # fmt: skip
@@ -118,14 +155,13 @@ def _ensure_base_image() -> str:
             shutil.rmtree(rootfs / path, ignore_errors=True)
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         imported = subprocess.run(
-            [*PODMAN, "import", "-", BASE_IMAGE],
+            [*PODMAN, "import", "-", image],
             stdin=tar.stdout, capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False,
         )  # fmt: skip
         assert tar.stdout is not None
         tar.stdout.close()
         assert tar.wait(timeout=60) == 0, "tar of the debootstrapped rootfs failed"
         assert imported.returncode == 0, f"podman import failed:\n{imported.stderr[-3000:]}"
-    return BASE_IMAGE
 
 
 def fill_wheelhouse() -> None:
@@ -158,14 +194,17 @@ def remove_image(image: str) -> None:
 def main(argv: list[str]) -> int:
     """`python -m tests.container_support base`: make the base image ahead of the tests (what
     `dev.py test` runs in the background while it lints, since debootstrap takes a minute or
-    two on a fresh machine and mostly waits on the mirror)."""
-    if argv != ["base"]:
-        print("usage: python -m tests.container_support base", file=sys.stderr)
+    two on a fresh machine and mostly waits on the mirror); `... base redis` makes the Redis
+    image too."""
+    makers = {"base": ensure_base_image, "redis": ensure_redis_image}
+    if not argv or any(arg not in makers for arg in argv):
+        print("usage: python -m tests.container_support base [redis]", file=sys.stderr)
         return 2
     try:
-        print(ensure_base_image())
+        for arg in argv:
+            print(makers[arg]())
     except pytest.skip.Exception as skipped:
-        print(f"no base image: {skipped.msg}", file=sys.stderr)
+        print(f"no image: {skipped.msg}", file=sys.stderr)
         return 1
     return 0
 

@@ -10,9 +10,14 @@ later runs reuse it.
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,9 +28,12 @@ from shared.broker import Broker
 from shared.embedded_redis import free_port
 from shared.job import JobStatus
 from tests.container_support import (
+    CONTAINERS_CONF,
+    ROOT,
     RUN_FLAGS,
     build_hub_image,
     ensure_base_image,
+    ensure_redis_image,
     podman,
     remove_image,
     require_podman,
@@ -37,6 +45,8 @@ from tests.process_support import registered, worker_process
 pytestmark = [pytest.mark.e2e, pytest.mark.container, pytest.mark.timeout(600)]
 
 SIMULATION = {"service_type": "simulation", "payload": {"steps": 2, "step_ms": 10, "result": "ok"}}
+# Runs for minutes unless cancelled.
+LONG_SIMULATION = {"service_type": "simulation", "payload": {"steps": 600, "step_ms": 500}}
 STOP_GRACE = 30  # seconds before `podman stop` would resort to SIGKILL (exit code 137)
 
 
@@ -89,8 +99,10 @@ def hub_container(image: str, *args: str, **env: str) -> Iterator[HubContainer]:
 
 
 @asynccontextmanager
-async def client_of(container: HubContainer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=container.url, headers=CLIENT, timeout=30) as http:
+async def client_of(
+    container: HubContainer, headers: dict[str, str] = CLIENT
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=container.url, headers=headers, timeout=30) as http:
 
         async def ready() -> bool:
             try:
@@ -158,3 +170,123 @@ async def test_the_embedded_redis_keeps_jobs_in_the_data_volume_across_a_restart
         podman("volume", "rm", "--force", volume, check=False)
     assert again.status_code == 200
     assert again.json()["status"] == "pending"
+
+
+class ComposeProject:
+    """compose.yaml, unchanged, run by podman-compose in a scratch folder beside a generated
+    .env.hub, on the test's hub image and Debian's Redis, with the hub on free host ports."""
+
+    def __init__(self, folder: Path, hub_image: str, redis_image: str) -> None:
+        self.name = f"emp-test-compose-{uuid.uuid4().hex[:8]}"
+        self.folder = folder
+        self.port = free_port()
+        self.client_token = secrets.token_hex(24)
+        shutil.copyfile(ROOT / "compose.yaml", folder / "compose.yaml")
+        (folder / ".env.hub").write_text(
+            f"HUB_REDIS_PASSWORD={secrets.token_hex(24)}\n"
+            f"HUB_AUTH_TOKEN={self.client_token}\n"
+            f"HUB_OPERATOR_TOKEN={secrets.token_hex(24)}\n"
+            "HUB_ACCESS_LOG=false\n"
+        )
+        (folder / "containers.conf").write_text(CONTAINERS_CONF)
+        self.env = {
+            **os.environ,
+            "CONTAINERS_CONF": str(folder / "containers.conf"),
+            "EMP_HUB_IMAGE": hub_image,
+            "EMP_REDIS_IMAGE": redis_image,
+            "HUB_PORTS": str(self.port),
+            "WS_PORTS": str(free_port()),
+        }
+        # podman-compose 1.0.3 (Debian 12) has no --profile and starts every service anyway.
+        help_text = self.compose("--help").stdout
+        self.profile = ("--profile", "workers") if "--profile" in help_text else ()
+        self.volumes: set[str] = set()
+
+    def compose(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            ["podman-compose", "--project-name", self.name, *args], cwd=self.folder,
+            env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, f"podman-compose {args[0]} failed:\n{done.stdout[-3000:]}"
+        return done
+
+    def up(self) -> None:
+        self.compose(*self.profile, "up", "--detach")
+        # Besides redis-data, each hub image's container has an anonymous /data volume
+        # (the image's VOLUME), which `down --volumes` leaves behind here; the fixture ends it.
+        for name in self.containers():
+            mounts = podman("inspect", "--format", "{{range .Mounts}}{{.Name}} {{end}}", name)
+            self.volumes.update(mounts.stdout.split())
+
+    def down(self) -> None:
+        self.compose(*self.profile, "down", "--volumes", timeout=180)
+
+    def containers(self) -> list[str]:
+        label = f"label=io.podman.compose.project={self.name}"
+        listed = podman("ps", "--all", "--filter", label, "--format", "{{.Names}}")
+        return listed.stdout.split()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {name}\n{podman('logs', name, check=False).stderr[-2000:]}"
+            for name in self.containers()
+        )
+
+
+@pytest.fixture
+def compose_project(hub_image: str, tmp_path: Path) -> Iterator[ComposeProject]:
+    if shutil.which("podman-compose") is None:
+        pytest.skip("no podman-compose: install Debian's podman-compose (`dev.py test` does)")
+    project = ComposeProject(tmp_path, hub_image, ensure_redis_image())
+    # podman-compose joins every service to <project>_default; made here first to see that
+    # its containers can resolve each other's names (the hub reaches Redis as `redis`).
+    network = f"{project.name}_default"
+    podman("network", "create", network)
+    try:
+        dns = podman("network", "inspect", "--format", "{{.DNSEnabled}}", network).stdout
+        if dns.strip() != "true":
+            pytest.skip(
+                "podman's networks have no DNS here: install Debian's "
+                "golang-github-containernetworking-plugin-dnsname (CNI) or aardvark-dns (netavark)"
+            )
+        yield project
+    finally:
+        for name in project.containers():
+            podman("rm", "--force", "--time", "0", name, check=False)
+        podman("network", "rm", "--force", network, check=False)
+        for volume in {f"{project.name}_redis-data", *project.volumes}:
+            podman("volume", "rm", "--force", volume, check=False)
+
+
+async def test_compose_runs_redis_the_hub_and_two_workers_that_serve_jobs(
+    compose_project: ComposeProject,
+) -> None:
+    project = compose_project
+    project.up()
+    headers = {"Authorization": f"Bearer {project.client_token}"}
+    container = HubContainer(f"{project.name}_hub_1", project.port)
+    try:
+        async with client_of(container, headers) as http:
+            # A worker runs one job at a time, so two long jobs active at once are one on
+            # each worker; cancelled, they end without waiting out their steps.
+            long_jobs = [await submit(http, LONG_SIMULATION) for _ in range(2)]
+
+            async def both_active() -> bool:
+                jobs = [(await http.get(f"/jobs/{job}")).json() for job in long_jobs]
+                return all(job["status"] == JobStatus.ACTIVE for job in jobs)
+
+            await wait_until(both_active, timeout=60, interval=0.2, message="both jobs run")
+            runners = {(await http.get(f"/jobs/{job}")).json()["worker_id"] for job in long_jobs}
+            for job in long_jobs:
+                assert (await http.post(f"/jobs/{job}/cancel")).status_code == 200
+            served = await submit(http, SIMULATION)
+            done = (await http.get(f"/jobs/{served}?wait=30")).json()
+    except BaseException:
+        print(project.logs())
+        raise
+    project.down()
+
+    assert runners == {"compose-sim-1", "compose-sim-2"}
+    assert done["status"] == JobStatus.COMPLETED
+    assert done["result"] == {"steps": 2, "result": "ok", "worker_service": "simulation"}
+    assert project.containers() == []
