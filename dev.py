@@ -24,8 +24,9 @@ Environment: EMP_ALLOW_NO_TESTS=1 makes "pytest collected no tests" (exit 5) cou
 Before pytest, `test` installs Debian's chromium for the browser tests when it is missing and
 this is root on Debian (best effort: the browser tests skip, saying why, if it cannot). Setting
 EMP_BROWSER (a Chromium to use instead) or EMP_NO_BROWSER_INSTALL=1 turns that off. In the
-same way it installs podman, runc and debootstrap for the container tests (tests/e2e/
-test_container.py build the hub image and run it); EMP_NO_CONTAINER_INSTALL=1 turns that off.
+same way it installs podman, runc, debootstrap and podman-compose for the container tests
+(tests/e2e/test_container.py build the hub image, run it, and run compose.yaml);
+EMP_NO_CONTAINER_INSTALL=1 turns that off.
 """
 
 from __future__ import annotations
@@ -55,9 +56,15 @@ MIN_PYTHON = (3, 11)
 PYTEST_NO_TESTS = 5
 BROWSER = Path("/usr/bin/chromium")  # Debian's package; tests/browser_support.py drives it
 # Debian's packages for tests/container_support.py: the engine and the runtime it is run with,
-# debootstrap for the base image (no registry is reachable), and what rootful podman needs.
-CONTAINER_PACKAGES = ("podman", "runc", "debootstrap", "uidmap", "slirp4netns", "fuse-overlayfs")
-CONTAINER_TOOLS = ("podman", "runc", "debootstrap")
+# debootstrap for the base image (no registry is reachable), and what rootful podman needs;
+# podman-compose and the CNI plugin that gives podman's networks DNS (podman 4.3's default
+# backend on Debian 12) for the compose.yaml test.
+CONTAINER_PACKAGES = (
+    "podman", "runc", "debootstrap", "uidmap", "slirp4netns", "fuse-overlayfs", "podman-compose",
+    "golang-github-containernetworking-plugin-dnsname",
+)  # fmt: skip
+BASE_TOOLS = ("podman", "runc", "debootstrap")
+CONTAINER_TOOLS = (*BASE_TOOLS, "podman-compose")
 APT_TIMEOUTS = {"update": 300, "install": 900}  # seconds
 
 
@@ -245,8 +252,8 @@ def ensure_browser() -> None:
 
 
 def ensure_container_tools() -> None:
-    """Best effort, as ensure_browser: Debian's podman, runc and debootstrap for the container
-    tests, which skip and say why without them."""
+    """Best effort, as ensure_browser: Debian's podman, runc, debootstrap and podman-compose
+    (CONTAINER_PACKAGES) for the container tests, which skip and say why without them."""
     if os.environ.get("EMP_NO_CONTAINER_INSTALL") == "1" or not sys.platform.startswith("linux"):
         return
     missing = [tool for tool in CONTAINER_TOOLS if shutil.which(tool) is None]
@@ -268,18 +275,18 @@ def ensure_container_tools() -> None:
 
 
 def start_container_base(python: Path) -> subprocess.Popen[bytes] | None:
-    """Start making the container tests' Debian base image (debootstrap: a minute or two on a
-    fresh machine, mostly waiting on the mirror) while lint runs; the test waits for it.
-    None where the container tests will skip anyway."""
+    """Start making the container tests' Debian images, the base and Redis (debootstrap: a
+    minute or two each on a fresh machine, mostly waiting on the mirror) while lint runs; the
+    tests wait for them. None where the container tests will skip anyway."""
     if not sys.platform.startswith("linux") or os.geteuid() != 0:
         return None
-    if any(shutil.which(tool) is None for tool in CONTAINER_TOOLS):
+    if any(shutil.which(tool) is None for tool in BASE_TOOLS):
         return None
     (ROOT / "build").mkdir(exist_ok=True)
     log = (ROOT / "build" / "container-base.log").open("wb")
-    say("making the container tests' base image in the background (build/container-base.log)")
+    say("making the container tests' images in the background (build/container-base.log)")
     return subprocess.Popen(
-        [str(python), "-m", "tests.container_support", "base"], cwd=ROOT, stdout=log,
+        [str(python), "-m", "tests.container_support", "base", "redis"], cwd=ROOT, stdout=log,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
 

@@ -3,9 +3,8 @@
 compose.yaml: Redis with AOF, a volume and the password from .env.hub; the hub built from the
 Containerfile; two simulation workers under the `workers` profile. The shell each service runs
 is run here, with sh and stand-ins for redis-server, emp-hub and emp-worker that report what
-they were given. (tests/e2e/test_container.py builds and runs the image itself; the compose
-stack is not started: these machines reach no registry for the redis image, and containers on
-a podman network here cannot resolve each other's names.)"""
+they were given. (tests/e2e/test_container.py builds and runs the image itself, and runs the
+compose stack with podman-compose.)"""
 
 from __future__ import annotations
 
