@@ -228,8 +228,9 @@ class ComposeProject:
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {name}\n{podman('logs', name, check=False).stderr[-2000:]}"
+            f"--- {name}\n{(logs.stdout + logs.stderr)[-2000:]}"
             for name in self.containers()
+            for logs in [podman("logs", name, check=False)]
         )
 
 
