@@ -17,7 +17,7 @@ AFFINITY: Final = "affinity"
 FIT: Final = "fit"
 FAIR: Final = "fair"
 # In the order the chooser applies them (shared/scheduling/chooser.py).
-POLICY_NAMES: Final = (FIT, FAIR, AFFINITY)
+POLICY_NAMES: Final = (FIT, AFFINITY, FAIR)
 # The policies on when SCHEDULING_POLICIES is unset: strict order until the fleet bench
 # (python -m bench fleet) shows which set pays.
 DEFAULT_POLICIES: Final[tuple[str, ...]] = ()

@@ -50,8 +50,8 @@ def test_policies_are_read_case_insensitively_in_the_order_they_apply() -> None:
     settings = BrokerSettings.from_env(
         {"SCHEDULING_POLICIES": "Affinity, fair,fit", "AFFINITY_MAX_DELAY_SECONDS": "12.5"}
     )
-    assert settings.scheduling_policies == ("fit", "fair", "affinity")
-    assert settings.scheduling_argument == "fit,fair,affinity|10|12500|10000|300000|8"
+    assert settings.scheduling_policies == ("fit", "affinity", "fair")
+    assert settings.scheduling_argument == "fit,affinity,fair|10|12500|10000|300000|8"
 
 
 def test_an_unknown_policy_names_the_setting() -> None:
@@ -72,7 +72,7 @@ def test_policies_set_in_code_are_checked_and_ordered_too() -> None:
         replace(BrokerSettings(), scheduling_policies=("nope",))
     text: Any = "fair,affinity"  # a string, as a caller might pass one
     from_text = replace(BrokerSettings(), scheduling_policies=text)
-    assert from_text.scheduling_policies == ("fair", "affinity")
+    assert from_text.scheduling_policies == ("affinity", "fair")
 
 
 def test_fair_share_weights_come_from_the_tiers() -> None:
@@ -160,6 +160,23 @@ def test_fair_share_picks_the_lightest_customer_then_strict_order() -> None:
     choice = choose(candidates, Context(frozenset({"fair"}), 10, 0, loads))
     assert choice is not None
     assert (choice.chosen.job, choice.held) == ("l0", {"h0": "fair"})
+
+
+def test_affinity_chooses_before_fair_share_among_the_warm_jobs() -> None:
+    # The lightest customer's job is cold: the worker keeps its warm jobs, then takes the
+    # lighter customer's among those.
+    candidates = [
+        cand("light-cold", 50, 1, customer="light"),
+        cand("heavy-warm", 50, 2, customer="heavy", warm=True),
+        cand("mid-warm", 50, 3, customer="mid", warm=True),
+    ]
+    loads = {"heavy": 5.0, "mid": 2.0, "light": 1.0}
+    choice = choose(candidates, Context(frozenset({"affinity", "fair"}), 10, 0, loads))
+    assert choice is not None
+    assert (choice.chosen.job, choice.held) == (
+        "mid-warm",
+        {"light-cold": "affinity", "heavy-warm": "fair"},
+    )
 
 
 def test_fit_leaves_jobs_to_smaller_idle_workers_even_when_nothing_is_left() -> None:

@@ -97,7 +97,7 @@ local function choose(candidates, sched, now, loads)
     end
     keep('fit', fitting)
   end
-  if sched.on.fair then keep('fair', lightest_customer(pool, loads)) end
   if sched.on.affinity then keep('affinity', where(function(c) return c.warm end)) end
+  if sched.on.fair then keep('fair', lightest_customer(pool, loads)) end
   return strict_best(pool), held, false
 end
