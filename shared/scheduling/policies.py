@@ -55,7 +55,7 @@ def claim_argument(
     affinity_max_delay: float,
     fit_max_delay: float,
     half_life: float,
-    scan: int = 8,
+    scan: int = 16,
 ) -> str:
     """The claim scripts' scheduling ARGV: '' with no policy on (strict order), else
     'policies|window|affinity_ms|fit_ms|half_life_ms|scan' (include/choose.lua reads it;

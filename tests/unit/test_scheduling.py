@@ -51,7 +51,7 @@ def test_policies_are_read_case_insensitively_in_the_order_they_apply() -> None:
         {"SCHEDULING_POLICIES": "Affinity, fair,fit", "AFFINITY_MAX_DELAY_SECONDS": "12.5"}
     )
     assert settings.scheduling_policies == ("fit", "affinity", "fair")
-    assert settings.scheduling_argument == "fit,affinity,fair|10|12500|10000|300000|8"
+    assert settings.scheduling_argument == "fit,affinity,fair|10|12500|10000|300000|16"
 
 
 def test_an_unknown_policy_names_the_setting() -> None:

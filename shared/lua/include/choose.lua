@@ -26,7 +26,7 @@ local function parse_scheduling(arg)
     window = tonumber(f[2]) or 0,
     bound_ms = { affinity = tonumber(f[3]) or 0, fit = tonumber(f[4]) or 0 },
     half_life_ms = tonumber(f[5]) or 0,
-    scan = tonumber(f[6]) or 8,
+    scan = tonumber(f[6]) or 16,
   }
 end
 
