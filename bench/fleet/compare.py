@@ -116,6 +116,7 @@ async def compare(config: Config) -> Comparison:
             claim_usec=run.claim_usec,
             weights=customer_weights(),
             baseline_waits=baseline_waits,
+            held=run.held,
         )
         if name == "baseline":
             baseline_waits = {r.row: wait_s(r, config.factor) for r in run.records}
@@ -141,7 +142,7 @@ async def compare(config: Config) -> Comparison:
         f"(waits, extra delay and bounds in trace seconds, {config.factor:g}x compressed)"
     )
     by_name = {r.name: r for r in results}
-    checks = target_checks(by_name)
+    checks = target_checks(by_name, IDLE_POLL_S * config.factor)
     text = "\n".join(
         [
             *lines,
@@ -198,12 +199,23 @@ priority, then FIFO), affinity, fit, fair, and all three.
   share (water-filling over their demand) during the heavy customer's burst, within each
   priority band (fair share divides a band), averaged over the bands by the work each
   served; 1 is perfectly fair (bench/fleet/metrics.py).
-- worst extra: the largest increase of any row's wait against the baseline run; "others"
-  leaves out the heavy customer's rows (fair share delays those on purpose, unbounded).
-  bound: the sum of the bounds of the run's bounded policies (AFFINITY_MAX_DELAY_SECONDS,
-  FIT_MAX_DELAY_SECONDS, set to their trace-time values divided by the compression).
-  A different schedule changes every later wait too, so a row's extra delay is not
-  only what a policy held it back: it is the end-to-end effect.
+- held jobs: jobs a bounded policy (affinity, fit) passed over while strict order would
+  have taken them next; each one's 'claimed' event carries `held_ms` (from that first
+  pass-over, `held_since`, to the claim) and `passed_over_ms` (to the last pass-over).
+- worst passed over: the longest `passed_over_ms`, the measure of the issue's bound ("a
+  job passed over for affinity is never passed over once it has waited
+  AFFINITY_MAX_DELAY_SECONDS longer than strict order would have made it wait").
+  bound: the largest bound of the run's bounded policies (AFFINITY_MAX_DELAY_SECONDS,
+  FIT_MAX_DELAY_SECONDS, set to their trace-time values divided by the compression; a job
+  held by both has the earlier deadline).
+- worst held to claim: the longest `held_ms`; past the bound no claim passes the job over,
+  but the next claim able to run it may come up to an idle worker's poll later (the
+  target allows the bound plus that slack), or later still when every such worker is busy.
+- end-to-end extra (info): the largest increase of any row's wait against the baseline
+  run; "others" leaves out the heavy customer's rows (fair share delays those on purpose,
+  unbounded). A different schedule changes every later wait too (other jobs queue behind
+  different ones, cold loads differ), so this is not what a policy held a job back and no
+  bound limits it: information only.
 - jobs/s: jobs over the wall time from the first arrival to the last completion; util %:
   busy GPU time (cold loads and work) over the fleet's time in the same span.
 - redis us/claim: Redis's own time per claim call (the slow log, threshold 0), no network.

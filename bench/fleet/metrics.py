@@ -1,6 +1,6 @@
 """What one replay measured, from its job records: waits, cold loads, memory held idle,
-fairness during the heavy customer's burst, extra delay against baseline, throughput and
-Redis time per claim.
+fairness during the heavy customer's burst, how long the policies held jobs back, extra
+delay against baseline, throughput and Redis time per claim.
 
 Waits are reported in trace seconds (the measured wait times the compression factor), so
 they read as the trace's own hour would have felt.
@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bench.common import percentile
+from bench.fleet.replay import Held
 from bench.fleet.trace import BURST, HEAVY_CUSTOMER, TraceJob
 from bench.fleet.workers import JobRecord
 
@@ -129,6 +130,9 @@ class RunMetrics:
     cold_per_1000: float
     idle_gb_s: float
     jain_burst: float
+    held_jobs: int  # jobs a bounded policy passed over as the strict-order best
+    worst_passed_over_s: float  # first to last pass-over, trace seconds (the bound's measure)
+    worst_held_s: float  # first pass-over to the claim, trace seconds
     worst_extra_s: float  # vs baseline, trace seconds (nan for baseline itself)
     worst_extra_light_s: float  # the same, without the heavy customer's rows
     throughput: float  # jobs per wall second, first arrival to last completion
@@ -160,6 +164,7 @@ def measure(
     claim_usec: Sequence[float],
     weights: Mapping[str, float],
     baseline_waits: Mapping[int, float],
+    held: Mapping[int, Held],
 ) -> RunMetrics:
     waits = {r.row: wait_s(r, factor) for r in records}
     by_priority: dict[int, list[float]] = {}
@@ -170,6 +175,7 @@ def measure(
     span = max((r.finished_s for r in records), default=first_s) - first_s
     busy = sum(r.cold_load_s + r.work_s for r in records) / factor
     worst, worst_light = extra_delays(waits, baseline_waits, jobs)
+    to_s = factor / 1000  # Redis ms to trace seconds
     return RunMetrics(
         jobs=len(records),
         wait=Percentiles.of(list(waits.values())),
@@ -179,6 +185,9 @@ def measure(
         cold_per_1000=1000 * sum(r.cold for r in records) / max(len(records), 1),
         idle_gb_s=sum(r.idle_gb * (r.cold_load_s + r.work_s) for r in records),
         jain_burst=burst_fairness(records, jobs, window, weights),
+        held_jobs=len(held),
+        worst_passed_over_s=max((h.passed_over_ms for h in held.values()), default=0) * to_s,
+        worst_held_s=max((h.held_ms for h in held.values()), default=0) * to_s,
         worst_extra_s=worst,
         worst_extra_light_s=worst_light,
         throughput=len(records) / span if span > 0 else float("nan"),

@@ -18,7 +18,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from bench.common import private_redis
@@ -29,6 +31,7 @@ from shared.broker import Broker
 from shared.job import JobRequest
 from shared.scripts import source
 from shared.settings import BrokerSettings
+from shared.text import as_text
 from shared.validation import convert
 
 SUBMIT_TICK_S = 0.01
@@ -44,6 +47,18 @@ class Replay:
     records: list[JobRecord]
     started_s: float  # epoch seconds of trace second 0 (compressed), replayed or not
     claim_usec: list[float]  # Redis's own time of each claim call it logged
+    held: dict[int, Held]  # per row a policy held back: how long (its 'claimed' event)
+
+
+@dataclass(frozen=True)
+class Held:
+    """How long the policies held a job back, from its 'claimed' event (claim.lua): from its
+    first pass-over as the strict-order best (held_since) to the claim, and to the last
+    pass-over; Redis milliseconds. `by`: the policy that passed it over last."""
+
+    by: str
+    held_ms: int
+    passed_over_ms: int
 
 
 def job_request(job: TraceJob) -> JobRequest:
@@ -109,6 +124,28 @@ async def _submit_all(broker: Broker, jobs: Sequence[TraceJob], factor: float, t
             j += 1
         await broker.submit_many(requests[i:j])
         i = j
+
+
+EVENTS_PER_READ = 10_000
+
+
+async def read_held(redis: Redis, events_key: str) -> dict[int, Held]:
+    """Per row (job id `row-N`) that a bounded policy passed over, its 'claimed' event's
+    held_ms and passed_over_ms (the stream is sized to keep a whole run: policies.py)."""
+    held: dict[int, Held] = {}
+    start = "-"
+    while True:
+        entries: list[Any] = await redis.xrange(events_key, start, "+", count=EVENTS_PER_READ) or []
+        for _, fields in entries:
+            if fields.get(b"type") != b"claimed":
+                continue
+            data = orjson.loads(fields[b"data"])
+            if "held_ms" in data:
+                row = int(as_text(fields[b"job"]).removeprefix("row-"))
+                held[row] = Held(str(data["held_by"]), data["held_ms"], data["passed_over_ms"])
+        if len(entries) < EVENTS_PER_READ:
+            return held
+        start = "(" + as_text(entries[-1][0])
 
 
 async def _until(
@@ -186,4 +223,5 @@ async def replay(
             if any(p.exitcode != 0 for p in procs):
                 raise RuntimeError(f"worker processes exited with {[p.exitcode for p in procs]}")
             records = [r for out in outs for r in read_records(out)]
-    return Replay(records, t0, slowlog.usec)
+        held = await read_held(redis, broker.keys.events)
+    return Replay(records, t0, slowlog.usec, held)

@@ -42,7 +42,9 @@
 --    (the rule: shared/scheduling/chooser.py). A policy that passes over the strict-order
 --    best records held_by / held_at on it and, for a bounded one (affinity, fit),
 --    held_since / held_until, indexed in sched:held; from held_until on, the claim takes it
---    before anything else it competes with. A claim with fair share on marks its job
+--    before anything else it competes with. Claiming a job clears its held_* fields; its
+--    'claimed' event keeps held_by, held_ms (first bounded pass-over to the claim) and
+--    passed_over_ms (to the last pass-over). A claim with fair share on marks its job
 --    (fair_charge) so that its lease's GPU-seconds are charged to its customer where the
 --    lease ends (include/fair.lua). With no policy, the scan and its result are exactly
 --    strict order's.

@@ -21,14 +21,16 @@ rule applies, lexicographically:
    claims once the bound has run out. A job no smaller idle worker can run (it needs this
    worker's GPU memory, a model or a compliance tag only it has) is never held back, so a
    big worker ends up preferring the jobs only it can run (shared/scheduling/fit.py).
-3. Fair share (`fair`): only the candidates of the customer with the lowest load (decayed
+3. Affinity (`affinity`): if some remaining candidates are warm on this worker (at least
+   one model, and every one of its models in the worker's `warm_models`), only those
+   remain.
+4. Fair share (`fair`): only the candidates of the customer with the lowest load (decayed
    GPU-seconds / weight, shared/scheduling/usage.py) remain; a tie goes to the customer
    whose best candidate ranks first. The band fair share decides within is the window: all
    candidates are within AFFINITY_PRIORITY_WINDOW points of the best (aging moves waiting
    jobs' priorities apart by a few points, so "the same priority" would split one band).
-4. Affinity (`affinity`): if some remaining candidates are warm on this worker (at least
-   one model, and every one of its models in the worker's `warm_models`), only those
-   remain.
+   After affinity: fair share first left affinity only the lightest customer's few
+   candidates, rarely warm (the fleet replay, docs/ARCHITECTURE.md#scheduling-policies).
 5. Strict order: the remaining candidate with the lowest score (highest priority, oldest).
 
 A candidate removed at step 2, 3 or 4 was passed over by that policy (`held`); the claim
@@ -126,10 +128,10 @@ def choose(candidates: Sequence[Candidate], context: Context) -> Choice | None:
         if all(c.fit_blocker is not None for c in pool):
             return Choice(strict_best(pool), {c.job: FIT for c in pool}, nothing_taken=True)
         keep(FIT, [c for c in pool if c.fit_blocker is None])
-    if FAIR in context.policies:
-        keep(FAIR, _lightest_customer(pool, context.loads))
     if AFFINITY in context.policies:
         keep(AFFINITY, [c for c in pool if c.warm])
+    if FAIR in context.policies:
+        keep(FAIR, _lightest_customer(pool, context.loads))
     return Choice(strict_best(pool), held)
 
 

@@ -5,7 +5,9 @@ passed over is taken once AFFINITY_MAX_DELAY_SECONDS ran out."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -126,6 +128,24 @@ async def test_a_passed_over_job_is_taken_once_its_bound_ran_out(
     assert held[1] == held[2]
     assert await take(broker, "w2", SDXL_WARM) == "cold"
     assert await redis.hmget(broker.keys.job("cold"), "held_by", "held_until") == [None, None]
+    # The claim clears the held_* fields but its 'claimed' event keeps how long the policy
+    # held the job: from the first pass-over to the claim, and to the last pass-over.
+    claimed_at = int(await redis.hget(broker.keys.job("cold"), "claimed_at") or 0)
+    cold = await claimed_event(redis, broker, "cold")
+    assert cold["held_by"] == "affinity"
+    assert cold["held_ms"] == claimed_at - int(held[1] or 0)
+    assert cold["passed_over_ms"] == 0
+    assert set(await claimed_event(redis, broker, "warm0")) == {"worker_id", "wait_ms"}
+
+
+async def claimed_event(redis: Redis, broker: Broker, job_id: str) -> dict[str, Any]:
+    """The data of `job_id`'s 'claimed' event."""
+    entries: list[Any] = await redis.xrange(broker.keys.events) or []
+    for _, fields in entries:
+        if fields.get(b"job") == job_id.encode() and fields[b"type"] == b"claimed":
+            data: dict[str, Any] = orjson.loads(fields[b"data"])
+            return data
+    raise AssertionError(f"no claimed event for {job_id}")
 
 
 async def test_within_its_bound_a_job_keeps_its_first_pass_over_time(

@@ -38,10 +38,12 @@ def cand(
 # -- settings ------------------------------------------------------------------------------
 
 
-def test_no_policy_by_default_and_the_claim_gets_no_scheduling_argument() -> None:
+def test_every_policy_is_on_by_default_and_none_turns_them_off() -> None:
     settings = BrokerSettings.from_env({})
-    assert settings.scheduling_policies == ()
-    assert settings.scheduling_argument == ""
+    assert settings.scheduling_policies == ("fit", "affinity", "fair")
+    strict = BrokerSettings.from_env({"SCHEDULING_POLICIES": "None"})
+    assert strict.scheduling_policies == ()
+    assert strict.scheduling_argument == ""  # the claim gets no scheduling argument
     assert (settings.affinity_window, settings.affinity_max_delay) == (10, 30.0)
     assert (settings.fit_max_delay, settings.fair_share_half_life) == (10.0, 300.0)
 
@@ -50,8 +52,15 @@ def test_policies_are_read_case_insensitively_in_the_order_they_apply() -> None:
     settings = BrokerSettings.from_env(
         {"SCHEDULING_POLICIES": "Affinity, fair,fit", "AFFINITY_MAX_DELAY_SECONDS": "12.5"}
     )
-    assert settings.scheduling_policies == ("fit", "fair", "affinity")
-    assert settings.scheduling_argument == "fit,fair,affinity|10|12500|10000|300000|8"
+    assert settings.scheduling_policies == ("fit", "affinity", "fair")
+    assert settings.scheduling_argument == "fit,affinity,fair|10|12500|10000|300000|16"
+
+
+def test_none_with_a_policy_is_an_error_naming_the_setting() -> None:
+    with pytest.raises(ConfigError) as info:
+        BrokerSettings.from_env({"SCHEDULING_POLICIES": "none,fit"})
+    assert info.value.name == "SCHEDULING_POLICIES"
+    assert "'none'" in str(info.value)
 
 
 def test_an_unknown_policy_names_the_setting() -> None:
@@ -72,7 +81,7 @@ def test_policies_set_in_code_are_checked_and_ordered_too() -> None:
         replace(BrokerSettings(), scheduling_policies=("nope",))
     text: Any = "fair,affinity"  # a string, as a caller might pass one
     from_text = replace(BrokerSettings(), scheduling_policies=text)
-    assert from_text.scheduling_policies == ("fair", "affinity")
+    assert from_text.scheduling_policies == ("affinity", "fair")
 
 
 def test_fair_share_weights_come_from_the_tiers() -> None:
@@ -160,6 +169,23 @@ def test_fair_share_picks_the_lightest_customer_then_strict_order() -> None:
     choice = choose(candidates, Context(frozenset({"fair"}), 10, 0, loads))
     assert choice is not None
     assert (choice.chosen.job, choice.held) == ("l0", {"h0": "fair"})
+
+
+def test_affinity_chooses_before_fair_share_among_the_warm_jobs() -> None:
+    # The lightest customer's job is cold: the worker keeps its warm jobs, then takes the
+    # lighter customer's among those.
+    candidates = [
+        cand("light-cold", 50, 1, customer="light"),
+        cand("heavy-warm", 50, 2, customer="heavy", warm=True),
+        cand("mid-warm", 50, 3, customer="mid", warm=True),
+    ]
+    loads = {"heavy": 5.0, "mid": 2.0, "light": 1.0}
+    choice = choose(candidates, Context(frozenset({"affinity", "fair"}), 10, 0, loads))
+    assert choice is not None
+    assert (choice.chosen.job, choice.held) == (
+        "mid-warm",
+        {"light-cold": "affinity", "heavy-warm": "fair"},
+    )
 
 
 def test_fit_leaves_jobs_to_smaller_idle_workers_even_when_nothing_is_left() -> None:

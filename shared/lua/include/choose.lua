@@ -26,7 +26,7 @@ local function parse_scheduling(arg)
     window = tonumber(f[2]) or 0,
     bound_ms = { affinity = tonumber(f[3]) or 0, fit = tonumber(f[4]) or 0 },
     half_life_ms = tonumber(f[5]) or 0,
-    scan = tonumber(f[6]) or 8,
+    scan = tonumber(f[6]) or 16,
   }
 end
 
@@ -97,7 +97,7 @@ local function choose(candidates, sched, now, loads)
     end
     keep('fit', fitting)
   end
-  if sched.on.fair then keep('fair', lightest_customer(pool, loads)) end
   if sched.on.affinity then keep('affinity', where(function(c) return c.warm end)) end
+  if sched.on.fair then keep('fair', lightest_customer(pool, loads)) end
   return strict_best(pool), held, false
 end

@@ -123,6 +123,14 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
 
   clear_idle(worker_id)
   local job_key = K.job(best_job)
+  -- How long policies held this job (the claim clears the held_* fields): from its first
+  -- bounded pass-over to this claim, and to its last pass-over (the bound limits that one),
+  -- carried in the 'claimed' event.
+  local was = redis.call('HMGET', job_key, 'held_by', 'held_since', 'held_at')
+  local held_since = tonumber(was[2] or '')
+  local held_ms = held_since and math.floor(now - held_since) or nil
+  local passed_over_ms = held_since
+    and math.floor((tonumber(was[3] or '') or now) - held_since) or nil
   local svc, customer = best_doc.s, best_doc.c
   if decision then
     record_decision(best, decision, sched, now)
@@ -149,7 +157,8 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
   bump_stat(now, 'claimed')
   local wait_ms = now - tonumber(redis.call('HGET', job_key, 'created_at'))
   bump_wait(now, wait_ms)
-  emit(job_key, best_job, 'claimed', { worker_id = worker_id, wait_ms = wait_ms })
+  emit(job_key, best_job, 'claimed', { worker_id = worker_id, wait_ms = wait_ms,
+    held_by = was[1] or nil, held_ms = held_ms, passed_over_ms = passed_over_ms })
   -- More work of this service is waiting: wake one more idle worker (at most one token is
   -- left lying around when nobody is idle).
   if redis.call('ZCARD', K.service_classes(svc)) > 0
