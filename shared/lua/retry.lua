@@ -23,7 +23,7 @@ redis.call('ZREM', K.finished('failed'), job_id)
 redis.call('HSET', job_key, 'status', 'pending', 'attempts', 0, 'progress', '0', 'message', '')
 redis.call('HDEL', job_key, 'finished_at', 'avoid_worker', 'avoid_until', 'token')
 redis.call('ZADD', K.pending, redis.call('HGET', job_key, 'score'), job_id)
-notify(enqueue_claimable(job_key, job_id), 3)
+ring_for(now, enqueue_claimable(job_key, job_id))
 bump_stat(now, 'retried')
 emit(job_key, job_id, 'retrying', { operator = true })
 return { 'ok' }

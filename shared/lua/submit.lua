@@ -22,9 +22,10 @@
 --- @include "submit_job"
 
 local now = now_ms()
-local reply, svc = submit_job(ARGV[4], ARGV[5], ARGV[6], ARGV[7], 8, #ARGV, now)
+local reply, svc, customer, requirements, preferred = submit_job(ARGV[4], ARGV[5], ARGV[6],
+  ARGV[7], 8, #ARGV, now)
 if svc then
-  notify(svc, 3)
+  ring_for(now, svc, customer, requirements, preferred)
   bump_stat(now, 'submitted')
 end
 return reply
