@@ -182,7 +182,7 @@ class BrokerSettings:
             "SCHEDULING_POLICIES",
             doc="Scheduling policies a worker's claims apply, comma-separated: affinity (warm "
             "models first), fit (leave small jobs to idle smaller workers), fair (weighted "
-            "fair share between customers); empty: strict priority then FIFO order (the hub's "
+            "fair share between customers); none: strict priority then FIFO order (the hub's "
             "apply to gateway workers)",
         )
     )

@@ -99,8 +99,11 @@ async def redis(redis_url: str) -> AsyncIterator[AsyncRedis]:
 
 @pytest.fixture
 def broker_settings() -> BrokerSettings:
-    """Fast timings so lease, backoff and timeout behaviour is observable in tests."""
+    """Fast timings so lease, backoff and timeout behaviour is observable in tests; strict
+    claim order (no scheduling policy, though all are on by default), which the tests of
+    ordering rely on; the scheduling tests turn the policies they test on."""
     return BrokerSettings(
+        scheduling_policies=(),
         lease_timeout=2.0,
         heartbeat_interval=0.5,
         reaper_interval=0.2,

@@ -247,7 +247,9 @@ def why_missed(checks: list[Check], by_name: Mapping[str, PolicyResult]) -> list
             lines.append(
                 f"MISS held to claim: a held job was claimed {every.worst_held_s:.1f} s after "
                 "its first pass-over; no policy passed it over after its bound ran out "
-                f"(longest pass-over {every.worst_passed_over_s:.1f} s), but no worker able "
-                "to run it claimed sooner (all busy, or idle until their next poll)."
+                f"(longest pass-over {every.worst_passed_over_s:.1f} s), but no claim took it "
+                "sooner: every worker able to run it was busy, idle until its next poll, or "
+                "taking higher-priority work (outside the priority window), as strict order "
+                "would. The bound limits the pass-overs, not the queueing after them."
             )
     return lines

@@ -1,9 +1,9 @@
 """The scheduling settings: which policies are on and their bounds, as the claim takes them.
 
-SCHEDULING_POLICIES names the policies a worker's claims apply (none: strict order, exactly
-the claim of old). The bounds and the window are read by the same broker settings that
-hub and worker share (shared/settings.py); `claim_argument` packs them into the one ARGV
-the claim scripts read (include/choose.lua `parse_scheduling`).
+SCHEDULING_POLICIES names the policies a worker's claims apply (all three by default;
+`none`: strict order, exactly the claim of old). The bounds and the window are read by the
+same broker settings that hub and worker share (shared/settings.py); `claim_argument` packs
+them into the one ARGV the claim scripts read (include/choose.lua `parse_scheduling`).
 """
 
 from __future__ import annotations
@@ -18,18 +18,25 @@ FIT: Final = "fit"
 FAIR: Final = "fair"
 # In the order the chooser applies them (shared/scheduling/chooser.py).
 POLICY_NAMES: Final = (FIT, AFFINITY, FAIR)
-# The policies on when SCHEDULING_POLICIES is unset: strict order until the fleet bench
-# (python -m bench fleet) shows which set pays.
-DEFAULT_POLICIES: Final[tuple[str, ...]] = ()
+# The policies on when SCHEDULING_POLICIES is unset: all three. On the fleet replay
+# (python -m bench fleet, docs/bench-fleet.md) they beat strict order on every target measured
+# but cold loads, where they still save over a third (README "Scheduling policies").
+DEFAULT_POLICIES: Final[tuple[str, ...]] = POLICY_NAMES
+# The value that turns every policy off (strict order): a blank one means the default.
+NONE: Final = "none"
 # Policies whose pass-overs are bounded in time (fair share has no delay bound: a customer
 # over its share waits while others with matching work are under theirs).
 BOUNDED: Final = (AFFINITY, FIT)
 
 
 def canonical_policies(name: str, names: tuple[str, ...]) -> tuple[str, ...]:
-    """`names` validated and in POLICY_NAMES order, each once; ConfigError naming `name`
-    (the variable) for an unknown one."""
+    """`names` validated and in POLICY_NAMES order, each once (`none` alone: none of them);
+    ConfigError naming `name` (the variable) for an unknown one, or `none` with others."""
     lowered = {n.strip().lower() for n in names if n.strip()}
+    if NONE in lowered:
+        if lowered != {NONE}:
+            raise ConfigError(name, f"{NONE!r} turns every policy off: name it alone")
+        return ()
     unknown = sorted(lowered - set(POLICY_NAMES))
     if unknown:
         raise ConfigError(
@@ -44,7 +51,12 @@ def _parse_policies(name: str, value: str) -> tuple[str, ...]:
 
 def policies_setting(name: str, *, doc: str) -> Setting[tuple[str, ...]]:
     return Setting(
-        name, DEFAULT_POLICIES, doc, _parse_policies, bounds="any of affinity, fit, fair", shown=""
+        name,
+        DEFAULT_POLICIES,
+        doc,
+        _parse_policies,
+        bounds=f"any of {', '.join(POLICY_NAMES)}, or {NONE}",
+        shown=",".join(DEFAULT_POLICIES),
     )
 
 

@@ -282,15 +282,23 @@ async def test_the_scheduling_policies_in_force_are_shown(fake: FakeWorker) -> N
     async with app_client(fake) as client:
         scheduling = (await client.get("/api/status")).json()["worker"]["scheduling"]
         html = (await client.get("/")).text
-    assert scheduling["policies"] == ["fair", "affinity"]  # the order they apply in
+    assert scheduling["policies"] == ["affinity", "fair"]  # the order they apply in
     assert scheduling["affinity_max_delay_seconds"] == 45.0
     assert '<span id="scheduling" title="priority window 10 points; affinity at most 45.0 s' in html
-    assert ">fair, affinity</span>" in html
+    assert ">affinity, fair</span>" in html
 
 
-async def test_a_worker_without_policies_shows_strict_order(client: httpx.AsyncClient) -> None:
-    scheduling = (await client.get("/api/status")).json()["worker"]["scheduling"]
+async def test_a_worker_without_policies_shows_strict_order(fake: FakeWorker) -> None:
+    broker = BrokerSettings.from_env({"SCHEDULING_POLICIES": "none"})
+    fake.settings = dataclasses.replace(fake.settings, broker=broker)
+    async with app_client(fake) as client:
+        scheduling = (await client.get("/api/status")).json()["worker"]["scheduling"]
     assert (scheduling["policies"], scheduling["summary"]) == ([], "strict order")
+
+
+async def test_a_worker_applies_every_policy_by_default(client: httpx.AsyncClient) -> None:
+    scheduling = (await client.get("/api/status")).json()["worker"]["scheduling"]
+    assert scheduling["policies"] == ["fit", "affinity", "fair"]
 
 
 async def test_status_keeps_the_last_100_jobs_with_their_statistics(

@@ -38,10 +38,12 @@ def cand(
 # -- settings ------------------------------------------------------------------------------
 
 
-def test_no_policy_by_default_and_the_claim_gets_no_scheduling_argument() -> None:
+def test_every_policy_is_on_by_default_and_none_turns_them_off() -> None:
     settings = BrokerSettings.from_env({})
-    assert settings.scheduling_policies == ()
-    assert settings.scheduling_argument == ""
+    assert settings.scheduling_policies == ("fit", "affinity", "fair")
+    strict = BrokerSettings.from_env({"SCHEDULING_POLICIES": "None"})
+    assert strict.scheduling_policies == ()
+    assert strict.scheduling_argument == ""  # the claim gets no scheduling argument
     assert (settings.affinity_window, settings.affinity_max_delay) == (10, 30.0)
     assert (settings.fit_max_delay, settings.fair_share_half_life) == (10.0, 300.0)
 
@@ -52,6 +54,13 @@ def test_policies_are_read_case_insensitively_in_the_order_they_apply() -> None:
     )
     assert settings.scheduling_policies == ("fit", "affinity", "fair")
     assert settings.scheduling_argument == "fit,affinity,fair|10|12500|10000|300000|16"
+
+
+def test_none_with_a_policy_is_an_error_naming_the_setting() -> None:
+    with pytest.raises(ConfigError) as info:
+        BrokerSettings.from_env({"SCHEDULING_POLICIES": "none,fit"})
+    assert info.value.name == "SCHEDULING_POLICIES"
+    assert "'none'" in str(info.value)
 
 
 def test_an_unknown_policy_names_the_setting() -> None:
