@@ -5,7 +5,8 @@
 -- ARGV[4]  job id
 -- Returns  {'ok'}, {'not_failed', status} or {'missing'}.
 -- Invariants: attempts restart at 0; the job keeps its original score; its retention TTL
--- is removed while it is live again.
+-- is removed while it is live again; the job rings a doorbell as a new one does
+-- (submit.lua).
 
 --- @include "common"
 --- @include "keys"

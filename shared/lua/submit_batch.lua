@@ -10,7 +10,8 @@
 --          job created; 0, existing_job_id, '', '' for a job whose id or key already named
 --          a job (nothing changes for that one).
 -- Invariants: those of submit.lua for each job, in argument order (so FIFO within a
--- priority follows the order of the batch). One call is one atomic step; callers keep
+-- priority follows the order of the batch); the service's doorbell gets one token per new
+-- job no warm idle worker was woken for. One call is one atomic step; callers keep
 -- batches small (Broker.submit_many sends at most 100 jobs per call) so Redis is never
 -- blocked long.
 
