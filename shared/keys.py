@@ -31,6 +31,9 @@ notify:{service}              LIST    wake-up tokens idle workers block on (BLPO
 idle:{service}                ZSET    idle workers offering the service, by size (the `fit`
                                       policy; shared/lua/include/idle_workers.lua)
 wake:{workerId}               LIST    wake-up tokens for one worker (BLPOP beside notify:*)
+warm:{service}:{model}        ZSET    idle workers of the service with the model warm whose
+                                      claims apply `affinity`, by size: a job preferring the
+                                      model wakes one of them (idle_workers.lua wake_warm)
 idem:{sha256(key)}            STRING  idempotency key -> job id (expires with retention)
 events                        STREAM  every job and worker event (capped)
 stats:{minute}                HASH    per-minute counters, wait histogram, depth sample
@@ -152,6 +155,12 @@ class Keys:
         """One worker's own doorbell: it blocks on it beside its services' `notify` lists,
         so a script can wake that worker rather than any idle one."""
         return f"{self.prefix}wake:{worker_id}"
+
+    def warm_idle(self, service: str, model: str) -> str:
+        """The idle workers offering `service` that have `model` warm and claim with the
+        `affinity` policy, scored by size: a job that prefers `model` and becomes claimable
+        rings one of these workers' own doorbells instead of the service's."""
+        return f"{self.prefix}warm:{service}:{model}"
 
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}idem:{key}"

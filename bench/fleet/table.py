@@ -204,10 +204,10 @@ def why_missed(checks: list[Check], by_name: Mapping[str, PolicyResult]) -> list
                 f"; affinity alone: {_fewer(base, alone):.0f}% fewer" if alone is not None else ""
             )
             lines.append(
-                f"MISS cold loads: `all` has {_fewer(base, every):.0f}% fewer{also}. Affinity "
-                "chooses among the jobs, never among the workers: a job that arrives while "
-                "workers are idle wakes one idle worker of its service, warm or not, which "
-                "takes it cold when it has nothing warm in its scan "
+                f"MISS cold loads: `all` has {_fewer(base, every):.0f}% fewer{also}. A job "
+                "that arrives while workers are idle wakes an idle worker with its models "
+                "warm (warm:{service}:{model}) only when one is idle; else any idle worker "
+                "of its service, which takes it cold when it has nothing warm in its scan "
                 f"({SCAN_CLASSES} classes beyond strict order's, scheduling_scan_classes) "
                 "and priority window; and a job passed over is taken, cold, by the next "
                 "claim once AFFINITY_MAX_DELAY_SECONDS ran out."

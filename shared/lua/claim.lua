@@ -51,8 +51,10 @@
 --    When fit leaves every candidate to smaller idle workers, nothing is taken: the reply
 --    is 'empty' with the strict-order best's held_until as next_due_ms (no spinning).
 --  * The idle-worker index (include/idle_workers.lua): an 'empty' reply indexes the worker
---    as idle under each service it offers, with the capabilities it claimed with; a
---    claimed job, or a 'paused', 'draining' or 'limit' reply, takes it out.
+--    as idle under each service it offers, with the capabilities it claimed with, and,
+--    when ARGV[13] names affinity, under the first 8 of its warm models per service
+--    (warm:{service}:{model}); a claimed job, or a 'paused', 'draining' or 'limit' reply,
+--    takes it out of both.
 --  * The job taken is the one peek.lua names for the same worker and queue (both search
 --    with find_best in include/find_job.lua).
 

@@ -7,7 +7,8 @@
 -- ARGV[6]  claim token
 -- ARGV[7]  reason
 -- Returns  {'ok'}, or {'stale'} / {'cancelled'}.
--- Invariants: fenced; no attempt penalty; the job keeps its original score.
+-- Invariants: fenced; no attempt penalty; the job keeps its original score; the job rings
+-- a doorbell as a new one does (submit.lua).
 
 --- @include "keys"
 --- @include "leases"

@@ -5,7 +5,8 @@
 -- ARGV[4]  job id
 -- Returns  {'ok'}, {'not_failed', status} or {'missing'}.
 -- Invariants: attempts restart at 0; the job keeps its original score; its retention TTL
--- is removed while it is live again.
+-- is removed while it is live again; the job rings a doorbell as a new one does
+-- (submit.lua).
 
 --- @include "common"
 --- @include "keys"
@@ -23,7 +24,7 @@ redis.call('ZREM', K.finished('failed'), job_id)
 redis.call('HSET', job_key, 'status', 'pending', 'attempts', 0, 'progress', '0', 'message', '')
 redis.call('HDEL', job_key, 'finished_at', 'avoid_worker', 'avoid_until', 'token')
 redis.call('ZADD', K.pending, redis.call('HGET', job_key, 'score'), job_id)
-notify(enqueue_claimable(job_key, job_id), 3)
+ring_for(now, enqueue_claimable(job_key, job_id))
 bump_stat(now, 'retried')
 emit(job_key, job_id, 'retrying', { operator = true })
 return { 'ok' }

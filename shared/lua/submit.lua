@@ -14,7 +14,10 @@
 --          names a job (nothing changes then; submit_job.lua says why it still writes).
 -- Invariants: the job hash, jobs:pending, its class ZSET and the class indexes are written
 -- together; a job id is never written twice; equal priorities are FIFO (submit_job in
--- include/submit_job.lua); preferred models never restrict which worker may claim.
+-- include/submit_job.lua); preferred models never restrict which worker may claim. A new
+-- job rings one doorbell: that of an idle worker with its preferred models all warm whose
+-- claims apply affinity, where one can run it (include/idle_workers.lua wake_warm; it
+-- leaves the warm index), else its service's.
 
 --- @include "common"
 --- @include "events"
@@ -22,9 +25,10 @@
 --- @include "submit_job"
 
 local now = now_ms()
-local reply, svc = submit_job(ARGV[4], ARGV[5], ARGV[6], ARGV[7], 8, #ARGV, now)
+local reply, svc, customer, requirements, preferred = submit_job(ARGV[4], ARGV[5], ARGV[6],
+  ARGV[7], 8, #ARGV, now)
 if svc then
-  notify(svc, 3)
+  ring_for(now, svc, customer, requirements, preferred)
   bump_stat(now, 'submitted')
 end
 return reply

@@ -10,25 +10,32 @@
 --          job created; 0, existing_job_id, '', '' for a job whose id or key already named
 --          a job (nothing changes for that one).
 -- Invariants: those of submit.lua for each job, in argument order (so FIFO within a
--- priority follows the order of the batch). One call is one atomic step; callers keep
+-- priority follows the order of the batch); the service's doorbell gets one token per new
+-- job no warm idle worker was woken for. One call is one atomic step; callers keep
 -- batches small (Broker.submit_many sends at most 100 jobs per call) so Redis is never
 -- blocked long.
 
 --- @include "common"
 --- @include "events"
 --- @include "queue"
+--- @include "idle_workers"
 --- @include "submit_job"
 
--- One doorbell push and one statistics update per batch, with the counts of the batch.
+-- One doorbell push per service and one statistics update per batch, with the counts of
+-- the batch; a job that prefers models rings a warm idle worker's own doorbell instead
+-- where one has them (queue.lua ring_for).
 local now = now_ms()
 local out, pos, created, per_service = {}, 5, 0, {}
 for _ = 1, tonumber(ARGV[4]) do
   local nfields = tonumber(ARGV[pos + 4])
-  local reply, svc = submit_job(ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3],
-    pos + 5, pos + 4 + nfields, now)
+  local reply, svc, customer, requirements, preferred = submit_job(ARGV[pos], ARGV[pos + 1],
+    ARGV[pos + 2], ARGV[pos + 3], pos + 5, pos + 4 + nfields, now)
   if svc then
     created = created + 1
-    per_service[svc] = (per_service[svc] or 0) + 1
+    -- A job a warm idle worker was woken for needs no token on the service's doorbell.
+    local warm = preferred and preferred ~= ''
+      and wake_warm(svc, customer, requirements, cjson.decode(preferred), now)
+    if not warm then per_service[svc] = (per_service[svc] or 0) + 1 end
   end
   out[#out + 1] = reply[1]
   out[#out + 1] = reply[2]

@@ -96,6 +96,24 @@ async def test_the_acl_runs_a_worker_whose_claims_apply_scheduling_policies(
     assert await broker.reads.fair.shares(300)  # the worker's jobs were charged
 
 
+async def test_the_acl_runs_a_worker_indexed_and_woken_for_its_warm_models(
+    worker_redis: Redis, broker: Broker, broker_settings: BrokerSettings
+) -> None:
+    """An idle worker with affinity on is indexed under its warm models (warm:*), and a job
+    it releases wakes another warm idle worker from the worker's own script call."""
+    settings = dataclasses.replace(broker_settings, scheduling_policies=("affinity",))
+    worker = Broker(worker_redis, settings)
+    warm = capabilities(models=["sdxl"], warm_models=["sdxl"])
+    for worker_id in ("acl-a", "acl-b"):
+        await worker.register_worker(worker_id, warm, {"host": "box"})
+        assert not isinstance(await worker.claim(worker_id, warm), Claim)
+    await broker.submit(job_request("comfyui", id="warm-job", requirements={"models": ["sdxl"]}))
+    claim = await worker.claim("acl-a", warm)
+    assert isinstance(claim, Claim)
+    assert await worker.release("acl-a", "warm-job", claim.token, "stopping") == "ok"
+    assert await broker.redis.llen(broker.keys.wake("acl-b")) == 1
+
+
 async def run_everything_a_worker_does(worker: Broker, broker: Broker) -> None:
     """Every call a direct worker makes, as `worker`; `broker` (the hub) submits."""
     worker_redis = worker.redis

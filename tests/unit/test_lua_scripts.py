@@ -64,7 +64,16 @@ def test_each_script_resolves_to_its_includes_then_itself(name: str) -> None:
 def test_includes_come_after_the_includes_they_name() -> None:
     text = assemble("demo", '--- @include "submit_job"\n--- @include "common"\nreturn 1\n')
     order = [line.split(".lua:")[0][3:] for line in text.splitlines() if _is_include_head(line)]
-    assert order == ["common", "keys", "events", "queue", "policy", "submit_job"]
+    assert order == [
+        "common",
+        "keys",
+        "events",
+        "matching",
+        "idle_workers",
+        "queue",
+        "policy",
+        "submit_job",
+    ]
 
 
 def test_a_missing_include_names_the_script_and_the_include() -> None:

@@ -105,7 +105,7 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
       next_due = int(held_until)
     end
     if truncated then return { 'none', 'more', next_due or '', int(offset + budget) } end
-    mark_idle(worker_id, caps, caps_json, now)
+    mark_idle(worker_id, caps, caps_json, now, sched ~= nil and sched.on.affinity == true)
     return { 'none', 'empty', next_due or '', '' }
   end
 

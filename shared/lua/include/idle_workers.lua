@@ -9,6 +9,16 @@
 -- (`idle_caps`), which are what it will claim with when woken. Each update is O(log n) per
 -- offered service. wake:{worker} is the worker's own doorbell: Broker.wait_for_work blocks
 -- on it beside the service doorbells, so a script can wake one chosen worker.
+--
+-- The warm index: an idle worker whose claims apply the `affinity` policy (the policy set
+-- is a worker-side setting, so only its claim knows) also sits in warm:{service}:{model}
+-- for each of the first WARM_INDEXED of its warm models, scored by its size, and its hash
+-- records those models (`idle_warm`, JSON). A job that becomes claimable and prefers models
+-- rings the doorbell of such a worker that has them all warm instead of the service's
+-- (wake_warm), so the job is taken warm rather than by whichever idle worker wakes first.
+-- Only workers with affinity on are indexed: a worker without it would claim by strict
+-- order, and waking it for its warmth would buy nothing. Entries leave with the idle
+-- index's (clear_idle) and when a worker is woken for its warmth (one wake-up per job).
 
 --- @include "common"
 --- @include "keys"
@@ -17,6 +27,14 @@
 -- Wake-up tokens one worker's doorbell holds at most: one is enough to wake it, a few more
 -- cost a few spurious claims, never an unbounded list.
 local WAKE_CAP = 4
+
+-- How many of a worker's warm models the warm index holds it under: a bound on what each
+-- idle/busy transition writes, however many models a worker reports.
+local WARM_INDEXED = 8
+
+-- How many warm idle workers a job's wake-up examines: a constant, so a submission costs
+-- O(log n + WARM_LOOK) however many workers idle.
+local WARM_LOOK = 3
 
 -- How many of the largest-but-smaller idle workers a fit check examines per class: a
 -- constant, so the check costs O(log n + k) however many workers idle.
@@ -37,32 +55,53 @@ local function idle_size(caps)
   return math.floor(mem * 10) * 1000000 + cost
 end
 
--- Take `worker_id` out of the idle index and drop the wake-ups still waiting for it. Safe
--- to call for a worker that is not idle (one HGET).
+-- Take `worker_id` out of the warm index: of warm:{svc}:{model} for each service in
+-- `services` (a list) and each model its hash's idle_warm records.
+local function clear_warm(worker_id, services)
+  local worker_key = K.worker(worker_id)
+  local warm = redis.call('HGET', worker_key, 'idle_warm')
+  if not warm then return end
+  for _, model in ipairs(cjson.decode(warm)) do
+    for _, svc in ipairs(services) do
+      redis.call('ZREM', K.warm_idle(svc, model), worker_id)
+    end
+  end
+  redis.call('HDEL', worker_key, 'idle_warm')
+end
+
+-- Take `worker_id` out of the idle index (and the warm index) and drop the wake-ups still
+-- waiting for it. Safe to call for a worker that is not idle (one HGET).
 local function clear_idle(worker_id)
   local worker_key = K.worker(worker_id)
   local indexed = redis.call('HGET', worker_key, 'idle_in')
   if not indexed then return end
-  for _, svc in ipairs(cjson.decode(indexed)) do
+  local services = cjson.decode(indexed)
+  for _, svc in ipairs(services) do
     redis.call('ZREM', K.idle_workers(svc), worker_id)
   end
+  clear_warm(worker_id, services)
   redis.call('HDEL', worker_key, 'idle_in', 'idle_caps')
   redis.call('DEL', K.wake(worker_id))
 end
 
 -- `worker_id`'s claim found nothing: index it as idle under each service it offers (caps:
--- prepare_caps of `caps_json`). Only a registered, live worker is indexed, so a claim made
--- without registering (tests, tools) leaves no entry nobody would clean up.
-local function mark_idle(worker_id, caps, caps_json, now)
+-- prepare_caps of `caps_json`), and, where its claims apply affinity (`affinity` true),
+-- under the first WARM_INDEXED of its warm models too. Only a registered, live worker is
+-- indexed, so a claim made without registering (tests, tools) leaves no entry nobody would
+-- clean up.
+local function mark_idle(worker_id, caps, caps_json, now, affinity)
   local alive = tonumber(redis.call('ZSCORE', K.workers, worker_id) or '')
   if not alive or alive < now then return end
   local worker_key = K.worker(worker_id)
   local before = redis.call('HGET', worker_key, 'idle_in')
   if before then
-    -- Its services may have changed since: leave no entry under one it no longer offers.
-    for _, svc in ipairs(cjson.decode(before)) do
+    -- Its services and warm models may have changed since: leave no entry under one it no
+    -- longer offers or has warm.
+    local was = cjson.decode(before)
+    for _, svc in ipairs(was) do
       if not caps.service_set[svc] then redis.call('ZREM', K.idle_workers(svc), worker_id) end
     end
+    clear_warm(worker_id, was)
   end
   local size = int(idle_size(caps))
   for _, svc in ipairs(caps.services) do
@@ -71,6 +110,17 @@ local function mark_idle(worker_id, caps, caps_json, now)
   -- An empty list encodes as {} in cjson; '[]' keeps the field's type one.
   local services = #caps.services > 0 and cjson.encode(caps.services) or '[]'
   redis.call('HSET', worker_key, 'idle_in', services, 'idle_caps', caps_json)
+  if affinity and #caps.warm_list > 0 and #caps.services > 0 then
+    local warm = {}
+    for i = 1, math.min(#caps.warm_list, WARM_INDEXED) do
+      local model = caps.warm_list[i]
+      warm[i] = model
+      for _, svc in ipairs(caps.services) do
+        redis.call('ZADD', K.warm_idle(svc, model), size, worker_id)
+      end
+    end
+    redis.call('HSET', worker_key, 'idle_warm', cjson.encode(warm))
+  end
 end
 
 -- The leases `worker_id` holds, as {customer=, isolation=} entries for mismatch (the lease
@@ -137,4 +187,36 @@ end
 local function ring_worker(worker_id)
   local key = K.wake(worker_id)
   if redis.call('LPUSH', key, '0') > WAKE_CAP then redis.call('LTRIM', key, 0, WAKE_CAP - 1) end
+end
+
+-- A job of service `svc` and customer `customer` with requirements `req_json` (JSON) that
+-- prefers `models` (a non-empty list) became claimable: ring the doorbell of an idle worker
+-- that has every one of them warm and can run it now, the smallest first (the best fit
+-- among them). Looks at the WARM_LOOK smallest of warm:{svc}:{first model} only:
+-- O(log n + WARM_LOOK). A stale entry (idle_worker: lapsed, paused, draining, gone) is
+-- passed over, never woken. The woken worker leaves the warm index (not the idle index, so
+-- the fit policy still counts it until its claim), so the next such job wakes another warm
+-- worker rather than queueing behind this one. Returns the woken worker's id, or nil: the
+-- caller rings the service's doorbell then.
+local function wake_warm(svc, customer, req_json, models, now)
+  if #models == 0 then return nil end
+  local ids = redis.call('ZRANGE', K.warm_idle(svc, models[1]), 0, WARM_LOOK - 1)
+  if #ids == 0 then return nil end
+  local req = cjson.decode(req_json)
+  for _, id in ipairs(ids) do
+    local w = idle_worker(id, now)
+    if w then
+      local warm = true
+      for _, m in ipairs(models) do
+        if not w.caps.warm[m] then warm = false; break end
+      end
+      if warm and not mismatch(svc, customer, req, w.caps, w.running) then
+        local indexed = redis.call('HGET', K.worker(id), 'idle_in')
+        clear_warm(id, indexed and cjson.decode(indexed) or {})
+        ring_worker(id)
+        return id
+      end
+    end
+  end
+  return nil
 end

@@ -38,6 +38,7 @@ local K = {
   notify = function(svc) return P .. 'notify:' .. svc end,
   idle_workers = function(svc) return P .. 'idle:' .. svc end,
   wake = function(worker_id) return P .. 'wake:' .. worker_id end,
+  warm_idle = function(svc, model) return P .. 'warm:' .. svc .. ':' .. model end,
   idempotency = function(digest) return P .. 'idem:' .. digest end,
   stats = function(minute) return P .. 'stats:' .. minute end,
   control = function(worker_id) return P .. 'control:' .. worker_id end,

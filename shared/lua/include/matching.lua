@@ -71,6 +71,7 @@ local function prepare_caps(json)
     models = set_of(val(c.models)),
     -- Models loaded now (a scheduling preference, never a requirement: see choose.lua).
     warm = set_of(val(c.warm_models)),
+    warm_list = val(c.warm_models) or {},
     isolation = val(acc.isolation) or 'none',
     allowed = set_of(val(acc.allowed_customers)),
     allowed_list = val(acc.allowed_customers) or {},

@@ -6,6 +6,7 @@
 -- not, is in jobs:pending; one no worker has claimed yet is also in jobs:unclaimed.
 
 --- @include "keys"
+--- @include "idle_workers"
 
 -- Ring the service's doorbell so one idle worker wakes; `hops` is how often a worker that
 -- cannot use the wake-up passes it on. The list is capped: tokens nobody waits for expire
@@ -15,6 +16,22 @@ local function notify(svc, hops, count)
   local tokens = {}
   for i = 1, math.min(count or 1, 64) do tokens[i] = hops end
   if redis.call('LPUSH', key, unpack(tokens)) > 64 then redis.call('LTRIM', key, 0, 63) end
+end
+
+-- A job of service `svc` became claimable: wake a worker for it. Where it prefers models
+-- (`preferred`, its preferred_models JSON, or nil/false/'') and an idle worker whose claims
+-- apply affinity has them all warm, that worker's own doorbell (idle_workers.lua
+-- wake_warm), so the job is taken warm; otherwise the service's, as for any job. Returns
+-- whether a warm worker was woken.
+local function ring_for(now, svc, customer, requirements, preferred)
+  if preferred and preferred ~= '' then
+    local models = cjson.decode(preferred)
+    if #models > 0 and wake_warm(svc, customer or '', requirements, models, now) then
+      return true
+    end
+  end
+  notify(svc, 3)
+  return false
 end
 
 local function class_doc(class_id)
@@ -40,7 +57,8 @@ end
 -- class document is (re)written here because an emptied class drops its document while
 -- a retry of one of its jobs may still be backing off. `preferred` is the job's
 -- preferred_models field (a JSON list, or nil/false/'' for none): the document's "p",
--- which claims may prefer and the matcher never reads. Returns the job's service.
+-- which claims may prefer and the matcher never reads. Returns the job's service, customer,
+-- requirements and preferred models (ring_for's arguments after `now`).
 local function enqueue_in_class(job_id, score, class_id, svc, customer, requirements,
                                 preferred)
   redis.call('ZADD', K.job_class(class_id), score, job_id)
@@ -56,7 +74,7 @@ local function enqueue_in_class(job_id, score, class_id, svc, customer, requirem
     redis.call('ZADD', by_service, score, class_id)
     redis.call('ZADD', K.service_classes(svc, customer), score, class_id)
   end
-  return svc
+  return svc, customer, requirements, preferred
 end
 
 local function enqueue_claimable(job_key, job_id)
@@ -84,7 +102,7 @@ local function promote_due(now, limit)
     redis.call('ZREM', K.delayed, job_id)
     if redis.call('HGET', job_key, 'status') == 'pending' then
       redis.call('HDEL', job_key, 'retry_at')
-      notify(enqueue_claimable(job_key, job_id), 3)
+      ring_for(now, enqueue_claimable(job_key, job_id))
     end
   end
   return #due

@@ -21,8 +21,9 @@ end
 -- Add one job at server time `now`; its hash fields are ARGV[first..last] as name, value
 -- pairs. Returns {1, job_id, created_at_ms, queue_position} when created, or
 -- {0, existing_job_id} when the id or idempotency key already names a job (nothing
--- changes then; see `found`), and the job's service when created. The caller rings the service's
--- doorbell and counts the submission (once per batch). The score
+-- changes then; see `found`), and when created the job's service, customer, requirements
+-- and preferred models (queue.lua ring_for's arguments after `now`). The caller rings a
+-- doorbell for it and counts the submission (once per batch). The score
 -- (1000 - priority) * 2^43 + seq is an exact integer in a double: higher priority first,
 -- then submission order, where seq comes from one Redis counter, so equal priorities are
 -- FIFO even within one millisecond.
@@ -59,5 +60,6 @@ local function submit_job(job_id, idem, class_id, priority, first, last, now)
   end
   emit(job_key, job_id, 'accepted', { service_type = svc, priority = tonumber(priority) }, 1,
     customer)
-  return { 1, job_id, int(now), redis.call('ZRANK', K.pending, job_id) }, svc
+  return { 1, job_id, int(now), redis.call('ZRANK', K.pending, job_id) }, svc, customer,
+    given['requirements'], given['preferred_models']
 end

@@ -50,7 +50,7 @@ local function retry_or_fail(job_key, job_id, now, err, retryable, base_ms, cap_
     redis.call('HSET', job_key, 'retry_at', int(now + delay))
     redis.call('ZADD', K.delayed, now + delay, job_id)
   else
-    notify(enqueue_claimable(job_key, job_id), 3)
+    ring_for(now, enqueue_claimable(job_key, job_id))
   end
   bump_stat(now, 'retried')
   emit(job_key, job_id, 'retrying', { error = err, attempts = attempts, delay_ms = delay })
@@ -65,6 +65,6 @@ local function put_back(job_key, job_id, worker_id, reason)
   redis.call('HDEL', job_key, 'token')
   redis.call('ZREM', K.active, job_id)
   redis.call('ZADD', K.pending, redis.call('HGET', job_key, 'score'), job_id)
-  notify(enqueue_claimable(job_key, job_id), 3)
+  ring_for(now_ms(), enqueue_claimable(job_key, job_id))
   emit(job_key, job_id, 'released', { worker_id = worker_id, reason = reason })
 end
