@@ -533,7 +533,12 @@ class Outcome:
 
 # Figures a benchmark writes, shown under its tables (paths relative to the repository).
 FIGURES: dict[str, tuple[str, str]] = {
-    "fleet": ("queue wait CDF per scheduling policy", "docs/bench-fleet-wait-cdf.png"),
+    # The figure is whatever `bench fleet` ran last (a full run may follow `all --quick`):
+    # its caption sends the reader to the table it belongs to.
+    "fleet": (
+        "queue wait CDF per scheduling policy, from the run in docs/bench-fleet.md",
+        "docs/bench-fleet-wait-cdf.png",
+    ),
 }
 
 

@@ -484,7 +484,10 @@ def test_markdown_shape() -> None:
     ]
     assert (md.count("```text"), md.count("```")) == (9, 9)  # each opened and closed
     # The fleet benchmark's figure follows its tables.
-    assert md[-1] == "![queue wait CDF per scheduling policy](docs/bench-fleet-wait-cdf.png)"
+    assert md[-1] == (
+        "![queue wait CDF per scheduling policy, from the run in docs/bench-fleet.md]"
+        "(docs/bench-fleet-wait-cdf.png)"
+    )
     body = "\n".join(md)
     for text in OUTPUTS.values():
         assert text.rstrip("\n") in body  # every full table, verbatim
