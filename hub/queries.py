@@ -74,7 +74,7 @@ def created_view(
         "priority": req.priority,
         "effective_priority": effective,
         "requirements": msgspec.to_builtins(req.requirements),
-        "preferred_models": list(req.preferred_models()),
+        "preferred_models": list(submitted.preferred_models),
         "status": "pending",
         "progress": 0.0,
         "message": None,

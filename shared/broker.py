@@ -162,7 +162,10 @@ class Broker:
         effective_priority: int | None,
         idempotency_key: str | None,
         max_priority: int | None = None,
+        preferred: tuple[str, ...] | None = None,
     ) -> list[str | int | bytes]:
+        """The submit script's arguments; `preferred`: the request's preferred models when
+        the caller found them already."""
         s = self.settings
         request.check_customer()
         payload = check_document(request.payload, "payload", max_bytes=s.max_payload_bytes)
@@ -201,7 +204,8 @@ class Broker:
         if request.webhook is not None:
             # Stored with the job so any hub can deliver its events (shared/webhook.py).
             fields += ["webhook", msgspec.json.encode(request.webhook).decode()]
-        preferred = request.preferred_models()
+        if preferred is None:
+            preferred = request.preferred_models()
         if preferred:
             # The class document's `p` (include/queue.lua), rebuilt from here on retries.
             fields += ["preferred_models", orjson.dumps(preferred)]
@@ -218,8 +222,12 @@ class Broker:
         """Queue a job. A repeated `id` or idempotency key returns the original job's id
         with `created=False` and writes nothing. `max_priority` is recorded on the job: the
         ceiling its effective priority keeps when re-scored."""
-        args = self._submit_args(request, effective_priority, idempotency_key, max_priority)
-        return Submitted.from_reply(await self._scripts.call("submit", *args))
+        preferred = request.preferred_models()
+        args = self._submit_args(
+            request, effective_priority, idempotency_key, max_priority, preferred
+        )
+        submitted = Submitted.from_reply(await self._scripts.call("submit", *args))
+        return dataclasses.replace(submitted, preferred_models=preferred)
 
     async def submit_many(
         self,

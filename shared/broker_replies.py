@@ -25,12 +25,15 @@ WorkerState = Literal["active", "paused", "draining"]
 @dataclass(frozen=True, slots=True)
 class Submitted:
     """`created_at` (ms, server time) and `position` (0-based queue rank at submission) are
-    set for a job this call created, None for a repeated id or idempotency key."""
+    set for a job this call created, None for a repeated id or idempotency key.
+    `preferred_models`: the request's, as the broker found them for the job (so a caller
+    describing the job need not extract them from the payload again)."""
 
     job_id: str
     created: bool
     created_at: int | None = None
     position: int | None = None
+    preferred_models: tuple[str, ...] = ()
 
     @classmethod
     def from_reply(cls, reply: Sequence[Any]) -> Submitted:
