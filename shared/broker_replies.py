@@ -121,7 +121,12 @@ def opt_int(value: str | None) -> int | None:
 
 def parse_job(raw: Mapping[Any, Any]) -> Job:
     """Build a Job from the fields of a `job:{id}` hash."""
-    h = {text(k) or "": text(v) or "" for k, v in raw.items()}
+    try:
+        # Every field as Redis sends it (bytes), decoded without a call per value: a
+        # worker decodes the ~20 fields of each job it claims.
+        h = {k.decode(): v.decode() for k, v in raw.items()}
+    except AttributeError:  # text already, or a number or nil from a script
+        h = {text(k) or "": text(v) or "" for k, v in raw.items()}
     timeout_ms = opt_int(h.get("timeout_ms"))
     return Job(
         id=h["id"],

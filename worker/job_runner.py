@@ -26,6 +26,9 @@ from worker.links import WorkerBroker
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# Seconds a connector has to stop once its job's time limit cancelled it; past them the job
+# is reported failed without it.
+CANCEL_GRACE = 10.0
 
 
 @dataclass
@@ -62,15 +65,18 @@ class JobRunner:
         *,
         progress_interval: float,
         deliver_timeout: float = 3600.0,
+        cancel_grace: float = CANCEL_GRACE,
         next_claim_caps: Callable[[], bytes | None] = lambda: None,
     ) -> None:
         """`next_claim_caps` gives the capabilities to claim the next job with in the call
         that completes a job (one round trip instead of two), or None when the worker should
-        not take more work now (stopping, paused)."""
+        not take more work now (stopping, paused). `cancel_grace`: seconds a connector has
+        to stop once its job's time limit cancelled it (_TimeLimit)."""
         self._broker = broker
         self._worker_id = worker_id
         self._progress_interval = progress_interval
         self._deliver_timeout = deliver_timeout
+        self._cancel_grace = cancel_grace
         self._next_claim_caps = next_claim_caps
 
     async def run(self, held: HeldJob, connector: Connector) -> Outcome:
@@ -92,30 +98,37 @@ class JobRunner:
             timeout_seconds=job.timeout_seconds,
         )
         logger.debug("job started (service %s, attempt %d)", job.service_type, job.attempts + 1)
-        # The connector runs as its own task and the timeout is enforced from outside it, so
-        # a connector that swallows cancellation cannot outlive its time limit unnoticed.
-        task = asyncio.create_task(connector.run(ctx, self._progress_reporter(held), held.cancel))
-        try:
-            done, _ = await asyncio.wait({task}, timeout=job.timeout_seconds)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        if not done:
-            held.cancel.set()
-            await connector.interrupt(job.id)
-            task.cancel()
-            await asyncio.wait({task}, timeout=10)
+        # The connector runs on this task, not one of its own: a task and a wait for it
+        # cost about as much as everything else the worker does for a no-op job. The time
+        # limit is a timer until it expires (_TimeLimit).
+        limit = None
+        if job.timeout_seconds is not None:
             error = f"timed out after {job.timeout_seconds:g} s"
-            return await self._fail(held, error, retryable=True)
+            limit = _TimeLimit(
+                job.timeout_seconds,
+                self._cancel_grace,
+                held,
+                connector,
+                lambda: self._fail(held, error, retryable=True),
+            )
         try:
-            result = task.result()
-        except (JobCancelled, asyncio.CancelledError):
-            return await self._cancelled(held)
-        except JobFailed as exc:
-            return await self._fail(held, exc.message, retryable=exc.retryable)
-        except Exception as exc:  # a connector bug must not kill the worker
+            result = await connector.run(ctx, self._progress_reporter(held), held.cancel)
+        except BaseException as exc:
+            if limit is not None and limit.connector_ended():
+                return await limit.outcome()
+            if isinstance(exc, asyncio.CancelledError) and _this_task_cancelled():
+                raise  # this task was cancelled (the loop is closing): the connector with it
+            if isinstance(exc, JobCancelled | asyncio.CancelledError):
+                return await self._cancelled(held)
+            if isinstance(exc, JobFailed):
+                return await self._fail(held, exc.message, retryable=exc.retryable)
+            if not isinstance(exc, Exception):
+                raise
+            # A connector bug must not kill the worker.
             logger.error("connector %s raised %s: %s", connector.name, type(exc).__name__, exc)
             return await self._fail(held, f"{type(exc).__name__}: {exc}", retryable=True)
+        if limit is not None and limit.connector_ended():
+            return await limit.outcome()
         if held.cancel.is_set():
             return await self._cancelled(held)
         return await self._complete(held, result)
@@ -223,3 +236,75 @@ class JobRunner:
             logger.info("job %s after %.2f s: %s", status, seconds, error)
         else:
             logger.info("job %s after %.2f s", status, seconds)
+
+
+def _this_task_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+class _TimeLimit:
+    """A job's time limit (timeout_seconds), kept on the task that runs its connector: a
+    timer until it expires. Then the connector is stopped as any job is (the cancel event,
+    its interrupt, then its task's cancellation) and the job fails as timed out, retryable.
+
+    A connector that swallows the cancellation cannot keep its job past the limit
+    unnoticed: `grace` seconds later the failure is reported without it. Its slot stays taken
+    until it does return, since its service is still busy with the job."""
+
+    def __init__(
+        self,
+        seconds: float,
+        grace: float,
+        held: HeldJob,
+        connector: Connector,
+        report_timeout: Callable[[], Awaitable[Outcome]],
+    ) -> None:
+        self._grace = grace
+        self._held = held
+        self._connector = connector
+        self._report_timeout = report_timeout
+        self._task = asyncio.current_task()
+        self._ended = asyncio.Event()
+        self._cancelled_task = False
+        self._stopping: asyncio.Task[Outcome | None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
+
+    def connector_ended(self) -> bool:
+        """Called on the job's task when the connector returned or raised; True when the
+        limit expired first (then `outcome()` is the job's)."""
+        self._timer.cancel()
+        self._ended.set()
+        return self._stopping is not None
+
+    async def outcome(self) -> Outcome:
+        if self._cancelled_task and self._task is not None:
+            self._task.uncancel()  # the limit's own cancellation, delivered to the connector
+        assert self._stopping is not None
+        reported = await self._stopping
+        return reported if reported is not None else await self._report_timeout()
+
+    def _expire(self) -> None:
+        self._stopping = asyncio.create_task(self._stop())
+
+    async def _stop(self) -> Outcome | None:
+        """Stop the connector; None once it has stopped (its task reports then), or the
+        outcome reported without it when it did not stop within the grace."""
+        job_id = self._held.job.id
+        self._held.cancel.set()
+        await self._connector.interrupt(job_id)
+        if not self._ended.is_set() and self._task is not None:
+            self._cancelled_task = True
+            self._task.cancel()
+        try:
+            await asyncio.wait_for(self._ended.wait(), self._grace)
+        except TimeoutError:
+            logger.warning(
+                "job %s: connector %s did not stop within %gs of its time limit; reporting "
+                "the timeout without it",
+                job_id,
+                self._connector.name,
+                self._grace,
+            )
+            return await self._report_timeout()
+        return None

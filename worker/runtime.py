@@ -60,6 +60,11 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.connectors = dict(connectors)
+        # The connectors that can know warm models: the base class's answer is always none,
+        # and asking every connector after every job is work a no-op job would notice.
+        self._warm_sources = [
+            c for c in self.connectors.values() if type(c).warm_models is not Connector.warm_models
+        ]
         self.hardware = hardware
         self.burst = burst
         self.id = settings.worker_id
@@ -233,6 +238,9 @@ class Worker:
             hops, backoff = 0, CLAIM_BACKOFF
             if isinstance(result, Claim):
                 self._start(result)
+                # Let the job start before the next claim goes out: its completion then
+                # reaches Redis first instead of queueing behind a claim that may find nothing.
+                await asyncio.sleep(0)
                 continue
             self._slots.release()
             if result.reason in ("paused", "draining"):
@@ -423,11 +431,13 @@ class Worker:
             self._set_caps(caps)
 
     def _warm_models(self) -> list[str]:
-        return merge_warm_models(c.warm_models() for c in self.connectors.values())
+        return merge_warm_models(c.warm_models() for c in self._warm_sources)
 
     def _refresh_warm_models(self) -> None:
         """Take the connectors' warm models into the capabilities after a job. Encoded again
         only when they changed, so claims keep sending the same prepared bytes."""
+        if not self._warm_sources:
+            return
         warm = self._warm_models()
         if warm != self._caps.warm_models:
             self._set_caps(msgspec.structs.replace(self._caps, warm_models=warm))

@@ -54,3 +54,50 @@ async def test_commands_scripts_and_pipelines_work_through_the_packed_client(
             assert await pipe.execute() == [True, 100_000, 1]
     finally:
         await client.aclose()
+
+
+async def test_a_command_larger_than_the_socket_takes_at_once_still_arrives_whole(
+    redis_url: str,
+) -> None:
+    """A send the kernel takes whole goes out without waiting; what it does not take is
+    waited for (with the client's timeout) before the reply is read."""
+    client = connect_server(RedisSettings(url=redis_url))
+    big = b"x" * (32 * 1024 * 1024)  # far beyond a loopback socket's send buffer
+    try:
+        assert await client.set("big", big)
+        assert await client.strlen("big") == len(big)
+        assert await client.get("small") is None
+    finally:
+        await client.delete("big")
+        await client.aclose()
+
+
+async def test_a_connection_the_server_closed_is_replaced_for_the_next_command(
+    redis_url: str, redis: Any
+) -> None:
+    client = connect_server(RedisSettings(url=redis_url), max_connections=1)
+    try:
+        await client.client_setname("emp-killed")
+        mine = await client.client_id()
+        assert await redis.client_kill_filter(_id=mine) == 1
+        # The dead connection is found out and replaced (the client's retry), as always.
+        assert await client.echo("again") == b"again"
+        assert await client.client_id() != mine
+    finally:
+        await client.aclose()
+
+
+async def test_a_due_health_check_still_pings_before_the_command(
+    redis_url: str, redis: Any
+) -> None:
+    client = connect_server(RedisSettings(url=redis_url), max_connections=1)
+    try:
+        await client.echo("connect")
+        conn = client.connection_pool._available_connections[0]  # the one connection
+        conn.next_health_check = 0  # as if idle for longer than health_check_interval
+        before = (await redis.info("commandstats")).get("cmdstat_ping", {}).get("calls", 0)
+        assert await client.echo("checked") == b"checked"
+        after = (await redis.info("commandstats")).get("cmdstat_ping", {}).get("calls", 0)
+        assert after == before + 1
+    finally:
+        await client.aclose()
