@@ -316,34 +316,47 @@ class Worker:
         return 0
 
     def _start(self, claim: Claim) -> None:
-        held = HeldJob(job=claim.job, token=claim.token)
-        self.running[claim.job.id] = held
-        self.status = "busy"
-        self._publish()
+        held = self._hold(claim)
         task = asyncio.create_task(self._execute(held), name=f"job-{claim.job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _hold(self, claim: Claim) -> HeldJob:
+        held = HeldJob(job=claim.job, token=claim.token)
+        self.running[claim.job.id] = held
+        self.status = "busy"
+        self._publish()
+        return held
+
     async def _execute(self, held: HeldJob) -> None:
-        follow_up: Claim | None = None
-        try:
-            connector = self.connectors.get(held.job.service_type)
-            if connector is None:  # capabilities only offer configured services
-                await self.broker.fail(self.id, held.job.id, held.token, "service not configured")
+        """Run `held`, then each job claimed in the call that completed the one before, on
+        this same task: the slot passes straight to the next job, without a task a job."""
+        while True:
+            follow_up: Claim | None = None
+            try:
+                connector = self.connectors.get(held.job.service_type)
+                if connector is None:  # capabilities only offer configured services
+                    await self.broker.fail(
+                        self.id, held.job.id, held.token, "service not configured"
+                    )
+                    return
+                outcome = await self._runner.run(held, connector)
+                self.history.appendleft(outcome)
+                follow_up = outcome.next_claim
+            finally:
+                self.running.pop(held.job.id, None)
+                self._refresh_warm_models()
+                if follow_up is None or self._stopping.is_set():
+                    # A follow-up claimed while stopping is handed back by the deregistration.
+                    self._slots.release()
+                    self.status = "busy" if self.running else "idle"
+                    self._publish()
+            if follow_up is None or self._stopping.is_set():
                 return
-            outcome = await self._runner.run(held, connector)
-            self.history.appendleft(outcome)
-            follow_up = outcome.next_claim
-        finally:
-            self.running.pop(held.job.id, None)
-            self._refresh_warm_models()
-            if follow_up is not None and not self._stopping.is_set():
-                self._start(follow_up)  # the slot passes straight to the next job
-            else:
-                # A follow-up claimed while stopping is handed back by the deregistration.
-                self._slots.release()
-                self.status = "busy" if self.running else "idle"
-                self._publish()
+            held = self._hold(follow_up)
+            task = asyncio.current_task()
+            if task is not None:
+                task.set_name(f"job-{follow_up.job.id}")
 
     def _next_claim_caps(self) -> bytes | None:
         """Claim the next job while completing one only while plain claiming would."""
