@@ -25,7 +25,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.broker import Broker
-from shared.embedded_redis import free_port
+from tests.ports import free_port
 from shared.job import JobStatus
 from tests.container_support import (
     CONTAINERS_CONF,

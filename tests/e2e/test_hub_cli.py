@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.embedded_redis import free_port
+from tests.ports import free_port
 from tests.hub_support import OPERATOR_TOKEN, recv_json, ws_connect
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared.broker import Broker, Claim, Head, NoClaim, Rank
 from shared.control_channel import ControlSubscription
-from shared.embedded_redis import free_port
+from tests.ports import free_port
 from shared.job import Job, JobRequest, JobStatus
 from shared.pool_set import PoolSet
 from shared.pools import pool_of
