@@ -161,7 +161,7 @@ async def test_an_idle_worker_wakes_when_a_job_arrives(
         )
         await broker.submit(job(id="j"))
         hops = await asyncio.wait_for(woken, timeout=5)
-        assert hops is not None
+        assert isinstance(hops, int)
         assert isinstance(await waiter.claim("w", caps(), hops=hops), Claim)
     finally:
         await blocking.aclose()
@@ -194,6 +194,7 @@ async def test_fit_leaves_a_job_to_an_idle_smaller_worker_on_a_cluster(broker: B
         assert await fit.claim(worker_id, offer) == NoClaim("empty", None)
     await fit.submit(job(id="j", requirements={"hardware": {"gpu": {"memory_gb": 8}}}))
     hops = await fit.wait_for_work(["sim"], 1, worker_id="big")  # the submission's doorbell
+    assert not isinstance(hops, Claim)
     left = await fit.claim("big", big, hops=hops or 0)
     assert isinstance(left, NoClaim)
     assert await fit.wait_for_work(["sim"], 1, worker_id="small") == 0  # its own doorbell
