@@ -131,8 +131,12 @@ class RedisLink:
             # claims accept jobs handed to the worker while it idles (its waits return them;
             # shared/lua/include/handoff.lua). A worker serving several pools, or reached
             # through a gateway, does not: a job handed in one pool would bypass the rank
-            # it compares across pools, and the gateway's wait carries hop counts only.
-            self.broker = Broker(self._redis, settings, pool=pools[0], handoff=True)
+            # it compares across pools, and the gateway's wait carries hop counts only. With
+            # REDIS_WAIT_REPLICAS neither: a claim is run only once replicas acknowledged it,
+            # and a handed job arrives before the submission's WAIT has.
+            self.broker = Broker(
+                self._redis, settings, pool=pools[0], handoff=settings.wait_replicas == 0
+            )
             blocking = Broker(self._blocking, settings, pool=pools[0])
             self.waiter, self._control = blocking, blocking.control_subscription
         else:
