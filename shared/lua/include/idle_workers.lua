@@ -80,7 +80,10 @@ local function clear_idle(worker_id)
     redis.call('ZREM', K.idle_workers(svc), worker_id)
   end
   clear_warm(worker_id, services)
-  redis.call('HDEL', worker_key, 'idle_in', 'idle_caps')
+  redis.call('HDEL', worker_key, 'idle_in', 'idle_caps', 'idle_handoff')
+  -- Only wake-up tokens ('0') can be waiting here, never a handed job: a handoff takes the
+  -- worker out of this index first, and only an 'empty' claim puts it back, which takes
+  -- any handed job still waiting (handoff.lua's header gives the whole argument).
   redis.call('DEL', K.wake(worker_id))
 end
 
@@ -88,8 +91,9 @@ end
 -- prepare_caps of `caps_json`), and, where its claims apply affinity (`affinity` true),
 -- under the first WARM_INDEXED of its warm models too. Only a registered, live worker is
 -- indexed, so a claim made without registering (tests, tools) leaves no entry nobody would
--- clean up.
-local function mark_idle(worker_id, caps, caps_json, now, affinity)
+-- clean up. `handoff`: '1' (strict order) or '2' (scheduling policies on) where the worker
+-- accepts a job handed to it while idle (handoff.lua), recorded as `idle_handoff`; nil: not.
+local function mark_idle(worker_id, caps, caps_json, now, affinity, handoff)
   local alive = tonumber(redis.call('ZSCORE', K.workers, worker_id) or '')
   if not alive or alive < now then return end
   local worker_key = K.worker(worker_id)
@@ -102,6 +106,7 @@ local function mark_idle(worker_id, caps, caps_json, now, affinity)
       if not caps.service_set[svc] then redis.call('ZREM', K.idle_workers(svc), worker_id) end
     end
     clear_warm(worker_id, was)
+    if not handoff then redis.call('HDEL', worker_key, 'idle_handoff') end
   end
   local size = int(idle_size(caps))
   for _, svc in ipairs(caps.services) do
@@ -109,7 +114,12 @@ local function mark_idle(worker_id, caps, caps_json, now, affinity)
   end
   -- An empty list encodes as {} in cjson; '[]' keeps the field's type one.
   local services = #caps.services > 0 and cjson.encode(caps.services) or '[]'
-  redis.call('HSET', worker_key, 'idle_in', services, 'idle_caps', caps_json)
+  if handoff then
+    redis.call('HSET', worker_key, 'idle_in', services, 'idle_caps', caps_json,
+      'idle_handoff', handoff)
+  else
+    redis.call('HSET', worker_key, 'idle_in', services, 'idle_caps', caps_json)
+  end
   if affinity and #caps.warm_list > 0 and #caps.services > 0 then
     local warm = {}
     for i = 1, math.min(#caps.warm_list, WARM_INDEXED) do
