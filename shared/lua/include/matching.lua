@@ -55,6 +55,7 @@ local function gpu_fits(g, want)
 end
 
 -- Decode a worker's capability document once per call, with sets for membership tests.
+-- `json` is kept: the claim's verdict memo is keyed by its digest (find_job.lua).
 local function prepare_caps(json)
   local c = cjson.decode(json)
   local hw = val(c.hardware) or {}
@@ -80,6 +81,7 @@ local function prepare_caps(json)
     region = val(geo.region),
     compliance = set_of(val(geo.compliance)),
     per_hour = val(cost.per_hour) or 0,
+    json = json,
   }
 end
 
