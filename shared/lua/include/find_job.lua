@@ -78,11 +78,12 @@ local function scan_indexes(caps, running)
   return indexes, owners
 end
 
--- The first job of a class `worker_id` may take (not one it is avoiding), or nil.
+-- The first job of a class `worker_id` may take (not one it is avoiding), or nil, and
+-- whether it is the class's head.
 local function pick(worker_id, class_id, now)
   local ids = redis.call('ZRANGE', K.job_class(class_id), 0, 7)
-  for _, id in ipairs(ids) do
-    if not avoids(worker_id, id, now) then return id end
+  for i, id in ipairs(ids) do
+    if not avoids(worker_id, id, now) then return id, i == 1 end
   end
   return nil
 end
@@ -103,13 +104,20 @@ local NO_LEASES = {}
 local DOCS_PER_READ = 16
 
 -- The chunk of classes from position `n` of the scan's into `scan`: scan.known[n] the
--- memo's verdict ('1', '0' or false: none), scan.docs[n] the document (JSON; false where the
--- memo says the worker cannot run it, which is not read).
+-- memo's verdict ('1', '0', false: none, or nil: not asked), scan.docs[n] the document
+-- (JSON; false where the memo says the worker cannot run it, which is not read). A chunk
+-- of one class (the last of an index, or its only one: one class, as a drain of one
+-- kind of job has) does not ask the memo: a call to spare one decode at most.
 local function read_chunk(scan, n)
   local ids = scan.ids
   local chunk = {}
   for j = n, math.min(#ids, n + DOCS_PER_READ - 1) do chunk[#chunk + 1] = ids[j] end
-  local known = redis.call('HMGET', scan.memo, unpack(chunk))
+  local known = {}
+  if #chunk > 1 then
+    local caps = scan.caps
+    if not caps.digest then caps.digest = redis.sha1hex(caps.json) end
+    known = redis.call('HMGET', K.verdicts(caps.digest), unpack(chunk))
+  end
   local wanted, at = {}, {}
   for k = 1, #chunk do
     scan.known[n + k - 1] = known[k]
@@ -133,10 +141,9 @@ end
 -- 7.0 formats each score it returns at a cost several times a member's, and a scan needs
 -- the scores only from its first match on (score_at).
 local function open_scan(index, caps, running, budget, offset, learn)
-  if not caps.digest then caps.digest = redis.sha1hex(caps.json) end
   return { index = index, ids = redis.call('ZRANGE', index, offset, offset + budget - 1),
-    memo = K.verdicts(caps.digest), caps = caps, running = running, learn = learn,
-    known = {}, docs = {}, scores = {}, learned = {} }
+    caps = caps, running = running, learn = learn, known = {}, docs = {}, scores = {},
+    learned = {} }
 end
 
 -- The head score of the scan's class at position `n`, read DOCS_PER_READ at a time.
@@ -160,7 +167,7 @@ local function judge(scan, n)
   if not json then return nil end
   local doc = cjson.decode(json)
   if mismatch(doc.s, doc.c, doc.r, scan.caps, scan.running) then
-    if scan.learn and not scan.known[n] then
+    if scan.learn and scan.known[n] == false then
       -- The memo holds the verdict leases aside: with leases held, judge without them.
       local unfit = #scan.running == 0 or mismatch(doc.s, doc.c, doc.r, scan.caps, NO_LEASES)
       local learned = scan.learned
@@ -169,7 +176,7 @@ local function judge(scan, n)
     end
     return nil
   end
-  if scan.learn and not scan.known[n] then
+  if scan.learn and scan.known[n] == false then
     scan.learned[#scan.learned + 1] = ids[n]
     scan.learned[#scan.learned + 1] = '1'
   end
@@ -179,8 +186,9 @@ end
 -- Store the verdicts `scan` computed (a claim's scans; nothing when all were memoised).
 local function remember(scan)
   if #scan.learned == 0 then return end
-  redis.call('HSET', scan.memo, unpack(scan.learned))
-  redis.call('EXPIRE', scan.memo, VERDICT_TTL_S)
+  local memo = K.verdicts(scan.caps.digest)
+  redis.call('HSET', memo, unpack(scan.learned))
+  redis.call('EXPIRE', memo, VERDICT_TTL_S)
 end
 
 -- The best claimable job `worker_id` can run in strict order (caps: prepare_caps; running:
@@ -199,7 +207,7 @@ local function find_strict(worker_id, caps, running, budget, offset, now, learn)
       if best and score_at(scan, n) >= best.score then settled = true; break end
       local doc = judge(scan, n)
       if doc then
-        local id = pick(worker_id, class_id, now)
+        local id, head = pick(worker_id, class_id, now)
         if id then
           local job_score = tonumber(redis.call('ZSCORE', K.job_class(class_id), id))
           if not best or job_score < best.score then
@@ -208,7 +216,7 @@ local function find_strict(worker_id, caps, running, budget, offset, now, learn)
           -- The class's head: nothing later in this index ranks higher. A job behind a
           -- head this worker avoids may rank below the next classes' heads: go on until
           -- a class's head ranks below it (the check above).
-          if job_score == score_at(scan, n) then settled = true; break end
+          if head then settled = true; break end
         end
       end
     end
@@ -320,13 +328,12 @@ local function gather(caps, running, budget, offset, now, sched, extra, full)
   local left, found = sched.scan, false
   local overdue = overdue_holds(now)
   local indexes, owners = scan_indexes(caps, running)
+  -- Whether the scan is lean: settled when first needed (an index's class after its first
+  -- candidate), so a scan that has nothing more to examine asks nothing.
   local lean, leaned = nil, false
   local function add(c)
     out[#out + 1] = c
     if not top or c.priority > top then top = c.priority end
-    if lean == nil then
-      lean = not full and not policies_could_differ(sched, caps, owners, overdue, extra, c)
-    end
   end
   for _, e in ipairs(extra or {}) do
     add(candidate(e.class, e.doc, e.score, caps, now, sched, e.id))
@@ -342,6 +349,9 @@ local function gather(caps, running, budget, offset, now, sched, extra, full)
         settled = true; break
       end
       if found then left = left - 1 end
+      if has_first and lean == nil then
+        lean = not full and not policies_could_differ(sched, caps, owners, overdue, extra, out[1])
+      end
       if has_first and lean then
         leaned = true
       else
