@@ -46,7 +46,8 @@ async def test_a_claim_remembers_which_classes_the_worker_can_run(
     await broker.submit(job(id="big", priority=90, requirements=BIG_JOB))
     await broker.submit(job(id="small", priority=10))
     claim = await broker.claim("w", SMALL)
-    assert isinstance(claim, Claim) and claim.job.id == "small"
+    assert isinstance(claim, Claim)
+    assert claim.job.id == "small"
     big, small = await class_of(redis, broker, "big"), await class_of(redis, broker, "small")
     assert await memo(redis, broker, SMALL) == {big: "0", small: "1"}
     assert 0 < await redis.ttl(memo_key(broker, SMALL)) <= 3600
@@ -57,14 +58,15 @@ async def test_a_class_the_memo_rules_out_is_passed_over_unread(
 ) -> None:
     await broker.submit(job(id="first", priority=50))
     await broker.submit(job(id="next", priority=10, requirements={"hardware": {"gpu": {}}}))
-    ruled_out = {await class_of(redis, broker, "first"): "0"}
-    await redis.hset(memo_key(broker, SMALL), mapping=ruled_out)
+    await redis.hset(memo_key(broker, SMALL), await class_of(redis, broker, "first"), "0")
     claim = await broker.claim("w", SMALL)
-    assert isinstance(claim, Claim) and claim.job.id == "next"
+    assert isinstance(claim, Claim)
+    assert claim.job.id == "next"
     # Other capabilities have their own memo.
     other = caps(hardware={"gpus": [gpu(48)]})
     claim = await broker.claim("w", other)
-    assert isinstance(claim, Claim) and claim.job.id == "first"
+    assert isinstance(claim, Claim)
+    assert claim.job.id == "first"
 
 
 async def test_the_memo_holds_verdicts_leases_aside(broker: Broker, redis: Redis) -> None:
@@ -73,14 +75,16 @@ async def test_the_memo_holds_verdicts_leases_aside(broker: Broker, redis: Redis
     await broker.submit(job(id="b", customer_id="bolt", priority=10, requirements=loose))
     await broker.submit(job(id="big", priority=5, requirements=BIG_JOB))
     held = await broker.claim("w", SMALL)
-    assert isinstance(held, Claim) and held.job.id == "a"
+    assert isinstance(held, Claim)
+    assert held.job.id == "a"
     # bolt's job wants its worker to run no other customer's job meanwhile: it waits...
     assert await broker.claim("w", SMALL) == NoClaim("empty", None)
     # ...but the memo says the worker can run it, which it can once the lease ends.
     assert (await memo(redis, broker, SMALL))[await class_of(redis, broker, "b")] == "1"
     assert await broker.complete("w", "a", held.token, None) == "ok"
     claim = await broker.claim("w", SMALL)
-    assert isinstance(claim, Claim) and claim.job.id == "b"
+    assert isinstance(claim, Claim)
+    assert claim.job.id == "b"
 
 
 async def test_an_index_of_one_class_is_judged_without_the_memo(
@@ -91,7 +95,8 @@ async def test_an_index_of_one_class_is_judged_without_the_memo(
     await broker.submit(job(id="j"))
     await redis.hset(memo_key(broker, SMALL), await class_of(redis, broker, "j"), "0")
     claim = await broker.claim("w", SMALL)
-    assert isinstance(claim, Claim) and claim.job.id == "j"
+    assert isinstance(claim, Claim)
+    assert claim.job.id == "j"
 
 
 async def test_a_peek_reads_the_memo_and_writes_none(broker: Broker, redis: Redis) -> None:
@@ -101,7 +106,8 @@ async def test_a_peek_reads_the_memo_and_writes_none(broker: Broker, redis: Redi
     for policies in [(), ("fit", "affinity", "fair")]:
         peeking = Broker(redis, replace(broker.settings, scheduling_policies=policies))
         head = await peeking.peek("w", encoded)
-        assert not isinstance(head, NoClaim) and head.job_id == "small"
+        assert not isinstance(head, NoClaim)
+        assert head.job_id == "small"
         assert await redis.exists(memo_key(broker, SMALL)) == 0
     await redis.hset(memo_key(broker, SMALL), "x", "0")  # the memo exists: it is read
     ruled_out = await class_of(redis, broker, "small")
@@ -131,12 +137,14 @@ async def test_with_policies_on_a_worker_avoiding_its_best_class_takes_the_next(
     await scheduled.submit(job(id="third", priority=30, requirements={"models": ["n"]}))
     offer = caps(models=["m", "n"])
     claim = await scheduled.claim("w1", offer)
-    assert isinstance(claim, Claim) and claim.job.id == "first"
+    assert isinstance(claim, Claim)
+    assert claim.job.id == "first"
     assert await scheduled.fail("w1", "first", claim.token, "flaky") == "retrying"
     await wait_until(lambda: _retry_due(scheduled, redis), timeout=5)
     # w1 avoids the job it just failed: the next job in strict order is its.
     claim = await scheduled.claim("w1", offer)
-    assert isinstance(claim, Claim) and claim.job.id == "second"
+    assert isinstance(claim, Claim)
+    assert claim.job.id == "second"
 
 
 async def test_an_idle_worker_polling_with_the_same_capabilities_writes_nothing(
