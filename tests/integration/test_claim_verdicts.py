@@ -12,6 +12,7 @@ jobs, the scan is made again in full, so it still takes the next job strict orde
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import replace
 
 from redis.asyncio import Redis
@@ -27,8 +28,16 @@ BIG_JOB = {"hardware": {"gpu": {"memory_gb": 80}}}
 
 
 def memo_key(broker: Broker, offer: Capabilities) -> str:
-    digest = hashlib.sha1(Broker.encode_capabilities(offer)).hexdigest()
-    return broker.keys.verdicts(digest)
+    """The memo of `offer`: the digest of its JSON with free GPU memory and warm models
+    blanked (include/matching.lua matched_part; these tests' model names need no escaping)."""
+    text = Broker.encode_capabilities(offer).decode()
+    text = re.sub(r'"memory_free_gb":[^,}]*', '"memory_free_gb":', text)
+    text = re.sub(r'"warm_models":\[[^\]]*\]', '"warm_models":[]', text)
+    return broker.keys.verdicts(hashlib.sha1(text.encode()).hexdigest())
+
+
+async def memo_keys(redis: Redis, broker: Broker) -> list[str]:
+    return sorted(as_text(k) for k in await redis.keys(broker.keys.verdicts("*")))
 
 
 async def class_of(redis: Redis, broker: Broker, job_id: str) -> str:
@@ -50,7 +59,29 @@ async def test_a_claim_remembers_which_classes_the_worker_can_run(
     assert claim.job.id == "small"
     big, small = await class_of(redis, broker, "big"), await class_of(redis, broker, "small")
     assert await memo(redis, broker, SMALL) == {big: "0", small: "1"}
-    assert 0 < await redis.ttl(memo_key(broker, SMALL)) <= 3600
+    assert 0 < await redis.ttl(memo_key(broker, SMALL)) <= 600
+
+
+async def test_a_worker_keeps_its_memo_while_its_gpus_fill_and_its_models_load(
+    broker: Broker, redis: Redis
+) -> None:
+    await broker.submit_many(
+        [job(id=f"big{i}", priority=90, requirements=BIG_JOB) for i in range(2)]
+    )
+    await broker.submit_many([job(id=f"j{i}", priority=10) for i in range(3)])
+    card = {**gpu(24), "memory_free_gb": 20.5}
+    running = [
+        caps(hardware={"gpus": [card]}),
+        caps(hardware={"gpus": [{**card, "memory_free_gb": 3.25}]}, warm_models=["sdxl"]),
+        caps(hardware={"gpus": [{**card, "memory_free_gb": 7.0}]}, warm_models=['a "]', "b"]),
+    ]
+    for offer in running:
+        assert isinstance(await broker.claim("w", offer), Claim)
+    assert await memo_keys(redis, broker) == [memo_key(broker, running[0])]
+    # A bigger card matches other classes: another memo.
+    await broker.submit(job(id="more", priority=10))
+    assert isinstance(await broker.claim("w", caps(hardware={"gpus": [gpu(80)]})), Claim)
+    assert len(await memo_keys(redis, broker)) == 2
 
 
 async def test_a_class_the_memo_rules_out_is_passed_over_unread(

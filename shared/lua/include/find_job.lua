@@ -93,10 +93,11 @@ end
 -- of what a scan costs per class, and most classes a scan passes are ones the worker cannot
 -- run (a fleet's big jobs ahead of a small worker): read from the memo, each costs a field
 -- of one HMGET per DOCS_PER_READ classes. A class id is a digest of its document and the
--- key one of the capability JSON, so a verdict is never stale; the key expires VERDICT_TTL_S
--- after the last claim that added to it (a worker whose warm models change starts a new
--- one). Leases are never memoised: mismatch judges them afresh for every class read.
-local VERDICT_TTL_S = 3600
+-- key one of what the matcher reads of the capabilities (matching.lua matched_part), so a
+-- verdict is never stale; the key expires VERDICT_TTL_S after the last claim that added to
+-- it (a worker whose services, hardware or models change starts a new one). Leases are
+-- never memoised: mismatch judges them afresh for every class read.
+local VERDICT_TTL_S = 600
 local NO_LEASES = {}
 
 -- Classes are examined in chunks: their verdicts, then the documents of those without a
@@ -115,7 +116,7 @@ local function read_chunk(scan, n)
   local known = {}
   if #chunk > 1 then
     local caps = scan.caps
-    if not caps.digest then caps.digest = redis.sha1hex(caps.json) end
+    if not caps.digest then caps.digest = redis.sha1hex(matched_part(caps.json)) end
     known = redis.call('HMGET', K.verdicts(caps.digest), unpack(chunk))
   end
   local wanted, at = {}, {}
