@@ -73,10 +73,10 @@ end
 -- `scheduling` its ARGV[13] (choose.lua parse_scheduling; nil or '': strict order).
 local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases, elsewhere,
     floor_priority, floor_created, scheduling)
-  local barrier = claim_barrier(worker_id, max_leases)
+  local barrier, idle_in = claim_barrier(worker_id, max_leases)
   if barrier then
     -- Paused, draining or at its lease cap: it could not take a job left for it.
-    clear_idle(worker_id)
+    clear_idle(worker_id, idle_in)
     return { 'none', barrier, '', '' }
   end
 
@@ -121,7 +121,8 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
     end
   end
 
-  clear_idle(worker_id)
+  -- idle_in as the claim began: nothing since (a wake-up, a fit decision) changes it.
+  clear_idle(worker_id, idle_in)
   local job_key = K.job(best_job)
   -- How long policies held this job (the claim clears the held_* fields): from its first
   -- bounded pass-over to this claim, and to its last pass-over (the bound limits that one),

@@ -34,16 +34,18 @@ end
 
 -- Why `worker_id` may claim nothing here whatever is pending: its operator state ('paused',
 -- 'draining'), or 'limit' when it holds `max_leases` leases already (0 or nil: no cap).
--- nil when it may claim.
+-- nil when it may claim. Second: its hash's idle_in (false: not idle), read in the same
+-- call for the claim's clear_idle.
 local function claim_barrier(worker_id, max_leases)
-  local state = redis.call('HGET', K.worker(worker_id), 'state')
-  if state == 'paused' or state == 'draining' then return state end
+  local f = redis.call('HMGET', K.worker(worker_id), 'state', 'idle_in')
+  local state = f[1]
+  if state == 'paused' or state == 'draining' then return state, f[2] end
   -- A gateway worker's grant caps the leases it holds. Checked inside the claim itself, so
   -- two claims at once (through two hubs) cannot both pass the cap.
   if (max_leases or 0) > 0 and redis.call('HLEN', K.leases(worker_id)) >= max_leases then
-    return 'limit'
+    return 'limit', f[2]
   end
-  return nil
+  return nil, f[2]
 end
 
 -- Whether `worker_id`, which just failed job `id`, is still to pass it over (the avoidance

@@ -70,10 +70,12 @@ local function clear_warm(worker_id, services)
 end
 
 -- Take `worker_id` out of the idle index (and the warm index) and drop the wake-ups still
--- waiting for it. Safe to call for a worker that is not idle (one HGET).
-local function clear_idle(worker_id)
+-- waiting for it. Safe to call for a worker that is not idle (one HGET, none where the
+-- caller passes its hash's `idle_in`, false when absent, read in the same script call).
+local function clear_idle(worker_id, idle_in)
   local worker_key = K.worker(worker_id)
-  local indexed = redis.call('HGET', worker_key, 'idle_in')
+  local indexed = idle_in
+  if indexed == nil then indexed = redis.call('HGET', worker_key, 'idle_in') end
   if not indexed then return end
   local services = cjson.decode(indexed)
   for _, svc in ipairs(services) do
