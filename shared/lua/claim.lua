@@ -57,8 +57,8 @@
 --    takes it out of both.
 --  * The job taken is the one peek.lua names for the same worker and queue (both search
 --    with find_best in include/find_job.lua).
---  * The scan consults the verdict memo verdicts:{sha1} of these capabilities (include/
---    find_job.lua, the key in keys.lua) and adds the verdicts it computed: a class marked
+--  * The scan consults the verdict memo classes.verdicts:{sha1} of these capabilities
+--    (include/find_job.lua; the key in keys.lua) and adds the verdicts it computed: a class marked
 --    '0' is passed over unread, the others are matched as ever, so what is taken is the
 --    matcher's choice either way. With policies on but none able to choose other than
 --    strict order, an index's classes after its first match are not read (the same job).

@@ -142,22 +142,18 @@ end
 -- (prepare_caps) and leases `running`. `learn`: whether to add the verdicts it computes to
 -- the memo (a claim; a peek writes nothing). The ids are read without their scores: Redis
 -- 7.0 formats each score it returns at a cost several times a member's, and a scan needs
--- the scores only from its first match on (score_at).
+-- the scores only from its first match on (score_at: ZSCORE, which the direct workers' ACL
+-- grants, one per class that needs it; a few at most).
 local function open_scan(index, caps, running, budget, offset, learn)
   return { index = index, ids = redis.call('ZRANGE', index, offset, offset + budget - 1),
     caps = caps, running = running, learn = learn, known = {}, docs = {}, scores = {},
     learned = {} }
 end
 
--- The head score of the scan's class at position `n`, read DOCS_PER_READ at a time.
+-- The head score of the scan's class at position `n`.
 local function score_at(scan, n)
   local scores = scan.scores
-  if scores[n] == nil then
-    local ids = scan.ids
-    local read = redis.call('ZMSCORE', scan.index,
-      unpack(ids, n, math.min(#ids, n + DOCS_PER_READ - 1)))
-    for k = 1, #read do scores[n + k - 1] = tonumber(read[k]) end
-  end
+  if scores[n] == nil then scores[n] = tonumber(redis.call('ZSCORE', scan.index, scan.ids[n])) end
   return scores[n]
 end
 
