@@ -18,7 +18,7 @@ from bench.common import (
     private_replicated_redis,
     table,
 )
-from shared.broker import Broker, Claim
+from shared.broker import Broker, Claim, NoClaim
 from shared.capabilities import Capabilities
 from shared.job import JobRequest
 from shared.settings import BrokerSettings
@@ -82,18 +82,32 @@ async def _drain(broker: Broker, n: int, concurrency: int) -> float:
 
 async def _round_trips(url: str, broker: Broker, n: int) -> list[float]:
     """Submit one job at a time to an idle worker blocked on the wake-up list; the client
-    waits for the job's `completed` event on the events stream."""
+    waits for the job's `completed` event on the events stream. The worker is registered
+    and accepts handoffs, as worker/runtime.py: a submission hands it the job."""
     worker_redis = bench_client(url)
-    worker = Broker(worker_redis, broker.settings)
+    worker = Broker(worker_redis, broker.settings, handoff=True)
     caps = broker.encode_capabilities(OFFER)
     stop = asyncio.Event()
+    await worker.register_worker("rt", OFFER)
 
     async def idle_worker() -> None:
+        beat = time.monotonic()
         while not stop.is_set():
-            hops = await worker.wait_for_work(["sim"], timeout=0.5)
-            while isinstance(claim := await worker.claim("rt", caps, hops=hops or 0), Claim):
-                await worker.complete("rt", claim.job.id, claim.token, {"ok": True})
-                hops = 0
+            woken = await worker.wait_for_work(["sim"], timeout=0.5, worker_id="rt")
+            result: Claim | NoClaim
+            if isinstance(woken, Claim):
+                result = woken  # handed over: no claim call
+            else:
+                result = await worker.claim("rt", caps, hops=woken or 0)
+            while isinstance(result, Claim):
+                # As the runtime's job runner: the completion claims the next job in the same
+                # call, so a worker that finds nothing is idle when its result is visible.
+                _, result = await worker.complete_and_claim(
+                    "rt", result.job.id, result.token, {"ok": True}, caps
+                )
+            if time.monotonic() - beat > 1.0:  # stay live (a lapsed worker is not idle)
+                await worker.heartbeat("rt")
+                beat = time.monotonic()
 
     task = asyncio.create_task(idle_worker())
     samples = []

@@ -41,7 +41,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from hub.auth import bearer_token
 from hub.context import HubContext, hub_of
 from shared.broker import Broker
-from shared.broker_replies import NoClaim
+from shared.broker_replies import Claim, NoClaim
 from shared.errors import EmpError, InvalidInput
 from shared.gateway_protocol import (
     CLOSE_REFUSED,
@@ -288,9 +288,12 @@ class GatewaySession:
             # The server answers a BLPOP by its timeout; a silent link must not hold the
             # worker's wait forever.
             wait = waiter.wait_for_work(services, timeout, worker_id=self.worker_id)
-            return await asyncio.wait_for(wait, timeout + 5)
+            woken = await asyncio.wait_for(wait, timeout + 5)
         except TimeoutError:
             return None
+        # The gateway's claims never accept handoffs (shared/lua/include/handoff.lua), so no
+        # job is handed to a gateway worker; were one, its lease would go back as orphaned.
+        return 0 if isinstance(woken, Claim) else woken
 
 
 def _declared_lease(info: dict[str, Any]) -> float | None:

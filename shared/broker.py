@@ -39,6 +39,7 @@ from shared.broker_replies import (
     parse_job,
     peek_reply,
     text,
+    wake_reply,
     worker_state,
 )
 from shared.capabilities import Capabilities
@@ -130,7 +131,11 @@ class Broker:
         settings: BrokerSettings | None = None,
         *,
         pool: str = DEFAULT_POOL,
+        handoff: bool = False,
     ) -> None:
+        """`handoff`: this broker's claims say that the worker accepts a job handed to it
+        while it idles (shared/lua/include/handoff.lua), which `wait_for_work` then returns
+        as a Claim. Only for a worker that starts such a claim at once (worker/runtime.py)."""
         self.redis = redis
         self.settings = settings or BrokerSettings()
         self.pool = pool
@@ -145,6 +150,7 @@ class Broker:
         )
         # The scheduling policies' ARGV for the claim scripts, built once ('': strict order).
         self._scheduling = self.settings.scheduling_argument
+        self._handoff = handoff
         # Reads that are not state transitions (listings, stats, fleet, clock, events).
         self.reads = Reads(redis, self.keys)
         # Webhook deliveries: the stream's consumer group, retries, dead letter.
@@ -390,14 +396,16 @@ class Broker:
         encoded = caps if isinstance(caps, bytes) else self.encode_capabilities(caps)
         scheduling = self._scheduling
         extra: list[str | int] = []
-        if elsewhere or floor is not None or scheduling:
+        if elsewhere or floor is not None or scheduling or self._handoff:
             extra.append(_running_json(elsewhere))
         if floor is not None:
             extra += [floor.priority, floor.created_at]
-        elif scheduling:
+        elif scheduling or self._handoff:
             extra += ["", ""]
-        if scheduling:
+        if scheduling or self._handoff:
             extra.append(scheduling)
+        if self._handoff:
+            extra.append("1")
         offset = 0
         due: int | None = None
         # Each call examines a bounded number of classes; a 'more' reply continues the scan
@@ -455,13 +463,16 @@ class Broker:
 
     async def wait_for_work(
         self, services: Sequence[str], timeout: float, *, worker_id: str = ""
-    ) -> int | None:
+    ) -> int | Claim | None:
         """Block until a wake-up token for one of `services` arrives, or `timeout` passes.
         With `worker_id`, a token on that worker's own doorbell wakes it too: the `fit`
-        policy wakes the idle worker it leaves a job to (include/idle_workers.lua).
+        policy wakes the idle worker it leaves a job to (include/idle_workers.lua), and a
+        submission hands a job to an idle worker whose claims accept handoffs there
+        (include/handoff.lua).
 
-        Returns the token's hop count (pass it to `claim`), or None on timeout. The
-        connection used must not have a socket timeout shorter than `timeout`."""
+        Returns the token's hop count (pass it to `claim`), a Claim for a job handed to
+        `worker_id` (leased to it already: run it as a claimed job), or None on timeout.
+        The connection used must not have a socket timeout shorter than `timeout`."""
         if not services:
             return None
         popped = await self.redis.blpop(
@@ -469,7 +480,7 @@ class Broker:
         )
         if popped is None:
             return None
-        return int(text(popped[1]) or "0")
+        return wake_reply(popped[1])
 
     def wake_keys(self, services: Sequence[str], worker_id: str = "") -> list[str]:
         """The lists a worker waiting for work blocks on: its services' doorbells, then its
@@ -523,6 +534,7 @@ class Broker:
                 self.settings.claim_scan_budget,
                 max_leases,
                 self._scheduling,
+                *(("1",) if self._handoff else ()),
             )
         except NotReplicated as exc:
             follow_up = claim_reply(exc.replies[0][1:])

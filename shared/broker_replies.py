@@ -182,6 +182,18 @@ def claim_reply(reply: Sequence[Any]) -> Claim | NoClaim:
     return NoClaim(reason=reason, next_due_ms=opt_int(due), offset=opt_int(nxt), head=head)
 
 
+def wake_reply(value: bytes | str) -> int | Claim:
+    """A token popped from a doorbell: a wake-up's hop count, or a job handed to this
+    worker, 'h|<token>|<JSON array of the job hash's fields and values>'
+    (shared/lua/include/handoff.lua)."""
+    raw = text(value) or "0"
+    if not raw.startswith("h|"):
+        return int(raw)
+    token, _, fields = raw[2:].partition("|")
+    flat = orjson.loads(fields)
+    return Claim(job=parse_job(dict(zip(flat[::2], flat[1::2], strict=True))), token=token)
+
+
 def peek_reply(reply: Sequence[Any]) -> Head | NoClaim:
     """peek.lua's answer: {'job', id, priority, submitted_ms} or claim.lua's 'none' reply."""
     if text(reply[0]) == "job":

@@ -25,10 +25,10 @@ import trustme
 from redis import Redis as SyncRedis
 from redis.crc import key_slot
 
-from shared.embedded_redis import free_port
 from shared.embedded_redis.binary import require_server_binary
 from shared.embedded_redis.readiness import ReadyOutcome, wait_ready
 from shared.redis_settings import RedisSettings
+from tests.ports import free_port
 
 MASTER_NAME = "emp"
 # How long a primary is silent before the sentinels call it down. Not shorter: on a loaded

@@ -63,7 +63,7 @@ class WorkerBroker(Protocol):
 
     async def wait_for_work(
         self, services: Sequence[str], timeout: float, *, worker_id: str = ""
-    ) -> int | None: ...
+    ) -> int | Claim | None: ...
 
     async def progress(
         self, worker_id: str, job_id: str, token: str, progress: float, message: str = ""
@@ -127,8 +127,16 @@ class RedisLink:
         self.waiter: WorkerBroker
         self._control: Callable[[str], ControlSubscription]
         if len(pools) == 1:
-            # One pool: a plain Broker, each call exactly as it always was.
-            self.broker = Broker(self._redis, settings, pool=pools[0])
+            # One pool: a plain Broker, each call exactly as it always was, except that its
+            # claims accept jobs handed to the worker while it idles (its waits return them;
+            # shared/lua/include/handoff.lua). A worker serving several pools, or reached
+            # through a gateway, does not: a job handed in one pool would bypass the rank
+            # it compares across pools, and the gateway's wait carries hop counts only. With
+            # REDIS_WAIT_REPLICAS neither: a claim is run only once replicas acknowledged it,
+            # and a handed job arrives before the submission's WAIT has.
+            self.broker = Broker(
+                self._redis, settings, pool=pools[0], handoff=settings.wait_replicas == 0
+            )
             blocking = Broker(self._blocking, settings, pool=pools[0])
             self.waiter, self._control = blocking, blocking.control_subscription
         else:

@@ -275,6 +275,25 @@ class Worker:
         return False
 
     async def _idle_wait(self, next_due_ms: int | None) -> int:
+        """Wait for work; the hop count of the wake-up to claim with (0: none). A job
+        handed to this worker while it waited (shared/lua/include/handoff.lua) is started
+        here, with no claim: it is leased to this worker already."""
+        woken = await self._wait_for_work(next_due_ms)
+        if isinstance(woken, Claim):
+            await self._start_handed(woken)
+            return 0
+        return woken
+
+    async def _start_handed(self, claim: Claim) -> None:
+        """Run a job handed to this idle worker. A slot is free: the worker was idle from
+        a claim that found nothing while it held a free slot, and no other job is handed to
+        it until a claim of its finds nothing again (handoff.lua's header), so only a
+        finishing job's slot may still be on its way back. A worker stopping meanwhile
+        leaves it to its deregistration, which puts it back."""
+        if await self._acquire_slot():
+            self._start(claim)
+
+    async def _wait_for_work(self, next_due_ms: int | None) -> int | Claim:
         timeout = self.settings.broker.idle_poll
         if next_due_ms is not None:
             timeout = max(0.01, min(timeout, next_due_ms / 1000 - time.time()))
@@ -301,6 +320,8 @@ class Worker:
             await self.link.reset_waiter()
             return 0
         if wait in done and not wait.cancelled() and wait.exception() is None:
+            # A handed job's token lost to a cancelled wait is not lost: the heartbeat
+            # returns a lease it never reports as orphaned, the deregistration any lease.
             return wait.result() or 0
         if wait in done and not wait.cancelled():
             REDIS_OUTAGE.failed("wait for work", wait.exception() or RuntimeError())

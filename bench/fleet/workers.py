@@ -72,7 +72,7 @@ async def _worker_loop(
             if result.next_due_ms is not None:
                 timeout = max(0.01, min(timeout, result.next_due_ms / 1000 - time.time()))
             woken = await broker.wait_for_work(spec.services, timeout, worker_id=spec.worker_id)
-            hops = woken or 0
+            hops = woken if isinstance(woken, int) else 0  # its claims accept no handoff
             continue
         job = result.job
         payload: dict[str, Any] = job.payload

@@ -14,6 +14,9 @@
 --          the best job only if it ranks at least that high (a higher effective priority,
 --          or the same and submitted no later); a worker serving several pools passes the
 --          best job it saw in its other pools (worker/pooled_broker.py)
+-- ARGV[13] scheduling policies (include/choose.lua parse_scheduling; '' or absent: strict)
+-- ARGV[14] '1' where the worker accepts jobs handed to it while idle (include/handoff.lua;
+--          '' or absent: not)
 -- Returns  {'job', token, field1, value1, ...} (the claimed job's hash), or
 --          {'none', reason, next_due_ms, next_offset} where reason is 'empty' (nothing
 --          this worker can run), 'more' (the scan budget ran out: call again with
@@ -55,6 +58,10 @@
 --    when ARGV[13] names affinity, under the first 8 of its warm models per service
 --    (warm:{service}:{model}); a claimed job, or a 'paused', 'draining' or 'limit' reply,
 --    takes it out of both.
+--  * Handoff (ARGV[14] '1'): a job handed to this worker and still waiting on its doorbell
+--    (wake:{worker}) is the answer, taken off the doorbell, before anything else; an
+--    'empty' reply records that the worker accepts handoffs (`idle_handoff`), so a job
+--    submitted while it idles may be leased to it at once (include/handoff.lua).
 --  * The job taken is the one peek.lua names for the same worker and queue (both search
 --    with find_best in include/find_job.lua).
 --  * The scan consults the verdict memo classes.verdicts:{sha1} of these capabilities
@@ -67,4 +74,4 @@
 
 return claim_next(ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]),
   tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10], tonumber(ARGV[11] or ''),
-  tonumber(ARGV[12] or ''), ARGV[13])
+  tonumber(ARGV[12] or ''), ARGV[13], ARGV[14] == '1')

@@ -10,6 +10,7 @@
 -- ARGV[9]  scan budget, as for claim.lua
 -- ARGV[10] most leases the worker may hold after the completion, as for claim.lua
 -- ARGV[11] scheduling policies, as claim.lua's ARGV[13] ('' or absent: strict order)
+-- ARGV[12] '1' where the worker accepts handoffs, as claim.lua's ARGV[14] ('' or absent: not)
 -- Returns  {fence, claim reply...}: fence is complete.lua's 'ok', 'stale' or 'cancelled';
 --          then claim.lua's reply ({'job', token, fields...} or {'none', reason, due, next}).
 -- Invariants: exactly those of complete.lua followed by claim.lua (offset 0, no wake-up
@@ -22,6 +23,6 @@
 
 local fence = complete_job(ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 local reply = claim_next(ARGV[4], ARGV[8], tonumber(ARGV[9]), 0, 0, tonumber(ARGV[10]), nil,
-  nil, nil, ARGV[11])
+  nil, nil, ARGV[11], ARGV[12] == '1')
 table.insert(reply, 1, fence[1])
 return reply

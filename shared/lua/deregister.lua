@@ -7,7 +7,8 @@
 -- Invariants: no attempt penalty for jobs put back (a graceful stop is not a failure);
 -- the worker record stays, marked offline, until the retention TTL (the fleet's policy,
 -- include/policy.lua) removes it. It leaves the idle-worker index
--- (include/idle_workers.lua), and its own doorbell is dropped.
+-- (include/idle_workers.lua), and its own doorbell is dropped, with a job handed to it
+-- (include/handoff.lua), which went back to pending with its other leases.
 
 --- @include "common"
 --- @include "keys"
@@ -32,6 +33,7 @@ for i = 1, #flat, 2 do
 end
 redis.call('DEL', lease_key)
 clear_idle(worker_id)
+redis.call('DEL', K.wake(worker_id))  -- a job handed to it went back above
 redis.call('ZREM', K.workers, worker_id)
 local worker_key = K.worker(worker_id)
 redis.call('HSET', worker_key, 'status', 'offline', 'stopped_at', int(now))

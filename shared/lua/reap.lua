@@ -16,7 +16,8 @@
 -- loses its leases: a slow job on a live worker is never taken away. A lost lease costs
 -- one attempt and is claimable again at once; a timeout is a failure with backoff, and
 -- the worker is told to interrupt the job. A dead worker leaves the idle-worker index
--- (include/idle_workers.lua) and its doorbell is dropped, so no job is held back for it.
+-- (include/idle_workers.lua) and its doorbell is dropped, so no job is held back for it;
+-- a job handed to it (include/handoff.lua) is recovered with its other leases.
 
 --- @include "common"
 --- @include "keys"
@@ -52,6 +53,7 @@ for _, worker_id in ipairs(dead) do
   end
   redis.call('DEL', lease_key)
   clear_idle(worker_id)
+  redis.call('DEL', K.wake(worker_id))  -- a job handed to it was recovered above
   redis.call('ZREM', K.workers, worker_id)
   local worker_key = K.worker(worker_id)
   if redis.call('EXISTS', worker_key) == 1 then

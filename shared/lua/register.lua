@@ -12,7 +12,8 @@
 -- restarts under the same id keeps its counters. Leases left by a previous run of this id
 -- stay until the heartbeat's orphan reconciliation returns them to pending. A worker that
 -- registers is not idle (include/idle_workers.lua) until a claim of its finds nothing: an
--- entry its previous run left, perhaps with other capabilities, is dropped.
+-- entry its previous run left, perhaps with other capabilities, is dropped, and so is its
+-- doorbell, with any job handed to the previous run (its lease is orphaned).
 
 --- @include "common"
 --- @include "keys"
@@ -23,6 +24,9 @@ local worker_id = ARGV[4]
 local now = now_ms()
 local worker_key = K.worker(worker_id)
 clear_idle(worker_id)
+-- A job handed to a previous run of this id (include/handoff.lua) is not this run's: its
+-- lease goes back as orphaned; its token must never start it here.
+redis.call('DEL', K.wake(worker_id))
 redis.call('HSET', worker_key, 'id', worker_id, 'capabilities', ARGV[6], 'info', ARGV[7],
   'status', 'idle', 'registered_at', int(now), 'last_heartbeat', int(now), 'lease_ms', ARGV[5])
 redis.call('HSETNX', worker_key, 'state', 'active')

@@ -17,18 +17,20 @@
 -- include/submit_job.lua); preferred models never restrict which worker may claim. A new
 -- job rings one doorbell: that of an idle worker with its preferred models all warm whose
 -- claims apply affinity, where one can run it (include/idle_workers.lua wake_warm; it
--- leaves the warm index), else its service's.
+-- leaves the warm index), else its service's; or, where an idle worker that accepts
+-- handoffs would claim it now, none: the job is leased to that worker in this call and its
+-- claim pushed onto its doorbell (include/handoff.lua, whose header proves the order exact).
 
 --- @include "common"
 --- @include "events"
---- @include "queue"
 --- @include "submit_job"
+--- @include "handoff"
 
 local now = now_ms()
 local reply, svc, customer, requirements, preferred = submit_job(ARGV[4], ARGV[5], ARGV[6],
   ARGV[7], 8, #ARGV, now)
 if svc then
-  ring_for(now, svc, customer, requirements, preferred)
+  ring_new(now, reply[2], svc, customer, requirements, preferred)
   bump_stat(now, 'submitted')
 end
 return reply

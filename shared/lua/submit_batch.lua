@@ -11,7 +11,8 @@
 --          a job (nothing changes for that one).
 -- Invariants: those of submit.lua for each job, in argument order (so FIFO within a
 -- priority follows the order of the batch); the service's doorbell gets one token per new
--- job no warm idle worker was woken for. One call is one atomic step; callers keep
+-- job neither handed to an idle worker (include/handoff.lua) nor woken a warm idle worker
+-- for. One call is one atomic step; callers keep
 -- batches small (Broker.submit_many sends at most 100 jobs per call) so Redis is never
 -- blocked long.
 
@@ -20,6 +21,7 @@
 --- @include "queue"
 --- @include "idle_workers"
 --- @include "submit_job"
+--- @include "handoff"
 
 -- One doorbell push per service and one statistics update per batch, with the counts of
 -- the batch; a job that prefers models rings a warm idle worker's own doorbell instead
@@ -33,8 +35,9 @@ for _ = 1, tonumber(ARGV[4]) do
   if svc then
     created = created + 1
     -- A job a warm idle worker was woken for needs no token on the service's doorbell.
-    local warm = preferred and preferred ~= ''
-      and wake_warm(svc, customer, requirements, cjson.decode(preferred), now)
+    local warm = hand_off(now, reply[2], svc, customer, requirements, preferred)
+      or (preferred and preferred ~= ''
+        and wake_warm(svc, customer, requirements, cjson.decode(preferred), now))
     if not warm then per_service[svc] = (per_service[svc] or 0) + 1 end
   end
   out[#out + 1] = reply[1]

@@ -32,13 +32,14 @@ import httpx
 import orjson
 
 from shared.broker import Broker
-from shared.embedded_redis import EmbeddedRedis, free_port
+from shared.embedded_redis import EmbeddedRedis
 from shared.keys import Keys
 from shared.pools import pool_of
 from shared.redis_clock import redis_now_ms
 from shared.redis_types import RedisClient
 from shared.text import as_text
 from tests.helpers import wait_until
+from tests.ports import free_port
 from tests.redis_servers import Cluster, SentinelSet, Server
 from tests.tcp_proxy import PausableProxy
 

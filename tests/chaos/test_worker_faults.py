@@ -142,6 +142,78 @@ async def test_kill9(chaos: Chaos) -> None:
     assert max(reclaim) <= bound, f"kill-to-reclaim {max(reclaim):.2f} s > {bound:.2f} s"
 
 
+# -- issue 16: a worker killed right after a job was handed to it --------------------------
+
+
+async def test_kill9_after_handoff(chaos: Chaos) -> None:
+    """Does: twice, one worker idles waiting for work and a 3-second job submitted over REST
+    is handed to it directly (shared/lua/include/handoff.lua: the submission leases it and
+    pushes the claim onto the worker's doorbell); the worker is killed with `kill -9` as
+    soon as the handoff's `claimed` event is in the stream (first round: before it could
+    start the job) or as soon as the job reports progress (second round: while running
+    it), and a second worker is started.
+
+    Asserts: the job was handed over (its first `claimed` event names the killed worker
+    and the handoff); it goes back to the queue because its worker stopped heartbeating
+    and runs again on the second worker exactly once: one `completed` event, from the
+    second worker, none from the killed one; claimed again within lease timeout + reaper
+    interval + 15 s of the kill (printed)."""
+    hub = await chaos.start_hub()
+    ids: list[str] = []
+    reclaim: list[float] = []
+    for round_, killed_after in enumerate(("claimed", "progress")):
+        victim, rescuer = f"handed-{round_}", f"rescuer-{round_}"
+        chaos.start_worker(victim)
+
+        async def idles(worker_id: str = victim) -> bool:
+            key = chaos.keys.idle_workers("simulation")
+            return await chaos.redis.zscore(key, worker_id) is not None
+
+        await wait_until(idles, timeout=30, interval=0.02, message=f"{victim} idles")
+        async with httpx.AsyncClient(base_url=hub.url, headers=CLIENT, timeout=30) as http:
+            [job_id] = await submit_batch(
+                http, [sim_job(f"handoff-{round_}", steps=30, step_ms=100)]
+            )
+        ids.append(job_id)
+
+        async def landed(job_id: str = job_id, etype: str = killed_after) -> bool:
+            events = await read_events(chaos.redis, chaos.keys)
+            return any(e.type == etype for e in events[job_id])
+
+        await wait_until(landed, timeout=20, interval=0.005, message=f"{killed_after} event")
+        killed = chaos.fleet.by_name(victim)[-1].kill()
+        chaos.start_worker(rescuer)
+
+        async def redone(job_id: str = job_id, worker_id: str = rescuer) -> bool:
+            job = (await chaos.broker.get_many([job_id]))[0]
+            return job.status == "completed" and job.worker_id == worker_id
+
+        await wait_until(redone, timeout=60, interval=0.05, message=f"{job_id} run again")
+        events = (await read_events(chaos.redis, chaos.keys))[job_id]
+        claims = [e for e in events if e.type == "claimed"]
+        assert (claims[0].worker_id, claims[0].data.get("handoff")) == (victim, 1), claims
+        again = next(e for e in claims if e.worker_id == rescuer)
+        reclaim.append(again.ts_ms / 1000 - killed)
+        retries = [e for e in events if e.type == "retrying"]
+        assert len(retries) == 1, retries
+        assert "stopped heartbeating" in str(retries[0].data.get("error")), retries
+        completed = [e.worker_id for e in events if e.type == "completed"]
+        assert completed == [rescuer], completed
+        # The next round's victim is the only idle worker: the handoff is its.
+        assert chaos.fleet.by_name(rescuer)[-1].terminate() == 0
+
+    acc = await chaos.account(ids)
+    chaos.report(
+        acc,
+        handoffs_killed=len(ids),
+        kill_to_reclaim_max_s=max(reclaim),
+    )
+    acc.check()
+    assert acc.completed == len(ids)
+    bound = LEASE_TIMEOUT + REAPER_INTERVAL + RECLAIM_MARGIN
+    assert max(reclaim) <= bound, f"kill-to-reclaim {max(reclaim):.2f} s > {bound:.2f} s"
+
+
 # -- 2 and 5: a worker cut off for longer than its lease ----------------------------------
 
 # The workers that recover the cut-off worker's jobs, then stop so that it alone is left

@@ -25,7 +25,6 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.broker import Broker
-from shared.embedded_redis import free_port
 from shared.job import JobStatus
 from tests.container_support import (
     CONTAINERS_CONF,
@@ -40,6 +39,7 @@ from tests.container_support import (
 )
 from tests.helpers import wait_until
 from tests.hub_support import CLIENT, CLIENT_TOKEN, OPERATOR_TOKEN
+from tests.ports import free_port
 from tests.process_support import registered, worker_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.container, pytest.mark.timeout(600)]

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.embedded_redis import free_port
 from tests.hub_support import OPERATOR_TOKEN, recv_json, ws_connect
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 pytestmark = pytest.mark.e2e

@@ -161,7 +161,7 @@ async def test_an_idle_worker_wakes_when_a_job_arrives(
         )
         await broker.submit(job(id="j"))
         hops = await asyncio.wait_for(woken, timeout=5)
-        assert hops is not None
+        assert isinstance(hops, int)
         assert isinstance(await waiter.claim("w", caps(), hops=hops), Claim)
     finally:
         await blocking.aclose()
@@ -183,6 +183,28 @@ async def test_a_worker_wakes_on_its_own_doorbell(redis_cluster: Cluster, broker
         await blocking.aclose()
 
 
+async def test_a_job_handed_to_an_idle_worker_reaches_it_on_a_cluster(
+    redis_cluster: Cluster, broker: Broker
+) -> None:
+    """A handoff (shared/lua/include/handoff.lua) touches only keys of the pool: the
+    submission leases the job and pushes it onto the worker's doorbell, whose BLPOP returns
+    it as a Claim."""
+    handing = Broker(broker.redis, broker.settings, handoff=True)
+    await handing.register_worker("w", caps())
+    assert await handing.claim("w", caps()) == NoClaim("empty", None)
+    blocking = connect(redis_cluster.settings(), blocking=True)
+    try:
+        waiter = Broker(blocking, broker.settings)
+        woken = asyncio.create_task(waiter.wait_for_work(["sim"], 10, worker_id="w"))
+        await broker.submit(job(id="j"))
+        claim = await asyncio.wait_for(woken, timeout=5)
+        assert isinstance(claim, Claim)
+        assert claim.job.id == "j"
+        assert await handing.complete("w", "j", claim.token, None) == "ok"
+    finally:
+        await blocking.aclose()
+
+
 async def test_fit_leaves_a_job_to_an_idle_smaller_worker_on_a_cluster(broker: Broker) -> None:
     """The idle-worker index and the doorbells are keys of the pool: the claim that leaves a
     job and rings a worker touches no key of another slot."""
@@ -194,6 +216,7 @@ async def test_fit_leaves_a_job_to_an_idle_smaller_worker_on_a_cluster(broker: B
         assert await fit.claim(worker_id, offer) == NoClaim("empty", None)
     await fit.submit(job(id="j", requirements={"hardware": {"gpu": {"memory_gb": 8}}}))
     hops = await fit.wait_for_work(["sim"], 1, worker_id="big")  # the submission's doorbell
+    assert not isinstance(hops, Claim)
     left = await fit.claim("big", big, hops=hops or 0)
     assert isinstance(left, NoClaim)
     assert await fit.wait_for_work(["sim"], 1, worker_id="small") == 0  # its own doorbell

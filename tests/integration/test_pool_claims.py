@@ -21,7 +21,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared.broker import Broker, Claim, Head, NoClaim, Rank
 from shared.control_channel import ControlSubscription
-from shared.embedded_redis import free_port
 from shared.job import Job, JobRequest, JobStatus
 from shared.pool_set import PoolSet
 from shared.pools import pool_of
@@ -30,6 +29,7 @@ from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from tests.factories import caps, job
 from tests.helpers import wait_until
+from tests.ports import free_port
 from tests.worker_support import finished, running_worker, sim, worker_settings
 from worker.links import RedisLink
 from worker.pooled_broker import PooledBroker

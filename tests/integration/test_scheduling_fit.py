@@ -97,6 +97,7 @@ async def test_the_big_worker_takes_the_job_the_small_one_did_not_once_the_bound
     await idle(broker, "small", SMALL)
     await broker.submit(job(id="small-job", requirements=NEEDS_8))
     hops = await broker.wait_for_work(["sim"], 1, worker_id="big")  # the submission's doorbell
+    assert not isinstance(hops, Claim)
     left = await broker.claim("big", BIG, hops=hops or 0)
     assert isinstance(left, NoClaim)
     assert left.next_due_ms is not None

@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, ResponseError
 
-from shared.broker import Broker, Claim
+from shared.broker import Broker, Claim, NoClaim
 from shared.keys import Keys
 from shared.redis_client import connect_server
 from shared.redis_settings import RedisSettings
@@ -112,6 +112,29 @@ async def test_the_acl_runs_a_worker_indexed_and_woken_for_its_warm_models(
     assert isinstance(claim, Claim)
     assert await worker.release("acl-a", "warm-job", claim.token, "stopping") == "ok"
     assert await broker.redis.llen(broker.keys.wake("acl-b")) == 1
+
+
+async def test_the_acl_runs_a_worker_that_accepts_handoffs(
+    worker_redis: Redis, broker: Broker, broker_settings: BrokerSettings
+) -> None:
+    """A job handed to an idle worker (include/handoff.lua) reaches it through its wait
+    (BLPOP), or through its claim where the claim comes first (LRANGE, LREM)."""
+    worker = Broker(worker_redis, broker_settings, handoff=True)
+    caps = capabilities()
+    encoded = Broker.encode_capabilities(caps)
+    await worker.register_worker("acl-h", caps, {"host": "box"})
+    assert not isinstance(await worker.claim("acl-h", caps), Claim)
+    await broker.submit(job_request("comfyui", id="handed-1"))
+    handed = await worker.wait_for_work(["comfyui"], 1, worker_id="acl-h")
+    assert isinstance(handed, Claim)
+    fence, follow_up = await worker.complete_and_claim(
+        "acl-h", "handed-1", handed.token, None, encoded
+    )
+    assert (fence, follow_up) == ("ok", NoClaim("empty", None))
+    await broker.submit(job_request("comfyui", id="handed-2"))
+    taken = await worker.claim("acl-h", caps)
+    assert isinstance(taken, Claim)
+    assert taken.job.id == "handed-2"
 
 
 async def run_everything_a_worker_does(worker: Broker, broker: Broker) -> None:

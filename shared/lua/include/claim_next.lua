@@ -3,12 +3,13 @@
 --- @include "common"
 --- @include "keys"
 --- @include "matching"
---- @include "events"
 --- @include "queue"
 --- @include "find_job"
 --- @include "choose"
 --- @include "fit"
 --- @include "idle_workers"
+--- @include "lease_job"
+--- @include "handoff"
 
 -- Mark job `job_id` passed over now by bounded `policy`: held since its first such pass-over
 -- (now, if this is it), until that plus `bound` ms or an earlier deadline it has already,
@@ -70,9 +71,15 @@ end
 -- field1, value1, ...} or {'none', reason, next_due_ms, next_offset[, priority,
 -- created_at]}; claim.lua's header states the contract and the invariants. `elsewhere`,
 -- `floor_priority` and `floor_created` are claim.lua's ARGV[10..12] (nil: none);
--- `scheduling` its ARGV[13] (choose.lua parse_scheduling; nil or '': strict order).
+-- `scheduling` its ARGV[13] (choose.lua parse_scheduling; nil or '': strict order);
+-- `handoff` true where the worker accepts jobs handed to it while idle (handoff.lua): a
+-- job handed to it and not yet popped from its doorbell is then this claim's answer.
 local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases, elsewhere,
-    floor_priority, floor_created, scheduling)
+    floor_priority, floor_created, scheduling, handoff)
+  if handoff then
+    local handed = take_handed(worker_id)
+    if handed then return handed end
+  end
   local barrier, idle_in = claim_barrier(worker_id, max_leases)
   if barrier then
     -- Paused, draining or at its lease cap: it could not take a job left for it.
@@ -105,7 +112,8 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
       next_due = int(held_until)
     end
     if truncated then return { 'none', 'more', next_due or '', int(offset + budget) } end
-    mark_idle(worker_id, caps, caps_json, now, sched ~= nil and sched.on.affinity == true)
+    mark_idle(worker_id, caps, caps_json, now, sched ~= nil and sched.on.affinity == true,
+      handoff and (sched and '2' or '1'))
     return { 'none', 'empty', next_due or '', '' }
   end
 
@@ -121,7 +129,8 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
     end
   end
 
-  -- idle_in as the claim began: nothing since (a wake-up, a fit decision) changes it.
+  -- idle_in as the claim began: nothing since changes it (a wake-up, a fit decision, a due
+  -- retry's doorbell write no idle_in; only a submission hands a job off, handoff.lua).
   clear_idle(worker_id, idle_in)
   local job_key = K.job(best_job)
   -- How long policies held this job (the claim clears the held_* fields): from its first
@@ -132,7 +141,6 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
   local held_ms = held_since and math.floor(now - held_since) or nil
   local passed_over_ms = held_since
     and math.floor((tonumber(was[3] or '') or now) - held_since) or nil
-  local svc, customer = best_doc.s, best_doc.c
   if decision then
     record_decision(best, decision, sched, now)
     redis.call('ZREM', K.held, best_job)
@@ -141,33 +149,6 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
         gpus_of(best_doc) .. '|' .. int(sched.half_life_ms))
     end
   end
-  redis.call('ZREM', K.job_class(best_class), best_job)
-  redis.call('ZREM', K.pending, best_job)
-  redis.call('ZREM', K.unclaimed, best_job)
-  refresh_class(best_class, svc, customer)
-  local token = int(redis.call('INCR', K.tokens))
-  local isolation = val(best_doc.r.customer_isolation) or 'none'
-  redis.call('HSET', job_key, 'status', 'active', 'worker_id', worker_id, 'token', token,
-    'claimed_at', int(now), 'progress', '0', 'message', '')
-  redis.call('HDEL', job_key, 'avoid_worker', 'avoid_until', 'retry_at', 'held_by', 'held_at',
-    'held_since', 'held_until')
-  redis.call('HSET', lease_key, best_job, token .. '|' .. customer .. '|' .. isolation .. '|' .. int(now))
-  local timeout_ms = tonumber(redis.call('HGET', job_key, 'timeout_ms') or '1800000')
-  redis.call('ZADD', K.active, now + timeout_ms, best_job)
-  redis.call('HINCRBY', K.worker(worker_id), 'claimed', 1)
-  bump_stat(now, 'claimed')
-  local wait_ms = now - tonumber(redis.call('HGET', job_key, 'created_at'))
-  bump_wait(now, wait_ms)
-  emit(job_key, best_job, 'claimed', { worker_id = worker_id, wait_ms = wait_ms,
-    held_by = was[1] or nil, held_ms = held_ms, passed_over_ms = passed_over_ms })
-  -- More work of this service is waiting: wake one more idle worker (at most one token is
-  -- left lying around when nobody is idle).
-  if redis.call('ZCARD', K.service_classes(svc)) > 0
-      and redis.call('LLEN', K.notify(svc)) == 0 then
-    notify(svc, 3)
-  end
-  local reply = { 'job', token }
-  local flat = redis.call('HGETALL', job_key)
-  for i = 1, #flat do reply[#reply + 1] = flat[i] end
-  return reply
+  return lease_job(worker_id, best_job, best_class, best_doc, now, { held_by = was[1] or nil,
+    held_ms = held_ms, passed_over_ms = passed_over_ms })
 end

@@ -82,7 +82,10 @@ local function clear_idle(worker_id, idle_in)
     redis.call('ZREM', K.idle_workers(svc), worker_id)
   end
   clear_warm(worker_id, services)
-  redis.call('HDEL', worker_key, 'idle_in', 'idle_caps')
+  redis.call('HDEL', worker_key, 'idle_in', 'idle_caps', 'idle_handoff')
+  -- Only wake-up tokens ('0') can be waiting here, never a handed job: a handoff takes the
+  -- worker out of this index first, and only an 'empty' claim puts it back, which takes
+  -- any handed job still waiting (handoff.lua's header gives the whole argument).
   redis.call('DEL', K.wake(worker_id))
 end
 
@@ -90,19 +93,22 @@ end
 -- prepare_caps of `caps_json`), and, where its claims apply affinity (`affinity` true),
 -- under the first WARM_INDEXED of its warm models too. Only a registered, live worker is
 -- indexed, so a claim made without registering (tests, tools) leaves no entry nobody would
--- clean up.
-local function mark_idle(worker_id, caps, caps_json, now, affinity)
+-- clean up. `handoff`: '1' (strict order) or '2' (scheduling policies on) where the worker
+-- accepts a job handed to it while idle (handoff.lua), recorded as `idle_handoff`; nil: not.
+local function mark_idle(worker_id, caps, caps_json, now, affinity, handoff)
   local alive = tonumber(redis.call('ZSCORE', K.workers, worker_id) or '')
   if not alive or alive < now then return end
   local worker_key = K.worker(worker_id)
-  local f = redis.call('HMGET', worker_key, 'idle_in', 'idle_caps', 'idle_warm')
+  local f = redis.call('HMGET', worker_key, 'idle_in', 'idle_caps', 'idle_warm', 'idle_handoff')
   local before = f[1]
   local warm_wanted = affinity and #caps.warm_list > 0 and #caps.services > 0
-  if before and f[2] == caps_json and (f[3] ~= false) == warm_wanted then
+  if before and f[2] == caps_json and (f[3] ~= false) == warm_wanted
+      and (f[4] or nil) == handoff then
     -- Idle already, indexed with these capabilities (so the same services, size and warm
-    -- models) and in the warm index as these claims want: nothing to update. An idle
-    -- worker polling with the same capabilities writes nothing; a wake-up that took it out
-    -- of the warm index (wake_warm) has it indexed again.
+    -- models), in the warm index as these claims want and accepting handoffs alike:
+    -- nothing to update. An idle worker polling with the same capabilities writes
+    -- nothing; a wake-up that took it out of the warm index (wake_warm) has it indexed
+    -- again, and a handoff took it out of the idle index altogether (clear_idle).
     return
   end
   if before then
@@ -113,6 +119,7 @@ local function mark_idle(worker_id, caps, caps_json, now, affinity)
       if not caps.service_set[svc] then redis.call('ZREM', K.idle_workers(svc), worker_id) end
     end
     clear_warm(worker_id, was)
+    if not handoff then redis.call('HDEL', worker_key, 'idle_handoff') end
   end
   local size = int(idle_size(caps))
   for _, svc in ipairs(caps.services) do
@@ -120,7 +127,12 @@ local function mark_idle(worker_id, caps, caps_json, now, affinity)
   end
   -- An empty list encodes as {} in cjson; '[]' keeps the field's type one.
   local services = #caps.services > 0 and cjson.encode(caps.services) or '[]'
-  redis.call('HSET', worker_key, 'idle_in', services, 'idle_caps', caps_json)
+  if handoff then
+    redis.call('HSET', worker_key, 'idle_in', services, 'idle_caps', caps_json,
+      'idle_handoff', handoff)
+  else
+    redis.call('HSET', worker_key, 'idle_in', services, 'idle_caps', caps_json)
+  end
   if warm_wanted then
     local warm = {}
     for i = 1, math.min(#caps.warm_list, WARM_INDEXED) do

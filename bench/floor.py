@@ -1,0 +1,158 @@
+"""The round-trip floor: what one Redis round trip costs from each client stack, today.
+
+The side-by-side benchmark (`bench peers`) compares a producer that awaits an asyncio
+`Broker.submit` with peers whose producers are synchronous, and a job's round trip that
+needs several Redis round trips. Whether a ratio target there is reachable depends on what
+a single round trip costs from each stack on this machine, which varies more between days
+than anything the code changes. This benchmark measures those floors in one run, on one
+private Redis, so a missed target can be set against them:
+
+* `redis-benchmark` PING, one client: the server and loopback alone (C client);
+* redis-py synchronous PING: what a synchronous peer's one-command enqueue costs at least;
+* a raw asyncio Protocol PING on the default event loop (and on uvloop where installed): the
+  least any asyncio client can pay per awaited round trip;
+* redis-py asyncio PING and EVALSHA of a script that returns at once: the client stack the
+  broker uses;
+* `Broker.submit` of a job without requirements, and Redis's own time for its script
+  (INFO commandstats): the real cost, split into server and everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+import redis
+from redis.asyncio import Redis
+
+from bench.common import private_redis, table
+from shared.broker import Broker
+from shared.job import JobRequest
+from shared.validation import convert
+
+PING = b"*1\r\n$4\r\nPING\r\n"
+
+
+async def _per_call_us(call: Callable[[], Awaitable[object]], n: int) -> float:
+    for _ in range(min(n, 200)):  # warm the connection and the code path
+        await call()
+    started = time.perf_counter()
+    for _ in range(n):
+        await call()
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def _sync_ping_us(url: str, n: int) -> float:
+    with redis.Redis.from_url(url) as client:
+        for _ in range(200):
+            client.ping()
+        started = time.perf_counter()
+        for _ in range(n):
+            client.ping()
+        return (time.perf_counter() - started) / n * 1e6
+
+
+class _PingProtocol(asyncio.Protocol):
+    """The least an asyncio client does per round trip: write, wake on data, resolve (a
+    reply to PING arrives in one read on loopback)."""
+
+    def __init__(self) -> None:
+        self.reply: asyncio.Future[bytes] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.reply is not None and not self.reply.done():
+            self.reply.set_result(data)
+
+
+async def _raw_protocol_us(host: str, port: int, n: int) -> float:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_connection(_PingProtocol, host, port)
+
+    async def ping() -> None:
+        protocol.reply = loop.create_future()
+        transport.write(PING)
+        await protocol.reply
+
+    try:
+        return await _per_call_us(ping, n)
+    finally:
+        transport.close()
+
+
+def _uvloop_protocol_us(host: str, port: int, n: int) -> float | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_raw_protocol_us(host, port, n))
+
+
+def _redis_benchmark_us(port: int, n: int) -> float | None:
+    """redis-benchmark's PING_MBULK p50 for one client, or None where it is not installed."""
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        return None
+    out = subprocess.run(
+        [binary, "-p", str(port), "-t", "ping", "-n", str(n), "-c", "1", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout
+    for line in out.replace("\r", "\n").splitlines():
+        if line.startswith("PING_MBULK:") and "p50=" in line:
+            return float(line.rsplit("p50=", 1)[1].split()[0]) * 1000
+    return None
+
+
+async def _evalsha_usec(client: Redis) -> tuple[int, float]:
+    stats = await client.info("commandstats")
+    entry = stats.get("cmdstat_evalsha", {"calls": 0, "usec": 0})
+    return int(entry["calls"]), float(entry["usec"])
+
+
+async def run(quick: bool) -> str:
+    return await measure(3_000 if quick else 20_000)
+
+
+async def measure(n: int) -> str:
+    """The table, from `n` calls per row."""
+    rows: list[list[object]] = []
+    async with private_redis() as (url, client):
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+        bench = await asyncio.to_thread(_redis_benchmark_us, port, n)
+        if bench is not None:
+            rows.append(["redis-benchmark PING, 1 client (p50)", f"{bench:.1f}"])
+        rows.append(["redis-py sync PING", f"{await asyncio.to_thread(_sync_ping_us, url, n):.1f}"])
+        rows.append(["raw asyncio Protocol PING", f"{await _raw_protocol_us(host, port, n):.1f}"])
+        uv = await asyncio.to_thread(_uvloop_protocol_us, host, port, n)
+        if uv is not None:
+            rows.append(["raw uvloop Protocol PING", f"{uv:.1f}"])
+        rows.append(["redis-py asyncio PING", f"{await _per_call_us(client.ping, n):.1f}"])
+        sha = await client.script_load("return 1")
+        evalsha = await _per_call_us(lambda: client.evalsha(sha, 0), n)
+        rows.append(["redis-py asyncio EVALSHA 'return 1'", f"{evalsha:.1f}"])
+
+        broker = Broker(client)
+        request = convert({"service_type": "floor", "payload": {}}, JobRequest)
+        await broker.submit(request)  # loads the script
+        calls_before, usec_before = await _evalsha_usec(client)
+        submit = await _per_call_us(lambda: broker.submit(request), n)
+        calls_after, usec_after = await _evalsha_usec(client)
+        server = (usec_after - usec_before) / max(calls_after - calls_before, 1)
+        rows.append(["Broker.submit, whole call", f"{submit:.1f}"])
+        rows.append(["  of which Redis runs submit.lua", f"{server:.1f}"])
+        with contextlib.suppress(Exception):
+            await client.flushall()
+    return table(
+        f"floor: one round trip per client stack, µs per call ({n:,} calls each, loopback)",
+        ["what", "µs"],
+        rows,
+    )

@@ -1,0 +1,162 @@
+-- handoff.lua: a new job handed straight to an idle worker blocked waiting for work.
+--
+-- When submit.lua / submit_batch.lua add a job and an idle, live worker of its service that
+-- accepts handoffs can run it now, the same call takes the job for that worker under a
+-- lease (lease_job.lua, exactly as its claim would) and pushes onto its own doorbell,
+-- wake:{worker}, a token that carries the claim: 'h|<token>|<job hash as a JSON array of
+-- field, value>'. Broker.wait_for_work returns it as a Claim, so the worker starts the job
+-- with no claim round trip.
+--
+-- Who accepts: only a worker whose last claim said so (claim.lua ARGV[14], complete_claim.lua
+-- ARGV[12]); its 'empty' claim records `idle_handoff` in its hash, '1' for a worker claiming
+-- in strict order, '2' for one applying scheduling policies. Which worker: the one today's
+-- wake-up would ring where the job prefers models (wake_warm's search: the smallest idle
+-- worker with them all warm), else the smallest idle worker of the service that can run it
+-- (the first of the HANDOFF_LOOK smallest entries of idle:{svc} that matches: all smaller
+-- ones were looked at, so it is also the worker the `fit` policy would leave the job to).
+-- Cost: O(log n + HANDOFF_LOOK) per submitted job, one ZRANGE when no worker is idle.
+--
+-- Exactness: the job goes to the worker only where its own claim would take it now.
+-- An idle worker found nothing to claim at its 'empty' claim; what it could claim now is
+-- what became claimable since. The job is handed only when (a) no retry is due (a claim
+-- would promote it first, and it may rank ahead), and (b) in every service the worker
+-- offers, the best class of classes:{service} does not rank ahead of the job (the job is
+-- the head of its class and of every index the worker scans; its per-customer indexes are
+-- subsets). With policies on ('2'), a claim may choose another class in its window, so
+-- (b) is stricter: the job's class is the only class in those indexes, and no smaller
+-- idle worker could run it (`fit` would leave it to that one). Otherwise the job rings a
+-- doorbell as before (queue.lua ring_for) and a claim takes it.
+--
+-- No handed job is lost:
+--  * The handoff takes the worker out of the idle index (clear_idle) before pushing its
+--    token; only an 'empty' claim of the worker indexes it again, and such a claim (by a
+--    worker that accepts handoffs) first takes any handed job still on its doorbell
+--    (take_handed: the claim answers with it). So while a handoff token waits, the worker
+--    is not idle: no second handoff comes (one slot suffices: at its 'empty' claim it had
+--    a free slot, and only this job can take it), no fit or warm wake-up is rung for it
+--    (those ring idle workers only), and clear_idle, which drops its doorbell only while
+--    it is idle, never drops the token. Wake-up tokens ('0') waiting on the doorbell when
+--    the handoff lands are kept behind the handoff token: they were rung for other jobs.
+--  * The worker pops the token (BLPOP) or a claim takes it (LREM): each atomic, so exactly
+--    one of the two gets it.
+--  * The job is leased at the handoff: the reaper requeues it if the worker dies, the
+--    heartbeat returns it as orphaned if the worker lives but never starts it (a token lost
+--    with a dropped connection), fencing refuses a report under another token; register,
+--    deregister and the reaper drop the doorbell, so a restarted worker under the same id
+--    never runs a job handed to its previous run.
+
+--- @include "common"
+--- @include "keys"
+--- @include "matching"
+--- @include "queue"
+--- @include "leases"
+--- @include "idle_workers"
+--- @include "lease_job"
+
+-- How many of the smallest idle workers of a service a handoff examines: a constant, so a
+-- submission costs O(log n + HANDOFF_LOOK) however many workers idle.
+local HANDOFF_LOOK = 3
+
+-- The job handed to `worker_id` that is still waiting on its doorbell, taken off it, as
+-- claim.lua's reply {'job', token, fields...}; nil when none is waiting (or it no longer
+-- holds it: cancelled meanwhile). The doorbell holds at most WAKE_CAP wake-ups and one
+-- handoff (see the header), so this reads a bounded list.
+local function take_handed(worker_id)
+  local key = K.wake(worker_id)
+  for _, t in ipairs(redis.call('LRANGE', key, 0, WAKE_CAP)) do
+    if string.sub(t, 1, 2) == 'h|' then
+      redis.call('LREM', key, 1, t)
+      local token = string.match(t, '^h|(%d+)|')
+      local flat = redis.call('HGETALL', K.leases(worker_id))
+      for i = 1, #flat, 2 do
+        local job_key = K.job(flat[i])
+        if split(flat[i + 1], '|')[1] == token and holds(job_key, worker_id, token) then
+          local reply = { 'job', token }
+          local fields = redis.call('HGETALL', job_key)
+          for j = 1, #fields do reply[#reply + 1] = fields[j] end
+          return reply
+        end
+      end
+      return nil
+    end
+  end
+  return nil
+end
+
+-- The idle worker a job of `svc` would be handed to ({id=, w=idle_worker's entry, warm=}),
+-- or nil; see the header for the choice.
+local function handoff_target(now, svc, customer, req, models)
+  if #models > 0 then
+    for _, id in ipairs(redis.call('ZRANGE', K.warm_idle(svc, models[1]), 0, WARM_LOOK - 1)) do
+      local w = idle_worker(id, now)
+      if w then
+        local warm = true
+        for _, m in ipairs(models) do
+          if not w.caps.warm[m] then warm = false; break end
+        end
+        -- The worker wake_warm would ring: it or nobody.
+        if warm and not mismatch(svc, customer, req, w.caps, w.running) then
+          return { id = id, w = w, warm = true }
+        end
+      end
+    end
+  end
+  for _, id in ipairs(redis.call('ZRANGE', K.idle_workers(svc), 0, HANDOFF_LOOK - 1)) do
+    local w = idle_worker(id, now)
+    if w and not mismatch(svc, customer, req, w.caps, w.running) then
+      return { id = id, w = w, warm = false }
+    end
+  end
+  return nil
+end
+
+-- Would the claim of idle worker `t` (handoff_target's) take the job with `score`, in
+-- class `class_id` (document `doc`), now? Rules (a) and (b) of the header.
+local function handoff_exact(t, mode, score, class_id, doc, now)
+  if #redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, 1) > 0 then
+    return false
+  end
+  local strict = mode == '1'
+  for _, s in ipairs(t.w.caps.services) do
+    local head = redis.call('ZRANGE', K.service_classes(s), 0, strict and 0 or 1, 'WITHSCORES')
+    if head[1] and tonumber(head[2]) < score then return false end
+    if not strict and (head[3] or (head[1] and head[1] ~= class_id)) then return false end
+  end
+  if not strict and t.warm and smaller_idle_match(doc.s, doc, idle_size(t.w.caps), now) then
+    return false
+  end
+  return true
+end
+
+-- Hand the job `job_id` just made claimable (service `svc`, customer `customer`,
+-- requirements `req_json`, preferred models `preferred`: ring_for's arguments) to an idle
+-- worker where the header's rules allow. Returns the worker's id, or nil: the caller
+-- rings a doorbell as before.
+local function hand_off(now, job_id, svc, customer, req_json, preferred)
+  if redis.call('EXISTS', K.idle_workers(svc)) == 0 then return nil end
+  local req = cjson.decode(req_json)
+  local models = (preferred and preferred ~= '') and cjson.decode(preferred) or {}
+  local t = handoff_target(now, svc, customer, req, models)
+  if not t then return nil end
+  local mode = redis.call('HGET', K.worker(t.id), 'idle_handoff')
+  if not mode then return nil end
+  local f = redis.call('HMGET', K.job(job_id), 'score', 'class_id')
+  local doc = { s = svc, c = customer, r = req }
+  if not handoff_exact(t, mode, tonumber(f[1]), f[2], doc, now) then return nil end
+  local key = K.wake(t.id)
+  local waiting = math.min(redis.call('LLEN', key), WAKE_CAP)
+  clear_idle(t.id)
+  local reply = lease_job(t.id, job_id, f[2], doc, now, { handoff = 1 })
+  local tokens = {}
+  for i = 1, waiting do tokens[i] = '0' end
+  tokens[#tokens + 1] = 'h|' .. reply[2] .. '|' .. cjson.encode({ unpack(reply, 3) })
+  redis.call('LPUSH', key, unpack(tokens))
+  return t.id
+end
+
+-- A new job of `svc` was added: hand it to an idle worker (hand_off), else ring a doorbell
+-- for it (queue.lua ring_for). Returns whether no service doorbell was needed.
+local function ring_new(now, job_id, svc, customer, requirements, preferred)
+  if hand_off(now, job_id, svc, customer or '', requirements, preferred) then return true end
+  return ring_for(now, svc, customer, requirements, preferred)
+end

@@ -1,0 +1,51 @@
+-- lease_job.lua: take one pending job under a lease for one worker: what a claim does once
+-- it has chosen its job (claim_next.lua) and what a direct handoff does at submission
+-- (handoff.lua). One function, so fencing, the token, the lease, the deadline, the
+-- statistics and the 'claimed' event are the same whichever path took the job.
+
+--- @include "common"
+--- @include "keys"
+--- @include "events"
+--- @include "queue"
+
+-- Take `job_id` (pending, claimable, in class `class_id` whose document is `doc`) for
+-- `worker_id` at `now`: it leaves its class, jobs:pending and jobs:unclaimed; a new token
+-- fences it; the lease goes into jobs:active:{worker} and its deadline into jobs:active.
+-- `event` holds the 'claimed' event's fields besides worker_id and wait_ms (the claim's
+-- held_by, held_ms, passed_over_ms; a handoff's handoff = 1). Returns claim.lua's reply
+-- {'job', token, field1, value1, ...}.
+local function lease_job(worker_id, job_id, class_id, doc, now, event)
+  local job_key = K.job(job_id)
+  local svc, customer = doc.s, doc.c
+  redis.call('ZREM', K.job_class(class_id), job_id)
+  redis.call('ZREM', K.pending, job_id)
+  redis.call('ZREM', K.unclaimed, job_id)
+  refresh_class(class_id, svc, customer)
+  local token = int(redis.call('INCR', K.tokens))
+  local isolation = val(doc.r.customer_isolation) or 'none'
+  redis.call('HSET', job_key, 'status', 'active', 'worker_id', worker_id, 'token', token,
+    'claimed_at', int(now), 'progress', '0', 'message', '')
+  redis.call('HDEL', job_key, 'avoid_worker', 'avoid_until', 'retry_at', 'held_by', 'held_at',
+    'held_since', 'held_until')
+  redis.call('HSET', K.leases(worker_id), job_id,
+    token .. '|' .. customer .. '|' .. isolation .. '|' .. int(now))
+  local timeout_ms = tonumber(redis.call('HGET', job_key, 'timeout_ms') or '1800000')
+  redis.call('ZADD', K.active, now + timeout_ms, job_id)
+  redis.call('HINCRBY', K.worker(worker_id), 'claimed', 1)
+  bump_stat(now, 'claimed')
+  local wait_ms = now - tonumber(redis.call('HGET', job_key, 'created_at'))
+  bump_wait(now, wait_ms)
+  emit(job_key, job_id, 'claimed', { worker_id = worker_id, wait_ms = wait_ms,
+    held_by = event.held_by, held_ms = event.held_ms, passed_over_ms = event.passed_over_ms,
+    handoff = event.handoff })
+  -- More work of this service is waiting: wake one more idle worker (at most one token is
+  -- left lying around when nobody is idle).
+  if redis.call('ZCARD', K.service_classes(svc)) > 0
+      and redis.call('LLEN', K.notify(svc)) == 0 then
+    notify(svc, 3)
+  end
+  local reply = { 'job', token }
+  local flat = redis.call('HGETALL', job_key)
+  for i = 1, #flat do reply[#reply + 1] = flat[i] end
+  return reply
+end

@@ -1,0 +1,24 @@
+"""`bench floor`: each client stack's round trip, measured against a real Redis, so a missed
+ratio target in `bench peers` can be set against what one round trip costs that day."""
+
+from __future__ import annotations
+
+from bench.floor import measure
+from bench.report import parse_tables
+
+
+async def test_floor_measures_every_client_stack_and_the_submit_split() -> None:
+    text = await measure(50)
+    (floor,) = parse_tables(text)
+    measured = {row[0]: float(row[1]) for row in floor.rows}
+    for stack in (
+        "redis-py sync PING",
+        "raw asyncio Protocol PING",
+        "redis-py asyncio PING",
+        "redis-py asyncio EVALSHA 'return 1'",
+        "Broker.submit, whole call",
+        "  of which Redis runs submit.lua",
+    ):
+        assert measured[stack.strip()] > 0, stack
+    # The server's share is part of the whole call, never more.
+    assert measured["of which Redis runs submit.lua"] < measured["Broker.submit, whole call"]
