@@ -199,6 +199,21 @@ async def test_an_idle_worker_polling_with_the_same_capabilities_writes_nothing(
     )
 
 
+async def test_an_idle_worker_that_stops_accepting_handoffs_is_indexed_so(
+    broker: Broker, redis: Redis
+) -> None:
+    accepting = Broker(redis, broker.settings, handoff=True)
+    await accepting.register_worker("w", SMALL)
+    assert await accepting.claim("w", SMALL) == NoClaim("empty", None)
+    assert await redis.hget(broker.keys.worker("w"), "idle_handoff") == b"1"
+    await redis.config_resetstat()
+    assert await accepting.claim("w", SMALL) == NoClaim("empty", None)
+    assert "cmdstat_hset" not in await redis.info("commandstats")
+    # The same capabilities, but no longer accepting handoffs: the mark goes.
+    assert await broker.claim("w", SMALL) == NoClaim("empty", None)
+    assert await redis.hget(broker.keys.worker("w"), "idle_handoff") is None
+
+
 async def test_a_warm_worker_woken_for_a_job_it_lost_is_indexed_warm_again(
     broker: Broker, redis: Redis
 ) -> None:

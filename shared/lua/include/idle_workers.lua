@@ -103,7 +103,7 @@ local function mark_idle(worker_id, caps, caps_json, now, affinity, handoff)
   local before = f[1]
   local warm_wanted = affinity and #caps.warm_list > 0 and #caps.services > 0
   if before and f[2] == caps_json and (f[3] ~= false) == warm_wanted
-      and (f[4] or nil) == handoff then
+      and f[4] == (handoff or false) then
     -- Idle already, indexed with these capabilities (so the same services, size and warm
     -- models), in the warm index as these claims want and accepting handoffs alike:
     -- nothing to update. An idle worker polling with the same capabilities writes
