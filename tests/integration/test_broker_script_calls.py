@@ -22,6 +22,7 @@ from shared.redis_connections import HiredisPackedConnection
 from shared.redis_settings import RedisSettings
 from shared.requirements import requirement_class
 from shared.scripts import KEPT_CONNECTIONS
+from shared.settings import BrokerSettings
 from tests.factories import caps, job
 from tests.redis_servers import Server
 
@@ -37,19 +38,29 @@ async def test_a_script_the_server_lost_is_loaded_again(broker: Broker, redis: R
     assert claim.job.id == "before"
 
 
-async def test_a_connection_the_server_closed_is_reopened(broker: Broker, redis_url: str) -> None:
-    await broker.submit(job(id="first"))
-    # Another client drops every other connection: the broker's pooled one among them.
-    other = Redis.from_url(redis_url)
+@pytest.mark.parametrize("blocking", [True, False], ids=["no-timeout", "timeout"])
+async def test_a_connection_the_server_closed_is_reopened(
+    redis_url: str, broker_settings: BrokerSettings, blocking: bool
+) -> None:
+    # Both kinds of client: a command client (a read timeout; its small writes go without
+    # one, shared/redis_connections.py) and a blocking one (no timeouts at all).
+    client = connect_server(RedisSettings(url=redis_url), blocking=blocking)
     try:
-        killed = await other.client_kill_filter(_type="normal", skipme=True)
+        broker = Broker(client, broker_settings)
+        await broker.submit(job(id="first"))
+        # Another client drops every other connection: the broker's kept one among them.
+        other = Redis.from_url(redis_url)
+        try:
+            killed = await other.client_kill_filter(_type="normal", skipme=True)
+        finally:
+            await other.aclose()
+        assert int(killed) >= 1
+        submitted = await broker.submit(job(id="second"))
+        assert submitted.created
+        assert submitted.job_id == "second"
+        assert await broker.pending_count() == 2
     finally:
-        await other.aclose()
-    assert int(killed) >= 1
-    submitted = await broker.submit(job(id="second"))
-    assert submitted.created
-    assert submitted.job_id == "second"
-    assert await broker.pending_count() == 2
+        await client.aclose()
 
 
 async def test_a_connection_error_is_retried_as_redis_py_retries(
