@@ -1,6 +1,6 @@
 """The connection classes behind every client `shared.redis_client.connect` makes.
 
-Two behaviours are added to each of redis-py's connection kinds (TCP, TLS, unix socket, and
+Three behaviours are added to each of redis-py's connection kinds (TCP, TLS, unix socket, and
 their Sentinel-managed twins), so that a client behaves the same however it reaches Redis:
 
 - **hiredis packing.** redis-py's synchronous client encodes commands with hiredis's C packer
@@ -15,7 +15,10 @@ their Sentinel-managed twins), so that a client behaves the same however it reac
   fresh connection: Sentinel names the new primary, a managed Redis's DNS name points at it.
   redis-py's Sentinel connections do this themselves; plain ones do not. A Redis Cluster
   node does neither: a demoted one answers MOVED, and RedisCluster follows it, so the
-  cluster classes add the packing only.
+  cluster classes add the packing and the in-place writes only.
+- **Writes that cannot wait go without a timeout** (`_WritesInPlace`): redis-py's write
+  timeout costs a Task per command on Python 3.11, and a write the buffer takes whole
+  cannot time out.
 """
 
 from __future__ import annotations
