@@ -7,6 +7,8 @@ at once. Submission memoises requirement class ids: they stay those of
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +146,52 @@ async def test_concurrent_submissions_each_write_their_job_once(broker: Broker) 
     # And later calls, one at a time, still go through: the connections were given back.
     for n in range(2 * KEPT_CONNECTIONS):
         assert (await broker.submit(job(id=f"later-{n}"))).created
+
+
+async def test_brokers_made_one_after_another_share_their_clients_connections(
+    redis_url: str, broker_settings: BrokerSettings
+) -> None:
+    # A client of 16 connections serves any number of Brokers made on it: the connections
+    # kept between calls belong to the client's pool, not to each Broker.
+    client = connect_server(RedisSettings(url=redis_url), max_connections=16)
+    try:
+        for n in range(20):
+            assert (await Broker(client, broker_settings).submit(job(id=f"job-{n}"))).created
+        assert await client.zcard(Broker(client, broker_settings).keys.pending) == 20
+    finally:
+        await client.aclose()
+
+
+async def test_a_small_pool_keeps_no_connection_from_its_other_users(
+    redis_url: str, broker_settings: BrokerSettings
+) -> None:
+    # Two connections, both busy with submissions at once, are both free again afterwards:
+    # a pipeline and a command can hold one each at the same time.
+    client = connect_server(RedisSettings(url=redis_url), max_connections=2)
+    try:
+        broker = Broker(client, broker_settings)
+        await asyncio.gather(broker.submit(job(id="a")), broker.submit(job(id="b")))
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.zcard(broker.keys.pending)
+            pipe.zcard(broker.keys.pending)
+            held = asyncio.create_task(pipe.execute())
+            assert await client.zcard(broker.keys.pending) == 2
+            assert await held == [2, 2]
+    finally:
+        await client.aclose()
+
+
+async def test_a_closed_clients_brokers_leave_nothing_behind(
+    redis_url: str, broker_settings: BrokerSettings
+) -> None:
+    # What is kept for a client's pool goes when the client does.
+    client = connect_server(RedisSettings(url=redis_url))
+    await Broker(client, broker_settings).submit(job(id="only"))
+    kept = weakref.ref(client.connection_pool)
+    await client.aclose()
+    del client
+    gc.collect()
+    assert kept() is None
 
 
 async def test_submitted_carries_the_preferred_models_for_a_new_and_a_repeated_job(
