@@ -6,10 +6,14 @@ For each depth, 99% of the pending jobs need hardware the claiming worker lacks 
 INFO commandstats, which excludes network and Python. After each claim (untimed) the job is
 completed and a new matching job submitted, so every claim sees the same depth and the
 worker holds one job at a time, as a real worker with one slot does.
+
+The claims apply the scheduling policies a worker applies by default; SCHEDULING_POLICIES in
+the environment names others (`none`: strict order), to compare their cost.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -19,6 +23,7 @@ from bench.common import median, percentile, private_redis, table
 from shared.broker import Broker, Claim
 from shared.capabilities import Capabilities
 from shared.job import JobRequest
+from shared.settings import BrokerSettings
 from shared.validation import convert
 
 CLAIMS = 1000
@@ -50,6 +55,14 @@ async def _evalsha_usec(redis: Redis) -> float:
     return float(stats.get("cmdstat_evalsha", {"usec": 0})["usec"])
 
 
+def _settings() -> BrokerSettings:
+    """The defaults, but for SCHEDULING_POLICIES where the environment sets it."""
+    policies = os.environ.get("SCHEDULING_POLICIES")
+    if policies is None:
+        return BrokerSettings()
+    return BrokerSettings(scheduling_policies=tuple(policies.split(",")))
+
+
 async def run(quick: bool) -> str:
     depths = [1_000, 10_000, 100_000] if quick else [1_000, 100_000, 1_000_000]
     offer = convert(
@@ -59,7 +72,7 @@ async def run(quick: bool) -> str:
     rows = []
     for depth in depths:
         async with private_redis() as (_, redis):
-            broker = Broker(redis)
+            broker = Broker(redis, _settings())
             started = time.perf_counter()
             await _fill(broker, depth)
             fill_s = time.perf_counter() - started

@@ -232,8 +232,7 @@ class Broker:
         args = self._submit_args(
             request, effective_priority, idempotency_key, max_priority, preferred
         )
-        submitted = Submitted.from_reply(await self._scripts.call("submit", *args))
-        return dataclasses.replace(submitted, preferred_models=preferred)
+        return Submitted.from_reply(await self._scripts.call("submit", *args), preferred)
 
     async def submit_many(
         self,

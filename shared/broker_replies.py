@@ -36,10 +36,10 @@ class Submitted:
     preferred_models: tuple[str, ...] = ()
 
     @classmethod
-    def from_reply(cls, reply: Sequence[Any]) -> Submitted:
+    def from_reply(cls, reply: Sequence[Any], preferred_models: tuple[str, ...] = ()) -> Submitted:
         if int(reply[0]) != 1:
-            return cls(job_id=text(reply[1]) or "", created=False)
-        return cls(text(reply[1]) or "", True, int(reply[2]), int(reply[3]))
+            return cls(text(reply[1]) or "", False, preferred_models=preferred_models)
+        return cls(text(reply[1]) or "", True, int(reply[2]), int(reply[3]), preferred_models)
 
 
 @dataclass(frozen=True, slots=True)

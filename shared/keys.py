@@ -34,6 +34,9 @@ wake:{workerId}               LIST    wake-up tokens for one worker (BLPOP besid
 warm:{service}:{model}        ZSET    idle workers of the service with the model warm whose
                                       claims apply `affinity`, by size: a job preferring the
                                       model wakes one of them (idle_workers.lua wake_warm)
+classes.verdicts:{sha1(caps)} HASH    class id -> '1' (this capability document can run the
+                                      class's jobs, leases aside) or '0': the claim scan's
+                                      memo of the matcher (include/find_job.lua), expiring
 idem:{sha256(key)}            STRING  idempotency key -> job id (expires with retention)
 events                        STREAM  every job and worker event (capped)
 stats:{minute}                HASH    per-minute counters, wait histogram, depth sample
@@ -161,6 +164,15 @@ class Keys:
         `affinity` policy, scored by size: a job that prefers `model` and becomes claimable
         rings one of these workers' own doorbells instead of the service's."""
         return f"{self.prefix}warm:{service}:{model}"
+
+    def verdicts(self, caps_digest: str) -> str:
+        """The matcher's verdicts for one capability document (its JSON's SHA-1), per class
+        id: a claim scan reads them instead of decoding the classes that document cannot
+        run. Class ids are digests of their documents and the key of the capability JSON,
+        so a verdict never goes stale; the key expires when no claim adds to it. Named under
+        `classes*` (no service index can be named so: theirs is `classes:`), which the direct
+        workers' ACL (release/README.md) grants already."""
+        return f"{self.prefix}classes.verdicts:{caps_digest}"
 
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}idem:{key}"

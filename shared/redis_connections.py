@@ -1,6 +1,6 @@
 """The connection classes behind every client `shared.redis_client.connect` makes.
 
-Two behaviours are added to each of redis-py's connection kinds (TCP, TLS, unix socket, and
+Three behaviours are added to each of redis-py's connection kinds (TCP, TLS, unix socket, and
 their Sentinel-managed twins), so that a client behaves the same however it reaches Redis:
 
 - **hiredis packing.** redis-py's synchronous client encodes commands with hiredis's C packer
@@ -15,19 +15,14 @@ their Sentinel-managed twins), so that a client behaves the same however it reac
   fresh connection: Sentinel names the new primary, a managed Redis's DNS name points at it.
   redis-py's Sentinel connections do this themselves; plain ones do not. A Redis Cluster
   node does neither: a demoted one answers MOVED, and RedisCluster follows it, so the
-  cluster classes add the packing only.
-- **A send that cannot block costs no task.** redis-py bounds every send of a client with a
-  socket timeout (every command client here: COMMAND_TIMEOUT) by `asyncio.wait_for`, which on
-  Python 3.11 wraps the write in a task of its own: about 15 us and two more turns of the
-  event loop before the command even leaves, on every command a worker or hub sends. A
-  write the socket takes whole has nothing to wait for, so it goes out at once; only what
-  the kernel did not take (a large command, a full socket buffer) takes redis-py's path,
-  with its timeout and its error handling (the connection is dropped on any failure).
+  cluster classes add the packing and the in-place writes only.
+- **Writes that cannot wait go without a timeout** (`_WritesInPlace`): redis-py's write
+  timeout costs a Task per command on Python 3.11, and a write the buffer takes whole
+  cannot time out.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -64,32 +59,46 @@ class _Packed(AbstractConnection):
         except TypeError:
             return super().pack_command(*args)
 
+
+class _WritesInPlace(AbstractConnection):
+    """A command that fits in the transport's buffer is written without redis-py's write
+    timeout. redis-py bounds every write by SOCKET_TIMEOUT with `asyncio.wait_for`, which on
+    Python 3.11 runs the write as a Task of its own (3.12's wait_for does not): about 12 us
+    a command on the 2-core dev box, a fifth of a script call's client time. A write into a
+    buffer below its high-water mark never waits (the transport takes it whole and
+    `drain` returns at once), so that timeout can never fire there; a larger write, one
+    queued behind unsent bytes, or one on a closed connection takes redis-py's path."""
+
     async def send_packed_command(
         self, command: bytes | str | Iterable[bytes], check_health: bool = True
     ) -> None:
+        if not self.socket_timeout or not self.is_connected:
+            await super().send_packed_command(command, check_health)
+            return
+        if check_health:
+            # It may reconnect: the writer is read after it.
+            await self.check_health()  # type: ignore[no-untyped-call]  # redis-py: untyped
+        if isinstance(command, str):
+            command = command.encode()
+        chunks = [command] if isinstance(command, bytes) else list(command)
         writer = self._writer
         if (
-            self.socket_timeout
-            and isinstance(command, list)
-            and writer is not None
-            and not writer.transport.is_closing()
-            and not writer.transport.get_write_buffer_size()
-            and not (check_health and self._health_check_due())
+            writer is None
+            or writer.transport.is_closing()
+            or writer.transport.get_write_buffer_size() + sum(map(len, chunks))
+            > writer.transport.get_write_buffer_limits()[1]
         ):
-            # Straight into the socket, as StreamWriter.write does (it sends before it
-            # buffers): with nothing left buffered, `drain` would return at once.
-            writer.writelines(command)
-            if not writer.transport.get_write_buffer_size() and not writer.transport.is_closing():
-                return
-            # What the socket did not take (or a connection lost in the write) is waited for,
-            # and reported, as redis-py does: an empty write leaves just its drain.
-            command, check_health = [], False
-        await super().send_packed_command(command, check_health)
-
-    def _health_check_due(self) -> bool:
-        """redis-py's own test (Connection.check_health): a PING is due before this send."""
-        interval = self.health_check_interval
-        return bool(interval) and asyncio.get_running_loop().time() > self.next_health_check
+            await super().send_packed_command(chunks, check_health=False)
+            return
+        try:
+            writer.writelines(chunks)
+        except OSError as exc:
+            # As redis-py's path: the connection is closed, and the error is a lost one.
+            await self.disconnect(nowait=True)
+            raise RedisConnectionError(f"Error while writing to socket. {exc}.") from exc
+        except BaseException:
+            await self.disconnect(nowait=True)
+            raise
 
 
 class _FollowsThePrimary(AbstractConnection):
@@ -118,30 +127,30 @@ class _FollowsThePrimary(AbstractConnection):
             raise DemotedPrimary(f"the server is a replica now ({exc}); reconnecting") from exc
 
 
-class HiredisPackedConnection(_Packed, _FollowsThePrimary, Connection):
+class HiredisPackedConnection(_Packed, _WritesInPlace, _FollowsThePrimary, Connection):
     """TCP (redis://)."""
 
 
-class PackedSSLConnection(_Packed, _FollowsThePrimary, SSLConnection):
+class PackedSSLConnection(_Packed, _WritesInPlace, _FollowsThePrimary, SSLConnection):
     """TLS (rediss://)."""
 
 
-class PackedUnixConnection(_Packed, _FollowsThePrimary, UnixDomainSocketConnection):
+class PackedUnixConnection(_Packed, _WritesInPlace, _FollowsThePrimary, UnixDomainSocketConnection):
     """A unix socket (unix://)."""
 
 
-class PackedSentinelConnection(_Packed, SentinelManagedConnection):
+class PackedSentinelConnection(_Packed, _WritesInPlace, SentinelManagedConnection):
     """TCP to whichever server Sentinel names (it handles READONLY itself)."""
 
 
-class PackedSentinelSSLConnection(_Packed, SentinelManagedSSLConnection):
+class PackedSentinelSSLConnection(_Packed, _WritesInPlace, SentinelManagedSSLConnection):
     """TLS to whichever server Sentinel names."""
 
 
-class PackedClusterConnection(_Packed, Connection):
+class PackedClusterConnection(_Packed, _WritesInPlace, Connection):
     """TCP to one node of a Redis Cluster (a demoted node answers MOVED, which RedisCluster
     follows: no READONLY handling)."""
 
 
-class PackedClusterSSLConnection(_Packed, SSLConnection):
+class PackedClusterSSLConnection(_Packed, _WritesInPlace, SSLConnection):
     """TLS to one node of a Redis Cluster."""

@@ -64,6 +64,11 @@
 --    submitted while it idles may be leased to it at once (include/handoff.lua).
 --  * The job taken is the one peek.lua names for the same worker and queue (both search
 --    with find_best in include/find_job.lua).
+--  * The scan consults the verdict memo classes.verdicts:{sha1} of these capabilities
+--    (include/find_job.lua; the key in keys.lua) and adds the verdicts it computed: a class marked
+--    '0' is passed over unread, the others are matched as ever, so what is taken is the
+--    matcher's choice either way. With policies on but none able to choose other than
+--    strict order, an index's classes after its first match are not read (the same job).
 
 --- @include "claim_next"
 

@@ -1,18 +1,28 @@
 """The broker's Redis client packs commands with hiredis and must say exactly what redis-py's
 own packer says: same bytes, same refusals, and real commands (scripts, pipelines,
-multi-word names) still work against a real server."""
+multi-word names) still work against a real server. A command client writes what fits its
+buffer without redis-py's write timeout: large writes still get it, and a server that stops
+answering is still noticed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import DataError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.redis_client import connect_server
 from shared.redis_connections import HiredisPackedConnection
 from shared.redis_settings import RedisSettings
+from tests.helpers import wait_until
+from tests.redis_servers import Server
 
 ARGS: list[tuple[Any, ...]] = [
     ("SET", "k", "v"),
@@ -56,19 +66,69 @@ async def test_commands_scripts_and_pipelines_work_through_the_packed_client(
         await client.aclose()
 
 
-async def test_a_command_larger_than_the_socket_takes_at_once_still_arrives_whole(
-    redis_url: str,
-) -> None:
-    """A send the kernel takes whole goes out without waiting; what it does not take is
-    waited for (with the client's timeout) before the reply is read."""
+async def test_a_command_larger_than_the_write_buffer_goes_through(redis_url: str) -> None:
+    # 1 MiB is over the transport's high-water mark: redis-py's timed write takes it.
     client = connect_server(RedisSettings(url=redis_url))
-    big = b"x" * (32 * 1024 * 1024)  # far beyond a loopback socket's send buffer
     try:
-        assert await client.set("big", big)
-        assert await client.strlen("big") == len(big)
-        assert await client.get("small") is None
+        await client.set("big", b"x" * (1 << 20))
+        assert await client.strlen("big") == 1 << 20
+        await client.set("small", "y")
+        assert await client.get("small") == b"y"
     finally:
-        await client.delete("big")
+        await client.aclose()
+
+
+@pytest.fixture
+def frozen_server(tmp_path: Path) -> Iterator[Server]:
+    """A server that stops answering (SIGSTOP) once a client is connected: `freeze()`."""
+    server = Server(tmp_path, "frozen")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()  # thaws it first
+
+
+def _impatient_client(server: Server) -> Redis:
+    """Timeouts of a quarter second and no retries: a timeout surfaces as raised."""
+    return Redis.from_url(
+        server.url,
+        socket_timeout=0.25,
+        connection_class=HiredisPackedConnection,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+async def test_a_command_to_a_server_that_stopped_answering_times_out(
+    frozen_server: Server,
+) -> None:
+    client = _impatient_client(frozen_server)
+    try:
+        await client.ping()
+        frozen_server.freeze()
+        # The write fits the buffer and goes at once; the read is what times out.
+        with pytest.raises(RedisTimeoutError):
+            await client.ping()
+    finally:
+        frozen_server.thaw()
+        await client.aclose()
+
+
+async def test_a_write_the_server_does_not_take_times_out(frozen_server: Server) -> None:
+    client = _impatient_client(frozen_server)
+    try:
+        await client.ping()
+        frozen_server.freeze()
+        # More than the kernel's socket buffers hold: the write itself cannot finish.
+        with pytest.raises(RedisTimeoutError):
+            await client.set("huge", b"x" * (64 << 20))
+        frozen_server.thaw()
+        # The dropped connection still flushes what it buffered before it closes: once the
+        # server has the whole command, the socket is gone too.
+        async with Redis.from_url(frozen_server.url) as other:
+            await wait_until(lambda: other.exists("huge"), timeout=30)
+    finally:
+        frozen_server.thaw()
         await client.aclose()
 
 

@@ -80,10 +80,10 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
     local handed = take_handed(worker_id)
     if handed then return handed end
   end
-  local barrier = claim_barrier(worker_id, max_leases)
+  local barrier, idle_in = claim_barrier(worker_id, max_leases)
   if barrier then
     -- Paused, draining or at its lease cap: it could not take a job left for it.
-    clear_idle(worker_id)
+    clear_idle(worker_id, idle_in)
     return { 'none', barrier, '', '' }
   end
 
@@ -129,7 +129,9 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
     end
   end
 
-  clear_idle(worker_id)
+  -- idle_in as the claim began: nothing since changes it (a wake-up, a fit decision, a due
+  -- retry's doorbell write no idle_in; only a submission hands a job off, handoff.lua).
+  clear_idle(worker_id, idle_in)
   local job_key = K.job(best_job)
   -- How long policies held this job (the claim clears the held_* fields): from its first
   -- bounded pass-over to this claim, and to its last pass-over (the bound limits that one),

@@ -5,7 +5,6 @@
 --- @include "common"
 --- @include "keys"
 --- @include "matching"
---- @include "queue"
 --- @include "choose"
 --- @include "fair"
 --- @include "fit"
@@ -35,16 +34,18 @@ end
 
 -- Why `worker_id` may claim nothing here whatever is pending: its operator state ('paused',
 -- 'draining'), or 'limit' when it holds `max_leases` leases already (0 or nil: no cap).
--- nil when it may claim.
+-- nil when it may claim. Second: its hash's idle_in (false: not idle), read in the same
+-- call for the claim's clear_idle.
 local function claim_barrier(worker_id, max_leases)
-  local state = redis.call('HGET', K.worker(worker_id), 'state')
-  if state == 'paused' or state == 'draining' then return state end
+  local f = redis.call('HMGET', K.worker(worker_id), 'state', 'idle_in')
+  local state = f[1]
+  if state == 'paused' or state == 'draining' then return state, f[2] end
   -- A gateway worker's grant caps the leases it holds. Checked inside the claim itself, so
   -- two claims at once (through two hubs) cannot both pass the cap.
   if (max_leases or 0) > 0 and redis.call('HLEN', K.leases(worker_id)) >= max_leases then
-    return 'limit'
+    return 'limit', f[2]
   end
-  return nil
+  return nil, f[2]
 end
 
 -- Whether `worker_id`, which just failed job `id`, is still to pass it over (the avoidance
@@ -56,49 +57,156 @@ end
 
 -- The indexes of classes worth scanning for this worker: a loose-isolation job locks the
 -- worker to its customer; a strict worker serves only its allow-list; anyone else scans by
--- service.
+-- service. Returns the index keys and, for each, {svc=, customer=} (customer nil: the
+-- service's index, of every customer).
 local function scan_indexes(caps, running)
   local customers = nil
   for _, r in ipairs(running) do
     if r.isolation == 'loose' then customers = { r.customer } end
   end
   if not customers and caps.isolation == 'strict' then customers = caps.allowed_list end
-  local indexes = {}
+  local indexes, owners = {}, {}
   for _, svc in ipairs(caps.services) do
     if customers then
-      for _, c in ipairs(customers) do indexes[#indexes + 1] = K.service_classes(svc, c) end
+      for _, c in ipairs(customers) do
+        indexes[#indexes + 1] = K.service_classes(svc, c)
+        owners[#owners + 1] = { svc = svc, customer = c }
+      end
     else
       indexes[#indexes + 1] = K.service_classes(svc)
+      owners[#owners + 1] = { svc = svc }
     end
   end
-  return indexes
+  return indexes, owners
 end
 
--- The first job of a class `worker_id` may take (not one it is avoiding), or nil.
+-- The first job of a class `worker_id` may take (not one it is avoiding), or nil, and
+-- whether it is the class's head.
 local function pick(worker_id, class_id, now)
   local ids = redis.call('ZRANGE', K.job_class(class_id), 0, 7)
-  for _, id in ipairs(ids) do
-    if not avoids(worker_id, id, now) then return id end
+  for i, id in ipairs(ids) do
+    if not avoids(worker_id, id, now) then return id, i == 1 end
   end
   return nil
+end
+
+-- The verdict memo (K.verdicts): per capability document, whether it can run each class's
+-- jobs leases aside ('1') or not ('0'). Decoding a class's document and matching it is most
+-- of what a scan costs per class, and most classes a scan passes are ones the worker cannot
+-- run (a fleet's big jobs ahead of a small worker): read from the memo, each costs a field
+-- of one HMGET per DOCS_PER_READ classes. A class id is a digest of its document and the
+-- key one of what the matcher reads of the capabilities (matching.lua matched_part), so a
+-- verdict is never stale; the key expires VERDICT_TTL_S after the last claim that added to
+-- it (a worker whose services, hardware or models change starts a new one). Leases are
+-- never memoised: mismatch judges them afresh for every class read.
+local VERDICT_TTL_S = 600
+local NO_LEASES = {}
+
+-- Classes are examined in chunks: their verdicts, then the documents of those without a
+-- '0', DOCS_PER_READ at a time.
+local DOCS_PER_READ = 16
+
+-- The chunk of classes from position `n` of the scan's into `scan`: scan.known[n] the
+-- memo's verdict ('1', '0', false: none, or nil: not asked), scan.docs[n] the document
+-- (JSON; false where the memo says the worker cannot run it, which is not read). A chunk
+-- of one class (the last of an index, or its only one: one class, as a drain of one
+-- kind of job has) does not ask the memo: a call to spare one decode at most.
+local function read_chunk(scan, n)
+  local ids = scan.ids
+  local chunk = {}
+  for j = n, math.min(#ids, n + DOCS_PER_READ - 1) do chunk[#chunk + 1] = ids[j] end
+  local known = {}
+  if #chunk > 1 then
+    local caps = scan.caps
+    if not caps.digest then caps.digest = redis.sha1hex(matched_part(caps.json)) end
+    known = redis.call('HMGET', K.verdicts(caps.digest), unpack(chunk))
+  end
+  local wanted, at = {}, {}
+  for k = 1, #chunk do
+    scan.known[n + k - 1] = known[k]
+    if known[k] == '0' then
+      scan.docs[n + k - 1] = false
+    else
+      wanted[#wanted + 1] = chunk[k]
+      at[#at + 1] = n + k - 1
+    end
+  end
+  if #wanted > 0 then
+    local read = redis.call('HMGET', K.classes, unpack(wanted))
+    for k = 1, #read do scan.docs[at[k]] = read[k] end
+  end
+end
+
+-- A scan of the classes of `index` (a service or customer index) from position `offset`,
+-- at most `budget` of them (scan.ids, in score order), for the worker with `caps`
+-- (prepare_caps) and leases `running`. `learn`: whether to add the verdicts it computes to
+-- the memo (a claim; a peek writes nothing). The ids are read without their scores: Redis
+-- 7.0 formats each score it returns at a cost several times a member's, and a scan needs
+-- the scores only from its first match on (score_at: ZSCORE, which the direct workers' ACL
+-- grants, one per class that needs it; a few at most).
+local function open_scan(index, caps, running, budget, offset, learn)
+  return { index = index, ids = redis.call('ZRANGE', index, offset, offset + budget - 1),
+    caps = caps, running = running, learn = learn, known = {}, docs = {}, scores = {},
+    learned = {} }
+end
+
+-- The head score of the scan's class at position `n`.
+local function score_at(scan, n)
+  local scores = scan.scores
+  if scores[n] == nil then scores[n] = tonumber(redis.call('ZSCORE', scan.index, scan.ids[n])) end
+  return scores[n]
+end
+
+-- The scan's class at position `n`: its decoded document when the worker can run its jobs
+-- now, else nil (the memo's '0', or mismatch's reason).
+local function judge(scan, n)
+  local ids = scan.ids
+  if scan.docs[n] == nil then read_chunk(scan, n) end
+  local json = scan.docs[n]
+  if not json then return nil end
+  local doc = cjson.decode(json)
+  if mismatch(doc.s, doc.c, doc.r, scan.caps, scan.running) then
+    if scan.learn and scan.known[n] == false then
+      -- The memo holds the verdict leases aside: with leases held, judge without them.
+      local unfit = #scan.running == 0 or mismatch(doc.s, doc.c, doc.r, scan.caps, NO_LEASES)
+      local learned = scan.learned
+      learned[#learned + 1] = ids[n]
+      learned[#learned + 1] = unfit and '0' or '1'
+    end
+    return nil
+  end
+  if scan.learn and scan.known[n] == false then
+    scan.learned[#scan.learned + 1] = ids[n]
+    scan.learned[#scan.learned + 1] = '1'
+  end
+  return doc
+end
+
+-- Store the verdicts `scan` computed (a claim's scans; nothing when all were memoised).
+local function remember(scan)
+  if #scan.learned == 0 then return end
+  local memo = K.verdicts(scan.caps.digest)
+  redis.call('HSET', memo, unpack(scan.learned))
+  redis.call('EXPIRE', memo, VERDICT_TTL_S)
 end
 
 -- The best claimable job `worker_id` can run in strict order (caps: prepare_caps; running:
 -- running_of), scanning at most `budget` classes per index from `offset`. Returns {job=,
 -- class=, doc=, score=} or nil, and whether some index was cut short by the budget.
 -- claim.lua's header states the order and the bounds.
-local function find_strict(worker_id, caps, running, budget, offset, now)
+local function find_strict(worker_id, caps, running, budget, offset, now, learn)
   local best = nil
   local truncated = false
   for _, index in ipairs(scan_indexes(caps, running)) do
-    local entries = redis.call('ZRANGE', index, offset, offset + budget - 1, 'WITHSCORES')
+    local scan = open_scan(index, caps, running, budget, offset, learn)
+    local ids = scan.ids
     local settled = false
-    for i = 1, #entries, 2 do
-      local class_id, score = entries[i], tonumber(entries[i + 1])
-      if best and score >= best.score then settled = true; break end
-      local doc = class_doc(class_id)
-      if not mismatch(doc.s, doc.c, doc.r, caps, running) then
-        local id = pick(worker_id, class_id, now)
+    for n = 1, #ids do
+      local class_id = ids[n]
+      if best and score_at(scan, n) >= best.score then settled = true; break end
+      local doc = judge(scan, n)
+      if doc then
+        local id, head = pick(worker_id, class_id, now)
         if id then
           local job_score = tonumber(redis.call('ZSCORE', K.job_class(class_id), id))
           if not best or job_score < best.score then
@@ -107,11 +215,12 @@ local function find_strict(worker_id, caps, running, budget, offset, now)
           -- The class's head: nothing later in this index ranks higher. A job behind a
           -- head this worker avoids may rank below the next classes' heads: go on until
           -- a class's head ranks below it (the check above).
-          if job_score == score then settled = true; break end
+          if head then settled = true; break end
         end
       end
     end
-    if not settled and #entries == 2 * budget then truncated = true end
+    if not settled and #ids == budget then truncated = true end
+    if learn then remember(scan) end
   end
   return best, truncated
 end
@@ -143,17 +252,21 @@ end
 -- until the next claim able to run it, so few are at any time.
 local OVERDUE_PER_CLAIM = 32
 
--- Mark the candidates whose class holds a job a bounded policy passed over and whose bound
--- has run out (held_until <= now; K.held indexes them, claim_next.lua record_decision):
--- choose.lua's rule 1 takes them first. One ZRANGEBYSCORE when none is overdue. With
--- `tidy` (a claim; a peek writes nothing) entries of jobs no longer held (claimed by a
--- worker without policies, cancelled, expired) are dropped.
-local function mark_overdue(candidates, now, tidy)
-  local ids = redis.call('ZRANGEBYSCORE', K.held, '-inf', now, 'LIMIT', 0, OVERDUE_PER_CLAIM)
-  if #ids == 0 then return end
+-- The holds whose bound has run out (held_until <= now; K.held indexes them, claim_next.lua
+-- record_decision): job ids, at most OVERDUE_PER_CLAIM. One ZRANGEBYSCORE.
+local function overdue_holds(now)
+  return redis.call('ZRANGEBYSCORE', K.held, '-inf', now, 'LIMIT', 0, OVERDUE_PER_CLAIM)
+end
+
+-- Mark the candidates whose class holds one of the `overdue` jobs (overdue_holds):
+-- choose.lua's rule 1 takes them first. With `tidy` (a claim; a peek writes nothing)
+-- entries of jobs no longer held (claimed by a worker without policies, cancelled,
+-- expired) are dropped.
+local function mark_overdue(candidates, overdue, tidy)
+  if #overdue == 0 then return end
   local by_class = {}
   for _, c in ipairs(candidates) do by_class[c.class] = c end
-  for _, id in ipairs(ids) do
+  for _, id in ipairs(overdue) do
     local f = redis.call('HMGET', K.job(id), 'status', 'class_id', 'held_until')
     if f[1] ~= 'pending' or not f[3] then
       if tidy then redis.call('ZREM', K.held, id) end
@@ -164,19 +277,59 @@ local function mark_overdue(candidates, now, tidy)
   end
 end
 
+-- Whether the policies `sched` could choose other than strict order among candidates whose
+-- first is `first` (of customer first.customer), for the worker with `caps` scanning the
+-- indexes `owners` describes (scan_indexes), given the `overdue` holds and `extra` (as for
+-- gather). When none could, the chooser takes the candidate with the lowest score whatever
+-- else the scan finds, so gather keeps only each index's first (see there). Each test is
+-- exact for its policy or errs towards "could":
+--  * a hold that is overdue somewhere (rule 1);
+--  * fit: a smaller idle worker of an offered service (fit_may_hold);
+--  * affinity: the worker has a warm model (else no candidate is warm and none is kept);
+--  * fair: some class in the scanned indexes, or an extra, of another customer (with one
+--    customer, that customer is the lightest and keeps them all).
+local function policies_could_differ(sched, caps, owners, overdue, extra, first)
+  if #overdue > 0 then return true end
+  if sched.on.affinity and #caps.warm_list > 0 then return true end
+  if sched.on.fit and fit_may_hold(caps) then return true end
+  if sched.on.fair then
+    local customer = first.customer
+    for _, e in ipairs(extra or {}) do
+      if e.doc.c ~= customer then return true end
+    end
+    for _, o in ipairs(owners) do
+      if o.customer then
+        if o.customer ~= customer then return true end
+      elseif redis.call('ZCARD', K.service_classes(o.svc))
+          ~= redis.call('ZCARD', K.service_classes(o.svc, customer)) then
+        return true
+      end
+    end
+  end
+  return false
+end
+
 -- The candidates for the chooser: per matching class one, down each index to sched.window
 -- points below the best priority seen, examining at most sched.scan classes (matching or
 -- not) once the first candidate is found and at most `budget` per index (as find_strict),
 -- plus `extra` ({id=, class=, doc=, score=} the caller judged already: peek's due retries).
--- So policies add at most sched.scan class reads to what strict order reads. Class documents
--- are read DOCS_PER_READ at a time. Returns them and whether some index was cut short by
--- the budget.
-local DOCS_PER_READ = 16
-local function gather(caps, running, budget, offset, now, sched, extra)
+-- So policies add at most sched.scan class reads to what strict order reads. Returns them,
+-- whether some index was cut short by the budget, and whether the candidates are lean.
+-- Lean (unless `full`): where no policy could differ from strict order
+-- (policies_could_differ), an index's classes after its first candidate are counted as
+-- examined (the window and sched.scan bound the scan exactly as before) but not read: each
+-- ranks below that candidate, so strict order would never take it; only if the chosen class
+-- offers no job (the worker avoids them) does the caller gather again in full.
+local function gather(caps, running, budget, offset, now, sched, extra, full)
   local out, truncated, top = {}, false, nil
   -- Classes left to examine once the scan found a candidate (peek's extra ones do not
   -- count: the claim finds them in their classes).
   local left, found = sched.scan, false
+  local overdue = overdue_holds(now)
+  local indexes, owners = scan_indexes(caps, running)
+  -- Whether the scan is lean: settled when first needed (an index's class after its first
+  -- candidate), so a scan that has nothing more to examine asks nothing.
+  local lean, leaned = nil, false
   local function add(c)
     out[#out + 1] = c
     if not top or c.priority > top then top = c.priority end
@@ -184,36 +337,35 @@ local function gather(caps, running, budget, offset, now, sched, extra)
   for _, e in ipairs(extra or {}) do
     add(candidate(e.class, e.doc, e.score, caps, now, sched, e.id))
   end
-  for _, index in ipairs(scan_indexes(caps, running)) do
-    local entries = redis.call('ZRANGE', index, offset, offset + budget - 1, 'WITHSCORES')
-    local settled = false
-    local docs = {}
-    for i = 1, #entries, 2 do
-      local class_id, score = entries[i], tonumber(entries[i + 1])
+  local learn = not extra  -- a peek (which passes `extra`, maybe empty) writes nothing
+  for _, index in ipairs(indexes) do
+    local scan = open_scan(index, caps, running, budget, offset, learn)
+    local ids = scan.ids
+    local settled, has_first = false, false
+    for n = 1, #ids do
       -- Heads are in score order: every later class ranks below the window too.
-      if top and (score_priority(score) < top - sched.window or left <= 0) then
+      if top and (left <= 0 or score_priority(score_at(scan, n)) < top - sched.window) then
         settled = true; break
       end
       if found then left = left - 1 end
-      local n = (i + 1) / 2
-      if not docs[n] then
-        local ids = {}
-        for j = i, math.min(#entries, i + 2 * DOCS_PER_READ - 2), 2 do
-          ids[#ids + 1] = entries[j]
-        end
-        local read = redis.call('HMGET', K.classes, unpack(ids))
-        for k = 1, #read do docs[n + k - 1] = read[k] end
+      if has_first and lean == nil then
+        lean = not full and not policies_could_differ(sched, caps, owners, overdue, extra, out[1])
       end
-      local doc = cjson.decode(docs[n])
-      if not mismatch(doc.s, doc.c, doc.r, caps, running) then
-        add(candidate(class_id, doc, score, caps, now, sched))
-        found = true
+      if has_first and lean then
+        leaned = true
+      else
+        local doc = judge(scan, n)
+        if doc then
+          add(candidate(ids[n], doc, score_at(scan, n), caps, now, sched))
+          found, has_first = true, true
+        end
       end
     end
-    if not settled and #entries == 2 * budget then truncated = true end
+    if not settled and #ids == budget then truncated = true end
+    if learn then remember(scan) end
   end
-  mark_overdue(out, now, not extra)  -- a peek (which passes `extra`, maybe empty) writes nothing
-  return out, truncated
+  mark_overdue(out, overdue, learn)
+  return out, truncated, leaned
 end
 
 -- The job candidate `c` offers `worker_id`: the one the caller named, else its class's
@@ -230,10 +382,12 @@ end
 -- policy that passed it over, candidates=all of them}; with no chosen candidate but a
 -- decision, fit left every candidate to smaller idle workers. `extra`: as for gather.
 local function find_best(worker_id, caps, running, budget, offset, now, sched, extra)
-  if not sched then return find_strict(worker_id, caps, running, budget, offset, now) end
-  local candidates, truncated = gather(caps, running, budget, offset, now, sched, extra)
+  if not sched then
+    return find_strict(worker_id, caps, running, budget, offset, now, not extra)
+  end
+  local candidates, truncated, lean = gather(caps, running, budget, offset, now, sched, extra)
   local loads = {}
-  if sched.on.fair and #candidates > 0 then
+  if sched.on.fair and #candidates > 1 then
     local seen, customers = {}, {}
     for _, c in ipairs(candidates) do
       if not seen[c.customer] then
@@ -241,7 +395,8 @@ local function find_best(worker_id, caps, running, budget, offset, now, sched, e
         customers[#customers + 1] = c.customer
       end
     end
-    loads = customer_loads(customers, now, sched.half_life_ms)
+    -- One customer is the lightest whatever its load: its usage need not be read.
+    if #customers > 1 then loads = customer_loads(customers, now, sched.half_life_ms) end
   end
   -- A class whose first jobs this worker all avoids (it just failed them) offers nothing:
   -- drop it and choose again (rare; at most once per candidate).
@@ -259,9 +414,18 @@ local function find_best(worker_id, caps, running, budget, offset, now, sched, e
       if strict ~= chosen and held[strict] then resolve(worker_id, strict, now) end
       return chosen, truncated, { strict = strict, held = held, candidates = candidates }
     end
+    if lean then
+      -- The worker avoids the chosen class's jobs, and a class the lean scan did not read
+      -- may be next: read them all. (No policy could differ, so loads are not needed.)
+      lean = false
+      candidates, truncated = gather(caps, running, budget, offset, now, sched, extra, true)
+      for _, c in ipairs(candidates) do
+        if c.class == chosen.class and not c.job then c.job = false end
+      end
+    end
     local rest = {}
     for _, c in ipairs(candidates) do
-      if c ~= chosen then rest[#rest + 1] = c end
+      if c ~= chosen and c.job ~= false then rest[#rest + 1] = c end
     end
     candidates = rest
   end

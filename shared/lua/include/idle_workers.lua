@@ -70,10 +70,12 @@ local function clear_warm(worker_id, services)
 end
 
 -- Take `worker_id` out of the idle index (and the warm index) and drop the wake-ups still
--- waiting for it. Safe to call for a worker that is not idle (one HGET).
-local function clear_idle(worker_id)
+-- waiting for it. Safe to call for a worker that is not idle (one HGET, none where the
+-- caller passes its hash's `idle_in`, false when absent, read in the same script call).
+local function clear_idle(worker_id, idle_in)
   local worker_key = K.worker(worker_id)
-  local indexed = redis.call('HGET', worker_key, 'idle_in')
+  local indexed = idle_in
+  if indexed == nil then indexed = redis.call('HGET', worker_key, 'idle_in') end
   if not indexed then return end
   local services = cjson.decode(indexed)
   for _, svc in ipairs(services) do
@@ -97,7 +99,18 @@ local function mark_idle(worker_id, caps, caps_json, now, affinity, handoff)
   local alive = tonumber(redis.call('ZSCORE', K.workers, worker_id) or '')
   if not alive or alive < now then return end
   local worker_key = K.worker(worker_id)
-  local before = redis.call('HGET', worker_key, 'idle_in')
+  local f = redis.call('HMGET', worker_key, 'idle_in', 'idle_caps', 'idle_warm', 'idle_handoff')
+  local before = f[1]
+  local warm_wanted = affinity and #caps.warm_list > 0 and #caps.services > 0
+  if before and f[2] == caps_json and (f[3] ~= false) == warm_wanted
+      and f[4] == (handoff or false) then
+    -- Idle already, indexed with these capabilities (so the same services, size and warm
+    -- models), in the warm index as these claims want and accepting handoffs alike:
+    -- nothing to update. An idle worker polling with the same capabilities writes
+    -- nothing; a wake-up that took it out of the warm index (wake_warm) has it indexed
+    -- again, and a handoff took it out of the idle index altogether (clear_idle).
+    return
+  end
   if before then
     -- Its services and warm models may have changed since: leave no entry under one it no
     -- longer offers or has warm.
@@ -120,7 +133,7 @@ local function mark_idle(worker_id, caps, caps_json, now, affinity, handoff)
   else
     redis.call('HSET', worker_key, 'idle_in', services, 'idle_caps', caps_json)
   end
-  if affinity and #caps.warm_list > 0 and #caps.services > 0 then
+  if warm_wanted then
     local warm = {}
     for i = 1, math.min(#caps.warm_list, WARM_INDEXED) do
       local model = caps.warm_list[i]
@@ -167,6 +180,18 @@ local function idle_worker(worker_id, now)
   return found
 end
 
+-- The ids of the FIT_LOOK largest idle workers of `svc` strictly smaller than `size`, the
+-- largest first: one ZREVRANGEBYSCORE per service and size per call.
+local function smaller_idle_ids(svc, size)
+  local known = idle_smaller[svc]
+  if not known or known.size ~= size then
+    known = { size = size, ids = redis.call('ZREVRANGEBYSCORE', K.idle_workers(svc),
+      '(' .. int(size), '-inf', 'LIMIT', 0, FIT_LOOK) }
+    idle_smaller[svc] = known
+  end
+  return known.ids
+end
+
 -- An idle worker of `svc` strictly smaller than `size` that can run jobs of the class `doc`
 -- ({s=, c=, r=}) now, or nil. Looks at the FIT_LOOK largest of the smaller ones only, the
 -- largest first (the best fit among them): O(log n + FIT_LOOK). Strictly smaller, so two
@@ -174,14 +199,7 @@ end
 -- looked at but never blocks: it can only let the claimant take the job. Writes nothing
 -- (peek.lua may call it).
 local function smaller_idle_match(svc, doc, size, now)
-  local known = idle_smaller[svc]
-  if not known or known.size ~= size then
-    known = { size = size, ids = redis.call('ZREVRANGEBYSCORE', K.idle_workers(svc),
-      '(' .. int(size), '-inf', 'LIMIT', 0, FIT_LOOK) }
-    idle_smaller[svc] = known
-  end
-  local ids = known.ids
-  for _, id in ipairs(ids) do
+  for _, id in ipairs(smaller_idle_ids(svc, size)) do
     local w = idle_worker(id, now)
     if w and not mismatch(doc.s, doc.c, doc.r, w.caps, w.running) then return id end
   end

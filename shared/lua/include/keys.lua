@@ -39,6 +39,7 @@ local K = {
   idle_workers = function(svc) return P .. 'idle:' .. svc end,
   wake = function(worker_id) return P .. 'wake:' .. worker_id end,
   warm_idle = function(svc, model) return P .. 'warm:' .. svc .. ':' .. model end,
+  verdicts = function(caps_digest) return P .. 'classes.verdicts:' .. caps_digest end,
   idempotency = function(digest) return P .. 'idem:' .. digest end,
   stats = function(minute) return P .. 'stats:' .. minute end,
   control = function(worker_id) return P .. 'control:' .. worker_id end,

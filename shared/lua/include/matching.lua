@@ -55,6 +55,7 @@ local function gpu_fits(g, want)
 end
 
 -- Decode a worker's capability document once per call, with sets for membership tests.
+-- `json` is kept: the claim's verdict memo is keyed by its digest (find_job.lua).
 local function prepare_caps(json)
   local c = cjson.decode(json)
   local hw = val(c.hardware) or {}
@@ -80,7 +81,37 @@ local function prepare_caps(json)
     region = val(geo.region),
     compliance = set_of(val(geo.compliance)),
     per_hour = val(cost.per_hour) or 0,
+    json = json,
   }
+end
+
+-- The capability JSON `json` with what mismatch never reads blanked out: each GPU's free
+-- memory (`"memory_free_gb":` keeps no value) and the warm models (`"warm_models":[]`),
+-- which change while a worker runs (its VRAM fills, its models load). Documents that give
+-- the same text match the same classes, so the claim's verdict memo (find_job.lua) is keyed
+-- by its digest and a worker keeps one memo while it runs. Text that is not as
+-- Broker.encode_capabilities writes it (compact, each key once) is blanked less, never
+-- wrongly: a memo per document then. mismatch must never read either field
+-- (tests/unit/test_verdict_key.py).
+local function matched_part(json)
+  local s = string.gsub(json, '"memory_free_gb":[^,}]*', '"memory_free_gb":')
+  local at = string.find(s, '"warm_models":[', 1, true)
+  if not at then return s end
+  local open = at + 14  -- the '['
+  local pos = open + 1
+  while true do
+    local i = string.find(s, '[]"]', pos)
+    if not i then return s end
+    if string.sub(s, i, i) == ']' then return string.sub(s, 1, open) .. string.sub(s, i) end
+    -- A model name: on to its closing quote, over escaped characters.
+    local j = i + 1
+    while true do
+      local k = string.find(s, '["\\]', j)
+      if not k then return s end
+      if string.sub(s, k, k) == '"' then pos = k + 1; break end
+      j = k + 2
+    end
+  end
 end
 
 -- nil when the worker can run jobs of this class now, else a short reason. `running` holds

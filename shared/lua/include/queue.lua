@@ -34,10 +34,6 @@ local function ring_for(now, svc, customer, requirements, preferred)
   return false
 end
 
-local function class_doc(class_id)
-  return cjson.decode(redis.call('HGET', K.classes, class_id))
-end
-
 -- Re-score a class in its service indexes after its head changed; drop it when empty.
 local function refresh_class(class_id, svc, customer)
   local head = redis.call('ZRANGE', K.job_class(class_id), 0, 0, 'WITHSCORES')
