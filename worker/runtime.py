@@ -237,7 +237,7 @@ class Worker:
             REDIS_OUTAGE.recovered()
             hops, backoff = 0, CLAIM_BACKOFF
             if isinstance(result, Claim):
-                await self._begin(result)
+                self._start(result)
                 continue
             self._slots.release()
             if result.reason in ("paused", "draining"):
@@ -296,7 +296,7 @@ class Worker:
         finishing job's slot may still be on its way back. A worker stopping meanwhile
         leaves it to its deregistration, which puts it back."""
         if await self._acquire_slot():
-            await self._begin(claim)
+            self._start(claim)
 
     async def _wait_for_work(self, next_due_ms: int | None) -> int | Claim:
         timeout = self.settings.broker.idle_poll
@@ -332,13 +332,6 @@ class Worker:
             REDIS_OUTAGE.failed("wait for work", wait.exception() or RuntimeError())
             await self._sleep(1.0)
         return 0
-
-    async def _begin(self, claim: Claim) -> None:
-        """Start `claim` from the claim loop, and let it run before the loop goes on: its
-        completion then reaches Redis ahead of the loop's next claim (which may find
-        nothing) instead of queueing behind it."""
-        self._start(claim)
-        await asyncio.sleep(0)
 
     def _start(self, claim: Claim) -> None:
         held = self._hold(claim)
