@@ -88,6 +88,9 @@ class Worker:
         self._slots = asyncio.Semaphore(settings.concurrent_jobs)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
+        # The wait for work in progress, cancelled by stop(): one task per wait, and the
+        # claim loop resumes on its result directly (the wake-up is on a job's round trip).
+        self._waiting: asyncio.Task[int | Claim | None] | None = None
         self._caps = build_capabilities(settings, hardware, [])
         self._caps_bytes = Broker.encode_capabilities(self._caps)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,6 +130,8 @@ class Worker:
                 "stopping: no new claims; running jobs get %gs", self.settings.shutdown_grace
             )
             self._stopping.set()
+            if self._waiting is not None:
+                self._waiting.cancel()
 
     async def _register(self) -> None:
         delay = 0.5
@@ -302,36 +307,38 @@ class Worker:
         timeout = self.settings.broker.idle_poll
         if next_due_ms is not None:
             timeout = max(0.01, min(timeout, next_due_ms / 1000 - time.time()))
+        if self._stopping.is_set():
+            return 0
         wait = asyncio.create_task(
             self._waiter.wait_for_work(self._caps.services, timeout, worker_id=self.id)
         )
-        stop = asyncio.create_task(self._stopping.wait())
+        self._waiting = wait
+        # The server answers a BLPOP by its timeout at the latest; past that plus a margin
+        # the connection is dead without having said so (NAT, failover, a dropped link).
+        silent = asyncio.get_running_loop().call_later(timeout + SILENT_LINK_MARGIN, wait.cancel)
         try:
-            # The server answers a BLPOP by its timeout at the latest; past that plus a margin
-            # the connection is dead without having said so (NAT, failover, a dropped link).
-            done, _ = await asyncio.wait(
-                {wait, stop},
-                timeout=timeout + SILENT_LINK_MARGIN,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            for task in (wait, stop):
-                if not task.done():
-                    task.cancel()
-            # Let cancelled waits unwind (and hand their connection back) before going on.
-            await asyncio.gather(wait, stop, return_exceptions=True)
-        if not done:
+            # Awaiting the task itself: a cancelled wait (stop(), or the silent-link timer)
+            # has unwound, and handed its connection back, by the time this raises.
+            woken = await wait
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this worker is being cancelled, not just its wait
+            if self._stopping.is_set():
+                return 0
             logger.warning("no answer while waiting for work; reconnecting")
             await self.link.reset_waiter()
             return 0
-        if wait in done and not wait.cancelled() and wait.exception() is None:
-            # A handed job's token lost to a cancelled wait is not lost: the heartbeat
-            # returns a lease it never reports as orphaned, the deregistration any lease.
-            return wait.result() or 0
-        if wait in done and not wait.cancelled():
-            REDIS_OUTAGE.failed("wait for work", wait.exception() or RuntimeError())
+        except Exception as exc:  # any failure of the wait is an outage: wait it out
+            REDIS_OUTAGE.failed("wait for work", exc)
             await self._sleep(1.0)
-        return 0
+            return 0
+        finally:
+            silent.cancel()
+            self._waiting = None
+        # A handed job's token lost to a cancelled wait is not lost: the heartbeat returns a
+        # lease it never reports as orphaned, the deregistration any lease.
+        return woken or 0
 
     def _start(self, claim: Claim) -> None:
         held = self._hold(claim)

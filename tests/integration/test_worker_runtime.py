@@ -262,3 +262,28 @@ async def test_a_stuck_control_listener_cannot_keep_a_stopped_worker_registered(
         assert await broker.redis.zscore(broker.keys.workers, "w1") is None
     finally:
         release.set()
+
+
+async def test_stop_ends_an_idle_workers_wait_for_work_at_once(
+    broker: Broker, redis_url: str
+) -> None:
+    """stop() cancels the blocking wait itself: a worker idle under a 5-minute poll stops
+    long before the poll would have ended, deregistered."""
+    worker = make_worker(worker_settings(redis_url, IDLE_POLL_SECONDS="300"))
+    task = asyncio.create_task(worker.run())
+    await wait_until(lambda: worker.status == "idle" and worker._waiting is not None)
+    worker.stop()
+    await asyncio.wait_for(task, timeout=30)
+    assert await broker.redis.hget(broker.keys.worker("w1"), "status") == b"offline"
+
+
+async def test_a_wait_for_work_that_fails_is_an_outage_and_the_worker_waits_again(
+    broker: Broker, redis_url: str
+) -> None:
+    """A wait whose connection breaks does not end the worker: it waits again, and a job
+    submitted afterwards still runs."""
+    async with running_worker(worker_settings(redis_url)) as worker:
+        await wait_until(lambda: worker._waiting is not None)
+        await broker.redis.client_kill_filter(_type="normal", skipme=True)
+        job_id = (await broker.submit(job("simulation", payload=sim()))).job_id
+        assert (await finished(broker, job_id, timeout=20)).status == JobStatus.COMPLETED
