@@ -38,18 +38,28 @@ end
 
 -- Where a lease ends (finished, failed, retried, put back): charge the job's customer its
 -- GPUs x the seconds it ran, if a claim with fair share on marked it ('fair_charge' =
--- "gpus|half_life_ms"). The mark is removed, so a lease is charged once.
-local function charge_usage(job_key)
-  local charge = redis.call('HGET', job_key, 'fair_charge')
-  if not charge then return end
+-- "gpus|half_life_ms"). The mark is removed, so a lease is charged once. `known`, when the
+-- caller has read them already (complete_job.lua), holds the job's fair_charge, claimed_at
+-- and customer_id ({charge=, claimed_at=, customer=}; false fields: absent), saving reads.
+local function charge_usage(job_key, known)
+  local charge, claimed_at, customer
+  if known then
+    charge = known.charge
+    if not charge then return end
+    claimed_at, customer = known.claimed_at, known.customer
+  else
+    charge = redis.call('HGET', job_key, 'fair_charge')
+    if not charge then return end
+    local f = redis.call('HMGET', job_key, 'claimed_at', 'customer_id')
+    claimed_at, customer = f[1], f[2]
+  end
   local now = now_ms()
-  local f = redis.call('HMGET', job_key, 'claimed_at', 'customer_id')
   redis.call('HDEL', job_key, 'fair_charge')
   local c = split(charge, '|')
   local gpus, half_life_ms = tonumber(c[1]) or 1, tonumber(c[2]) or 0
-  local ran_s = (now - (tonumber(f[1]) or now)) / 1000
+  local ran_s = (now - (tonumber(claimed_at) or now)) / 1000
   if ran_s < 0 then ran_s = 0 end
-  local customer = f[2] or ''
+  customer = customer or ''
   local value = decayed(redis.call('HGET', K.fair_usage, customer), now, half_life_ms)
     + gpus * ran_s
   redis.call('HSET', K.fair_usage, customer, string.format('%.6f', value) .. '|' .. int(now))

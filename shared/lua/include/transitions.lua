@@ -10,9 +10,15 @@
 --- @include "fair"
 
 -- Finish a job for good: status, timestamps, registry, retention TTL (the fleet's policy).
-local function finish(job_key, job_id, status, now)
-  charge_usage(job_key)
-  redis.call('HSET', job_key, 'status', status, 'finished_at', int(now))
+-- `fields` (name, value, ... or nil) are written in the same HSET; `known` is
+-- charge_usage's (fair.lua), for a caller that read the job's fields already.
+local function finish(job_key, job_id, status, now, fields, known)
+  charge_usage(job_key, known)
+  local set = { 'status', status, 'finished_at', int(now) }
+  if fields then
+    for _, v in ipairs(fields) do set[#set + 1] = v end
+  end
+  redis.call('HSET', job_key, unpack(set))
   redis.call('HDEL', job_key, 'token', 'retry_at')
   redis.call('ZREM', K.active, job_id)
   redis.call('ZADD', K.finished(status), now, job_id)
