@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from shared.broker import Claim, Fence
+from shared.broker import Claim, Fence, NoClaim
 from shared.errors import InvalidInput
 from shared.job import Job
 from shared.logs import job_id_var
@@ -55,6 +55,9 @@ class Outcome:
     images: tuple[str, ...] = ()
     # The worker's next job, claimed in the same call that completed this one.
     next_claim: Claim | None = field(default=None, repr=False)
+    # What that call's claim answered instead when it found no job (None: no claim was
+    # tried, or it took one).
+    no_claim: NoClaim | None = field(default=None, repr=False)
 
 
 class JobRunner:
@@ -161,6 +164,7 @@ class JobRunner:
     async def _complete(self, held: HeldJob, result: Any) -> Outcome:
         caps = self._next_claim_caps()
         follow_up: Claim | None = None
+        no_claim: NoClaim | None = None
         fence: Fence
         try:
             if caps is None:
@@ -175,7 +179,10 @@ class JobRunner:
                         self._worker_id, held.job.id, held.token, result, caps
                     )
                 )
-                follow_up = claimed if isinstance(claimed, Claim) else None
+                if isinstance(claimed, Claim):
+                    follow_up = claimed
+                else:
+                    no_claim = claimed
         except InvalidInput as exc:
             return await self._fail(held, f"result rejected: {exc.message}", retryable=False)
         status = "completed" if fence == "ok" else fence
@@ -187,6 +194,7 @@ class JobRunner:
             time.time() - held.started,
             images=stored_image_urls(result) if status == "completed" else (),
             next_claim=follow_up,
+            no_claim=no_claim,
         )
 
     async def _fail(self, held: HeldJob, error: str, *, retryable: bool) -> Outcome:

@@ -22,7 +22,7 @@ import msgspec
 from redis.exceptions import AuthenticationError, NoPermissionError
 
 from shared import __version__
-from shared.broker import Broker, Claim
+from shared.broker import Broker, Claim, NoClaim
 from shared.capabilities import Capabilities
 from shared.config import ConfigError
 from shared.outage import REDIS_OUTAGE
@@ -91,6 +91,12 @@ class Worker:
         # The wait for work in progress, cancelled by stop(): one task per wait, and the
         # claim loop resumes on its result directly (the wake-up is on a job's round trip).
         self._waiting: asyncio.Task[int | Claim | None] | None = None
+        # The answer of the last call that completed a job and found nothing to claim next,
+        # with the capabilities it claimed with: the claim loop's next claim would only
+        # repeat it (one more round trip on Redis just as the next submission arrives), so
+        # it waits for work at once instead. Anything claimable since rings a doorbell or is
+        # handed to this worker, which the wait sees.
+        self._answered: tuple[NoClaim, bytes] | None = None
         self._caps = build_capabilities(settings, hardware, [])
         self._caps_bytes = Broker.encode_capabilities(self._caps)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -231,6 +237,11 @@ class Worker:
         while not self._stopping.is_set():
             if not await self._acquire_slot():
                 break
+            answered, self._answered = self._answered, None
+            if answered is not None and hops == 0 and answered[1] is self._caps_bytes:
+                self._slots.release()
+                hops = await self._idle_wait(answered[0].next_due_ms)
+                continue
             try:
                 result = await self.broker.claim(self.id, self._caps_bytes, hops=hops)
             except TRANSIENT_ERRORS as exc:
@@ -368,6 +379,9 @@ class Worker:
                 outcome = await self._runner.run(held, connector)
                 self.history.appendleft(outcome)
                 follow_up = outcome.next_claim
+                no_claim = outcome.no_claim
+                if no_claim is not None and no_claim.reason == "empty" and not self.burst:
+                    self._answered = (no_claim, self._caps_bytes)
             finally:
                 self.running.pop(held.job.id, None)
                 self._refresh_warm_models()

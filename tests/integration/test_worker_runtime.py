@@ -287,3 +287,27 @@ async def test_a_wait_for_work_that_fails_is_an_outage_and_the_worker_waits_agai
         await broker.redis.client_kill_filter(_type="normal", skipme=True)
         job_id = (await broker.submit(job("simulation", payload=sim()))).job_id
         assert (await finished(broker, job_id, timeout=20)).status == JobStatus.COMPLETED
+
+
+async def test_a_completion_that_found_nothing_next_is_not_followed_by_another_claim(
+    broker: Broker, redis_url: str
+) -> None:
+    """The call that completes a job also claims the next; when it finds nothing, the worker
+    waits for work at once instead of asking again (one round trip less on Redis just as the
+    next submission arrives), and still gets the next job."""
+    async with running_worker(worker_settings(redis_url, CONCURRENT_JOBS="1")) as worker:
+        await wait_until(lambda: worker._waiting is not None)
+        claims = 0
+        plain_claim = worker.broker.claim
+
+        async def counting_claim(*args: Any, **kwargs: Any) -> Claim | NoClaim:
+            nonlocal claims
+            claims += 1
+            return await plain_claim(*args, **kwargs)
+
+        worker.broker.claim = counting_claim  # type: ignore[method-assign]
+        for _ in range(3):
+            job_id = (await broker.submit(job("simulation", payload=sim()))).job_id
+            assert (await finished(broker, job_id)).status == JobStatus.COMPLETED
+            await wait_until(lambda: worker._waiting is not None and not worker.running)
+        assert claims == 0
