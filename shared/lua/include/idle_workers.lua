@@ -208,7 +208,7 @@ end
 
 -- Wake `worker_id` for a job held back for it. It stays in the index until its own claim
 -- (taking a job clears it, finding none indexes it again): a claim by the big worker right
--- after this one (a worker whose complete-and-claim found nothing claims again at once)
+-- after this one (woken by a doorbell, or at the end of its idle poll)
 -- must leave the job to it too, or it would race the worker it just woke. Its token
 -- carries no hops: a worker woken for one job does not pass the wake-up on; tokens left
 -- over are dropped by its next successful claim (clear_idle).
