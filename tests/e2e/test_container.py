@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -128,10 +129,15 @@ async def test_the_image_serves_a_job_and_stops_on_sigterm_without_losing_one(
         async with client_of(hub) as http:
             assert podman("healthcheck", "run", hub.name, check=False).returncode == 0
             assert podman("exec", hub.name, "id", "-un").stdout.strip() == "emp"
-            with worker_process(redis_url, "ctr-w1"):
+            with worker_process(redis_url, "ctr-w1") as first_worker:
                 await registered(redis, broker, "ctr-w1")
                 served = await submit(http, SIMULATION)
                 done = await http.get(f"/jobs/{served}?wait=20")
+                # Stopped as an operator would (it deregisters): a worker killed instead
+                # stays registered, idle, until its heartbeat lapses, and the next job would
+                # be handed to it and come back only through the hub's reaper.
+                first_worker.send_signal(signal.SIGTERM)
+                assert first_worker.wait(timeout=30) == 0
             waiting = await submit(http, SIMULATION)
         assert hub.stop() == 0, hub.logs()
 
