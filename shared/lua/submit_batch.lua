@@ -17,6 +17,7 @@
 -- blocked long.
 
 --- @include "common"
+--- @include "keys"
 --- @include "events"
 --- @include "queue"
 --- @include "idle_workers"
@@ -28,6 +29,10 @@
 -- where one has them (queue.lua ring_for).
 local now = now_ms()
 local out, pos, created, per_service = {}, 5, 0, {}
+-- Per service, whether any worker idles: nothing in a batch makes a worker idle, so where
+-- none did at its first job, its other jobs skip the handoff's look (an EXISTS a job less
+-- in a batch nobody is waiting for).
+local any_idle = {}
 for _ = 1, tonumber(ARGV[4]) do
   local nfields = tonumber(ARGV[pos + 4])
   local reply, svc, customer, requirements, preferred = submit_job(ARGV[pos], ARGV[pos + 1],
@@ -35,7 +40,11 @@ for _ = 1, tonumber(ARGV[4]) do
   if svc then
     created = created + 1
     -- A job a warm idle worker was woken for needs no token on the service's doorbell.
-    local warm = hand_off(now, reply[2], svc, customer, requirements, preferred)
+    if any_idle[svc] == nil then
+      any_idle[svc] = redis.call('EXISTS', K.idle_workers(svc)) == 1
+    end
+    local warm = (any_idle[svc]
+        and hand_off(now, reply[2], svc, customer, requirements, preferred))
       or (preferred and preferred ~= ''
         and wake_warm(svc, customer, requirements, cjson.decode(preferred), now))
     if not warm then per_service[svc] = (per_service[svc] or 0) + 1 end
