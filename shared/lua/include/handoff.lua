@@ -87,19 +87,9 @@ end
 -- or nil; see the header for the choice.
 local function handoff_target(now, svc, customer, req, models)
   if #models > 0 then
-    for _, id in ipairs(redis.call('ZRANGE', K.warm_idle(svc, models[1]), 0, WARM_LOOK - 1)) do
-      local w = idle_worker(id, now)
-      if w then
-        local warm = true
-        for _, m in ipairs(models) do
-          if not w.caps.warm[m] then warm = false; break end
-        end
-        -- The worker wake_warm would ring: it or nobody.
-        if warm and not mismatch(svc, customer, req, w.caps, w.running) then
-          return { id = id, w = w, warm = true }
-        end
-      end
-    end
+    -- The worker wake_warm would ring: it or nobody warm.
+    local id, w = warm_idle_worker(svc, customer, req, models, now)
+    if id then return { id = id, w = w, warm = true } end
   end
   for _, id in ipairs(redis.call('ZRANGE', K.idle_workers(svc), 0, HANDOFF_LOOK - 1)) do
     local w = idle_worker(id, now)
@@ -131,9 +121,9 @@ end
 -- Hand the job `job_id` just made claimable (service `svc`, customer `customer`,
 -- requirements `req_json`, preferred models `preferred`: ring_for's arguments) to an idle
 -- worker where the header's rules allow. Returns the worker's id, or nil: the caller
--- rings a doorbell as before.
+-- rings a doorbell as before. The caller checks first that some worker of `svc` idles
+-- (ring_new per job, submit_batch.lua once per batch).
 local function hand_off(now, job_id, svc, customer, req_json, preferred)
-  if redis.call('EXISTS', K.idle_workers(svc)) == 0 then return nil end
   local req = cjson.decode(req_json)
   local models = (preferred and preferred ~= '') and cjson.decode(preferred) or {}
   local t = handoff_target(now, svc, customer, req, models)
@@ -157,6 +147,9 @@ end
 -- A new job of `svc` was added: hand it to an idle worker (hand_off), else ring a doorbell
 -- for it (queue.lua ring_for). Returns whether no service doorbell was needed.
 local function ring_new(now, job_id, svc, customer, requirements, preferred)
-  if hand_off(now, job_id, svc, customer or '', requirements, preferred) then return true end
+  if redis.call('EXISTS', K.idle_workers(svc)) == 1
+      and hand_off(now, job_id, svc, customer or '', requirements, preferred) then
+    return true
+  end
   return ring_for(now, svc, customer, requirements, preferred)
 end

@@ -217,34 +217,42 @@ local function ring_worker(worker_id)
   if redis.call('LPUSH', key, '0') > WAKE_CAP then redis.call('LTRIM', key, 0, WAKE_CAP - 1) end
 end
 
--- A job of service `svc` and customer `customer` with requirements `req_json` (JSON) that
--- prefers `models` (a non-empty list) became claimable: ring the doorbell of an idle worker
--- that has every one of them warm and can run it now, the smallest first (the best fit
--- among them). Looks at the WARM_LOOK smallest of warm:{svc}:{first model} only:
--- O(log n + WARM_LOOK). A stale entry (idle_worker: lapsed, paused, draining, gone) is
--- passed over, never woken. The woken worker leaves the warm index (not the idle index, so
--- the fit policy still counts it until its claim), so the next such job wakes another warm
--- worker rather than queueing behind this one. Returns the woken worker's id, or nil: the
--- caller rings the service's doorbell then.
-local function wake_warm(svc, customer, req_json, models, now)
-  if #models == 0 then return nil end
-  local ids = redis.call('ZRANGE', K.warm_idle(svc, models[1]), 0, WARM_LOOK - 1)
-  if #ids == 0 then return nil end
-  local req = cjson.decode(req_json)
-  for _, id in ipairs(ids) do
+-- The smallest idle worker of `svc` with every one of `models` (a non-empty list) warm
+-- that can run a job of `customer` with requirements `req` (decoded, or its JSON, decoded
+-- only once a warm worker is found) now, and its idle_worker entry; nil when none. Looks at
+-- the WARM_LOOK smallest of warm:{svc}:{first model} only: O(log n + WARM_LOOK). Stale
+-- entries are passed over.
+-- Shared by the warm wake-up and the handoff (handoff.lua), so both pick the same worker.
+local function warm_idle_worker(svc, customer, req, models, now)
+  for _, id in ipairs(redis.call('ZRANGE', K.warm_idle(svc, models[1]), 0, WARM_LOOK - 1)) do
     local w = idle_worker(id, now)
     if w then
       local warm = true
       for _, m in ipairs(models) do
         if not w.caps.warm[m] then warm = false; break end
       end
-      if warm and not mismatch(svc, customer, req, w.caps, w.running) then
-        local indexed = redis.call('HGET', K.worker(id), 'idle_in')
-        clear_warm(id, indexed and cjson.decode(indexed) or {})
-        ring_worker(id)
-        return id
+      if warm then
+        if type(req) == 'string' then req = cjson.decode(req) end
+        if not mismatch(svc, customer, req, w.caps, w.running) then return id, w end
       end
     end
   end
   return nil
+end
+
+-- A job of service `svc` and customer `customer` with requirements `req_json` (JSON) that
+-- prefers `models` (a non-empty list) became claimable: ring the doorbell of the idle
+-- worker warm_idle_worker finds (the smallest with them all warm that can run it now; a
+-- stale entry is passed over, never woken). The woken worker leaves the warm index (not the
+-- idle index, so the fit policy still counts it until its claim), so the next such job
+-- wakes another warm worker rather than queueing behind this one. Returns the woken
+-- worker's id, or nil: the caller rings the service's doorbell then.
+local function wake_warm(svc, customer, req_json, models, now)
+  if #models == 0 then return nil end
+  local id = warm_idle_worker(svc, customer, req_json, models, now)
+  if not id then return nil end
+  local indexed = redis.call('HGET', K.worker(id), 'idle_in')
+  clear_warm(id, indexed and cjson.decode(indexed) or {})
+  ring_worker(id)
+  return id
 end
