@@ -21,13 +21,25 @@ from tests.worker_support import finished, sim, status_is
 pytestmark = pytest.mark.e2e
 
 
+async def runs(broker: Broker, job_id: str) -> None:
+    """Wait until a worker runs `job_id`: it reported progress. Its status alone does not
+    say so: a job handed to an idle worker is active from its submission on, before the
+    worker has read it."""
+
+    async def running() -> bool:
+        held = await broker.get(job_id)
+        return held is not None and held.status == JobStatus.ACTIVE and held.progress > 0
+
+    await wait_until(running, timeout=20, message=f"a worker runs {job_id}")
+
+
 async def sigterm_during_a_long_job(
     broker: Broker, redis: Redis, proc: subprocess.Popen[bytes]
 ) -> str:
     """Once worker p1 runs a 50 s job, send it SIGTERM; the job's id."""
     await registered(redis, broker, "p1")
     job_id = (await broker.submit(job("simulation", payload=sim(steps=1000, step_ms=50)))).job_id
-    await status_is(broker, job_id, JobStatus.ACTIVE)
+    await runs(broker, job_id)
     proc.send_signal(signal.SIGTERM)
     return job_id
 
@@ -53,7 +65,7 @@ async def test_sigterm_lets_running_jobs_finish_within_the_grace(
     with worker_process(redis_url, "p1", WORKER_SHUTDOWN_GRACE_SECONDS="10") as proc:
         await registered(redis, broker, "p1")
         job_id = (await broker.submit(job("simulation", payload=sim(steps=10, step_ms=50)))).job_id
-        await status_is(broker, job_id, JobStatus.ACTIVE)
+        await runs(broker, job_id)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     done = await broker.get(job_id)
