@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import os
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Literal, cast
 
 import msgspec
@@ -43,6 +43,7 @@ from shared.broker_replies import (
     worker_state,
 )
 from shared.capabilities import Capabilities
+from shared.completion_group import MAX_GROUP, CompletionGroup
 from shared.control_channel import ControlSubscription
 from shared.errors import BrokerError, InvalidInput
 from shared.job import MAX_EFFECTIVE_PRIORITY, Job, JobRequest
@@ -155,6 +156,7 @@ class Broker:
         self.reads = Reads(redis, self.keys)
         # Webhook deliveries: the stream's consumer group, retries, dead letter.
         self.webhooks = WebhookQueue(redis, self.keys, self._scripts)
+        self._completions = CompletionGroup(self._complete_and_claim_group, MAX_GROUP)
 
     async def ping(self) -> None:
         """Raise unless Redis answers (readiness checks)."""
@@ -519,28 +521,36 @@ class Broker:
         max_leases: int = 0,
     ) -> tuple[Fence, Claim | NoClaim]:
         """`complete`, then `claim` for the same worker, in one round trip: a worker that
-        drains a queue pays one call per job instead of two. A 'more' answer (the scan
-        budget ran out) comes back as NoClaim(reason='more'): call `claim` to continue."""
+        drains a queue pays one call per job instead of two. Calls for one worker made while
+        another of its calls is in flight go together in the next call (group commit,
+        shared/completion_group.py), each answered as if it had been sent alone. A 'more'
+        answer (the scan budget ran out) comes back as NoClaim(reason='more'): call `claim`
+        to continue."""
         encoded = check_document(result, "result", max_bytes=self.settings.max_result_bytes)
+        return await self._completions.call((worker_id, caps, max_leases), (job_id, token, encoded))
+
+    async def _complete_and_claim_group(
+        self, key: Hashable, entries: list[tuple[str, str, bytes]]
+    ) -> list[tuple[Fence, Claim | NoClaim]]:
+        worker_id, caps, max_leases = cast(tuple[str, bytes, int], key)
         try:
-            reply = await self._scripts.call(
+            replies = await self._scripts.call(
                 "complete_claim",
                 worker_id,
-                job_id,
-                token,
-                encoded,
                 caps,
                 self.settings.claim_scan_budget,
                 max_leases,
                 self._scheduling,
-                *(("1",) if self._handoff else ()),
+                "1" if self._handoff else "",
+                *(arg for entry in entries for arg in entry),
             )
         except NotReplicated as exc:
-            follow_up = claim_reply(exc.replies[0][1:])
-            if isinstance(follow_up, Claim):
-                await self._hand_back(worker_id, follow_up)
+            for reply in exc.replies[0]:
+                follow_up = claim_reply(reply[1:])
+                if isinstance(follow_up, Claim):
+                    await self._hand_back(worker_id, follow_up)
             raise
-        return fence(reply[0]), claim_reply(reply[1:])
+        return [(fence(reply[0]), claim_reply(reply[1:])) for reply in replies]
 
     async def _hand_back(self, worker_id: str, claim: Claim) -> None:
         """Return a claim that replicas did not acknowledge (shared/replication.py): its

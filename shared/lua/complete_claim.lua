@@ -1,28 +1,43 @@
--- complete_claim.lua: complete a job the worker holds and claim its next one, in one call.
+-- complete_claim.lua: complete jobs the worker holds and claim its next ones, in one call.
 --
 -- KEYS[1]  jobs:pending
 -- ARGV[1..3] common (include/common.lua)
 -- ARGV[4]  worker id
--- ARGV[5]  job id
--- ARGV[6]  claim token
--- ARGV[7]  result JSON
--- ARGV[8]  the worker's capabilities (JSON), as for claim.lua
--- ARGV[9]  scan budget, as for claim.lua
--- ARGV[10] most leases the worker may hold after the completion, as for claim.lua
--- ARGV[11] scheduling policies, as claim.lua's ARGV[13] ('' or absent: strict order)
--- ARGV[12] '1' where the worker accepts handoffs, as claim.lua's ARGV[14] ('' or absent: not)
--- Returns  {fence, claim reply...}: fence is complete.lua's 'ok', 'stale' or 'cancelled';
---          then claim.lua's reply ({'job', token, fields...} or {'none', reason, due, next}).
+-- ARGV[5]  the worker's capabilities (JSON), as for claim.lua
+-- ARGV[6]  scan budget, as for claim.lua
+-- ARGV[7]  most leases the worker may hold after a completion, as for claim.lua
+-- ARGV[8]  scheduling policies, as claim.lua's ARGV[13] ('' : strict order)
+-- ARGV[9]  '1' where the worker accepts handoffs, as claim.lua's ARGV[14] ('': not)
+-- ARGV[10..] one triple per completion, in order: job id, claim token, result JSON
+-- Returns  one reply per triple, in order: {fence, claim reply...}; fence is complete.lua's
+--          'ok', 'stale' or 'cancelled', then claim.lua's reply ({'job', token, fields...}
+--          or {'none', reason, due, next}).
 -- Invariants: exactly those of complete.lua followed by claim.lua (offset 0, no wake-up
--- hops): the claim is tried whatever the fence said, since the slot is free either way. It
--- saves a worker one round trip per job; a worker that is stopping or paused uses
--- complete.lua instead.
+-- hops), once per triple and in their order, as if each pair were its own call: the claim
+-- is tried whatever the fence said, since the slot is free either way. Once a claim answers
+-- 'empty', later triples are completed and answered the same without claiming again: a
+-- completion makes no job claimable (other answers, such as 'busy' at the lease cap, may
+-- change with a completion, so those claims are made). It saves a worker
+-- one round trip per job, and a worker whose slots finish together one call for them all
+-- (shared/completion_group.py); a worker that is stopping or paused uses complete.lua.
 
 --- @include "complete_job"
 --- @include "claim_next"
 
-local fence = complete_job(ARGV[4], ARGV[5], ARGV[6], ARGV[7])
-local reply = claim_next(ARGV[4], ARGV[8], tonumber(ARGV[9]), 0, 0, tonumber(ARGV[10]), nil,
-  nil, nil, ARGV[11], ARGV[12] == '1')
-table.insert(reply, 1, fence[1])
-return reply
+local worker_id, caps, budget, max_leases = ARGV[4], ARGV[5], tonumber(ARGV[6]),
+  tonumber(ARGV[7])
+local scheduling, handoff = ARGV[8], ARGV[9] == '1'
+local replies, none = {}, nil
+for i = 10, #ARGV, 3 do
+  local fence = complete_job(worker_id, ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  local reply = none
+  if not reply then
+    reply = claim_next(worker_id, caps, budget, 0, 0, max_leases, nil, nil, nil, scheduling,
+      handoff)
+    if reply[1] == 'none' and reply[2] == 'empty' then none = reply end
+  end
+  local one = { fence[1] }
+  for j = 1, #reply do one[j + 1] = reply[j] end
+  replies[#replies + 1] = one
+end
+return replies

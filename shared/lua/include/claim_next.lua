@@ -67,6 +67,11 @@ local function gpus_of(doc)
   return (gpu and val(gpu.count)) or 1
 end
 
+-- The capabilities and policies of the call's last claim: complete_claim.lua claims once per
+-- completion it carries, with the same ones each time, and decoding them is a fifth of a
+-- claim's cost. Only for this call: a script's locals do not outlive it.
+local last_caps_json, last_caps, last_scheduling, last_sched
+
 -- Take the best pending job `worker_id` can run, under a lease. Returns {'job', token,
 -- field1, value1, ...} or {'none', reason, next_due_ms, next_offset[, priority,
 -- created_at]}; claim.lua's header states the contract and the invariants. `elsewhere`,
@@ -89,10 +94,16 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
 
   local now = now_ms()
   promote_due(now, DUE_PER_CLAIM)
-  local caps = prepare_caps(caps_json)
+  if caps_json ~= last_caps_json then
+    last_caps_json, last_caps = caps_json, prepare_caps(caps_json)
+  end
+  local caps = last_caps
   local lease_key = K.leases(worker_id)
   local running = running_of(lease_key, elsewhere)
-  local sched = parse_scheduling(scheduling)
+  if scheduling ~= last_scheduling or last_sched == nil then
+    last_scheduling, last_sched = scheduling, parse_scheduling(scheduling)
+  end
+  local sched = last_sched
   local best, truncated, decision = find_best(worker_id, caps, running, budget, offset, now,
     sched)
 
