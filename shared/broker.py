@@ -43,7 +43,7 @@ from shared.broker_replies import (
     worker_state,
 )
 from shared.capabilities import Capabilities
-from shared.completion_group import MAX_GROUP, CompletionGroup
+from shared.completion_group import IN_FLIGHT, MAX_GROUP, CompletionGroup
 from shared.control_channel import ControlSubscription
 from shared.errors import BrokerError, InvalidInput
 from shared.job import MAX_EFFECTIVE_PRIORITY, Job, JobRequest
@@ -156,7 +156,9 @@ class Broker:
         self.reads = Reads(redis, self.keys)
         # Webhook deliveries: the stream's consumer group, retries, dead letter.
         self.webhooks = WebhookQueue(redis, self.keys, self._scripts)
-        self._completions = CompletionGroup(self._complete_and_claim_group, MAX_GROUP)
+        self._completions = CompletionGroup(
+            self._complete_and_claim_group, max_group=MAX_GROUP, in_flight=IN_FLIGHT
+        )
 
     async def ping(self) -> None:
         """Raise unless Redis answers (readiness checks)."""

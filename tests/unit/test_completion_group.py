@@ -52,7 +52,7 @@ async def settle() -> None:
 async def test_a_call_with_none_in_flight_is_sent_at_once_and_alone() -> None:
     send = Sender()
     send.release.set()
-    group: CompletionGroup[str, str] = CompletionGroup(send, 16)
+    group: CompletionGroup[str, str] = CompletionGroup(send, max_group=16, in_flight=1)
     assert await group.call("w", "a") == "a!"
     assert await group.call("w", "b") == "b!"
     assert send.groups == [("w", ["a"]), ("w", ["b"])]
@@ -60,7 +60,7 @@ async def test_a_call_with_none_in_flight_is_sent_at_once_and_alone() -> None:
 
 async def test_calls_made_while_one_is_in_flight_go_together_in_order() -> None:
     send = Sender()
-    group: CompletionGroup[str, str] = CompletionGroup(send, 16)
+    group: CompletionGroup[str, str] = CompletionGroup(send, max_group=16, in_flight=1)
     calls = [asyncio.create_task(group.call("w", e)) for e in "abcd"]
     await settle()
     assert send.groups == [("w", ["a"])]  # b, c, d wait for it
@@ -71,7 +71,7 @@ async def test_calls_made_while_one_is_in_flight_go_together_in_order() -> None:
 
 async def test_keys_do_not_wait_for_each_other() -> None:
     send = Sender()
-    group: CompletionGroup[str, str] = CompletionGroup(send, 16)
+    group: CompletionGroup[str, str] = CompletionGroup(send, max_group=16, in_flight=1)
     calls = [asyncio.create_task(group.call(k, k)) for k in ("w1", "w2")]
     await settle()
     assert send.groups == [("w1", ["w1"]), ("w2", ["w2"])]
@@ -81,7 +81,7 @@ async def test_keys_do_not_wait_for_each_other() -> None:
 
 async def test_a_group_is_capped_and_the_rest_goes_next() -> None:
     send = Sender()
-    group: CompletionGroup[str, str] = CompletionGroup(send, 2)
+    group: CompletionGroup[str, str] = CompletionGroup(send, max_group=2, in_flight=1)
     calls = [asyncio.create_task(group.call("w", e)) for e in "abcde"]
     await settle()
     send.release.set()
@@ -91,7 +91,7 @@ async def test_a_group_is_capped_and_the_rest_goes_next() -> None:
 
 async def test_a_failed_call_fails_every_caller_in_it_and_the_next_call_goes() -> None:
     send = Sender()
-    group: CompletionGroup[str, str] = CompletionGroup(send, 16)
+    group: CompletionGroup[str, str] = CompletionGroup(send, max_group=16, in_flight=1)
     first = asyncio.create_task(group.call("w", "a"))
     await settle()
     rest = [asyncio.create_task(group.call("w", e)) for e in "bc"]
@@ -107,7 +107,7 @@ async def test_a_failed_call_fails_every_caller_in_it_and_the_next_call_goes() -
 
 async def test_a_caller_cancelled_while_waiting_is_left_out_of_the_group() -> None:
     send = Sender()
-    group: CompletionGroup[str, str] = CompletionGroup(send, 16)
+    group: CompletionGroup[str, str] = CompletionGroup(send, max_group=16, in_flight=1)
     first = asyncio.create_task(group.call("w", "a"))
     await settle()
     gone = asyncio.create_task(group.call("w", "b"))
@@ -136,7 +136,7 @@ class CancelsTheNextLead(CompletionGroup[str, str]):
 
 async def test_a_caller_cancelled_as_it_was_given_the_lead_passes_it_on() -> None:
     send = Sender()
-    group = CancelsTheNextLead(send, 1)
+    group = CancelsTheNextLead(send, max_group=1, in_flight=1)
     first = asyncio.create_task(group.call("w", "a"))
     await settle()
     lead = asyncio.create_task(group.call("w", "b"))
@@ -152,7 +152,7 @@ async def test_a_caller_cancelled_as_it_was_given_the_lead_passes_it_on() -> Non
 
 async def test_when_the_sender_is_cancelled_the_others_in_its_group_may_retry() -> None:
     send = Sender()
-    group: CompletionGroup[str, str] = CompletionGroup(send, 16)
+    group: CompletionGroup[str, str] = CompletionGroup(send, max_group=16, in_flight=1)
     first = asyncio.create_task(group.call("w", "a"))
     await settle()
     sender = asyncio.create_task(group.call("w", "b"))
@@ -168,3 +168,18 @@ async def test_when_the_sender_is_cancelled_the_others_in_its_group_may_retry() 
         await other
     send.release.set()
     assert await group.call("w", "d") == "d!"
+
+
+async def test_up_to_in_flight_calls_go_at_once_and_the_rest_waits_for_one_to_end() -> None:
+    send = Sender()
+    group: CompletionGroup[str, str] = CompletionGroup(send, max_group=16, in_flight=2)
+    calls = [asyncio.create_task(group.call("w", e)) for e in "abcde"]
+    await settle()
+    assert [entries for _, entries in send.groups] == [["a"], ["b"]]
+    send.finish(1)
+    await settle()
+    # "b" ended: the three waiting go together, while "a" is still in flight.
+    assert [entries for _, entries in send.groups] == [["a"], ["b"], ["c", "d", "e"]]
+    assert not calls[0].done()
+    send.release.set()
+    assert await asyncio.gather(*calls) == ["a!", "b!", "c!", "d!", "e!"]

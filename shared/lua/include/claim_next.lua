@@ -143,23 +143,10 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
   -- idle_in as the claim began: nothing since changes it (a wake-up, a fit decision, a due
   -- retry's doorbell write no idle_in; only a submission hands a job off, handoff.lua).
   clear_idle(worker_id, idle_in)
-  local job_key = K.job(best_job)
-  -- How long policies held this job (the claim clears the held_* fields): from its first
-  -- bounded pass-over to this claim, and to its last pass-over (the bound limits that one),
-  -- carried in the 'claimed' event.
-  local was = redis.call('HMGET', job_key, 'held_by', 'held_since', 'held_at')
-  local held_since = tonumber(was[2] or '')
-  local held_ms = held_since and math.floor(now - held_since) or nil
-  local passed_over_ms = held_since
-    and math.floor((tonumber(was[3] or '') or now) - held_since) or nil
+  local fair_charge = nil
   if decision then
     record_decision(best, decision, sched, now)
-    redis.call('ZREM', K.held, best_job)
-    if sched.on.fair then
-      redis.call('HSET', job_key, 'fair_charge',
-        gpus_of(best_doc) .. '|' .. int(sched.half_life_ms))
-    end
+    if sched.on.fair then fair_charge = gpus_of(best_doc) .. '|' .. int(sched.half_life_ms) end
   end
-  return lease_job(worker_id, best_job, best_class, best_doc, now, { held_by = was[1] or nil,
-    held_ms = held_ms, passed_over_ms = passed_over_ms })
+  return lease_job(worker_id, best_job, best_class, best_doc, now, {}, fair_charge)
 end

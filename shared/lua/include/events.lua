@@ -7,6 +7,7 @@
 local STATS_TTL_S = 86400
 
 local function bump_stat(now, field, by)
+  if by == 0 then return end  -- nothing to add (a no-op job's run_ms); nor a TTL to set
   local key = K.stats(int(math.floor(now / 60000)))
   if redis.call('HINCRBY', key, field, by or 1) == (by or 1) then
     redis.call('EXPIRE', key, STATS_TTL_S)

@@ -54,7 +54,8 @@ local function charge_usage(job_key, known)
     claimed_at, customer = f[1], f[2]
   end
   local now = now_ms()
-  redis.call('HDEL', job_key, 'fair_charge')
+  -- With `known` the caller is finish (transitions.lua), whose HDEL drops the charge.
+  if not known then redis.call('HDEL', job_key, 'fair_charge') end
   local c = split(charge, '|')
   local gpus, half_life_ms = tonumber(c[1]) or 1, tonumber(c[2]) or 0
   local ran_s = (now - (tonumber(claimed_at) or now)) / 1000

@@ -11,10 +11,11 @@
 -- Take `job_id` (pending, claimable, in class `class_id` whose document is `doc`) for
 -- `worker_id` at `now`: it leaves its class, jobs:pending and jobs:unclaimed; a new token
 -- fences it; the lease goes into jobs:active:{worker} and its deadline into jobs:active.
--- `event` holds the 'claimed' event's fields besides worker_id and wait_ms (the claim's
--- held_by, held_ms, passed_over_ms; a handoff's handoff = 1). Returns claim.lua's reply
--- {'job', token, field1, value1, ...}.
-local function lease_job(worker_id, job_id, class_id, doc, now, event)
+-- `event` holds the 'claimed' event's fields besides worker_id, wait_ms and how long
+-- policies held the job (a handoff's handoff = 1); `fair_charge` (nil: none) is what its
+-- completion charges to its customer's fair-share usage (fair.lua). Returns claim.lua's
+-- reply {'job', token, field1, value1, ...}.
+local function lease_job(worker_id, job_id, class_id, doc, now, event, fair_charge)
   local job_key = K.job(job_id)
   local svc, customer = doc.s, doc.c
   redis.call('ZREM', K.job_class(class_id), job_id)
@@ -26,10 +27,27 @@ local function lease_job(worker_id, job_id, class_id, doc, now, event)
   -- One read of what the lease, the statistics and the event need from the job, and the
   -- event's sequence number written with the status: a claim is the hottest script, and
   -- every redis.call costs it a few microseconds.
-  local f = redis.call('HMGET', job_key, 'timeout_ms', 'created_at', 'event_seq')
+  local f = redis.call('HMGET', job_key, 'timeout_ms', 'created_at', 'event_seq', 'held_by',
+    'held_since', 'held_at')
   local seq = (tonumber(f[3]) or 0) + 1
-  redis.call('HSET', job_key, 'status', 'active', 'worker_id', worker_id, 'token', token,
-    'claimed_at', int(now), 'progress', '0', 'message', '', 'event_seq', seq)
+  -- How long policies held this job (the lease clears the held_* fields): from its first
+  -- bounded pass-over to now, and to its last pass-over (the bound limits that one).
+  local held_since = tonumber(f[5] or '')
+  if held_since then
+    event.held_by = f[4] or nil
+    event.held_ms = math.floor(now - held_since)
+    event.passed_over_ms = math.floor((tonumber(f[6] or '') or now) - held_since)
+    redis.call('ZREM', K.held, job_id)  -- only a bounded hold indexes it (claim_next hold)
+  elseif f[4] then
+    event.held_by = f[4]
+  end
+  local set = { 'status', 'active', 'worker_id', worker_id, 'token', token,
+    'claimed_at', int(now), 'progress', '0', 'message', '', 'event_seq', seq }
+  if fair_charge then
+    set[#set + 1] = 'fair_charge'
+    set[#set + 1] = fair_charge
+  end
+  redis.call('HSET', job_key, unpack(set))
   redis.call('HDEL', job_key, 'avoid_worker', 'avoid_until', 'retry_at', 'held_by', 'held_at',
     'held_since', 'held_until')
   redis.call('HSET', K.leases(worker_id), job_id,

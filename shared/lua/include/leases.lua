@@ -8,19 +8,23 @@
 --- @include "keys"
 
 -- Does `worker_id` hold the job under `token` (status active, same owner, same token)?
-local function holds(job_key, worker_id, token)
-  local f = redis.call('HMGET', job_key, 'status', 'worker_id', 'token')
-  return f[1] == 'active' and f[2] == worker_id and f[3] == token, f[1]
+-- Also returns the job's status, and the values of the fields `also` names (nil: none) read
+-- in the same call, at f[4] on.
+local function holds(job_key, worker_id, token, also)
+  local f = also and redis.call('HMGET', job_key, 'status', 'worker_id', 'token', unpack(also))
+    or redis.call('HMGET', job_key, 'status', 'worker_id', 'token')
+  return f[1] == 'active' and f[2] == worker_id and f[3] == token, f[1], f
 end
 
 -- Fencing: the lease record the worker must still hold. Returns the job key, or nil and
--- the reason ('stale' or the job's terminal status, e.g. 'cancelled').
-local function fenced(worker_id, job_id, token)
+-- the reason ('stale' or the job's terminal status, e.g. 'cancelled'); with `also`, the job
+-- key is followed by the values of those fields, as holds() reads them (from [4] on).
+local function fenced(worker_id, job_id, token, also)
   local job_key = K.job(job_id)
   local lease = redis.call('HGET', K.leases(worker_id), job_id)
   if not lease or split(lease, '|')[1] ~= token then return nil, 'stale' end
-  local held, status = holds(job_key, worker_id, token)
-  if held then return job_key, nil end
+  local held, status, f = holds(job_key, worker_id, token, also)
+  if held then return job_key, nil, f end
   -- The worker still holds a lease on a job that was cancelled: drop the lease now that
   -- the worker has reported back.
   redis.call('HDEL', K.leases(worker_id), job_id)

@@ -10,8 +10,15 @@
 --- @include "common"
 --- @include "keys"
 
+-- Read once per call and field: a call is atomic, and complete_claim.lua may finish several
+-- jobs in one.
+local published = {}
 local function policy_ms(field, fallback)
-  local value = tonumber(redis.call('HGET', K.fleet, field) or '')
+  local value = published[field]
+  if value == nil then
+    value = tonumber(redis.call('HGET', K.fleet, field) or '') or false
+    published[field] = value
+  end
   if value then return value end
   return fallback
 end

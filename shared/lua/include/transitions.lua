@@ -19,7 +19,7 @@ local function finish(job_key, job_id, status, now, fields, known)
     for _, v in ipairs(fields) do set[#set + 1] = v end
   end
   redis.call('HSET', job_key, unpack(set))
-  redis.call('HDEL', job_key, 'token', 'retry_at')
+  redis.call('HDEL', job_key, 'token', 'retry_at', 'fair_charge')
   redis.call('ZREM', K.active, job_id)
   redis.call('ZADD', K.finished(status), now, job_id)
   redis.call('PEXPIRE', job_key, retention_ms())
