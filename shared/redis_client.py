@@ -68,7 +68,6 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     OSError,
 )
 
-COMMAND_TIMEOUT = 10.0  # seconds: a command client's read timeout (a dead link is noticed)
 CONNECT_TIMEOUT = 5.0
 SENTINEL_TIMEOUT = 2.0  # per sentinel asked: a dead one must not hold up the next
 TOPOLOGY_REFRESH_MIN_INTERVAL = 0.1  # seconds between two reads of a cluster's slot map
@@ -96,12 +95,12 @@ class ClusterClient(RedisCluster):
 def connect(
     settings: RedisSettings, *, blocking: bool = False, max_connections: int = 64
 ) -> RedisClient:
-    """A client for commands (`blocking=False`: reads time out after COMMAND_TIMEOUT, so a
-    dead connection is noticed) or for blocking pops and pub/sub (`blocking=True`: no read
+    """A client for commands (`blocking=False`: reads time out after
+    REDIS_COMMAND_TIMEOUT_SECONDS, so a dead connection is noticed) or for blocking pops and pub/sub (`blocking=True`: no read
     timeout, the server holds the reply back on purpose). With REDIS_CLUSTER a
     `ClusterClient`, else a `Client`; `max_connections` is then per node."""
     common: dict[str, Any] = {
-        "socket_timeout": None if blocking else COMMAND_TIMEOUT,
+        "socket_timeout": None if blocking else settings.command_timeout,
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_keepalive": True,
         "health_check_interval": 30,

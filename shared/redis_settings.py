@@ -45,7 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from shared.config import ConfigError
 from shared.redaction import redact_url
-from shared.setting import Setting, flag, optional_text
+from shared.setting import Setting, flag, number, optional_text
 from shared.setting_section import Section, field_settings, read_fields
 
 _URL_SCHEME = re.compile(r"^(redis|rediss|unix)://")
@@ -53,6 +53,8 @@ _HOST_PORT = re.compile(
     r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]\s]+))(?::(?P<port>\d+))?$"
 )
 SENTINEL_PORT = 26379
+# Seconds: a command client's read timeout, after which its connection counts as dead.
+DEFAULT_COMMAND_TIMEOUT = 10.0
 
 REDIS = Section(
     "Redis connection: the same on the hub and every worker",
@@ -181,6 +183,17 @@ class RedisSettings:
             "REDIS_CLUSTER",
             False,
             doc="Redis Cluster: the URL names any one node; the client finds the others",
+        )
+    )
+    command_timeout: float = REDIS.field(
+        number(
+            "REDIS_COMMAND_TIMEOUT_SECONDS",
+            DEFAULT_COMMAND_TIMEOUT,
+            doc="A command with no reply after this long has a dead connection (a NAT or "
+            "firewall that dropped it silently): it is replaced and the command retried. "
+            "Shorter notices sooner; it must stay well above the slowest command (ms)",
+            lo=0.5,
+            hi=3600,
         )
     )
 

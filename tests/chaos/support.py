@@ -67,10 +67,14 @@ FAST: dict[str, str] = {
 # How long after a silent drop (no reset, no close) a hub or worker must be working again.
 # What it waits for is timers, not work: an idle poll (1 s here) plus the silent-link margin
 # of a blocking wait (5 s, worker/runtime.py), then a command that hangs until its socket
-# timeout (10 s, shared/redis_client.py): about 16 s, measured 10-16 s. The bound only has
+# timeout (REDIS_COMMAND_TIMEOUT_SECONDS, 10 s by default; the black-hole scenarios set
+# BLACKHOLE_COMMAND_TIMEOUT): about 16 s with the default, measured 10-16 s. The bound only has
 # to tell "noticed and recovered" from "stuck until restarted", so it leaves 24 s over the
 # timers, far more than scheduling adds to them on a loaded 2-core box.
 SILENT_DROP_BOUND = 40.0
+# REDIS_COMMAND_TIMEOUT_SECONDS in the black-hole scenarios: what they test is that the drop
+# is noticed and repaired at all; the default's 10 s would only make them longer.
+BLACKHOLE_COMMAND_TIMEOUT = "3"
 
 WORKER_ENV: dict[str, str] = {
     "SERVICES": "simulation",

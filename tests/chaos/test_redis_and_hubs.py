@@ -21,6 +21,7 @@ from tests.chaos.clients import (
     wait_all_finished,
 )
 from tests.chaos.support import (
+    BLACKHOLE_COMMAND_TIMEOUT,
     CLIENT,
     LEASE_TIMEOUT,
     SILENT_DROP_BOUND,
@@ -233,7 +234,7 @@ async def test_hub_failover(chaos: Chaos) -> None:
 
 async def test_hub_blackhole(chaos: Chaos) -> None:
     """Does: a hub reaches Redis through the test's TCP proxy (one worker connects
-    directly); once a job has been followed to completion over SSE, the proxy silently
+    directly; the hub's REDIS_COMMAND_TIMEOUT_SECONDS is 3); once a job has been followed to completion over SSE, the proxy silently
     black-holes every open connection (no reset, no close: a NAT or firewall that forgot
     them) while new connections flow normally. A job is then submitted and followed over
     SSE on the same hub.
@@ -241,7 +242,9 @@ async def test_hub_blackhole(chaos: Chaos) -> None:
     Asserts: the hub notices and reconnects by itself: the new job's SSE stream reaches
     `completed` within 40 s of the drop, and every job completes exactly once."""
     proxy = await chaos.proxy()
-    hub = await chaos.start_hub(REDIS_URL=proxy.url)
+    hub = await chaos.start_hub(
+        REDIS_URL=proxy.url, REDIS_COMMAND_TIMEOUT_SECONDS=BLACKHOLE_COMMAND_TIMEOUT
+    )
     chaos.start_worker("w1")
     await chaos.registered("w1")
     ids: list[str] = []

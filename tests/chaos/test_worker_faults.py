@@ -15,6 +15,7 @@ import pytest
 from shared.text import as_text
 from tests.chaos.clients import sim_job, submit_batch, wait_all_finished
 from tests.chaos.support import (
+    BLACKHOLE_COMMAND_TIMEOUT,
     CLIENT,
     LEASE_TIMEOUT,
     REAPER_INTERVAL,
@@ -360,7 +361,8 @@ async def test_partition(chaos: Chaos) -> None:
 
 
 async def test_partition_blackhole(chaos: Chaos) -> None:
-    """Does: the only worker reaches Redis through the test's TCP proxy; after it ran a job
+    """Does: the only worker reaches Redis through the test's TCP proxy (its
+    REDIS_COMMAND_TIMEOUT_SECONDS is 3); after it ran a job
     and went idle, the proxy silently black-holes every open connection (no reset, no
     close) while new connections flow normally. Three jobs are then submitted.
 
@@ -368,7 +370,9 @@ async def test_partition_blackhole(chaos: Chaos) -> None:
     40 s of the drop, exactly once."""
     hub = await chaos.start_hub()
     proxy = await chaos.proxy()
-    chaos.start_worker("solo", HUB_REDIS_URL=proxy.url)
+    chaos.start_worker(
+        "solo", HUB_REDIS_URL=proxy.url, REDIS_COMMAND_TIMEOUT_SECONDS=BLACKHOLE_COMMAND_TIMEOUT
+    )
     await chaos.registered("solo")
     async with httpx.AsyncClient(base_url=hub.url, headers=CLIENT, timeout=30) as http:
         ids = await submit_batch(http, [sim_job("pb-0", steps=2, step_ms=10)])

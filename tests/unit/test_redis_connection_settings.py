@@ -11,6 +11,7 @@ import pytest
 
 from hub.settings import HubSettings
 from shared.config import ConfigError
+from shared.redis_client import connect_server
 from shared.redis_settings import RedisSettings
 from worker.settings import WorkerSettings
 
@@ -177,3 +178,28 @@ def test_hub_and_worker_read_the_same_settings_the_same_way(pem: Path) -> None:
 def test_the_hub_runs_its_embedded_redis_only_without_url_and_sentinels() -> None:
     assert hub({}) is None
     assert hub(SENTINEL) is not None
+
+
+@PROCESSES
+def test_command_clients_time_out_after_the_command_timeout(redis_of: RedisOf) -> None:
+    url = {"HUB_REDIS_URL": "redis://127.0.0.1:6399/0"}
+    default = redis_of(url)
+    assert default is not None
+    assert default.command_timeout == 10.0
+    redis = redis_of({**url, "REDIS_COMMAND_TIMEOUT_SECONDS": "2.5"})
+    assert redis is not None
+    commands = connect_server(redis)
+    blocking = connect_server(redis, blocking=True)
+    # A dead link is noticed by a command client after the setting; a blocking client (BLPOP,
+    # pub/sub) waits on purpose and has no read timeout.
+    assert commands.connection_pool.connection_kwargs["socket_timeout"] == 2.5
+    assert blocking.connection_pool.connection_kwargs["socket_timeout"] is None
+
+
+@PROCESSES
+@pytest.mark.parametrize("value", ["0", "0.1", "-1", "soon"])
+def test_a_command_timeout_that_cannot_work_is_named(redis_of: RedisOf, value: str) -> None:
+    message = refusal(
+        redis_of, {"HUB_REDIS_URL": "redis://h/0", "REDIS_COMMAND_TIMEOUT_SECONDS": value}
+    )
+    assert "REDIS_COMMAND_TIMEOUT_SECONDS" in message
