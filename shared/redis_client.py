@@ -96,9 +96,10 @@ def connect(
     settings: RedisSettings, *, blocking: bool = False, max_connections: int = 64
 ) -> RedisClient:
     """A client for commands (`blocking=False`: reads time out after
-    REDIS_COMMAND_TIMEOUT_SECONDS, so a dead connection is noticed) or for blocking pops and pub/sub (`blocking=True`: no read
-    timeout, the server holds the reply back on purpose). With REDIS_CLUSTER a
-    `ClusterClient`, else a `Client`; `max_connections` is then per node."""
+    REDIS_COMMAND_TIMEOUT_SECONDS, so a dead connection is noticed) or for blocking pops and
+    pub/sub (`blocking=True`: no read timeout, the server holds the reply back on purpose).
+    With REDIS_CLUSTER a `ClusterClient`, else a `Client`; `max_connections` is then per
+    node."""
     common: dict[str, Any] = {
         "socket_timeout": None if blocking else settings.command_timeout,
         "socket_connect_timeout": CONNECT_TIMEOUT,
