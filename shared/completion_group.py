@@ -117,6 +117,8 @@ class CompletionGroup(Generic[Entry, Result]):
         others = others or []
         try:
             results = await self._send(key, entries)
+            if len(results) != len(entries):
+                raise RuntimeError(f"{len(results)} results for {len(entries)} entries")
         except BaseException as exc:
             # The others retry on their own (the worker's delivery loop does): a completion
             # sent twice is fenced, and a claim whose reply was lost is handed back by the
@@ -132,7 +134,7 @@ class CompletionGroup(Generic[Entry, Result]):
             raise
         finally:
             self._hand_on(key, line)
-        for waiting, result in zip(others, results[1:], strict=True):
+        for waiting, result in zip(others, results[1:], strict=False):
             if not waiting.future.done():
                 waiting.future.set_result(result)
         return results[0]

@@ -183,3 +183,15 @@ async def test_up_to_in_flight_calls_go_at_once_and_the_rest_waits_for_one_to_en
     assert not calls[0].done()
     send.release.set()
     assert await asyncio.gather(*calls) == ["a!", "b!", "c!", "d!", "e!"]
+
+
+async def test_a_call_answered_with_too_few_results_fails_every_caller_in_it() -> None:
+    async def short(key: Hashable, entries: list[str]) -> list[str]:
+        await asyncio.sleep(0)
+        return entries[:1]
+
+    group: CompletionGroup[str, str] = CompletionGroup(short, max_group=16, in_flight=1)
+    calls = [asyncio.create_task(group.call("w", e)) for e in "abc"]
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+    assert results[0] == "a"
+    assert all(isinstance(r, RuntimeError) for r in results[1:])
