@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+import psutil
 import pytest
 
 from shared.text import as_text
@@ -141,6 +142,90 @@ async def test_kill9(chaos: Chaos) -> None:
     assert not_by_lease == [], not_by_lease
     bound = LEASE_TIMEOUT + REAPER_INTERVAL + RECLAIM_MARGIN
     assert max(reclaim) <= bound, f"kill-to-reclaim {max(reclaim):.2f} s > {bound:.2f} s"
+
+
+# -- issue 16: a worker killed while its grouped completions are in flight -----------------
+
+
+async def test_kill9_mid_group(chaos: Chaos) -> None:
+    """Does: one worker with 10 slots drains 1,500 no-op jobs (simulation, 0 steps)
+    submitted over REST, so its slots finish together and their complete-and-claim calls go
+    several to a call (group commit, shared/completion_group.py); once 300 jobs are
+    completed it is killed with `kill -9`, with calls in flight, and a second worker with
+    10 slots drains the rest.
+
+    Asserts: the killed worker's calls carried more than one completion each on average
+    (completions / script calls during its run, printed); every job completes exactly
+    once (one `completed` event) with its own result; none after the kill from the killed
+    worker; the jobs it held (claimed by a call whose reply it never read, or running) go
+    back to the queue because it stopped heartbeating and complete on the second worker."""
+    hub = await chaos.start_hub()
+    async with httpx.AsyncClient(base_url=hub.url, headers=CLIENT, timeout=30) as http:
+        ids = await submit_batch(
+            http, [sim_job(f"mg-{i:04d}", steps=0, step_ms=0) for i in range(1500)]
+        )
+    completed_key = chaos.keys.finished("completed")
+    await chaos.redis.config_resetstat()
+    chaos.start_worker("g1", CONCURRENT_JOBS="10")
+
+    async def drained_some() -> bool:
+        return int(await chaos.redis.zcard(completed_key)) >= 300
+
+    await wait_until(drained_some, timeout=60, interval=0.005, message="300 jobs completed")
+    victim = chaos.fleet.by_name("g1")[-1]
+    its_connections = {
+        f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.Process(victim.pid).net_connections("tcp")
+    }
+    killed = victim.kill()
+
+    # Calls it sent before dying still run: wait until Redis has read and closed every
+    # connection it had, so its leases and completions are final.
+    async def connections_closed() -> bool:
+        clients = await chaos.redis.client_list()
+        return not any(c.get("addr") in its_connections for c in clients)
+
+    await wait_until(connections_closed, timeout=20, interval=0.01, message="g1's links closed")
+    settled = time.time()
+    completed_at_kill = int(await chaos.redis.zcard(completed_key))
+    stats = await chaos.redis.info("commandstats")
+    calls = int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+    held = await leases(chaos, "g1")
+    chaos.start_worker("g2", CONCURRENT_JOBS="10")
+    await wait_all_finished(chaos, ids, timeout=LEASE_TIMEOUT + REAPER_INTERVAL + 60)
+
+    events = await read_events(chaos.redis, chaos.keys)
+    acc = await chaos.account(ids, events=events)
+    zombies = [
+        job_id
+        for job_id in ids
+        for e in events[job_id]
+        if e.type == "completed" and e.worker_id == "g1" and e.ts_ms > settled * 1000
+    ]
+    redone = [
+        job_id
+        for job_id in held
+        if [e.worker_id for e in events[job_id] if e.type == "completed"] == ["g2"]
+    ]
+    jobs = await chaos.broker.get_many(ids)
+    wrong_result = [j.id for j in jobs if (j.result or {}).get("result") != j.id]
+    # Every script call of the run so far (hub and worker alike) against the jobs completed:
+    # above 1 only if calls carried several completions.
+    per_call = completed_at_kill / max(calls, 1)
+    chaos.report(
+        acc,
+        completed_at_kill=completed_at_kill,
+        script_calls_at_kill=calls,
+        completions_per_call=per_call,
+        held_at_kill=len(held),
+        held_redone_by_second_worker=len(redone),
+        kill_to_links_closed_s=settled - killed,
+    )
+    acc.check()
+    assert acc.completed == len(ids)
+    assert not zombies, f"completed by the killed worker after its death: {zombies}"
+    assert not wrong_result, wrong_result
+    assert sorted(redone) == sorted(held)
+    assert per_call > 1, f"{completed_at_kill} completions in {calls} script calls"
 
 
 # -- issue 16: a worker killed right after a job was handed to it --------------------------
