@@ -524,8 +524,8 @@ class Broker:
     ) -> tuple[Fence, Claim | NoClaim]:
         """`complete`, then `claim` for the same worker, in one round trip: a worker that
         drains a queue pays one call per job instead of two. Calls for one worker made while
-        another of its calls is in flight go together in the next call (group commit,
-        shared/completion_group.py), each answered as if it had been sent alone. A 'more'
+        IN_FLIGHT of its calls are in flight wait, and go together in the next call (group
+        commit, shared/completion_group.py), each answered as if it had been sent alone. A 'more'
         answer (the scan budget ran out) comes back as NoClaim(reason='more'): call `claim`
         to continue."""
         encoded = check_document(result, "result", max_bytes=self.settings.max_result_bytes)
