@@ -29,19 +29,29 @@ def _ephemeral_start() -> int:
         return _DEFAULT_EPHEMERAL_START
 
 
+# Every port handed out in this process. A caller often chooses several before starting
+# anything (a cluster's data and bus ports, say): nothing listens on the first yet when the
+# next is chosen, so without this two of them could be the same port, and the second server
+# would die with "Address already in use" (seen in CI: a cluster replica's port).
+_given: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on now, outside the ephemeral range where the system allows it
-    (otherwise one the kernel chose, as before)."""
+    """A port nobody listens on now and that this process has not handed out before, outside
+    the ephemeral range where the system allows it (otherwise one the kernel chose)."""
     top = _ephemeral_start()
     if top - LOWEST < 1_000:  # an unusual range: no room below it
         return _kernel_port(host)
     for _ in range(100):
         port = _rng.randrange(LOWEST, top)
+        if port in _given:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
+            _given.add(port)
             return port
     return _kernel_port(host)
 

@@ -31,3 +31,10 @@ def test_a_port_somebody_listens_on_is_never_chosen() -> None:
     finally:
         for sock in listeners:
             sock.close()
+
+
+def test_ports_chosen_before_anything_listens_are_all_different() -> None:
+    """A cluster's twelve data and bus ports are chosen before any node starts: none listens
+    yet, so only the chooser's memory keeps two of them from being the same port."""
+    ports = [free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)
