@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import os
 import random
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, cast
 
 import msgspec
@@ -532,9 +532,9 @@ class Broker:
         return await self._completions.call((worker_id, caps, max_leases), (job_id, token, encoded))
 
     async def _complete_and_claim_group(
-        self, key: Hashable, entries: list[tuple[str, str, bytes]]
+        self, key: tuple[str, bytes, int], entries: list[tuple[str, str, bytes]]
     ) -> list[tuple[Fence, Claim | NoClaim]]:
-        worker_id, caps, max_leases = cast(tuple[str, bytes, int], key)
+        worker_id, caps, max_leases = key
         try:
             replies = await self._scripts.call(
                 "complete_claim",

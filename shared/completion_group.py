@@ -23,6 +23,7 @@ from typing import Final, Generic, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+Key = TypeVar("Key", bound=Hashable)
 Entry = TypeVar("Entry")
 Result = TypeVar("Result")
 
@@ -59,7 +60,7 @@ class _Line(Generic[Entry, Result]):
     waiting: list[_Waiting[Entry, Result]] = field(default_factory=list)
 
 
-class CompletionGroup(Generic[Entry, Result]):
+class CompletionGroup(Generic[Key, Entry, Result]):
     """Sends entries for one key (a worker, its capabilities, its lease cap) at most
     `in_flight` calls at a time, grouping those that arrive while that many are in flight
     (at most `max_group` per call). `send(key, entries)` makes the call and returns one
@@ -67,7 +68,7 @@ class CompletionGroup(Generic[Entry, Result]):
 
     def __init__(
         self,
-        send: Callable[[Hashable, list[Entry]], Awaitable[list[Result]]],
+        send: Callable[[Key, list[Entry]], Awaitable[list[Result]]],
         *,
         max_group: int,
         in_flight: int,
@@ -75,15 +76,15 @@ class CompletionGroup(Generic[Entry, Result]):
         self._send = send
         self._max = max_group
         self._window = in_flight
-        self._lines: dict[Hashable, _Line[Entry, Result]] = {}
+        self._lines: dict[Key, _Line[Entry, Result]] = {}
 
-    async def call(self, key: Hashable, entry: Entry) -> Result:
+    async def call(self, key: Key, entry: Entry) -> Result:
         line = self._lines.get(key)
         if line is None:
             line = self._lines[key] = _Line()
         if line.in_flight < self._window:
             line.in_flight += 1
-            return await self._lead(key, line, [entry], None)
+            return await self._lead(key, line, [entry], [])
         mine: _Waiting[Entry, Result] = _Waiting(entry, asyncio.get_running_loop().create_future())
         line.waiting.append(mine)
         try:
@@ -107,14 +108,13 @@ class CompletionGroup(Generic[Entry, Result]):
 
     async def _lead(
         self,
-        key: Hashable,
+        key: Key,
         line: _Line[Entry, Result],
         entries: list[Entry],
-        others: list[_Waiting[Entry, Result]] | None,
+        others: list[_Waiting[Entry, Result]],
     ) -> Result:
         """Send `entries` (this caller's first, then `others`'), answer the others, and hand
         the lead on whatever happens."""
-        others = others or []
         try:
             results = await self._send(key, entries)
             if len(results) != len(entries):
@@ -139,7 +139,7 @@ class CompletionGroup(Generic[Entry, Result]):
                 waiting.future.set_result(result)
         return results[0]
 
-    def _hand_on(self, key: Hashable, line: _Line[Entry, Result]) -> None:
+    def _hand_on(self, key: Key, line: _Line[Entry, Result]) -> None:
         """A call in flight is over: the first waiting caller sends the next group."""
         while line.waiting:
             first = line.waiting.pop(0)

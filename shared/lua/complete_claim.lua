@@ -27,15 +27,12 @@
 local worker_id, caps, budget, max_leases = ARGV[4], ARGV[5], tonumber(ARGV[6]),
   tonumber(ARGV[7])
 local scheduling, handoff = ARGV[8], ARGV[9] == '1'
-local replies, none = {}, nil
+local replies, empty = {}, nil
 for i = 10, #ARGV, 3 do
   local fence = complete_job(worker_id, ARGV[i], ARGV[i + 1], ARGV[i + 2])
-  local reply = none
-  if not reply then
-    reply = claim_next(worker_id, caps, budget, 0, 0, max_leases, nil, nil, nil, scheduling,
-      handoff)
-    if reply[1] == 'none' and reply[2] == 'empty' then none = reply end
-  end
+  local reply = empty or claim_next(worker_id, caps, budget, 0, 0, max_leases, nil, nil, nil,
+    scheduling, handoff)
+  if reply[2] == 'empty' then empty = reply end
   local one = { fence[1] }
   for j = 1, #reply do one[j + 1] = reply[j] end
   replies[#replies + 1] = one

@@ -20,6 +20,21 @@ from tests.worker_support import (
     status_is,
     worker_settings,
 )
+from worker.runtime import Worker
+
+
+def count_claims(worker: Worker) -> list[int]:
+    """From now on, one entry per claim call the worker makes (its hop count), in a list the
+    test reads."""
+    calls: list[int] = []
+    plain_claim = worker.broker.claim
+
+    async def counting_claim(*args: Any, **kwargs: Any) -> Claim | NoClaim:
+        calls.append(kwargs.get("hops", 0))
+        return await plain_claim(*args, **kwargs)
+
+    worker.broker.claim = counting_claim  # type: ignore[method-assign]
+    return calls
 
 
 async def test_burst_worker_completes_every_job_with_its_result(
@@ -196,20 +211,12 @@ async def test_a_draining_worker_claims_its_next_job_in_the_completing_call(
         for _ in range(20)
     ]
     worker = make_worker(worker_settings(redis_url, CONCURRENT_JOBS="1"), burst=True)
-    claims = 0
-    plain_claim = worker.broker.claim
-
-    async def counting_claim(*args: Any, **kwargs: Any) -> Claim | NoClaim:
-        nonlocal claims
-        claims += 1
-        return await plain_claim(*args, **kwargs)
-
-    worker.broker.claim = counting_claim  # type: ignore[method-assign]
+    claims = count_claims(worker)
     await worker.run()
     done = await broker.get_many(ids)
     assert [j.status for j in done] == [JobStatus.COMPLETED] * 20
     assert [o.job_id for o in reversed(worker.history)] == ids
-    assert claims <= 3, f"{claims} separate claims for 20 jobs"
+    assert len(claims) <= 3, f"{len(claims)} separate claims for 20 jobs"
 
 
 async def test_complete_and_claim_answers_like_complete_then_claim(broker: Broker) -> None:
@@ -297,17 +304,9 @@ async def test_a_completion_that_found_nothing_next_is_not_followed_by_another_c
     next submission arrives), and still gets the next job."""
     async with running_worker(worker_settings(redis_url, CONCURRENT_JOBS="1")) as worker:
         await wait_until(lambda: worker._waiting is not None)
-        claims = 0
-        plain_claim = worker.broker.claim
-
-        async def counting_claim(*args: Any, **kwargs: Any) -> Claim | NoClaim:
-            nonlocal claims
-            claims += 1
-            return await plain_claim(*args, **kwargs)
-
-        worker.broker.claim = counting_claim  # type: ignore[method-assign]
+        claims = count_claims(worker)
         for _ in range(3):
             job_id = (await broker.submit(job("simulation", payload=sim()))).job_id
             assert (await finished(broker, job_id)).status == JobStatus.COMPLETED
             await wait_until(lambda: worker._waiting is not None and not worker.running)
-        assert claims == 0
+        assert claims == []
