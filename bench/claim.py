@@ -23,6 +23,7 @@ from bench.common import median, percentile, private_redis, table
 from shared.broker import Broker, Claim
 from shared.capabilities import Capabilities
 from shared.job import JobRequest
+from shared.scripts import script_call_stats
 from shared.settings import BrokerSettings
 from shared.validation import convert
 
@@ -50,9 +51,8 @@ async def _fill(broker: Broker, depth: int) -> None:
         await broker.submit_many(_requests(min(batch, depth - start), rng))
 
 
-async def _evalsha_usec(redis: Redis) -> float:
-    stats = await redis.info("commandstats")
-    return float(stats.get("cmdstat_evalsha", {"usec": 0})["usec"])
+async def _script_usec(redis: Redis) -> float:
+    return script_call_stats(await redis.info("commandstats"))[1]
 
 
 def _settings() -> BrokerSettings:
@@ -79,11 +79,11 @@ async def run(quick: bool) -> str:
             latencies, server = [], []
             refill = _requests(CLAIMS * 100, random.Random(0))[::100]
             for replacement in refill:
-                before = await _evalsha_usec(redis)
+                before = await _script_usec(redis)
                 t0 = time.perf_counter()
                 got = await broker.claim("bench-worker", offer)
                 latencies.append((time.perf_counter() - t0) * 1000)
-                server.append(await _evalsha_usec(redis) - before)
+                server.append(await _script_usec(redis) - before)
                 assert isinstance(got, Claim), got
                 await broker.complete("bench-worker", got.job.id, got.token, None)
                 await broker.submit(replacement)

@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from bench.common import private_redis, table
 from shared.broker import Broker
 from shared.job import JobRequest
+from shared.scripts import script_call_stats
 from shared.validation import convert
 
 PING = b"*1\r\n$4\r\nPING\r\n"
@@ -111,10 +112,8 @@ def _redis_benchmark_us(port: int, n: int) -> float | None:
     return None
 
 
-async def _evalsha_usec(client: Redis) -> tuple[int, float]:
-    stats = await client.info("commandstats")
-    entry = stats.get("cmdstat_evalsha", {"calls": 0, "usec": 0})
-    return int(entry["calls"]), float(entry["usec"])
+async def _script_usec(client: Redis) -> tuple[int, float]:
+    return script_call_stats(await client.info("commandstats"))
 
 
 async def run(quick: bool) -> str:
@@ -143,9 +142,9 @@ async def measure(n: int) -> str:
         broker = Broker(client)
         request = convert({"service_type": "floor", "payload": {}}, JobRequest)
         await broker.submit(request)  # loads the script
-        calls_before, usec_before = await _evalsha_usec(client)
+        calls_before, usec_before = await _script_usec(client)
         submit = await _per_call_us(lambda: broker.submit(request), n)
-        calls_after, usec_after = await _evalsha_usec(client)
+        calls_after, usec_after = await _script_usec(client)
         server = (usec_after - usec_before) / max(calls_after - calls_before, 1)
         rows.append(["Broker.submit, whole call", f"{submit:.1f}"])
         rows.append(["  of which Redis runs submit.lua", f"{server:.1f}"])

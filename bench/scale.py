@@ -37,6 +37,7 @@ from shared.job import JobRequest
 from shared.pools import DEFAULT_POOL
 from shared.redis_client import connect
 from shared.redis_settings import RedisSettings
+from shared.scripts import script_call_stats
 from shared.settings import BrokerSettings
 from shared.validation import convert
 from tests.redis_servers import start_cluster
@@ -59,14 +60,14 @@ class NodeLoad:
 
 
 def _sample(port: int) -> tuple[int, float, float]:
-    """(evalsha calls, evalsha usec, CPU seconds) of the server on `port`."""
+    """(script calls, their usec, CPU seconds) of the server on `port`."""
     with SyncRedis(port=port) as client:
         stats: dict[str, Any] = client.info("commandstats")
         cpu: dict[str, Any] = client.info("cpu")
-    evalsha = stats.get("cmdstat_evalsha", {"calls": 0, "usec": 0})
+    calls, usec = script_call_stats(stats)
     return (
-        int(evalsha["calls"]),
-        float(evalsha["usec"]),
+        calls,
+        usec,
         float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
     )
 

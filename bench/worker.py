@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from bench.common import hub_processes, median, percentile, private_redis, table
 from shared.broker import Broker
 from shared.job import JobRequest
+from shared.scripts import SCRIPT_COMMANDS
 from shared.validation import convert
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,9 +140,17 @@ async def _drain(url: str, redis: Redis, broker: Broker, n: int, slots: int, lin
     return n / elapsed
 
 
-# What clients send. Redis also counts the commands a Lua script runs inside EVALSHA in
-# its statistics; those are not round trips and are left out here.
-CLIENT_COMMANDS = ("evalsha", "eval", "blpop", "ping", "subscribe", "hello", "client|setinfo")
+# What clients send. Redis also counts the commands a Lua script runs inside FCALL or
+# EVALSHA in its statistics; those are not round trips and are left out here.
+CLIENT_COMMANDS = (
+    *SCRIPT_COMMANDS,
+    "eval",
+    "blpop",
+    "ping",
+    "subscribe",
+    "hello",
+    "client|setinfo",
+)
 
 
 async def _client_calls(redis: Redis) -> tuple[int, float]:

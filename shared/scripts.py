@@ -1,149 +1,87 @@
-"""Loads the Lua scripts in `shared/lua/` and calls them with the common arguments.
+"""Calls the Lua scripts in `shared/lua/` (assembled by shared/lua_source.py) with the
+common arguments.
 
-A script names the library code it needs with `--- @include "name"` lines (as BullMQ does),
-each naming `shared/lua/include/name.lua`; includes name their own includes the same way.
-The text EVALSHA runs is every include the script needs, transitively, each once and after
-the includes it needs, followed by the script. So the matcher and the queue helpers exist
-once, and each script sends only the code it uses. Scripts run with EVALSHA (a NOSCRIPT
-answer, after a SCRIPT FLUSH or a server restart, loads the script and sends the call
-again); Redis Functions are avoided so Redis 6.2 works too. A single call on a plain client
-goes straight to a pooled connection (`Scripts._direct`): it is the cost every submit,
-claim and complete pays.
+Where the server has Redis Functions, a call is `FCALL` of the script's function in the
+library (`lua_source.library()`), which Redis loads once, helpers and all; a call then runs
+only the script's own code (about 20 us less Redis time per claim than sending the script
+with EVALSHA, which makes all ~90 helpers it includes on every call). The library is loaded
+by the first call that finds it missing ("Function not found": a fresh or restarted Redis,
+a FUNCTION FLUSH), and the call is sent again: it ran nothing. Functions are stored,
+replicated and failed over with the data, so a promoted replica has them already.
+
+A call falls back to the same code as a script, with `EVALSHA` (a NOSCRIPT answer loads
+the script and sends the call again), for EVAL_FALLBACK_SECONDS, where Functions are not
+available: a server without them (Redis 6.2, some Redis-compatible servers), a user whose
+ACL allows `evalsha` but not `fcall`, or one not allowed to load the library (the worker
+ACL in release/README.md must not get `function`: whoever can load a library can replace
+this one, and then run code as the hubs). After that time it tries Functions again.
+
+A single call on a plain client goes straight to a pooled connection (`Scripts._direct`):
+it is the cost every submit, claim and complete pays.
 
 On a Redis Cluster every call goes to the primary serving the pool's slot: the prefix has a
 hash tag, so KEYS[1] (`jobs:pending`) and every key a script derives from the prefix share
 one slot, and Redis 7 lets a script touch keys it did not declare as long as they are in
-the declared key's slot. redis-py's cluster client routes the EVALSHA by KEYS[1] and follows
-MOVED and ASK itself; the two things it cannot do for us are done here: loading a script
-after NOSCRIPT on the node that said it (not on every primary, one of which may be down),
-and WAIT on the connection that ran the scripts (shared/cluster_scripts.py).
+the declared key's slot. A cluster client uses EVALSHA only: redis-py routes an EVALSHA by
+its KEYS[1] at once but asks a node `COMMAND GETKEYS` before every FCALL, a round trip more
+than Functions save. redis-py follows MOVED and ASK itself; the two things it cannot do for
+us are done here: loading a script after NOSCRIPT on the node that said it (not on every
+primary, one of which may be down), and WAIT on the connection that ran the scripts
+(shared/cluster_scripts.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import Sequence
-from functools import cache
-from importlib import resources
+import logging
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from redis.asyncio.client import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from shared.cluster_scripts import evalsha_then_wait
 from shared.config import ConfigError
-from shared.errors import EmpError
 from shared.keys import Keys, hash_tag
+from shared.lua_source import SCRIPT_NAMES, function_name, library, library_name, source
 from shared.redis_types import RedisClient
 from shared.replication import NotReplicated, Wait
 
-SCRIPT_NAMES: Final = (
-    "submit",
-    "submit_batch",
-    "claim",
-    "peek",
-    "heartbeat",
-    "register",
-    "deregister",
-    "progress",
-    "complete",
-    "complete_claim",
-    "fail",
-    "release",
-    "cancel",
-    "retry",
-    "reap",
-    "cleanup",
-    "worker_state",
-    "match",
-    "choose_eval",
-    "reprioritize",
-    "expire_unclaimed",
-    "rate_limit",
-    "publish_policy",
-    "webhook_defer",
-    "webhook_take",
-    "webhook_settle",
-    "webhook_redeliver",
-    "sample_depth",
-)
+log = logging.getLogger(__name__)
+
+# How long a Scripts object uses EVALSHA once Functions were found unavailable, before it
+# tries them again (a hub may have loaded the library since, or the ACL been widened): one
+# failed call a minute where they never will be.
+EVAL_FALLBACK_SECONDS: Final = 60.0
 
 
-INCLUDE_PREFIX: Final = "--- @include"
-_INCLUDE: Final = re.compile(r'--- @include "(?P<name>[a-z0-9_]+)"\s*')
+def _function_missing(reply: object) -> bool:
+    """Whether an FCALL's reply says the function is not loaded here: it ran nothing."""
+    return isinstance(reply, ResponseError) and str(reply).startswith("Function not found")
 
 
-class ScriptSourceError(EmpError):
-    """A script's includes do not resolve (missing file, malformed line, cycle): a packaging
-    or programming error, raised when the scripts are loaded rather than when first called."""
+def _not_run(reply: object) -> bool:
+    """Whether a call's reply says it ran nothing, so that it may be sent again: NOSCRIPT,
+    a missing function, Functions refused."""
+    return isinstance(reply, NoScriptError) or _function_missing(reply) or _functions_refused(reply)
 
 
-def _lua_text(relative: str) -> str:
-    path = resources.files("shared") / "lua" / relative
-    return path.read_text(encoding="utf-8")
-
-
-def include_names(text: str, where: str) -> list[str]:
-    """The includes `text` names, in order. A line that starts like an include but does not
-    parse is an error rather than a silently missing function."""
-    out = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.startswith(INCLUDE_PREFIX):
-            continue
-        match = _INCLUDE.fullmatch(line)
-        if match is None:
-            raise ScriptSourceError(
-                f'{where} line {number}: malformed include {line!r} (write --- @include "name")'
-            )
-        out.append(match["name"])
-    return out
-
-
-@cache
-def _include(name: str) -> str:
-    return _lua_text(f"include/{name}.lua")
-
-
-def resolve(script: str, text: str) -> list[str]:
-    """The includes `text` (script `script`) needs, transitively: each once, each after the
-    includes it names, otherwise in the order they are named. Lua's locals are visible only
-    below their definition, so this order is what makes every helper defined before use."""
-    order: list[str] = []
-
-    def visit(name: str, chain: tuple[str, ...]) -> None:
-        if name in order:
-            return
-        if name in chain:
-            cycle = " -> ".join((*chain[chain.index(name) :], name))
-            raise ScriptSourceError(f"{script}.lua: include cycle {cycle}")
-        where = f"{script}.lua" if not chain else f"include/{chain[-1]}.lua (for {script}.lua)"
-        try:
-            body = _include(name)
-        except FileNotFoundError:
-            raise ScriptSourceError(
-                f"{where}: include {name!r} not found (no shared/lua/include/{name}.lua)"
-            ) from None
-        for needed in include_names(body, f"include/{name}.lua (for {script}.lua)"):
-            visit(needed, (*chain, name))
-        order.append(name)
-
-    for name in include_names(text, f"{script}.lua"):
-        visit(name, ())
-    return order
-
-
-def assemble(script: str, text: str) -> str:
-    """`text` preceded by the includes it needs (see `resolve`)."""
-    return "\n".join([*(_include(name) for name in resolve(script, text)), text])
-
-
-@cache
-def source(name: str) -> str:
-    """The full text EVALSHA runs for script `name`: its includes, then the script."""
-    return assemble(name, _lua_text(f"{name}.lua"))
+def _functions_refused(error: object) -> bool:
+    """Whether `error` (the reply to an FCALL or a FUNCTION LOAD) says this server or this
+    user cannot use Functions: the command is unknown, or the ACL denies the command itself.
+    Only those exact refusals count: a script's own NOPERM (a key its ACL denies, met
+    half-way through) is a reply of a call that ran, and is never sent again."""
+    if not isinstance(error, ResponseError):
+        return False
+    text = str(error).lower()
+    if text.startswith("unknown command") or text.startswith("unknown subcommand"):
+        return True
+    return isinstance(error, NoPermissionError) and (
+        "'fcall' command" in text or "'function|load' command" in text
+    )
 
 
 # How many connections are kept for single calls (`Scripts._direct`) per connection pool:
@@ -202,6 +140,10 @@ class Scripts:
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(source(name)) for name in SCRIPT_NAMES
         }
+        self._functions = {name: function_name(name) for name in SCRIPT_NAMES}
+        # Until when calls use EVALSHA because Functions were found unavailable (monotonic
+        # seconds; 0: try them). A cluster client always does (see the module docstring).
+        self._eval_until = 0.0 if self._cluster is None else float("inf")
         # The plain client's pool, for `_direct`; None where a call must take redis-py's
         # own path (a cluster, or a client pinned to one connection).
         self._pool = (
@@ -218,18 +160,27 @@ class Scripts:
             0 if self._pool is None else min(KEPT_CONNECTIONS, self._pool.max_connections // 8)
         )
 
+    def _command(self, name: str, args: Sequence[str | int | float | bytes]) -> tuple[Any, ...]:
+        """The command that runs script `name` with `args`: FCALL of its function, or
+        EVALSHA of its text while Functions are unavailable."""
+        if time.monotonic() >= self._eval_until:
+            return ("FCALL", self._functions[name], 1, self._keys.pending, *self._common, *args)
+        sha = self._scripts[name].sha
+        return ("EVALSHA", sha, 1, self._keys.pending, *self._common, *args)
+
     async def call(self, name: str, *args: str | int | float | bytes) -> Any:
         if (self._wait.replicas and name not in READ_ONLY) or self._pool is None:
             return (await self.call_many(name, [args]))[0]
-        script = self._scripts[name]
-        command = ("EVALSHA", script.sha, 1, self._keys.pending, *self._common, *args)
         try:
-            return await self._direct(command)
-        except NoScriptError:
-            # This server has not seen the script (a restart, a failover); the call changed
-            # nothing, so it is safe to send again once loaded.
-            await self._redis.script_load(script.script)
-            return await self._redis.execute_command(*command)
+            return await self._direct(self._command(name, args))
+        except ResponseError as exc:
+            if not _not_run(exc):
+                raise
+            # The call ran nothing (see _not_run), so it is safe to send again once the
+            # function or script is there, or with EVALSHA: through call_many, which
+            # settles each of those cases.
+            await self._settle([exc], name, first=True)
+        return (await self.call_many(name, [args]))[0]
 
     async def _direct(self, command: tuple[str | int | float | bytes, ...]) -> Any:
         """One command on a pooled connection, without the rest of redis-py's per-command
@@ -288,23 +239,57 @@ class Scripts:
     ) -> list[Any]:
         """Call script `name` once per argument list, in one pipeline (one round trip, in
         order), followed by WAIT when replicas must acknowledge."""
-        script = self._scripts[name]
         wait = self._wait.replicas > 0 and name not in READ_ONLY
-        replies = await self._send(script, calls, wait)
-        # NOSCRIPT: this server has not seen the script (a restart, a failover: scripts are
-        # not replicated). Such a call changed nothing, so it is safe to send again.
-        for everywhere in (False, True) if self._cluster is not None else (False,):
-            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        replies = await self._send(name, calls, wait)
+        # A call that ran nothing (_not_run) is sent again once that is settled: at most
+        # three rounds (a missing library loaded; then, if Functions turned out unavailable,
+        # a script missing on the node that said so; then on every primary of a cluster).
+        for round_ in range(3):
+            missing = [i for i, reply in enumerate(replies) if _not_run(reply)]
             if not missing:
                 break
-            await self._load(script, everywhere=everywhere)
-            again = await self._send(script, [calls[i] for i in missing], wait)
+            await self._settle([replies[i] for i in missing], name, first=round_ == 0)
+            again = await self._send(name, [calls[i] for i in missing], wait)
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
         return replies
+
+    async def _settle(self, errors: Sequence[object], name: str, *, first: bool) -> None:
+        """Make the calls that met `errors` (each one _not_run) runnable: load the library
+        where it is missing, use EVALSHA where Functions are refused, load the script where
+        the server said NOSCRIPT (a restart, a failover: scripts are not replicated; on a
+        cluster, after the first round, on every primary)."""
+        if any(_functions_refused(error) for error in errors):
+            self._fall_back(next(e for e in errors if _functions_refused(e)))
+        elif any(_function_missing(error) for error in errors):
+            await self._load_library()
+        if any(isinstance(error, NoScriptError) for error in errors):
+            await self._load(self._scripts[name], everywhere=not first)
+
+    async def _load_library(self) -> None:
+        """Load this version's library (`FUNCTION LOAD`). Another caller may have loaded it
+        first ("already exists": done); a server or user that cannot load it falls back."""
+        try:
+            await self._redis.execute_command("FUNCTION", "LOAD", library())
+        except ResponseError as exc:
+            if "already exists" in str(exc):
+                return
+            if not _functions_refused(exc):
+                raise
+            self._fall_back(exc)
+            return
+        log.info("loaded the Lua library %s into Redis", library_name())
+
+    def _fall_back(self, error: object) -> None:
+        self._eval_until = time.monotonic() + EVAL_FALLBACK_SECONDS
+        log.info(
+            "Redis Functions unavailable (%s): calling the scripts with EVALSHA for %.0f s",
+            error,
+            EVAL_FALLBACK_SECONDS,
+        )
 
     async def _load(self, script: AsyncScript, *, everywhere: bool = False) -> None:
         """Load `script` where a call met NOSCRIPT. On a cluster that is the primary serving
@@ -328,12 +313,13 @@ class Scripts:
             raise next(r for r in results if isinstance(r, BaseException))
 
     async def _send(
-        self, script: AsyncScript, calls: Sequence[Sequence[str | int | float | bytes]], wait: bool
+        self, name: str, calls: Sequence[Sequence[str | int | float | bytes]], wait: bool
     ) -> list[Any]:
-        """The replies to one EVALSHA of `script` per argument list (an error reply as its
+        """The replies to one call of script `name` per argument list (an error reply as its
         exception), with WAIT after them when `wait`."""
         key = self._keys.pending
         cluster = self._cluster
+        script = self._scripts[name]
         if cluster is not None and wait:
             return await evalsha_then_wait(
                 cluster,
@@ -351,7 +337,7 @@ class Scripts:
                 return [exc]
         async with self._redis.pipeline(transaction=False) as pipe:
             for args in calls:
-                pipe.execute_command("EVALSHA", script.sha, 1, key, *self._common, *args)
+                pipe.execute_command(*self._command(name, args))
             if wait:
                 pipe.execute_command("WAIT", self._wait.replicas, self._wait.timeout_ms)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
@@ -360,12 +346,25 @@ class Scripts:
         acked = replies.pop()
         if isinstance(acked, Exception):
             raise acked
-        if int(acked) < self._wait.replicas and not any(
-            isinstance(reply, NoScriptError) for reply in replies
-        ):
+        if int(acked) < self._wait.replicas and not any(_not_run(reply) for reply in replies):
             raise NotReplicated(int(acked), self._wait, replies)
         return replies
 
 
 async def _load_on(cluster: RedisCluster, node: ClusterNode, script: AsyncScript) -> None:
     await cluster.execute_command("SCRIPT LOAD", script.script, target_nodes=node)
+
+
+# The commands a script call is sent as; `INFO commandstats` counts each under its own name.
+SCRIPT_COMMANDS: Final = ("fcall", "evalsha")
+
+
+def script_call_stats(commandstats: Mapping[str, Any]) -> tuple[int, float]:
+    """(script calls, microseconds Redis spent in them) from `INFO commandstats`, whichever
+    form the calls took: what benchmarks and tests count a script call's server cost by."""
+    calls, usec = 0, 0.0
+    for command in SCRIPT_COMMANDS:
+        entry = commandstats.get(f"cmdstat_{command}", {})
+        calls += int(entry.get("calls", 0))
+        usec += float(entry.get("usec", 0))
+    return calls, usec

@@ -29,7 +29,7 @@ from bench.fleet.trace import TraceJob
 from bench.fleet.workers import JobRecord, read_records, worker_process
 from shared.broker import Broker
 from shared.job import JobRequest
-from shared.scripts import source
+from shared.lua_source import source
 from shared.settings import BrokerSettings
 from shared.text import as_text
 from shared.validation import convert

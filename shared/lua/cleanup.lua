@@ -5,7 +5,9 @@
 -- Returns  {completed, failed, cancelled}: entries removed from each registry.
 -- Invariants: the job hashes themselves expire by their own TTL (set when they finish);
 -- this only drops registry entries older than the retention window, like rq's
--- registry cleanup(). Idempotent.
+-- registry cleanup(). Idempotent. It only removes, so it runs when Redis is at maxmemory
+-- too (a Redis Function needs allow-oom for that), when freeing memory matters most.
+--- @flags allow-oom
 
 --- @include "common"
 --- @include "keys"

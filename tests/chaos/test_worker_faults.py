@@ -13,6 +13,7 @@ import httpx
 import psutil
 import pytest
 
+from shared.scripts import script_call_stats
 from shared.text import as_text
 from tests.chaos.clients import sim_job, submit_batch, wait_all_finished
 from tests.chaos.support import (
@@ -188,7 +189,7 @@ async def test_kill9_mid_group(chaos: Chaos) -> None:
     settled = time.time()
     completed_at_kill = int(await chaos.redis.zcard(completed_key))
     stats = await chaos.redis.info("commandstats")
-    calls = int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+    calls = script_call_stats(stats)[0]
     held = await leases(chaos, "g1")
     chaos.start_worker("g2", CONCURRENT_JOBS="10")
     await wait_all_finished(chaos, ids, timeout=LEASE_TIMEOUT + REAPER_INTERVAL + 60)

@@ -29,9 +29,9 @@ from tests.factories import caps, job
 from tests.redis_servers import Server
 
 
-async def test_a_script_the_server_lost_is_loaded_again(broker: Broker, redis: Redis) -> None:
+async def test_a_library_the_server_lost_is_loaded_again(broker: Broker, redis: Redis) -> None:
     await broker.submit(job(id="before"))
-    await redis.script_flush()
+    await redis.function_flush()
     submitted = await broker.submit(job(id="after"))
     assert submitted.created
     assert await broker.pending_count() == 2

@@ -21,9 +21,9 @@ from redis.asyncio import Redis
 from shared.broker import Broker, Claim
 from shared.broker_replies import Head
 from shared.keys import Keys
+from shared.lua_source import source
 from shared.scheduling.chooser import Candidate, Context, choose
 from shared.scheduling.policies import POLICY_NAMES, claim_argument
-from shared.scripts import source
 from shared.settings import BrokerSettings
 from tests.factories import caps, job
 

@@ -24,11 +24,11 @@ from shared.broker import Broker, Claim, NoClaim
 from shared.config import ConfigError
 from shared.event_group import EventGroup
 from shared.job import JobStatus
+from shared.lua_source import source
 from shared.pool_set import PoolSet
 from shared.redis_client import connect, drop_connections
 from shared.redis_types import RedisClient
 from shared.replication import NotReplicated
-from shared.scripts import source
 from shared.settings import BrokerSettings
 from shared.worker_grants import Grant, GrantStore
 from tests.factories import caps, job

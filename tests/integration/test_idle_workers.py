@@ -19,11 +19,11 @@ from redis.asyncio import Redis
 from shared.broker import Broker, Claim, NoClaim
 from shared.capabilities import Capabilities
 from shared.keys import Keys
+from shared.lua_source import assemble, source
 from shared.matching import Demand, RunningCustomer
 from shared.redis_types import RedisClient
 from shared.requirements import Requirements
 from shared.scheduling.fit import FIT_LOOK, IdleWorker, fit_blocker, worker_size
-from shared.scripts import assemble, source
 from shared.text import as_text
 from shared.validation import convert
 from tests.factories import caps, demand, gpu, job

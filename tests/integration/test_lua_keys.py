@@ -13,7 +13,7 @@ import pytest
 from redis import Redis as SyncRedis
 
 from shared.keys import Keys
-from shared.scripts import SCRIPT_NAMES, assemble, source
+from shared.lua_source import SCRIPT_NAMES, assemble, source
 
 # ARGV[4..]: groups of member name, argument count, arguments. Returns the sorted member
 # names of K, then per group "string:<value>" or "function:<value of the call>".

@@ -17,9 +17,9 @@ from shared.broker import Broker, Claim
 from shared.capabilities import Capabilities
 from shared.job import JobRequest
 from shared.keys import Keys
+from shared.lua_source import source
 from shared.matching import Demand, RunningCustomer, matches
 from shared.requirements import Requirements
-from shared.scripts import source
 from shared.validation import convert
 
 CUSTOMERS = ["", "acme", "beta"]

@@ -18,8 +18,8 @@ from hub.maintenance import Maintenance
 from hub.series import SAMPLED_SERVICES
 from shared.broker import Broker
 from shared.keys import Keys
+from shared.lua_source import assemble
 from shared.minute_stats import OTHER_SERVICES, parse_minute, wait_bucket
-from shared.scripts import assemble
 from tests.factories import job as job_request
 from tests.helpers import stream_fields, wait_until
 from tests.hub_support import capabilities, claim, hub_settings, start_worker

@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import functools
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -26,6 +26,7 @@ from shared.pool_set import PoolSet
 from shared.pools import pool_of
 from shared.redis_client import connect_server
 from shared.redis_settings import RedisSettings
+from shared.scripts import script_call_stats
 from shared.settings import BrokerSettings
 from tests.factories import caps, job
 from tests.helpers import wait_until
@@ -638,17 +639,16 @@ async def test_a_one_pool_claim_costs_one_script_call_and_several_pools_a_peek_e
     eu = pool(pools, "gpu-eu")
     await eu.submit(job(id="a"))
     await eu.submit(job(id="b"))
-    before = await evalsha_calls(redis)
+    before = await script_calls(redis)
     assert isinstance(await eu.claim("w", OFFER), Claim)
-    assert await evalsha_calls(redis) - before == 1
-    before = await evalsha_calls(redis)
+    assert await script_calls(redis) - before == 1
+    before = await script_calls(redis)
     assert isinstance(await worker.claim("w", CAPS), Claim)
-    assert await evalsha_calls(redis) - before == len(POOLS) + 1
+    assert await script_calls(redis) - before == len(POOLS) + 1
 
 
-async def evalsha_calls(redis: Redis) -> int:
-    stats: Mapping[str, Any] = await redis.info("commandstats")
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+async def script_calls(redis: Redis) -> int:
+    return script_call_stats(await redis.info("commandstats"))[0]
 
 
 async def test_a_worker_with_two_pools_runs_the_jobs_of_both(

@@ -1,4 +1,4 @@
-"""Every Lua script is loaded by shared/scripts.py and documents its contract in its header:
+"""Every Lua script is assembled by shared/lua_source.py and documents its contract in its header:
 KEYS, ARGV, what it returns and the invariants it keeps (the brief's rule for the one place
 scripts live). Scripts name the library code they need with `--- @include "name"` lines;
 these tests hold the includes honest: they resolve, each is named where it is used and used
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import scripts
-from shared.scripts import SCRIPT_NAMES, ScriptSourceError, assemble, include_names, source
+from shared import lua_source
+from shared.lua_source import SCRIPT_NAMES, ScriptSourceError, assemble, include_names, source
 
 LUA = Path(__file__).resolve().parents[2] / "shared" / "lua"
 SCRIPTS = sorted(p.stem for p in LUA.glob("*.lua"))
@@ -83,7 +83,7 @@ def test_a_missing_include_names_the_script_and_the_include() -> None:
 
 def test_a_missing_include_of_an_include_names_the_chain(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = {"outer": '-- outer.lua: x\n--- @include "gone"\n'}
-    monkeypatch.setattr(scripts, "_include", lambda name: _fake_include(fake, name))
+    monkeypatch.setattr(lua_source, "include_text", lambda name: _fake_include(fake, name))
     with pytest.raises(
         ScriptSourceError, match=r"include/outer\.lua \(for demo\.lua\): include 'gone' not found"
     ):
@@ -92,7 +92,7 @@ def test_a_missing_include_of_an_include_names_the_chain(monkeypatch: pytest.Mon
 
 def test_an_include_cycle_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = {"a": '--- @include "b"\n', "b": '--- @include "a"\n'}
-    monkeypatch.setattr(scripts, "_include", lambda name: _fake_include(fake, name))
+    monkeypatch.setattr(lua_source, "include_text", lambda name: _fake_include(fake, name))
     with pytest.raises(ScriptSourceError, match=r"demo\.lua: include cycle a -> b -> a"):
         assemble("demo", '--- @include "a"\n')
 
@@ -151,7 +151,10 @@ def _split(names: str) -> Iterator[str]:
 
 
 def _provided(include: str) -> set[str]:
-    return {n for m in _TOP_LEVEL.finditer(_code(f"+{include}")) for n in _split(m[1])}
+    """The names `include` defines for others. KEYS and ARGV (common.lua's locals for the
+    call's arguments) are everyone's, as they are in a plain script."""
+    defined = {n for m in _TOP_LEVEL.finditer(_code(f"+{include}")) for n in _split(m[1])}
+    return defined - {"KEYS", "ARGV"}
 
 
 def _declared(name: str) -> set[str]:
@@ -205,6 +208,8 @@ def test_each_file_includes_what_it_uses_and_uses_what_it_includes(name: str) ->
 def test_every_helper_an_include_defines_is_used_somewhere(include: str) -> None:
     own = _code(f"+{include}")
     for n in sorted(_provided(include)):
+        if lua_source.BEGIN_PATTERN.match(f"local function {n}("):
+            continue  # a call's set-up: lua_source calls it (tested below)
         inside = len(re.findall(rf"(?<![\w.]){n}\b", own)) > 1  # more than its definition
         elsewhere = any(n in _used(f) for f in FILES if f != f"+{include}")
         assert inside or elsewhere, f"{n} in {include}.lua is never used"
@@ -228,3 +233,80 @@ def test_only_keys_lua_builds_key_names(name: str) -> None:
 
 def _is_include_head(line: str) -> bool:
     return any(line.startswith(f"-- {i}.lua: ") for i in INCLUDES)
+
+
+# --- the library: every script as a Redis Function ----------------------------------------------
+
+
+def test_the_library_registers_one_function_per_script_under_its_versioned_name() -> None:
+    text = lua_source.library()
+    assert text.startswith(f"#!lua name={lua_source.library_name()}\n")
+    assert re.fullmatch(r"emp_[0-9a-f]{16}", lua_source.library_name())
+    registered = re.findall(r"function_name = '([a-z0-9_]+)'", text)
+    assert registered == [lua_source.function_name(name) for name in SCRIPT_NAMES]
+    for name in SCRIPT_NAMES:
+        assert f"local function run_{name}()\n{_text(name)}\nend" in text
+
+
+def test_the_library_defines_each_include_once_after_those_it_names() -> None:
+    text = lua_source.library()
+    heads = [line.split(".lua:")[0][3:] for line in text.splitlines() if _is_include_head(line)]
+    assert sorted(heads) == INCLUDES
+    for include in INCLUDES:
+        for needed in _direct(f"+{include}"):
+            assert heads.index(needed) < heads.index(include), (needed, include)
+
+
+def test_every_call_starts_with_every_includes_set_up_in_both_forms() -> None:
+    """Per-call state lives in upvalues that `begin_*` resets: a call that skipped one would
+    see the last call's prefix, time or memo. Both forms call each begin_ the includes
+    define; a script sent with EVALSHA calls those of its own includes."""
+    begins = [
+        (include, b)
+        for include in INCLUDES
+        for b in lua_source.BEGIN_PATTERN.findall(_text(f"+{include}"))
+    ]
+    assert {b for _, b in begins} >= {"begin_common", "begin_keys", "begin_policy"}
+    library = lua_source.library()
+    begin_body = library.split("local function begin(keys, argv)\n", 1)[1].split("\nend\n", 1)[0]
+    assert begin_body.splitlines() == [
+        f"{b}(keys, argv)"
+        for include in lua_source.library_includes()
+        for i, b in begins
+        if i == include
+    ]
+    for name in SCRIPT_NAMES:
+        text = source(name)
+        for include, begin in begins:
+            called = f"\n{begin}(CALL_KEYS, CALL_ARGV)\n" in text
+            assert called == (include in _closure(name)), (name, begin)
+
+
+_LITERAL = re.compile(r"-?\d+|'[^']*'|\{[\s\w',]*\}")
+
+
+def _begin_bodies(code: str) -> str:
+    return "\n".join(
+        re.findall(r"^local function begin_\w+\([^)]*\)\n(.*?)^end$", code, re.M | re.S)
+    )
+
+
+@pytest.mark.parametrize("include", INCLUDES)
+def test_only_constants_and_set_up_state_live_at_an_includes_top_level(include: str) -> None:
+    """Anything else kept at the top level would be made once per library load and shared
+    by every call. A constant is an UPPER_CASE name given a literal; every other top-level
+    variable is state that a begin_ function of the include sets on each call."""
+    code = _code(f"+{include}")
+    begins = _begin_bodies(code)
+    for match in re.finditer(r"^local (?!function)(\w+(?:, \w+)*)(?: = (.*))?$", code, re.M):
+        names = list(_split(match[1]))
+        values = [v.strip() for v in re.findall(r"\{[^}]*\}|[^,]+", match[2] or "")]
+        constant = len(values) == len(names) and all(
+            n.isupper() and _LITERAL.fullmatch(v) for n, v in zip(names, values, strict=True)
+        )
+        if constant:
+            continue
+        for n in names:
+            assert re.search(rf"(?<![\w.]){n}\b[\w\s.,]*=(?!=)", begins), (
+                f"{include}.lua keeps {n} between calls: set it in a begin_ function"
+            )

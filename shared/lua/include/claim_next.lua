@@ -69,8 +69,11 @@ end
 
 -- The capabilities and policies of the call's last claim: complete_claim.lua claims once per
 -- completion it carries, with the same ones each time, and decoding them is a fifth of a
--- claim's cost. Only for this call: a script's locals do not outlive it.
+-- claim's cost. Only for this call (begin_claim_next).
 local last_caps_json, last_caps, last_scheduling, last_sched
+local function begin_claim_next()
+  last_caps_json, last_caps, last_scheduling, last_sched = nil, nil, nil, nil
+end
 
 -- Take the best pending job `worker_id` can run, under a lease. Returns {'job', token,
 -- field1, value1, ...} or {'none', reason, next_due_ms, next_offset[, priority,

@@ -1,6 +1,7 @@
 -- common.lua: the calling convention every script shares, and small helpers.
 --
--- Common calling convention of every emp-redis script:
+-- Common calling convention of every emp-redis script (a Redis Function, or the same code
+-- sent with EVALSHA: shared/lua_source.py):
 --   KEYS[1]  the pool's `jobs:pending` key. Scripts touch more keys than they declare: all of
 --            them are built from the prefix (keys.lua), so with a {hash-tag} prefix they share
 --            KEYS[1]'s Redis Cluster slot.
@@ -11,13 +12,23 @@
 --   ARGV[4..] script-specific, documented in each script's header.
 -- Times are Redis server time (TIME) in ms, so hubs and workers never compare clocks.
 
-local P = ARGV[1]
-local EVENTS_MAX = ARGV[2]
-local RETENTION_MS = tonumber(ARGV[3])
+--
+-- Per-call state: the helpers are made once, when Redis loads the library, and outlive a
+-- call; so what belongs to one call lives in upvalues that a `begin_<include>` function sets
+-- at the start of every call (shared/lua_source.py calls every include's, in include order).
+-- An include keeps nothing else between calls except constants.
+local KEYS, ARGV = nil, nil
+local P, EVENTS_MAX, RETENTION_MS
 
 -- Read once per call: a call is atomic, so one instant serves all of it (a claim and a
 -- completion each asked three times, and complete_claim.lua does several of each).
 local NOW_MS = nil
+
+local function begin_common(keys, argv)
+  KEYS, ARGV = keys, argv
+  P, EVENTS_MAX, RETENTION_MS = argv[1], argv[2], tonumber(argv[3])
+  NOW_MS = nil
+end
 local function now_ms()
   if not NOW_MS then
     local t = redis.call('TIME')

@@ -7,6 +7,9 @@
 -- The claimant's size, computed once per script call (one claimant per claim) rather than
 -- per candidate.
 local sized_caps, claimant_size = nil, nil
+local function begin_fit()
+  sized_caps, claimant_size = nil, nil
+end
 
 -- The id of an idle worker smaller than the claiming one that can run class `class_id`
 -- (svc: its service; doc: its class document {s=, c=, r=, p=}; caps: prepare_caps of the

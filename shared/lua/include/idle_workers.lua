@@ -158,11 +158,14 @@ local function held_by(worker_id)
   return out
 end
 
--- What one script call learnt of idle workers (top-level locals are made afresh by every
--- call): the smaller idle workers per service and claimant size, and each one's prepared
--- capabilities and leases, or false when its entry is stale. A claim checks several classes
--- against the same few workers, and reads and decodes each of them once.
+-- What one script call learnt of idle workers (begin_idle_workers forgets it): the smaller
+-- idle workers per service and claimant size, and each one's prepared capabilities and
+-- leases, or false when its entry is stale. A claim checks several classes against the same
+-- few workers, and reads and decodes each of them once.
 local idle_smaller, idle_seen = {}, {}
+local function begin_idle_workers()
+  idle_smaller, idle_seen = {}, {}
+end
 
 -- The idle worker `worker_id` as smaller_idle_match needs it ({caps=, running=}), or false
 -- when it no longer counts: its heartbeat lapsed (not reaped yet), it is paused or

@@ -7,24 +7,10 @@
 
 --- @include "common"
 
--- One table constructor: every script runs this on every call, and a constructor sized at
--- once is measurably cheaper than adding the builders one by one.
+-- The builders are made once; the plain names depend on the call's prefix, so begin_keys
+-- sets them, and only when the prefix differs from the last call's (a process uses one
+-- prefix per pool, and rebuilding costs a fifteenth of a small script's call).
 local K = {
-  pending = P .. 'jobs:pending',
-  seq = P .. 'jobs:seq',
-  tokens = P .. 'jobs:tokens',
-  delayed = P .. 'jobs:delayed',
-  active = P .. 'jobs:active',
-  unclaimed = P .. 'jobs:unclaimed',
-  fleet = P .. 'fleet',
-  fair_usage = P .. 'fair:usage',
-  fair_weights = P .. 'fair:weights',
-  held = P .. 'sched:held',
-  classes = P .. 'classes',
-  workers = P .. 'workers',
-  events = P .. 'events',
-  webhooks_due = P .. 'webhooks:due',
-  webhooks_failed = P .. 'webhooks:failed',
   job = function(job_id) return P .. 'job:' .. job_id end,
   leases = function(worker_id) return P .. 'jobs:active:' .. worker_id end,
   -- Registry of finished jobs: completed, failed (the dead letter) or cancelled.
@@ -46,3 +32,24 @@ local K = {
   rate_limit = function(bucket) return P .. 'ratelimit:' .. bucket end,
   webhook = function(delivery_id) return P .. 'webhook:' .. delivery_id end,
 }
+
+local K_PREFIX = nil
+local function begin_keys()
+  if P == K_PREFIX then return end
+  K_PREFIX = P
+  K.pending = P .. 'jobs:pending'
+  K.seq = P .. 'jobs:seq'
+  K.tokens = P .. 'jobs:tokens'
+  K.delayed = P .. 'jobs:delayed'
+  K.active = P .. 'jobs:active'
+  K.unclaimed = P .. 'jobs:unclaimed'
+  K.fleet = P .. 'fleet'
+  K.fair_usage = P .. 'fair:usage'
+  K.fair_weights = P .. 'fair:weights'
+  K.held = P .. 'sched:held'
+  K.classes = P .. 'classes'
+  K.workers = P .. 'workers'
+  K.events = P .. 'events'
+  K.webhooks_due = P .. 'webhooks:due'
+  K.webhooks_failed = P .. 'webhooks:failed'
+end

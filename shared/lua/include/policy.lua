@@ -13,6 +13,9 @@
 -- Read once per call and field: a call is atomic, and complete_claim.lua may finish several
 -- jobs in one.
 local published = {}
+local function begin_policy()
+  published = {}
+end
 local function policy_ms(field, fallback)
   local value = published[field]
   if value == nil then
