@@ -17,7 +17,7 @@ from shared.broker import Broker, Claim
 from shared.capabilities import Capabilities
 from shared.job import JobRequest
 from shared.keys import Keys
-from shared.lua_source import source
+from shared.lua_source import function_name, library
 from shared.matching import Demand, RunningCustomer, matches
 from shared.requirements import Requirements
 from shared.validation import convert
@@ -108,9 +108,13 @@ running = st.lists(st.tuples(st.sampled_from(CUSTOMERS), ISOLATION), max_size=2)
 
 @pytest.fixture
 def match_script(redis_url: str) -> Any:
+    """match.lua as the library runs it: FCALL, so that the capability memo (matching.lua)
+    carries over from one example to the next, through its generations (over a thousand
+    examples, more than two generations of distinct documents)."""
     client = SyncRedis.from_url(redis_url)
-    yield lambda *args: client.register_script(source("match"))(
-        keys=[Keys().pending], args=["", 1000, 1000, *args]
+    client.function_load(library(), replace=True)
+    yield lambda *args: client.fcall(
+        function_name("match"), 1, Keys().pending, "", 1000, 1000, *args
     )
     client.close()
 

@@ -67,12 +67,12 @@ local function gpus_of(doc)
   return (gpu and val(gpu.count)) or 1
 end
 
--- The capabilities and policies of the call's last claim: complete_claim.lua claims once per
--- completion it carries, with the same ones each time, and decoding them is a fifth of a
--- claim's cost. Only for this call (begin_claim_next).
-local last_caps_json, last_caps, last_scheduling, last_sched
+-- The scheduling policies of the call's last claim: complete_claim.lua claims once per
+-- completion it carries, with the same ones each time. Only for this call
+-- (begin_claim_next). The capabilities have a memo of their own (matching.lua).
+local last_scheduling, last_sched
 local function begin_claim_next()
-  last_caps_json, last_caps, last_scheduling, last_sched = nil, nil, nil, nil
+  last_scheduling, last_sched = nil, nil
 end
 
 -- Take the best pending job `worker_id` can run, under a lease. Returns {'job', token,
@@ -97,10 +97,7 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
 
   local now = now_ms()
   promote_due(now, DUE_PER_CLAIM)
-  if caps_json ~= last_caps_json then
-    last_caps_json, last_caps = caps_json, prepare_caps(caps_json)
-  end
-  local caps = last_caps
+  local caps = prepare_caps(caps_json)
   local lease_key = K.leases(worker_id)
   local running = running_of(lease_key, elsewhere)
   if scheduling ~= last_scheduling or last_sched == nil then

@@ -16,7 +16,9 @@
 -- Per-call state: the helpers are made once, when Redis loads the library, and outlive a
 -- call; so what belongs to one call lives in upvalues that a `begin_<include>` function sets
 -- at the start of every call (shared/lua_source.py calls every include's, in include order).
--- An include keeps nothing else between calls except constants.
+-- An include keeps nothing else between calls except constants and memos: caches of a pure
+-- function of their key (a document's text), bounded, named `*_memo*`, which a call may
+-- find filled by an earlier one (or, sent with EVALSHA, empty).
 local KEYS, ARGV = nil, nil
 local P, EVENTS_MAX, RETENTION_MS
 
