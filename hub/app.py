@@ -101,6 +101,8 @@ def create_app(
         try:
             for broker in pools:  # the job policy comes from the hubs, in every pool
                 await publish_policy(broker, settings.priority)
+            # An upgrade leaves the old version's Lua library behind: one client, one Redis.
+            await pools.fleet_wide.prune_libraries()
         except (RedisError, OSError) as exc:  # maintenance publishes it again on every tick
             log.warning("could not publish the job policy yet: %s", type(exc).__name__)
         await events.start()

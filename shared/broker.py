@@ -627,6 +627,12 @@ class Broker:
             timed_out=[(tmo[i], tmo[i + 1]) for i in range(0, len(tmo), 2)],
         )
 
+    async def prune_libraries(self) -> list[str]:
+        """Delete the Lua libraries that other versions of this code loaded into this Redis
+        (shared/scripts.py Scripts.prune_libraries); returns their names. Hubs call it when
+        they start."""
+        return await self._scripts.prune_libraries()
+
     async def publish_policy(
         self, publisher: str, weights: Mapping[str, float] | None = None
     ) -> dict[str, str] | None:

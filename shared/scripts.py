@@ -46,7 +46,14 @@ from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 from shared.cluster_scripts import evalsha_then_wait
 from shared.config import ConfigError
 from shared.keys import Keys, hash_tag
-from shared.lua_source import SCRIPT_NAMES, function_name, library, library_name, source
+from shared.lua_source import (
+    LIBRARY_PREFIX,
+    SCRIPT_NAMES,
+    function_name,
+    library,
+    library_name,
+    source,
+)
 from shared.redis_types import RedisClient
 from shared.replication import NotReplicated, Wait
 
@@ -61,6 +68,20 @@ EVAL_FALLBACK_SECONDS: Final = 60.0
 def _function_missing(reply: object) -> bool:
     """Whether an FCALL's reply says the function is not loaded here: it ran nothing."""
     return isinstance(reply, ResponseError) and str(reply).startswith("Function not found")
+
+
+def _library_entry_name(entry: Any) -> str | None:
+    """The library name in one entry of FUNCTION LIST (a flat list of names and values in
+    RESP2, a map in RESP3)."""
+    if isinstance(entry, dict):
+        name = entry.get(b"library_name", entry.get("library_name"))
+    else:
+        fields = list(entry)
+        keys = [f.decode() if isinstance(f, bytes) else f for f in fields[::2]]
+        name = dict(zip(keys, fields[1::2], strict=False)).get("library_name")
+    if isinstance(name, bytes):
+        return name.decode()
+    return name if isinstance(name, str) else None
 
 
 def _not_run(reply: object) -> bool:
@@ -282,6 +303,32 @@ class Scripts:
             self._fall_back(exc)
             return
         log.info("loaded the Lua library %s into Redis", library_name())
+
+    async def prune_libraries(self) -> list[str]:
+        """Delete the libraries of other versions of this code (`emp_*` but this one's):
+        left behind by an upgrade, they would stay in Redis, replicated and saved, for
+        good. Returns the names deleted. A process of another version that still runs loads
+        its own again on its next call ("Function not found" ran nothing), so this is safe
+        during a rolling upgrade too. Nothing to do on a cluster (EVALSHA only), or where
+        Functions cannot be listed or deleted (the server or the user cannot)."""
+        if self._cluster is not None:
+            return []
+        try:
+            listed = await self._redis.execute_command(
+                "FUNCTION", "LIST", "LIBRARYNAME", f"{LIBRARY_PREFIX}*"
+            )
+            names = [_library_entry_name(entry) for entry in listed]
+            old = [name for name in names if name and name != library_name()]
+            for name in old:
+                await self._redis.execute_command("FUNCTION", "DELETE", name)
+        except ResponseError as exc:
+            if "library not found" in str(exc).lower():
+                return []  # another hub deleted it first
+            log.info("could not prune old Lua libraries: %s", exc)
+            return []
+        if old:
+            log.info("deleted the Lua libraries of other versions: %s", ", ".join(old))
+        return old
 
     def _fall_back(self, error: object) -> None:
         self._eval_until = time.monotonic() + EVAL_FALLBACK_SECONDS

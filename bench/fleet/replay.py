@@ -29,7 +29,7 @@ from bench.fleet.trace import TraceJob
 from bench.fleet.workers import JobRecord, read_records, worker_process
 from shared.broker import Broker
 from shared.job import JobRequest
-from shared.lua_source import source
+from shared.lua_source import function_name, source
 from shared.settings import BrokerSettings
 from shared.text import as_text
 from shared.validation import convert
@@ -37,7 +37,12 @@ from shared.validation import convert
 SUBMIT_TICK_S = 0.01
 SLOWLOG_POLL_S = 0.25
 SLOWLOG_MAX_LEN = 10_000  # per poll: a few thousand commands arrive in one
-CLAIM_SHA = hashlib.sha1(source("claim").encode()).hexdigest().encode()
+# A claim call as the slow log shows it: FCALL of the library's function, or EVALSHA of the
+# script where Functions are unavailable.
+CLAIM_CALLS = (
+    (b"FCALL", function_name("claim").encode()),
+    (b"EVALSHA", hashlib.sha1(source("claim").encode()).hexdigest().encode()),
+)
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ def job_request(job: TraceJob) -> JobRequest:
 
 
 class SlowlogClaims:
-    """Collects the duration of every claim EVALSHA from the slow log as it fills. Each poll
+    """Collects the duration of every claim call from the slow log as it fills. Each poll
     reads and empties it in one MULTI, so a read stays small and nothing is lost unless more
     than SLOWLOG_MAX_LEN commands arrive between two polls."""
 
@@ -105,7 +110,7 @@ class SlowlogClaims:
         for entry in entries:
             command = entry["command"]
             parts = command.split(b" ", 2) if isinstance(command, bytes) else []
-            if len(parts) >= 2 and parts[0].upper() == b"EVALSHA" and parts[1] == CLAIM_SHA:
+            if len(parts) >= 2 and (parts[0].upper(), parts[1]) in CLAIM_CALLS:
                 self.usec.append(float(entry["duration"]))
 
 

@@ -26,6 +26,9 @@ async def test_a_tiny_replay_runs_every_job_exactly_once_under_each_policy() -> 
     held = per_policy.header.index("held jobs")
     assert per_policy.rows[0][held] == "0"
     assert per_policy.rows[1][held].isdigit()
+    # Redis's own time per claim comes from the slow log, whichever command sent the claims.
+    per_claim = per_policy.header.index("redis us/claim")
+    assert all(float(row[per_claim]) > 0 for row in per_policy.rows), per_policy.rows
     # Without an `all` run the targets are listed, unmeasured.
     assert [row[-1] for row in targets.rows] == ["n/a"] * 6
     assert "time compression: 600x" in comparison.text

@@ -23,6 +23,7 @@ from shared.redis_settings import RedisSettings
 from shared.settings import BrokerSettings
 from tests.factories import caps, job
 from tests.helpers import redis_command, wait_until
+from tests.hub_support import hub_client, hub_settings
 
 PASSWORD = "library-test-password"
 
@@ -281,3 +282,46 @@ async def test_at_maxmemory_a_call_that_grows_is_refused_whole_and_cleanup_still
         await redis.config_set("maxmemory", 0)
     assert await broker.pending_count() == 1
     assert await redis.exists(broker.keys.job("b")) == 0
+
+
+# --- the libraries of other versions ----------------------------------------------------------
+
+OLD_LIBRARY = "emp_00000000000000aa"
+
+
+async def load_other_libraries(redis: Redis) -> None:
+    """An older version's library, and a library that is not ours."""
+    for name in (OLD_LIBRARY, "theirs"):
+        code = f"#!lua name={name}\nredis.register_function('{name}_f', function() return 1 end)"
+        await redis.function_load(code, replace=True)
+
+
+async def test_pruning_deletes_the_libraries_of_other_versions_only(
+    broker: Broker, redis: Redis, no_library: None
+) -> None:
+    await broker.submit(job(id="a"))
+    await load_other_libraries(redis)
+    assert await broker.prune_libraries() == [OLD_LIBRARY]
+    assert await loaded_libraries(redis) == [library_name()]
+    assert await redis.function_list(library="theirs")
+    assert await broker.prune_libraries() == []
+
+
+async def test_a_process_of_the_old_version_loads_its_library_again_after_a_prune(
+    broker: Broker, redis: Redis, no_library: None
+) -> None:
+    """During a rolling upgrade: the new hub deleted this version's library; this
+    version's next call finds it missing, loads it, and runs once."""
+    await broker.submit(job(id="a"))
+    await redis.function_delete(library_name())
+    assert (await broker.submit(job(id="b"))).created
+    assert await broker.pending_count() == 2
+    assert await loaded_libraries(redis) == [library_name()]
+
+
+async def test_a_hub_deletes_the_libraries_of_other_versions_when_it_starts(
+    redis: Redis, redis_url: str, no_library: None
+) -> None:
+    await load_other_libraries(redis)
+    async with hub_client(hub_settings(redis_url)):
+        assert await loaded_libraries(redis) == [library_name()]
