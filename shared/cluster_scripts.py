@@ -4,19 +4,21 @@
 *calling connection's* last write (shared/replication.py), so it must follow the scripts on
 the connection that ran them, on the primary that serves the pool's slot. redis-py's
 cluster client treats WAIT as a keyless command: it sends it to some node of its choosing,
-on some connection of that node, which acknowledges nothing we wrote. `evalsha_then_wait`
-sends the EVALSHAs and the WAIT in one pipeline on one connection of the slot's primary,
-and follows the cluster's redirects itself:
+on some connection of that node, which acknowledges nothing we wrote. `calls_then_wait`
+sends the script calls (FCALL, or EVALSHA) and the WAIT in one pipeline on one connection
+of the slot's primary, and follows the cluster's redirects itself:
 
 - MOVED (the slot has another primary now: a failover or a finished slot move): the script
   did not run; the slot map is patched and the call sent to the new primary.
 - ASK (the slot is being moved and its keys are on the importing node already): the call is
-  sent there once, each EVALSHA after an ASKING on the same connection.
+  sent there once, each call after an ASKING on the same connection.
 - TRYAGAIN, CLUSTERDOWN (a move or a failover in progress): the call did not run; it is
   sent again after a short pause.
-- NOSCRIPT (scripts live in each server's memory: a restart, a failover, a slot moved to a
-  node that never ran the script): the script is loaded on the node that answered, and the
-  call sent again.
+- NOSCRIPT or "Function not found" (a restart without persistence, a slot moved to a
+  node that never ran the code; scripts are not replicated either): the script or the
+  library is loaded on the node that answered, and the call sent again.
+- Another reply that says the call ran nothing (`not_run`: Functions refused to this user)
+  is returned as it is, for the caller to send the call some other way.
 
 None of those replies means a script ran, so sending the call again never runs it twice. Nor
 does a node that cannot be reached (the call is sent again, a few times, to whichever node
@@ -39,6 +41,7 @@ from redis.exceptions import (
     MovedError,
     NoScriptError,
     RedisError,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -57,23 +60,37 @@ PAUSE: Final = 0.05  # seconds before sending again after TRYAGAIN or CLUSTERDOW
 RETRIES: Final = 3
 BACKOFF_BASE: Final = 0.05
 BACKOFF_CAP: Final = 2.0
-_NOT_RUN: Final = (MovedError, AskError, TryAgainError, ClusterDownError, NoScriptError)
+_REDIRECTED: Final = (MovedError, AskError, TryAgainError, ClusterDownError)
 _UNREACHABLE: Final = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-async def evalsha_then_wait(
+def _missing(reply: object) -> bool:
+    """The code the call names is not on that node: NOSCRIPT, or "Function not found"."""
+    return isinstance(reply, NoScriptError) or (
+        isinstance(reply, ResponseError) and str(reply).startswith("Function not found")
+    )
+
+
+async def calls_then_wait(
     cluster: RedisCluster,
     key: str,
-    sha: str,
+    head: Sequence[Arg],
     calls: Sequence[Sequence[Arg]],
     wait: Wait,
-    load: Callable[[ClusterNode], Awaitable[None]],
+    load: Callable[[ClusterNode, Exception], Awaitable[None]],
+    not_run: Callable[[object], bool],
 ) -> list[Any]:
-    """`EVALSHA sha 1 key *args` for each of `calls`, in order, on the primary serving `key`'s
-    slot, each batch followed by WAIT on the same connection. Returns the replies (an
-    error reply as its exception, not raised); raises NotReplicated when a batch that ran
-    was acknowledged by fewer than `wait.replicas` replicas. `load(node)` loads the script
-    on a node that answered NOSCRIPT."""
+    """`*head 1 key *args` (`FCALL function` or `EVALSHA sha`) for each of `calls`, in order,
+    on the primary serving `key`'s slot, each batch followed by WAIT on the same
+    connection. Returns the replies (an error reply as its exception, not raised); raises
+    NotReplicated when a batch that ran was acknowledged by fewer than `wait.replicas`
+    replicas. `load(node, error)` loads the script or library on a node that answered that
+    it has none; `not_run(reply)` says which other error replies mean the call ran nothing
+    (they are returned, and do not count as run for WAIT)."""
+
+    def unanswered(reply: object) -> bool:
+        return isinstance(reply, _REDIRECTED) or _missing(reply) or not_run(reply)
+
     replies: list[Any] = [None] * len(calls)
     todo = list(range(len(calls)))
     acked = wait.replicas
@@ -81,7 +98,7 @@ async def evalsha_then_wait(
     unreachable = 0
     for _ in range(ATTEMPTS):
         node = ask or await _slot_primary(cluster, key)
-        sent = [PipelineCommand(i, "EVALSHA", sha, 1, key, *calls[i]) for i in todo]
+        sent = [PipelineCommand(i, *head, 1, key, *calls[i]) for i in todo]
         waited = PipelineCommand(-1, "WAIT", wait.replicas, wait.timeout_ms)
         pipeline = [waited]
         for command in reversed(sent):
@@ -95,7 +112,9 @@ async def evalsha_then_wait(
             answered = False
         else:
             broken = next((c.result for c in pipeline if isinstance(c.result, _UNREACHABLE)), None)
-            answered = any(not isinstance(c.result, (*_NOT_RUN, *_UNREACHABLE)) for c in sent)
+            answered = any(
+                not unanswered(c.result) and not isinstance(c.result, _UNREACHABLE) for c in sent
+            )
         if broken is not None:
             # The node cannot be reached, or the connection broke: a dead primary's slots
             # have another one after a failover, which a fresh slot map names. Calls
@@ -109,14 +128,14 @@ async def evalsha_then_wait(
                 raise broken
             await asyncio.sleep(min(BACKOFF_CAP, BACKOFF_BASE * 2**unreachable))
             continue
-        ran = [c for c in sent if not isinstance(c.result, _NOT_RUN)]
-        for command in ran:
+        ran = [c for c in sent if not unanswered(c.result)]
+        for command in sent:
             replies[command.position] = command.result
         if ran:
             if isinstance(waited.result, Exception):
                 raise waited.result
             acked = min(acked, int(waited.result))
-        todo = [c.position for c in sent if isinstance(c.result, _NOT_RUN)]
+        todo = [c.position for c in sent if unanswered(c.result)]
         if not todo:
             break
         # Every call left has the same slot and the same script: the first one's reply
@@ -126,8 +145,10 @@ async def evalsha_then_wait(
             await cluster.nodes_manager.move_slot(first)
         elif isinstance(first, AskError):
             ask = await _node_at(cluster, first)
-        elif isinstance(first, NoScriptError):
-            await load(node)
+        elif _missing(first):
+            await load(node, first)
+        elif not isinstance(first, _REDIRECTED):
+            break  # not_run: the caller sends these some other way
         else:  # TRYAGAIN, CLUSTERDOWN
             if isinstance(first, ClusterDownError):
                 await _refresh(cluster)

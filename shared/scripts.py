@@ -22,17 +22,18 @@ it is the cost every submit, claim and complete pays.
 On a Redis Cluster every call goes to the primary serving the pool's slot: the prefix has a
 hash tag, so KEYS[1] (`jobs:pending`) and every key a script derives from the prefix share
 one slot, and Redis 7 lets a script touch keys it did not declare as long as they are in
-the declared key's slot. A cluster client uses EVALSHA only: redis-py routes an EVALSHA by
-its KEYS[1] at once but asks a node `COMMAND GETKEYS` before every FCALL, a round trip more
-than Functions save. redis-py follows MOVED and ASK itself; the two things it cannot do for
-us are done here: loading a script after NOSCRIPT on the node that said it (not on every
-primary, one of which may be down), and WAIT on the connection that ran the scripts
-(shared/cluster_scripts.py).
+the declared key's slot. redis-py routes an FCALL by its KEYS[1] (read from the command's
+key specs, without asking a node) and follows MOVED and ASK itself; the two things it
+cannot do for us are done here: loading the library or a script where a call found none,
+on the node that said so (not on every primary, one of which may be down), and WAIT on the
+connection that ran the calls (shared/cluster_scripts.py). Each primary holds the library
+once loaded; its replicas get it from it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -41,9 +42,10 @@ from typing import Any, Final
 from redis.asyncio.client import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
-from shared.cluster_scripts import evalsha_then_wait
+from shared.cluster_scripts import calls_then_wait
 from shared.config import ConfigError
 from shared.keys import Keys, hash_tag
 from shared.lua_source import (
@@ -59,6 +61,8 @@ from shared.replication import NotReplicated, Wait
 
 log = logging.getLogger(__name__)
 
+# Rounds of sending again the calls that ran nothing (Scripts.call_many).
+SETTLE_ROUNDS: Final = 5
 # How long a Scripts object uses EVALSHA once Functions were found unavailable, before it
 # tries them again (a hub may have loaded the library since, or the ACL been widened): one
 # failed call a minute where they never will be.
@@ -163,8 +167,8 @@ class Scripts:
         }
         self._functions = {name: function_name(name) for name in SCRIPT_NAMES}
         # Until when calls use EVALSHA because Functions were found unavailable (monotonic
-        # seconds; 0: try them). A cluster client always does (see the module docstring).
-        self._eval_until = 0.0 if self._cluster is None else float("inf")
+        # seconds; 0: try them).
+        self._eval_until = 0.0
         # The plain client's pool, for `_direct`; None where a call must take redis-py's
         # own path (a cluster, or a client pinned to one connection).
         self._pool = (
@@ -200,7 +204,7 @@ class Scripts:
             # The call ran nothing (see _not_run), so it is safe to send again once the
             # function or script is there, or with EVALSHA: through call_many, which
             # settles each of those cases.
-            await self._settle([exc], name, first=True)
+            await self._settle([exc], name, set())
         return (await self.call_many(name, [args]))[0]
 
     async def _direct(self, command: tuple[str | int | float | bytes, ...]) -> Any:
@@ -262,14 +266,16 @@ class Scripts:
         order), followed by WAIT when replicas must acknowledge."""
         wait = self._wait.replicas > 0 and name not in READ_ONLY
         replies = await self._send(name, calls, wait)
-        # A call that ran nothing (_not_run) is sent again once that is settled: at most
-        # three rounds (a missing library loaded; then, if Functions turned out unavailable,
-        # a script missing on the node that said so; then on every primary of a cluster).
-        for round_ in range(3):
+        # A call that ran nothing (_not_run) is sent again once that is settled, a few
+        # rounds at most: the library loaded where it was missing, then on every primary of
+        # a cluster (a slot mid-move); or Functions refused, then the script loaded the same
+        # two ways.
+        loaded: set[str] = set()
+        for _ in range(SETTLE_ROUNDS):
             missing = [i for i, reply in enumerate(replies) if _not_run(reply)]
             if not missing:
                 break
-            await self._settle([replies[i] for i in missing], name, first=round_ == 0)
+            await self._settle([replies[i] for i in missing], name, loaded)
             again = await self._send(name, [calls[i] for i in missing], wait)
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
@@ -278,23 +284,33 @@ class Scripts:
                 raise reply
         return replies
 
-    async def _settle(self, errors: Sequence[object], name: str, *, first: bool) -> None:
+    async def _settle(self, errors: Sequence[object], name: str, loaded: set[str]) -> None:
         """Make the calls that met `errors` (each one _not_run) runnable: load the library
         where it is missing, use EVALSHA where Functions are refused, load the script where
-        the server said NOSCRIPT (a restart, a failover: scripts are not replicated; on a
-        cluster, after the first round, on every primary)."""
+        the server said NOSCRIPT (a restart, a failover: scripts are not replicated). On a
+        cluster, what was loaded once in this call (`loaded`, updated) and is still missing
+        is loaded on every primary next."""
         if any(_functions_refused(error) for error in errors):
             self._fall_back(next(e for e in errors if _functions_refused(e)))
         elif any(_function_missing(error) for error in errors):
-            await self._load_library()
+            await self._load(None, everywhere="library" in loaded)
+            loaded.add("library")
         if any(isinstance(error, NoScriptError) for error in errors):
-            await self._load(self._scripts[name], everywhere=not first)
+            await self._load(self._scripts[name], everywhere="script" in loaded)
+            loaded.add("script")
 
-    async def _load_library(self) -> None:
-        """Load this version's library (`FUNCTION LOAD`). Another caller may have loaded it
-        first ("already exists": done); a server or user that cannot load it falls back."""
+    async def _load_library(self, node: ClusterNode | None = None) -> None:
+        """Load this version's library (`FUNCTION LOAD`; on a cluster, on `node`). Another
+        caller may have loaded it first ("already exists": done); a server or user that
+        cannot load it falls back to EVALSHA."""
         try:
-            await self._redis.execute_command("FUNCTION", "LOAD", library())
+            if node is None:
+                await self._redis.execute_command("FUNCTION", "LOAD", library())
+            else:
+                assert self._cluster is not None
+                await self._cluster.execute_command(
+                    "FUNCTION", "LOAD", library(), target_nodes=node
+                )
         except ResponseError as exc:
             if "already exists" in str(exc):
                 return
@@ -302,7 +318,8 @@ class Scripts:
                 raise
             self._fall_back(exc)
             return
-        log.info("loaded the Lua library %s into Redis", library_name())
+        where = "" if node is None else f" on {node.name}"
+        log.info("loaded the Lua library %s into Redis%s", library_name(), where)
 
     async def prune_libraries(self) -> list[str]:
         """Delete the libraries of other versions of this code (`emp_*` but this one's):
@@ -310,24 +327,38 @@ class Scripts:
         good. Returns the names deleted. A process of another version that still runs loads
         its own again on its next call ("Function not found" ran nothing), so this is safe
         during a rolling upgrade too. Nothing to do on a cluster (EVALSHA only), or where
-        Functions cannot be listed or deleted (the server or the user cannot)."""
-        if self._cluster is not None:
-            return []
+        Functions cannot be listed or deleted (the server or the user cannot). On a
+        cluster, on every primary that answers (replicas follow their primaries)."""
+        cluster = self._cluster
+        if cluster is None:
+            deleted = await self._prune_on(None)
+        else:
+            await cluster.initialize()
+            per_node = [self._prune_on(node) for node in cluster.get_primaries()]
+            deleted = sorted({name for names in await asyncio.gather(*per_node) for name in names})
+        if deleted:
+            log.info("deleted the Lua libraries of other versions: %s", ", ".join(deleted))
+        return deleted
+
+    async def _prune_on(self, node: ClusterNode | None) -> list[str]:
+        """prune_libraries on one server (`node`: a cluster's primary)."""
+
+        async def run(*args: str) -> Any:
+            if node is None:
+                return await self._redis.execute_command(*args)
+            assert self._cluster is not None
+            return await self._cluster.execute_command(*args, target_nodes=node)
+
         try:
-            listed = await self._redis.execute_command(
-                "FUNCTION", "LIST", "LIBRARYNAME", f"{LIBRARY_PREFIX}*"
-            )
+            listed = await run("FUNCTION", "LIST", "LIBRARYNAME", f"{LIBRARY_PREFIX}*")
             names = [_library_entry_name(entry) for entry in listed]
             old = [name for name in names if name and name != library_name()]
             for name in old:
-                await self._redis.execute_command("FUNCTION", "DELETE", name)
-        except ResponseError as exc:
-            if "library not found" in str(exc).lower():
-                return []  # another hub deleted it first
+                with contextlib.suppress(ResponseError):  # another hub deleted it first
+                    await run("FUNCTION", "DELETE", name)
+        except (ResponseError, RedisConnectionError) as exc:
             log.info("could not prune old Lua libraries: %s", exc)
             return []
-        if old:
-            log.info("deleted the Lua libraries of other versions: %s", ", ".join(old))
         return old
 
     def _fall_back(self, error: object) -> None:
@@ -338,48 +369,65 @@ class Scripts:
             EVAL_FALLBACK_SECONDS,
         )
 
-    async def _load(self, script: AsyncScript, *, everywhere: bool = False) -> None:
-        """Load `script` where a call met NOSCRIPT. On a cluster that is the primary serving
-        the pool's slot (redis-py has followed any MOVED, so its slot map names the node
-        that answered), or, `everywhere`, every primary: a slot being moved is served by
-        the importing node (ASK), which the slot map does not name yet. A primary that
-        cannot be reached then is skipped: it serves other pools."""
+    async def _load(self, script: AsyncScript | None, *, everywhere: bool = False) -> None:
+        """Load `script` (None: the library) where a call met NOSCRIPT ("Function not
+        found"). On a cluster that is the primary serving the pool's slot (redis-py has
+        followed any MOVED, so its slot map names the node that answered), or,
+        `everywhere`, every primary: a slot being moved is served by the importing node
+        (ASK), which the slot map does not name yet. A primary that cannot be reached then
+        is skipped: it serves other pools."""
         cluster = self._cluster
         if cluster is None:
-            await self._redis.script_load(script.script)
+            if script is None:
+                await self._load_library()
+            else:
+                await self._redis.script_load(script.script)
             return
         await cluster.initialize()
         owner = cluster.get_node_from_key(self._keys.pending)
         assert owner is not None, "get_node_from_key returns a primary or raises"
         if not everywhere:
-            await _load_on(cluster, owner, script)
+            await self._load_on(owner, script)
             return
-        loads = [_load_on(cluster, node, script) for node in cluster.get_primaries()]
+        loads = [self._load_on(node, script) for node in cluster.get_primaries()]
         results = await asyncio.gather(*loads, return_exceptions=True)
         if all(isinstance(result, BaseException) for result in results):
             raise next(r for r in results if isinstance(r, BaseException))
+
+    async def _load_on(self, node: ClusterNode, script: AsyncScript | None) -> None:
+        """Load `script` (None: the library) on the cluster node `node`."""
+        if script is None:
+            await self._load_library(node)
+            return
+        assert self._cluster is not None
+        await self._cluster.execute_command("SCRIPT LOAD", script.script, target_nodes=node)
 
     async def _send(
         self, name: str, calls: Sequence[Sequence[str | int | float | bytes]], wait: bool
     ) -> list[Any]:
         """The replies to one call of script `name` per argument list (an error reply as its
         exception), with WAIT after them when `wait`."""
-        key = self._keys.pending
         cluster = self._cluster
-        script = self._scripts[name]
         if cluster is not None and wait:
-            return await evalsha_then_wait(
+            head = self._command(name, ())[:2]  # FCALL function, or EVALSHA sha
+            script = self._scripts[name]
+
+            async def load(node: ClusterNode, error: Exception) -> None:
+                await self._load_on(node, script if isinstance(error, NoScriptError) else None)
+
+            return await calls_then_wait(
                 cluster,
-                key,
-                script.sha,
+                self._keys.pending,
+                head,
                 [[*self._common, *args] for args in calls],
                 self._wait,
-                lambda node: _load_on(cluster, node, script),
+                load,
+                _functions_refused,
             )
         if cluster is not None and len(calls) == 1:
             # One call needs no pipeline (a cluster pipeline costs more than a command).
             try:
-                return [await cluster.evalsha(script.sha, 1, key, *self._common, *calls[0])]
+                return [await cluster.execute_command(*self._command(name, calls[0]))]
             except ResponseError as exc:
                 return [exc]
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -396,10 +444,6 @@ class Scripts:
         if int(acked) < self._wait.replicas and not any(_not_run(reply) for reply in replies):
             raise NotReplicated(int(acked), self._wait, replies)
         return replies
-
-
-async def _load_on(cluster: RedisCluster, node: ClusterNode, script: AsyncScript) -> None:
-    await cluster.execute_command("SCRIPT LOAD", script.script, target_nodes=node)
 
 
 # The commands a script call is sent as; `INFO commandstats` counts each under its own name.

@@ -24,11 +24,12 @@ from shared.broker import Broker, Claim, NoClaim
 from shared.config import ConfigError
 from shared.event_group import EventGroup
 from shared.job import JobStatus
-from shared.lua_source import source
+from shared.lua_source import library_name, source
 from shared.pool_set import PoolSet
 from shared.redis_client import connect, drop_connections
 from shared.redis_types import RedisClient
 from shared.replication import NotReplicated
+from shared.scripts import script_call_stats
 from shared.settings import BrokerSettings
 from shared.worker_grants import Grant, GrantStore
 from tests.factories import caps, job
@@ -356,12 +357,12 @@ async def test_dropped_connections_come_back_on_the_next_command(broker: Broker)
 
 
 @pytest.mark.parametrize("wait_replicas", [0, 1])
-async def test_a_flushed_script_is_loaded_again_on_the_pools_primary_only(
+async def test_a_flushed_library_is_loaded_again_on_the_pools_primary_only(
     redis_cluster: Cluster, cluster_redis: RedisClient, broker: Broker, wait_replicas: int
 ) -> None:
-    """Scripts live in each server's memory (a restart or a failover loses them). After
-    NOSCRIPT the script is loaded where it is missing, not on every primary: one that is
-    down must not stop the pools of the others."""
+    """A restart without persistence loses the library. After "Function not found" it is
+    loaded where it is missing, not on every primary: one that is down must not stop the
+    pools of the others."""
     broker = Broker(
         cluster_redis, dataclasses.replace(broker.settings, wait_replicas=wait_replicas)
     )
@@ -369,10 +370,86 @@ async def test_a_flushed_script_is_loaded_again_on_the_pools_primary_only(
     primaries = redis_cluster.primaries()
     for node in primaries:
         with node.client() as direct:
-            direct.script_flush()
+            direct.function_flush()
+            direct.config_resetstat()
     await run_a_job(broker, "j")
-    sha = hashlib.sha1(source("submit").encode()).hexdigest()
     for node in primaries:
+        with node.client() as direct:
+            loaded = bool(direct.function_list(library=library_name()))
+            assert loaded == (node is owner), node.name
+            if node is not owner:
+                assert script_call_stats(direct.info("commandstats"))[0] == 0, node.name
+    with owner.client() as direct:
+        stats = direct.info("commandstats")
+    assert int(stats.get("cmdstat_fcall", {}).get("calls", 0)) >= 3  # submit, claim, complete
+    assert "cmdstat_evalsha" not in stats
+
+
+async def test_a_script_call_is_routed_by_its_key_without_asking_a_node_for_it(
+    redis_cluster: Cluster, broker: Broker
+) -> None:
+    """redis-py finds an FCALL's keys in the command's key specs; older versions asked a
+    node `COMMAND GETKEYS` before each one, a round trip more per call."""
+    await run_a_job(broker, "warm-up")
+    before = [getkeys_calls(node) for node in redis_cluster.primaries()]
+    for i in range(5):
+        await run_a_job(broker, f"j{i}")
+    assert [getkeys_calls(node) for node in redis_cluster.primaries()] == before
+
+
+def getkeys_calls(node: Server) -> int:
+    with node.client() as direct:
+        stats = direct.info("commandstats")
+    return int(stats.get("cmdstat_command|getkeys", {}).get("calls", 0))
+
+
+async def test_pruning_deletes_other_versions_libraries_on_every_primary(
+    redis_cluster: Cluster, broker: Broker
+) -> None:
+    await run_a_job(broker, "j")
+    old = "emp_00000000000000bb"
+    for node in redis_cluster.primaries():
+        with node.client() as direct:
+            direct.function_load(
+                f"#!lua name={old}\nredis.register_function('{old}_f', function() return 1 end)",
+                replace=True,
+            )
+    assert await broker.prune_libraries() == [old]
+    for node in redis_cluster.primaries():
+        with node.client() as direct:
+            assert not direct.function_list(library=old), node.name
+    owner = redis_cluster.owner_of(broker.settings.prefix)
+    with owner.client() as direct:
+        assert direct.function_list(library=library_name())
+
+
+@pytest.mark.parametrize("wait_replicas", [0, 1])
+async def test_a_user_without_fcall_sends_scripts_and_they_are_reloaded_where_flushed(
+    redis_cluster: Cluster, broker: Broker, wait_replicas: int
+) -> None:
+    """The EVALSHA fallback on a cluster (an ACL of older releases, on every node): after
+    NOSCRIPT the script is loaded on the pool's primary only."""
+    nodes = [node for node in redis_cluster.nodes if node.alive]
+    for node in nodes:
+        with node.client() as direct:
+            direct.acl_setuser(
+                "limited", enabled=True, reset=True, passwords=["+pw"], keys=["*"],
+                channels=["*"], commands=["+@all", "-fcall"],
+            )  # fmt: skip
+            direct.script_flush()
+    url = (redis_cluster.settings().url or "").replace("redis://", "redis://limited:pw@")
+    client = connect(dataclasses.replace(redis_cluster.settings(), url=url))
+    try:
+        broker = Broker(client, dataclasses.replace(broker.settings, wait_replicas=wait_replicas))
+        await run_a_job(broker, "j")
+    finally:
+        await client.aclose()
+        for node in nodes:
+            with node.client() as direct:
+                direct.acl_deluser("limited")
+    owner = redis_cluster.owner_of(broker.settings.prefix)
+    sha = hashlib.sha1(source("submit").encode()).hexdigest()
+    for node in redis_cluster.primaries():
         with node.client() as direct:
             assert direct.script_exists(sha) == [node is owner], node.name
 
