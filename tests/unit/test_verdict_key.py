@@ -27,6 +27,6 @@ def test_the_matcher_reads_no_field_the_memo_key_leaves_out() -> None:
         assert "memory_free" not in body
         assert "warm" not in body
     # The prepared capabilities carry the warm models under their own names only.
-    prepared = _function(text, "prepare_caps")
+    prepared = _function(text, "prepare_caps_now")
     assert re.findall(r"^\s+(\w+) = .*warm_models", prepared, re.M) == ["warm", "warm_list"]
     assert "memory_free" not in prepared
