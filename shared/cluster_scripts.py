@@ -39,15 +39,14 @@ from redis.exceptions import (
     AskError,
     ClusterDownError,
     MovedError,
-    NoScriptError,
     RedisError,
-    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.replication import NotReplicated, Wait
+from shared.script_replies import code_missing
 
 Arg = str | int | float | bytes
 
@@ -62,13 +61,6 @@ BACKOFF_BASE: Final = 0.05
 BACKOFF_CAP: Final = 2.0
 _REDIRECTED: Final = (MovedError, AskError, TryAgainError, ClusterDownError)
 _UNREACHABLE: Final = (RedisConnectionError, RedisTimeoutError, OSError)
-
-
-def _missing(reply: object) -> bool:
-    """The code the call names is not on that node: NOSCRIPT, or "Function not found"."""
-    return isinstance(reply, NoScriptError) or (
-        isinstance(reply, ResponseError) and str(reply).startswith("Function not found")
-    )
 
 
 async def calls_then_wait(
@@ -89,7 +81,7 @@ async def calls_then_wait(
     (they are returned, and do not count as run for WAIT)."""
 
     def unanswered(reply: object) -> bool:
-        return isinstance(reply, _REDIRECTED) or _missing(reply) or not_run(reply)
+        return isinstance(reply, _REDIRECTED) or code_missing(reply) or not_run(reply)
 
     replies: list[Any] = [None] * len(calls)
     todo = list(range(len(calls)))
@@ -145,7 +137,7 @@ async def calls_then_wait(
             await cluster.nodes_manager.move_slot(first)
         elif isinstance(first, AskError):
             ask = await _node_at(cluster, first)
-        elif _missing(first):
+        elif code_missing(first):
             await load(node, first)
         elif not isinstance(first, _REDIRECTED):
             break  # not_run: the caller sends these some other way

@@ -43,7 +43,7 @@ from redis.asyncio.client import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from shared.cluster_scripts import calls_then_wait
 from shared.config import ConfigError
@@ -58,6 +58,7 @@ from shared.lua_source import (
 )
 from shared.redis_types import RedisClient
 from shared.replication import NotReplicated, Wait
+from shared.script_replies import function_missing, functions_refused, not_run
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,6 @@ SETTLE_ROUNDS: Final = 5
 # tries them again (a hub may have loaded the library since, or the ACL been widened): one
 # failed call a minute where they never will be.
 EVAL_FALLBACK_SECONDS: Final = 60.0
-
-
-def _function_missing(reply: object) -> bool:
-    """Whether an FCALL's reply says the function is not loaded here: it ran nothing."""
-    return isinstance(reply, ResponseError) and str(reply).startswith("Function not found")
 
 
 def _library_entry_name(entry: Any) -> str | None:
@@ -86,27 +82,6 @@ def _library_entry_name(entry: Any) -> str | None:
     if isinstance(name, bytes):
         return name.decode()
     return name if isinstance(name, str) else None
-
-
-def _not_run(reply: object) -> bool:
-    """Whether a call's reply says it ran nothing, so that it may be sent again: NOSCRIPT,
-    a missing function, Functions refused."""
-    return isinstance(reply, NoScriptError) or _function_missing(reply) or _functions_refused(reply)
-
-
-def _functions_refused(error: object) -> bool:
-    """Whether `error` (the reply to an FCALL or a FUNCTION LOAD) says this server or this
-    user cannot use Functions: the command is unknown, or the ACL denies the command itself.
-    Only those exact refusals count: a script's own NOPERM (a key its ACL denies, met
-    half-way through) is a reply of a call that ran, and is never sent again."""
-    if not isinstance(error, ResponseError):
-        return False
-    text = str(error).lower()
-    if text.startswith("unknown command") or text.startswith("unknown subcommand"):
-        return True
-    return isinstance(error, NoPermissionError) and (
-        "'fcall' command" in text or "'function|load' command" in text
-    )
 
 
 # How many connections are kept for single calls (`Scripts._direct`) per connection pool:
@@ -199,9 +174,9 @@ class Scripts:
         try:
             return await self._direct(self._command(name, args))
         except ResponseError as exc:
-            if not _not_run(exc):
+            if not not_run(exc):
                 raise
-            # The call ran nothing (see _not_run), so it is safe to send again once the
+            # The call ran nothing (see not_run), so it is safe to send again once the
             # function or script is there, or with EVALSHA: through call_many, which
             # settles each of those cases.
             await self._settle([exc], name, set())
@@ -266,13 +241,13 @@ class Scripts:
         order), followed by WAIT when replicas must acknowledge."""
         wait = self._wait.replicas > 0 and name not in READ_ONLY
         replies = await self._send(name, calls, wait)
-        # A call that ran nothing (_not_run) is sent again once that is settled, a few
+        # A call that ran nothing (not_run) is sent again once that is settled, a few
         # rounds at most: the library loaded where it was missing, then on every primary of
         # a cluster (a slot mid-move); or Functions refused, then the script loaded the same
         # two ways.
         loaded: set[str] = set()
         for _ in range(SETTLE_ROUNDS):
-            missing = [i for i, reply in enumerate(replies) if _not_run(reply)]
+            missing = [i for i, reply in enumerate(replies) if not_run(reply)]
             if not missing:
                 break
             await self._settle([replies[i] for i in missing], name, loaded)
@@ -285,14 +260,14 @@ class Scripts:
         return replies
 
     async def _settle(self, errors: Sequence[object], name: str, loaded: set[str]) -> None:
-        """Make the calls that met `errors` (each one _not_run) runnable: load the library
+        """Make the calls that met `errors` (each one not_run) runnable: load the library
         where it is missing, use EVALSHA where Functions are refused, load the script where
         the server said NOSCRIPT (a restart, a failover: scripts are not replicated). On a
         cluster, what was loaded once in this call (`loaded`, updated) and is still missing
         is loaded on every primary next."""
-        if any(_functions_refused(error) for error in errors):
-            self._fall_back(next(e for e in errors if _functions_refused(e)))
-        elif any(_function_missing(error) for error in errors):
+        if any(functions_refused(error) for error in errors):
+            self._fall_back(next(e for e in errors if functions_refused(e)))
+        elif any(function_missing(error) for error in errors):
             await self._load(None, everywhere="library" in loaded)
             loaded.add("library")
         if any(isinstance(error, NoScriptError) for error in errors):
@@ -314,7 +289,7 @@ class Scripts:
         except ResponseError as exc:
             if "already exists" in str(exc):
                 return
-            if not _functions_refused(exc):
+            if not functions_refused(exc):
                 raise
             self._fall_back(exc)
             return
@@ -422,7 +397,7 @@ class Scripts:
                 [[*self._common, *args] for args in calls],
                 self._wait,
                 load,
-                _functions_refused,
+                functions_refused,
             )
         if cluster is not None and len(calls) == 1:
             # One call needs no pipeline (a cluster pipeline costs more than a command).
@@ -441,7 +416,7 @@ class Scripts:
         acked = replies.pop()
         if isinstance(acked, Exception):
             raise acked
-        if int(acked) < self._wait.replicas and not any(_not_run(reply) for reply in replies):
+        if int(acked) < self._wait.replicas and not any(not_run(reply) for reply in replies):
             raise NotReplicated(int(acked), self._wait, replies)
         return replies
 

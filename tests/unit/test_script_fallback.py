@@ -1,4 +1,4 @@
-"""Which error replies let a script call be sent again (shared/scripts.py): only those that
+"""Which error replies let a script call be sent again (shared/script_replies.py): only those that
 say the call ran nothing. A script's own error, met half-way through its writes, is never
 sent again, even when it is an ACL refusal: Redis does not roll a script back."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import NoPermissionError, NoScriptError, OutOfMemoryError, ResponseError
 
-from shared.scripts import _function_missing, _functions_refused, _not_run
+from shared.script_replies import function_missing, functions_refused, not_run
 
 
 @pytest.mark.parametrize(
@@ -22,7 +22,7 @@ from shared.scripts import _function_missing, _functions_refused, _not_run
     ],
 )
 def test_replies_of_calls_that_ran_nothing_may_be_sent_again(error: ResponseError) -> None:
-    assert _not_run(error)
+    assert not_run(error)
 
 
 @pytest.mark.parametrize(
@@ -36,12 +36,12 @@ def test_replies_of_calls_that_ran_nothing_may_be_sent_again(error: ResponseErro
     ],
 )
 def test_a_scripts_own_errors_are_never_sent_again(error: ResponseError) -> None:
-    assert not _not_run(error)
+    assert not not_run(error)
 
 
 def test_a_missing_library_is_loaded_and_refused_functions_fall_back() -> None:
-    assert _function_missing(ResponseError("Function not found"))
-    assert not _functions_refused(ResponseError("Function not found"))
+    assert function_missing(ResponseError("Function not found"))
+    assert not functions_refused(ResponseError("Function not found"))
     refused = NoPermissionError("this user has no permissions to run the 'fcall' command")
-    assert _functions_refused(refused)
-    assert not _function_missing(refused)
+    assert functions_refused(refused)
+    assert not function_missing(refused)
