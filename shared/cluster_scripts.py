@@ -17,8 +17,8 @@ of the slot's primary, and follows the cluster's redirects itself:
 - NOSCRIPT or "Function not found" (a restart without persistence, a slot moved to a
   node that never ran the code; scripts are not replicated either): the script or the
   library is loaded on the node that answered, and the call sent again.
-- Another reply that says the call ran nothing (`not_run`: Functions refused to this user)
-  is returned as it is, for the caller to send the call some other way.
+- Another reply that says the call ran nothing (shared/script_replies.py: Functions
+  refused to this user) is returned as it is, for the caller to send some other way.
 
 None of those replies means a script ran, so sending the call again never runs it twice. Nor
 does a node that cannot be reached (the call is sent again, a few times, to whichever node
@@ -46,7 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.replication import NotReplicated, Wait
-from shared.script_replies import code_missing
+from shared.script_replies import code_missing, not_run
 
 Arg = str | int | float | bytes
 
@@ -70,18 +70,17 @@ async def calls_then_wait(
     calls: Sequence[Sequence[Arg]],
     wait: Wait,
     load: Callable[[ClusterNode, Exception], Awaitable[None]],
-    not_run: Callable[[object], bool],
 ) -> list[Any]:
     """`*head 1 key *args` (`FCALL function` or `EVALSHA sha`) for each of `calls`, in order,
     on the primary serving `key`'s slot, each batch followed by WAIT on the same
     connection. Returns the replies (an error reply as its exception, not raised); raises
     NotReplicated when a batch that ran was acknowledged by fewer than `wait.replicas`
-    replicas. `load(node, error)` loads the script or library on a node that answered that
-    it has none; `not_run(reply)` says which other error replies mean the call ran nothing
-    (they are returned, and do not count as run for WAIT)."""
+    replies. `load(node, error)` loads the script or library on a node that answered that
+    it has none; other replies that say a call ran nothing (script_replies.not_run) are
+    returned, and do not count as run for WAIT."""
 
     def unanswered(reply: object) -> bool:
-        return isinstance(reply, _REDIRECTED) or code_missing(reply) or not_run(reply)
+        return isinstance(reply, _REDIRECTED) or not_run(reply)
 
     replies: list[Any] = [None] * len(calls)
     todo = list(range(len(calls)))
@@ -140,7 +139,7 @@ async def calls_then_wait(
         elif code_missing(first):
             await load(node, first)
         elif not isinstance(first, _REDIRECTED):
-            break  # not_run: the caller sends these some other way
+            break  # Functions refused: the caller sends these some other way
         else:  # TRYAGAIN, CLUSTERDOWN
             if isinstance(first, ClusterDownError):
                 await _refresh(cluster)

@@ -59,6 +59,7 @@ from shared.lua_source import (
 from shared.redis_types import RedisClient
 from shared.replication import NotReplicated, Wait
 from shared.script_replies import function_missing, functions_refused, not_run
+from shared.text import as_text
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +71,11 @@ SETTLE_ROUNDS: Final = 5
 EVAL_FALLBACK_SECONDS: Final = 60.0
 
 
-def _library_entry_name(entry: Any) -> str | None:
-    """The library name in one entry of FUNCTION LIST (a flat list of names and values in
-    RESP2, a map in RESP3)."""
-    if isinstance(entry, dict):
-        name = entry.get(b"library_name", entry.get("library_name"))
-    else:
-        fields = list(entry)
-        keys = [f.decode() if isinstance(f, bytes) else f for f in fields[::2]]
-        name = dict(zip(keys, fields[1::2], strict=False)).get("library_name")
-    if isinstance(name, bytes):
-        return name.decode()
-    return name if isinstance(name, str) else None
+def _library_entry_name(entry: Any) -> str:
+    """The library name in one entry of FUNCTION LIST: a flat list of names and values as a
+    plain client returns it, a mapping once redis-py's cluster client has parsed it."""
+    pairs = entry.items() if isinstance(entry, dict) else zip(entry[::2], entry[1::2], strict=True)
+    return as_text({as_text(name): value for name, value in pairs}["library_name"])
 
 
 # How many connections are kept for single calls (`Scripts._direct`) per connection pool:
@@ -279,13 +273,7 @@ class Scripts:
         caller may have loaded it first ("already exists": done); a server or user that
         cannot load it falls back to EVALSHA."""
         try:
-            if node is None:
-                await self._redis.execute_command("FUNCTION", "LOAD", library())
-            else:
-                assert self._cluster is not None
-                await self._cluster.execute_command(
-                    "FUNCTION", "LOAD", library(), target_nodes=node
-                )
+            await self._execute(node, "FUNCTION", "LOAD", library())
         except ResponseError as exc:
             if "already exists" in str(exc):
                 return
@@ -301,9 +289,9 @@ class Scripts:
         left behind by an upgrade, they would stay in Redis, replicated and saved, for
         good. Returns the names deleted. A process of another version that still runs loads
         its own again on its next call ("Function not found" ran nothing), so this is safe
-        during a rolling upgrade too. Nothing to do on a cluster (EVALSHA only), or where
-        Functions cannot be listed or deleted (the server or the user cannot). On a
-        cluster, on every primary that answers (replicas follow their primaries)."""
+        during a rolling upgrade too. Nothing to do where Functions cannot be listed or
+        deleted (the server or the user cannot). On a cluster, on every primary that
+        answers (replicas follow their primaries)."""
         cluster = self._cluster
         if cluster is None:
             deleted = await self._prune_on(None)
@@ -317,20 +305,15 @@ class Scripts:
 
     async def _prune_on(self, node: ClusterNode | None) -> list[str]:
         """prune_libraries on one server (`node`: a cluster's primary)."""
-
-        async def run(*args: str) -> Any:
-            if node is None:
-                return await self._redis.execute_command(*args)
-            assert self._cluster is not None
-            return await self._cluster.execute_command(*args, target_nodes=node)
-
         try:
-            listed = await run("FUNCTION", "LIST", "LIBRARYNAME", f"{LIBRARY_PREFIX}*")
+            listed = await self._execute(
+                node, "FUNCTION", "LIST", "LIBRARYNAME", f"{LIBRARY_PREFIX}*"
+            )
             names = [_library_entry_name(entry) for entry in listed]
-            old = [name for name in names if name and name != library_name()]
+            old = [name for name in names if name != library_name()]
             for name in old:
                 with contextlib.suppress(ResponseError):  # another hub deleted it first
-                    await run("FUNCTION", "DELETE", name)
+                    await self._execute(node, "FUNCTION", "DELETE", name)
         except (ResponseError, RedisConnectionError) as exc:
             log.info("could not prune old Lua libraries: %s", exc)
             return []
@@ -353,10 +336,7 @@ class Scripts:
         is skipped: it serves other pools."""
         cluster = self._cluster
         if cluster is None:
-            if script is None:
-                await self._load_library()
-            else:
-                await self._redis.script_load(script.script)
+            await self._load_on(None, script)
             return
         await cluster.initialize()
         owner = cluster.get_node_from_key(self._keys.pending)
@@ -369,13 +349,19 @@ class Scripts:
         if all(isinstance(result, BaseException) for result in results):
             raise next(r for r in results if isinstance(r, BaseException))
 
-    async def _load_on(self, node: ClusterNode, script: AsyncScript | None) -> None:
-        """Load `script` (None: the library) on the cluster node `node`."""
+    async def _load_on(self, node: ClusterNode | None, script: AsyncScript | None) -> None:
+        """Load `script` (None: the library) on the server (`node`: that cluster node)."""
         if script is None:
             await self._load_library(node)
-            return
+        else:
+            await self._execute(node, "SCRIPT", "LOAD", script.script)
+
+    async def _execute(self, node: ClusterNode | None, *args: Any) -> Any:
+        """One command on the server, or on the cluster node `node`."""
+        if node is None:
+            return await self._redis.execute_command(*args)
         assert self._cluster is not None
-        await self._cluster.execute_command("SCRIPT LOAD", script.script, target_nodes=node)
+        return await self._cluster.execute_command(*args, target_nodes=node)
 
     async def _send(
         self, name: str, calls: Sequence[Sequence[str | int | float | bytes]], wait: bool
@@ -397,7 +383,6 @@ class Scripts:
                 [[*self._common, *args] for args in calls],
                 self._wait,
                 load,
-                functions_refused,
             )
         if cluster is not None and len(calls) == 1:
             # One call needs no pipeline (a cluster pipeline costs more than a command).

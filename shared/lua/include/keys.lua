@@ -9,7 +9,7 @@
 
 -- The builders are made once; the plain names depend on the call's prefix, so begin_keys
 -- sets them, and only when the prefix differs from the last call's (a process uses one
--- prefix per pool, and rebuilding costs a fifteenth of a small script's call).
+-- prefix per pool, so most calls rebuild nothing).
 local K = {
   job = function(job_id) return P .. 'job:' .. job_id end,
   leases = function(worker_id) return P .. 'jobs:active:' .. worker_id end,
