@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 
 import httpx
 import pytest
@@ -275,3 +276,63 @@ async def test_hub_blackhole(chaos: Chaos) -> None:
         f"no event reached SSE within {SILENT_DROP_BOUND:g} s of the drop (got {names}); "
         f"/ready says {ready}"
     )
+
+
+# -- issue 16: the scripts' library lost while the fleet runs ------------------------------
+
+
+async def test_library_lost(chaos: Chaos) -> None:
+    """Does: a hub and 2 workers (4 slots each) run short jobs submitted over REST. Three
+    times, once 100 more jobs have completed, Redis loses the scripts' code while calls are
+    in flight: `FUNCTION FLUSH` and `SCRIPT FLUSH` (what a restart without persistence, or
+    a failover to a node that never got the library, leaves), and 150 more jobs are
+    submitted at once, so the hub's submissions and the workers' claims and completions all
+    meet "Function not found".
+
+    Asserts: every job completes exactly once (one `completed` event) with its own result;
+    jobs complete again after every loss, without a restart of any process (the time from
+    each loss to the next completion, printed); the library is back in Redis at the end."""
+    hub = await chaos.start_hub()
+    for name in ("w1", "w2"):
+        chaos.start_worker(name, CONCURRENT_JOBS="4")
+    completed_key = chaos.keys.finished("completed")
+
+    async def completed(count: int) -> bool:
+        return int(await chaos.redis.zcard(completed_key)) >= count
+
+    to_first_completion: list[float] = []
+    async with httpx.AsyncClient(base_url=hub.url, headers=CLIENT, timeout=30) as http:
+        ids = await submit_batch(
+            http, [sim_job(f"ll-0-{i:03d}", steps=1, step_ms=2) for i in range(150)]
+        )
+        for loss in range(1, 4):
+            target = 100 * loss
+            await wait_until(partial(completed, target), timeout=60, message=f"{target} done")
+            await chaos.redis.function_flush()
+            await chaos.redis.script_flush()
+            lost_at = time.monotonic()
+            at_loss = int(await chaos.redis.zcard(completed_key))
+            ids += await submit_batch(
+                http, [sim_job(f"ll-{loss}-{i:03d}", steps=1, step_ms=2) for i in range(150)]
+            )
+            await wait_until(
+                partial(completed, at_loss + 1), timeout=30, message="a completion after the loss"
+            )
+            to_first_completion.append(time.monotonic() - lost_at)
+    await wait_all_finished(chaos, ids, timeout=60)
+
+    events = await read_events(chaos.redis, chaos.keys)
+    acc = await chaos.account(ids, events=events)
+    jobs = await chaos.broker.get_many(ids)
+    wrong_result = [j.id for j in jobs if (j.result or {}).get("result") != j.id]
+    libraries = await chaos.redis.function_list(library="emp_*")
+    chaos.report(
+        acc,
+        losses=len(to_first_completion),
+        loss_to_next_completion_s="/".join(f"{s:.2f}" for s in to_first_completion),
+        library_loaded_at_end=len(libraries),
+    )
+    acc.check()
+    assert acc.completed == len(ids)
+    assert not wrong_result, wrong_result
+    assert len(libraries) == 1
