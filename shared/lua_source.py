@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources
 from typing import Final
@@ -167,16 +167,19 @@ def source(name: str) -> str:
     return assemble(name, script_text(name))
 
 
+def includes_of(texts: Iterable[str], where: str) -> tuple[str, ...]:
+    """Every include some of `texts` needs, each once and after those it needs: the order a
+    library of those scripts defines them in."""
+    wanted = "\n".join(
+        f'{INCLUDE_PREFIX} "{name}"' for text in texts for name in include_names(text, where)
+    )
+    return tuple(resolve(where, wanted))
+
+
 @cache
 def library_includes() -> tuple[str, ...]:
-    """Every include some script needs, each once and after those it needs: the order the
-    library defines them in."""
-    wanted = "\n".join(
-        f'{INCLUDE_PREFIX} "{name}"'
-        for script in SCRIPT_NAMES
-        for name in include_names(script_text(script), f"{script}.lua")
-    )
-    return tuple(resolve("the library", wanted))
+    """Every include some script needs, in the order the library defines them."""
+    return includes_of((script_text(name) for name in SCRIPT_NAMES), "the library")
 
 
 @cache
@@ -194,7 +197,11 @@ def function_flags(name: str) -> tuple[str, ...]:
     `allow-oom` is refused whole when Redis is at maxmemory, where an EVALSHA script runs
     until its first write that could grow memory: a script that only frees memory says
     `allow-oom` to keep running then."""
-    return tuple(flag for match in _FLAGS.finditer(script_text(name)) for flag in match[1].split())
+    return flags_of(script_text(name))
+
+
+def flags_of(text: str) -> tuple[str, ...]:
+    return tuple(flag for match in _FLAGS.finditer(text) for flag in match[1].split())
 
 
 def library_name() -> str:
@@ -208,23 +215,30 @@ def function_name(script: str) -> str:
 
 @cache
 def library() -> str:
-    """The `FUNCTION LOAD` text: every include once, a `begin` that starts any call, then one
-    local function per script (its text as the body: a script's top-level `return` is that
-    function's), each registered under `function_name`."""
-    includes = library_includes()
+    """The `FUNCTION LOAD` text of this version's library: every script, registered under
+    `function_name`."""
+    return function_library(library_name(), {name: script_text(name) for name in SCRIPT_NAMES})
+
+
+def function_library(name: str, scripts: Mapping[str, str]) -> str:
+    """The `FUNCTION LOAD` text of library `name` holding `scripts` (script name -> text):
+    every include they need once, a `begin` that starts any call, then one local function
+    per script (its text as the body: a script's top-level `return` is that function's),
+    each registered as `{name}_{script}` with its `--- @flags`."""
+    includes = includes_of(scripts.values(), "the library")
     parts = [
-        f"#!lua name={library_name()}",
-        *(include_text(name) for name in includes),
+        f"#!lua name={name}",
+        *(include_text(include) for include in includes),
         "local function begin(keys, argv)",
         begin_calls(includes, "keys", "argv"),
         "end",
     ]
-    for script in SCRIPT_NAMES:
-        parts += [f"local function run_{script}()", script_text(script), "end"]
-    for script in SCRIPT_NAMES:
-        flags = ", ".join(f"'{flag}'" for flag in function_flags(script))
+    for script, text in scripts.items():
+        parts += [f"local function run_{script}()", text, "end"]
+    for script, text in scripts.items():
+        flags = ", ".join(f"'{flag}'" for flag in flags_of(text))
         parts.append(
-            f"redis.register_function{{function_name = '{function_name(script)}', "
+            f"redis.register_function{{function_name = '{name}_{script}', "
             f"callback = function(keys, argv) begin(keys, argv) return run_{script}() end, "
             f"flags = {{{flags}}}}}"
         )
