@@ -14,7 +14,9 @@ private Redis, so a missed target can be set against them:
 * redis-py asyncio PING and EVALSHA of a script that returns at once: the client stack the
   broker uses;
 * `Broker.submit` of a job without requirements, and Redis's own time for its script
-  (INFO commandstats): the real cost, split into server and everything else.
+  (INFO commandstats): the real cost, split into server and everything else;
+* a relay between two processes (bench/relay.py), p50 and p99, synchronous and asyncio: the
+  least a job's round trip through Redis with an idle worker costs, W3's floor.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from urllib.parse import urlsplit
 import redis
 from redis.asyncio import Redis
 
-from bench.common import private_redis, table
+from bench.common import median, percentile, private_redis, table
+from bench.relay import round_trips_us
 from shared.broker import Broker
 from shared.job import JobRequest
 from shared.scripts import script_call_stats
@@ -148,6 +151,13 @@ async def measure(n: int) -> str:
         server = (usec_after - usec_before) / max(calls_after - calls_before, 1)
         rows.append(["Broker.submit, whole call", f"{submit:.1f}"])
         rows.append(["  of which Redis runs submit.lua", f"{server:.1f}"])
+        # The relay is W3's floor; it needs no more samples than W3 takes (500) to settle.
+        trips = min(n, 1_000)
+        for stack in ("sync", "asyncio"):
+            times = await round_trips_us(url, stack, trips)
+            label = f"relay round trip, 2 processes, redis-py {stack}"
+            rows.append([f"{label} (p50)", f"{median(times):.1f}"])
+            rows.append([f"{label} (p99)", f"{percentile(times, 99):.1f}"])
         with contextlib.suppress(Exception):
             await client.flushall()
     return table(

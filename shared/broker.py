@@ -43,9 +43,15 @@ from shared.broker_replies import (
     worker_state,
 )
 from shared.capabilities import Capabilities
-from shared.completion_group import IN_FLIGHT, MAX_GROUP, CompletionGroup
 from shared.control_channel import ControlSubscription
 from shared.errors import BrokerError, InvalidInput
+from shared.group_commit import (
+    COMPLETE_IN_FLIGHT,
+    COMPLETE_MAX_GROUP,
+    SUBMIT_IN_FLIGHT,
+    SUBMIT_MAX_GROUP,
+    GroupCommit,
+)
 from shared.job import MAX_EFFECTIVE_PRIORITY, Job, JobRequest
 from shared.keys import Keys
 from shared.pools import DEFAULT_POOL, pool_prefix, pooled_id
@@ -156,8 +162,13 @@ class Broker:
         self.reads = Reads(redis, self.keys)
         # Webhook deliveries: the stream's consumer group, retries, dead letter.
         self.webhooks = WebhookQueue(redis, self.keys, self._scripts)
-        self._completions = CompletionGroup(
-            self._complete_and_claim_group, max_group=MAX_GROUP, in_flight=IN_FLIGHT
+        self._completions = GroupCommit(
+            self._complete_and_claim_group,
+            max_group=COMPLETE_MAX_GROUP,
+            in_flight=COMPLETE_IN_FLIGHT,
+        )
+        self._submissions: GroupCommit[None, Sequence[str | int | bytes], Any] = GroupCommit(
+            self._submit_group, max_group=SUBMIT_MAX_GROUP, in_flight=SUBMIT_IN_FLIGHT
         )
 
     async def ping(self) -> None:
@@ -236,7 +247,22 @@ class Broker:
         args = self._submit_args(
             request, effective_priority, idempotency_key, max_priority, preferred
         )
-        return Submitted.from_reply(await self._scripts.call("submit", *args), preferred)
+        # Submissions made while SUBMIT_IN_FLIGHT are in flight go together, in one
+        # pipeline of separate calls (group commit, shared/group_commit.py).
+        reply = await self._submissions.call(None, args)
+        if isinstance(reply, Exception):
+            raise reply
+        return Submitted.from_reply(reply, preferred)
+
+    async def _submit_group(
+        self, _key: None, calls: list[Sequence[str | int | bytes]]
+    ) -> list[Any]:
+        """One submit call per entry: alone, on the direct path; several, in one pipeline,
+        each answered with its own reply or error (a call that failed is not retried here,
+        and the others stand)."""
+        if len(calls) == 1:
+            return [await self._scripts.call("submit", *calls[0])]
+        return await self._scripts.call_each("submit", calls)
 
     async def submit_many(
         self,
@@ -524,8 +550,8 @@ class Broker:
     ) -> tuple[Fence, Claim | NoClaim]:
         """`complete`, then `claim` for the same worker, in one round trip: a worker that
         drains a queue pays one call per job instead of two. Calls for one worker made while
-        IN_FLIGHT of its calls are in flight wait, and go together in the next call (group
-        commit, shared/completion_group.py), each answered as if it had been sent alone. A 'more'
+        COMPLETE_IN_FLIGHT of its calls are in flight wait, and go together in the next call (group
+        commit, shared/group_commit.py), each answered as if it had been sent alone. A 'more'
         answer (the scan budget ran out) comes back as NoClaim(reason='more'): call `claim`
         to continue."""
         encoded = check_document(result, "result", max_bytes=self.settings.max_result_bytes)

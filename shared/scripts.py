@@ -232,7 +232,19 @@ class Scripts:
         self, name: str, calls: Sequence[Sequence[str | int | float | bytes]]
     ) -> list[Any]:
         """Call script `name` once per argument list, in one pipeline (one round trip, in
-        order), followed by WAIT when replicas must acknowledge."""
+        order), followed by WAIT when replicas must acknowledge. Raises the first error a
+        call met."""
+        replies = await self.call_each(name, calls)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def call_each(
+        self, name: str, calls: Sequence[Sequence[str | int | float | bytes]]
+    ) -> list[Any]:
+        """As call_many, but each call's error is its reply, in its place: for calls made on
+        behalf of different callers (group commit), each told of its own outcome only."""
         wait = self._wait.replicas > 0 and name not in READ_ONLY
         replies = await self._send(name, calls, wait)
         # A call that ran nothing (not_run) is sent again once that is settled, a few
@@ -248,9 +260,6 @@ class Scripts:
             again = await self._send(name, [calls[i] for i in missing], wait)
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
         return replies
 
     async def _settle(self, errors: Sequence[object], name: str, loaded: set[str]) -> None:

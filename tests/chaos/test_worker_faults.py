@@ -151,7 +151,7 @@ async def test_kill9(chaos: Chaos) -> None:
 async def test_kill9_mid_group(chaos: Chaos) -> None:
     """Does: one worker with 10 slots drains 1,500 no-op jobs (simulation, 0 steps)
     submitted over REST, so its slots finish together and their complete-and-claim calls go
-    several to a call (group commit, shared/completion_group.py); once 300 jobs are
+    several to a call (group commit, shared/group_commit.py); once 300 jobs are
     completed it is killed with `kill -9`, with calls in flight, and a second worker with
     10 slots drains the rest.
 

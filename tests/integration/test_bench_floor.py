@@ -1,5 +1,6 @@
 """`bench floor`: each client stack's round trip, measured against a real Redis, so a missed
-ratio target in `bench peers` can be set against what one round trip costs that day."""
+ratio target in `bench peers` can be set against what one round trip costs that day; and the
+relay between two processes (bench/relay.py), the least a job's round trip costs."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ async def test_floor_measures_every_client_stack_and_the_submit_split() -> None:
         "redis-py asyncio EVALSHA 'return 1'",
         "Broker.submit, whole call",
         "  of which Redis runs submit.lua",
+        "relay round trip, 2 processes, redis-py sync (p50)",
+        "relay round trip, 2 processes, redis-py asyncio (p50)",
     ):
         assert measured[stack.strip()] > 0, stack
     # The server's share is part of the whole call, never more.
     assert measured["of which Redis runs submit.lua"] < measured["Broker.submit, whole call"]
+    # A relay is two processes' round trips: a percentile, never below its median.
+    for stack in ("sync", "asyncio"):
+        label = f"relay round trip, 2 processes, redis-py {stack}"
+        assert measured[f"{label} (p99)"] >= measured[f"{label} (p50)"]

@@ -1,14 +1,17 @@
-"""Group commit for a worker's complete-and-claim calls (complete_claim.lua).
+"""Group commit: calls that arrive while a few of their kind are in flight wait for one to
+end, then go together in one round trip; a call that finds fewer in flight goes at once, so
+latency without load is unchanged, and grouping only happens under load, where it is what a
+database's group commit is. Two kinds use it (shared/broker.py):
 
-A worker with several slots finishes short jobs close together, and each finished job costs
-one script call: the call's fixed part (starting the script, decoding the capabilities,
-the worker's checks) is about as large as completing the job and claiming the next. Calls
-for one worker that arrive while one of its calls is in flight therefore wait for it and
-then go together, in order, in one call; the script completes and claims for each exactly
-as separate calls would have (its header says so). A call that finds none in flight goes at
-once, so an idle worker's latency is unchanged: grouping only happens under load, where it
-is what a database's group commit is. A few calls may be in flight at once (IN_FLIGHT), so
-that the worker and Redis work at the same time.
+* a worker's complete-and-claim calls (complete_claim.lua), per worker. A worker with
+  several slots finishes short jobs close together, and each finished job costs one script
+  call whose fixed part (starting the script, decoding the capabilities, the worker's
+  checks) is about as large as completing the job and claiming the next. The group is one
+  script call that completes and claims for each exactly as separate calls would have (its
+  header says so).
+* a process's submissions (submit.lua), such as a hub's concurrent `POST /jobs`. The group
+  is one pipeline of submit calls, each its own atomic script with its own reply: what is
+  saved is the round trip and the system calls on both sides, per submission.
 
 No task is made for this: the caller whose call finishes hands the lead to the first one
 waiting, which sends the group on its own task.
@@ -29,14 +32,18 @@ Result = TypeVar("Result")
 
 # Completions per call at most: each is ~0.13 ms of Redis time, so a call stays short
 # enough not to hold up other clients' commands.
-MAX_GROUP: Final = 16
+COMPLETE_MAX_GROUP: Final = 16
 # Calls in flight per worker at most. One would leave Redis idle while the worker reads a
 # group's replies and runs its jobs, and the worker idle while Redis runs the group; three
 # keep both busy, with groups of three or four no-op jobs when ten slots drain a queue
 # (the side-by-side drain, 10 slots: 1 in flight 4,700-5,300 jobs/s, 3 in flight
 # 5,400-6,100, unlimited (no grouping) 5,300-5,900, with Redis time per job 123, 128-148
 # and 143-151 us; 2-core dev box, 2026-12-06).
-IN_FLIGHT: Final = 3
+COMPLETE_IN_FLIGHT: Final = 3
+# Submissions per pipeline at most (each ~0.04 ms of Redis time), and pipelines in flight
+# per process: as for completions, a few in flight keep the process and Redis both busy.
+SUBMIT_MAX_GROUP: Final = 16
+SUBMIT_IN_FLIGHT: Final = 3
 
 
 class _Lead:
@@ -60,7 +67,7 @@ class _Line(Generic[Entry, Result]):
     waiting: list[_Waiting[Entry, Result]] = field(default_factory=list)
 
 
-class CompletionGroup(Generic[Key, Entry, Result]):
+class GroupCommit(Generic[Key, Entry, Result]):
     """Sends entries for one key (a worker, its capabilities, its lease cap) at most
     `in_flight` calls at a time, grouping those that arrive while that many are in flight
     (at most `max_group` per call). `send(key, entries)` makes the call and returns one

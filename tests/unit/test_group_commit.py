@@ -1,4 +1,4 @@
-"""CompletionGroup (shared/completion_group.py), the group commit of complete-and-claim calls:
+"""GroupCommit (shared/group_commit.py), the group commit of complete-and-claim calls:
 one call in flight per key; calls made meanwhile wait and go together, in order, capped;
 cancelled and failed calls never leave the line stuck nor lose another caller's answer."""
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from shared.completion_group import CompletionGroup
+from shared.group_commit import GroupCommit
 
 
 class Sender:
@@ -51,7 +51,7 @@ async def settle() -> None:
 async def test_a_call_with_none_in_flight_is_sent_at_once_and_alone() -> None:
     send = Sender()
     send.release.set()
-    group: CompletionGroup[str, str, str] = CompletionGroup(send, max_group=16, in_flight=1)
+    group: GroupCommit[str, str, str] = GroupCommit(send, max_group=16, in_flight=1)
     assert await group.call("w", "a") == "a!"
     assert await group.call("w", "b") == "b!"
     assert send.groups == [("w", ["a"]), ("w", ["b"])]
@@ -59,7 +59,7 @@ async def test_a_call_with_none_in_flight_is_sent_at_once_and_alone() -> None:
 
 async def test_calls_made_while_one_is_in_flight_go_together_in_order() -> None:
     send = Sender()
-    group: CompletionGroup[str, str, str] = CompletionGroup(send, max_group=16, in_flight=1)
+    group: GroupCommit[str, str, str] = GroupCommit(send, max_group=16, in_flight=1)
     calls = [asyncio.create_task(group.call("w", e)) for e in "abcd"]
     await settle()
     assert send.groups == [("w", ["a"])]  # b, c, d wait for it
@@ -70,7 +70,7 @@ async def test_calls_made_while_one_is_in_flight_go_together_in_order() -> None:
 
 async def test_keys_do_not_wait_for_each_other() -> None:
     send = Sender()
-    group: CompletionGroup[str, str, str] = CompletionGroup(send, max_group=16, in_flight=1)
+    group: GroupCommit[str, str, str] = GroupCommit(send, max_group=16, in_flight=1)
     calls = [asyncio.create_task(group.call(k, k)) for k in ("w1", "w2")]
     await settle()
     assert send.groups == [("w1", ["w1"]), ("w2", ["w2"])]
@@ -80,7 +80,7 @@ async def test_keys_do_not_wait_for_each_other() -> None:
 
 async def test_a_group_is_capped_and_the_rest_goes_next() -> None:
     send = Sender()
-    group: CompletionGroup[str, str, str] = CompletionGroup(send, max_group=2, in_flight=1)
+    group: GroupCommit[str, str, str] = GroupCommit(send, max_group=2, in_flight=1)
     calls = [asyncio.create_task(group.call("w", e)) for e in "abcde"]
     await settle()
     send.release.set()
@@ -90,7 +90,7 @@ async def test_a_group_is_capped_and_the_rest_goes_next() -> None:
 
 async def test_a_failed_call_fails_every_caller_in_it_and_the_next_call_goes() -> None:
     send = Sender()
-    group: CompletionGroup[str, str, str] = CompletionGroup(send, max_group=16, in_flight=1)
+    group: GroupCommit[str, str, str] = GroupCommit(send, max_group=16, in_flight=1)
     first = asyncio.create_task(group.call("w", "a"))
     await settle()
     rest = [asyncio.create_task(group.call("w", e)) for e in "bc"]
@@ -106,7 +106,7 @@ async def test_a_failed_call_fails_every_caller_in_it_and_the_next_call_goes() -
 
 async def test_a_caller_cancelled_while_waiting_is_left_out_of_the_group() -> None:
     send = Sender()
-    group: CompletionGroup[str, str, str] = CompletionGroup(send, max_group=16, in_flight=1)
+    group: GroupCommit[str, str, str] = GroupCommit(send, max_group=16, in_flight=1)
     first = asyncio.create_task(group.call("w", "a"))
     await settle()
     gone = asyncio.create_task(group.call("w", "b"))
@@ -120,7 +120,7 @@ async def test_a_caller_cancelled_while_waiting_is_left_out_of_the_group() -> No
     assert [entries for _, entries in send.groups] == [["a"], ["c"]]
 
 
-class CancelsTheNextLead(CompletionGroup[str, str, str]):
+class CancelsTheNextLead(GroupCommit[str, str, str]):
     """Cancels `victim` the moment the first call in flight hands the lead to it, before
     its task has run again: the narrowest window there is."""
 
@@ -151,7 +151,7 @@ async def test_a_caller_cancelled_as_it_was_given_the_lead_passes_it_on() -> Non
 
 async def test_when_the_sender_is_cancelled_the_others_in_its_group_may_retry() -> None:
     send = Sender()
-    group: CompletionGroup[str, str, str] = CompletionGroup(send, max_group=16, in_flight=1)
+    group: GroupCommit[str, str, str] = GroupCommit(send, max_group=16, in_flight=1)
     first = asyncio.create_task(group.call("w", "a"))
     await settle()
     sender = asyncio.create_task(group.call("w", "b"))
@@ -171,7 +171,7 @@ async def test_when_the_sender_is_cancelled_the_others_in_its_group_may_retry() 
 
 async def test_up_to_in_flight_calls_go_at_once_and_the_rest_waits_for_one_to_end() -> None:
     send = Sender()
-    group: CompletionGroup[str, str, str] = CompletionGroup(send, max_group=16, in_flight=2)
+    group: GroupCommit[str, str, str] = GroupCommit(send, max_group=16, in_flight=2)
     calls = [asyncio.create_task(group.call("w", e)) for e in "abcde"]
     await settle()
     assert [entries for _, entries in send.groups] == [["a"], ["b"]]
@@ -189,7 +189,7 @@ async def test_a_call_answered_with_too_few_results_fails_every_caller_in_it() -
         await asyncio.sleep(0)
         return entries[:1]
 
-    group: CompletionGroup[str, str, str] = CompletionGroup(short, max_group=16, in_flight=1)
+    group: GroupCommit[str, str, str] = GroupCommit(short, max_group=16, in_flight=1)
     calls = [asyncio.create_task(group.call("w", e)) for e in "abc"]
     results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
     assert results[0] == "a"

@@ -1,20 +1,23 @@
-"""Group commit of a worker's complete-and-claim calls (shared/completion_group.py,
-complete_claim.lua): calls for one worker made while another of its calls is in flight go
+"""Group commit (shared/group_commit.py) of a worker's complete-and-claim calls
+(complete_claim.lua): calls for one worker made while another of its calls is in flight go
 together in the next script call, and each is answered exactly as if it had been sent alone:
-its own fence, its own next job, in the order the calls were made."""
+its own fence, its own next job, in the order the calls were made. And of a process's
+submissions: those made while a few are in flight go in one pipeline, each its own call with
+its own answer."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.broker import Broker, Claim, NoClaim
-from shared.completion_group import IN_FLIGHT
+from shared.group_commit import COMPLETE_IN_FLIGHT
 from shared.job import JobStatus
 from shared.lua_source import library
 from shared.scripts import script_call_stats
@@ -74,9 +77,9 @@ async def test_completions_made_while_calls_are_in_flight_go_together(
 
     answers = await complete_all(broker, "w", held)
 
-    # The first IN_FLIGHT calls go at once; the rest, made while those are in flight, wait
-    # and go together (how they split depends on which replies arrive together).
-    assert IN_FLIGHT + 1 <= await script_calls(redis) - before < 8
+    # The first COMPLETE_IN_FLIGHT calls go at once; the rest, made while those are in
+    # flight, wait and go together (how they split depends on which replies arrive together).
+    assert COMPLETE_IN_FLIGHT + 1 <= await script_calls(redis) - before < 8
     assert [fence for fence, _ in answers] == ["ok"] * 8
     taken = [c.job.id for _, c in answers if isinstance(c, Claim)]
     assert sorted(taken) == sorted(then)  # each call got its own next job
@@ -259,3 +262,55 @@ async def test_the_claims_of_a_group_whose_reply_was_lost_go_back_without_penalt
         done = await fast.get(c.job.id)
         assert done is not None
         assert done.status == JobStatus.COMPLETED
+
+
+async def reads_processed(redis: Redis) -> int:
+    """Read events Redis has handled so far: a round trip is one, a pipeline that arrives
+    together is one for all its commands."""
+    return int((await redis.info("stats"))["total_reads_processed"])
+
+
+async def test_submissions_made_while_a_few_are_in_flight_go_in_one_pipeline(
+    broker: Broker, redis: Redis
+) -> None:
+    # A first round loads the library and opens the connections (each one's handshake is
+    # several reads of its own).
+    await asyncio.gather(*(broker.submit(job()) for _ in range(40)))
+    before_calls, before_reads = await script_calls(redis), await reads_processed(redis)
+
+    answers = await asyncio.gather(*(broker.submit(job(payload={"n": i})) for i in range(40)))
+
+    # Every submission is its own script call with its own job...
+    assert await script_calls(redis) - before_calls == 40
+    ids = [a.job_id for a in answers]
+    assert len(set(ids)) == 40
+    assert all(a.created for a in answers)
+    stored = await broker.get_many(ids)
+    assert [j.payload for j in stored] == [{"n": i} for i in range(40)]
+    # ...but far fewer than 40 round trips carried them (the INFO calls count too).
+    assert await reads_processed(redis) - before_reads < 20
+
+
+async def test_a_submission_that_fails_in_a_pipeline_fails_alone(
+    broker: Broker, redis: Redis
+) -> None:
+    await broker.submit(job())
+    # An idempotency key whose Redis key holds the wrong type: its script call errors
+    # (WRONGTYPE) before writing anything; the calls around it are untouched.
+    await redis.hset(broker.keys.idempotency(hashlib.sha256(b"poisoned").hexdigest()), "x", "1")
+
+    async def one(i: int) -> str | Exception:
+        key = "poisoned" if i == 6 else None
+        try:
+            return (await broker.submit(job(payload={"n": i}), idempotency_key=key)).job_id
+        except ResponseError as exc:
+            return exc
+
+    outcomes = await asyncio.gather(*(one(i) for i in range(12)))
+
+    failed = [i for i, o in enumerate(outcomes) if isinstance(o, Exception)]
+    assert failed == [6]
+    assert "WRONGTYPE" in str(outcomes[6])
+    ids = [o for o in outcomes if isinstance(o, str)]
+    assert len(set(ids)) == 11
+    assert await broker.pending_count() == 12  # the 11, and the first one
