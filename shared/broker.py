@@ -550,9 +550,9 @@ class Broker:
     ) -> tuple[Fence, Claim | NoClaim]:
         """`complete`, then `claim` for the same worker, in one round trip: a worker that
         drains a queue pays one call per job instead of two. Calls for one worker made while
-        COMPLETE_IN_FLIGHT of its calls are in flight wait, and go together in the next call (group
-        commit, shared/group_commit.py), each answered as if it had been sent alone. A 'more'
-        answer (the scan budget ran out) comes back as NoClaim(reason='more'): call `claim`
+        COMPLETE_IN_FLIGHT of its calls are in flight wait, and go together in the next call
+        (group commit, shared/group_commit.py), each answered as if it had been sent alone. A
+        'more' answer (the scan budget ran out) comes back as NoClaim(reason='more'): call `claim`
         to continue."""
         encoded = check_document(result, "result", max_bytes=self.settings.max_result_bytes)
         return await self._completions.call((worker_id, caps, max_leases), (job_id, token, encoded))
