@@ -259,10 +259,13 @@ class Broker:
     ) -> list[Any]:
         """One submit call per entry: alone, on the direct path; several, in one pipeline,
         each answered with its own reply or error (a call that failed is not retried here,
-        and the others stand)."""
+        and the others stand; unreplicated, each caller's error holds its own reply)."""
         if len(calls) == 1:
             return [await self._scripts.call("submit", *calls[0])]
-        return await self._scripts.call_each("submit", calls)
+        try:
+            return await self._scripts.call_each("submit", calls)
+        except NotReplicated as exc:
+            return list(exc.each())
 
     async def submit_many(
         self,

@@ -54,4 +54,10 @@ class NotReplicated(RedisConnectionError, EmpError):
             "(REDIS_WAIT_REPLICAS); the change is on the primary only"
         )
         self.acked = acked
+        self.wait = wait
         self.replies = list(replies)
+
+    def each(self) -> list[NotReplicated]:
+        """One error per reply, each holding only its own: for calls that went together on
+        behalf of different callers (group commit), so that none sees another's reply."""
+        return [NotReplicated(self.acked, self.wait, [reply]) for reply in self.replies]

@@ -4,6 +4,7 @@ replica; "the replica cannot acknowledge" is a replica frozen with SIGSTOP."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
@@ -17,6 +18,7 @@ from shared.redis_connections import DemotedPrimary
 from shared.redis_settings import RedisSettings
 from shared.replication import NotReplicated
 from shared.settings import BrokerSettings
+from shared.text import as_text
 from tests.factories import caps, job
 from tests.hub_support import CLIENT, hub_client, hub_settings
 from tests.redis_servers import Replicated
@@ -82,6 +84,27 @@ async def test_an_unreplicated_submission_is_refused_but_exists_on_the_primary(
     found = await broker.get("lagging")
     assert found is not None
     assert found.status == JobStatus.PENDING
+
+
+async def test_unreplicated_submissions_sent_together_each_hold_their_own_reply(
+    broker: Broker, replicated: Replicated
+) -> None:
+    """Submissions made at once go in one pipeline (group commit) with one WAIT: when it
+    times out, every caller is refused, each with the reply of its own submission only."""
+    await asyncio.gather(*(broker.submit(job()) for _ in range(8)))  # connections made
+
+    async def refused(job_id: str) -> NotReplicated:
+        with pytest.raises(NotReplicated) as info:
+            await broker.submit(job(id=job_id))
+        return info.value
+
+    ids = [f"together-{i}" for i in range(8)]
+    with replica_frozen(replicated):
+        errors = await asyncio.gather(*(refused(job_id) for job_id in ids))
+
+    assert [len(e.replies) for e in errors] == [1] * 8
+    assert [as_text(e.replies[0][1]) for e in errors] == ids
+    assert all(e.acked == 0 for e in errors)
 
 
 async def test_a_retried_submission_is_acknowledged_only_once_replicated(
