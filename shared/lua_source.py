@@ -192,15 +192,11 @@ def library_digest() -> str:
     return hashlib.sha1(code.encode()).hexdigest()[:16]
 
 
-def function_flags(name: str) -> tuple[str, ...]:
-    """The flags script `name` registers with (`--- @flags` lines). A Redis Function without
+def flags_of(text: str) -> tuple[str, ...]:
+    """The flags a script registers with (its `--- @flags` lines). A Redis Function without
     `allow-oom` is refused whole when Redis is at maxmemory, where an EVALSHA script runs
     until its first write that could grow memory: a script that only frees memory says
     `allow-oom` to keep running then."""
-    return flags_of(script_text(name))
-
-
-def flags_of(text: str) -> tuple[str, ...]:
     return tuple(flag for match in _FLAGS.finditer(text) for flag in match[1].split())
 
 
