@@ -40,13 +40,16 @@ COMPLETE_MAX_GROUP: Final = 16
 # 5,400-6,100, unlimited (no grouping) 5,300-5,900, with Redis time per job 123, 128-148
 # and 143-151 us; 2-core dev box, 2026-12-06).
 COMPLETE_IN_FLIGHT: Final = 3
-# Submissions per pipeline at most (each ~0.04 ms of Redis time), and pipelines in flight
-# per process: as for completions, a few in flight keep the process and Redis both busy
-# (`bench hub` with wrk, 50 clients: 3,112-3,444 submissions/s without grouping, 3,930-5,051
-# with; 10 clients 2,665-3,789 and 3,796-4,100; 1 client unchanged, ~2,000; 2-core dev box,
-# 2026-12-06).
+# Submissions per pipeline at most (each ~0.04 ms of Redis time), and submission calls in
+# flight per process before the next wait and go together. Eight: a process whose own
+# asyncio tasks submit (the broker API, 10 at once) keeps Redis busy, as without grouping
+# (interleaved in one run: 3 in flight 12,000 jobs/s, 8 15,000-17,100, no cap 14,600-17,700),
+# while a hub under more concurrent requests than that still saves a round trip and its
+# system calls per submission (`bench hub` with wrk, 50 clients: 3,112-3,444 submissions/s
+# without grouping; 3,930-5,051 with 3 in flight; 3,211-4,082 with 8; 2-core dev box,
+# 2026-12-06, a slow day).
 SUBMIT_MAX_GROUP: Final = 16
-SUBMIT_IN_FLIGHT: Final = 3
+SUBMIT_IN_FLIGHT: Final = 8
 
 
 class _Lead:

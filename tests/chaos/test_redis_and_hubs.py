@@ -39,8 +39,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
 
 async def test_redis_restart(chaos: Chaos) -> None:
-    """Does: a hub and 3 workers run while 12 clients submit 300 short jobs one by one over
-    REST (more than the hub's three submissions in flight, so its submissions go several to
+    """Does: a hub and 3 workers run while 20 clients submit 300 short jobs one by one over
+    REST (more than the hub's eight submissions in flight, so its submissions go several to
     a pipeline, shared/group_commit.py, and a kill meets pipelines in flight) and an
     operator WebSocket on the hub follows all events. Twice during the load
     Redis (AOF, appendfsync always) is killed with `kill -9` and started again on the same
@@ -112,7 +112,7 @@ async def test_redis_restart(chaos: Chaos) -> None:
 
     async with operator_events(hub.url) as received:
         try:
-            load = asyncio.create_task(submitter.run(jobs, concurrency=12))
+            load = asyncio.create_task(submitter.run(jobs, concurrency=20))
             await outage(after_acks=80, at_least=0.0)
             restarted = await outage(after_acks=160, at_least=LEASE_TIMEOUT + 1.0)
             await load

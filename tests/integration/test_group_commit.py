@@ -275,20 +275,20 @@ async def test_submissions_made_while_a_few_are_in_flight_go_in_one_pipeline(
 ) -> None:
     # A first round loads the library and opens the connections (each one's handshake is
     # several reads of its own).
-    await asyncio.gather(*(broker.submit(job()) for _ in range(40)))
+    await asyncio.gather(*(broker.submit(job()) for _ in range(80)))
     before_calls, before_reads = await script_calls(redis), await reads_processed(redis)
 
-    answers = await asyncio.gather(*(broker.submit(job(payload={"n": i})) for i in range(40)))
+    answers = await asyncio.gather(*(broker.submit(job(payload={"n": i})) for i in range(80)))
 
     # Every submission is its own script call with its own job...
-    assert await script_calls(redis) - before_calls == 40
+    assert await script_calls(redis) - before_calls == 80
     ids = [a.job_id for a in answers]
-    assert len(set(ids)) == 40
+    assert len(set(ids)) == 80
     assert all(a.created for a in answers)
     stored = await broker.get_many(ids)
-    assert [j.payload for j in stored] == [{"n": i} for i in range(40)]
-    # ...but far fewer than 40 round trips carried them (the INFO calls count too).
-    assert await reads_processed(redis) - before_reads < 20
+    assert [j.payload for j in stored] == [{"n": i} for i in range(80)]
+    # ...but far fewer than 80 round trips carried them (the INFO calls count too).
+    assert await reads_processed(redis) - before_reads < 40
 
 
 async def test_a_submission_that_fails_in_a_pipeline_fails_alone(
@@ -300,7 +300,7 @@ async def test_a_submission_that_fails_in_a_pipeline_fails_alone(
     await redis.hset(broker.keys.idempotency(hashlib.sha256(b"poisoned").hexdigest()), "x", "1")
 
     async def one(i: int) -> str | Exception:
-        key = "poisoned" if i == 6 else None
+        key = "poisoned" if i == 10 else None  # beyond the first SUBMIT_IN_FLIGHT: grouped
         try:
             return (await broker.submit(job(payload={"n": i}), idempotency_key=key)).job_id
         except ResponseError as exc:
@@ -309,8 +309,8 @@ async def test_a_submission_that_fails_in_a_pipeline_fails_alone(
     outcomes = await asyncio.gather(*(one(i) for i in range(12)))
 
     failed = [i for i, o in enumerate(outcomes) if isinstance(o, Exception)]
-    assert failed == [6]
-    assert "WRONGTYPE" in str(outcomes[6])
+    assert failed == [10]
+    assert "WRONGTYPE" in str(outcomes[10])
     ids = [o for o in outcomes if isinstance(o, str)]
     assert len(set(ids)) == 11
     assert await broker.pending_count() == 12  # the 11, and the first one

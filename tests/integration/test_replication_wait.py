@@ -89,20 +89,21 @@ async def test_an_unreplicated_submission_is_refused_but_exists_on_the_primary(
 async def test_unreplicated_submissions_sent_together_each_hold_their_own_reply(
     broker: Broker, replicated: Replicated
 ) -> None:
-    """Submissions made at once go in one pipeline (group commit) with one WAIT: when it
-    times out, every caller is refused, each with the reply of its own submission only."""
-    await asyncio.gather(*(broker.submit(job()) for _ in range(8)))  # connections made
+    """Submissions made at once beyond the first SUBMIT_IN_FLIGHT go in one pipeline (group
+    commit) with one WAIT: when it times out, every caller is refused, each with the reply of
+    its own submission only."""
+    await asyncio.gather(*(broker.submit(job()) for _ in range(16)))  # connections made
 
     async def refused(job_id: str) -> NotReplicated:
         with pytest.raises(NotReplicated) as info:
             await broker.submit(job(id=job_id))
         return info.value
 
-    ids = [f"together-{i}" for i in range(8)]
+    ids = [f"together-{i}" for i in range(16)]  # more than SUBMIT_IN_FLIGHT: some grouped
     with replica_frozen(replicated):
         errors = await asyncio.gather(*(refused(job_id) for job_id in ids))
 
-    assert [len(e.replies) for e in errors] == [1] * 8
+    assert [len(e.replies) for e in errors] == [1] * 16
     assert [as_text(e.replies[0][1]) for e in errors] == ids
     assert all(e.acked == 0 for e in errors)
 
