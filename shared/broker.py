@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import os
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, cast
 
 import msgspec
@@ -277,21 +277,23 @@ class Broker:
         """Queue many jobs in one round trip. All are validated before any is written; each
         job is written exactly as `submit` would, in order. Jobs travel BATCH_SCRIPT_JOBS per
         script call (one call per job cost a reply, a timeout and a parse each on the client,
-        which capped batches at about half of what Redis can take) and the calls share one
-        pipeline."""
+        which capped batches at about half of what Redis can take), each call sent as soon
+        as it is packed (Scripts.call_streamed)."""
         prios = effective_priorities or [None] * len(requests)
         all_args = [
             self._submit_args(r, p, None, max_priority)
             for r, p in zip(requests, prios, strict=True)
         ]
-        calls: list[list[str | int | bytes]] = []
-        for start in range(0, len(all_args), BATCH_SCRIPT_JOBS):
-            chunk = all_args[start : start + BATCH_SCRIPT_JOBS]
-            flat: list[str | int | bytes] = [len(chunk)]
-            for args in chunk:
-                flat += [*args[:4], len(args) - 4, *args[4:]]
-            calls.append(flat)
-        replies = await self._scripts.call_many("submit_batch", calls)
+
+        def calls() -> Iterator[list[str | int | bytes]]:
+            for start in range(0, len(all_args), BATCH_SCRIPT_JOBS):
+                chunk = all_args[start : start + BATCH_SCRIPT_JOBS]
+                flat: list[str | int | bytes] = [len(chunk)]
+                for args in chunk:
+                    flat += [*args[:4], len(args) - 4, *args[4:]]
+                yield flat
+
+        replies = await self._scripts.call_streamed("submit_batch", calls())
         return [
             Submitted.from_reply(reply[i : i + 4])
             for reply in replies

@@ -17,7 +17,8 @@ ACL in release/README.md must not get `function`: whoever can load a library can
 this one, and then run code as the hubs). After that time it tries Functions again.
 
 A single call on a plain client goes straight to a pooled connection (`Scripts._direct`):
-it is the cost every submit, claim and complete pays.
+it is the cost every submit, claim and complete pays. A batch's calls go the same way, each
+written as soon as it is made (`Scripts.call_streamed`).
 
 On a Redis Cluster every call goes to the primary serving the pool's slot: the prefix has a
 hash tag, so KEYS[1] (`jobs:pending`) and every key a script derives from the prefix share
@@ -36,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from redis.asyncio.client import Redis
@@ -246,11 +247,91 @@ class Scripts:
         """As call_many, but each call's error is its reply, in its place: for calls made on
         behalf of different callers (group commit), each told of its own outcome only."""
         wait = self._wait.replicas > 0 and name not in READ_ONLY
-        replies = await self._send(name, calls, wait)
-        # A call that ran nothing (not_run) is sent again once that is settled, a few
-        # rounds at most: the library loaded where it was missing, then on every primary of
-        # a cluster (a slot mid-move); or Functions refused, then the script loaded the same
-        # two ways.
+        return await self._run_the_rest(name, calls, await self._send(name, calls, wait), wait)
+
+    async def call_streamed(
+        self, name: str, calls: Iterable[Sequence[str | int | float | bytes]]
+    ) -> list[Any]:
+        """As call_many, for large calls made one by one (Broker.submit_many's batches of
+        jobs): each is packed and written as soon as `calls` yields it, and the replies are
+        read once all are sent, so Redis runs the first calls while the client makes and
+        packs the later ones, and the client reads each reply while Redis runs the calls
+        after it. A pipeline sends nothing before the last call is packed and reads nothing
+        before the last has run: the client then works while Redis idles, and the other way
+        round (a batch of 500 jobs came out 15-25% slower that way, on the 2-core dev box).
+
+        The rest is a pipeline's: one connection, the calls run in order, each error
+        reply in its place, WAIT after them when replicas must acknowledge, calls that ran
+        nothing settled and sent again, the first error raised. A connection lost on the
+        way sends again every call made so far (as redis-py's pipeline would, with the
+        connection's retry policy), so a script whose second run would change something
+        must not be called this way; submit_batch finds the jobs it wrote the first time.
+        A cluster, and a client pinned to one connection, take call_many's path."""
+        if self._pool is None:
+            return await self.call_many(name, list(calls))
+        wait = self._wait.replicas > 0 and name not in READ_ONLY
+        made: list[Sequence[str | int | float | bytes]] = []
+        replies = await self._stream(name, iter(calls), made, wait)
+        replies = await self._run_the_rest(name, made, replies, wait)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _stream(
+        self,
+        name: str,
+        calls: Iterator[Sequence[str | int | float | bytes]],
+        made: list[Sequence[str | int | float | bytes]],
+        wait: bool,
+    ) -> list[Any]:
+        """call_streamed's sending and reading, on a kept connection (`_take`); `made`
+        collects the calls taken from `calls`, for a retry and for settling."""
+        conn = await self._take()
+
+        async def attempt() -> list[Any]:
+            for args in made:  # a retry: what was sent on the connection that was lost
+                await conn.send_command(*self._command(name, args))
+            for args in calls:
+                made.append(args)
+                await conn.send_command(*self._command(name, args))
+            if wait:
+                await conn.send_command("WAIT", self._wait.replicas, self._wait.timeout_ms)
+            replies: list[Any] = []
+            for _ in made:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+            if wait:
+                replies.append(await conn.read_response())
+            return replies
+
+        async def dropped(error: Exception) -> None:
+            await conn.disconnect()
+
+        try:
+            replies: list[Any] = await conn.retry.call_with_retry(attempt, dropped)
+        finally:
+            await self._put_back(conn)
+        if not wait:
+            return replies
+        acked = int(replies.pop())
+        if acked < self._wait.replicas and not any(not_run(reply) for reply in replies):
+            raise NotReplicated(acked, self._wait, replies)
+        return replies
+
+    async def _run_the_rest(
+        self,
+        name: str,
+        calls: Sequence[Sequence[str | int | float | bytes]],
+        replies: list[Any],
+        wait: bool,
+    ) -> list[Any]:
+        """`replies` to `calls`, where each call that ran nothing (not_run) is sent again
+        once that is settled, a few rounds at most: the library loaded where it was
+        missing, then on every primary of a cluster (a slot mid-move); or Functions
+        refused, then the script loaded the same two ways."""
         loaded: set[str] = set()
         for _ in range(SETTLE_ROUNDS):
             missing = [i for i, reply in enumerate(replies) if not_run(reply)]

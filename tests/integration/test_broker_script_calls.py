@@ -1,18 +1,22 @@
 """Script calls take a short path past redis-py's command wrapping (shared/scripts.py); what
 redis-py's path did for them must still happen: reload a script the server lost, reconnect
 after a lost connection (the connection it keeps between calls included), serve many callers
-at once. Submission memoises requirement class ids: they stay those of
+at once. A batch's calls reach Redis one by one as they are made, and a batch whose
+connection was lost is sent again whole, each job written once. Submission memoises requirement class ids: they stay those of
 `requirement_class`."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -23,7 +27,7 @@ from shared.redis_client import connect_server
 from shared.redis_connections import HiredisPackedConnection
 from shared.redis_settings import RedisSettings
 from shared.requirements import requirement_class
-from shared.scripts import KEPT_CONNECTIONS
+from shared.scripts import KEPT_CONNECTIONS, Scripts
 from shared.settings import BrokerSettings
 from tests.factories import caps, job
 from tests.redis_servers import Server
@@ -111,6 +115,76 @@ async def test_a_reply_lost_after_the_script_ran_leaves_exactly_one_job(
     # The connection the retry reopened serves the next call.
     assert (await broker.submit(job(id="third"))).created
     assert await broker.pending_count() == 3
+
+
+def _batch_of_one(job_id: str) -> list[str | int]:
+    """submit_batch's arguments for one job of service `sim` without requirements."""
+    fields = ["service_type", "sim", "requirements", "{}"]
+    return [1, job_id, "", "class-sim", 50, len(fields), *fields]
+
+
+async def test_streamed_calls_each_reach_redis_before_the_next_is_made(
+    broker: Broker, redis: Redis, redis_url: str
+) -> None:
+    """Scripts.call_streamed (submit_many's batches) writes each call as it is made: Redis
+    has run it by the time the caller makes the next one. A pipeline would still hold it,
+    and this caller would wait in vain."""
+    scripts = Scripts(redis, broker.keys, events_max=1000, retention_ms=60_000)
+    observer = SyncRedis.from_url(redis_url)
+    found_before_next: list[bool] = []
+
+    def ran(job_id: str) -> bool:
+        deadline = time.monotonic() + 5
+        while not observer.exists(broker.keys.job(job_id)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def calls() -> Iterator[list[str | int]]:
+        for i in range(3):
+            if i:
+                found_before_next.append(ran(f"b{i - 1}"))
+            yield _batch_of_one(f"b{i}")
+
+    try:
+        replies = await scripts.call_streamed("submit_batch", calls())
+    finally:
+        observer.close()
+    assert found_before_next == [True, True]
+    assert [text(r[1]) for r in replies] == ["b0", "b1", "b2"]
+    assert await broker.pending_count() == 3
+
+
+async def test_a_batch_whose_replies_were_lost_is_sent_again_and_writes_each_job_once(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three calls ran, then the connection dropped while their replies were read: the retry
+    # sends all three again on a new connection, and each finds its jobs written.
+    monkeypatch.setattr(shared.broker, "BATCH_SCRIPT_JOBS", 2)
+    await broker.submit(job(id="first"))
+    real_read = HiredisPackedConnection.read_response
+    failures = [RedisConnectionError("connection dropped while reading")]
+
+    async def lossy_read(conn: HiredisPackedConnection, *args: Any, **options: Any) -> Any:
+        reply = await real_read(conn, *args, **options)
+        if failures:
+            await conn.disconnect()
+            raise failures.pop()
+        return reply
+
+    monkeypatch.setattr(HiredisPackedConnection, "read_response", lossy_read)
+    ids = [f"j{i}" for i in range(5)]
+    submitted = await broker.submit_many([job(id=job_id) for job_id in ids])
+    assert not failures, "the streamed path was not taken"
+    assert [s.job_id for s in submitted] == ids
+    assert await broker.pending_count() == 6
+    monkeypatch.undo()
+    for expected in ["first", *ids]:  # each once, in submission order
+        claim = await broker.claim("w1", caps())
+        assert isinstance(claim, Claim)
+        assert claim.job.id == expected
+    assert not isinstance(await broker.claim("w1", caps()), Claim)  # and no second copy
 
 
 async def test_a_restarted_server_is_reconnected_and_sent_the_script_again(

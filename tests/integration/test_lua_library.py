@@ -97,10 +97,11 @@ async def test_a_library_the_server_lost_is_loaded_again_and_the_call_runs_once(
 
 
 async def test_calls_sent_together_that_find_no_library_each_run_once(
-    broker: Broker, redis: Redis, no_library: None
+    broker: Broker, redis: Redis, no_library: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """submit_many sends one call per job in a pipeline: every one of them meets the missing
-    library, and each is sent again once."""
+    """submit_many sends its calls (three here) one after another before reading a reply:
+    every one of them meets the missing library, and each is sent again once."""
+    monkeypatch.setattr("shared.broker.BATCH_SCRIPT_JOBS", 2)
     submitted = await broker.submit_many([job(id=f"j{i}") for i in range(5)])
     assert [s.job_id for s in submitted] == [f"j{i}" for i in range(5)]
     assert await broker.pending_count() == 5

@@ -108,6 +108,19 @@ async def test_unreplicated_submissions_sent_together_each_hold_their_own_reply(
     assert all(e.acked == 0 for e in errors)
 
 
+async def test_an_unreplicated_batch_is_refused_but_every_job_is_on_the_primary(
+    broker: Broker, replicated: Replicated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """submit_many's calls (three here) go one by one and share one WAIT, after the last."""
+    monkeypatch.setattr("shared.broker.BATCH_SCRIPT_JOBS", 2)
+    ids = [f"batch-{i}" for i in range(5)]
+    with replica_frozen(replicated), pytest.raises(NotReplicated) as info:
+        await broker.submit_many([job(id=job_id) for job_id in ids])
+    assert info.value.acked == 0
+    assert len(info.value.replies) == 3
+    assert [j.id for j in await broker.get_many(ids)] == ids
+
+
 async def test_a_retried_submission_is_acknowledged_only_once_replicated(
     replicated: Replicated, waiting: BrokerSettings
 ) -> None:
