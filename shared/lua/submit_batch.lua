@@ -29,14 +29,19 @@
 -- where one has them (queue.lua ring_for).
 local now = now_ms()
 local out, pos, created, per_service = {}, 5, 0, {}
+-- The batch's job numbers, drawn from the counter at once: one INCRBY instead of an INCR a
+-- job. Consecutive in argument order, so FIFO holds; a job that already existed leaves its
+-- number unused, a gap that orders nothing.
+local count = tonumber(ARGV[4])
+local first_seq = redis.call('INCRBY', K.seq, count) - count
 -- Per service, whether any worker idles: nothing in a batch makes a worker idle, so where
 -- none did at its first job, its other jobs skip the handoff's look (an EXISTS a job less
 -- in a batch nobody is waiting for).
 local any_idle = {}
-for _ = 1, tonumber(ARGV[4]) do
+for i = 1, count do
   local nfields = tonumber(ARGV[pos + 4])
   local reply, svc, customer, requirements, preferred = submit_job(ARGV[pos], ARGV[pos + 1],
-    ARGV[pos + 2], ARGV[pos + 3], pos + 5, pos + 4 + nfields, now)
+    ARGV[pos + 2], ARGV[pos + 3], pos + 5, pos + 4 + nfields, now, first_seq + i)
   if svc then
     created = created + 1
     -- A job a warm idle worker was woken for needs no token on the service's doorbell.

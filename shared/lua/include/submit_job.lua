@@ -26,8 +26,9 @@ end
 -- doorbell for it and counts the submission (once per batch). The score
 -- (1000 - priority) * 2^43 + seq is an exact integer in a double: higher priority first,
 -- then submission order, where seq comes from one Redis counter, so equal priorities are
--- FIFO even within one millisecond.
-local function submit_job(job_id, idem, class_id, priority, first, last, now)
+-- FIFO even within one millisecond. `seq`: the job's number where the caller drew it from
+-- that counter already (submit_batch.lua draws a batch's at once; nil: drawn here).
+local function submit_job(job_id, idem, class_id, priority, first, last, now, seq)
   if idem ~= '' then
     local existing = redis.call('GET', K.idempotency(idem))
     if existing and redis.call('EXISTS', K.job(existing)) == 1 then
@@ -37,7 +38,7 @@ local function submit_job(job_id, idem, class_id, priority, first, last, now)
   local job_key = K.job(job_id)
   if redis.call('EXISTS', job_key) == 1 then return found(job_id) end
 
-  local seq = redis.call('INCR', K.seq)
+  seq = seq or redis.call('INCR', K.seq)
   local score = int((1000 - tonumber(priority)) * 8796093022208 + seq)
   -- event_seq starts at 1: the 'accepted' event below is the job's first.
   local fields = { 'id', job_id, 'status', 'pending', 'created_at', int(now), 'seq', seq,
