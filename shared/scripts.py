@@ -258,7 +258,8 @@ class Scripts:
         packs the later ones, and the client reads each reply while Redis runs the calls
         after it. A pipeline sends nothing before the last call is packed and reads nothing
         before the last has run: the client then works while Redis idles, and the other way
-        round (a batch of 500 jobs came out 15-25% slower that way, on the 2-core dev box).
+        round (batches of 500 jobs, 12 rounds interleaved on the 2-core dev box: median
+        23,700 jobs/s that way against 25,700 this way).
 
         The rest is a pipeline's: one connection, the calls run in order, each error
         reply in its place, WAIT after them when replicas must acknowledge, calls that ran
