@@ -16,7 +16,13 @@ private Redis, so a missed target can be set against them:
 * `Broker.submit` of a job without requirements, and Redis's own time for its script
   (INFO commandstats): the real cost, split into server and everything else;
 * a relay between two processes (bench/relay.py), p50 and p99, synchronous and asyncio: the
-  least a job's round trip through Redis with an idle worker costs, W3's floor.
+  least a job's round trip through Redis with an idle worker costs, W3's floor;
+* a drain with one slot at its least: `Broker.complete_and_claim` in a loop, as a worker
+  with one slot calls it, and nothing else (no connector, no bookkeeping), and Redis's own
+  time for its script: W2-with-one-slot's floor. One slot cannot overlap its own work with
+  Redis's, since the next job is the reply to the completion of the last, so a job costs
+  at least this loop's time; what the real worker (`bench peers`) takes beyond it is the
+  worker's own Python.
 """
 
 from __future__ import annotations
@@ -34,12 +40,19 @@ from redis.asyncio import Redis
 
 from bench.common import median, percentile, private_redis, table
 from bench.relay import round_trips_us
-from shared.broker import Broker
+from shared.broker import Broker, Claim
+from shared.capabilities import Capabilities
 from shared.job import JobRequest
 from shared.scripts import script_call_stats
 from shared.validation import convert
 
 PING = b"*1\r\n$4\r\nPING\r\n"
+DRAIN_WORKER = "floor-drain"
+# W2's job and worker (bench-peers): no requirements; a worker without a GPU.
+DRAIN_REQUEST = convert({"service_type": "floor", "payload": {}}, JobRequest)
+DRAIN_OFFER = convert(
+    {"services": ["floor"], "hardware": {"cpu_cores": 8, "ram_gb": 16}}, Capabilities
+)
 
 
 async def _per_call_us(call: Callable[[], Awaitable[object]], n: int) -> float:
@@ -119,6 +132,31 @@ async def _script_usec(client: Redis) -> tuple[int, float]:
     return script_call_stats(await client.info("commandstats"))
 
 
+async def _one_slot_drain_us(client: Redis, n: int) -> tuple[float, float]:
+    """(µs per job, of which Redis µs) for `n` jobs drained by one slot: each completion
+    claims the next job in the same call (shared/lua/complete_claim.lua), with the worker's
+    default scheduling policies and handoffs on, as worker/runtime.py claims."""
+    broker = Broker(client, handoff=True)
+    await broker.register_worker(DRAIN_WORKER, DRAIN_OFFER)
+    caps = broker.encode_capabilities(DRAIN_OFFER)
+    for start in range(0, n + 1, 500):
+        await broker.submit_many([DRAIN_REQUEST] * min(500, n + 1 - start))
+    claim = await broker.claim(DRAIN_WORKER, caps)
+    calls_before, usec_before = await _script_usec(client)
+    started = time.perf_counter()
+    for _ in range(n):
+        if not isinstance(claim, Claim):
+            raise RuntimeError(f"the drain found no job: {claim}")
+        fence, claim = await broker.complete_and_claim(
+            DRAIN_WORKER, claim.job.id, claim.token, 1, caps
+        )
+        if fence != "ok":
+            raise RuntimeError(f"a completion was refused: {fence}")
+    per_job = (time.perf_counter() - started) / n * 1e6
+    calls_after, usec_after = await _script_usec(client)
+    return per_job, (usec_after - usec_before) / max(calls_after - calls_before, 1)
+
+
 async def run(quick: bool) -> str:
     return await measure(3_000 if quick else 20_000)
 
@@ -158,6 +196,11 @@ async def measure(n: int) -> str:
             label = f"relay round trip, 2 processes, redis-py {stack}"
             rows.append([f"{label} (p50)", f"{median(times):.1f}"])
             rows.append([f"{label} (p99)", f"{percentile(times, 99):.1f}"])
+        drain, drain_server = await _one_slot_drain_us(client, min(n, 5_000))
+        rows.append(
+            ["drain, 1 slot: Broker.complete_and_claim per job, nothing else", f"{drain:.1f}"]
+        )
+        rows.append(["  of which Redis runs complete_claim.lua", f"{drain_server:.1f}"])
         with contextlib.suppress(Exception):
             await client.flushall()
     return table(

@@ -1,6 +1,7 @@
 """`bench floor`: each client stack's round trip, measured against a real Redis, so a missed
-ratio target in `bench peers` can be set against what one round trip costs that day; and the
-relay between two processes (bench/relay.py), the least a job's round trip costs."""
+ratio target in `bench peers` can be set against what one round trip costs that day; the
+relay between two processes (bench/relay.py), the least a job's round trip costs; and a drain
+with one slot at its least, the least a job costs a worker with one slot."""
 
 from __future__ import annotations
 
@@ -21,10 +22,14 @@ async def test_floor_measures_every_client_stack_and_the_submit_split() -> None:
         "  of which Redis runs submit.lua",
         "relay round trip, 2 processes, redis-py sync (p50)",
         "relay round trip, 2 processes, redis-py asyncio (p50)",
+        "drain, 1 slot: Broker.complete_and_claim per job, nothing else",
+        "  of which Redis runs complete_claim.lua",
     ):
         assert measured[stack.strip()] > 0, stack
     # The server's share is part of the whole call, never more.
     assert measured["of which Redis runs submit.lua"] < measured["Broker.submit, whole call"]
+    drain = "drain, 1 slot: Broker.complete_and_claim per job, nothing else"
+    assert measured["of which Redis runs complete_claim.lua"] < measured[drain]
     # A relay is two processes' round trips: a percentile, never below its median.
     for stack in ("sync", "asyncio"):
         label = f"relay round trip, 2 processes, redis-py {stack}"
