@@ -6,6 +6,8 @@ claim and its fencing token (the new primary would then hand out the same token 
 With `REDIS_WAIT_REPLICAS=n` (n > 0) every state-changing script is sent as `EVALSHA` then
 `WAIT n timeout` in one pipeline: one round trip, on one connection, so the WAIT covers the
 script's writes (WAIT counts the replicas that acknowledged this connection's last write).
+A batch's calls (Scripts.call_streamed) are written one by one, then the WAIT, on one
+connection too.
 Sentinel promotes the replica with the most data, so a change that n replicas hold survives
 a failover unless all n are lost with the primary.
 
