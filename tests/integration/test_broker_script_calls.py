@@ -90,14 +90,11 @@ async def test_a_connection_error_is_retried_as_redis_py_retries(
     assert await broker.pending_count() == 2
 
 
-async def test_a_reply_lost_after_the_script_ran_leaves_exactly_one_job(
-    broker: Broker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The script ran, then the connection dropped before its reply was read: the retry
-    # sends the same job id again, which finds the job instead of writing a second one.
-    await broker.submit(job(id="first"))
+def _next_read_loses_its_reply(monkeypatch: pytest.MonkeyPatch) -> list[Exception]:
+    """The next reply read arrives, then its connection drops before the caller gets it.
+    Returns the pending failure: empty once it has happened."""
     real_read = HiredisPackedConnection.read_response
-    failures = [RedisConnectionError("connection dropped while reading")]
+    failures: list[Exception] = [RedisConnectionError("connection dropped while reading")]
 
     async def lossy_read(conn: HiredisPackedConnection, *args: Any, **options: Any) -> Any:
         reply = await real_read(conn, *args, **options)
@@ -107,6 +104,16 @@ async def test_a_reply_lost_after_the_script_ran_leaves_exactly_one_job(
         return reply
 
     monkeypatch.setattr(HiredisPackedConnection, "read_response", lossy_read)
+    return failures
+
+
+async def test_a_reply_lost_after_the_script_ran_leaves_exactly_one_job(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The script ran, then the connection dropped before its reply was read: the retry
+    # sends the same job id again, which finds the job instead of writing a second one.
+    await broker.submit(job(id="first"))
+    failures = _next_read_loses_its_reply(monkeypatch)
     submitted = await broker.submit(job(id="second"))
     assert not failures, "the short path was not taken"
     assert submitted.job_id == "second"
@@ -163,17 +170,7 @@ async def test_a_batch_whose_replies_were_lost_is_sent_again_and_writes_each_job
     # sends all three again on a new connection, and each finds its jobs written.
     monkeypatch.setattr(shared.broker, "BATCH_SCRIPT_JOBS", 2)
     await broker.submit(job(id="first"))
-    real_read = HiredisPackedConnection.read_response
-    failures = [RedisConnectionError("connection dropped while reading")]
-
-    async def lossy_read(conn: HiredisPackedConnection, *args: Any, **options: Any) -> Any:
-        reply = await real_read(conn, *args, **options)
-        if failures:
-            await conn.disconnect()
-            raise failures.pop()
-        return reply
-
-    monkeypatch.setattr(HiredisPackedConnection, "read_response", lossy_read)
+    failures = _next_read_loses_its_reply(monkeypatch)
     ids = [f"j{i}" for i in range(5)]
     submitted = await broker.submit_many([job(id=job_id) for job_id in ids])
     assert not failures, "the streamed path was not taken"
