@@ -338,3 +338,90 @@ async def test_library_lost(chaos: Chaos) -> None:
     assert acc.completed == len(ids)
     assert not wrong_result, wrong_result
     assert len(libraries) == 1
+
+
+# Jobs per batch in test_redis_kill_during_batches: three of the hub's script calls (100
+# jobs each, shared/broker.py BATCH_SCRIPT_JOBS), so a kill can fall between them.
+BATCH = 250
+
+
+async def test_redis_kill_during_batches(chaos: Chaos) -> None:
+    """Does: a hub and 2 workers (4 slots each) run short jobs that 4 clients submit as
+    batches of 250 over REST (`POST /jobs/batch`, 16 batches, client-chosen ids). The hub
+    writes each batch's script calls (100 jobs each: three a batch) one by one as it packs
+    them (shared/scripts.py call_streamed), so a kill can fall between a batch's calls:
+    once 4 batches have been acknowledged and the submission counter shows a batch part
+    written (`jobs:seq`, which each call advances by its jobs, is not a multiple of 250),
+    Redis (AOF, appendfsync always) is killed with `kill -9`, and started again once a
+    client has been refused (503 or a dropped connection). Clients send an
+    unacknowledged batch again, whole and with the same ids.
+
+    Asserts: every batch is acknowledged in the end, with every one of its jobs (a job that
+    a batch cut short had written comes back as already created); every job completes
+    exactly once, whether its first attempt's calls ran before the kill or not."""
+    hub = await chaos.start_hub()
+    for name in ("w1", "w2"):
+        chaos.start_worker(name, CONCURRENT_JOBS="4")
+    batches = [
+        [sim_job(f"kb-{b:02d}-{i:03d}", steps=1, step_ms=2) for i in range(BATCH)]
+        for b in range(16)
+    ]
+    ids = [job["id"] for batch in batches for job in batch]
+    acked: list[str] = []
+    existing: list[str] = []
+    refused = 0
+    queue = list(reversed(batches))
+
+    async def lane(http: httpx.AsyncClient) -> None:
+        nonlocal refused
+        while queue:
+            batch = queue.pop()
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    response = await http.post("/jobs/batch", json={"jobs": batch})
+                except httpx.TransportError:
+                    response = None
+                if response is not None and response.status_code in (200, 201):
+                    answered = response.json()["jobs"]
+                    assert [j["id"] for j in answered] == [j["id"] for j in batch]
+                    acked.extend(j["id"] for j in answered)
+                    existing.extend(j["id"] for j in answered if not j["created"])
+                    break
+                if response is not None:
+                    assert response.status_code == 503, response.text
+                refused += 1
+                assert time.monotonic() < deadline, "a batch was never acknowledged"
+                await asyncio.sleep(0.05)  # retry pacing while Redis is down
+
+    async with httpx.AsyncClient(base_url=hub.url, headers=CLIENT, timeout=30) as http:
+        load = asyncio.gather(*(lane(http) for _ in range(4)))
+        await wait_until(lambda: len(acked) >= 4 * BATCH or load.done(), timeout=60)
+        assert not load.done(), "the load finished before the kill"
+
+        async def a_batch_part_written() -> bool:
+            return int(await chaos.redis.get(chaos.keys.seq) or 0) % BATCH != 0
+
+        await wait_until(a_batch_part_written, timeout=30, interval=0.001)
+        acked_at_kill = len(acked) // BATCH
+        killed = chaos.server.kill()
+        await wait_until(lambda: refused > 0, timeout=20, message="a client was refused")
+        chaos.server.start()
+        down_s = time.time() - killed
+        await load
+    assert sorted(acked) == sorted(ids)
+    await wait_all_finished(chaos, ids, timeout=90)
+
+    events = await read_events(chaos.redis, chaos.keys)
+    acc = await chaos.account(ids, events=events)
+    chaos.report(
+        acc,
+        appendfsync=chaos.server.appendfsync,
+        batches=len(batches),
+        acked_batches_at_kill=acked_at_kill,
+        redis_down_s=f"{down_s:.2f}",
+        refused_attempts=refused,
+        written_before_the_kill=len(existing),
+    )
+    acc.check()
+    assert acc.completed == len(ids)
