@@ -239,8 +239,10 @@ async def test_hub_blackhole(chaos: Chaos) -> None:
     """Does: a hub reaches Redis through the test's TCP proxy (one worker connects
     directly; the hub's REDIS_COMMAND_TIMEOUT_SECONDS is 3); once a job has been followed to completion over SSE, the proxy silently
     black-holes every open connection (no reset, no close: a NAT or firewall that forgot
-    them) while new connections flow normally. A job is then submitted and followed over
-    SSE on the same hub.
+    them) while new connections flow normally. A job that runs 12 s is then submitted and
+    followed over SSE on the same hub: longer than the submission can take however many of
+    the hub's black-holed connections it meets (each costs it one 3 s timeout), so the job
+    still runs when its stream opens, and its end can only reach the stream as an event.
 
     Asserts: the hub notices and reconnects by itself: the new job's SSE stream reaches
     `completed` within 40 s of the drop, and every job completes exactly once."""
@@ -259,7 +261,7 @@ async def test_hub_blackhole(chaos: Chaos) -> None:
         assert before[-1] == "completed", before
         dropped = proxy.blackhole()
         try:
-            ids += await submit_batch(http, [sim_job("hb-1", steps=5, step_ms=100)])
+            ids += await submit_batch(http, [sim_job("hb-1", steps=24, step_ms=500)])
             first_request_s = time.time() - dropped
             left = SILENT_DROP_BOUND - (time.time() - dropped)
             follow = asyncio.create_task(sse_events(hub.url, "hb-1", timeout=60))
