@@ -33,6 +33,7 @@ BENCHMARKS = {
     "peers": "side by side with seven Python job queues and BullMQ (../shared/bench-peers)",
     "fleet": "scheduling policies on a replayed arrival trace, a simulated fleet, the real broker",
     "floor": "what one Redis round trip costs from each client stack (the floor under `peers`)",
+    "instructions": "Redis instructions per hot-path script call, counted under callgrind",
 }
 # bench-peers builds its venvs on a first run and takes 15-25 minutes with 3 repetitions.
 LIMIT_PEERS_S = 2400.0
