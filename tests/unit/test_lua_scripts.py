@@ -118,6 +118,7 @@ def _fake_include(files: dict[str, str], name: str) -> str:
 # file "uses" every identifier it does not itself declare and that is not a field (`K.job`,
 # `{ job = ... }`).
 
+_COMMENT = re.compile(r"--[^\n]*")
 _BLANK = re.compile(r"--[^\n]*|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\"")
 _TOP_LEVEL = re.compile(r"^local(?: function)? (\w+(?:, \w+)*)", re.MULTILINE)
 _DECLARED = (
@@ -299,7 +300,9 @@ def test_only_constants_and_set_up_state_live_at_an_includes_top_level(include: 
     that a begin_ function of the include sets on each call."""
     code = _code(f"+{include}")
     begins = _begin_bodies(code)
-    for match in re.finditer(r"^local (?!function)(\w+(?:, \w+)*)(?: = (.*))?$", code, re.M):
+    # Comments blanked, strings kept: a text constant ('4') is a literal too.
+    declared = _COMMENT.sub("", _text(f"+{include}"))
+    for match in re.finditer(r"^local (?!function)(\w+(?:, \w+)*)(?: = (.*?))? *$", declared, re.M):
         names = list(_split(match[1]))
         values = [v.strip() for v in re.findall(r"\{[^}]*\}|[^,]+", match[2] or "")]
         constant = len(values) == len(names) and all(

@@ -117,7 +117,7 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
         if redis.call('ZCARD', K.service_classes(svc)) > 0 then notify(svc, hops - 1) end
       end
     end
-    local due = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+    local due = redis.call('ZRANGE', K.delayed, '0', '0', 'WITHSCORES')
     local next_due = due[2]
     if held_until and (not next_due or held_until < tonumber(next_due)) then
       next_due = int(held_until)

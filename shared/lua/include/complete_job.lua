@@ -20,10 +20,10 @@ local function complete_job(worker_id, job_id, token, result)
   local customer = f[5] or ''
   local seq = (tonumber(f[6]) or 0) + 1
   finish(job_key, job_id, 'completed', now,
-    { 'result', result, 'progress', '100', 'error', '', 'event_seq', seq },
+    { 'result', result, 'progress', '100', 'error', '', 'event_seq', int(seq) },
     { charge = f[7], claimed_at = f[4], customer = customer })
   redis.call('HDEL', K.leases(worker_id), job_id)
-  redis.call('HINCRBY', K.worker(worker_id), 'completed', 1)
+  redis.call('HINCRBY', K.worker(worker_id), 'completed', '1')
   bump_stat(now, 'completed')
   bump_stat(now, 'run_ms', now - claimed)
   emit(job_key, job_id, 'completed', { worker_id = worker_id, run_ms = now - claimed }, seq,

@@ -9,7 +9,7 @@ local STATS_TTL_S = 86400
 local function bump_stat(now, field, by)
   if by == 0 then return end  -- nothing to add (a no-op job's run_ms); nor a TTL to set
   local key = K.stats(int(math.floor(now / 60000)))
-  if redis.call('HINCRBY', key, field, by or 1) == (by or 1) then
+  if redis.call('HINCRBY', key, field, by and int(by) or '1') == (by or 1) then
     redis.call('EXPIRE', key, STATS_TTL_S)
   end
 end
@@ -35,7 +35,7 @@ local function emit(job_key, job_id, etype, data, seq, customer)
   seq = seq or redis.call('HINCRBY', job_key, 'event_seq', 1)
   customer = customer or redis.call('HGET', job_key, 'customer_id') or ''
   redis.call('XADD', K.events, 'MAXLEN', '~', EVENTS_MAX, '*',
-    'kind', 'job', 'type', etype, 'job', job_id, 'seq', seq, 'customer', customer,
+    'kind', 'job', 'type', etype, 'job', job_id, 'seq', int(seq), 'customer', customer,
     'data', cjson.encode(data))
 end
 

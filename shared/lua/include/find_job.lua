@@ -83,7 +83,7 @@ end
 -- The first job of a class `worker_id` may take (not one it is avoiding), or nil, and
 -- whether it is the class's head.
 local function pick(worker_id, class_id, now)
-  local ids = redis.call('ZRANGE', K.job_class(class_id), 0, 7)
+  local ids = redis.call('ZRANGE', K.job_class(class_id), '0', '7')
   for i, id in ipairs(ids) do
     if not avoids(worker_id, id, now) then return id, i == 1 end
   end
@@ -145,7 +145,7 @@ end
 -- the scores only from its first match on (score_at: ZSCORE, which the direct workers' ACL
 -- grants, one per class that needs it; a few at most).
 local function open_scan(index, caps, running, budget, offset, learn)
-  return { index = index, ids = redis.call('ZRANGE', index, offset, offset + budget - 1),
+  return { index = index, ids = redis.call('ZRANGE', index, int(offset), int(offset + budget - 1)),
     caps = caps, running = running, learn = learn, known = {}, docs = {}, scores = {},
     learned = {} }
 end
@@ -250,12 +250,13 @@ end
 
 -- How many overdue holds one claim looks at (rule 1 of the chooser). A job is overdue only
 -- until the next claim able to run it, so few are at any time.
-local OVERDUE_PER_CLAIM = 32
+-- (Text, as redis.call takes it: common.lua int.)
+local OVERDUE_PER_CLAIM = '32'
 
 -- The holds whose bound has run out (held_until <= now; K.held indexes them, claim_next.lua
 -- record_decision): job ids, at most OVERDUE_PER_CLAIM. One ZRANGEBYSCORE.
 local function overdue_holds(now)
-  return redis.call('ZRANGEBYSCORE', K.held, '-inf', now, 'LIMIT', 0, OVERDUE_PER_CLAIM)
+  return redis.call('ZRANGEBYSCORE', K.held, '-inf', int(now), 'LIMIT', '0', OVERDUE_PER_CLAIM)
 end
 
 -- Mark the candidates whose class holds one of the `overdue` jobs (overdue_holds):

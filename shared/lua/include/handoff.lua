@@ -55,7 +55,8 @@
 
 -- How many of the smallest idle workers of a service a handoff examines: a constant, so a
 -- submission costs O(log n + HANDOFF_LOOK) however many workers idle.
-local HANDOFF_LOOK = 3
+-- (The last index of the HANDOFF_LOOK = 3 smallest, as text: see common.lua int.)
+local HANDOFF_LAST = '2'
 
 -- The job handed to `worker_id` that is still waiting on its doorbell, taken off it, as
 -- claim.lua's reply {'job', token, fields...}; nil when none is waiting (or it no longer
@@ -63,7 +64,7 @@ local HANDOFF_LOOK = 3
 -- handoff (see the header), so this reads a bounded list.
 local function take_handed(worker_id)
   local key = K.wake(worker_id)
-  for _, t in ipairs(redis.call('LRANGE', key, 0, WAKE_CAP)) do
+  for _, t in ipairs(redis.call('LRANGE', key, '0', WAKE_CAP_TEXT)) do
     if string.sub(t, 1, 2) == 'h|' then
       redis.call('LREM', key, 1, t)
       local token = string.match(t, '^h|(%d+)|')
@@ -91,7 +92,7 @@ local function handoff_target(now, svc, customer, req, models)
     local id, w = warm_idle_worker(svc, customer, req, models, now)
     if id then return { id = id, w = w, warm = true } end
   end
-  for _, id in ipairs(redis.call('ZRANGE', K.idle_workers(svc), 0, HANDOFF_LOOK - 1)) do
+  for _, id in ipairs(redis.call('ZRANGE', K.idle_workers(svc), '0', HANDOFF_LAST)) do
     local w = idle_worker(id, now)
     if w and not mismatch(svc, customer, req, w.caps, w.running) then
       return { id = id, w = w, warm = false }
@@ -103,12 +104,12 @@ end
 -- Would the claim of idle worker `t` (handoff_target's) take the job with `score`, in
 -- class `class_id` (document `doc`), now? Rules (a) and (b) of the header.
 local function handoff_exact(t, mode, score, class_id, doc, now)
-  if #redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, 1) > 0 then
+  if #redis.call('ZRANGEBYSCORE', K.delayed, '-inf', int(now), 'LIMIT', '0', '1') > 0 then
     return false
   end
   local strict = mode == '1'
   for _, s in ipairs(t.w.caps.services) do
-    local head = redis.call('ZRANGE', K.service_classes(s), 0, strict and 0 or 1, 'WITHSCORES')
+    local head = redis.call('ZRANGE', K.service_classes(s), '0', strict and '0' or '1', 'WITHSCORES')
     if head[1] and tonumber(head[2]) < score then return false end
     if not strict and (head[3] or (head[1] and head[1] ~= class_id)) then return false end
   end

@@ -27,6 +27,8 @@
 -- Wake-up tokens one worker's doorbell holds at most: one is enough to wake it, a few more
 -- cost a few spurious claims, never an unbounded list.
 local WAKE_CAP = 4
+-- WAKE_CAP as text, for redis.call (common.lua int).
+local WAKE_CAP_TEXT = '4'
 
 -- How many of a worker's warm models the warm index holds it under: a bound on what each
 -- idle/busy transition writes, however many models a worker reports.
@@ -38,7 +40,8 @@ local WARM_LOOK = 3
 
 -- How many of the largest-but-smaller idle workers a fit check examines per class: a
 -- constant, so the check costs O(log n + k) however many workers idle.
-local FIT_LOOK = 3
+-- (Text, as redis.call takes it: common.lua int.)
+local FIT_LOOK = '3'
 
 -- A worker's size, the idle index's score: its largest GPU's memory in tenths of a GB, then
 -- its cost per hour in thousandths (up to 999.999 per hour) as the tie-break. The memory of
@@ -189,7 +192,7 @@ local function smaller_idle_ids(svc, size)
   local known = idle_smaller[svc]
   if not known or known.size ~= size then
     known = { size = size, ids = redis.call('ZREVRANGEBYSCORE', K.idle_workers(svc),
-      '(' .. int(size), '-inf', 'LIMIT', 0, FIT_LOOK) }
+      '(' .. int(size), '-inf', 'LIMIT', '0', FIT_LOOK) }
     idle_smaller[svc] = known
   end
   return known.ids

@@ -42,7 +42,7 @@ local function lease_job(worker_id, job_id, class_id, doc, now, event, fair_char
     event.held_by = f[4]
   end
   local set = { 'status', 'active', 'worker_id', worker_id, 'token', token,
-    'claimed_at', int(now), 'progress', '0', 'message', '', 'event_seq', seq }
+    'claimed_at', int(now), 'progress', '0', 'message', '', 'event_seq', int(seq) }
   if fair_charge then
     set[#set + 1] = 'fair_charge'
     set[#set + 1] = fair_charge
@@ -52,8 +52,8 @@ local function lease_job(worker_id, job_id, class_id, doc, now, event, fair_char
     'held_since', 'held_until')
   redis.call('HSET', K.leases(worker_id), job_id,
     token .. '|' .. customer .. '|' .. isolation .. '|' .. int(now))
-  redis.call('ZADD', K.active, now + (tonumber(f[1] or '') or 1800000), job_id)
-  redis.call('HINCRBY', K.worker(worker_id), 'claimed', 1)
+  redis.call('ZADD', K.active, int(now + (tonumber(f[1] or '') or 1800000)), job_id)
+  redis.call('HINCRBY', K.worker(worker_id), 'claimed', '1')
   bump_stat(now, 'claimed')
   local wait_ms = now - tonumber(f[2])
   bump_wait(now, wait_ms)

@@ -5,6 +5,7 @@
 -- sits in jobs:delayed instead of its class until it is due. Every pending job, claimable or
 -- not, is in jobs:pending; one no worker has claimed yet is also in jobs:unclaimed.
 
+--- @include "common"
 --- @include "keys"
 --- @include "idle_workers"
 
@@ -36,7 +37,7 @@ end
 
 -- Re-score a class in its service indexes after its head changed; drop it when empty.
 local function refresh_class(class_id, svc, customer)
-  local head = redis.call('ZRANGE', K.job_class(class_id), 0, 0, 'WITHSCORES')
+  local head = redis.call('ZRANGE', K.job_class(class_id), '0', '0', 'WITHSCORES')
   local by_service = K.service_classes(svc)
   local by_customer = K.service_classes(svc, customer)
   if head[1] then
@@ -92,7 +93,7 @@ end
 
 -- Move retries whose backoff has elapsed into their classes (bounded per call).
 local function promote_due(now, limit)
-  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, limit)
+  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', int(now), 'LIMIT', '0', int(limit))
   for _, job_id in ipairs(due) do
     local job_key = K.job(job_id)
     redis.call('ZREM', K.delayed, job_id)

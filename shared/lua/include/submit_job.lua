@@ -41,9 +41,9 @@ local function submit_job(job_id, idem, class_id, priority, first, last, now, se
   seq = seq or redis.call('INCR', K.seq)
   local score = int((1000 - tonumber(priority)) * 8796093022208 + seq)
   -- event_seq starts at 1: the 'accepted' event below is the job's first.
-  local fields = { 'id', job_id, 'status', 'pending', 'created_at', int(now), 'seq', seq,
-    'score', score, 'class_id', class_id, 'effective_priority', priority, 'attempts', 0,
-    'progress', '0', 'event_seq', 1 }
+  local fields = { 'id', job_id, 'status', 'pending', 'created_at', int(now), 'seq', int(seq),
+    'score', score, 'class_id', class_id, 'effective_priority', priority, 'attempts', '0',
+    'progress', '0', 'event_seq', '1' }
   local given = {}
   for i = first, last, 2 do
     fields[#fields + 1] = ARGV[i]

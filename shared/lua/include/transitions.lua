@@ -21,8 +21,8 @@ local function finish(job_key, job_id, status, now, fields, known)
   redis.call('HSET', job_key, unpack(set))
   redis.call('HDEL', job_key, 'token', 'retry_at', 'fair_charge')
   redis.call('ZREM', K.active, job_id)
-  redis.call('ZADD', K.finished(status), now, job_id)
-  redis.call('PEXPIRE', job_key, retention_ms())
+  redis.call('ZADD', K.finished(status), int(now), job_id)
+  redis.call('PEXPIRE', job_key, int(retention_ms()))
 end
 
 -- Back to pending after a failure or a lost lease, or failed for good once `max_retries`
