@@ -159,3 +159,29 @@ async def test_reaping_twice_recovers_once(fast: Broker) -> None:
     again = await fast.get("j")
     assert again is not None
     assert again.attempts == 1
+
+
+async def test_a_lease_clears_what_a_failed_run_left_on_the_job(fast: Broker, redis: Redis) -> None:
+    """A retry leaves its backoff and the avoided worker on the job; the next lease, by
+    whoever takes it, clears them, and the completion clears the lease's token."""
+    await fast.submit(job(id="j"))
+    first = await claim_one(fast, "w1")
+    assert await fast.fail("w1", "j", first.token, "boom") == "retrying"
+    key = fast.keys.job("j")
+    left = await redis.hmget(key, "avoid_worker", "avoid_until", "retry_at")
+    assert left[0] == b"w1"
+    assert None not in left
+
+    taken: list[Claim] = []
+
+    async def claimed_again() -> bool:
+        got = await fast.claim("w2", caps())
+        taken.extend([got] if isinstance(got, Claim) else [])
+        return bool(taken)
+
+    await fast.register_worker("w2", caps())
+    await wait_until(claimed_again, timeout=5, interval=0.02, message="the retry claimed")
+    assert await redis.hmget(key, "avoid_worker", "avoid_until", "retry_at") == [None] * 3
+    assert taken[0].job.attempts == 1
+    assert await fast.complete("w2", "j", taken[0].token, 1) == "ok"
+    assert await redis.hmget(key, "token", "retry_at", "fair_charge") == [None] * 3

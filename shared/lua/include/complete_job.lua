@@ -19,9 +19,12 @@ local function complete_job(worker_id, job_id, token, result)
   local claimed = tonumber(f[4]) or now
   local customer = f[5] or ''
   local seq = (tonumber(f[6]) or 0) + 1
+  -- A leased job has no backoff (its lease cleared it, lease_job.lua), and a fair-share
+  -- mark only where it was read: an absent field costs HDEL a scan of the whole hash.
   finish(job_key, job_id, 'completed', now,
     { 'result', result, 'progress', '100', 'error', '', 'event_seq', int(seq) },
-    { charge = f[7], claimed_at = f[4], customer = customer })
+    { charge = f[7], claimed_at = f[4], customer = customer },
+    f[7] and { 'token', 'fair_charge' } or { 'token' })
   redis.call('HDEL', K.leases(worker_id), job_id)
   redis.call('HINCRBY', K.worker(worker_id), 'completed', '1')
   bump_stat(now, 'completed')

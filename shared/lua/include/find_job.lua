@@ -51,7 +51,12 @@ end
 -- Whether `worker_id`, which just failed job `id`, is still to pass it over (the avoidance
 -- window after a retry becomes due).
 local function avoids(worker_id, id, now)
-  local a = redis.call('HMGET', K.job(id), 'avoid_worker', 'avoid_until')
+  local key = K.job(id)
+  -- Only a job run before avoids anyone (retry_or_fail writes the avoidance with its
+  -- attempt): one read of a field near the hash's start, where reading the two absent
+  -- fields would scan the whole hash twice.
+  if redis.call('HGET', key, 'attempts') == '0' then return false end
+  local a = redis.call('HMGET', key, 'avoid_worker', 'avoid_until')
   return a[1] == worker_id and tonumber(a[2] or '0') > now
 end
 

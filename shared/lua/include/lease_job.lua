@@ -28,7 +28,7 @@ local function lease_job(worker_id, job_id, class_id, doc, now, event, fair_char
   -- event's sequence number written with the status: a claim is the hottest script, and
   -- every redis.call costs it a few microseconds.
   local f = redis.call('HMGET', job_key, 'timeout_ms', 'created_at', 'event_seq', 'held_by',
-    'held_since', 'held_at')
+    'held_since', 'held_at', 'attempts')
   local seq = (tonumber(f[3]) or 0) + 1
   -- How long policies held this job (the lease clears the held_* fields): from its first
   -- bounded pass-over to now, and to its last pass-over (the bound limits that one).
@@ -48,8 +48,18 @@ local function lease_job(worker_id, job_id, class_id, doc, now, event, fair_char
     set[#set + 1] = fair_charge
   end
   redis.call('HSET', job_key, unpack(set))
-  redis.call('HDEL', job_key, 'avoid_worker', 'avoid_until', 'retry_at', 'held_by', 'held_at',
-    'held_since', 'held_until')
+  -- The lease clears a retry's avoidance and backoff and a policy's hold, deleting only
+  -- fields that may be there: an absent field costs HDEL a scan of the whole hash. A retry
+  -- writes its fields with its attempt (transitions.lua retry_or_fail; retry.lua resets
+  -- attempts and deletes them together), and every hold writes held_by (claim_next.lua).
+  local stale = {}
+  if (f[7] or '0') ~= '0' then stale = { 'avoid_worker', 'avoid_until', 'retry_at' } end
+  if f[4] then
+    for _, name in ipairs({ 'held_by', 'held_at', 'held_since', 'held_until' }) do
+      stale[#stale + 1] = name
+    end
+  end
+  if #stale > 0 then redis.call('HDEL', job_key, unpack(stale)) end
   redis.call('HSET', K.leases(worker_id), job_id,
     token .. '|' .. customer .. '|' .. isolation .. '|' .. int(now))
   redis.call('ZADD', K.active, int(now + (tonumber(f[1] or '') or 1800000)), job_id)

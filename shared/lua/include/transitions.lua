@@ -9,17 +9,21 @@
 --- @include "policy"
 --- @include "fair"
 
+-- What a finished job no longer has: its lease's token, a backoff, a fair-share mark.
+local FINISH_CLEARS = { 'token', 'retry_at', 'fair_charge' }
+
 -- Finish a job for good: status, timestamps, registry, retention TTL (the fleet's policy).
 -- `fields` (name, value, ... or nil) are written in the same HSET; `known` is
--- charge_usage's (fair.lua), for a caller that read the job's fields already.
-local function finish(job_key, job_id, status, now, fields, known)
+-- charge_usage's (fair.lua), for a caller that read the job's fields already; `clears` the
+-- fields to delete, where the caller knows which of FINISH_CLEARS the job has (nil: all).
+local function finish(job_key, job_id, status, now, fields, known, clears)
   charge_usage(job_key, known)
   local set = { 'status', status, 'finished_at', int(now) }
   if fields then
     for _, v in ipairs(fields) do set[#set + 1] = v end
   end
   redis.call('HSET', job_key, unpack(set))
-  redis.call('HDEL', job_key, 'token', 'retry_at', 'fair_charge')
+  redis.call('HDEL', job_key, unpack(clears or FINISH_CLEARS))
   redis.call('ZREM', K.active, job_id)
   redis.call('ZADD', K.finished(status), int(now), job_id)
   redis.call('PEXPIRE', job_key, int(retention_ms()))
