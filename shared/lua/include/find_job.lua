@@ -162,6 +162,25 @@ local function score_at(scan, n)
   return scores[n]
 end
 
+-- Class documents decoded, by their text: a claim decodes the document of every class it
+-- judges, most often the same few. A class id is a digest of its document, so a text
+-- always decodes to the same table; callers never change it. Two generations of at most
+-- DOC_MEMO_MAX texts, as the capability memo (matching.lua prepare_caps).
+local DOC_MEMO_MAX = 256
+local doc_memo, doc_memo_older, doc_memo_size = {}, {}, 0
+
+local function class_doc(json)
+  local doc = doc_memo[json]
+  if doc then return doc end
+  doc = doc_memo_older[json] or cjson.decode(json)
+  if doc_memo_size >= DOC_MEMO_MAX then
+    doc_memo, doc_memo_older, doc_memo_size = {}, doc_memo, 0
+  end
+  doc_memo[json] = doc
+  doc_memo_size = doc_memo_size + 1
+  return doc
+end
+
 -- The scan's class at position `n`: its decoded document when the worker can run its jobs
 -- now, else nil (the memo's '0', or mismatch's reason).
 local function judge(scan, n)
@@ -169,7 +188,7 @@ local function judge(scan, n)
   if scan.docs[n] == nil then read_chunk(scan, n) end
   local json = scan.docs[n]
   if not json then return nil end
-  local doc = cjson.decode(json)
+  local doc = class_doc(json)
   if mismatch(doc.s, doc.c, doc.r, scan.caps, scan.running) then
     if scan.learn and scan.known[n] == false then
       -- The memo holds the verdict leases aside: with leases held, judge without them.
