@@ -44,7 +44,7 @@ end
 -- path, the dearest part of formatting a millisecond time; any other value is rounded.
 -- The scripts pass numbers to redis.call as text made here, and constants as text literals:
 -- Redis 7.0 formats a Lua number argument with '%.17g', by the same float path, and that
--- was about 8% of a claim's instructions (callgrind, docs/PERFORMANCE.md).
+-- was about 8% of a claim's instructions (`python -m bench instructions`, README).
 local function int(x)
   if x % 1 == 0 and x < 9007199254740992 and x > -9007199254740992 then
     return string.format('%d', x)

@@ -109,7 +109,8 @@ local function handoff_exact(t, mode, score, class_id, doc, now)
   end
   local strict = mode == '1'
   for _, s in ipairs(t.w.caps.services) do
-    local head = redis.call('ZRANGE', K.service_classes(s), '0', strict and '0' or '1', 'WITHSCORES')
+    local head = redis.call('ZRANGE', K.service_classes(s), '0', strict and '0' or '1',
+      'WITHSCORES')
     if head[1] and tonumber(head[2]) < score then return false end
     if not strict and (head[3] or (head[1] and head[1] ~= class_id)) then return false end
   end
