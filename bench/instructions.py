@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import random
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,7 +31,9 @@ from bench.claim import OFFER, _requests
 from bench.common import bench_client, table
 from bench.floor import DRAIN_OFFER, DRAIN_REQUEST, DRAIN_WORKER
 from shared.broker import Broker, Claim
+from shared.embedded_redis import free_port
 from shared.embedded_redis.binary import require_server_binary
+from shared.embedded_redis.readiness import ReadyOutcome, wait_ready
 
 # One measured step of a case: (broker, encoded capabilities, step number) -> None.
 Step = Callable[[Broker, bytes, int], Awaitable[None]]
@@ -41,31 +42,11 @@ Setup = Callable[[Broker, bytes], Awaitable[None]]
 CLAIM_DEPTH = 5_000  # pending jobs in the claim case, 1% of them matching the worker
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _connected(server: subprocess.Popen[bytes], port: int) -> Redis:
-    client = bench_client(f"redis://127.0.0.1:{port}")
-    deadline = time.monotonic() + 60  # under valgrind redis-server starts ~50x slower
-    while True:
-        try:
-            await client.ping()
-            return client
-        except (OSError, RedisConnectionError):
-            if time.monotonic() > deadline or server.poll() is not None:
-                await client.aclose()
-                raise RuntimeError("redis-server did not start") from None
-            await asyncio.sleep(0.05)
-
-
 @contextlib.asynccontextmanager
 async def _redis(data: Path, *wrapper: str) -> AsyncIterator[Redis]:
     """A redis-server keeping its RDB in `data` (loading it at start where it exists), run
     by `wrapper` (e.g. valgrind) if given; shut down with SAVE on leaving."""
-    port = _free_port()
+    port = free_port()
     config = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(data)]
     config += ["--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no"]
     server = subprocess.Popen(
@@ -74,7 +55,12 @@ async def _redis(data: Path, *wrapper: str) -> AsyncIterator[Redis]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        client = await _connected(server, port)
+        # Under valgrind redis-server starts about 50x slower than alone.
+        deadline = time.monotonic() + 60
+        ready = await asyncio.to_thread(wait_ready, server, "127.0.0.1", port, None, deadline)
+        if ready is not ReadyOutcome.READY:
+            raise RuntimeError(f"redis-server did not start: {ready.value}")
+        client = bench_client(f"redis://127.0.0.1:{port}")
         try:
             yield client
             with contextlib.suppress(OSError, RedisConnectionError):

@@ -57,6 +57,27 @@ local function val(x)
   return x
 end
 
+-- A memo (see above): a bounded cache of pure function `make` of a text. Two generations of
+-- at most `max` texts each: when the newer is full it becomes the older and the oldest
+-- goes, so the texts in use stay. Made at library load, kept between calls.
+local function new_memo(max)
+  return { newer = {}, older = {}, size = 0, max = max }
+end
+
+-- `make(text)`, from `memo` where it holds it.
+local function memoized(memo, text, make)
+  local value = memo.newer[text]
+  if value ~= nil then return value end
+  value = memo.older[text]
+  if value == nil then value = make(text) end
+  if memo.size >= memo.max then
+    memo.newer, memo.older, memo.size = {}, memo.newer, 0
+  end
+  memo.newer[text] = value
+  memo.size = memo.size + 1
+  return value
+end
+
 local function split(s, sep)
   local out, start = {}, 1
   while true do

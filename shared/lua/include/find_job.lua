@@ -164,21 +164,13 @@ end
 
 -- Class documents decoded, by their text: a claim decodes the document of every class it
 -- judges, most often the same few. A class id is a digest of its document, so a text
--- always decodes to the same table; callers never change it. Two generations of at most
--- DOC_MEMO_MAX texts, as the capability memo (matching.lua prepare_caps).
+-- always decodes to the same table; callers never change it. At most DOC_MEMO_MAX texts a
+-- generation (common.lua new_memo).
 local DOC_MEMO_MAX = 256
-local doc_memo, doc_memo_older, doc_memo_size = {}, {}, 0
+local doc_memo = new_memo(DOC_MEMO_MAX)
 
 local function class_doc(json)
-  local doc = doc_memo[json]
-  if doc then return doc end
-  doc = doc_memo_older[json] or cjson.decode(json)
-  if doc_memo_size >= DOC_MEMO_MAX then
-    doc_memo, doc_memo_older, doc_memo_size = {}, doc_memo, 0
-  end
-  doc_memo[json] = doc
-  doc_memo_size = doc_memo_size + 1
-  return doc
+  return memoized(doc_memo, json, cjson.decode)
 end
 
 -- The scan's class at position `n`: its decoded document when the worker can run its jobs

@@ -57,11 +57,11 @@ end
 -- Prepared capability documents by their text, kept across calls (a memo: common.lua). A
 -- claim decoded its worker's document and digested it on every call (about 16 us of Redis
 -- time for a GPU worker's); the library outlives calls, so a worker that claims again finds
--- it ready. Two generations of at most CAPS_MEMO_MAX texts each: when the newer is full it
--- becomes the older and the oldest goes, so the texts in use stay (a worker's text changes
--- as its GPU memory fills and its models load). A script sent with EVALSHA starts empty.
+-- it ready. Two generations of at most CAPS_MEMO_MAX texts each (common.lua new_memo), so
+-- the texts in use stay (a worker's text changes as its GPU memory fills and its models
+-- load). A script sent with EVALSHA starts empty.
 local CAPS_MEMO_MAX = 256
-local caps_memo, caps_memo_older, caps_memo_size = {}, {}, 0
+local caps_memo = new_memo(CAPS_MEMO_MAX)
 
 local function prepare_caps_now(json)
   local c = cjson.decode(json)
@@ -96,15 +96,7 @@ end
 -- for the same text (callers never change it, but for `digest`, a function of `json`: the
 -- claim's verdict memo is keyed by it, find_job.lua).
 local function prepare_caps(json)
-  local caps = caps_memo[json]
-  if caps then return caps end
-  caps = caps_memo_older[json] or prepare_caps_now(json)
-  if caps_memo_size >= CAPS_MEMO_MAX then
-    caps_memo, caps_memo_older, caps_memo_size = {}, caps_memo, 0
-  end
-  caps_memo[json] = caps
-  caps_memo_size = caps_memo_size + 1
-  return caps
+  return memoized(caps_memo, json, prepare_caps_now)
 end
 
 -- The capability JSON `json` with what mismatch never reads blanked out: each GPU's free
