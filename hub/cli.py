@@ -18,9 +18,8 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Coroutine, Generator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
@@ -31,6 +30,7 @@ from hub.settings import HubSettings
 from shared import __version__
 from shared.config import ConfigError, load_environment, read_env_file
 from shared.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from shared.event_loop import run_loop
 from shared.http_guard import TransportLimits, guarded_protocol
 from shared.redis_settings import RedisSettings
 
@@ -45,16 +45,6 @@ class HubServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
-
-
-def run_loop(main: Coroutine[Any, Any, int]) -> int:
-    """Run on uvloop where it is installed (Linux/macOS): less CPU per request than the
-    stdlib loop. asyncio otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 def mask_url(url: str) -> str:

