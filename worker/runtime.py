@@ -136,6 +136,10 @@ class Worker:
                 "stopping: no new claims; running jobs get %gs", self.settings.shutdown_grace
             )
             self._stopping.set()
+            # Ends a wait for a slot (_acquire_slot): the claim loop finds the worker
+            # stopping and gives the permit back. The one extra permit is never used, since
+            # nothing claims once stopping.
+            self._slots.release()
             if self._waiting is not None:
                 self._waiting.cancel()
 
@@ -276,24 +280,15 @@ class Worker:
             hops = await self._idle_wait(result.next_due_ms)
 
     async def _acquire_slot(self) -> bool:
-        """Wait for a free slot; False (holding none) when the worker is stopping first."""
-        if not self._slots.locked():  # the common case costs no task
-            await self._slots.acquire()
-            return True
-        acquire = asyncio.create_task(self._slots.acquire())
-        stop = asyncio.create_task(self._stopping.wait())
-        await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not acquire.done():
-            acquire.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acquire
-        if acquire.done() and not acquire.cancelled():
-            if self._stopping.is_set():
-                self._slots.release()
-                return False
-            return True
-        return False
+        """Wait for a free slot; False (holding none) when the worker is stopping first.
+        A plain wait on the semaphore, which stop() wakes with a permit of its own: racing
+        the slot against the stop event instead took two tasks for each wait, and a worker
+        with one slot waits once a job."""
+        await self._slots.acquire()
+        if self._stopping.is_set():
+            self._slots.release()
+            return False
+        return True
 
     async def _idle_wait(self, next_due_ms: int | None) -> int:
         """Wait for work; the hop count of the wake-up to claim with (0: none). A job
