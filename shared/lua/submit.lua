@@ -13,7 +13,8 @@
 --          in jobs:pending), {0, existing_job_id} when the id or idempotency key already
 --          names a job (nothing changes then; submit_job.lua says why it still writes).
 -- Invariants: the job hash, jobs:pending, its class ZSET and the class indexes are written
--- together; a job id is never written twice; equal priorities are FIFO (submit_job in
+-- together, except for a job handed over, which is written with its lease and queued
+-- nowhere; a job id is never written twice; equal priorities are FIFO (submit_job in
 -- include/submit_job.lua); preferred models never restrict which worker may claim. A new
 -- job rings one doorbell: that of an idle worker with its preferred models all warm whose
 -- claims apply affinity, where one can run it (include/idle_workers.lua wake_warm; it
@@ -23,14 +24,17 @@
 
 --- @include "common"
 --- @include "events"
+--- @include "queue"
 --- @include "submit_job"
 --- @include "handoff"
 
 local now = now_ms()
-local reply, svc, customer, requirements, preferred = submit_job(ARGV[4], ARGV[5], ARGV[6],
-  ARGV[7], 8, #ARGV, now)
-if svc then
-  ring_new(now, reply[2], svc, customer, requirements, preferred)
-  bump_stat(now, 'submitted')
+local reply, svc, customer, requirements, preferred, taker = submit_job(ARGV[4], ARGV[5],
+  ARGV[6], ARGV[7], 8, #ARGV, now, nil, choose_for_new)
+if taker then
+  hand_over(taker, reply[2], ARGV[6], now, taker.known)
+elseif svc then
+  ring_for(now, svc, customer, requirements, preferred)
 end
+if svc then bump_stat(now, 'submitted') end
 return reply

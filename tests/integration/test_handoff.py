@@ -220,6 +220,29 @@ async def test_a_higher_priority_job_is_handed_over_and_a_lower_one_waits_behind
     assert await handed(broker, "w") == ["high"]  # not idle any more: one handoff at a time
 
 
+async def test_a_job_handed_over_at_its_submission_is_never_queued(
+    broker: Broker, handing: Broker
+) -> None:
+    """The submission decides the handoff before queueing the job, so a handed job never
+    enters (and leaves) the pending structures: its only sorted-set write is its lease
+    deadline, and no class document is made for it. Its position is still what the queue
+    would have given it: the pending jobs ranked ahead (here one of a service the worker
+    does not offer)."""
+    await broker.submit(job("other", id="ahead", priority=90))
+    await idle(handing, "w")  # offers sim only
+    before = await broker.redis.info("commandstats")
+    submitted = await broker.submit(job(id="j", priority=50))
+    after = await broker.redis.info("commandstats")
+    assert await handed(broker, "w") == ["j"]
+    assert submitted.position == 1
+    zadds = after["cmdstat_zadd"]["calls"] - before["cmdstat_zadd"]["calls"]
+    assert zadds == 1  # jobs:active, the lease deadline
+    assert await broker.redis.zscore(broker.keys.active, "j") is not None
+    assert await broker.redis.zrange(broker.keys.service_classes("sim"), 0, -1) == []
+    assert await broker.redis.hlen(broker.keys.classes) == 1  # "ahead"'s class
+    assert await broker.pending_count() == 1
+
+
 async def test_within_a_priority_jobs_go_to_idle_workers_in_submission_order(
     broker: Broker, handing: Broker
 ) -> None:

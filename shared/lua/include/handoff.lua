@@ -15,6 +15,11 @@
 -- (the first of the HANDOFF_LOOK smallest entries of idle:{svc} that matches: all smaller
 -- ones were looked at, so it is also the worker the `fit` policy would leave the job to).
 -- Cost: O(log n + HANDOFF_LOOK) per submitted job, one ZRANGE when no worker is idle.
+-- A single submission (submit.lua) decides before queueing the job (choose_for_new), so a
+-- handed job is written with its lease and never enters, then leaves, its class, the class
+-- indexes, jobs:pending and jobs:unclaimed: 16 fewer commands than queueing it first, about
+-- a fifth of the submission's instructions (bench instructions' W3 case). A batch's jobs
+-- are queued first and handed after (hand_off), as rule (b) below then reads.
 --
 -- Exactness: the job goes to the worker only where its own claim would take it now.
 -- An idle worker found nothing to claim at its 'empty' claim; what it could claim now is
@@ -23,8 +28,12 @@
 -- offers, the best class of classes:{service} does not rank ahead of the job (the job is
 -- the head of its class and of every index the worker scans; its per-customer indexes are
 -- subsets). With policies on ('2'), a claim may choose another class in its window, so
--- (b) is stricter: the job's class is the only class in those indexes, and no smaller
--- idle worker could run it (`fit` would leave it to that one). Otherwise the job rings a
+-- (b) is stricter: the job's class is the only class in those indexes (for a job not yet
+-- queued: no class is), and no smaller idle worker could run it (`fit` would leave it to
+-- that one). Deciding before queueing keeps (a) and (b) exact: in strict order, a job not
+-- yet in its class ranks ahead of every class's head exactly when, queued, it would head
+-- them all; with policies on, it is stricter still (its own class, holding older jobs of
+-- lower priority, keeps it on the doorbell path, where a claim takes it). Otherwise the job rings a
 -- doorbell as before (queue.lua ring_for) and a claim takes it.
 --
 -- No handed job is lost:
@@ -48,7 +57,6 @@
 --- @include "common"
 --- @include "keys"
 --- @include "matching"
---- @include "queue"
 --- @include "leases"
 --- @include "idle_workers"
 --- @include "lease_job"
@@ -102,8 +110,11 @@ local function handoff_target(now, svc, customer, req, models)
 end
 
 -- Would the claim of idle worker `t` (handoff_target's) take the job with `score`, in
--- class `class_id` (document `doc`), now? Rules (a) and (b) of the header.
-local function handoff_exact(t, mode, score, class_id, doc, now)
+-- class `class_id` (document `doc`), now? Rules (a) and (b) of the header. `queued`: the
+-- job is in its class and the class indexes already (a batch's job); else it is in none
+-- of them (a single submission decides before queueing it), and then any class in those
+-- indexes is another job's: with policies on, one is too many.
+local function handoff_exact(t, mode, score, class_id, doc, now, queued)
   if #redis.call('ZRANGEBYSCORE', K.delayed, '-inf', int(now), 'LIMIT', '0', '1') > 0 then
     return false
   end
@@ -112,7 +123,9 @@ local function handoff_exact(t, mode, score, class_id, doc, now)
     local head = redis.call('ZRANGE', K.service_classes(s), '0', strict and '0' or '1',
       'WITHSCORES')
     if head[1] and tonumber(head[2]) < score then return false end
-    if not strict and (head[3] or (head[1] and head[1] ~= class_id)) then return false end
+    if not strict and (head[3] or (head[1] and (not queued or head[1] ~= class_id))) then
+      return false
+    end
   end
   if not strict and t.warm and smaller_idle_match(doc.s, doc, idle_size(t.w.caps), now) then
     return false
@@ -120,25 +133,30 @@ local function handoff_exact(t, mode, score, class_id, doc, now)
   return true
 end
 
--- Hand the job `job_id` just made claimable (service `svc`, customer `customer`,
--- requirements `req_json`, preferred models `preferred`: ring_for's arguments) to an idle
--- worker where the header's rules allow. Returns the worker's id, or nil: the caller
--- rings a doorbell as before. The caller checks first that some worker of `svc` idles
--- (ring_new per job, submit_batch.lua once per batch).
-local function hand_off(now, job_id, svc, customer, req_json, preferred)
+-- The idle worker a new job of `svc` (customer `customer`, requirements `req_json`,
+-- preferred models `preferred`: ring_for's arguments; `score` and `class_id` its own) goes
+-- to where the header's rules allow, as {id=, w=, warm=, doc=}; nil: none. `queued`: see
+-- handoff_exact. The caller checks first that some worker of `svc` idles.
+local function handoff_choice(now, svc, customer, req_json, preferred, score, class_id, queued)
   local req = cjson.decode(req_json)
   local models = (preferred and preferred ~= '') and cjson.decode(preferred) or {}
   local t = handoff_target(now, svc, customer, req, models)
   if not t then return nil end
   local mode = redis.call('HGET', K.worker(t.id), 'idle_handoff')
   if not mode then return nil end
-  local f = redis.call('HMGET', K.job(job_id), 'score', 'class_id')
-  local doc = { s = svc, c = customer, r = req }
-  if not handoff_exact(t, mode, tonumber(f[1]), f[2], doc, now) then return nil end
+  t.doc = { s = svc, c = customer, r = req }
+  if not handoff_exact(t, mode, score, class_id, t.doc, now, queued) then return nil end
+  return t
+end
+
+-- Lease job `job_id` (class `class_id`) to the worker handoff_choice chose, `t`, and push
+-- the claim onto its doorbell. `fresh`: the job was never queued, and these are the fields
+-- lease_job would read from it (lease_job's `known`); nil: it is queued (a batch's job).
+local function hand_over(t, job_id, class_id, now, fresh)
   local key = K.wake(t.id)
   local waiting = math.min(redis.call('LLEN', key), WAKE_CAP)
   clear_idle(t.id)
-  local reply = lease_job(t.id, job_id, f[2], doc, now, { handoff = 1 })
+  local reply = lease_job(t.id, job_id, class_id, t.doc, now, { handoff = 1 }, nil, fresh)
   local tokens = {}
   for i = 1, waiting do tokens[i] = '0' end
   tokens[#tokens + 1] = 'h|' .. reply[2] .. '|' .. cjson.encode({ unpack(reply, 3) })
@@ -146,12 +164,20 @@ local function hand_off(now, job_id, svc, customer, req_json, preferred)
   return t.id
 end
 
--- A new job of `svc` was added: hand it to an idle worker (hand_off), else ring a doorbell
--- for it (queue.lua ring_for). Returns whether no service doorbell was needed.
-local function ring_new(now, job_id, svc, customer, requirements, preferred)
-  if redis.call('EXISTS', K.idle_workers(svc)) == 1
-      and hand_off(now, job_id, svc, customer or '', requirements, preferred) then
-    return true
-  end
-  return ring_for(now, svc, customer, requirements, preferred)
+-- Hand the queued job `job_id` just made claimable (a batch's: submit_batch.lua) to an
+-- idle worker where the header's rules allow. Returns the worker's id, or nil: the caller
+-- rings a doorbell as before. The caller checks first that some worker of `svc` idles.
+local function hand_off(now, job_id, svc, customer, req_json, preferred)
+  local f = redis.call('HMGET', K.job(job_id), 'score', 'class_id')
+  local t = handoff_choice(now, svc, customer, req_json, preferred, tonumber(f[1]), f[2], true)
+  if not t then return nil end
+  return hand_over(t, job_id, f[2], now, nil)
+end
+
+-- For submit_job (its `chooser`): the idle worker a single submission's new job goes to,
+-- decided before it is queued, so that a handed job never enters, and leaves, the pending
+-- structures; nil when no worker of `svc` idles or none may take it now.
+local function choose_for_new(now, svc, customer, req_json, preferred, score, class_id)
+  if redis.call('EXISTS', K.idle_workers(svc)) == 0 then return nil end
+  return handoff_choice(now, svc, customer or '', req_json, preferred, score, class_id, false)
 end

@@ -13,22 +13,26 @@
 -- fences it; the lease goes into jobs:active:{worker} and its deadline into jobs:active.
 -- `event` holds the 'claimed' event's fields besides worker_id, wait_ms and how long
 -- policies held the job (a handoff's handoff = 1); `fair_charge` (nil: none) is what its
--- completion charges to its customer's fair-share usage (fair.lua). Returns claim.lua's
--- reply {'job', token, field1, value1, ...}.
-local function lease_job(worker_id, job_id, class_id, doc, now, event, fair_charge)
+-- completion charges to its customer's fair-share usage (fair.lua). `known` (nil for a
+-- queued job): the job was never queued (a single submission handed over at once,
+-- handoff.lua), and these are the fields below that the lease would read from it, as HMGET
+-- would return them. Returns claim.lua's reply {'job', token, field1, value1, ...}.
+local function lease_job(worker_id, job_id, class_id, doc, now, event, fair_charge, known)
   local job_key = K.job(job_id)
   local svc, customer = doc.s, doc.c
-  redis.call('ZREM', K.job_class(class_id), job_id)
-  redis.call('ZREM', K.pending, job_id)
-  redis.call('ZREM', K.unclaimed, job_id)
-  refresh_class(class_id, svc, customer)
+  if not known then
+    redis.call('ZREM', K.job_class(class_id), job_id)
+    redis.call('ZREM', K.pending, job_id)
+    redis.call('ZREM', K.unclaimed, job_id)
+    refresh_class(class_id, svc, customer)
+  end
   local token = int(redis.call('INCR', K.tokens))
   local isolation = val(doc.r.customer_isolation) or 'none'
   -- One read of what the lease, the statistics and the event need from the job, and the
   -- event's sequence number written with the status: a claim is the hottest script, and
   -- every redis.call costs it a few microseconds.
-  local f = redis.call('HMGET', job_key, 'timeout_ms', 'created_at', 'event_seq', 'held_by',
-    'held_since', 'held_at', 'attempts')
+  local f = known or redis.call('HMGET', job_key, 'timeout_ms', 'created_at', 'event_seq',
+    'held_by', 'held_since', 'held_at', 'attempts')
   local seq = (tonumber(f[3]) or 0) + 1
   -- How long policies held this job (the lease clears the held_* fields): from its first
   -- bounded pass-over to now, and to its last pass-over (the bound limits that one).

@@ -28,7 +28,13 @@ end
 -- then submission order, where seq comes from one Redis counter, so equal priorities are
 -- FIFO even within one millisecond. `seq`: the job's number where the caller drew it from
 -- that counter already (submit_batch.lua draws a batch's at once; nil: drawn here).
-local function submit_job(job_id, idem, class_id, priority, first, last, now, seq)
+-- `chooser` (nil: none) is asked, with ring_for's arguments and the job's score and class,
+-- for an idle worker to hand the job to (handoff.lua choose_for_new) before the job is
+-- queued; where it names one, the job is written but queued nowhere, and is returned
+-- after ring_for's arguments with `known` set to the fields lease_job reads, for the
+-- caller to hand it over. Its position is then the number of pending jobs ranked ahead of
+-- it, as ZRANK would give once queued.
+local function submit_job(job_id, idem, class_id, priority, first, last, now, seq, chooser)
   if idem ~= '' then
     local existing = redis.call('GET', K.idempotency(idem))
     if existing and redis.call('EXISTS', K.job(existing)) == 1 then
@@ -51,16 +57,26 @@ local function submit_job(job_id, idem, class_id, priority, first, last, now, se
     given[ARGV[i]] = ARGV[i + 1]
   end
   local svc, customer = given['service_type'], given['customer_id'] or ''
+  local requirements, preferred = given['requirements'], given['preferred_models']
+  local taker = chooser and chooser(now, svc, customer, requirements, preferred,
+    tonumber(score), class_id)
   redis.call('HSET', job_key, unpack(fields))
-  redis.call('ZADD', K.pending, score, job_id)
-  redis.call('ZADD', K.unclaimed, int(now), job_id)  -- until a worker first claims it
-  enqueue_in_class(job_id, score, class_id, svc, customer, given['requirements'],
-    given['preferred_models'])
+  if not taker then
+    redis.call('ZADD', K.pending, score, job_id)
+    redis.call('ZADD', K.unclaimed, int(now), job_id)  -- until a worker first claims it
+    enqueue_in_class(job_id, score, class_id, svc, customer, requirements, preferred)
+  end
   if idem ~= '' then
     redis.call('SET', K.idempotency(idem), job_id, 'PX', retention_ms())
   end
   emit(job_key, job_id, 'accepted', { service_type = svc, priority = tonumber(priority) }, 1,
     customer)
-  return { 1, job_id, int(now), redis.call('ZRANK', K.pending, job_id) }, svc, customer,
-    given['requirements'], given['preferred_models']
+  local position
+  if taker then
+    position = redis.call('ZCOUNT', K.pending, '-inf', '(' .. score)
+    taker.known = { given['timeout_ms'] or false, int(now), '1', false, false, false, '0' }
+  else
+    position = redis.call('ZRANK', K.pending, job_id)
+  end
+  return { 1, job_id, int(now), position }, svc, customer, requirements, preferred, taker
 end
