@@ -4,6 +4,7 @@ the API module reads as the list of state transitions it offers."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -127,6 +128,24 @@ def parse_job(raw: Mapping[Any, Any]) -> Job:
         h = {k.decode(): v.decode() for k, v in raw.items()}
     except AttributeError:  # text already, or a number or nil from a script
         h = {text(k) or "": text(v) or "" for k, v in raw.items()}
+    return job_from_fields(h)
+
+
+def parse_flat_job(flat: Sequence[bytes]) -> Job:
+    """A Job from a script's flat list of the job hash's fields and values, as Redis sends
+    them (bytes): decoded in two C-level passes, with no dict of bytes in between."""
+    keys = map(bytes.decode, flat[::2])
+    return job_from_fields(dict(zip(keys, map(bytes.decode, flat[1::2]), strict=True)))
+
+
+@functools.lru_cache(maxsize=256)
+def _requirements(text: str) -> Requirements:
+    """Requirements are frozen, and a fleet's jobs share few documents: decoded once each."""
+    return msgspec.json.decode(text, type=Requirements)
+
+
+def job_from_fields(h: Mapping[str, str]) -> Job:
+    """Build a Job from the fields of a `job:{id}` hash, as text."""
     timeout_ms = opt_int(h.get("timeout_ms"))
     return Job(
         id=h["id"],
@@ -135,7 +154,7 @@ def parse_job(raw: Mapping[Any, Any]) -> Job:
         priority=int(h.get("priority") or 0),
         effective_priority=int(h.get("effective_priority") or 0),
         payload=orjson.loads(h["payload"]) if h.get("payload") else None,
-        requirements=msgspec.json.decode(h.get("requirements") or "{}", type=Requirements),
+        requirements=_requirements(h.get("requirements") or "{}"),
         preferred_models=orjson.loads(h["preferred_models"]) if h.get("preferred_models") else [],
         status=JobStatus(h["status"]),
         progress=float(h.get("progress") or 0),
@@ -180,7 +199,10 @@ def claim_reply(reply: Sequence[Any]) -> Claim | NoClaim:
     (then the rank of the job not taken, for 'worse')."""
     if text(reply[0]) == "job":
         flat = reply[2:]
-        job = parse_job(dict(zip(flat[::2], flat[1::2], strict=True)))
+        if flat and isinstance(flat[0], bytes):
+            job = parse_flat_job(flat)
+        else:  # text already (a client that decodes replies)
+            job = parse_job(dict(zip(flat[::2], flat[1::2], strict=True)))
         return Claim(job=job, token=text(reply[1]) or "")
     reason, due, nxt = text(reply[1]) or "", text(reply[2]), text(reply[3])
     head = Rank.of(int(reply[4]), int(reply[5])) if reason == "worse" else None
@@ -195,8 +217,8 @@ def wake_reply(value: bytes | str) -> int | Claim:
     if not raw.startswith("h|"):
         return int(raw)
     token, _, fields = raw[2:].partition("|")
-    flat = orjson.loads(fields)
-    return Claim(job=parse_job(dict(zip(flat[::2], flat[1::2], strict=True))), token=token)
+    flat = orjson.loads(fields)  # text: a JSON array of strings
+    return Claim(job=job_from_fields(dict(zip(flat[::2], flat[1::2], strict=True))), token=token)
 
 
 def peek_reply(reply: Sequence[Any]) -> Head | NoClaim:
