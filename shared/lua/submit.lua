@@ -32,7 +32,7 @@ local now = now_ms()
 local reply, svc, customer, requirements, preferred, taker = submit_job(ARGV[4], ARGV[5],
   ARGV[6], ARGV[7], 8, #ARGV, now, nil, choose_for_new)
 if taker then
-  hand_over(taker, reply[2], ARGV[6], now, taker.known)
+  hand_over(taker, reply[2], ARGV[6], now)
 elseif svc then
   ring_for(now, svc, customer, requirements, preferred)
 end

@@ -150,13 +150,14 @@ local function handoff_choice(now, svc, customer, req_json, preferred, score, cl
 end
 
 -- Lease job `job_id` (class `class_id`) to the worker handoff_choice chose, `t`, and push
--- the claim onto its doorbell. `fresh`: the job was never queued, and these are the fields
--- lease_job would read from it (lease_job's `known`); nil: it is queued (a batch's job).
-local function hand_over(t, job_id, class_id, now, fresh)
+-- the claim onto its doorbell. A job never queued carries its time limit in
+-- `t.timeout_ms` (submit_job.lua sets it; false: none); a queued one (a batch's) does not.
+local function hand_over(t, job_id, class_id, now)
   local key = K.wake(t.id)
   local waiting = math.min(redis.call('LLEN', key), WAKE_CAP)
   clear_idle(t.id)
-  local reply = lease_job(t.id, job_id, class_id, t.doc, now, { handoff = 1 }, nil, fresh)
+  local known = t.timeout_ms ~= nil and unqueued_job_fields(t.timeout_ms, now) or nil
+  local reply = lease_job(t.id, job_id, class_id, t.doc, now, { handoff = 1 }, nil, known)
   local tokens = {}
   for i = 1, waiting do tokens[i] = '0' end
   tokens[#tokens + 1] = 'h|' .. reply[2] .. '|' .. cjson.encode({ unpack(reply, 3) })
@@ -171,7 +172,7 @@ local function hand_off(now, job_id, svc, customer, req_json, preferred)
   local f = redis.call('HMGET', K.job(job_id), 'score', 'class_id')
   local t = handoff_choice(now, svc, customer, req_json, preferred, tonumber(f[1]), f[2], true)
   if not t then return nil end
-  return hand_over(t, job_id, f[2], now, nil)
+  return hand_over(t, job_id, f[2], now)
 end
 
 -- For submit_job (its `chooser`): the idle worker a single submission's new job goes to,

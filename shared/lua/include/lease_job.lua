@@ -8,15 +8,22 @@
 --- @include "events"
 --- @include "queue"
 
+-- What the lease reads from a job (the HMGET in lease_job, in its order) when the job was
+-- just written by submit_job.lua and queued nowhere (a single submission handed over at
+-- once, handoff.lua): its time limit (`timeout_ms`, false for none), created now, one event
+-- so far ('accepted'), no hold, no attempt.
+local function unqueued_job_fields(timeout_ms, now)
+  return { timeout_ms, int(now), '1', false, false, false, '0' }
+end
+
 -- Take `job_id` (pending, claimable, in class `class_id` whose document is `doc`) for
 -- `worker_id` at `now`: it leaves its class, jobs:pending and jobs:unclaimed; a new token
 -- fences it; the lease goes into jobs:active:{worker} and its deadline into jobs:active.
 -- `event` holds the 'claimed' event's fields besides worker_id, wait_ms and how long
 -- policies held the job (a handoff's handoff = 1); `fair_charge` (nil: none) is what its
 -- completion charges to its customer's fair-share usage (fair.lua). `known` (nil for a
--- queued job): the job was never queued (a single submission handed over at once,
--- handoff.lua), and these are the fields below that the lease would read from it, as HMGET
--- would return them. Returns claim.lua's reply {'job', token, field1, value1, ...}.
+-- queued job): the job was never queued, and these are the fields the lease would read
+-- from it (unqueued_job_fields). Returns claim.lua's reply {'job', token, field1, value1, ...}.
 local function lease_job(worker_id, job_id, class_id, doc, now, event, fair_charge, known)
   local job_key = K.job(job_id)
   local svc, customer = doc.s, doc.c

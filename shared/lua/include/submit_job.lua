@@ -31,9 +31,9 @@ end
 -- `chooser` (nil: none) is asked, with ring_for's arguments and the job's score and class,
 -- for an idle worker to hand the job to (handoff.lua choose_for_new) before the job is
 -- queued; where it names one, the job is written but queued nowhere, and is returned
--- after ring_for's arguments with `known` set to the fields lease_job reads, for the
--- caller to hand it over. Its position is then the number of pending jobs ranked ahead of
--- it, as ZRANK would give once queued.
+-- after ring_for's arguments, with the job's `timeout_ms` (false: none), for the caller to
+-- hand it over (handoff.lua hand_over). Its position is then the number of pending jobs
+-- ranked ahead of it, as ZRANK would give once queued.
 local function submit_job(job_id, idem, class_id, priority, first, last, now, seq, chooser)
   if idem ~= '' then
     local existing = redis.call('GET', K.idempotency(idem))
@@ -74,7 +74,7 @@ local function submit_job(job_id, idem, class_id, priority, first, last, now, se
   local position
   if taker then
     position = redis.call('ZCOUNT', K.pending, '-inf', '(' .. score)
-    taker.known = { given['timeout_ms'] or false, int(now), '1', false, false, false, '0' }
+    taker.timeout_ms = given['timeout_ms'] or false
   else
     position = redis.call('ZRANK', K.pending, job_id)
   end
