@@ -20,6 +20,9 @@ Every install comes from the lock, with hashes, so a new release of a dependency
 what CI runs; pyproject keeps ranges for people who install the hub or worker themselves.
 When the lock or pyproject changes, .venv is rebuilt from scratch.
 
+pytest runs in two processes (pytest-xdist, a file whole in one); EMP_TEST_PROCESSES=N sets
+how many (0: pytest's own process alone), as does passing -n yourself.
+
 Environment: EMP_ALLOW_NO_TESTS=1 makes "pytest collected no tests" (exit 5) count as success.
 Before pytest, `test` installs Debian's chromium for the browser tests when it is missing and
 this is root on Debian (best effort: the browser tests skip, saying why, if it cannot). Setting
@@ -316,7 +319,7 @@ def cmd_test(args: list[str]) -> int:
     base = start_container_base(python)
     lint_steps(python)
     ensure_browser()
-    code = run([python, "-m", "pytest", *COVERAGE, *args])
+    code = run([python, "-m", "pytest", *COVERAGE, *parallel(args), *args])
     if base is not None and base.poll() is None:
         base.terminate()  # pytest did not need it (the container tests were deselected)
         base.wait()
@@ -336,13 +339,27 @@ def test_latest(args: list[str]) -> int:
     failed = [" ".join(step) for step in LINTERS if run([python, "-m", *step], env) != 0]
     ensure_browser()
     ensure_container_tools()
-    code = pytest_outcome(run([python, "-m", "pytest", *COVERAGE, *args], env))
+    code = pytest_outcome(run([python, "-m", "pytest", *COVERAGE, *parallel(args), *args], env))
     report_coverage(python, env)
     report_drift(python)
     if code != 0:
         failed.append("pytest")
     say("--latest: " + (f"FAILED: {', '.join(failed)}" if failed else "all green"))
     return 1 if failed else 0
+
+
+# Test processes (pytest-xdist) unless EMP_TEST_PROCESSES says otherwise (0: one, in pytest's
+# own process). Two is what the suite is checked with in CI, on 2 cores: most of its time is
+# spent waiting on real servers and processes, which two processes overlap. Each file runs
+# whole in one process (--dist loadfile): its fixtures and its tests' order stay as written.
+TEST_PROCESSES = "2"
+
+
+def parallel(args: list[str]) -> list[str]:
+    """pytest-xdist's arguments, unless the caller chose (-n / --numprocesses / -p no:xdist)."""
+    if any(arg.startswith(("-n", "--numprocesses")) or arg == "no:xdist" for arg in args):
+        return []
+    return ["-n", os.environ.get("EMP_TEST_PROCESSES", TEST_PROCESSES), "--dist", "loadfile"]
 
 
 def pytest_outcome(code: int) -> int:

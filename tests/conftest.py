@@ -1,7 +1,8 @@
 """Root fixtures: every test that asks for Redis gets a real, private, empty server.
 
 - ``redis_server_url`` (session): ``EMP_TEST_REDIS_URL`` when set (never port 6379 unless
-  ``EMP_TEST_ALLOW_6379=1``), else one :class:`EmbeddedRedis` on a free port for the whole run.
+  ``EMP_TEST_ALLOW_6379=1``; one test process only), else one :class:`EmbeddedRedis` on a free
+  port for the whole run of each test process.
 - ``redis_url`` (function): the same URL, after ``FLUSHALL``, so tests are isolated.
 - ``redis`` (async, function): a client on ``redis_url`` from ``shared.redis_client.connect``.
 
@@ -60,6 +61,18 @@ def _check_external_url(url: str) -> None:
         pytest.exit(
             "EMP_TEST_REDIS_URL points at port 6379, which may be a real Redis: the tests run "
             "FLUSHALL. Use another port, or set EMP_TEST_ALLOW_6379=1 if you really mean it.",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every test empties the server it is given: test processes sharing one external server
+    # (python3 dev.py test runs two) would empty each other's.
+    processes = getattr(config.option, "numprocesses", None)
+    if os.environ.get("EMP_TEST_REDIS_URL", "").strip() and processes:
+        pytest.exit(
+            "EMP_TEST_REDIS_URL is one server, and every test FLUSHALLs it: run the tests in "
+            "one process (EMP_TEST_PROCESSES=0 python3 dev.py test, or pytest -n 0)",
             returncode=pytest.ExitCode.USAGE_ERROR,
         )
 

@@ -10,6 +10,7 @@ only another listener can collide, and `bind` checks that at choosing time.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from pathlib import Path
@@ -36,14 +37,29 @@ def _ephemeral_start() -> int:
 _given: set[int] = set()
 
 
+def own_range(lowest: int, top: int) -> tuple[int, int]:
+    """This test process's share of [lowest, top). The suite runs in several processes
+    (pytest-xdist), and `_given` remembers only this one's ports: two processes choosing
+    before either server binds could pick the same port. Each takes a slice of its own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 2:
+        return lowest, top
+    index = int(worker[2:]) % count
+    width = (top - lowest) // count
+    return lowest + index * width, lowest + (index + 1) * width
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on now and that this process has not handed out before, outside
-    the ephemeral range where the system allows it (otherwise one the kernel chose)."""
+    the ephemeral range where the system allows it (otherwise one the kernel chose), in this
+    test process's own slice of that room (`own_range`)."""
     top = _ephemeral_start()
     if top - LOWEST < 1_000:  # an unusual range: no room below it
         return _kernel_port(host)
+    lowest, top = own_range(LOWEST, top)
     for _ in range(100):
-        port = _rng.randrange(LOWEST, top)
+        port = _rng.randrange(lowest, top)
         if port in _given:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -5,12 +5,15 @@ or flags, read by its output and exit code (0 ok, 1 job failed, 2 bad input, 3 n
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import pty
 import socket
+import struct
 import subprocess
 import sys
+import termios
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +51,13 @@ class Ran:
 
 
 def cli_env(hub: str | None, token: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMP_")}
+    # Nor the size of the terminal the tests were started from (pytest-xdist's processes set
+    # COLUMNS): a test that gives the CLI a terminal says how wide it is.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("EMP_") and k not in ("COLUMNS", "LINES")
+    }
     env["PYTHONPATH"] = str(ROOT)
     if hub is not None:
         env["EMP_HUB_URL"] = hub
@@ -252,6 +261,8 @@ async def test_watch_draws_a_progress_bar_on_a_terminal(hub: RunningHub) -> None
     async with client(hub.url) as sdk:
         handle = await sdk.submit("simulation", sim(steps=4, step_ms=50))
     screen, terminal = pty.openpty()
+    # 120 columns, 24 lines: room for the whole line (a pty is 0 x 0 until told).
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "emp", "watch", handle.id,
         env=cli_env(hub.url, CLIENT_TOKEN), cwd=ROOT,
