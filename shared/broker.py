@@ -509,8 +509,8 @@ class Broker:
         The connection used must not have a socket timeout shorter than `timeout`."""
         if not services:
             return None
-        popped = await self.redis.blpop(
-            self.wake_keys(services, worker_id), timeout=max(timeout, 0.01)
+        popped = await self._scripts.command(
+            "BLPOP", *self.wake_keys(services, worker_id), max(timeout, 0.01)
         )
         if popped is None:
             return None

@@ -177,6 +177,14 @@ class Scripts:
             await self._settle([exc], name, set())
         return (await self.call_many(name, [args]))[0]
 
+    async def command(self, *args: str | int | float | bytes) -> Any:
+        """A plain command, unparsed, on `_direct`'s path: the worker's BLPOP for work,
+        made after every job an idle worker finishes, whose redis-py wrapping would cost
+        what it costs a script call. Where `_direct` cannot run, redis-py's own path."""
+        if self._pool is None:
+            return await self._redis.execute_command(*args)
+        return await self._direct(args)
+
     async def _direct(self, command: tuple[str | int | float | bytes, ...]) -> Any:
         """One command on a pooled connection, without the rest of redis-py's per-command
         wrapping (timing and metrics hooks, event dispatch): about 20 us of the ~65 us a
