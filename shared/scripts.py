@@ -149,10 +149,12 @@ class Scripts:
         # Connections `_direct` keeps between calls, taken from that pool (which counts
         # them as in use, and closes them with its others when the client is closed).
         self._kept: list[Any] = [] if self._pool is None else _kept_for(self._pool)
-        # At most an eighth of the pool: a kept connection is one the pool cannot lend to
-        # anything else (a pipeline, a read), so a small pool keeps none.
+        # At most a quarter of the pool: a kept connection is one the pool cannot lend to
+        # anything else (a pipeline, a read), so a pool of two or three keeps none. A
+        # worker's waiting client (four: its waits, the control channel) keeps one for its
+        # waits, which then skip the pool's lock and hooks.
         self._kept_max = (
-            0 if self._pool is None else min(KEPT_CONNECTIONS, self._pool.max_connections // 8)
+            0 if self._pool is None else min(KEPT_CONNECTIONS, self._pool.max_connections // 4)
         )
 
     def _command(self, name: str, args: Sequence[str | int | float | bytes]) -> tuple[Any, ...]:
