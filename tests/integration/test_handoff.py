@@ -102,6 +102,45 @@ async def test_a_job_submitted_while_a_worker_waits_reaches_its_wait_leased_to_i
     assert await handing.complete("w", "j", claim.token, {"ok": True}) == "ok"
 
 
+async def test_a_handed_job_is_the_job_as_stored_field_for_field(
+    broker: Broker, handing: Broker, blocking: Redis
+) -> None:
+    """The handed claim carries the job hash as the lease left it: every field equal to
+    what a read of the stored job gives, optional ones included, though the job was never
+    queued and its lease read nothing of it back but the hash itself."""
+    await idle(handing, "w", caps(hardware={"gpus": [gpu(24)]}, models=["sdxl"]))
+    request = job(
+        id="full",
+        customer_id="acme",
+        priority=70,
+        payload={"prompt": "a cat", "steps": 4},
+        requirements={"hardware": {"gpu": {"memory_gb": 16}}, "models": ["sdxl"]},
+        tags=["nightly", "cats"],
+        deadline="2031-05-01T10:00:00+02:00",
+        timeout_seconds=90,
+        max_retries=2,
+    )
+    await broker.submit(request)
+    claim = await Broker(blocking, handing.settings).wait_for_work(["sim"], 5, worker_id="w")
+    assert isinstance(claim, Claim)
+    stored = await broker.get("full")
+    assert stored is not None
+    assert claim.job == stored
+    assert (claim.job.status, claim.job.worker_id, claim.job.customer_id) == (
+        JobStatus.ACTIVE,
+        "w",
+        "acme",
+    )
+    assert (claim.job.tags, claim.job.timeout_seconds, claim.job.max_retries) == (
+        ["nightly", "cats"],
+        90,
+        2,
+    )
+    assert claim.job.preferred_models == ["sdxl"]
+    assert claim.job.event_seq == 2  # accepted, claimed
+    assert await handing.complete("w", "full", claim.token, {"ok": True}) == "ok"
+
+
 async def test_a_running_worker_runs_a_job_handed_to_it_without_a_claim_call(
     broker: Broker, redis_url: str
 ) -> None:

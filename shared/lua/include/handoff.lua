@@ -142,7 +142,7 @@ local function handoff_choice(now, svc, customer, req_json, preferred, score, cl
   local models = (preferred and preferred ~= '') and cjson.decode(preferred) or {}
   local t = handoff_target(now, svc, customer, req, models)
   if not t then return nil end
-  local mode = redis.call('HGET', K.worker(t.id), 'idle_handoff')
+  local mode = t.w.handoff
   if not mode then return nil end
   t.doc = { s = svc, c = customer, r = req }
   if not handoff_exact(t, mode, score, class_id, t.doc, now, queued) then return nil end
@@ -155,7 +155,9 @@ end
 local function hand_over(t, job_id, class_id, now)
   local key = K.wake(t.id)
   local waiting = math.min(redis.call('LLEN', key), WAKE_CAP)
-  clear_idle(t.id)
+  -- What idle_worker read of its hash in this call. Only a warm wake-up earlier in the same
+  -- batch can have changed it since (it clears idle_warm): clearing that again is a no-op.
+  clear_idle(t.id, t.w.idle_in, t.w.idle_warm)
   local known = t.timeout_ms ~= nil and unqueued_job_fields(t.timeout_ms, now) or nil
   local reply = lease_job(t.id, job_id, class_id, t.doc, now, { handoff = 1 }, nil, known)
   local tokens = {}

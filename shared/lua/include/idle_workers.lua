@@ -59,10 +59,12 @@ local function idle_size(caps)
 end
 
 -- Take `worker_id` out of the warm index: of warm:{svc}:{model} for each service in
--- `services` (a list) and each model its hash's idle_warm records.
-local function clear_warm(worker_id, services)
+-- `services` (a list) and each model its hash's idle_warm records (`idle_warm`: that
+-- field where the caller read it in this call, false when absent; nil: read here).
+local function clear_warm(worker_id, services, idle_warm)
   local worker_key = K.worker(worker_id)
-  local warm = redis.call('HGET', worker_key, 'idle_warm')
+  local warm = idle_warm
+  if warm == nil then warm = redis.call('HGET', worker_key, 'idle_warm') end
   if not warm then return end
   for _, model in ipairs(cjson.decode(warm)) do
     for _, svc in ipairs(services) do
@@ -74,8 +76,9 @@ end
 
 -- Take `worker_id` out of the idle index (and the warm index) and drop the wake-ups still
 -- waiting for it. Safe to call for a worker that is not idle (one HGET, none where the
--- caller passes its hash's `idle_in`, false when absent, read in the same script call).
-local function clear_idle(worker_id, idle_in)
+-- caller passes its hash's `idle_in`, false when absent, read in the same script call;
+-- likewise `idle_warm` for clear_warm).
+local function clear_idle(worker_id, idle_in, idle_warm)
   local worker_key = K.worker(worker_id)
   local indexed = idle_in
   if indexed == nil then indexed = redis.call('HGET', worker_key, 'idle_in') end
@@ -84,7 +87,7 @@ local function clear_idle(worker_id, idle_in)
   for _, svc in ipairs(services) do
     redis.call('ZREM', K.idle_workers(svc), worker_id)
   end
-  clear_warm(worker_id, services)
+  clear_warm(worker_id, services, idle_warm)
   redis.call('HDEL', worker_key, 'idle_in', 'idle_caps', 'idle_handoff')
   -- Only wake-up tokens ('0') can be waiting here, never a handed job: a handoff takes the
   -- worker out of this index first, and only an 'empty' claim puts it back, which takes
@@ -172,15 +175,19 @@ end
 
 -- The idle worker `worker_id` as smaller_idle_match needs it ({caps=, running=}), or false
 -- when it no longer counts: its heartbeat lapsed (not reaped yet), it is paused or
--- draining, or its record is gone.
+-- draining, or its record is gone. The entry also holds what a handoff to it reads from
+-- its hash (handoff.lua): `handoff` (idle_handoff, false: none), and what clear_idle takes
+-- out, `idle_in` and `idle_warm` (false: none): the same HMGET, not three HGETs more.
 local function idle_worker(worker_id, now)
   local known = idle_seen[worker_id]
   if known ~= nil then return known end
   local alive = tonumber(redis.call('ZSCORE', K.workers, worker_id) or '')
-  local f = redis.call('HMGET', K.worker(worker_id), 'state', 'idle_caps')
+  local f = redis.call('HMGET', K.worker(worker_id), 'state', 'idle_caps', 'idle_handoff',
+    'idle_in', 'idle_warm')
   local found = false
   if alive and alive >= now and f[2] and f[1] ~= 'paused' and f[1] ~= 'draining' then
-    found = { caps = prepare_caps(f[2]), running = held_by(worker_id) }
+    found = { caps = prepare_caps(f[2]), running = held_by(worker_id), handoff = f[3],
+      idle_in = f[4], idle_warm = f[5] }
   end
   idle_seen[worker_id] = found
   return found
