@@ -17,6 +17,9 @@ private Redis, so a missed target can be set against them:
   (INFO commandstats): the real cost, split into server and everything else;
 * a relay between two processes (bench/relay.py), p50 and p99, synchronous and asyncio: the
   least a job's round trip through Redis with an idle worker costs, W3's floor;
+* the same round trip in the shape the side-by-side W3 measures this project in (relay.py's
+  `events`: the submission writes two events the client then reads at once, before a
+  blocking read for the third), with the least scripts: W3's floor for this project there;
 * a drain with one slot at its least: `Broker.complete_and_claim` in a loop, as a worker
   with one slot calls it, and nothing else (no connector, no bookkeeping), and Redis's own
   time for its script: W2-with-one-slot's floor. One slot cannot overlap its own work with
@@ -47,6 +50,7 @@ from shared.scripts import script_call_stats
 from shared.validation import convert
 
 PING = b"*1\r\n$4\r\nPING\r\n"
+W3_SHAPE = "W3 as bench-peers reads it, least scripts, redis-py asyncio"
 DRAIN_WORKER = "floor-drain"
 # W2's job and worker (bench-peers): no requirements; a worker without a GPU.
 DRAIN_REQUEST = convert({"service_type": "floor", "payload": {}}, JobRequest)
@@ -196,6 +200,9 @@ async def measure(n: int) -> str:
             label = f"relay round trip, 2 processes, redis-py {stack}"
             rows.append([f"{label} (p50)", f"{median(times):.1f}"])
             rows.append([f"{label} (p99)", f"{percentile(times, 99):.1f}"])
+        times = await round_trips_us(url, "events", trips)
+        rows.append([f"{W3_SHAPE} (p50)", f"{median(times):.1f}"])
+        rows.append([f"{W3_SHAPE} (p99)", f"{percentile(times, 99):.1f}"])
         drain, drain_server = await _one_slot_drain_us(client, min(n, 5_000))
         rows.append(
             ["drain, 1 slot: Broker.complete_and_claim per job, nothing else", f"{drain:.1f}"]

@@ -1,11 +1,12 @@
 """`bench floor`: each client stack's round trip, measured against a real Redis, so a missed
 ratio target in `bench peers` can be set against what one round trip costs that day; the
-relay between two processes (bench/relay.py), the least a job's round trip costs; and a drain
+relay between two processes (bench/relay.py), the least a job's round trip costs, also in the
+shape bench-peers' W3 measures this project in; and a drain
 with one slot at its least, the least a job costs a worker with one slot."""
 
 from __future__ import annotations
 
-from bench.floor import measure
+from bench.floor import W3_SHAPE, measure
 from bench.report import parse_tables
 
 
@@ -22,6 +23,7 @@ async def test_floor_measures_every_client_stack_and_the_submit_split() -> None:
         "  of which Redis runs submit.lua",
         "relay round trip, 2 processes, redis-py sync (p50)",
         "relay round trip, 2 processes, redis-py asyncio (p50)",
+        f"{W3_SHAPE} (p50)",
         "drain, 1 slot: Broker.complete_and_claim per job, nothing else",
         "  of which Redis runs complete_claim.lua",
     ):
@@ -31,6 +33,9 @@ async def test_floor_measures_every_client_stack_and_the_submit_split() -> None:
     drain = "drain, 1 slot: Broker.complete_and_claim per job, nothing else"
     assert measured["of which Redis runs complete_claim.lua"] < measured[drain]
     # A relay is two processes' round trips: a percentile, never below its median.
-    for stack in ("sync", "asyncio"):
-        label = f"relay round trip, 2 processes, redis-py {stack}"
+    for label in (
+        "relay round trip, 2 processes, redis-py sync",
+        "relay round trip, 2 processes, redis-py asyncio",
+        W3_SHAPE,
+    ):
         assert measured[f"{label} (p99)"] >= measured[f"{label} (p50)"]
