@@ -33,8 +33,8 @@
 -- that one). Deciding before queueing keeps (a) and (b) exact: in strict order, a job not
 -- yet in its class ranks ahead of every class's head exactly when, queued, it would head
 -- them all; with policies on, it is stricter still (its own class, holding older jobs of
--- lower priority, keeps it on the doorbell path, where a claim takes it). Otherwise the job rings a
--- doorbell as before (queue.lua ring_for) and a claim takes it.
+-- lower priority, keeps it on the doorbell path, where a claim takes it). Otherwise the
+-- job rings a doorbell as before (queue.lua ring_for) and a claim takes it.
 --
 -- No handed job is lost:
 --  * The handoff takes the worker out of the idle index (clear_idle) before pushing its

@@ -262,10 +262,10 @@ end
 -- worker's id, or nil: the caller rings the service's doorbell then.
 local function wake_warm(svc, customer, req_json, models, now)
   if #models == 0 then return nil end
-  local id = warm_idle_worker(svc, customer, req_json, models, now)
+  local id, w = warm_idle_worker(svc, customer, req_json, models, now)
   if not id then return nil end
-  local indexed = redis.call('HGET', K.worker(id), 'idle_in')
-  clear_warm(id, indexed and cjson.decode(indexed) or {})
+  -- idle_in and idle_warm as idle_worker read them in this call.
+  clear_warm(id, w.idle_in and cjson.decode(w.idle_in) or {}, w.idle_warm)
   ring_worker(id)
   return id
 end
