@@ -212,7 +212,8 @@ def claim_reply(reply: Sequence[Any]) -> Claim | NoClaim:
 def wake_reply(value: bytes | str) -> int | Claim:
     """A token popped from a doorbell: a wake-up's hop count, or a job handed to this
     worker, 'h|<token>|<JSON array of the job hash's fields and values>'
-    (shared/lua/include/handoff.lua)."""
+    (shared/lua/include/handoff.lua). A name may come twice, the later value being the
+    one stored: the dict keeps it."""
     raw = text(value) or "0"
     if not raw.startswith("h|"):
         return int(raw)

@@ -107,7 +107,8 @@ async def test_a_handed_job_is_the_job_as_stored_field_for_field(
 ) -> None:
     """The handed claim carries the job hash as the lease left it: every field equal to
     what a read of the stored job gives, optional ones included, though the job was never
-    queued and its lease read nothing of it back but the hash itself."""
+    queued and the token is built from what the submission and the lease wrote, not read
+    back from the hash."""
     await idle(handing, "w", caps(hardware={"gpus": [gpu(24)]}, models=["sdxl"]))
     request = job(
         id="full",

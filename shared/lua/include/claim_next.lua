@@ -67,13 +67,11 @@ local function gpus_of(doc)
   return (gpu and val(gpu.count)) or 1
 end
 
--- The scheduling policies of the call's last claim: complete_claim.lua claims once per
--- completion it carries, with the same ones each time. Only for this call
--- (begin_claim_next). The capabilities have a memo of their own (matching.lua).
-local last_scheduling, last_sched
-local function begin_claim_next()
-  last_scheduling, last_sched = nil, nil
-end
+-- Parsed scheduling policies, by their text: a worker claims with the same text every
+-- time, and parsing it (a string.match, a string.gmatch and a table per policy) was the
+-- dearest part of an empty claim after its Redis calls. Callers never change the parsed
+-- table. A fleet has few texts; two generations of 16 keep them (common.lua new_memo).
+local sched_memo = new_memo(16)
 
 -- Take the best pending job `worker_id` can run, under a lease. Returns {'job', token,
 -- field1, value1, ...} or {'none', reason, next_due_ms, next_offset[, priority,
@@ -100,10 +98,8 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
   local caps = prepare_caps(caps_json)
   local lease_key = K.leases(worker_id)
   local running = running_of(lease_key, elsewhere)
-  if scheduling ~= last_scheduling or last_sched == nil then
-    last_scheduling, last_sched = scheduling, parse_scheduling(scheduling)
-  end
-  local sched = last_sched
+  local sched = (scheduling and scheduling ~= '') and memoized(sched_memo, scheduling,
+    parse_scheduling) or nil
   local best, truncated, decision = find_best(worker_id, caps, running, budget, offset, now,
     sched)
 

@@ -45,11 +45,32 @@ end
 -- The scripts pass numbers to redis.call as text made here, and constants as text literals:
 -- Redis 7.0 formats a Lua number argument with '%.17g', by the same float path, and that
 -- was about 8% of a claim's instructions (`python -m bench instructions`, README).
+-- Even '%d' costs a string.format call, a sprintf and a new string each time (about 2,800
+-- cycles, measured per Lua line), and a call formats the same few numbers again and again:
+-- its `now` five times or more, its minute, small event numbers. So the text is kept in a
+-- memo of two generations of INT_MEMO_MAX numbers (as new_memo below, inlined: this is
+-- the hottest helper), where a repeat costs one table read. NaN, which no table may hold
+-- as a key, is formatted each time.
+local INT_MEMO_MAX = 512
+local int_memo_newer, int_memo_older, int_memo_size = {}, {}, 0
 local function int(x)
-  if x % 1 == 0 and x < 9007199254740992 and x > -9007199254740992 then
-    return string.format('%d', x)
+  local text = int_memo_newer[x]
+  if text then return text end
+  if x ~= x then return string.format('%.0f', x) end
+  text = int_memo_older[x]
+  if not text then
+    if x % 1 == 0 and x < 9007199254740992 and x > -9007199254740992 then
+      text = string.format('%d', x)
+    else
+      text = string.format('%.0f', x)
+    end
   end
-  return string.format('%.0f', x)
+  if int_memo_size >= INT_MEMO_MAX then
+    int_memo_newer, int_memo_older, int_memo_size = {}, int_memo_newer, 0
+  end
+  int_memo_newer[x] = text
+  int_memo_size = int_memo_size + 1
+  return text
 end
 
 local function val(x)

@@ -4,8 +4,9 @@
 -- accepts handoffs can run it now, the same call takes the job for that worker under a
 -- lease (lease_job.lua, exactly as its claim would) and pushes onto its own doorbell,
 -- wake:{worker}, a token that carries the claim: 'h|<token>|<job hash as a JSON array of
--- field, value>'. Broker.wait_for_work returns it as a Claim, so the worker starts the job
--- with no claim round trip.
+-- field, value>' (a name may come twice: the later value is the stored one; lease_job.lua).
+-- Broker.wait_for_work returns it as a Claim, so the worker starts the job with no claim
+-- round trip.
 --
 -- Who accepts: only a worker whose last claim said so (claim.lua ARGV[14], complete_claim.lua
 -- ARGV[12]); its 'empty' claim records `idle_handoff` in its hash, '1' for a worker claiming
@@ -151,7 +152,9 @@ end
 
 -- Lease job `job_id` (class `class_id`) to the worker handoff_choice chose, `t`, and push
 -- the claim onto its doorbell. A job never queued carries its time limit in
--- `t.timeout_ms` (submit_job.lua sets it; false: none); a queued one (a batch's) does not.
+-- `t.timeout_ms` (submit_job.lua sets it; false: none) and the fields written, in
+-- `t.fields`, which the token then carries without reading the hash back; a queued one (a
+-- batch's) has neither.
 local function hand_over(t, job_id, class_id, now)
   local key = K.wake(t.id)
   local waiting = math.min(redis.call('LLEN', key), WAKE_CAP)
@@ -159,7 +162,8 @@ local function hand_over(t, job_id, class_id, now)
   -- batch can have changed it since (it clears idle_warm): clearing that again is a no-op.
   clear_idle(t.id, t.w.idle_in, t.w.idle_warm)
   local known = t.timeout_ms ~= nil and unqueued_job_fields(t.timeout_ms, now) or nil
-  local reply = lease_job(t.id, job_id, class_id, t.doc, now, { handoff = 1 }, nil, known)
+  local reply = lease_job(t.id, job_id, class_id, t.doc, now, { handoff = 1 }, nil, known,
+    t.fields)
   local tokens = {}
   for i = 1, waiting do tokens[i] = '0' end
   tokens[#tokens + 1] = 'h|' .. reply[2] .. '|' .. cjson.encode({ unpack(reply, 3) })

@@ -31,8 +31,9 @@ end
 -- `chooser` (nil: none) is asked, with ring_for's arguments and the job's score and class,
 -- for an idle worker to hand the job to (handoff.lua choose_for_new) before the job is
 -- queued; where it names one, the job is written but queued nowhere, and is returned
--- after ring_for's arguments, with the job's `timeout_ms` (false: none), for the caller to
--- hand it over (handoff.lua hand_over). Its position is then the number of pending jobs
+-- after ring_for's arguments, with the job's `timeout_ms` (false: none) and the fields
+-- written (`fields`, the HSET's name, value list), for the caller to hand it over
+-- (handoff.lua hand_over). Its position is then the number of pending jobs
 -- ranked ahead of it, as ZRANK would give once queued.
 local function submit_job(job_id, idem, class_id, priority, first, last, now, seq, chooser)
   if idem ~= '' then
@@ -75,6 +76,7 @@ local function submit_job(job_id, idem, class_id, priority, first, last, now, se
   if taker then
     position = redis.call('ZCOUNT', K.pending, '-inf', '(' .. score)
     taker.timeout_ms = given['timeout_ms'] or false
+    taker.fields = fields
   else
     position = redis.call('ZRANK', K.pending, job_id)
   end
