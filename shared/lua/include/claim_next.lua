@@ -144,5 +144,5 @@ local function claim_next(worker_id, caps_json, budget, offset, hops, max_leases
     record_decision(best, decision, sched, now)
     if sched.on.fair then fair_charge = gpus_of(best_doc) .. '|' .. int(sched.half_life_ms) end
   end
-  return lease_job(worker_id, best_job, best_class, best_doc, now, {}, fair_charge)
+  return claim_reply(lease_job(worker_id, best_job, best_class, best_doc, now, {}, fair_charge))
 end

@@ -94,14 +94,15 @@ local function take_handed(worker_id)
 end
 
 -- The idle worker a job of `svc` would be handed to ({id=, w=idle_worker's entry, warm=}),
--- or nil; see the header for the choice.
-local function handoff_target(now, svc, customer, req, models)
+-- or nil; see the header for the choice. `smallest`: the ids of the HANDOFF_LOOK smallest
+-- idle workers of `svc` where the caller read them (nil: read here).
+local function handoff_target(now, svc, customer, req, models, smallest)
   if #models > 0 then
     -- The worker wake_warm would ring: it or nobody warm.
     local id, w = warm_idle_worker(svc, customer, req, models, now)
     if id then return { id = id, w = w, warm = true } end
   end
-  for _, id in ipairs(redis.call('ZRANGE', K.idle_workers(svc), '0', HANDOFF_LAST)) do
+  for _, id in ipairs(smallest or redis.call('ZRANGE', K.idle_workers(svc), '0', HANDOFF_LAST)) do
     local w = idle_worker(id, now)
     if w and not mismatch(svc, customer, req, w.caps, w.running) then
       return { id = id, w = w, warm = false }
@@ -137,11 +138,13 @@ end
 -- The idle worker a new job of `svc` (customer `customer`, requirements `req_json`,
 -- preferred models `preferred`: ring_for's arguments; `score` and `class_id` its own) goes
 -- to where the header's rules allow, as {id=, w=, warm=, doc=}; nil: none. `queued`: see
--- handoff_exact. The caller checks first that some worker of `svc` idles.
-local function handoff_choice(now, svc, customer, req_json, preferred, score, class_id, queued)
+-- handoff_exact. The caller checks first that some worker of `svc` idles; `smallest`: as
+-- for handoff_target.
+local function handoff_choice(now, svc, customer, req_json, preferred, score, class_id, queued,
+    smallest)
   local req = cjson.decode(req_json)
   local models = (preferred and preferred ~= '') and cjson.decode(preferred) or {}
-  local t = handoff_target(now, svc, customer, req, models)
+  local t = handoff_target(now, svc, customer, req, models, smallest)
   if not t then return nil end
   local mode = t.w.handoff
   if not mode then return nil end
@@ -162,11 +165,11 @@ local function hand_over(t, job_id, class_id, now)
   -- batch can have changed it since (it clears idle_warm): clearing that again is a no-op.
   clear_idle(t.id, t.w.idle_in, t.w.idle_warm)
   local known = t.timeout_ms ~= nil and unqueued_job_fields(t.timeout_ms, now) or nil
-  local reply = lease_job(t.id, job_id, class_id, t.doc, now, { handoff = 1 }, nil, known,
-    t.fields)
+  local token, flat = lease_job(t.id, job_id, class_id, t.doc, now, { handoff = 1 }, nil,
+    known, t.fields)
   local tokens = {}
   for i = 1, waiting do tokens[i] = '0' end
-  tokens[#tokens + 1] = 'h|' .. reply[2] .. '|' .. cjson.encode({ unpack(reply, 3) })
+  tokens[#tokens + 1] = 'h|' .. token .. '|' .. cjson.encode(flat)
   redis.call('LPUSH', key, unpack(tokens))
   return t.id
 end
@@ -185,6 +188,10 @@ end
 -- decided before it is queued, so that a handed job never enters, and leaves, the pending
 -- structures; nil when no worker of `svc` idles or none may take it now.
 local function choose_for_new(now, svc, customer, req_json, preferred, score, class_id)
-  if redis.call('EXISTS', K.idle_workers(svc)) == 0 then return nil end
-  return handoff_choice(now, svc, customer or '', req_json, preferred, score, class_id, false)
+  -- The smallest idle workers, read once: none is the common case of a busy fleet, and
+  -- reading them is no dearer than asking whether there are any.
+  local smallest = redis.call('ZRANGE', K.idle_workers(svc), '0', HANDOFF_LAST)
+  if #smallest == 0 then return nil end
+  return handoff_choice(now, svc, customer or '', req_json, preferred, score, class_id, false,
+    smallest)
 end

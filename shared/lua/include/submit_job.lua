@@ -30,11 +30,12 @@ end
 -- that counter already (submit_batch.lua draws a batch's at once; nil: drawn here).
 -- `chooser` (nil: none) is asked, with ring_for's arguments and the job's score and class,
 -- for an idle worker to hand the job to (handoff.lua choose_for_new) before the job is
--- queued; where it names one, the job is written but queued nowhere, and is returned
--- after ring_for's arguments, with the job's `timeout_ms` (false: none) and the fields
--- written (`fields`, the HSET's name, value list), for the caller to hand it over
--- (handoff.lua hand_over). Its position is then the number of pending jobs
--- ranked ahead of it, as ZRANK would give once queued.
+-- queued; where it names one, the job is queued nowhere and its hash not yet written: it
+-- is returned after ring_for's arguments, with the job's `timeout_ms` (false: none) and
+-- its fields (`fields`, a name, value list), for the caller to hand it over, which writes
+-- the hash with the lease in one HSET (handoff.lua hand_over, lease_job.lua). Its
+-- position is then the number of pending jobs ranked ahead of it, as ZRANK would give once
+-- queued.
 local function submit_job(job_id, idem, class_id, priority, first, last, now, seq, chooser)
   if idem ~= '' then
     local existing = redis.call('GET', K.idempotency(idem))
@@ -61,8 +62,8 @@ local function submit_job(job_id, idem, class_id, priority, first, last, now, se
   local requirements, preferred = given['requirements'], given['preferred_models']
   local taker = chooser and chooser(now, svc, customer, requirements, preferred,
     tonumber(score), class_id)
-  redis.call('HSET', job_key, unpack(fields))
   if not taker then
+    redis.call('HSET', job_key, unpack(fields))
     redis.call('ZADD', K.pending, score, job_id)
     redis.call('ZADD', K.unclaimed, int(now), job_id)  -- until a worker first claims it
     enqueue_in_class(job_id, score, class_id, svc, customer, requirements, preferred)
