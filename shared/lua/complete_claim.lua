@@ -33,8 +33,8 @@ for i = 10, #ARGV, 3 do
   local reply = empty or claim_next(worker_id, caps, budget, 0, 0, max_leases, nil, nil, nil,
     scheduling, handoff)
   if reply[2] == 'empty' then empty = reply end
-  local one = { fence[1] }
-  for j = 1, #reply do one[j + 1] = reply[j] end
-  replies[#replies + 1] = one
+  -- One table constructor (unpack): copying the claim's fields one by one in Lua cost a
+  -- claim about 1% of its cycles.
+  replies[#replies + 1] = { fence[1], unpack(reply) }
 end
 return replies

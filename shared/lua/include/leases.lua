@@ -4,7 +4,6 @@
 -- claimed_ms") and the same worker id and token into the job hash; a worker's report counts
 -- only while both still name it.
 
---- @include "common"
 --- @include "keys"
 
 -- Does `worker_id` hold the job under `token` (status active, same owner, same token)?
@@ -22,7 +21,11 @@ end
 local function fenced(worker_id, job_id, token, also)
   local job_key = K.job(job_id)
   local lease = redis.call('HGET', K.leases(worker_id), job_id)
-  if not lease or split(lease, '|')[1] ~= token then return nil, 'stale' end
+  if not lease then return nil, 'stale' end
+  -- The lease's token: the text before its first '|' (as split(lease, '|')[1], without a
+  -- table and four strings for one comparison).
+  local bar = string.find(lease, '|', 1, true)
+  if (bar and string.sub(lease, 1, bar - 1) or lease) ~= token then return nil, 'stale' end
   local held, status, f = holds(job_key, worker_id, token, also)
   if held then return job_key, nil, f end
   -- The worker still holds a lease on a job that was cancelled: drop the lease now that

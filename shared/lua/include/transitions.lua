@@ -18,11 +18,11 @@ local FINISH_CLEARS = { 'token', 'retry_at', 'fair_charge' }
 -- fields to delete, where the caller knows which of FINISH_CLEARS the job has (nil: all).
 local function finish(job_key, job_id, status, now, fields, known, clears)
   charge_usage(job_key, known)
-  local set = { 'status', status, 'finished_at', int(now) }
   if fields then
-    for _, v in ipairs(fields) do set[#set + 1] = v end
+    redis.call('HSET', job_key, 'status', status, 'finished_at', int(now), unpack(fields))
+  else
+    redis.call('HSET', job_key, 'status', status, 'finished_at', int(now))
   end
-  redis.call('HSET', job_key, unpack(set))
   redis.call('HDEL', job_key, unpack(clears or FINISH_CLEARS))
   redis.call('ZREM', K.active, job_id)
   redis.call('ZADD', K.finished(status), int(now), job_id)
