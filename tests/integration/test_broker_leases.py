@@ -67,6 +67,24 @@ async def test_zombie_worker_is_fenced_out_after_its_job_moves_on(fast: Broker) 
     assert (done.status, done.result) == (JobStatus.COMPLETED, {"ok": 1})
 
 
+async def test_a_report_under_a_token_that_only_begins_like_the_leases_is_stale(
+    fast: Broker, redis: Redis
+) -> None:
+    """The fence compares the whole token the lease records (the text before its first
+    '|'): a prefix of it, or it with the lease's separator, is another token, and such a
+    report leaves the lease as it was."""
+    await redis.set(fast.keys.tokens, 41)
+    await fast.submit(job(id="j"))
+    held = await claim_one(fast, "w1")
+    assert held.token == "42"
+    for other in ("4", "42|", "421", ""):
+        assert await fast.complete("w1", "j", other, {"wrong": other}) == "stale"
+    assert await fast.complete("w1", "j", "42", {"ok": 1}) == "ok"
+    done = await fast.get("j")
+    assert done is not None
+    assert (done.status, done.result) == (JobStatus.COMPLETED, {"ok": 1})
+
+
 async def test_a_heartbeating_worker_keeps_a_long_job(fast: Broker) -> None:
     await fast.submit(job(id="j"))
     claim = await claim_one(fast, "w1")
