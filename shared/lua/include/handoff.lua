@@ -154,19 +154,17 @@ local function handoff_choice(now, svc, customer, req_json, preferred, score, cl
 end
 
 -- Lease job `job_id` (class `class_id`) to the worker handoff_choice chose, `t`, and push
--- the claim onto its doorbell. A job never queued carries its time limit in
--- `t.timeout_ms` (submit_job.lua sets it; false: none) and the fields written, in
--- `t.fields`, which the token then carries without reading the hash back; a queued one (a
--- batch's) has neither.
+-- the claim onto its doorbell. A job never queued comes with `t.new_job` (submit_job.lua
+-- sets it: lease_job.lua's `new_job`), whose fields the token then carries without reading
+-- the hash back; a queued one (a batch's) has none.
 local function hand_over(t, job_id, class_id, now)
   local key = K.wake(t.id)
   local waiting = math.min(redis.call('LLEN', key), WAKE_CAP)
   -- What idle_worker read of its hash in this call. Only a warm wake-up earlier in the same
   -- batch can have changed it since (it clears idle_warm): clearing that again is a no-op.
   clear_idle(t.id, t.w.idle_in, t.w.idle_warm)
-  local known = t.timeout_ms ~= nil and unqueued_job_fields(t.timeout_ms, now) or nil
   local token, flat = lease_job(t.id, job_id, class_id, t.doc, now, { handoff = 1 }, nil,
-    known, t.fields)
+    t.new_job)
   local tokens = {}
   for i = 1, waiting do tokens[i] = '0' end
   tokens[#tokens + 1] = 'h|' .. token .. '|' .. cjson.encode(flat)

@@ -21,19 +21,19 @@ end
 -- fences it; the lease goes into jobs:active:{worker} and its deadline into jobs:active.
 -- `event` holds the 'claimed' event's fields besides worker_id, wait_ms and how long
 -- policies held the job (a handoff's handoff = 1); `fair_charge` (nil: none) is what its
--- completion charges to its customer's fair-share usage (fair.lua). `known` (nil for a
--- queued job): the job was never queued, and these are the fields the lease would read
--- from it (unqueued_job_fields), and `written` the fields the submission gives it (a name,
--- value list), which the lease writes with its own and which stand in for reading the
--- hash back. Returns the new token and the job's fields as a name, value list: the hash's;
--- from `written`, that list itself with the lease's fields appended, so a name the lease
--- rewrote (status, progress, event_seq) comes twice, the later value being the one
--- stored, as a mapping built in order keeps it (shared/broker_replies.py wake_reply).
+-- completion charges to its customer's fair-share usage (fair.lua). `new_job` (nil for a
+-- queued job): a job never queued nor written yet, as submit_job.lua hands it over
+-- ({timeout_ms=, fields=}: its time limit, false for none, and its fields as a name, value
+-- list); the lease writes those fields with its own, and what it would read of the job is
+-- known (unqueued_job_fields). Returns the new token and the job's fields as a name, value
+-- list: the hash's; for a new job, its list with the lease's fields appended, so a name
+-- the lease rewrote (status, progress, event_seq) comes twice, the later value being the
+-- one stored, as a mapping built in order keeps it (shared/broker_replies.py wake_reply).
 -- claim_reply makes them claim.lua's reply.
-local function lease_job(worker_id, job_id, class_id, doc, now, event, fair_charge, known,
-    written)
+local function lease_job(worker_id, job_id, class_id, doc, now, event, fair_charge, new_job)
   local job_key = K.job(job_id)
   local svc, customer = doc.s, doc.c
+  local known = new_job and unqueued_job_fields(new_job.timeout_ms, now)
   if not known then
     redis.call('ZREM', K.job_class(class_id), job_id)
     redis.call('ZREM', K.pending, job_id)
@@ -65,6 +65,7 @@ local function lease_job(worker_id, job_id, class_id, doc, now, event, fair_char
     set[#set + 1] = 'fair_charge'
     set[#set + 1] = fair_charge
   end
+  local written = new_job and new_job.fields
   if written then
     -- A handed job's hash is written here, the submission's fields followed by the
     -- lease's in one HSET (a name in both takes the later value): one write of it, not two.

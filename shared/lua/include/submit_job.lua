@@ -31,9 +31,9 @@ end
 -- `chooser` (nil: none) is asked, with ring_for's arguments and the job's score and class,
 -- for an idle worker to hand the job to (handoff.lua choose_for_new) before the job is
 -- queued; where it names one, the job is queued nowhere and its hash not yet written: it
--- is returned after ring_for's arguments, with the job's `timeout_ms` (false: none) and
--- its fields (`fields`, a name, value list), for the caller to hand it over, which writes
--- the hash with the lease in one HSET (handoff.lua hand_over, lease_job.lua). Its
+-- is returned after ring_for's arguments, with `new_job` set to its time limit and its
+-- fields (lease_job.lua's `new_job`), for the caller to hand it over, which writes the
+-- hash with the lease in one HSET (handoff.lua hand_over). Its
 -- position is then the number of pending jobs ranked ahead of it, as ZRANK would give once
 -- queued.
 local function submit_job(job_id, idem, class_id, priority, first, last, now, seq, chooser)
@@ -76,8 +76,7 @@ local function submit_job(job_id, idem, class_id, priority, first, last, now, se
   local position
   if taker then
     position = redis.call('ZCOUNT', K.pending, '-inf', '(' .. score)
-    taker.timeout_ms = given['timeout_ms'] or false
-    taker.fields = fields
+    taker.new_job = { timeout_ms = given['timeout_ms'] or false, fields = fields }
   else
     position = redis.call('ZRANK', K.pending, job_id)
   end

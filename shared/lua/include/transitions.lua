@@ -11,6 +11,8 @@
 
 -- What a finished job no longer has: its lease's token, a backoff, a fair-share mark.
 local FINISH_CLEARS = { 'token', 'retry_at', 'fair_charge' }
+-- No fields to write beside the status (finish's `fields` nil). Never written to.
+local NO_FIELDS = {}
 
 -- Finish a job for good: status, timestamps, registry, retention TTL (the fleet's policy).
 -- `fields` (name, value, ... or nil) are written in the same HSET; `known` is
@@ -18,11 +20,8 @@ local FINISH_CLEARS = { 'token', 'retry_at', 'fair_charge' }
 -- fields to delete, where the caller knows which of FINISH_CLEARS the job has (nil: all).
 local function finish(job_key, job_id, status, now, fields, known, clears)
   charge_usage(job_key, known)
-  if fields then
-    redis.call('HSET', job_key, 'status', status, 'finished_at', int(now), unpack(fields))
-  else
-    redis.call('HSET', job_key, 'status', status, 'finished_at', int(now))
-  end
+  redis.call('HSET', job_key, 'status', status, 'finished_at', int(now),
+    unpack(fields or NO_FIELDS))
   redis.call('HDEL', job_key, unpack(clears or FINISH_CLEARS))
   redis.call('ZREM', K.active, job_id)
   redis.call('ZADD', K.finished(status), int(now), job_id)
