@@ -106,13 +106,14 @@ class JobRunner:
         # limit is a timer until it expires (_TimeLimit).
         limit = None
         if job.timeout_seconds is not None:
-            error = f"timed out after {job.timeout_seconds:g} s"
+            seconds = job.timeout_seconds
             limit = _TimeLimit(
-                job.timeout_seconds,
+                seconds,
                 self._cancel_grace,
                 held,
                 connector,
-                lambda: self._fail(held, error, retryable=True),
+                # The message is made only for a job that times out.
+                lambda: self._fail(held, f"timed out after {seconds:g} s", retryable=True),
             )
         try:
             result = await connector.run(ctx, self._progress_reporter(held), held.cancel)
@@ -273,7 +274,10 @@ class _TimeLimit:
         self._connector = connector
         self._report_timeout = report_timeout
         self._task = asyncio.current_task()
-        self._ended = asyncio.Event()
+        # Whether the connector returned or raised; the event `_stop` waits on is made only
+        # once the limit expires: most jobs end in time, and never need it.
+        self._connector_done = False
+        self._ended: asyncio.Event | None = None
         self._cancelled_task = False
         self._stopping: asyncio.Task[Outcome | None] | None = None
         self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
@@ -282,7 +286,9 @@ class _TimeLimit:
         """Called on the job's task when the connector returned or raised; True when the
         limit expired first (then `outcome()` is the job's)."""
         self._timer.cancel()
-        self._ended.set()
+        self._connector_done = True
+        if self._ended is not None:
+            self._ended.set()
         return self._stopping is not None
 
     async def outcome(self) -> Outcome:
@@ -299,13 +305,16 @@ class _TimeLimit:
         """Stop the connector; None once it has stopped (its task reports then), or the
         outcome reported without it when it did not stop within the grace."""
         job_id = self._held.job.id
+        self._ended = ended = asyncio.Event()
+        if self._connector_done:
+            ended.set()
         self._held.cancel.set()
         await self._connector.interrupt(job_id)
-        if not self._ended.is_set() and self._task is not None:
+        if not ended.is_set() and self._task is not None:
             self._cancelled_task = True
             self._task.cancel()
         try:
-            await asyncio.wait_for(self._ended.wait(), self._grace)
+            await asyncio.wait_for(ended.wait(), self._grace)
         except TimeoutError:
             logger.warning(
                 "job %s: connector %s did not stop within %gs of its time limit; reporting "

@@ -2,10 +2,14 @@
 own packer says: same bytes, same refusals, and real commands (scripts, pipelines,
 multi-word names) still work against a real server. A command client writes what fits its
 buffer without redis-py's write timeout: large writes still get it, and a server that stops
-answering is still noticed."""
+answering is still noticed. Its reads are bounded by a watch per connection instead of a
+timer per reply: a silent server still ends the read with redis-py's TimeoutError and the
+connection, a cancellation from elsewhere stays a cancellation, and the watch stops once
+the connection stops reading."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +115,63 @@ async def test_a_command_to_a_server_that_stopped_answering_times_out(
             await client.ping()
     finally:
         frozen_server.thaw()
+        await client.aclose()
+
+
+async def test_a_timed_out_read_drops_its_connection_and_the_next_command_gets_a_new_one(
+    frozen_server: Server,
+) -> None:
+    client = _impatient_client(frozen_server)
+    try:
+        await client.client_setname("before-freeze")
+        conn = client.connection_pool._available_connections[0]
+        frozen_server.freeze()
+        with pytest.raises(RedisTimeoutError):
+            await client.ping()
+        # The reply may still come; it must not be read as the next command's.
+        assert not conn.is_connected
+        frozen_server.thaw()
+        assert await client.echo("after") == b"after"
+        assert await client.client_getname() is None  # a new connection, not the old one
+    finally:
+        frozen_server.thaw()
+        await client.aclose()
+
+
+async def test_a_read_cancelled_from_elsewhere_is_cancelled_not_timed_out(
+    frozen_server: Server,
+) -> None:
+    client = _impatient_client(frozen_server)
+    try:
+        await client.ping()
+        frozen_server.freeze()
+
+        async def ping() -> None:
+            await client.ping()
+
+        reading = asyncio.create_task(ping())
+        await asyncio.sleep(0)  # the command is sent and its read begins
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+    finally:
+        frozen_server.thaw()
+        await client.aclose()
+
+
+async def test_the_read_watch_stops_once_the_connection_stops_reading(redis_url: str) -> None:
+    client = Redis.from_url(redis_url, socket_timeout=0.1, connection_class=HiredisPackedConnection)
+    try:
+        for _ in range(20):
+            await client.ping()
+        conn = client.connection_pool._available_connections[0]
+        assert isinstance(conn, HiredisPackedConnection)
+        assert conn._watch is not None  # one watch, armed by the first read, kept since
+        # Idle: one look finds a read since the last one, the next finds none and stops.
+        await wait_until(lambda: conn._watch is None, timeout=10)
+        await client.ping()
+        assert conn._watch is not None
+    finally:
         await client.aclose()
 
 
