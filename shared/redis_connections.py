@@ -140,8 +140,8 @@ class _WatchedReads(AbstractConnection):
     ) -> Any:
         drop = bool(disconnect_on_error)
         limit = self.socket_timeout
-        task = asyncio.current_task()
-        if timeout is not None or not limit or task is None:
+        task = asyncio.current_task() if limit and timeout is None else None
+        if task is None or limit is None:
             return await super().read_response(
                 disable_decoding,
                 timeout,
