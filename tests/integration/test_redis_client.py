@@ -10,7 +10,7 @@ the connection stops reading."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,70 +93,53 @@ def frozen_server(tmp_path: Path) -> Iterator[Server]:
         server.stop()  # thaws it first
 
 
-def _impatient_client(server: Server) -> Redis:
-    """Timeouts of a quarter second and no retries: a timeout surfaces as raised."""
-    return Redis.from_url(
-        server.url,
+@pytest.fixture
+async def impatient(frozen_server: Server) -> AsyncIterator[Redis]:
+    """A client of `frozen_server` with timeouts of a quarter second and no retries (a
+    timeout surfaces as raised), connected and answered once; the server is thawed and
+    the client closed afterwards, whatever the test did."""
+    client = Redis.from_url(
+        frozen_server.url,
         socket_timeout=0.25,
         connection_class=HiredisPackedConnection,
         retry=Retry(NoBackoff(), 0),
     )
-
-
-async def test_a_command_to_a_server_that_stopped_answering_times_out(
-    frozen_server: Server,
-) -> None:
-    client = _impatient_client(frozen_server)
-    try:
-        await client.ping()
-        frozen_server.freeze()
-        # The write fits the buffer and goes at once; the read is what times out.
-        with pytest.raises(RedisTimeoutError):
-            await client.ping()
-    finally:
-        frozen_server.thaw()
-        await client.aclose()
-
-
-async def test_a_timed_out_read_drops_its_connection_and_the_next_command_gets_a_new_one(
-    frozen_server: Server,
-) -> None:
-    client = _impatient_client(frozen_server)
     try:
         await client.client_setname("before-freeze")
-        conn = client.connection_pool._available_connections[0]
-        frozen_server.freeze()
-        with pytest.raises(RedisTimeoutError):
-            await client.ping()
-        # The reply may still come; it must not be read as the next command's.
-        assert not conn.is_connected
-        frozen_server.thaw()
-        assert await client.echo("after") == b"after"
-        assert await client.client_getname() is None  # a new connection, not the old one
+        yield client
     finally:
         frozen_server.thaw()
         await client.aclose()
+
+
+async def test_a_command_to_a_server_that_stopped_answering_times_out_and_drops_its_connection(
+    frozen_server: Server, impatient: Redis
+) -> None:
+    conn = impatient.connection_pool._available_connections[0]
+    frozen_server.freeze()
+    # The write fits the buffer and goes at once; the read is what times out.
+    with pytest.raises(RedisTimeoutError):
+        await impatient.ping()
+    # The reply may still come; it must not be read as the next command's.
+    assert not conn.is_connected
+    frozen_server.thaw()
+    assert await impatient.echo("after") == b"after"
+    assert await impatient.client_getname() is None  # a new connection, not the old one
 
 
 async def test_a_read_cancelled_from_elsewhere_is_cancelled_not_timed_out(
-    frozen_server: Server,
+    frozen_server: Server, impatient: Redis
 ) -> None:
-    client = _impatient_client(frozen_server)
-    try:
-        await client.ping()
-        frozen_server.freeze()
+    frozen_server.freeze()
 
-        async def ping() -> None:
-            await client.ping()
+    async def ping() -> None:
+        await impatient.ping()
 
-        reading = asyncio.create_task(ping())
-        await asyncio.sleep(0)  # the command is sent and its read begins
-        reading.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await reading
-    finally:
-        frozen_server.thaw()
-        await client.aclose()
+    reading = asyncio.create_task(ping())
+    await asyncio.sleep(0)  # the command is sent and its read begins
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
 
 
 async def test_the_read_watch_stops_once_the_connection_stops_reading(redis_url: str) -> None:
@@ -175,22 +158,18 @@ async def test_the_read_watch_stops_once_the_connection_stops_reading(redis_url:
         await client.aclose()
 
 
-async def test_a_write_the_server_does_not_take_times_out(frozen_server: Server) -> None:
-    client = _impatient_client(frozen_server)
-    try:
-        await client.ping()
-        frozen_server.freeze()
-        # More than the kernel's socket buffers hold: the write itself cannot finish.
-        with pytest.raises(RedisTimeoutError):
-            await client.set("huge", b"x" * (64 << 20))
-        frozen_server.thaw()
-        # The dropped connection still flushes what it buffered before it closes: once the
-        # server has the whole command, the socket is gone too.
-        async with Redis.from_url(frozen_server.url) as other:
-            await wait_until(lambda: other.exists("huge"), timeout=30)
-    finally:
-        frozen_server.thaw()
-        await client.aclose()
+async def test_a_write_the_server_does_not_take_times_out(
+    frozen_server: Server, impatient: Redis
+) -> None:
+    frozen_server.freeze()
+    # More than the kernel's socket buffers hold: the write itself cannot finish.
+    with pytest.raises(RedisTimeoutError):
+        await impatient.set("huge", b"x" * (64 << 20))
+    frozen_server.thaw()
+    # The dropped connection still flushes what it buffered before it closes: once the
+    # server has the whole command, the socket is gone too.
+    async with Redis.from_url(frozen_server.url) as other:
+        await wait_until(lambda: other.exists("huge"), timeout=30)
 
 
 async def test_a_connection_the_server_closed_is_replaced_for_the_next_command(
