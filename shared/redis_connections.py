@@ -106,8 +106,9 @@ class _WritesInPlace(AbstractConnection):
             raise
 
 
-# How often a connection's watch looks at its read in flight, as a share of the socket
-# timeout (a read times out at most that much late), and at least this often.
+# How often a connection's watch looks at its read in flight: every WATCH_SHARE of the
+# socket timeout (so a read without a reply ends at most that much late), and at least
+# every WATCH_PERIOD_MAX seconds.
 WATCH_SHARE = 0.25
 WATCH_PERIOD_MAX = 1.0
 
