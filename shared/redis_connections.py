@@ -122,8 +122,8 @@ class _WatchedReads(AbstractConnection):
     worker spends on a no-op job. The watch is a timer that comes back every quarter of
     the timeout (every second at most) while the connection keeps reading, and stops once
     it has not read since its last look; so a read that gets no reply ends at most that
-    period after SOCKET_TIMEOUT. Reads given a timeout of their own (pub/sub, blocking
-    pops) take redis-py's path."""
+    period after SOCKET_TIMEOUT. A disconnection ends the watch. Reads given a timeout of
+    their own (pub/sub, blocking pops) take redis-py's path."""
 
     _read_deadline = 0.0  # loop time past which the read in flight has failed; 0: none
     _read_task: asyncio.Task[Any] | None = None
@@ -174,6 +174,20 @@ class _WatchedReads(AbstractConnection):
             raise
         finally:
             self._read_deadline, self._read_task = 0.0, None
+
+    async def disconnect(
+        self,
+        nowait: bool = False,
+        error: Exception | None = None,
+        failure_count: int | None = None,
+        health_check_failed: bool = False,
+    ) -> None:
+        # The watch ends with the connection: its timer would otherwise hold the connection
+        # (and what the connection holds) for up to two periods after a client closed.
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+        await super().disconnect(nowait, error, failure_count, health_check_failed)
 
     def _watch_period(self) -> float:
         return min(WATCH_PERIOD_MAX, max(0.01, (self.socket_timeout or 1.0) * WATCH_SHARE))
