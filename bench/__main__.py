@@ -34,6 +34,7 @@ BENCHMARKS = {
     "fleet": "scheduling policies on a replayed arrival trace, a simulated fleet, the real broker",
     "floor": "what one Redis round trip costs from each client stack (the floor under `peers`)",
     "instructions": "Redis instructions per hot-path script call, counted under callgrind",
+    "worker_instructions": "the worker process's instructions per job, counted under callgrind",
 }
 # bench-peers builds its venvs on a first run and takes 15-25 minutes with 3 repetitions.
 LIMIT_PEERS_S = 2400.0

@@ -38,7 +38,8 @@ WORKER_ENV = {
 }
 
 
-def _job(steps: int = 1) -> JobRequest:
+def simulation_job(steps: int = 1) -> JobRequest:
+    """A job of the simulation connector that does nothing: `steps` steps of 0 ms."""
     body = {"service_type": "simulation", "payload": {"steps": steps, "step_ms": 0}}
     return convert(body, JobRequest)
 
@@ -89,15 +90,16 @@ async def _worker_process(
         _stop(proc)
 
 
-async def _registered(redis: Redis, broker: Broker, worker_id: str) -> None:
-    deadline = time.monotonic() + 30
+async def registered(redis: Redis, broker: Broker, worker_id: str, within: float = 30) -> None:
+    """Wait until `worker_id` has registered, `within` seconds at most."""
+    deadline = time.monotonic() + within
     while await redis.zscore(broker.keys.workers, worker_id) is None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"worker {worker_id} did not register")
         await asyncio.sleep(0.05)
 
 
-async def _next_event(
+async def next_event(
     redis: Redis, broker: Broker, last: list[Any], job: bytes, kind: bytes
 ) -> None:
     while True:
@@ -113,7 +115,7 @@ async def _claim_latency(url: str, redis: Redis, broker: Broker, n: int, link: L
     samples = []
     worker_id = f"latency-{link.name}"
     async with _worker_process(url, worker_id, link):
-        await _registered(redis, broker, worker_id)
+        await registered(redis, broker, worker_id)
         await asyncio.sleep(0.5)  # let it settle into its idle wait (benchmark pacing only)
         # Start after the newest entry now, not at "$" on each read: the claim can land
         # before the first XREAD starts, and "$" would then miss it.
@@ -121,16 +123,16 @@ async def _claim_latency(url: str, redis: Redis, broker: Broker, n: int, link: L
         last: list[Any] = [top[0][0] if top else b"0-0"]
         for _ in range(n):
             t0 = time.perf_counter()
-            submitted = await broker.submit(_job())
-            await _next_event(redis, broker, last, submitted.job_id.encode(), b"claimed")
+            submitted = await broker.submit(simulation_job())
+            await next_event(redis, broker, last, submitted.job_id.encode(), b"claimed")
             samples.append((time.perf_counter() - t0) * 1000)
-            await _next_event(redis, broker, last, submitted.job_id.encode(), b"completed")
+            await next_event(redis, broker, last, submitted.job_id.encode(), b"completed")
     return samples
 
 
 async def _drain(url: str, redis: Redis, broker: Broker, n: int, slots: int, link: Link) -> float:
     for _ in range(n // 1000):
-        await broker.submit_many([_job()] * 1000)
+        await broker.submit_many([simulation_job()] * 1000)
     started = time.perf_counter()
     worker_id = f"drain{slots}-{link.name}"
     async with _worker_process(url, worker_id, link, CONCURRENT_JOBS=str(slots)):
