@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +73,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _worker_process(
-    url: str, worker_id: str, link: Link = Link("direct"), **env: str
-) -> AsyncIterator[None]:
+async def worker_process(
+    url: str,
+    worker_id: str,
+    link: Link = Link("direct"),
+    *,
+    wrapper: Sequence[str] = (),
+    **env: str,
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """A `python -m worker` process reaching the broker by `link`, with `env` on top of
+    WORKER_ENV, run by `wrapper` if given (e.g. valgrind); stopped gracefully on leaving."""
     slots = int(env.get("CONCURRENT_JOBS", "1"))
     reach = await link.worker_env(url, worker_id, slots)
     full = {**os.environ, **WORKER_ENV, **reach, **env}
@@ -83,9 +90,9 @@ async def _worker_process(
         for name in ("HUB_REDIS_URL", "REDIS_URL"):
             full.pop(name, None)
     full["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "worker"], env=full, cwd=ROOT)
+    proc = subprocess.Popen([*wrapper, sys.executable, "-m", "worker"], env=full, cwd=ROOT)
     try:
-        yield
+        yield proc
     finally:
         _stop(proc)
 
@@ -114,7 +121,7 @@ async def next_event(
 async def _claim_latency(url: str, redis: Redis, broker: Broker, n: int, link: Link) -> list[float]:
     samples = []
     worker_id = f"latency-{link.name}"
-    async with _worker_process(url, worker_id, link):
+    async with worker_process(url, worker_id, link):
         await registered(redis, broker, worker_id)
         await asyncio.sleep(0.5)  # let it settle into its idle wait (benchmark pacing only)
         # Start after the newest entry now, not at "$" on each read: the claim can land
@@ -135,7 +142,7 @@ async def _drain(url: str, redis: Redis, broker: Broker, n: int, slots: int, lin
         await broker.submit_many([simulation_job()] * 1000)
     started = time.perf_counter()
     worker_id = f"drain{slots}-{link.name}"
-    async with _worker_process(url, worker_id, link, CONCURRENT_JOBS=str(slots)):
+    async with worker_process(url, worker_id, link, CONCURRENT_JOBS=str(slots)):
         while await redis.zcard(broker.keys.finished("completed")) < n:
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started

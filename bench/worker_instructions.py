@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,7 +29,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench.common import private_redis, table
-from bench.worker import ROOT, WORKER_ENV, next_event, registered, simulation_job
+from bench.worker import next_event, registered, simulation_job, worker_process
 from shared.broker import Broker
 
 WARM_JOBS = 50  # run before counting: imports, first connections, caches
@@ -41,33 +39,20 @@ DEADLINE_S = 600.0  # under callgrind a job costs about 50 times its usual time
 
 @contextlib.asynccontextmanager
 async def _counted_worker(url: str, slots: int, out: Path) -> AsyncIterator[int]:
-    """A worker process under callgrind, counting nothing until zeroed; yields its pid.
-    Heartbeats are spread out so that none falls into the counted window by chance."""
-    env = {
-        **os.environ,
-        **WORKER_ENV,
-        "HUB_REDIS_URL": url,
-        "WORKER_ID": WORKER_ID,
-        "CONCURRENT_JOBS": str(slots),
-        "HEARTBEAT_INTERVAL_SECONDS": "250",
-        "LEASE_TIMEOUT_SECONDS": "600",
-        "PYTHONHASHSEED": "0",
-        "PYTHONPATH": str(ROOT),
-    }
-    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-    command += [sys.executable, "-m", "worker"]
-    proc = subprocess.Popen(
-        command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
+    """A worker process under callgrind (bench.worker's, wrapped), counting nothing until
+    zeroed; yields its pid. Heartbeats are spread out so that none falls into the counted
+    window by chance."""
+    callgrind = ["valgrind", "-q", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    async with worker_process(
+        url,
+        WORKER_ID,
+        wrapper=callgrind,
+        CONCURRENT_JOBS=str(slots),
+        HEARTBEAT_INTERVAL_SECONDS="250",
+        LEASE_TIMEOUT_SECONDS="600",
+        PYTHONHASHSEED="0",
+    ) as proc:
         yield proc.pid
-    finally:
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
 
 
 async def _completed(redis: Redis, broker: Broker) -> int:

@@ -166,10 +166,9 @@ class _WatchedReads(AbstractConnection):
             )
         except asyncio.CancelledError:
             # Ours only when the watch cancelled the read and nobody else cancelled the task
-            # meanwhile (what asyncio.timeout checks too).
+            # meanwhile (what asyncio.timeout checks too). redis-py has dropped the
+            # connection already (`drop`), as it does on any error while reading.
             if self._read_expired and task.uncancel() <= cancelling:
-                if drop:
-                    await self.disconnect(nowait=True)
                 raise RedisTimeoutError(f"Timeout reading from {self._host_error()}") from None
             raise
         finally:
@@ -196,12 +195,13 @@ class _WatchedReads(AbstractConnection):
         """The watch: end a read past its deadline; come back while reads go on."""
         self._watch = None
         task = self._read_task
-        if task is not None and asyncio.get_running_loop().time() >= self._read_deadline:
+        loop = asyncio.get_running_loop()
+        if task is not None and loop.time() >= self._read_deadline:
             self._read_expired = True
             task.cancel()
         elif task is not None or self._read_since_look:
             self._read_since_look = False
-            self._watch = asyncio.get_running_loop().call_later(self._watch_period(), self._look)
+            self._watch = loop.call_later(self._watch_period(), self._look)
 
 
 class _FollowsThePrimary(AbstractConnection):
