@@ -10,7 +10,6 @@ in shared/reads.py, which the Broker exposes as `reads`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import os
 import random
@@ -118,7 +117,7 @@ def _sooner_due(result: NoClaim, due: int | None) -> NoClaim:
     """`result` with `due` as its next_due_ms when that is sooner."""
     if due is None or (result.next_due_ms is not None and result.next_due_ms <= due):
         return result
-    return dataclasses.replace(result, next_due_ms=due)
+    return msgspec.structs.replace(result, next_due_ms=due)
 
 
 def _running_json(running: Sequence[tuple[str, str]]) -> str:

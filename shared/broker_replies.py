@@ -1,13 +1,17 @@
 """What the broker's scripts answer, as typed values: the reply types the Broker API returns
 and the decoding of a `job:{id}` hash into a Job. Kept apart from the calls themselves so
-the API module reads as the list of state transitions it offers."""
+the API module reads as the list of state transitions it offers.
+
+The reply types are frozen msgspec Structs, not dataclasses: a worker builds a Claim for
+every job and a submitter a Submitted for every submission, and a Struct is made about ten
+times faster than a frozen dataclass (0.2 against 2.7 us for six fields on the 2-core dev
+box), whose __init__ sets each field through object.__setattr__."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Final, Literal, cast
 
 import msgspec
 import orjson
@@ -23,8 +27,7 @@ FailOutcome = Literal["retrying", "failed", "stale", "cancelled"]
 WorkerState = Literal["active", "paused", "draining"]
 
 
-@dataclass(frozen=True, slots=True)
-class Submitted:
+class Submitted(msgspec.Struct, frozen=True):
     """`created_at` (ms, server time) and `position` (0-based queue rank at submission) are
     set for a job this call created, None for a repeated id or idempotency key.
     `preferred_models`: the request's, as the broker found them for the job (so a caller
@@ -43,14 +46,12 @@ class Submitted:
         return cls(text(reply[1]) or "", True, int(reply[2]), int(reply[3]), preferred_models)
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+class Claim(msgspec.Struct, frozen=True):
     job: Job
     token: str
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Rank:
+class Rank(msgspec.Struct, frozen=True, order=True):
     """Where a job stands in the claim order, comparably across pools: the lower Rank is
     claimed first (a higher effective priority, then the earlier submission, in ms). Within
     one pool the claim order is exact by a per-pool sequence; across pools the submission
@@ -68,16 +69,14 @@ class Rank:
         return -self.neg_priority
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
+class Head(msgspec.Struct, frozen=True):
     """The job a claim would take next in one pool (Broker.peek): its id and its rank."""
 
     job_id: str
     rank: Rank
 
 
-@dataclass(frozen=True, slots=True)
-class NoClaim:
+class NoClaim(msgspec.Struct, frozen=True):
     """Nothing to claim: `reason` is 'empty', 'paused' or 'draining' ('more' only from
     Broker.complete_and_claim and Broker.peek: the scan stopped at `offset`; 'worse' only
     from a claim with a floor: the best job, ranked `head`, ranks below it); `next_due_ms`
@@ -89,26 +88,24 @@ class NoClaim:
     head: Rank | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CancelResult:
+class CancelResult(msgspec.Struct, frozen=True):
     outcome: Literal["cancelled", "unchanged", "missing"]
     was: str | None = None
     worker_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class JobOwner:
+class JobOwner(msgspec.Struct, frozen=True):
     """Whose a job is: its customer (None: none) and the worker holding it, if any."""
 
     customer_id: str | None
     worker_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ReapReport:
+class ReapReport(msgspec.Struct, frozen=True):
     promoted: int = 0
-    recovered: list[tuple[str, str, str]] = field(default_factory=list)  # worker, job, outcome
-    timed_out: list[tuple[str, str]] = field(default_factory=list)  # job, outcome
+    # (worker, job, outcome) and (job, outcome)
+    recovered: list[tuple[str, str, str]] = msgspec.field(default_factory=list)
+    timed_out: list[tuple[str, str]] = msgspec.field(default_factory=list)
 
 
 def text(value: bytes | str | None) -> str | None:
@@ -144,9 +141,15 @@ def _requirements(text: str) -> Requirements:
     return msgspec.json.decode(text, type=Requirements)
 
 
+# A status by its value: JobStatus(value) goes through the Enum metaclass's __call__, ten
+# times a dict lookup, for every job read.
+_STATUSES: Final = {status.value: status for status in JobStatus}
+
+
 def job_from_fields(h: Mapping[str, str]) -> Job:
     """Build a Job from the fields of a `job:{id}` hash, as text."""
     timeout_ms = opt_int(h.get("timeout_ms"))
+    status = h["status"]
     return Job(
         id=h["id"],
         service_type=h["service_type"],
@@ -156,7 +159,7 @@ def job_from_fields(h: Mapping[str, str]) -> Job:
         payload=orjson.loads(h["payload"]) if h.get("payload") else None,
         requirements=_requirements(h.get("requirements") or "{}"),
         preferred_models=orjson.loads(h["preferred_models"]) if h.get("preferred_models") else [],
-        status=JobStatus(h["status"]),
+        status=_STATUSES.get(status) or JobStatus(status),  # unknown: its ValueError
         progress=float(h.get("progress") or 0),
         message=h.get("message") or None,
         result=orjson.loads(h["result"]) if h.get("result") else None,

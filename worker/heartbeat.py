@@ -2,8 +2,10 @@
 
 A job that blocks the worker's event loop (a connector doing synchronous I/O, a busy
 callback) must not make the worker look dead and lose its leases. The thread keeps beating
-as long as the interpreter can schedule it; what it reports (running jobs, status,
-capabilities) it reads from a snapshot the main loop publishes under a lock.
+as long as the interpreter can schedule it. What it reports: the status and capability
+changes the main loop publishes under a lock, and the running jobs, copied from the main
+loop's own map when it beats (not published for every job: a worker draining short jobs
+would pay for a copy per job that only a beat every few seconds reads).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shared.capabilities import Capabilities
@@ -29,10 +31,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Beat:
-    """What the next heartbeat reports. The main loop replaces it; the thread reads it."""
+    """What the next heartbeat reports besides the running jobs. The main loop replaces
+    it; the thread reads it."""
 
     status: str = "idle"
-    running: dict[str, str] = field(default_factory=dict)
     caps: Capabilities | None = None  # set when capabilities changed since the last beat
 
 
@@ -43,12 +45,16 @@ class HeartbeatThread(threading.Thread):
         worker_id: str,
         settings: BrokerSettings,
         on_revoked: Callable[[list[str]], None],
+        running: dict[str, str],
     ) -> None:
+        """`running` is the main loop's map of its running jobs to their claim tokens,
+        which it changes in place and this thread copies when it beats."""
         super().__init__(name=f"heartbeat-{worker_id}", daemon=True)
         self._open_link = open_link
         self._worker_id = worker_id
         self._settings = settings
         self._on_revoked = on_revoked
+        self._running = running
         self._lock = threading.Lock()
         self._beat = Beat()
         self._halt = threading.Event()
@@ -59,12 +65,9 @@ class HeartbeatThread(threading.Thread):
         self.leases_presumed_lost = False
         self._acked = time.monotonic()  # the last acknowledgement, or the thread's start
 
-    def update(
-        self, *, status: str, running: dict[str, str], caps: Capabilities | None = None
-    ) -> None:
+    def update(self, *, status: str, caps: Capabilities | None = None) -> None:
         with self._lock:
-            pending_caps = caps or self._beat.caps
-            self._beat = Beat(status=status, running=dict(running), caps=pending_caps)
+            self._beat = Beat(status=status, caps=caps or self._beat.caps)
 
     def beat_now(self) -> None:
         """Send the next heartbeat without waiting for the interval (status changes)."""
@@ -92,10 +95,13 @@ class HeartbeatThread(threading.Thread):
     async def _beat_once(self, broker: WorkerBroker) -> None:
         with self._lock:
             beat = self._beat
-            self._beat = Beat(status=beat.status, running=beat.running)
+            self._beat = Beat(status=beat.status)
+        # Copied whole while this thread holds the GIL: copying a dict of str keys and
+        # values runs no Python code, so the main loop cannot change it half-way.
+        running = dict(self._running)
         try:
             revoked = await broker.heartbeat(
-                self._worker_id, status=beat.status, running=beat.running, caps=beat.caps
+                self._worker_id, status=beat.status, running=running, caps=beat.caps
             )
         except TRANSIENT_ERRORS as exc:
             self.failures += 1

@@ -11,8 +11,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+import msgspec
 
 from shared.broker import Claim, Fence, NoClaim
 from shared.errors import InvalidInput
@@ -23,6 +24,7 @@ from shared.redis_client import TRANSIENT_ERRORS
 from worker.connectors.base import Connector, JobCancelled, JobContext, JobFailed
 from worker.connectors.output_store import stored_image_urls
 from worker.links import WorkerBroker
+from worker.time_limit import LimitWatch, TimeLimit
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,33 +33,33 @@ T = TypeVar("T")
 CANCEL_GRACE = 10.0
 
 
-@dataclass
-class HeldJob:
-    """A job this worker holds, as the dashboard and the heartbeat see it."""
+class HeldJob(msgspec.Struct):
+    """A job this worker holds, as the dashboard and the heartbeat see it. This and Outcome
+    are Structs, made for every job: ten times cheaper to make than dataclasses
+    (shared/broker_replies.py)."""
 
     job: Job
     token: str
-    started: float = field(default_factory=time.time)
+    started: float = msgspec.field(default_factory=time.time)
     progress: float = 0.0
     message: str = ""
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel: asyncio.Event = msgspec.field(default_factory=asyncio.Event)
     cancel_reason: str = ""  # "revoked" (cancelled / reassigned / timed out) or "shutdown"
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
     job_id: str
     status: str  # completed | failed | retrying | cancelled | released | stale
     error: str | None
     seconds: float
-    finished: float = field(default_factory=time.time)
+    finished: float = msgspec.field(default_factory=time.time)
     # Presigned URLs of the images it stored (OUTPUT_STORE), for the dashboard's thumbnails.
     images: tuple[str, ...] = ()
     # The worker's next job, claimed in the same call that completed this one.
-    next_claim: Claim | None = field(default=None, repr=False)
+    next_claim: Claim | None = None
     # What that call's claim answered instead when it found no job (None: no claim was
     # tried, or it took one).
-    no_claim: NoClaim | None = field(default=None, repr=False)
+    no_claim: NoClaim | None = None
 
 
 class JobRunner:
@@ -74,12 +76,13 @@ class JobRunner:
         """`next_claim_caps` gives the capabilities to claim the next job with in the call
         that completes a job (one round trip instead of two), or None when the worker should
         not take more work now (stopping, paused). `cancel_grace`: seconds a connector has
-        to stop once its job's time limit cancelled it (_TimeLimit)."""
+        to stop once its job's time limit cancelled it (worker/time_limit.py)."""
         self._broker = broker
         self._worker_id = worker_id
         self._progress_interval = progress_interval
         self._deliver_timeout = deliver_timeout
         self._cancel_grace = cancel_grace
+        self._limits = LimitWatch()
         self._next_claim_caps = next_claim_caps
 
     async def run(self, held: HeldJob, connector: Connector) -> Outcome:
@@ -103,14 +106,16 @@ class JobRunner:
         logger.debug("job started (service %s, attempt %d)", job.service_type, job.attempts + 1)
         # The connector runs on this task, not one of its own: a task and a wait for it
         # cost about as much as everything else the worker does for a no-op job. The time
-        # limit is a timer until it expires (_TimeLimit).
-        limit = None
+        # limit is an entry in a set until it expires (worker/time_limit.py).
+        limit: TimeLimit[Outcome] | None = None
         if job.timeout_seconds is not None:
             seconds = job.timeout_seconds
-            limit = _TimeLimit(
+            limit = TimeLimit(
+                self._limits,
                 seconds,
                 self._cancel_grace,
-                held,
+                job.id,
+                held.cancel,
                 connector,
                 # The message is made only for a job that times out.
                 lambda: self._fail(held, f"timed out after {seconds:g} s", retryable=True),
@@ -250,78 +255,3 @@ class JobRunner:
 def _this_task_cancelled() -> bool:
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-class _TimeLimit:
-    """A job's time limit (timeout_seconds), kept on the task that runs its connector: a
-    timer until it expires. Then the connector is stopped as any job is (the cancel event,
-    its interrupt, then its task's cancellation) and the job fails as timed out, retryable.
-
-    A connector that swallows the cancellation cannot keep its job past the limit
-    unnoticed: `grace` seconds later the failure is reported without it. Its slot stays taken
-    until it does return, since its service is still busy with the job."""
-
-    def __init__(
-        self,
-        seconds: float,
-        grace: float,
-        held: HeldJob,
-        connector: Connector,
-        report_timeout: Callable[[], Awaitable[Outcome]],
-    ) -> None:
-        self._grace = grace
-        self._held = held
-        self._connector = connector
-        self._report_timeout = report_timeout
-        self._task = asyncio.current_task()
-        # Whether the connector returned or raised; the event `_stop` waits on is made only
-        # once the limit expires: most jobs end in time, and never need it.
-        self._connector_done = False
-        self._ended: asyncio.Event | None = None
-        self._cancelled_task = False
-        self._stopping: asyncio.Task[Outcome | None] | None = None
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
-
-    def connector_ended(self) -> bool:
-        """Called on the job's task when the connector returned or raised; True when the
-        limit expired first (then `outcome()` is the job's)."""
-        self._timer.cancel()
-        self._connector_done = True
-        if self._ended is not None:
-            self._ended.set()
-        return self._stopping is not None
-
-    async def outcome(self) -> Outcome:
-        if self._cancelled_task and self._task is not None:
-            self._task.uncancel()  # the limit's own cancellation, delivered to the connector
-        assert self._stopping is not None
-        reported = await self._stopping
-        return reported if reported is not None else await self._report_timeout()
-
-    def _expire(self) -> None:
-        self._stopping = asyncio.create_task(self._stop())
-
-    async def _stop(self) -> Outcome | None:
-        """Stop the connector; None once it has stopped (its task reports then), or the
-        outcome reported without it when it did not stop within the grace."""
-        job_id = self._held.job.id
-        self._ended = ended = asyncio.Event()
-        if self._connector_done:
-            ended.set()
-        self._held.cancel.set()
-        await self._connector.interrupt(job_id)
-        if not ended.is_set() and self._task is not None:
-            self._cancelled_task = True
-            self._task.cancel()
-        try:
-            await asyncio.wait_for(ended.wait(), self._grace)
-        except TimeoutError:
-            logger.warning(
-                "job %s: connector %s did not stop within %gs of its time limit; reporting "
-                "the timeout without it",
-                job_id,
-                self._connector.name,
-                self._grace,
-            )
-            return await self._report_timeout()
-        return None

@@ -70,6 +70,9 @@ class Worker:
         self.id = settings.worker_id
         self.started = time.time()
         self.running: dict[str, HeldJob] = {}
+        # The running jobs' claim tokens, changed with `running`: what the heartbeat thread
+        # copies and reports (worker/heartbeat.py).
+        self._tokens: dict[str, str] = {}
         self.history: collections.deque[Outcome] = collections.deque(maxlen=HISTORY)
         self.health: dict[str, Health] = {}
         self.state = "active"  # operator state: active | paused | draining
@@ -101,7 +104,11 @@ class Worker:
         self._caps_bytes = Broker.encode_capabilities(self._caps)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heartbeat = HeartbeatThread(
-            self.link.for_heartbeat, self.id, settings.broker, self._revoked_from_thread
+            self.link.for_heartbeat,
+            self.id,
+            settings.broker,
+            self._revoked_from_thread,
+            self._tokens,
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -355,8 +362,8 @@ class Worker:
     def _hold(self, claim: Claim) -> HeldJob:
         held = HeldJob(job=claim.job, token=claim.token)
         self.running[claim.job.id] = held
-        self.status = "busy"
-        self._publish()
+        self._tokens[claim.job.id] = claim.token
+        self._set_status("busy")
         return held
 
     async def _execute(self, held: HeldJob) -> None:
@@ -379,12 +386,12 @@ class Worker:
                     self._answered = (no_claim, self._caps_bytes)
             finally:
                 self.running.pop(held.job.id, None)
+                self._tokens.pop(held.job.id, None)
                 self._refresh_warm_models()
                 if follow_up is None or self._stopping.is_set():
                     # A follow-up claimed while stopping is handed back by the deregistration.
                     self._slots.release()
-                    self.status = "busy" if self.running else "idle"
-                    self._publish()
+                    self._set_status("busy" if self.running else "idle")
             if follow_up is None or self._stopping.is_set():
                 return
             held = self._hold(follow_up)
@@ -494,11 +501,16 @@ class Worker:
         self._caps_bytes = Broker.encode_capabilities(caps)
         self._publish(caps_changed=True)
 
+    def _set_status(self, status: str) -> None:
+        if status != self.status:
+            self.status = status
+            self._publish()
+
     def _publish(self, *, caps_changed: bool = False) -> None:
-        """Hand the heartbeat thread what to report next."""
+        """Hand the heartbeat thread the status and capabilities to report next (the
+        running jobs it copies itself)."""
         self._heartbeat.update(
             status=self.status if self.status != "starting" else "idle",
-            running={job_id: held.token for job_id, held in self.running.items()},
             caps=self._caps if caps_changed else None,
         )
 

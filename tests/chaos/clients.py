@@ -142,7 +142,14 @@ class Submitter:
 
 async def sse_events(base_url: str, job_id: str, timeout: float = 30) -> list[str]:
     """Follow GET /jobs/{id}/events until the stream ends; the event names received."""
-    names: list[str] = []
+    return [name for name, _ in await sse_stream(base_url, job_id, timeout)]
+
+
+async def sse_stream(base_url: str, job_id: str, timeout: float = 30) -> list[tuple[str, Any]]:
+    """Follow GET /jobs/{id}/events until the stream ends; the events received, as (name,
+    decoded data) pairs."""
+    events: list[tuple[str, Any]] = []
+    name = ""
     async with (
         httpx.AsyncClient(base_url=base_url, headers=CLIENT, timeout=timeout) as http,
         http.stream("GET", f"/jobs/{job_id}/events") as response,
@@ -150,8 +157,10 @@ async def sse_events(base_url: str, job_id: str, timeout: float = 30) -> list[st
         assert response.status_code == 200
         async for line in response.aiter_lines():
             if line.startswith("event: "):
-                names.append(line.removeprefix("event: "))
-    return names
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((name, orjson.loads(line.removeprefix("data: "))))
+    return events
 
 
 @contextlib.asynccontextmanager

@@ -1,7 +1,8 @@
-"""A job's time limit, kept on the task that runs its connector (worker/job_runner.py): at
+"""A job's time limit, kept on the task that runs its connector (worker/time_limit.py): at
 the limit the connector is interrupted and cancelled and the job fails as timed out; a
 connector that swallows the cancellation is reported timed out after the grace without it;
-the job's task itself is left as it was found. Against a real Redis."""
+the job's task itself is left as it was found. One timer stands for every running job's
+limit: each still expires at its own time. Against a real Redis."""
 
 from __future__ import annotations
 
@@ -116,6 +117,27 @@ async def test_a_connector_that_ignores_cancellation_is_reported_timed_out_witho
     )
 
 
+async def test_each_running_job_expires_at_its_own_limit_whatever_the_order_they_began(
+    broker: Broker,
+) -> None:
+    """The watch is armed for the first job's hour; the second job's shorter limit, begun
+    later, must still fire at its time, and the first job's must not fire with it."""
+    long_held = await claimed(broker, timeout_seconds=3600)
+    short_held = await claimed(broker, timeout_seconds=0.2)
+    connector = Sleeper()
+    shared = runner(broker)
+    long_running = asyncio.create_task(shared.run(long_held, connector))
+    await asyncio.sleep(0)  # the long job's limit is set first
+    outcome = await asyncio.wait_for(shared.run(short_held, connector), timeout=10)
+    assert (outcome.status, outcome.error) == ("failed", "timed out after 0.2 s")
+    assert connector.interrupted == [short_held.job.id]
+    assert not long_held.cancel.is_set()
+    assert not long_running.done()
+    long_running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await long_running
+
+
 async def test_a_job_within_its_limit_completes_and_is_not_cancelled_later(
     broker: Broker,
 ) -> None:
@@ -128,7 +150,7 @@ async def test_a_job_within_its_limit_completes_and_is_not_cancelled_later(
     connector = Quick()
     outcome = await runner(broker).run(held, connector)
     assert outcome.status == "completed"
-    # Past the limit nothing fires: the timer went with the job.
+    # Past the limit nothing fires: the limit went with the job.
     later = asyncio.get_running_loop().create_future()
     asyncio.get_running_loop().call_later(0.4, later.set_result, None)
     await later

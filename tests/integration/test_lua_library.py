@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, OutOfMemoryError
@@ -194,7 +195,7 @@ async def scenario(broker: Broker) -> list[object]:
     out.append(("claimed", second.job.id))
     out.append(("failed", await broker.fail("w1", second.job.id, second.token, "boom")))
     out.append(("stale", await broker.complete("w1", first.job.id, first.token, None)))
-    out.append(("cancelled", dataclasses.astuple(await broker.cancel("j3"))))
+    out.append(("cancelled", msgspec.structs.astuple(await broker.cancel("j3"))))
     out.append(("pending", await broker.pending_count()))
     for job_id in ("j0", "j1", "j2", "j3"):
         record = await broker.get(job_id)

@@ -51,8 +51,9 @@ def revoked() -> list[list[str]]:
 @pytest.fixture
 def thread(broker: FlakyBroker, revoked: list[list[str]]) -> Iterator[HeartbeatThread]:
     settings = BrokerSettings(lease_timeout=0.5, heartbeat_interval=0.05)
-    beat = HeartbeatThread(lambda: Link(broker), "w1", settings, revoked.append)  # type: ignore[arg-type, return-value]
-    beat.update(status="busy", running={"job-1": "7"})
+    running = {"job-1": "7"}
+    beat = HeartbeatThread(lambda: Link(broker), "w1", settings, revoked.append, running)  # type: ignore[arg-type, return-value]
+    beat.update(status="busy")
     beat.start()
     try:
         yield beat

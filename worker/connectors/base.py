@@ -18,14 +18,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 # progress(percent 0..100, message) -> None. Calls are cheap: the worker throttles them
 # before they reach Redis, so connectors may report as often as their service tells them.
 ProgressFn = Callable[[float, str], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
-class JobContext:
-    """What a connector sees of a claimed job."""
+class JobContext(msgspec.Struct, frozen=True):
+    """What a connector sees of a claimed job. A Struct, made for every job: ten times
+    cheaper to make than a frozen dataclass (shared/broker_replies.py)."""
 
     job_id: str
     service_type: str
