@@ -36,10 +36,13 @@ class LimitWatch:
         self._limits: set[TimeLimit[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for = math.inf
+        # The loop the timer is armed in: a runner used again in another loop (a test's)
+        # must not count on a timer left in one that is gone.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def add(self, limit: TimeLimit[Any]) -> None:
         self._limits.add(limit)
-        if limit.deadline < self._armed_for:
+        if limit.deadline < self._armed_for or self._loop is not asyncio.get_running_loop():
             self._arm(limit.deadline)
 
     def discard(self, limit: TimeLimit[Any]) -> None:
@@ -49,7 +52,8 @@ class LimitWatch:
         if self._timer is not None:
             self._timer.cancel()
         self._armed_for = deadline
-        self._timer = asyncio.get_running_loop().call_at(deadline, self._fire)
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_at(deadline, self._fire)
 
     def _fire(self) -> None:
         self._timer, self._armed_for = None, math.inf
