@@ -3,8 +3,8 @@
 A job that blocks the worker's event loop (a connector doing synchronous I/O, a busy
 callback) must not make the worker look dead and lose its leases. The thread keeps beating
 as long as the interpreter can schedule it. What it reports: the status and capability
-changes the main loop publishes under a lock, and the running jobs, copied from the main
-loop's own map when it beats (not published for every job: a worker draining short jobs
+changes the main loop publishes under a lock, and the running jobs' tokens, which it asks
+the worker for when it beats (not published for every job: a worker draining short jobs
 would pay for a copy per job that only a beat every few seconds reads).
 """
 
@@ -45,16 +45,16 @@ class HeartbeatThread(threading.Thread):
         worker_id: str,
         settings: BrokerSettings,
         on_revoked: Callable[[list[str]], None],
-        running: dict[str, str],
+        running_tokens: Callable[[], dict[str, str]],
     ) -> None:
-        """`running` is the main loop's map of its running jobs to their claim tokens,
-        which it changes in place and this thread copies when it beats."""
+        """`running_tokens` gives the running jobs' claim tokens; this thread calls it when
+        it beats, so it must be safe to call from here."""
         super().__init__(name=f"heartbeat-{worker_id}", daemon=True)
         self._open_link = open_link
         self._worker_id = worker_id
         self._settings = settings
         self._on_revoked = on_revoked
-        self._running = running
+        self._running_tokens = running_tokens
         self._lock = threading.Lock()
         self._beat = Beat()
         self._halt = threading.Event()
@@ -96,9 +96,7 @@ class HeartbeatThread(threading.Thread):
         with self._lock:
             beat = self._beat
             self._beat = Beat(status=beat.status)
-        # Copied whole while this thread holds the GIL: copying a dict of str keys and
-        # values runs no Python code, so the main loop cannot change it half-way.
-        running = dict(self._running)
+        running = self._running_tokens()
         try:
             revoked = await broker.heartbeat(
                 self._worker_id, status=beat.status, running=running, caps=beat.caps

@@ -70,9 +70,6 @@ class Worker:
         self.id = settings.worker_id
         self.started = time.time()
         self.running: dict[str, HeldJob] = {}
-        # The running jobs' claim tokens, changed with `running`: what the heartbeat thread
-        # copies and reports (worker/heartbeat.py).
-        self._tokens: dict[str, str] = {}
         self.history: collections.deque[Outcome] = collections.deque(maxlen=HISTORY)
         self.health: dict[str, Health] = {}
         self.state = "active"  # operator state: active | paused | draining
@@ -108,7 +105,7 @@ class Worker:
             self.id,
             settings.broker,
             self._revoked_from_thread,
-            self._tokens,
+            self._running_tokens,
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -362,7 +359,6 @@ class Worker:
     def _hold(self, claim: Claim) -> HeldJob:
         held = HeldJob(job=claim.job, token=claim.token)
         self.running[claim.job.id] = held
-        self._tokens[claim.job.id] = claim.token
         self._set_status("busy")
         return held
 
@@ -386,7 +382,6 @@ class Worker:
                     self._answered = (no_claim, self._caps_bytes)
             finally:
                 self.running.pop(held.job.id, None)
-                self._tokens.pop(held.job.id, None)
                 self._refresh_warm_models()
                 if follow_up is None or self._stopping.is_set():
                     # A follow-up claimed while stopping is handed back by the deregistration.
@@ -500,6 +495,12 @@ class Worker:
         self._caps = caps
         self._caps_bytes = Broker.encode_capabilities(caps)
         self._publish(caps_changed=True)
+
+    def _running_tokens(self) -> dict[str, str]:
+        """The running jobs' claim tokens, for the heartbeat thread, which calls this. The
+        map is copied first, in one C-level call that the main loop cannot interleave with
+        (it runs no Python code while holding the GIL); the copy is then read at leisure."""
+        return {job_id: held.token for job_id, held in self.running.copy().items()}
 
     def _set_status(self, status: str) -> None:
         if status != self.status:

@@ -52,7 +52,7 @@ def revoked() -> list[list[str]]:
 def thread(broker: FlakyBroker, revoked: list[list[str]]) -> Iterator[HeartbeatThread]:
     settings = BrokerSettings(lease_timeout=0.5, heartbeat_interval=0.05)
     running = {"job-1": "7"}
-    beat = HeartbeatThread(lambda: Link(broker), "w1", settings, revoked.append, running)  # type: ignore[arg-type, return-value]
+    beat = HeartbeatThread(lambda: Link(broker), "w1", settings, revoked.append, lambda: running)  # type: ignore[arg-type, return-value]
     beat.update(status="busy")
     beat.start()
     try:
