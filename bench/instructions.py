@@ -73,9 +73,11 @@ async def _redis(data: Path, *wrapper: str) -> AsyncIterator[Redis]:
         server.wait(timeout=60)
 
 
-def _instructions(out: Path) -> int:
+def callgrind_total(out: Path) -> int:
+    """The instructions a callgrind output file counted: its totals line (at exit), or its
+    summary line (a dump by callgrind_control)."""
     for line in out.read_text().splitlines():
-        if line.startswith("totals:"):
+        if line.startswith(("summary:", "totals:")):
             return int(line.split()[1])
     raise RuntimeError(f"no totals in {out}")
 
@@ -96,7 +98,7 @@ async def _per_call(setup: Setup, step: Step, n: int, *, handoff: bool = True) -
             caps = broker.encode_capabilities(DRAIN_OFFER)
             for i in range(n):
                 await step(broker, caps, i)
-        return _instructions(out) / n
+        return callgrind_total(out) / n
 
 
 # -- the cases ---------------------------------------------------------------------------

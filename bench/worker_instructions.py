@@ -29,6 +29,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench.common import private_redis, table
+from bench.instructions import callgrind_total
 from bench.worker import next_event, registered, simulation_job, worker_process
 from shared.broker import Broker
 
@@ -82,10 +83,7 @@ def _counted(out: Path) -> int:
     dumps = sorted(out.parent.glob(out.name + ".*"))
     if not dumps:
         raise RuntimeError("callgrind wrote no dump")
-    for line in dumps[-1].read_text().splitlines():
-        if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1])
-    raise RuntimeError(f"no totals in {dumps[-1]}")
+    return callgrind_total(dumps[-1])
 
 
 async def _drain(
